@@ -1,0 +1,16 @@
+//! The kchaos harness: plans the scenario × kernel matrix, boots one disposable QEMU VM
+//! per cell, speaks the control protocol with the runner inside, reads the console as the
+//! kernel's witness, and records one verdict per cell.
+
+pub mod cell;
+pub mod channel;
+pub mod console;
+pub mod images;
+pub mod process;
+pub mod progress;
+pub mod qemu;
+pub mod requirements;
+pub mod results;
+pub mod run;
+pub mod runner_bin;
+pub mod scenarios;

@@ -1,0 +1,91 @@
+//! Requirements decided on the host, before booting: kernel version and build config.
+//! (Cgroup controllers are checked in the guest, where they are mounted.)
+
+use kchaos_images::Kernel;
+use kchaos_model::kernel::KernelVersion;
+use kchaos_model::scenario::Scenario;
+
+/// `Err(reason)` when the kernel cannot run the scenario; `Ok(notes)` otherwise.
+pub fn check(scenario: &Scenario, kernel: &Kernel) -> Result<Vec<String>, String> {
+    let mut notes = Vec::new();
+    if let Some(range) = &scenario.requires.kernel {
+        match KernelVersion::from_release(&kernel.release) {
+            Some(v) if !range.matches(v) => {
+                return Err(format!(
+                    "kernel {v} ({}) is outside the scenario's range {range}",
+                    kernel.release
+                ))
+            }
+            Some(_) => {}
+            None => notes.push(format!(
+                "cannot read a version from release `{}`; requires.kernel not checked",
+                kernel.release
+            )),
+        }
+    }
+    if !scenario.requires.config.is_empty() {
+        match kernel.config() {
+            Some(config) => {
+                let unmet: Vec<String> = scenario
+                    .requires
+                    .config
+                    .iter()
+                    .filter_map(|r| r.unmet(&config))
+                    .collect();
+                if !unmet.is_empty() {
+                    return Err(format!("kernel config: {}", unmet.join(", ")));
+                }
+            }
+            None => notes.push(
+                "the kernel's config is unknown (no config file); requires.config not checked"
+                    .to_owned(),
+            ),
+        }
+    }
+    Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel(release: &str, config: Option<&std::path::Path>) -> Kernel {
+        Kernel {
+            spec: "x".into(),
+            resolved: "x".into(),
+            release: release.into(),
+            package: None,
+            bzimage: "/k".into(),
+            modules_dir: None,
+            config_path: config.map(Into::into),
+        }
+    }
+
+    fn scenario(requires: &str) -> Scenario {
+        kchaos_model::scenario::parse(
+            "t.toml",
+            &format!("[scenario]\nname = \"t\"\n[requires]\n{requires}\n"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn version_range_decides_before_boot() {
+        let s = scenario("kernel = \"<6.12\"");
+        assert!(check(&s, &kernel("6.1.0-56-cloud-amd64", None)).is_ok());
+        let e = check(&s, &kernel("6.12.117+deb12-cloud-amd64", None)).unwrap_err();
+        assert!(e.contains("6.12.117") && e.contains("<6.12"), "{e}");
+    }
+
+    #[test]
+    fn config_is_checked_when_known_and_noted_when_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::write(&config, "CONFIG_MEMCG=y\n# CONFIG_MEMCG_V1 is not set\n").unwrap();
+        let s = scenario("config = [\"CONFIG_MEMCG\", \"CONFIG_MEMCG_V1\"]");
+        let e = check(&s, &kernel("6.12.1", Some(&config))).unwrap_err();
+        assert_eq!(e, "kernel config: CONFIG_MEMCG_V1 is not set");
+        let notes = check(&s, &kernel("6.12.1", None)).unwrap();
+        assert!(notes[0].contains("not checked"));
+    }
+}

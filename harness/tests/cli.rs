@@ -1,0 +1,137 @@
+//! The `kchaos` binary on bad input: clear messages and the documented exit codes, no VM.
+
+// Test code: a broken expectation should panic at the line that broke.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kchaos(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kchaos"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run kchaos")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn validate_accepts_the_shipped_scenarios() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = kchaos(&["validate", "scenarios"], root);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("ok: scenarios/memcg-dying-cgroups.toml"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn validate_reports_file_line_column_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("good.toml"),
+        "[scenario]\nname = \"good\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bad.toml"), "[scenario]\nname = \"bad\"\n\n[[workload]]\nkind = \"cgroup-churn\"\nbatch = 0\nfiles = 2\n").unwrap();
+    let out = kchaos(&["validate", "good.toml", "bad.toml"], dir.path());
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(t.contains("ok: good.toml"), "{t}");
+    assert!(
+        t.contains("bad.toml:7:1: workload[0].files: unknown key `files`"),
+        "{t}"
+    );
+}
+
+#[test]
+fn run_refuses_invalid_scenarios_before_booting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "[scenario]\nname = \"s\"\nduration = \"forever\"\n",
+    )
+    .unwrap();
+    let out = kchaos(&["run", "s.toml", "--out", "res"], dir.path());
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("s.toml:3:12: scenario.duration: `forever` is not a duration"),
+        "{t}"
+    );
+    assert!(!dir.path().join("res").exists(), "nothing should have run");
+}
+
+#[test]
+fn missing_scenario_path_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kchaos(&["run", "--out", "res"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("scenarios: no such file or directory"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_missing_local_kernel_is_a_recorded_error_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), "[scenario]\nname = \"s\"\n").unwrap();
+    let out = kchaos(
+        &[
+            "run",
+            "s.toml",
+            "--kernel",
+            "path:/nonexistent/bzImage",
+            "--out",
+            "res",
+        ],
+        dir.path(),
+    );
+    let t = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "infrastructure errors only: {t}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("res/results.json")).unwrap())
+            .unwrap();
+    let cell = &results["cells"][0];
+    assert_eq!(cell["verdict"], "error");
+    let reason = cell["reasons"][0].as_str().unwrap();
+    assert!(
+        reason.contains("/nonexistent/bzImage does not exist") || reason.contains("QEMU"),
+        "{reason}"
+    );
+    let cell_dir = dir
+        .path()
+        .join("res")
+        .join(cell["artifacts"]["dir"].as_str().unwrap());
+    assert!(
+        cell_dir.join("cell.json").exists(),
+        "each cell's result is written on its own too"
+    );
+}
+
+#[test]
+fn bad_kernel_spec_says_what_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kchaos(&["fetch", "ubuntu:6.8"], dir.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out).contains("expected debian:<version>[-<flavour>] or path:<bzImage>"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,0 +1,16 @@
+//! The scenario model, the host↔guest wire protocol and the verdict rules of kchaos.
+//!
+//! This crate does no I/O (no files, no sockets, no processes): the harness and the
+//! runner both depend on it, and everything here is unit-testable in isolation.
+
+pub mod image;
+pub mod kernel;
+pub mod metrics;
+pub mod protocol;
+pub mod scenario;
+pub mod signature;
+pub mod units;
+pub mod verdict;
+
+/// The kchaos version, shared by harness and runner.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,25 @@
+//! The host↔guest control protocol, carried over a virtio-serial port.
+//!
+//! Framing ([`frame`]) is a magic, a length and a CRC32 around a JSON payload: JSON keeps
+//! the stream readable in a hex dump and evolvable, the CRC and magic let the reader
+//! detect and resynchronise after garbage instead of hanging or panicking. Messages
+//! ([`message`]) are versioned by [`PROTOCOL_VERSION`], checked in the handshake.
+
+pub mod frame;
+pub mod message;
+
+pub use self::frame::{encode, FrameDecoder, FrameError, FrameEvent, MAX_FRAME};
+pub use self::message::{
+    GuestMessage, Hello, HostMessage, KmsgRecord, Phase, ProbeReport, RunReport, RunRequest,
+    WorkloadReport,
+};
+
+/// Bumped on any incompatible change to [`message`]. The harness refuses a runner that
+/// speaks another version (rebuild the runner).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The virtio-serial port name both sides agree on (`/sys/class/virtio-ports/*/name`).
+pub const CONTROL_PORT_NAME: &str = "org.kchaos.ctl";
+
+/// Kernel command-line key that marks a kchaos VM. The runner refuses to run without it.
+pub const VM_MARKER: &str = "kchaos.vm=1";

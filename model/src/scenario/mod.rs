@@ -1,0 +1,164 @@
+//! The scenario model: what a `scenarios/*.toml` file declares, after validation.
+//!
+//! Parsing happens in two stages (ripgrep's habit): [`raw`] mirrors the file with serde
+//! and `deny_unknown_fields`, keeping spans; [`parse`] turns it into these validated types
+//! and reports every problem with its file, line, column and key. The validated model is
+//! what the harness plans with and what travels to the runner over the wire, so it is
+//! plain data (serde, no I/O).
+
+mod check;
+mod ctx;
+mod error;
+mod parse;
+mod probe;
+mod raw;
+pub mod workload;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::check::{Check, CheckOutcome, CmpOp};
+pub use self::error::{ScenarioError, ScenarioErrors};
+pub use self::parse::parse;
+pub use self::probe::{CounterSelect, Probe, ProbeSpec};
+pub use self::workload::{Workload, WorkloadSpec};
+use crate::kernel::{ConfigRequirement, VersionRange};
+use crate::metrics::MetricInfo;
+use crate::units::{duration_ms, opt_duration_ms};
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub references: Vec<String>,
+    /// Fixed seed for everything random; `None` lets the harness pick (and record) one.
+    pub seed: Option<u64>,
+    /// Upper bound of the workload phase; workloads stop earlier when they reach their
+    /// own `iterations` or `duration`.
+    #[serde(with = "duration_ms")]
+    pub duration: Duration,
+    /// Time after the workloads stop during which probes keep sampling (dying cgroups
+    /// need time to be reclaimed; a leak is what is left after it).
+    #[serde(with = "duration_ms")]
+    pub settle: Duration,
+    pub vm: VmSpec,
+    pub requires: Requirements,
+    pub workloads: Vec<Workload>,
+    pub probes: Vec<Probe>,
+    pub checks: Vec<Check>,
+    pub signatures: SignaturePolicy,
+}
+
+/// How the disposable VM is shaped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmSpec {
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub cgroup: CgroupMode,
+    /// Extra kernel command-line parameters.
+    pub cmdline: Vec<String>,
+    /// `/proc/sys` settings applied before the workload, e.g. time-compression knobs such
+    /// as `kernel.hung_task_timeout_secs`.
+    pub sysctl: BTreeMap<String, String>,
+    /// Extra kernel modules to load (beyond those the workloads need).
+    pub modules: Vec<String>,
+    /// How long the guest may stay silent before the cell is a `hang`; `None` uses the
+    /// harness default for the accelerator.
+    #[serde(with = "opt_duration_ms")]
+    pub hang_timeout: Option<Duration>,
+}
+
+/// Which cgroup hierarchy the runner mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    /// One v1 hierarchy per controller under `/sys/fs/cgroup/<controller>`.
+    V1,
+    /// The unified hierarchy at `/sys/fs/cgroup`.
+    V2,
+    /// v1 controllers as in `V1`, plus cgroup2 at `/sys/fs/cgroup/unified` (systemd's
+    /// hybrid layout).
+    Hybrid,
+}
+
+impl CgroupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupMode::V1 => "v1",
+            CgroupMode::V2 => "v2",
+            CgroupMode::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// What a kernel must offer for the scenario to be meaningful. An unmet requirement makes
+/// the cell `skip` with the reason, never `fail`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Requirements {
+    pub kernel: Option<VersionRange>,
+    pub config: Vec<ConfigRequirement>,
+    /// Controllers that must be usable in the scenario's cgroup mode (checked in the
+    /// guest: Debian 6.12 lists `memory` in `/proc/cgroups` but cannot mount it as v1).
+    pub cgroup_controllers: Vec<String>,
+}
+
+/// Which kernel-log signatures decide the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignaturePolicy {
+    /// Use the built-in list (panic, Oops, BUG:, WARNING:, lockups, RCU stalls, hung
+    /// tasks, SLUB/page allocation failures, `unregister_netdevice: waiting for`).
+    pub defaults: bool,
+    /// Extra regular expressions that make the cell `crash`.
+    pub crash: Vec<String>,
+    /// Extra regular expressions that make the cell `fail`.
+    pub fail: Vec<String>,
+    /// Regular expressions for lines that never count, even if a signature matches.
+    pub ignore: Vec<String>,
+}
+
+impl Default for SignaturePolicy {
+    fn default() -> Self {
+        SignaturePolicy {
+            defaults: true,
+            crash: Vec::new(),
+            fail: Vec::new(),
+            ignore: Vec::new(),
+        }
+    }
+}
+
+impl Scenario {
+    /// Every metric this scenario produces, by name. Checks are validated against it.
+    pub fn metric_catalog(&self) -> BTreeMap<String, MetricInfo> {
+        let mut catalog = BTreeMap::new();
+        for workload in &self.workloads {
+            for (name, info) in workload.metrics() {
+                catalog.insert(name, info);
+            }
+        }
+        for probe in &self.probes {
+            catalog.insert(probe.name.clone(), probe.metric_info());
+        }
+        catalog
+    }
+
+    /// Kernel modules the scenario needs inside the guest.
+    pub fn modules(&self) -> Vec<String> {
+        let mut modules: Vec<String> = self.vm.modules.clone();
+        for workload in &self.workloads {
+            for m in workload.spec.modules() {
+                if !modules.iter().any(|x| x == m) {
+                    modules.push((*m).to_owned());
+                }
+            }
+        }
+        modules
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! `[[probe]]` entries: what the runner measures while the workloads run and during the
+//! settle time.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::de::DeValue;
+use toml::Spanned;
+
+use super::ctx::{check_name, Ctx};
+use crate::metrics::{MetricInfo, MetricKind};
+use crate::units::{duration_ms, Unit};
+
+pub const KINDS: &[&str] = &["read-latency", "counter"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub name: String,
+    #[serde(with = "duration_ms")]
+    pub interval: Duration,
+    pub spec: ProbeSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ProbeSpec {
+    /// Time a whole read of a file (open, read to the end, close), the way a monitoring
+    /// agent reads `memory.stat`. Recorded as a latency histogram.
+    ReadLatency { path: String },
+    /// Sample a number from a file into a time series.
+    Counter {
+        path: String,
+        select: CounterSelect,
+        unit: Unit,
+    },
+}
+
+/// Which number in the file a counter reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "form", rename_all = "lowercase")]
+pub enum CounterSelect {
+    /// The file holds one number (`memory.current`).
+    Whole,
+    /// `key value` lines (`cgroup.stat`, `memory.stat`) or `Key: value kB` lines
+    /// (`/proc/meminfo`, converted to bytes).
+    Key { key: String },
+    /// A table with a header line (`/proc/cgroups`: row `memory`, column `num_cgroups`).
+    Cell { row: String, column: String },
+}
+
+impl Probe {
+    pub fn metric_info(&self) -> MetricInfo {
+        match &self.spec {
+            ProbeSpec::ReadLatency { .. } => MetricInfo {
+                kind: MetricKind::Histogram,
+                unit: Unit::Ns,
+            },
+            ProbeSpec::Counter { unit, .. } => MetricInfo {
+                kind: MetricKind::Series,
+                unit: *unit,
+            },
+        }
+    }
+
+    pub(crate) fn parse(
+        ctx: &mut Ctx<'_>,
+        kind: &Spanned<String>,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Option<Probe> {
+        match kind.get_ref().as_str() {
+            "read-latency" => {
+                let raw: RawReadLatency = ctx.deserialize(value)?;
+                let name = probe_name(ctx, &raw.name)?;
+                let path = guest_path(ctx, &raw.path)?;
+                let interval = ctx
+                    .duration(&raw.interval)
+                    .unwrap_or(Duration::from_millis(100));
+                Some(Probe {
+                    name,
+                    interval,
+                    spec: ProbeSpec::ReadLatency { path },
+                })
+            }
+            "counter" => {
+                let raw: RawCounter = ctx.deserialize(value)?;
+                let name = probe_name(ctx, &raw.name)?;
+                let path = guest_path(ctx, &raw.path)?;
+                let interval = ctx
+                    .duration(&raw.interval)
+                    .unwrap_or(Duration::from_secs(1));
+                let select = match (raw.key, raw.row, raw.column) {
+                    (None, None, None) => CounterSelect::Whole,
+                    (Some(key), None, None) => CounterSelect::Key { key },
+                    (None, Some(row), Some(column)) => CounterSelect::Cell { row, column },
+                    _ => {
+                        ctx.error(value.span(), "a counter reads either the whole file, a `key`, or a `row` and `column` of a table; not a mix");
+                        return None;
+                    }
+                };
+                let unit = match raw.unit.as_deref() {
+                    None if path == "/proc/meminfo" => Unit::Bytes,
+                    None | Some("count") => Unit::Count,
+                    Some("bytes") => Unit::Bytes,
+                    Some(other) => {
+                        ctx.error(
+                            value.span(),
+                            format!("unknown counter unit `{other}`; allowed: count, bytes"),
+                        );
+                        return None;
+                    }
+                };
+                Some(Probe {
+                    name,
+                    interval,
+                    spec: ProbeSpec::Counter { path, select, unit },
+                })
+            }
+            other => {
+                ctx.error(
+                    kind.span(),
+                    format!(
+                        "unknown probe kind `{other}`; this version knows: {}",
+                        KINDS.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn probe_name(ctx: &mut Ctx<'_>, name: &Spanned<String>) -> Option<String> {
+    match check_name(name.get_ref()) {
+        Ok(()) => Some(name.get_ref().clone()),
+        Err(msg) => {
+            ctx.error(name.span(), msg);
+            None
+        }
+    }
+}
+
+fn guest_path(ctx: &mut Ctx<'_>, path: &Spanned<String>) -> Option<String> {
+    if path.get_ref().starts_with('/') {
+        Some(path.get_ref().clone())
+    } else {
+        ctx.error(
+            path.span(),
+            "`path` must be absolute in the guest, like `/sys/fs/cgroup/memory.stat`",
+        );
+        None
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReadLatency {
+    #[allow(dead_code)]
+    kind: String,
+    name: Spanned<String>,
+    path: Spanned<String>,
+    interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCounter {
+    #[allow(dead_code)]
+    kind: String,
+    name: Spanned<String>,
+    path: Spanned<String>,
+    interval: Option<Spanned<String>>,
+    key: Option<String>,
+    row: Option<String>,
+    column: Option<String>,
+    unit: Option<String>,
+}

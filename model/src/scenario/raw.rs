@@ -1,0 +1,98 @@
+//! Stage one: the file as written. Every table denies unknown keys; values that stage two
+//! validates keep their spans so errors point at them.
+
+use std::collections::BTreeMap;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::CgroupMode;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFile {
+    pub scenario: RawMeta,
+    #[serde(default)]
+    pub vm: RawVm,
+    #[serde(default)]
+    pub requires: RawRequires,
+    /// Workloads and probes are tagged by `kind`; they are deserialised one by one from
+    /// the spanned document (serde's tagged enums would lose the spans).
+    #[serde(default, rename = "workload")]
+    pub _workload: Option<IgnoredAny>,
+    #[serde(default, rename = "probe")]
+    pub _probe: Option<IgnoredAny>,
+    #[serde(default)]
+    pub check: Vec<RawCheck>,
+    #[serde(default)]
+    pub signatures: RawSignatures,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMeta {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub references: Vec<String>,
+    pub seed: Option<u64>,
+    pub duration: Option<Spanned<String>>,
+    pub settle: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVm {
+    pub memory: Option<Spanned<String>>,
+    pub cpus: Option<Spanned<u64>>,
+    pub cgroup: Option<CgroupMode>,
+    #[serde(default)]
+    pub cmdline: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    pub modules: Vec<Spanned<String>>,
+    pub hang_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRequires {
+    pub kernel: Option<Spanned<String>>,
+    #[serde(default)]
+    pub config: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub cgroup_controllers: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheck {
+    #[serde(rename = "assert")]
+    pub expr: Spanned<String>,
+    /// Why the bound matters; shown next to a failure.
+    pub because: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSignatures {
+    pub defaults: Option<bool>,
+    #[serde(default)]
+    pub crash: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub fail: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub ignore: Vec<Spanned<String>>,
+}
+
+/// Just the `kind` of a `[[workload]]` or `[[probe]]` entry, read first to pick the
+/// struct for the rest.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawKind {
+    pub kind: Option<Spanned<String>>,
+}

@@ -1,0 +1,225 @@
+use super::*;
+use crate::metrics::Stat;
+
+fn parse_ok(src: &str) -> Scenario {
+    match parse("t.toml", src) {
+        Ok(s) => s,
+        Err(e) => panic!("expected a valid scenario, got:\n{e}"),
+    }
+}
+
+fn parse_err(src: &str) -> Vec<String> {
+    match parse("t.toml", src) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const MINIMAL: &str = r#"
+[scenario]
+name = "mini"
+
+[[workload]]
+kind = "cgroup-churn"
+name = "churn"
+iterations = 10
+
+[[probe]]
+kind = "read-latency"
+name = "memory_stat_read"
+path = "/sys/fs/cgroup/kchaos/memory.stat"
+
+[[probe]]
+kind = "counter"
+name = "dying"
+path = "/sys/fs/cgroup/cgroup.stat"
+key = "nr_dying_descendants"
+interval = "250ms"
+
+[[check]]
+assert = "memory_stat_read.p99 <= 50ms"
+
+[[check]]
+assert = "dying.last <= 100"
+because = "dying cgroups must be reclaimed"
+"#;
+
+#[test]
+fn minimal_scenario_gets_sensible_defaults() {
+    let s = parse_ok(MINIMAL);
+    assert_eq!(s.vm.cgroup, CgroupMode::V2);
+    assert_eq!(s.vm.memory_mib, 1024);
+    assert_eq!(s.vm.cpus, 1);
+    assert_eq!(s.duration, Duration::from_secs(60));
+    assert!(s.signatures.defaults);
+    let WorkloadSpec::CgroupChurn(churn) = &s.workloads[0].spec;
+    assert_eq!(churn.controllers, vec!["memory"]);
+    assert_eq!(churn.batch, 1);
+    assert_eq!(s.checks[0].threshold, 50e6);
+    assert_eq!(s.checks[1].stat, Stat::Last);
+    assert_eq!(s.probes[1].interval, Duration::from_millis(250));
+}
+
+#[test]
+fn validated_model_survives_the_wire() -> Result<(), serde_json::Error> {
+    let s = parse_ok(MINIMAL);
+    let json = serde_json::to_string(&s)?;
+    let back: Scenario = serde_json::from_str(&json)?;
+    assert_eq!(back, s);
+    Ok(())
+}
+
+#[test]
+fn shipped_scenarios_are_valid() {
+    for (name, src) in [
+        (
+            "memcg-dying-cgroups",
+            include_str!("../../../scenarios/memcg-dying-cgroups.toml"),
+        ),
+        (
+            "memcg-kmem-churn",
+            include_str!("../../../scenarios/memcg-kmem-churn.toml"),
+        ),
+    ] {
+        let s = parse_ok(src);
+        assert_eq!(s.name, name);
+        assert!(!s.references.is_empty(), "{name} must cite its incident");
+        assert!(!s.checks.is_empty(), "{name} must have checks");
+    }
+}
+
+#[test]
+fn unknown_key_names_file_line_column_and_key() {
+    let errors = parse_err("[scenario]\nname = \"x\"\n\n[vm]\nmemroy = \"1GiB\"\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("t.toml:5:1: vm.memroy: unknown key `memroy`"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains("memory"),
+        "should list the allowed keys: {}",
+        errors[0]
+    );
+}
+
+#[test]
+fn unknown_key_inside_a_workload_points_at_the_key() {
+    let errors =
+        parse_err("[scenario]\nname = \"x\"\n[[workload]]\nkind = \"cgroup-churn\"\nbtach = 3\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("t.toml:5:1: workload[0].btach: unknown key `btach`"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("`batch`"), "{}", errors[0]);
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let errors = parse_err(
+        "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"cgroup-churn\"\niterations = \"many\"\n",
+    );
+    assert!(
+        errors[0].starts_with("t.toml:5:14: workload[0].iterations: invalid type"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn unknown_kind_lists_the_known_ones() {
+    let errors = parse_err("[scenario]\nname = \"x\"\n[[workload]]\nkind = \"fork-bomb\"\n");
+    assert!(
+        errors[0].contains("t.toml:4:8: workload[0].kind: unknown workload kind `fork-bomb`"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[0].contains("cgroup-churn"));
+    let errors = parse_err("[scenario]\nname = \"x\"\n[[probe]]\nname = \"p\"\npath = \"/x\"\n");
+    assert!(
+        errors[0].contains("missing required key `kind`"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn all_semantic_errors_are_reported_in_one_pass() {
+    let errors = parse_err(
+        r#"
+[scenario]
+name = "bad name!"
+settle = "5"
+
+[vm]
+cgroup = "v2"
+cpus = 0
+
+[requires]
+kernel = "newest"
+config = ["MEMCG"]
+
+[[workload]]
+kind = "cgroup-churn"
+kmem_limit = "1MiB"
+
+[[check]]
+assert = "nope.p99 <= 1ms"
+"#,
+    );
+    let joined = errors.join("\n");
+    for needle in [
+        "t.toml:3:8: scenario.name:",
+        "t.toml:4:10: scenario.settle: `5` has no unit",
+        "t.toml:8:8: vm.cpus: 0 is out of range",
+        "t.toml:11:10: requires.kernel:",
+        "t.toml:12:11: requires.config[0]:",
+        "workload[0].kmem_limit: `kmem_limit` exists only in cgroup v1",
+        "check[0].assert: unknown metric `nope`",
+    ] {
+        assert!(joined.contains(needle), "missing `{needle}` in:\n{joined}");
+    }
+}
+
+#[test]
+fn check_expressions_are_validated_against_the_metrics() {
+    let base = MINIMAL
+        .split("[[check]]")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let with = |assert: &str| format!("{base}[[check]]\nassert = \"{assert}\"\n");
+    assert!(
+        parse_err(&with("memory_stat_read.last <= 1ms"))[0].contains("allowed: count, min, mean")
+    );
+    assert!(parse_err(&with("memory_stat_read.p99 <= 50"))[0].contains("needs a time unit"));
+    assert!(parse_err(&with("memory_stat_read.p99 50ms"))[0].contains("has no comparison"));
+    assert!(parse_err(&with("churn.mkdir.p50 <= 5"))[0].contains("needs a time unit"));
+    let s = parse_ok(&with("churn.errors.value == 0"));
+    assert_eq!(s.checks[0].op, CmpOp::Eq);
+    let s = parse_ok(&with("churn.mkdir.count >= 10"));
+    assert_eq!(s.checks[0].unit, crate::units::Unit::Count);
+}
+
+#[test]
+fn syntax_errors_have_positions_too() {
+    let errors = parse_err("[scenario]\nname = \"x\n");
+    assert!(errors[0].starts_with("t.toml:2:"), "{}", errors[0]);
+}
+
+#[test]
+fn duplicate_names_are_rejected() {
+    let errors = parse_err(
+        "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"cgroup-churn\"\nname = \"a\"\n[[probe]]\nkind = \"read-latency\"\nname = \"a\"\npath = \"/x\"\n",
+    );
+    assert!(errors[0].contains("`a` is used twice"), "{}", errors[0]);
+}
+
+#[test]
+fn harness_owned_cmdline_is_refused() {
+    let errors = parse_err("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"console=tty0\"]\n");
+    assert!(errors[0].contains("set by the harness"), "{}", errors[0]);
+}

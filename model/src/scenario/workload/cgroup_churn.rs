@@ -1,0 +1,166 @@
+//! `cgroup-churn`: create and remove cgroups in bulk, with a short-lived process in each
+//! that writes files so page cache, dentries and inodes are charged to the cgroup
+//! (incident 1: dying memory cgroups, kmem accounting).
+
+use serde::{Deserialize, Serialize};
+use toml::de::DeValue;
+use toml::Spanned;
+
+use super::{Common, RawCommon, WorkloadSpec};
+use crate::metrics::MetricKind;
+use crate::scenario::ctx::Ctx;
+use crate::scenario::{CgroupMode, VmSpec};
+use crate::units::Unit;
+
+pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
+    ("mkdir", MetricKind::Histogram, Unit::Ns),
+    ("rmdir", MetricKind::Histogram, Unit::Ns),
+    ("populate", MetricKind::Histogram, Unit::Ns),
+    ("cgroups", MetricKind::Value, Unit::Count),
+];
+
+/// One iteration = one cgroup created (and, with `remove`, removed again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CgroupChurn {
+    /// Controllers the churned cgroups are created under. v2: enabled in the parents'
+    /// `cgroup.subtree_control`; v1: one directory per controller hierarchy.
+    pub controllers: Vec<String>,
+    /// Parent cgroup (relative to each hierarchy root) that holds the churn.
+    pub parent: String,
+    /// How many cgroups exist at once before they are removed together. `batch =
+    /// iterations` is the incident's proof of concept (create 1000, then remove all);
+    /// `batch = 1` is container-style rolling churn.
+    pub batch: u64,
+    /// Parallel workers, each with its own batch.
+    pub concurrency: u32,
+    /// Files a short-lived process writes inside each cgroup (0 = no process).
+    pub files_per_cgroup: u32,
+    pub file_size: u64,
+    /// Where the per-cgroup directories are created (a fresh directory per cgroup).
+    pub file_dir: String,
+    /// Keep the written files after the cgroup is removed, so their page cache keeps the
+    /// memory cgroup alive as a dying cgroup (what the incident saw).
+    pub keep_files: bool,
+    /// Remove the cgroups (rmdir). `false` leaks them on purpose.
+    pub remove: bool,
+    /// `memory.max` (v2) / `memory.limit_in_bytes` (v1) for each cgroup.
+    pub memory_limit: Option<u64>,
+    /// `memory.kmem.limit_in_bytes` (v1 only). Since 5.16 the kernel accepts and ignores
+    /// it (with a log line); where the file is gone or the write is refused, the runner
+    /// records a note and carries on, since kmem is accounted either way.
+    pub kmem_limit: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[allow(dead_code)]
+    kind: String,
+    name: Option<Spanned<String>>,
+    iterations: Option<Spanned<u64>>,
+    duration: Option<Spanned<String>>,
+    max_errors: Option<u64>,
+    controllers: Option<Vec<Spanned<String>>>,
+    parent: Option<Spanned<String>>,
+    batch: Option<Spanned<u64>>,
+    concurrency: Option<Spanned<u64>>,
+    files_per_cgroup: Option<Spanned<u64>>,
+    file_size: Option<Spanned<String>>,
+    file_dir: Option<Spanned<String>>,
+    keep_files: Option<bool>,
+    remove: Option<bool>,
+    memory_limit: Option<Spanned<String>>,
+    kmem_limit: Option<Spanned<String>>,
+}
+
+pub(super) fn parse(
+    ctx: &mut Ctx<'_>,
+    index: usize,
+    value: &Spanned<DeValue<'_>>,
+    vm: &VmSpec,
+) -> Option<super::Workload> {
+    let raw: Raw = ctx.deserialize(value)?;
+    let common = Common::parse(
+        ctx,
+        index,
+        "cgroup-churn",
+        RawCommon {
+            name: &raw.name,
+            iterations: &raw.iterations,
+            duration: &raw.duration,
+            max_errors: raw.max_errors,
+        },
+    );
+    let mut controllers = ctx.controllers(raw.controllers.as_deref().unwrap_or_default());
+    if raw.controllers.is_none() {
+        controllers.push("memory".to_owned());
+    }
+    if controllers.is_empty() && vm.cgroup == CgroupMode::V1 {
+        ctx.error(
+            value.span(),
+            "cgroup v1 needs at least one controller hierarchy in `controllers`",
+        );
+    }
+    let parent = match &raw.parent {
+        Some(p) => {
+            let text = p.get_ref();
+            let ok = !text.is_empty()
+                && text.split('/').all(|part| {
+                    !part.is_empty()
+                        && part != "."
+                        && part != ".."
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                });
+            if !ok {
+                ctx.error(p.span(), format!("`{text}` is not a relative cgroup path like `kchaos` or `kubepods/burstable`"));
+            }
+            text.clone()
+        }
+        None => "kchaos".to_owned(),
+    };
+    let file_dir = match &raw.file_dir {
+        Some(d) if !d.get_ref().starts_with('/') => {
+            ctx.error(
+                d.span(),
+                "`file_dir` must be an absolute path in the guest, like `/tmp`",
+            );
+            String::new()
+        }
+        Some(d) => d.get_ref().clone(),
+        None => "/tmp".to_owned(),
+    };
+    let file_size = ctx.size(&raw.file_size).unwrap_or(4096);
+    if file_size > 64 << 20 {
+        if let Some(s) = &raw.file_size {
+            ctx.error(s.span(), "`file_size` is limited to 64MiB per file");
+        }
+    }
+    let kmem_limit = ctx.size(&raw.kmem_limit);
+    if let (Some(_), Some(span)) = (kmem_limit, raw.kmem_limit.as_ref().map(Spanned::span)) {
+        if vm.cgroup == CgroupMode::V2 {
+            ctx.error(span, "`kmem_limit` exists only in cgroup v1 (`memory.kmem.limit_in_bytes`); set `[vm] cgroup = \"v1\"`");
+        }
+    }
+    let churn = CgroupChurn {
+        controllers,
+        parent,
+        batch: ctx.count(&raw.batch, 1, 1_000_000).unwrap_or(1),
+        concurrency: ctx
+            .count(&raw.concurrency, 1, 256)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(1),
+        files_per_cgroup: ctx
+            .count(&raw.files_per_cgroup, 0, 10_000)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(1),
+        file_size,
+        file_dir,
+        keep_files: raw.keep_files.unwrap_or(true),
+        remove: raw.remove.unwrap_or(true),
+        memory_limit: ctx.size(&raw.memory_limit),
+        kmem_limit,
+    };
+    Some(common.with(WorkloadSpec::CgroupChurn(churn)))
+}

@@ -1,0 +1,153 @@
+//! `[[workload]]` entries: what the runner does to the kernel. Each kind lives in its own
+//! module with its raw form, its validated form and the metrics it produces.
+
+pub mod cgroup_churn;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::de::DeValue;
+use toml::Spanned;
+
+pub use self::cgroup_churn::CgroupChurn;
+use super::ctx::{check_name, Ctx};
+use super::VmSpec;
+use crate::metrics::{MetricInfo, MetricKind};
+use crate::units::{opt_duration_ms, Unit};
+
+/// The workload kinds this version understands.
+pub const KINDS: &[&str] = &["cgroup-churn"];
+
+/// A validated workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    pub name: String,
+    /// Stop after this many iterations (what one iteration is depends on the kind).
+    pub iterations: Option<u64>,
+    /// Stop after this long; the scenario's `duration` caps it either way.
+    #[serde(with = "opt_duration_ms")]
+    pub duration: Option<Duration>,
+    /// Operation errors tolerated before the cell fails (default 0: in the incidents, a
+    /// failing mkdir was the symptom).
+    pub max_errors: u64,
+    pub spec: WorkloadSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum WorkloadSpec {
+    CgroupChurn(CgroupChurn),
+}
+
+impl WorkloadSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkloadSpec::CgroupChurn(_) => "cgroup-churn",
+        }
+    }
+
+    /// Kernel modules the guest must load for this workload.
+    pub fn modules(&self) -> &'static [&'static str] {
+        match self {
+            WorkloadSpec::CgroupChurn(_) => &[],
+        }
+    }
+
+    /// Metric suffixes and shapes this kind reports, appended to the workload's name.
+    fn metric_suffixes(&self) -> &'static [(&'static str, MetricKind, Unit)] {
+        match self {
+            WorkloadSpec::CgroupChurn(_) => cgroup_churn::METRICS,
+        }
+    }
+}
+
+impl Workload {
+    /// The metrics this workload reports: `<name>.<suffix>`, plus `<name>.errors`.
+    pub fn metrics(&self) -> Vec<(String, MetricInfo)> {
+        let mut out: Vec<(String, MetricInfo)> = self
+            .spec
+            .metric_suffixes()
+            .iter()
+            .map(|&(suffix, kind, unit)| {
+                (format!("{}.{suffix}", self.name), MetricInfo { kind, unit })
+            })
+            .collect();
+        out.push((
+            format!("{}.errors", self.name),
+            MetricInfo {
+                kind: MetricKind::Value,
+                unit: Unit::Count,
+            },
+        ));
+        out
+    }
+
+    pub(crate) fn parse(
+        ctx: &mut Ctx<'_>,
+        index: usize,
+        kind: &Spanned<String>,
+        value: &Spanned<DeValue<'_>>,
+        vm: &VmSpec,
+    ) -> Option<Workload> {
+        match kind.get_ref().as_str() {
+            "cgroup-churn" => cgroup_churn::parse(ctx, index, value, vm),
+            other => {
+                ctx.error(
+                    kind.span(),
+                    format!(
+                        "unknown workload kind `{other}`; this version knows: {}",
+                        KINDS.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The keys every workload kind accepts, validated the same way for each.
+#[derive(Debug)]
+pub(crate) struct RawCommon<'a> {
+    pub name: &'a Option<Spanned<String>>,
+    pub iterations: &'a Option<Spanned<u64>>,
+    pub duration: &'a Option<Spanned<String>>,
+    pub max_errors: Option<u64>,
+}
+
+/// The common part of a validated workload, before its spec is attached.
+pub(crate) struct Common {
+    pub name: String,
+    pub iterations: Option<u64>,
+    pub duration: Option<Duration>,
+    pub max_errors: u64,
+}
+
+impl Common {
+    pub fn parse(ctx: &mut Ctx<'_>, index: usize, kind: &str, raw: RawCommon<'_>) -> Common {
+        let name = match raw.name {
+            Some(n) => {
+                if let Err(msg) = check_name(n.get_ref()) {
+                    ctx.error(n.span(), msg);
+                }
+                n.get_ref().clone()
+            }
+            None => format!("{}-{index}", kind.replace('-', "_")),
+        };
+        Common {
+            name,
+            iterations: ctx.count(raw.iterations, 1, 10_000_000),
+            duration: ctx.duration(raw.duration),
+            max_errors: raw.max_errors.unwrap_or(0),
+        }
+    }
+
+    pub fn with(self, spec: WorkloadSpec) -> Workload {
+        Workload {
+            name: self.name,
+            iterations: self.iterations,
+            duration: self.duration,
+            max_errors: self.max_errors,
+            spec,
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The verdict of one cell (scenario × kernel × repeat). The host decides it from what it
+//! observed; the guest only reports facts, so a broken guest cannot report a pass.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metric;
+use crate::protocol::RunReport;
+use crate::scenario::CheckOutcome;
+use crate::scenario::Scenario;
+use crate::signature::{Severity, SignatureHit};
+
+/// Exactly one per cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Ran to the end; every check and signature rule held.
+    Pass,
+    /// A requirement is missing on this kernel; nothing was judged.
+    Skip,
+    /// A check or a kernel-log signature failed.
+    Fail,
+    /// The guest stopped answering (no heartbeat within the bound).
+    Hang,
+    /// The kernel panicked or oopsed.
+    Crash,
+    /// Infrastructure: QEMU missing or dead, kernel not found, image build failed, the
+    /// runner could not run. Says nothing about the kernel under test.
+    Error,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 6] = [
+        Verdict::Pass,
+        Verdict::Skip,
+        Verdict::Fail,
+        Verdict::Hang,
+        Verdict::Crash,
+        Verdict::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Skip => "skip",
+            Verdict::Fail => "fail",
+            Verdict::Hang => "hang",
+            Verdict::Crash => "crash",
+            Verdict::Error => "error",
+        }
+    }
+
+    /// A verdict about the kernel that should fail CI.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Verdict::Fail | Verdict::Hang | Verdict::Crash)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the host saw while a cell ran.
+#[derive(Debug, Clone, Default)]
+pub struct Observations {
+    /// The runner completed the handshake.
+    pub reached_runner: bool,
+    /// The runner reported its results.
+    pub report: Option<RunReport>,
+    /// The runner found a requirement missing.
+    pub skip: Option<String>,
+    /// The runner could not go on (its own error, not the kernel's).
+    pub fatal: Option<String>,
+    /// The guest went silent beyond the bound; says what was last seen.
+    pub hang: Option<String>,
+    /// Infrastructure problems: QEMU died, boot timed out, the channel carried garbage.
+    pub infra: Vec<String>,
+    /// Classified kernel-log lines, deduplicated.
+    pub hits: Vec<SignatureHit>,
+    /// All metrics: the runner's summaries plus series the host assembled from samples.
+    pub metrics: BTreeMap<String, Metric>,
+}
+
+/// A verdict with the reasons, most important first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+}
+
+/// Decides the verdict. Precedence: a crash signature beats everything (a hang after a
+/// panic is still a crash); then a hang; then the runner exiting; then anything that
+/// fails the kernel (signatures, checks, workload errors); then infrastructure errors;
+/// then a skip; otherwise pass — but only if the runner reported results.
+pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
+    let by = |sev: Severity| {
+        obs.hits
+            .iter()
+            .filter(move |h| h.severity == sev)
+            .map(ToString::to_string)
+    };
+    let crash: Vec<String> = by(Severity::Crash).collect();
+    let kernel_fail: Vec<String> = by(Severity::Fail).collect();
+    let init_exit: Vec<String> = by(Severity::Infra).collect();
+
+    if !crash.is_empty() {
+        let reasons = crash
+            .into_iter()
+            .chain(kernel_fail)
+            .chain(obs.hang.clone())
+            .collect();
+        return Decision {
+            verdict: Verdict::Crash,
+            reasons,
+        };
+    }
+    if let Some(hang) = &obs.hang {
+        let reasons = std::iter::once(hang.clone()).chain(kernel_fail).collect();
+        return Decision {
+            verdict: Verdict::Hang,
+            reasons,
+        };
+    }
+    if !init_exit.is_empty() {
+        let reasons = std::iter::once("the kchaos runner (PID 1) exited unexpectedly".to_owned())
+            .chain(obs.fatal.clone())
+            .chain(init_exit)
+            .collect();
+        return Decision {
+            verdict: Verdict::Error,
+            reasons,
+        };
+    }
+
+    let mut failures = kernel_fail;
+    if let Some(report) = &obs.report {
+        failures.extend(report_failures(scenario, report));
+        for check in &scenario.checks {
+            match check.evaluate(&obs.metrics) {
+                CheckOutcome::Pass => {}
+                CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => failures.push(msg),
+            }
+        }
+    }
+    if !failures.is_empty() {
+        failures.extend(obs.infra.iter().cloned());
+        return Decision {
+            verdict: Verdict::Fail,
+            reasons: failures,
+        };
+    }
+    if !obs.infra.is_empty() || obs.fatal.is_some() {
+        let reasons = obs
+            .fatal
+            .iter()
+            .map(|f| format!("runner: {f}"))
+            .chain(obs.infra.iter().cloned())
+            .collect();
+        return Decision {
+            verdict: Verdict::Error,
+            reasons,
+        };
+    }
+    if let Some(skip) = &obs.skip {
+        return Decision {
+            verdict: Verdict::Skip,
+            reasons: vec![skip.clone()],
+        };
+    }
+    if obs.report.is_none() {
+        let reason = if obs.reached_runner {
+            "the runner never reported results"
+        } else {
+            "the guest never reached the kchaos runner"
+        };
+        return Decision {
+            verdict: Verdict::Error,
+            reasons: vec![reason.to_owned()],
+        };
+    }
+    Decision {
+        verdict: Verdict::Pass,
+        reasons: Vec::new(),
+    }
+}
+
+/// Workload and probe errors beyond what the scenario tolerates.
+fn report_failures(scenario: &Scenario, report: &RunReport) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in &report.workloads {
+        let allowed = scenario
+            .workloads
+            .iter()
+            .find(|s| s.name == w.name)
+            .map_or(0, |s| s.max_errors);
+        if w.errors > allowed {
+            let first = w
+                .error_samples
+                .first()
+                .map(|e| format!(", first: {e}"))
+                .unwrap_or_default();
+            out.push(format!(
+                "workload `{}`: {} errors (allowed {allowed}){first}",
+                w.name, w.errors
+            ));
+        }
+    }
+    for p in &report.probes {
+        if p.errors > 0 {
+            let first = p
+                .error_samples
+                .first()
+                .map(|e| format!(", first: {e}"))
+                .unwrap_or_default();
+            out.push(format!(
+                "probe `{}`: {} of {} reads failed{first}",
+                p.name,
+                p.errors,
+                p.reads + p.errors
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

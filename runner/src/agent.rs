@@ -1,0 +1,246 @@
+//! One session: handshake, setup, workloads with probes, settle, report.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kchaos_model::protocol::{
+    GuestMessage, HostMessage, Phase, RunReport, RunRequest, PROTOCOL_VERSION,
+};
+use kchaos_model::scenario::{Scenario, WorkloadSpec};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
+
+use crate::channel::Reporter;
+use crate::mounts::{self, CgroupSetupError};
+use crate::setup::{self, Applied};
+use crate::workloads::{self, Env};
+use crate::{probes, VERSION};
+
+/// How long the host may take to answer `Hello` with a scenario.
+const RUN_WAIT: Duration = Duration::from_secs(60);
+/// How long to wait for the host's `Ack` of the results before powering off anyway.
+const ACK_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("The host sent no scenario within {0:?}")]
+    NoRun(Duration),
+    #[error("The host closed the control channel")]
+    Closed,
+    #[error("The host speaks protocol {host}, this runner {runner}; rebuild the runner")]
+    Protocol { host: u32, runner: u32 },
+    #[error(transparent)]
+    Sysctl(#[from] setup::SysctlError),
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error("Aborted by the host: {0}")]
+    Aborted(String),
+}
+
+/// Runs the session; every error is also reported to the host as `Fatal`.
+pub async fn session(
+    reporter: Reporter,
+    mut inbox: UnboundedReceiver<HostMessage>,
+    cgroups_mounted: bool,
+) -> Result<(), SessionError> {
+    let result = run(&reporter, &mut inbox, cgroups_mounted).await;
+    if let Err(e) = &result {
+        reporter.send(GuestMessage::Fatal {
+            message: e.to_string(),
+        });
+    }
+    result
+}
+
+async fn run(
+    reporter: &Reporter,
+    inbox: &mut UnboundedReceiver<HostMessage>,
+    cgroups_mounted: bool,
+) -> Result<(), SessionError> {
+    let request = wait_for_run(inbox).await?;
+    if request.protocol != PROTOCOL_VERSION {
+        return Err(SessionError::Protocol {
+            host: request.protocol,
+            runner: PROTOCOL_VERSION,
+        });
+    }
+    let scenario = &request.scenario;
+    tracing::info!(cell = %request.cell, scenario = %scenario.name, seed = request.seed, "running");
+    reporter.send(GuestMessage::Phase {
+        phase: Phase::Setup,
+    });
+    for (key, value) in &scenario.vm.sysctl {
+        if setup::apply_sysctl(key, value)? == Applied::Missing {
+            reporter.note(format!(
+                "sysctl {key} does not exist on this kernel; not set"
+            ));
+        }
+    }
+    let controllers = controllers_needed(scenario);
+    let layout = match mounts::mount_cgroups(scenario.vm.cgroup, &controllers, cgroups_mounted) {
+        Ok(layout) => layout,
+        Err(CgroupSetupError::Unsupported(why)) => {
+            reporter.send(GuestMessage::Skip { reason: why.0 });
+            return finish(reporter, inbox).await;
+        }
+        Err(CgroupSetupError::Mount(e)) => return Err(e.into()),
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut env = Env {
+        reporter: reporter.clone(),
+        layout,
+        deadline: Instant::now(),
+        stop: Arc::clone(&stop),
+    };
+    // Workloads set up what probes read (their parent cgroups) before anything is measured.
+    let mut results = Vec::new();
+    let mut ready = Vec::new();
+    for (index, workload) in scenario.workloads.iter().cloned().enumerate() {
+        let prepare_env = env.clone();
+        let w = workload.clone();
+        match tokio::task::spawn_blocking(move || workloads::prepare(&w, &prepare_env)).await {
+            Ok(Ok(())) => ready.push((index, workload)),
+            Ok(Err(e)) => results.push((index, workloads::failed(&workload, e))),
+            Err(e) => results.push((
+                index,
+                workloads::failed(&workload, format!("prepare panicked: {e}")),
+            )),
+        }
+    }
+
+    reporter.send(GuestMessage::Phase {
+        phase: Phase::Workload,
+    });
+    let epoch = Instant::now();
+    env.deadline = epoch + scenario.duration;
+    let (stop_probes, probe_stop) = watch::channel(false);
+    let running: Vec<_> = scenario
+        .probes
+        .iter()
+        .map(|p| probes::start(p.clone(), reporter.clone(), epoch, probe_stop.clone()))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, workload) in ready {
+        let env = env.clone();
+        tasks.spawn_blocking(move || (index, workloads::run(&workload, &env)));
+    }
+    let mut aborted = None;
+    while !tasks.is_empty() {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(Ok(r)) => results.push(r),
+                Some(Err(e)) => reporter.send(GuestMessage::Fatal { message: format!("workload task failed: {e}") }),
+                None => break,
+            },
+            msg = inbox.recv(), if aborted.is_none() => match msg {
+                Some(HostMessage::Abort { reason }) => {
+                    stop.store(true, Ordering::Relaxed);
+                    aborted = Some(reason);
+                }
+                None => {
+                    stop.store(true, Ordering::Relaxed);
+                    aborted = Some("the host closed the control channel".to_owned());
+                }
+                Some(_) => {}
+            },
+        }
+    }
+    let workload_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if let Some(reason) = aborted {
+        return Err(SessionError::Aborted(reason));
+    }
+
+    reporter.send(GuestMessage::Phase {
+        phase: Phase::Settle,
+    });
+    tokio::time::sleep(scenario.settle).await;
+    let _ = stop_probes.send(true);
+    reporter.send(GuestMessage::Phase {
+        phase: Phase::Collect,
+    });
+
+    let mut report = RunReport {
+        workload_ms,
+        ..RunReport::default()
+    };
+    results.sort_by_key(|(i, _)| *i);
+    for (_, (w, metrics)) in results {
+        report.workloads.push(w);
+        report.metrics.extend(metrics);
+    }
+    for probe in running {
+        let (p, metric) = probe.finish().await;
+        report.probes.push(p);
+        report.metrics.extend(metric);
+    }
+    reporter.send(GuestMessage::Finished(report));
+    finish(reporter, inbox).await
+}
+
+/// Waits (bounded) for the host to confirm it has everything.
+async fn finish(
+    reporter: &Reporter,
+    inbox: &mut UnboundedReceiver<HostMessage>,
+) -> Result<(), SessionError> {
+    let _ = tokio::task::block_in_place(|| reporter.flush(ACK_WAIT));
+    let deadline = tokio::time::sleep(ACK_WAIT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            msg = inbox.recv() => match msg {
+                Some(HostMessage::Ack) | None => return Ok(()),
+                Some(_) => {}
+            },
+            _ = &mut deadline => {
+                tracing::warn!("no Ack from the host; powering off anyway");
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn wait_for_run(
+    inbox: &mut UnboundedReceiver<HostMessage>,
+) -> Result<Box<RunRequest>, SessionError> {
+    let deadline = tokio::time::sleep(RUN_WAIT);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            msg = inbox.recv() => match msg {
+                Some(HostMessage::Run(req)) => return Ok(req),
+                Some(HostMessage::Abort { reason }) => return Err(SessionError::Aborted(reason)),
+                Some(HostMessage::Ack) => {}
+                None => return Err(SessionError::Closed),
+            },
+            _ = &mut deadline => return Err(SessionError::NoRun(RUN_WAIT)),
+        }
+    }
+}
+
+/// Controllers the scenario needs mounted: required ones plus the workloads'.
+fn controllers_needed(scenario: &Scenario) -> Vec<String> {
+    let mut set: BTreeSet<String> = scenario
+        .requires
+        .cgroup_controllers
+        .iter()
+        .cloned()
+        .collect();
+    for w in &scenario.workloads {
+        match &w.spec {
+            WorkloadSpec::CgroupChurn(c) => set.extend(c.controllers.iter().cloned()),
+        }
+    }
+    set.into_iter().collect()
+}
+
+pub fn hello(kernel_release: String) -> GuestMessage {
+    GuestMessage::Hello(kchaos_model::protocol::Hello {
+        protocol: PROTOCOL_VERSION,
+        runner_version: VERSION.to_owned(),
+        kernel_release,
+        uptime_ms: crate::heartbeat::uptime_ms(),
+    })
+}

@@ -1,0 +1,166 @@
+//! kchaos-runner: the guest agent. PID 1 of a disposable kchaos VM (or its systemd
+//! service): mounts, loads modules, opens the control channel, runs what the host sends,
+//! reports, powers off.
+
+mod agent;
+mod channel;
+mod heartbeat;
+mod histogram;
+mod kmsg;
+mod modules;
+mod mounts;
+mod populate;
+mod probes;
+mod safety;
+mod setup;
+mod workloads;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use kchaos_model::protocol::CONTROL_PORT_NAME;
+
+pub const VERSION: &str = kchaos_model::VERSION;
+
+/// The kchaos guest agent. Runs as PID 1 of a kchaos VM; refuses to run anywhere else.
+#[derive(Debug, Parser)]
+#[command(name = "kchaos-runner", version = VERSION)]
+struct Cli {
+    /// Run although this is not a kchaos VM. The scenarios churn cgroups, network
+    /// devices and systemd units: this can wreck the machine.
+    #[arg(long)]
+    force_outside_vm: bool,
+    /// Run as a service under an existing init (the systemd image) instead of as PID 1.
+    #[arg(long)]
+    service: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == populate::SUBCOMMAND) {
+        return populate::child_main(args.get(2..).unwrap_or_default());
+    }
+    let cli = Cli::parse();
+    let pid1 = std::process::id() == 1;
+    if pid1 {
+        // /proc is needed to read the command line for the safety check.
+        if let Err(e) = mounts::proc_only() {
+            eprintln!("kchaos-runner: {e}");
+        }
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    init_tracing(&cmdline);
+    let situation = safety::Situation {
+        pid1,
+        service: cli.service,
+        marker: safety::has_marker(&cmdline),
+    };
+    if let Err(why) = safety::check(situation, cli.force_outside_vm) {
+        eprintln!("kchaos-runner: refusing to run: {why}");
+        if pid1 {
+            power_off();
+        }
+        return ExitCode::from(2);
+    }
+    if pid1 {
+        install_panic_hook();
+    }
+    let result = run(pid1, &cmdline);
+    if let Err(e) = &result {
+        eprintln!("kchaos-runner: {e:#}");
+    }
+    if pid1 || cli.service {
+        power_off();
+    }
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(pid1: bool, cmdline: &str) -> anyhow::Result<()> {
+    if pid1 {
+        mounts::early().context("mounting the early filesystems")?;
+    }
+    let loaded = modules::load_all().context("loading kernel modules")?;
+    tracing::debug!(loaded, "modules loaded");
+    let port_name = cmdline_option(cmdline, "port").unwrap_or(CONTROL_PORT_NAME);
+    let port = channel::find_port(port_name, Duration::from_secs(20))?;
+    let (reporter, inbox) = channel::open(&port)?;
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    reporter.send(agent::hello(release));
+    heartbeat::spawn(reporter.clone()).context("starting the heartbeat thread")?;
+    if let Err(e) = kmsg::spawn(reporter.clone()) {
+        reporter.note(format!(
+            "cannot read /dev/kmsg ({e}); the kernel log comes from the console only"
+        ));
+    }
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    // Under systemd the unified hierarchy is already mounted.
+    let cgroups_mounted = !pid1;
+    let outcome = runtime.block_on(agent::session(reporter.clone(), inbox, cgroups_mounted));
+    reporter.shutdown(Duration::from_secs(5));
+    outcome.map_err(Into::into)
+}
+
+/// `kchaos.<name>=<value>` from the kernel command line.
+fn cmdline_option<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
+    cmdline.split_whitespace().find_map(|p| {
+        p.strip_prefix("kchaos.")?
+            .strip_prefix(name)?
+            .strip_prefix('=')
+    })
+}
+
+fn init_tracing(cmdline: &str) {
+    let level = cmdline_option(cmdline, "log").unwrap_or("warn");
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// As PID 1, a panic must not become "Attempted to kill init" (which the host would read
+/// as a kernel crash): report it on the console and power off.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!("kchaos-runner: panic; powering off");
+        power_off();
+    }));
+}
+
+fn power_off() {
+    nix::unistd::sync();
+    // Only returns on failure; nothing better to do then than exit.
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_options_are_prefixed() {
+        let cmdline = "console=ttyS0 kchaos.vm=1 kchaos.log=debug kchaos.port=x.y";
+        assert_eq!(cmdline_option(cmdline, "log"), Some("debug"));
+        assert_eq!(cmdline_option(cmdline, "port"), Some("x.y"));
+        assert_eq!(cmdline_option(cmdline, "seed"), None);
+    }
+}

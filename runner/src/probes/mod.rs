@@ -1,0 +1,154 @@
+//! Probes run as tokio tasks for the whole workload phase and the settle time. Each
+//! measurement is a blocking file read done on the blocking pool and timed there, so
+//! runtime scheduling is not part of the number.
+
+mod counter;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kchaos_model::metrics::Metric;
+use kchaos_model::protocol::{GuestMessage, ProbeReport};
+use kchaos_model::scenario::{Probe, ProbeSpec};
+use tokio::sync::watch;
+
+pub use self::counter::parse_counter;
+use crate::channel::Reporter;
+use crate::histogram::Latency;
+
+/// Error samples kept per probe (the count is exact, the text is for people).
+const MAX_ERROR_SAMPLES: usize = 5;
+
+#[derive(Debug, Default)]
+struct ProbeState {
+    latency: Latency,
+    reads: u64,
+    errors: u64,
+    error_samples: Vec<String>,
+}
+
+impl ProbeState {
+    fn error(&mut self, msg: String) {
+        self.errors += 1;
+        if self.error_samples.len() < MAX_ERROR_SAMPLES {
+            self.error_samples.push(msg);
+        }
+    }
+}
+
+/// A running probe; [`RunningProbe::finish`] returns its report and metric.
+#[derive(Debug)]
+pub struct RunningProbe {
+    probe: Probe,
+    state: Arc<Mutex<ProbeState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a probe. `epoch` is time zero of series samples; `stop` ends it.
+pub fn start(
+    probe: Probe,
+    reporter: Reporter,
+    epoch: Instant,
+    stop: watch::Receiver<bool>,
+) -> RunningProbe {
+    let state = Arc::new(Mutex::new(ProbeState::default()));
+    let task = tokio::spawn(run(
+        probe.clone(),
+        reporter,
+        epoch,
+        stop,
+        Arc::clone(&state),
+    ));
+    RunningProbe { probe, state, task }
+}
+
+impl RunningProbe {
+    /// Waits for the probe to stop (the caller sent the stop signal).
+    pub async fn finish(self) -> (ProbeReport, Option<(String, Metric)>) {
+        // A panicked task still leaves what it recorded.
+        let _ = self.task.await;
+        let state = {
+            let mut guard = self
+                .state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::mem::take(&mut *guard)
+        };
+        let report = ProbeReport {
+            name: self.probe.name.clone(),
+            reads: state.reads,
+            errors: state.errors,
+            error_samples: state.error_samples,
+        };
+        let metric = match self.probe.spec {
+            ProbeSpec::ReadLatency { .. } => {
+                Some((self.probe.name, Metric::Histogram(state.latency.summary())))
+            }
+            // Series are assembled by the host from the streamed samples.
+            ProbeSpec::Counter { .. } => None,
+        };
+        (report, metric)
+    }
+}
+
+async fn run(
+    probe: Probe,
+    reporter: Reporter,
+    epoch: Instant,
+    mut stop: watch::Receiver<bool>,
+    state: Arc<Mutex<ProbeState>>,
+) {
+    let mut ticker = tokio::time::interval(probe.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = ticker.tick() => *stop.borrow(),
+            _ = stop.changed() => true,
+        };
+        if stopping {
+            // Counters take one last sample so `.last` is the value after the settle time.
+            if matches!(probe.spec, ProbeSpec::Counter { .. }) {
+                measure(&probe, &reporter, epoch, &state).await;
+            }
+            return;
+        }
+        measure(&probe, &reporter, epoch, &state).await;
+    }
+}
+
+async fn measure(probe: &Probe, reporter: &Reporter, epoch: Instant, state: &Mutex<ProbeState>) {
+    let path = match &probe.spec {
+        ProbeSpec::ReadLatency { path } | ProbeSpec::Counter { path, .. } => path.clone(),
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let result = std::fs::read_to_string(&path);
+        (result, start.elapsed(), path)
+    })
+    .await;
+    let Ok((result, took, path)) = read else {
+        return;
+    };
+    let mut st = state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match (result, &probe.spec) {
+        (Err(e), _) => st.error(format!("read {path}: {e}")),
+        (Ok(_), ProbeSpec::ReadLatency { .. }) => {
+            st.reads += 1;
+            st.latency.record(took);
+        }
+        (Ok(text), ProbeSpec::Counter { select, .. }) => match parse_counter(&text, select) {
+            Ok(value) => {
+                st.reads += 1;
+                let t_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                reporter.send(GuestMessage::Sample {
+                    metric: probe.name.clone(),
+                    t_ms,
+                    value,
+                });
+            }
+            Err(e) => st.error(format!("{path}: {e}")),
+        },
+    }
+}

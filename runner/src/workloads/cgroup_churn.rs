@@ -1,0 +1,365 @@
+//! `cgroup-churn`: create cgroups in batches, put a file-writing process in each, remove
+//! them. mkdir and rmdir are timed one syscall each (no library retries or extra writes
+//! inside the measurement).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kchaos_model::metrics::{Gauge, Metric};
+use kchaos_model::protocol::{GuestMessage, WorkloadReport};
+use kchaos_model::scenario::workload::CgroupChurn;
+use kchaos_model::scenario::{CgroupMode, Workload};
+use kchaos_model::units::Unit;
+
+use super::{Env, Errors};
+use crate::histogram::Latency;
+use crate::mounts::{self, CgroupLayout};
+
+/// The kernel operations the workload performs; faked in unit tests.
+pub trait ChurnOps: Sync {
+    fn mkdir(&self, path: &Path) -> std::io::Result<()>;
+    fn rmdir(&self, path: &Path) -> std::io::Result<()>;
+    /// `memory.max` / `memory.limit_in_bytes` of cgroup `rel`.
+    fn set_memory_limit(&self, rel: &str, bytes: u64) -> Result<(), String>;
+    /// Writes `memory.kmem.limit_in_bytes`; the raw io error lets the caller tell a
+    /// kernel that refuses the knob from a real failure.
+    fn set_kmem_limit(&self, dir: &Path, bytes: u64) -> std::io::Result<()>;
+    fn populate(
+        &self,
+        dir: &Path,
+        files: u32,
+        size: u64,
+        procs: &[PathBuf],
+    ) -> Result<Duration, String>;
+    fn remove_files(&self, dir: &Path) -> std::io::Result<()>;
+    /// Creates the parent cgroup in every hierarchy and, in v2, enables the controllers
+    /// at each level down to it (not measured).
+    fn prepare_parent(
+        &self,
+        layout: &CgroupLayout,
+        parent: &str,
+        controllers: &[String],
+    ) -> Result<(), String>;
+}
+
+/// The real thing: syscalls on cgroupfs, cgroups-rs for limits, a child process.
+#[derive(Debug)]
+pub struct RealOps {
+    mode: CgroupMode,
+}
+
+impl RealOps {
+    pub fn new(mode: CgroupMode) -> RealOps {
+        RealOps { mode }
+    }
+}
+
+impl ChurnOps for RealOps {
+    fn mkdir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::create_dir(path)
+    }
+
+    fn rmdir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+
+    fn set_memory_limit(&self, rel: &str, bytes: u64) -> Result<(), String> {
+        use cgroups_rs::fs::hierarchies::{V1, V2};
+        use cgroups_rs::fs::memory::MemController;
+        use cgroups_rs::fs::{Cgroup, Hierarchy};
+        // cgroups-rs maps the limit onto memory.max (v2) or memory.limit_in_bytes (v1).
+        let hier: Box<dyn Hierarchy> = match self.mode {
+            CgroupMode::V2 => Box::new(V2::new()),
+            CgroupMode::V1 | CgroupMode::Hybrid => Box::new(V1::new()),
+        };
+        let cg = Cgroup::load(hier, rel);
+        let mem: &MemController = cg
+            .controller_of()
+            .ok_or("no memory controller in this hierarchy")?;
+        let limit = i64::try_from(bytes).map_err(|_| "limit too large".to_owned())?;
+        mem.set_limit(limit)
+            .map_err(|e| format!("set memory limit of {rel}: {e}"))
+    }
+
+    fn set_kmem_limit(&self, dir: &Path, bytes: u64) -> std::io::Result<()> {
+        std::fs::write(dir.join("memory.kmem.limit_in_bytes"), bytes.to_string())
+    }
+
+    fn populate(
+        &self,
+        dir: &Path,
+        files: u32,
+        size: u64,
+        procs: &[PathBuf],
+    ) -> Result<Duration, String> {
+        crate::populate::spawn(dir, files, size, procs)
+    }
+
+    fn remove_files(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::remove_dir_all(dir)
+    }
+
+    fn prepare_parent(
+        &self,
+        layout: &CgroupLayout,
+        parent: &str,
+        controllers: &[String],
+    ) -> Result<(), String> {
+        if let (CgroupMode::V2, Some(root)) = (self.mode, layout.unified.as_deref()) {
+            // Each level must delegate the controllers to the next.
+            let mut dir = root.to_path_buf();
+            mounts::enable_controllers(&dir, controllers).map_err(|e| e.to_string())?;
+            for part in parent.split('/') {
+                dir.push(part);
+                mkdir_existing_ok(&dir)?;
+                mounts::enable_controllers(&dir, controllers).map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+        for dir in layout.dirs(controllers, parent) {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+fn mkdir_existing_ok(dir: &Path) -> Result<(), String> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("mkdir {}: {e}", dir.display())),
+    }
+}
+
+/// Per-worker measurements, merged at the end.
+#[derive(Debug, Default)]
+struct Stats {
+    mkdir: Latency,
+    rmdir: Latency,
+    populate: Latency,
+    created: u64,
+    errors: Errors,
+}
+
+impl Stats {
+    fn merge(&mut self, other: Stats) {
+        self.mkdir.merge(&other.mkdir);
+        self.rmdir.merge(&other.rmdir);
+        self.populate.merge(&other.populate);
+        self.created += other.created;
+        self.errors.merge(other.errors);
+    }
+}
+
+/// A cgroup created in the current batch.
+struct Live {
+    dirs: Vec<PathBuf>,
+    files: Option<PathBuf>,
+}
+
+struct Shared<'a> {
+    workload: &'a Workload,
+    spec: &'a CgroupChurn,
+    env: &'a Env,
+    ops: &'a dyn ChurnOps,
+    next: AtomicU64,
+    kmem_refused: AtomicBool,
+}
+
+/// Creates the parent cgroup (not measured; done before probes start).
+pub fn prepare(spec: &CgroupChurn, env: &Env, ops: &dyn ChurnOps) -> Result<(), String> {
+    ops.prepare_parent(&env.layout, &spec.parent, &spec.controllers)
+        .map_err(|e| format!("prepare parent cgroup: {e}"))
+}
+
+pub fn run(
+    workload: &Workload,
+    spec: &CgroupChurn,
+    env: &Env,
+    ops: &dyn ChurnOps,
+) -> (WorkloadReport, Vec<(String, Metric)>) {
+    let mut total = Stats::default();
+    let shared = Shared {
+        workload,
+        spec,
+        env,
+        ops,
+        next: AtomicU64::new(0),
+        kmem_refused: AtomicBool::new(false),
+    };
+    let results: Vec<Stats> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..spec.concurrency)
+            .map(|_| scope.spawn(|| worker(&shared)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    for r in results {
+        total.merge(r);
+    }
+    let name = &workload.name;
+    let report = WorkloadReport {
+        name: name.clone(),
+        iterations: total.created,
+        errors: total.errors.count,
+        error_samples: total.errors.samples,
+    };
+    let metrics = vec![
+        (
+            format!("{name}.mkdir"),
+            Metric::Histogram(total.mkdir.summary()),
+        ),
+        (
+            format!("{name}.rmdir"),
+            Metric::Histogram(total.rmdir.summary()),
+        ),
+        (
+            format!("{name}.populate"),
+            Metric::Histogram(total.populate.summary()),
+        ),
+        (
+            format!("{name}.cgroups"),
+            Metric::Value(Gauge {
+                unit: Unit::Count,
+                value: total.created as f64,
+            }),
+        ),
+        (
+            format!("{name}.errors"),
+            Metric::Value(Gauge {
+                unit: Unit::Count,
+                value: report.errors as f64,
+            }),
+        ),
+    ];
+    (report, metrics)
+}
+
+fn out_of_time(sh: &Shared<'_>) -> bool {
+    sh.env.stop.load(Ordering::Relaxed) || Instant::now() >= sh.env.deadline
+}
+
+fn worker(sh: &Shared<'_>) -> Stats {
+    let mut stats = Stats::default();
+    loop {
+        let mut batch = Vec::new();
+        while (batch.len() as u64) < sh.spec.batch && !out_of_time(sh) {
+            let n = sh.next.fetch_add(1, Ordering::Relaxed);
+            if sh.workload.iterations.is_some_and(|limit| n >= limit) {
+                break;
+            }
+            if let Some(live) = create_one(sh, n, &mut stats) {
+                batch.push(live);
+            }
+        }
+        if batch.is_empty() {
+            return stats;
+        }
+        if sh.spec.remove {
+            for live in &batch {
+                // Children before parents is irrelevant here (flat), but v1 hierarchies
+                // are removed in reverse creation order like a runtime would.
+                for dir in live.dirs.iter().rev() {
+                    let start = Instant::now();
+                    match sh.ops.rmdir(dir) {
+                        Ok(()) => stats.rmdir.record(start.elapsed()),
+                        Err(e) => stats.errors.push(format!("rmdir {}: {e}", dir.display())),
+                    }
+                }
+            }
+        }
+        if !sh.spec.keep_files {
+            for files in batch.iter().filter_map(|l| l.files.as_ref()) {
+                if let Err(e) = sh.ops.remove_files(files) {
+                    stats
+                        .errors
+                        .push(format!("remove {}: {e}", files.display()));
+                }
+            }
+        }
+        let done = sh
+            .next
+            .load(Ordering::Relaxed)
+            .min(sh.workload.iterations.unwrap_or(u64::MAX));
+        sh.env.reporter.send(GuestMessage::Progress {
+            workload: sh.workload.name.clone(),
+            done,
+            total: sh.workload.iterations,
+        });
+    }
+}
+
+fn create_one(sh: &Shared<'_>, n: u64, stats: &mut Stats) -> Option<Live> {
+    let spec = sh.spec;
+    let rel = format!("{}/{}-{n}", spec.parent, sh.workload.name);
+    let dirs = sh.env.layout.dirs(&spec.controllers, &rel);
+    let mut made = Vec::with_capacity(dirs.len());
+    for dir in &dirs {
+        let start = Instant::now();
+        match sh.ops.mkdir(dir) {
+            Ok(()) => {
+                stats.mkdir.record(start.elapsed());
+                made.push(dir.clone());
+            }
+            Err(e) => {
+                // ENOSPC/ENOMEM here was the incident's symptom: count it, undo the rest.
+                stats.errors.push(format!("mkdir {}: {e}", dir.display()));
+                for d in made.iter().rev() {
+                    let _ = sh.ops.rmdir(d);
+                }
+                return None;
+            }
+        }
+    }
+    stats.created += 1;
+    if let Some(limit) = spec.memory_limit {
+        if let Err(e) = sh.ops.set_memory_limit(&rel, limit) {
+            stats.errors.push(e);
+        }
+    }
+    if let Some(limit) = spec.kmem_limit {
+        if let Some(mem_dir) = sh.env.layout.dirs(&["memory".to_owned()], &rel).first() {
+            if let Err(e) = sh.ops.set_kmem_limit(mem_dir, limit) {
+                note_kmem_refusal(sh, &e, stats);
+            }
+        }
+    }
+    let mut files = None;
+    if spec.files_per_cgroup > 0 {
+        let dir = Path::new(&spec.file_dir).join(format!("kchaos-{}-{n}", sh.workload.name));
+        let procs: Vec<PathBuf> = made.iter().map(|d| d.join("cgroup.procs")).collect();
+        match sh
+            .ops
+            .populate(&dir, spec.files_per_cgroup, spec.file_size, &procs)
+        {
+            Ok(took) => stats.populate.record(took),
+            Err(e) => stats.errors.push(e),
+        }
+        files = Some(dir);
+    }
+    Some(Live { dirs: made, files })
+}
+
+/// A kernel without the knob (the file is gone) or refusing it (EOPNOTSUPP) still
+/// accounts kmem, so that is a note, once. Anything else is an error. (5.16+ accept the
+/// write and ignore it, saying so in the kernel log.)
+fn note_kmem_refusal(sh: &Shared<'_>, e: &std::io::Error, stats: &mut Stats) {
+    const ENOTSUPP: i32 = 524;
+    let refused = matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | ENOTSUPP | libc::ENOENT | libc::EINVAL)
+    );
+    if refused {
+        if !sh.kmem_refused.swap(true, Ordering::Relaxed) {
+            sh.env.reporter.note(format!("kernel refuses memory.kmem.limit_in_bytes ({e}); continuing without a kmem limit (kmem is still accounted)"));
+        }
+    } else {
+        stats.errors.push(format!("set kmem limit: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,246 @@
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use kchaos_model::scenario::{self, WorkloadSpec};
+
+use super::*;
+use crate::channel::Reporter;
+use crate::mounts::CgroupLayout;
+
+/// cgroupfs in a tempdir, with injectable mkdir failures.
+struct FakeOps {
+    fail_mkdir_at: Option<usize>,
+    mkdirs: Mutex<usize>,
+    populated: Mutex<Vec<(PathBuf, Vec<PathBuf>)>>,
+    kmem: std::io::ErrorKind,
+}
+
+impl FakeOps {
+    fn new() -> FakeOps {
+        FakeOps {
+            fail_mkdir_at: None,
+            mkdirs: Mutex::new(0),
+            populated: Mutex::new(Vec::new()),
+            kmem: std::io::ErrorKind::Unsupported,
+        }
+    }
+}
+
+impl ChurnOps for FakeOps {
+    fn mkdir(&self, path: &Path) -> std::io::Result<()> {
+        let mut n = self.mkdirs.lock().unwrap();
+        *n += 1;
+        if Some(*n) == self.fail_mkdir_at {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        std::fs::create_dir(path)
+    }
+    fn rmdir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+    fn set_memory_limit(&self, _rel: &str, _bytes: u64) -> Result<(), String> {
+        Ok(())
+    }
+    fn set_kmem_limit(&self, _dir: &Path, _bytes: u64) -> std::io::Result<()> {
+        Err(if self.kmem == std::io::ErrorKind::Unsupported {
+            std::io::Error::from_raw_os_error(libc::EOPNOTSUPP)
+        } else {
+            std::io::Error::from_raw_os_error(libc::EIO)
+        })
+    }
+    fn populate(
+        &self,
+        dir: &Path,
+        _files: u32,
+        _size: u64,
+        procs: &[PathBuf],
+    ) -> Result<Duration, String> {
+        self.populated
+            .lock()
+            .unwrap()
+            .push((dir.to_path_buf(), procs.to_vec()));
+        Ok(Duration::from_millis(1))
+    }
+    fn remove_files(&self, _dir: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn prepare_parent(
+        &self,
+        layout: &CgroupLayout,
+        parent: &str,
+        controllers: &[String],
+    ) -> Result<(), String> {
+        for d in layout.dirs(controllers, parent) {
+            std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn workload(extra: &str, cgroup: &str) -> Workload {
+    let src = format!("[scenario]\nname = \"t\"\n[vm]\ncgroup = \"{cgroup}\"\n[[workload]]\nkind = \"cgroup-churn\"\nname = \"churn\"\n{extra}\n");
+    scenario::parse("t.toml", &src).unwrap().workloads.remove(0)
+}
+
+fn env(root: &Path, mode: CgroupMode) -> (Env, std::sync::mpsc::Receiver<GuestMessage>) {
+    let layout = match mode {
+        CgroupMode::V2 => CgroupLayout {
+            mode,
+            v1: vec![],
+            unified: Some(root.to_path_buf()),
+        },
+        _ => CgroupLayout {
+            mode,
+            v1: vec![
+                ("memory".into(), root.join("memory")),
+                ("pids".into(), root.join("pids")),
+            ],
+            unified: None,
+        },
+    };
+    let (reporter, rx) = Reporter::discard();
+    (
+        Env {
+            reporter,
+            layout,
+            deadline: Instant::now() + Duration::from_secs(30),
+            stop: Arc::new(AtomicBool::new(false)),
+        },
+        rx,
+    )
+}
+
+fn run_fake(w: &Workload, env: &Env, ops: &FakeOps) -> (WorkloadReport, Vec<(String, Metric)>) {
+    let WorkloadSpec::CgroupChurn(spec) = &w.spec;
+    prepare(spec, env, ops).unwrap();
+    run(w, spec, env, ops)
+}
+
+fn metric<'a>(metrics: &'a [(String, Metric)], name: &str) -> &'a Metric {
+    &metrics.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+#[test]
+fn batch_of_all_creates_everything_then_removes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _rx) = env(dir.path(), CgroupMode::V2);
+    let ops = FakeOps::new();
+    let w = workload("iterations = 20\nbatch = 20", "v2");
+    let (report, metrics) = run_fake(&w, &env, &ops);
+    assert_eq!((report.iterations, report.errors), (20, 0));
+    assert_eq!(
+        metric(&metrics, "churn.mkdir").stat(kchaos_model::metrics::Stat::Count),
+        Some(20.0)
+    );
+    assert_eq!(
+        metric(&metrics, "churn.rmdir").stat(kchaos_model::metrics::Stat::Count),
+        Some(20.0)
+    );
+    assert_eq!(
+        metric(&metrics, "churn.cgroups").stat(kchaos_model::metrics::Stat::Value),
+        Some(20.0)
+    );
+    // Every cgroup got its process, which joins the cgroup's own cgroup.procs.
+    let populated = ops.populated.lock().unwrap();
+    assert_eq!(populated.len(), 20);
+    assert!(
+        populated[0].1[0].ends_with("kchaos/churn-0/cgroup.procs"),
+        "{:?}",
+        populated[0]
+    );
+    // Only the parent is left.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("kchaos"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn v1_creates_one_directory_per_hierarchy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _rx) = env(dir.path(), CgroupMode::V1);
+    let ops = FakeOps::new();
+    let w = workload(
+        "iterations = 3\ncontrollers = [\"memory\", \"pids\"]\nremove = false",
+        "v1",
+    );
+    let (report, metrics) = run_fake(&w, &env, &ops);
+    assert_eq!(report.iterations, 3);
+    assert_eq!(
+        metric(&metrics, "churn.mkdir").stat(kchaos_model::metrics::Stat::Count),
+        Some(6.0)
+    );
+    assert!(dir.path().join("memory/kchaos/churn-2").is_dir());
+    assert!(dir.path().join("pids/kchaos/churn-2").is_dir());
+    assert_eq!(ops.populated.lock().unwrap()[0].1.len(), 2);
+}
+
+#[test]
+fn mkdir_failure_is_counted_with_errno_and_the_run_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _rx) = env(dir.path(), CgroupMode::V2);
+    let ops = FakeOps {
+        fail_mkdir_at: Some(5),
+        ..FakeOps::new()
+    };
+    let w = workload("iterations = 10\nbatch = 2", "v2");
+    let (report, _) = run_fake(&w, &env, &ops);
+    assert_eq!(report.errors, 1);
+    assert_eq!(report.iterations, 9);
+    assert!(
+        report.error_samples[0].contains("churn-4")
+            && report.error_samples[0].contains("os error 28"),
+        "{:?}",
+        report.error_samples
+    );
+}
+
+#[test]
+fn concurrent_workers_share_the_iteration_budget_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _rx) = env(dir.path(), CgroupMode::V2);
+    let ops = FakeOps::new();
+    let w = workload("iterations = 101\nbatch = 7\nconcurrency = 4", "v2");
+    let (report, _) = run_fake(&w, &env, &ops);
+    assert_eq!(report.iterations, 101);
+    assert_eq!(ops.populated.lock().unwrap().len(), 101);
+}
+
+#[test]
+fn deadline_bounds_an_unbounded_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut env, _rx) = env(dir.path(), CgroupMode::V2);
+    env.deadline = Instant::now() + Duration::from_millis(200);
+    let ops = FakeOps::new();
+    let w = workload("batch = 10", "v2");
+    let start = Instant::now();
+    let (report, _) = run_fake(&w, &env, &ops);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(report.iterations > 0);
+}
+
+#[test]
+fn refused_kmem_limit_is_a_note_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, rx) = env(dir.path(), CgroupMode::V1);
+    let ops = FakeOps::new();
+    let w = workload("iterations = 3\nkmem_limit = \"1MiB\"", "v1");
+    let (report, _) = run_fake(&w, &env, &ops);
+    assert_eq!(report.errors, 0);
+    assert!(env.reporter.flush(Duration::from_secs(1)));
+    let notes: Vec<_> = rx
+        .try_iter()
+        .filter(|m| matches!(m, GuestMessage::Note { .. }))
+        .collect();
+    assert_eq!(notes.len(), 1, "one note, not one per cgroup");
+    let ops = FakeOps {
+        kmem: std::io::ErrorKind::Other,
+        ..FakeOps::new()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (env, _rx) = self::env(dir.path(), CgroupMode::V1);
+    let (report, _) = run_fake(&w, &env, &ops);
+    assert_eq!(report.errors, 3, "a real write error is an error");
+}

@@ -1,0 +1,276 @@
+//! The initramfs: the static runner as `/init` plus exactly the modules the cell needs.
+//! No busybox, no shell: native workloads need neither, and every byte here is unpacked
+//! on every boot under TCG.
+//!
+//! Uncompressed `newc`: decompression under TCG costs more than copying the bytes.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use kchaos_model::image::{IMAGE_INFO_PATH, MODULE_ORDER_PATH};
+
+use crate::cache::{Cache, CacheError, KeyHasher};
+use crate::modules::LoadableModule;
+
+/// Bump when the image layout changes so old cache entries are not reused.
+const FORMAT: &str = "kchaos-initramfs-v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitramfsError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("Cannot write initramfs")]
+    Write(#[source] std::io::Error),
+    #[error("Initramfs entry {name} is larger than the newc format allows")]
+    TooLarge { name: String },
+}
+
+#[derive(Debug)]
+pub struct InitramfsInput<'a> {
+    pub runner: &'a [u8],
+    pub release: &'a str,
+    pub modules: &'a [LoadableModule],
+}
+
+#[derive(Debug, Clone)]
+pub struct Initramfs {
+    pub path: PathBuf,
+    /// Content hash of the inputs: the cache key, recorded with every result.
+    pub key: String,
+    pub size: u64,
+}
+
+/// Builds (or finds in the cache) the initramfs for these inputs.
+pub fn build(cache: &Cache, input: &InitramfsInput<'_>) -> Result<Initramfs, InitramfsError> {
+    let mut hasher = KeyHasher::new(FORMAT);
+    hasher.field(input.runner).field(input.release.as_bytes());
+    for m in input.modules {
+        hasher.field(m.name.as_bytes()).field(&m.data);
+    }
+    let key = hasher.finish();
+    let dir = cache.dir("initramfs")?;
+    let path = dir.join(format!("{}.cpio", &key[..24]));
+    if let Ok(meta) = std::fs::metadata(&path) {
+        tracing::debug!(path = %path.display(), "initramfs cache hit");
+        return Ok(Initramfs {
+            path,
+            key,
+            size: meta.len(),
+        });
+    }
+    let bytes = archive(input)?;
+    Cache::write_atomic(&path, &bytes)?;
+    tracing::info!(path = %path.display(), size = bytes.len(), modules = input.modules.len(), "built initramfs");
+    Ok(Initramfs {
+        path,
+        key,
+        size: bytes.len() as u64,
+    })
+}
+
+fn archive(input: &InitramfsInput<'_>) -> Result<Vec<u8>, InitramfsError> {
+    let mut w = Writer {
+        out: Vec::with_capacity(input.runner.len() + (4 << 20)),
+        ino: 1,
+    };
+    for dir in [
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "kchaos",
+        "lib",
+        "lib/modules",
+    ] {
+        w.dir(dir)?;
+    }
+    // The kernel opens /dev/console for init's stdio before init runs, i.e. before the
+    // runner can mount devtmpfs.
+    w.char_device("dev/console", 5, 1)?;
+    w.file("init", 0o755, input.runner)?;
+    let base = format!("lib/modules/{}", input.release);
+    w.dir(&base)?;
+    let mut order = String::new();
+    let mut made = std::collections::BTreeSet::new();
+    for m in input.modules {
+        let rel = format!("{base}/{}", m.relative.display());
+        let rel_path = std::path::Path::new(&rel);
+        let mut parents: Vec<&std::path::Path> = rel_path
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.as_os_str().len() > base.len())
+            .collect();
+        parents.reverse();
+        for parent in parents {
+            let parent = parent.to_string_lossy().into_owned();
+            if made.insert(parent.clone()) {
+                w.dir(&parent)?;
+            }
+        }
+        w.file(&rel, 0o644, &m.data)?;
+        order.push('/');
+        order.push_str(&rel);
+        order.push('\n');
+    }
+    w.file(
+        MODULE_ORDER_PATH.trim_start_matches('/'),
+        0o644,
+        order.as_bytes(),
+    )?;
+    let info = serde_json::json!({
+        "format": FORMAT,
+        "release": input.release,
+        "modules": input.modules.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+        "runner_sha256": crate::cache::sha256_hex(input.runner),
+    });
+    w.file(
+        IMAGE_INFO_PATH.trim_start_matches('/'),
+        0o644,
+        info.to_string().as_bytes(),
+    )?;
+    w.finish()
+}
+
+struct Writer {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Writer {
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        data: &[u8],
+        rdev: Option<(u32, u32)>,
+    ) -> Result<(), InitramfsError> {
+        let size = u32::try_from(data.len()).map_err(|_| InitramfsError::TooLarge {
+            name: name.to_owned(),
+        })?;
+        let mut builder = cpio::newc::Builder::new(name)
+            .ino(self.ino)
+            .mode(mode)
+            .uid(0)
+            .gid(0)
+            .nlink(1);
+        if let Some((major, minor)) = rdev {
+            builder = builder.rdev_major(major).rdev_minor(minor);
+        }
+        self.ino += 1;
+        let mut writer = builder.write(&mut self.out, size);
+        writer.write_all(data).map_err(InitramfsError::Write)?;
+        writer.finish().map_err(InitramfsError::Write)?;
+        Ok(())
+    }
+
+    fn dir(&mut self, name: &str) -> Result<(), InitramfsError> {
+        self.entry(name, 0o040_755, &[], None)
+    }
+
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> Result<(), InitramfsError> {
+        self.entry(name, 0o100_000 | perm, data, None)
+    }
+
+    fn char_device(&mut self, name: &str, major: u32, minor: u32) -> Result<(), InitramfsError> {
+        self.entry(name, 0o020_600, &[], Some((major, minor)))
+    }
+
+    fn finish(self) -> Result<Vec<u8>, InitramfsError> {
+        cpio::newc::trailer(self.out).map_err(InitramfsError::Write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(archive: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut rest = archive;
+        loop {
+            let mut reader = cpio::newc::Reader::new(rest).unwrap();
+            if reader.entry().is_trailer() {
+                break;
+            }
+            let name = reader.entry().name().to_owned();
+            let mode = reader.entry().mode();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut data).unwrap();
+            out.push((name, mode, data));
+            rest = reader.finish().unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn archive_has_init_console_modules_and_their_order() {
+        let modules = vec![
+            LoadableModule {
+                name: "virtio".into(),
+                relative: "kernel/drivers/virtio/virtio.ko".into(),
+                data: b"\x7fELFa".to_vec(),
+            },
+            LoadableModule {
+                name: "virtio_console".into(),
+                relative: "kernel/drivers/char/virtio_console.ko".into(),
+                data: b"\x7fELFb".to_vec(),
+            },
+        ];
+        let bytes = archive(&InitramfsInput {
+            runner: b"RUNNER",
+            release: "6.1.0-test",
+            modules: &modules,
+        })
+        .unwrap();
+        let entries = names(&bytes);
+        let find = |n: &str| entries.iter().find(|(name, _, _)| name == n).cloned();
+        assert_eq!(
+            find("init").map(|e| (e.1, e.2)),
+            Some((0o100_755, b"RUNNER".to_vec()))
+        );
+        assert_eq!(find("dev/console").map(|e| e.1), Some(0o020_600));
+        assert!(find("lib/modules/6.1.0-test/kernel/drivers/char").is_some());
+        let order = find("kchaos/modules.order").unwrap().2;
+        assert_eq!(
+            String::from_utf8(order).unwrap(),
+            "/lib/modules/6.1.0-test/kernel/drivers/virtio/virtio.ko\n/lib/modules/6.1.0-test/kernel/drivers/char/virtio_console.ko\n"
+        );
+    }
+
+    #[test]
+    fn cache_key_follows_the_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let a = build(
+            &cache,
+            &InitramfsInput {
+                runner: b"A",
+                release: "r",
+                modules: &[],
+            },
+        )
+        .unwrap();
+        let again = build(
+            &cache,
+            &InitramfsInput {
+                runner: b"A",
+                release: "r",
+                modules: &[],
+            },
+        )
+        .unwrap();
+        let b = build(
+            &cache,
+            &InitramfsInput {
+                runner: b"B",
+                release: "r",
+                modules: &[],
+            },
+        )
+        .unwrap();
+        assert_eq!(a.path, again.path);
+        assert_ne!(a.key, b.key);
+        assert!(b.path.exists());
+    }
+}

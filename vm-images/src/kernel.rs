@@ -1,0 +1,176 @@
+//! A kernel ready to boot: image, modules, config and exact release, from a spec.
+
+use std::path::{Path, PathBuf};
+
+use kchaos_model::kernel::KernelConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::bzimage::{self, BzImageError};
+use crate::cache::{Cache, CacheError};
+use crate::debian::{self, AptSource, PackageSource};
+use crate::spec::{KernelSpec, SpecError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    BzImage(#[from] BzImageError),
+    #[error("No Debian kernel package matches `{spec}`: {detail}")]
+    NoPackage { spec: String, detail: String },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("Cannot run `{command}` (is it installed?)")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Package {package} has no {what}")]
+    BadPackage { package: String, what: String },
+    #[error("Kernel image {path} does not exist")]
+    MissingImage { path: String },
+    #[error("Modules directory {path} does not exist or has no modules for {release}")]
+    MissingModules { path: String, release: String },
+    #[error("Cannot read {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Corrupt cache entry {path}; delete it and retry")]
+    CorruptCache {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A resolved kernel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Kernel {
+    /// The spec as the user wrote it (`debian:6.1-cloud`).
+    pub spec: String,
+    /// The exact spec it resolved to (`debian:6.1.0-56-cloud`): rerunning with this picks
+    /// the same kernel even after the mirror moves on.
+    pub resolved: String,
+    /// `uname -r`.
+    pub release: String,
+    /// Debian package and version, for the evidence trail.
+    pub package: Option<String>,
+    pub bzimage: PathBuf,
+    /// `lib/modules/<release>`, when modules exist.
+    pub modules_dir: Option<PathBuf>,
+    pub config_path: Option<PathBuf>,
+}
+
+impl Kernel {
+    /// The build configuration, when known.
+    pub fn config(&self) -> Option<KernelConfig> {
+        let path = self.config_path.as_ref()?;
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|t| KernelConfig::parse(&t))
+    }
+
+    /// A filesystem-safe label for result directories (`debian-6.1.0-56-cloud`).
+    pub fn label(&self) -> String {
+        let text = self.resolved.replace(':', "-");
+        let text = match self.resolved.strip_prefix("path:") {
+            Some(_) => format!("local-{}", self.release),
+            None => text,
+        };
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    }
+}
+
+/// Resolves a spec, downloading and unpacking Debian packages into the cache as needed.
+pub fn resolve(cache: &Cache, spec: &str) -> Result<Kernel, KernelError> {
+    resolve_with(cache, spec, &AptSource)
+}
+
+pub fn resolve_with(
+    cache: &Cache,
+    spec: &str,
+    source: &dyn PackageSource,
+) -> Result<Kernel, KernelError> {
+    match KernelSpec::parse(spec)? {
+        KernelSpec::Debian { version, flavour } => {
+            debian::fetch(cache, spec, &version, flavour, source)
+        }
+        KernelSpec::Path {
+            bzimage,
+            modules,
+            config,
+        } => local(spec, &bzimage, modules.as_deref(), config.as_deref()),
+    }
+}
+
+fn local(
+    spec: &str,
+    bzimage: &Path,
+    modules: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<Kernel, KernelError> {
+    if !bzimage.is_file() {
+        return Err(KernelError::MissingImage {
+            path: bzimage.display().to_string(),
+        });
+    }
+    let release = bzimage::release_of(bzimage)?;
+    let modules_dir = match modules {
+        None => None,
+        Some(dir) => {
+            // Accept the release directory itself or an install root holding lib/modules/<release>.
+            let candidates = [dir.to_path_buf(), dir.join("lib/modules").join(&release)];
+            let found = candidates
+                .into_iter()
+                .find(|d| d.join("modules.builtin").is_file() || d.join("kernel").is_dir());
+            Some(found.ok_or_else(|| KernelError::MissingModules {
+                path: dir.display().to_string(),
+                release: release.clone(),
+            })?)
+        }
+    };
+    let config_path = match config {
+        Some(c) if c.is_file() => Some(c.to_path_buf()),
+        Some(c) => {
+            return Err(KernelError::Io {
+                path: c.display().to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
+        }
+        // A tree built in place has .config three levels above arch/x86/boot/bzImage.
+        None => bzimage
+            .ancestors()
+            .skip(1)
+            .take(4)
+            .map(|d| d.join(".config"))
+            .find(|p| p.is_file()),
+    };
+    Ok(Kernel {
+        spec: spec.to_owned(),
+        resolved: spec.to_owned(),
+        release,
+        package: None,
+        bzimage: bzimage
+            .canonicalize()
+            .unwrap_or_else(|_| bzimage.to_path_buf()),
+        modules_dir,
+        config_path,
+    })
+}

@@ -1,0 +1,15 @@
+//! Builds what kchaos boots: kernels from Debian's apt or local builds, the module
+//! closure a scenario needs, and the initramfs with the runner as `/init`.
+//!
+//! Everything slow is cached under [`cache::Cache`], keyed by its inputs.
+
+pub mod bzimage;
+pub mod cache;
+pub mod debian;
+pub mod initramfs;
+pub mod kernel;
+pub mod modules;
+pub mod spec;
+
+pub use cache::Cache;
+pub use kernel::{resolve, Kernel, KernelError};
