@@ -1,1 +1,94 @@
+//! Shared pieces of the kchaos benchmarks.
 
+/// The code of the trivial init, assembled once from this source (GNU as, Intel syntax)
+/// so the benchmark needs no toolchain:
+///
+/// ```text
+/// sub rsp, 64
+/// mov eax, 228 ; mov edi, 7 ; mov rsi, rsp ; syscall    # clock_gettime(CLOCK_BOOTTIME)
+/// mov rax, [rsp] ; imul rcx, rax, 1000                  # ms = sec * 1000
+/// mov rax, [rsp+8] ; xor edx, edx ; mov ebx, 1000000 ; div rbx ; add rax, rcx
+/// lea rsi, [rsp+63] ; mov byte ptr [rsi], 10 ; mov ebx, 10
+/// 1: dec rsi ; xor edx, edx ; div rbx ; add dl, 48 ; mov [rsi], dl ; test rax, rax ; jnz 1b
+/// lea rdx, [rsp+64] ; sub rdx, rsi ; mov eax, 1 ; mov edi, 1 ; syscall   # write(1, ..)
+/// mov eax, 169 ; mov edi, 0xfee1dead ; mov esi, 672274793 ; mov edx, 0x4321fedc ; syscall
+/// 2: jmp 2b                                             # reboot(POWER_OFF)
+/// ```
+const TRIVIAL_INIT_CODE: [u8; 123] = [
+    0x48, 0x83, 0xec, 0x40, 0xb8, 0xe4, 0x00, 0x00, 0x00, 0xbf, 0x07, 0x00, 0x00, 0x00, 0x48, 0x89,
+    0xe6, 0x0f, 0x05, 0x48, 0x8b, 0x04, 0x24, 0x48, 0x69, 0xc8, 0xe8, 0x03, 0x00, 0x00, 0x48, 0x8b,
+    0x44, 0x24, 0x08, 0x31, 0xd2, 0xbb, 0x40, 0x42, 0x0f, 0x00, 0x48, 0xf7, 0xf3, 0x48, 0x01, 0xc8,
+    0x48, 0x8d, 0x74, 0x24, 0x3f, 0xc6, 0x06, 0x0a, 0xbb, 0x0a, 0x00, 0x00, 0x00, 0x48, 0xff, 0xce,
+    0x31, 0xd2, 0x48, 0xf7, 0xf3, 0x80, 0xc2, 0x30, 0x88, 0x16, 0x48, 0x85, 0xc0, 0x75, 0xee, 0x48,
+    0x8d, 0x54, 0x24, 0x40, 0x48, 0x29, 0xf2, 0xb8, 0x01, 0x00, 0x00, 0x00, 0xbf, 0x01, 0x00, 0x00,
+    0x00, 0x0f, 0x05, 0xb8, 0xa9, 0x00, 0x00, 0x00, 0xbf, 0xad, 0xde, 0xe1, 0xfe, 0xbe, 0x69, 0x19,
+    0x12, 0x28, 0xba, 0xdc, 0xfe, 0x21, 0x43, 0x0f, 0x05, 0xeb, 0xfe,
+];
+
+/// A minimal static x86-64 ELF init: prints its own guest uptime in milliseconds (a line
+/// of digits) on the console and powers the machine off. The baseline of the boot
+/// benchmark: the least any init can do.
+pub fn trivial_init() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let total = HEADERS + TRIVIAL_INIT_CODE.len() as u64;
+    let mut elf = Vec::new();
+    elf.extend(b"\x7fELF");
+    elf.extend([2, 1, 1, 0]); // 64-bit, little endian, version 1, SysV
+    elf.extend([0; 8]);
+    elf.extend(2u16.to_le_bytes()); // ET_EXEC
+    elf.extend(0x3Eu16.to_le_bytes()); // x86-64
+    elf.extend(1u32.to_le_bytes());
+    elf.extend((BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend(64u64.to_le_bytes()); // program headers
+    elf.extend(0u64.to_le_bytes()); // no section headers
+    elf.extend(0u32.to_le_bytes());
+    elf.extend(64u16.to_le_bytes());
+    elf.extend(56u16.to_le_bytes());
+    elf.extend(1u16.to_le_bytes());
+    elf.extend([0, 0, 0, 0, 0, 0]);
+    elf.extend(1u32.to_le_bytes()); // PT_LOAD
+    elf.extend(5u32.to_le_bytes()); // R+X
+    elf.extend(0u64.to_le_bytes()); // offset
+    elf.extend(BASE.to_le_bytes());
+    elf.extend(BASE.to_le_bytes());
+    elf.extend(total.to_le_bytes());
+    elf.extend(total.to_le_bytes());
+    elf.extend(0x1000u64.to_le_bytes());
+    elf.extend(TRIVIAL_INIT_CODE);
+    elf
+}
+
+/// The trivial init's output: a line that is only digits (no kernel line is).
+pub fn parse_uptime_line(line: &str) -> Option<u64> {
+    let t = line.trim();
+    (!t.is_empty() && t.chars().all(|c| c.is_ascii_digit()))
+        .then(|| t.parse().ok())
+        .flatten()
+}
+
+/// Median of a non-empty sample, in the sample's unit.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trivial_init_is_a_static_elf() {
+        let elf = trivial_init();
+        assert_eq!(&elf[..4], b"\x7fELF");
+        assert_eq!(elf.len(), 120 + 123);
+        assert_eq!(parse_uptime_line("1657\r"), Some(1657));
+        assert_eq!(parse_uptime_line("[    0.04] tsc: x"), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

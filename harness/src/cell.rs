@@ -50,6 +50,8 @@ pub struct CellEnv {
     pub accel: Accel,
     /// Flips to `true` when the user interrupts the run.
     pub cancel: watch::Receiver<bool>,
+    /// The runner's log level (`kchaos.log=` on the guest command line), if set.
+    pub guest_log: Option<String>,
 }
 
 /// Bounds for one cell, scaled for the accelerator.
@@ -139,6 +141,7 @@ pub async fn run(
         verdict: Verdict::Error,
         reasons: Vec::new(),
         boot_ms: None,
+        guest_ready_ms: None,
         duration_ms: 0,
         metrics: BTreeMap::new(),
         signatures: Vec::new(),
@@ -152,6 +155,7 @@ pub async fn run(
             result.verdict = decision.verdict;
             result.reasons = decision.reasons;
             result.boot_ms = o.boot_ms;
+            result.guest_ready_ms = o.guest_ready_ms;
             result.metrics = o.obs.metrics;
             result.signatures = o.obs.hits;
             result.notes = o.notes;
@@ -184,6 +188,7 @@ pub async fn run(
 struct Outcome {
     obs: Observations,
     boot_ms: Option<u64>,
+    guest_ready_ms: Option<u64>,
     release: Option<String>,
     notes: Vec<String>,
 }
@@ -270,6 +275,9 @@ async fn observe(
     let sock = sock_dir.path().join("ctl.sock");
     let listener = channel::listen(&sock)?;
     let mut cmdline = QemuCommand::base_cmdline(&cell.id);
+    if let Some(level) = &env.guest_log {
+        cmdline.push(format!("kchaos.log={level}"));
+    }
     cmdline.extend(scenario.vm.cmdline.iter().cloned());
     let command = QemuCommand {
         accel: env.accel,
@@ -278,7 +286,7 @@ async fn observe(
         kernel: cell.kernel.bzimage.clone(),
         initrd: cell.initrd.clone(),
         cmdline,
-        control_socket: sock,
+        control_socket: Some(sock),
     };
     let args = command.args();
     let printable: Vec<String> = std::iter::once(env.qemu.path.display().to_string())
@@ -332,6 +340,7 @@ async fn observe(
     let mut last_seen = spawned_at;
     let mut finished_at: Option<Instant> = None;
     let mut release = None;
+    let mut guest_ready_ms = None;
     let mut phase: Option<Phase> = None;
     let mut exit_status = None;
     let mut killed = false;
@@ -355,7 +364,10 @@ async fn observe(
         };
         tokio::select! {
             accepted = &mut accept, if sender.is_none() && channel_open => match accepted {
-                Ok(s) => sender = Some(s),
+                Ok(s) => {
+                    tracing::debug!(cell = %cell.id, after_ms = millis(spawned_at.elapsed()), "QEMU connected the control channel");
+                    sender = Some(s);
+                }
                 Err(e) => {
                     w.obs.infra.push(error_chain(&e));
                     channel_open = false;
@@ -363,7 +375,12 @@ async fn observe(
                 }
             },
             ev = console_rx.recv(), if console_open => match ev {
-                Some(ConsoleEvent::Line(line)) => w.console(line),
+                Some(ConsoleEvent::Line(line)) => {
+                    if w.console_tail.is_empty() {
+                        tracing::debug!(cell = %cell.id, after_ms = millis(spawned_at.elapsed()), "first console output");
+                    }
+                    w.console(line);
+                }
                 Some(ConsoleEvent::Closed) | None => console_open = false,
             },
             ev = chan_rx.recv(), if channel_open && sender.is_some() => match ev {
@@ -372,8 +389,10 @@ async fn observe(
                     match *msg {
                         GuestMessage::Hello(hello) => {
                             hello_at = Some(last_seen);
+                            tracing::debug!(cell = %cell.id, after_ms = millis(spawned_at.elapsed()), guest_uptime_ms = hello.uptime_ms, "runner ready");
                             w.obs.reached_runner = true;
                             release = Some(hello.kernel_release.clone());
+                            guest_ready_ms = Some(hello.uptime_ms);
                             if hello.protocol != PROTOCOL_VERSION {
                                 w.obs.infra.push(format!("the runner speaks protocol {} but this harness {}; rebuild the runner", hello.protocol, PROTOCOL_VERSION));
                                 kill(&mut group, &mut killed);
@@ -384,7 +403,9 @@ async fn observe(
                                 }
                             }
                         }
-                        GuestMessage::Heartbeat { .. } => {}
+                        GuestMessage::Heartbeat { uptime_ms, .. } => {
+                            tracing::trace!(cell = %cell.id, host_minus_guest_ms = millis(spawned_at.elapsed()).saturating_sub(uptime_ms), "heartbeat");
+                        }
                         GuestMessage::Phase { phase: p } => {
                             phase = Some(p);
                             update(CellUpdate::Phase(p));
@@ -515,6 +536,7 @@ async fn observe(
     Ok(Outcome {
         obs: w.obs,
         boot_ms: hello_at.map(|h| millis(h - spawned_at)),
+        guest_ready_ms,
         release,
         notes: w.notes,
     })

@@ -60,6 +60,10 @@ enum Command {
         /// Static runner binary to use instead of building it.
         #[arg(long, value_name = "PATH")]
         runner: Option<PathBuf>,
+        /// The runner's own log level in the guest console (error, warn, info, debug):
+        /// debug prints a timestamped boot timeline.
+        #[arg(long, value_name = "LEVEL")]
+        guest_log: Option<String>,
     },
     /// Check scenario files; prints FILE:LINE:COL: key: message for every problem.
     Validate {
@@ -118,6 +122,7 @@ fn dispatch(command: Command, cache: Cache) -> anyhow::Result<u8> {
             accel,
             seed,
             runner,
+            guest_log,
         } => {
             let scenarios = if scenarios.is_empty() {
                 vec![PathBuf::from("scenarios")]
@@ -141,6 +146,7 @@ fn dispatch(command: Command, cache: Cache) -> anyhow::Result<u8> {
                 accel,
                 runner,
                 seed,
+                guest_log,
                 cache,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

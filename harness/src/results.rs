@@ -56,6 +56,9 @@ pub struct CellResult {
     pub reasons: Vec<String>,
     /// From QEMU start to the runner's `Hello`, host clock.
     pub boot_ms: Option<u64>,
+    /// Guest uptime (CLOCK_BOOTTIME) when the runner said `Hello`: the guest's share of
+    /// `boot_ms`, the rest being QEMU start-up and firmware.
+    pub guest_ready_ms: Option<u64>,
     /// Whole cell, from QEMU start to its exit.
     pub duration_ms: u64,
     pub metrics: BTreeMap<String, Metric>,

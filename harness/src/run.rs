@@ -27,6 +27,7 @@ pub struct RunOptions {
     pub accel: AccelChoice,
     pub runner: Option<PathBuf>,
     pub seed: Option<u64>,
+    pub guest_log: Option<String>,
     pub cache: Cache,
 }
 
@@ -134,6 +135,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
                         qemu: qemu.clone(),
                         accel: decision.accel,
                         cancel: cancel.clone(),
+                        guest_log: opts.guest_log.clone(),
                     };
                     run_one(&opts, &rec.dir, scenario, kernel, runner, &env, &progress).await
                 }
@@ -288,6 +290,7 @@ impl Preboot<'_> {
             verdict,
             reasons: vec![reason],
             boot_ms: None,
+            guest_ready_ms: None,
             duration_ms: 0,
             metrics: Default::default(),
             signatures: Vec::new(),

@@ -39,11 +39,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    let entered_ms = heartbeat::uptime_ms();
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == populate::SUBCOMMAND) {
         return populate::child_main(args.get(2..).unwrap_or_default());
     }
-    let cli = Cli::parse();
     let pid1 = std::process::id() == 1;
     if pid1 {
         // /proc is needed to read the command line for the safety check.
@@ -52,11 +52,17 @@ fn main() -> ExitCode {
         }
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let marker = safety::has_marker(&cmdline);
+    // Module loading is the longest step of the boot (signature checks under TCG) and
+    // needs nothing else mounted: once this is known to be a kchaos VM, start it,
+    // overlapping everything up to the control port.
+    let modules = (pid1 && marker).then(|| std::thread::spawn(modules::load_all));
+    let cli = Cli::parse();
     init_tracing(&cmdline);
     let situation = safety::Situation {
         pid1,
         service: cli.service,
-        marker: safety::has_marker(&cmdline),
+        marker,
     };
     if let Err(why) = safety::check(situation, cli.force_outside_vm) {
         eprintln!("kchaos-runner: refusing to run: {why}");
@@ -68,7 +74,7 @@ fn main() -> ExitCode {
     if pid1 {
         install_panic_hook();
     }
-    let result = run(pid1, &cmdline);
+    let result = run(pid1, &cmdline, entered_ms, modules);
     if let Err(e) = &result {
         eprintln!("kchaos-runner: {e:#}");
     }
@@ -82,14 +88,42 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(pid1: bool, cmdline: &str) -> anyhow::Result<()> {
+type ModuleLoad =
+    std::thread::JoinHandle<Result<Vec<(String, Duration)>, modules::ModuleLoadError>>;
+
+fn run(
+    pid1: bool,
+    cmdline: &str,
+    entered_ms: u64,
+    modules: Option<ModuleLoad>,
+) -> anyhow::Result<()> {
+    let uptime = heartbeat::uptime_ms;
+    tracing::debug!(uptime_ms = uptime(), entered_ms, "runner started");
     if pid1 {
         mounts::early().context("mounting the early filesystems")?;
     }
-    let loaded = modules::load_all().context("loading kernel modules")?;
-    tracing::debug!(loaded, "modules loaded");
+    let loaded = match modules {
+        Some(handle) => handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the module loader panicked"))?,
+        None => modules::load_all(),
+    }
+    .context("loading kernel modules")?;
+    for (module, took) in &loaded {
+        tracing::debug!(
+            module = module.rsplit('/').next().unwrap_or(module),
+            took_ms = took.as_millis(),
+            "module"
+        );
+    }
+    tracing::debug!(
+        uptime_ms = uptime(),
+        loaded = loaded.len(),
+        "modules loaded"
+    );
     let port_name = cmdline_option(cmdline, "port").unwrap_or(CONTROL_PORT_NAME);
     let port = channel::find_port(port_name, Duration::from_secs(20))?;
+    tracing::debug!(uptime_ms = uptime(), port = %port.display(), "control port found");
     let (reporter, inbox) = channel::open(&port)?;
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -130,6 +164,7 @@ fn init_tracing(cmdline: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .with_target(false)
         .without_time()
         .try_init();

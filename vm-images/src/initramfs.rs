@@ -68,7 +68,8 @@ pub fn build(cache: &Cache, input: &InitramfsInput<'_>) -> Result<Initramfs, Ini
     })
 }
 
-fn archive(input: &InitramfsInput<'_>) -> Result<Vec<u8>, InitramfsError> {
+/// The archive bytes for these inputs, without caching.
+pub fn archive(input: &InitramfsInput<'_>) -> Result<Vec<u8>, InitramfsError> {
     let mut w = Writer {
         out: Vec::with_capacity(input.runner.len() + (4 << 20)),
         ino: 1,

@@ -23,8 +23,9 @@ pub struct QemuCommand {
     pub initrd: PathBuf,
     pub cmdline: Vec<String>,
     /// Unix socket the harness listens on; QEMU connects as a client, so there is no
-    /// start-up race.
-    pub control_socket: PathBuf,
+    /// start-up race. `None` boots without the control channel (the boot benchmark's
+    /// baseline).
+    pub control_socket: Option<PathBuf>,
 }
 
 impl QemuCommand {
@@ -66,12 +67,17 @@ impl QemuCommand {
         a.push(self.initrd.clone().into());
         a.push("-append".into());
         a.push(self.cmdline.join(" ").into());
-        a.push("-chardev".into());
-        a.push(chardev(&self.control_socket).into());
-        a.push("-device".into());
-        a.push("virtio-serial-pci,id=kchaos-vser".into());
-        a.push("-device".into());
-        a.push(format!("virtserialport,bus=kchaos-vser.0,chardev={CONTROL_CHARDEV},name={CONTROL_PORT_NAME}").into());
+        if let Some(socket) = &self.control_socket {
+            a.push("-chardev".into());
+            a.push(chardev(socket).into());
+            a.push("-device".into());
+            a.push("virtio-serial-pci,id=kchaos-vser".into());
+            a.push("-device".into());
+            a.push(
+                format!("virtserialport,bus=kchaos-vser.0,chardev={CONTROL_CHARDEV},name={CONTROL_PORT_NAME}")
+                    .into(),
+            );
+        }
         a
     }
 }
@@ -95,7 +101,7 @@ mod tests {
             kernel: "/k/vmlinuz".into(),
             initrd: "/k/init.cpio".into(),
             cmdline: QemuCommand::base_cmdline("s/k"),
-            control_socket: "/tmp/a,b/ctl.sock".into(),
+            control_socket: Some("/tmp/a,b/ctl.sock".into()),
         };
         let args: Vec<String> = cmd
             .args()

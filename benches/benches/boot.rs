@@ -1,0 +1,199 @@
+//! Boot-to-runner-ready against a raw QEMU boot of the same kernel with a trivial init,
+//! side by side in one run. Runs alternate (and alternate which goes first) so both see
+//! the same host load; each QEMU has fully exited before the next starts. Prints medians
+//! of the host-measured time (QEMU start → ready) and of the guest's own uptime at ready,
+//! and the ratio.
+//!
+//! `cargo bench -p kchaos-benches --bench boot` (KCHAOS_BENCH_RUNS, default 9;
+//! KCHAOS_BENCH_KERNEL, default debian:6.1-cloud). Target: ratio <= 1.15.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kchaos_benches::{median, parse_uptime_line, trivial_init};
+use kchaos_harness::cell::{self, CellEnv, CellSpec, LoadedScenario};
+use kchaos_harness::qemu::accel::AccelChoice;
+use kchaos_harness::qemu::{self, Qemu, QemuCommand};
+use kchaos_harness::{images, runner_bin};
+use kchaos_images::initramfs::{self, InitramfsInput};
+use kchaos_images::Cache;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// One boot: host time from QEMU start to ready, and the guest's uptime at ready.
+struct Boot {
+    host: f64,
+    guest: f64,
+}
+
+fn main() -> BenchResult<()> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs us without it and
+    // expects a quick exit.
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    let runs: usize = std::env::var("KCHAOS_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    let spec =
+        std::env::var("KCHAOS_BENCH_KERNEL").unwrap_or_else(|_| "debian:6.1-cloud".to_owned());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(bench(runs, &spec))
+}
+
+async fn bench(runs: usize, spec: &str) -> BenchResult<()> {
+    let cache = Cache::new(Cache::default_root());
+    let kernel = Arc::new(kchaos_images::resolve(&cache, spec)?);
+    let q = Qemu::find()?;
+    let decision = qemu::detect_accel(&q, AccelChoice::Auto, &cache.dir("accel")?).await;
+    let runner = runner_bin::locate(None)?;
+    let kchaos_image = images::initramfs_for(&cache, &kernel, &runner.bytes, &[])?;
+    let init = trivial_init();
+    let raw_bytes = initramfs::archive(&InitramfsInput {
+        runner: &init,
+        release: &kernel.release,
+        modules: &[],
+    })?;
+    let work = tempfile::tempdir()?;
+    let raw_image = work.path().join("trivial.cpio");
+    std::fs::write(&raw_image, raw_bytes)?;
+
+    let scenario_text = "[scenario]\nname = \"boot\"\nduration = \"1s\"\n";
+    let scenario = Arc::new(LoadedScenario {
+        path: "boot.toml".into(),
+        source: scenario_text.to_owned(),
+        model: kchaos_model::scenario::parse("boot.toml", scenario_text)
+            .map_err(|e| e.to_string())?,
+    });
+    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    let env = CellEnv {
+        qemu: q.clone(),
+        accel: decision.accel,
+        cancel,
+        guest_log: None,
+    };
+
+    println!(
+        "kernel {} ({}), QEMU {} with {}, {runs} runs each, alternating",
+        kernel.resolved,
+        kernel.release,
+        q.version,
+        decision.accel.as_str()
+    );
+    println!(
+        "kchaos initramfs {:.1} MiB (runner + channel modules), trivial initramfs {:.1} KiB",
+        kchaos_image.size as f64 / 1_048_576.0,
+        std::fs::metadata(&raw_image)?.len() as f64 / 1024.0
+    );
+    let (mut raw, mut kchaos) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let cell_spec = CellSpec {
+            id: format!("bench/{i}"),
+            scenario: Arc::clone(&scenario),
+            kernel: Arc::clone(&kernel),
+            initrd: kchaos_image.path.clone(),
+            seed: 0,
+            repeat: 0,
+            results_dir: work.path().to_path_buf(),
+            dir: work.path().join(format!("cell-{i}")),
+        };
+        let kchaos_boot = || async {
+            let result = cell::run(&cell_spec, &env, &|_| {}).await;
+            match (result.boot_ms, result.guest_ready_ms) {
+                (Some(h), Some(g)) => Ok(Boot {
+                    host: h as f64 / 1000.0,
+                    guest: g as f64 / 1000.0,
+                }),
+                _ => Err(format!("kchaos boot failed: {:?}", result.reasons)),
+            }
+        };
+        let (r, k) = if i % 2 == 0 {
+            let r = raw_boot(&q, decision.accel, &kernel.bzimage, &raw_image).await?;
+            (r, kchaos_boot().await?)
+        } else {
+            let k = kchaos_boot().await?;
+            (
+                raw_boot(&q, decision.accel, &kernel.bzimage, &raw_image).await?,
+                k,
+            )
+        };
+        println!(
+            "  run {i}: raw {:.3}s (guest {:.3}s)  kchaos {:.3}s (guest {:.3}s)",
+            r.host, r.guest, k.host, k.guest
+        );
+        raw.push(r);
+        kchaos.push(k);
+    }
+    let med =
+        |boots: &[Boot], f: fn(&Boot) -> f64| median(&mut boots.iter().map(f).collect::<Vec<_>>());
+    let (raw_host, raw_guest) = (med(&raw, |b| b.host), med(&raw, |b| b.guest));
+    let (k_host, k_guest) = (med(&kchaos, |b| b.host), med(&kchaos, |b| b.guest));
+    println!("raw boot, trivial init prints its uptime:  median {raw_host:.3}s host, {raw_guest:.3}s guest");
+    println!(
+        "kchaos boot, runner Hello on the channel:  median {k_host:.3}s host, {k_guest:.3}s guest"
+    );
+    println!(
+        "ratio kchaos/raw = {:.3} host-measured (target <= 1.15), {:.3} guest-side",
+        k_host / raw_host,
+        k_guest / raw_guest
+    );
+    Ok(())
+}
+
+/// QEMU start → the trivial init's uptime line; same QEMU flags as a cell minus the
+/// control channel. Waits for QEMU to exit before returning.
+async fn raw_boot(
+    q: &Qemu,
+    accel: qemu::Accel,
+    kernel: &std::path::Path,
+    initrd: &std::path::Path,
+) -> BenchResult<Boot> {
+    let command = QemuCommand {
+        accel,
+        memory_mib: 1024,
+        cpus: 1,
+        kernel: kernel.to_path_buf(),
+        initrd: initrd.to_path_buf(),
+        cmdline: QemuCommand::base_cmdline("bench/raw"),
+        control_socket: None,
+    };
+    let start = Instant::now();
+    let mut child = tokio::process::Command::new(&q.path)
+        .args(command.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(uptime) = parse_uptime_line(&line) {
+                return Some(Boot {
+                    host: start.elapsed().as_secs_f64(),
+                    guest: uptime as f64 / 1000.0,
+                });
+            }
+        }
+        None
+    })
+    .await;
+    // The init powers off right after printing; let QEMU finish so the next boot does
+    // not share the host with its teardown.
+    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+    match found {
+        Ok(Some(boot)) => Ok(boot),
+        _ => Err("the trivial init never printed its uptime".into()),
+    }
+}
