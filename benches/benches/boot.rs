@@ -76,6 +76,7 @@ async fn bench(runs: usize, spec: &str) -> BenchResult<()> {
         accel: decision.accel,
         cancel,
         guest_log: None,
+        boot_timeout: None,
     };
 
     println!(

@@ -52,6 +52,8 @@ pub struct CellEnv {
     pub cancel: watch::Receiver<bool>,
     /// The runner's log level (`kchaos.log=` on the guest command line), if set.
     pub guest_log: Option<String>,
+    /// Overrides the accelerator-scaled boot timeout (slow or nested hosts).
+    pub boot_timeout: Option<Duration>,
 }
 
 /// Bounds for one cell, scaled for the accelerator.
@@ -256,7 +258,10 @@ async fn observe(
     update: &(dyn Fn(CellUpdate) + Sync),
 ) -> Result<Outcome, LaunchError> {
     let scenario = &cell.scenario.model;
-    let timeouts = Timeouts::new(env.accel, scenario);
+    let mut timeouts = Timeouts::new(env.accel, scenario);
+    if let Some(boot) = env.boot_timeout {
+        timeouts.boot = boot;
+    }
     let dir_err = |source| LaunchError::Dir {
         path: cell.dir.display().to_string(),
         source,
@@ -450,6 +455,10 @@ async fn observe(
             status = child.wait(), if exit_status.is_none() => {
                 group.disarm();
                 exit_status = Some(status);
+                if sender.is_none() {
+                    // QEMU never connected and never will.
+                    channel_open = false;
+                }
                 // Let the console and channel deliver what QEMU wrote before dying.
                 drain_until = Some(Instant::now() + Duration::from_secs(3));
             },

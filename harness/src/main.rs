@@ -64,6 +64,9 @@ enum Command {
         /// debug prints a timestamped boot timeline.
         #[arg(long, value_name = "LEVEL")]
         guest_log: Option<String>,
+        /// How long the guest may take to reach the runner [default: 15s, 60s under TCG].
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        boot_timeout: Option<std::time::Duration>,
     },
     /// Check scenario files; prints FILE:LINE:COL: key: message for every problem.
     Validate {
@@ -123,6 +126,7 @@ fn dispatch(command: Command, cache: Cache) -> anyhow::Result<u8> {
             seed,
             runner,
             guest_log,
+            boot_timeout,
         } => {
             let scenarios = if scenarios.is_empty() {
                 vec![PathBuf::from("scenarios")]
@@ -147,6 +151,7 @@ fn dispatch(command: Command, cache: Cache) -> anyhow::Result<u8> {
                 runner,
                 seed,
                 guest_log,
+                boot_timeout,
                 cache,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()

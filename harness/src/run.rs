@@ -28,6 +28,7 @@ pub struct RunOptions {
     pub runner: Option<PathBuf>,
     pub seed: Option<u64>,
     pub guest_log: Option<String>,
+    pub boot_timeout: Option<std::time::Duration>,
     pub cache: Cache,
 }
 
@@ -136,6 +137,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
                         accel: decision.accel,
                         cancel: cancel.clone(),
                         guest_log: opts.guest_log.clone(),
+                        boot_timeout: opts.boot_timeout,
                     };
                     run_one(&opts, &rec.dir, scenario, kernel, runner, &env, &progress).await
                 }

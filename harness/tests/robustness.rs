@@ -1,0 +1,475 @@
+//! What the harness does when the guest misbehaves: garbage on the channel, a wrong
+//! protocol, silence, a panic on the console, QEMU dying, a runner that gives up. Each
+//! case must end in exactly one recorded verdict with a clear reason, in bounded time,
+//! without a panic. No VM: this binary is also the "QEMU" the harness starts. Invoked
+//! with `-kernel FILE`, it reads the behaviour to fake from FILE and speaks the real
+//! protocol on the control socket.
+
+// Test code: a broken expectation should panic at the line that broke.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kchaos_harness::cell::{self, CellEnv, CellSpec, LoadedScenario};
+use kchaos_harness::qemu::{Accel, Qemu};
+use kchaos_harness::results::CellResult;
+use kchaos_images::Kernel;
+use kchaos_model::metrics::{Metric, Summary};
+use kchaos_model::protocol::{
+    self, FrameDecoder, FrameEvent, GuestMessage, Hello, HostMessage, KmsgRecord, Phase, RunReport,
+    PROTOCOL_VERSION,
+};
+use kchaos_model::units::Unit;
+use kchaos_model::verdict::Verdict;
+
+const SCENARIO: &str = r#"
+[scenario]
+name = "fake"
+duration = "5s"
+
+[vm]
+hang_timeout = "1s"
+
+[[probe]]
+kind = "read-latency"
+name = "stat_read"
+path = "/x"
+
+[[probe]]
+kind = "counter"
+name = "dying"
+path = "/y"
+
+[[check]]
+assert = "stat_read.p99 <= 10ms"
+
+[[check]]
+assert = "dying.last <= 5"
+"#;
+
+/// Checks a fake run's result and how long it took.
+type Expectation = fn(CellResult, Duration);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "-kernel") {
+        fake_qemu(&args, &args[i + 1]);
+        return;
+    }
+    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut failed = 0;
+    let cases: &[(&str, Expectation)] = &[
+        ("pass", case_pass),
+        ("garbage", case_garbage),
+        ("truncated", case_truncated),
+        ("wrong-protocol", case_wrong_protocol),
+        ("hang", case_hang),
+        ("panic", case_panic),
+        ("die", case_die),
+        ("no-hello", case_no_hello),
+        ("fatal", case_fatal),
+        ("skip", case_skip),
+        ("kmsg-lockup", case_kmsg_lockup),
+        ("check-fails", case_check_fails),
+    ];
+    for (name, check) in cases {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let start = Instant::now();
+        let result = runtime.block_on(run_fake(name));
+        let took = start.elapsed();
+        match std::panic::catch_unwind(|| check(result, took)) {
+            Ok(()) => println!("test {name} ... ok ({:.1}s)", took.as_secs_f64()),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        println!("{failed} robustness case(s) failed");
+        std::process::exit(1);
+    }
+}
+
+async fn run_fake(mode: &str) -> CellResult {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel_file = dir.path().join("mode");
+    std::fs::write(&kernel_file, mode).unwrap();
+    let initrd = dir.path().join("initrd");
+    std::fs::write(&initrd, b"").unwrap();
+    let scenario = Arc::new(LoadedScenario {
+        path: "fake.toml".into(),
+        source: SCENARIO.to_owned(),
+        model: kchaos_model::scenario::parse("fake.toml", SCENARIO).unwrap(),
+    });
+    let kernel = Arc::new(Kernel {
+        spec: "path:fake".into(),
+        resolved: "path:fake".into(),
+        release: "6.1.0-fake".into(),
+        package: None,
+        bzimage: kernel_file,
+        modules_dir: None,
+        config_path: None,
+    });
+    let spec = CellSpec {
+        id: format!("fake/{mode}"),
+        scenario,
+        kernel,
+        initrd,
+        seed: 7,
+        repeat: 0,
+        results_dir: dir.path().to_path_buf(),
+        dir: dir.path().join("cell"),
+    };
+    let (_tx, cancel) = tokio::sync::watch::channel(false);
+    let qemu = Qemu {
+        path: std::env::current_exe().unwrap(),
+        version: "fake".into(),
+    };
+    let env = CellEnv {
+        qemu,
+        accel: Accel::Kvm,
+        cancel,
+        guest_log: None,
+        boot_timeout: Some(Duration::from_secs(2)),
+    };
+    let result = cell::run(&spec, &env, &|_| {}).await;
+    // The result is on disk too, whatever happened.
+    let on_disk: CellResult =
+        serde_json::from_slice(&std::fs::read(dir.path().join("cell/cell.json")).unwrap()).unwrap();
+    assert_eq!(on_disk, result);
+    result
+}
+
+fn reasons(r: &CellResult) -> String {
+    r.reasons.join(" | ")
+}
+
+fn case_pass(r: CellResult, _: Duration) {
+    assert_eq!(r.verdict, Verdict::Pass, "{}", reasons(&r));
+    assert_eq!(r.kernel.release.as_deref(), Some("6.1.0-fake-guest"));
+    assert!(matches!(r.metrics.get("dying"), Some(Metric::Series(s)) if s.samples.len() == 3));
+    assert!(r.boot_ms.is_some());
+}
+
+fn case_garbage(r: CellResult, _: Duration) {
+    assert_eq!(
+        r.verdict,
+        Verdict::Error,
+        "a corrupted channel never passes: {}",
+        reasons(&r)
+    );
+    assert!(reasons(&r).contains("corrupt bytes"), "{}", reasons(&r));
+}
+
+fn case_truncated(r: CellResult, _: Duration) {
+    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
+    assert!(reasons(&r).contains("truncated frame"), "{}", reasons(&r));
+}
+
+fn case_wrong_protocol(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
+    assert!(
+        reasons(&r).contains("protocol 999") && reasons(&r).contains("rebuild the runner"),
+        "{}",
+        reasons(&r)
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+fn case_hang(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Hang, "{}", reasons(&r));
+    assert!(
+        reasons(&r).contains("sent nothing for 1s (phase: workload)"),
+        "{}",
+        reasons(&r)
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the hang must be declared within its bound: {took:?}"
+    );
+}
+
+fn case_panic(r: CellResult, _: Duration) {
+    assert_eq!(r.verdict, Verdict::Crash, "{}", reasons(&r));
+    assert!(
+        reasons(&r).contains("[panic]") && reasons(&r).contains("Fatal exception"),
+        "{}",
+        reasons(&r)
+    );
+    assert_eq!(
+        r.signatures.len(),
+        2,
+        "panic and soft lockup, deduplicated: {:?}",
+        r.signatures
+    );
+}
+
+fn case_die(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
+    assert!(
+        reasons(&r).contains("QEMU said: qemu-system-x86_64: fake: cannot load kernel"),
+        "{}",
+        reasons(&r)
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+}
+
+fn case_no_hello(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
+    assert!(
+        reasons(&r).contains("did not reach the kchaos runner within 2s"),
+        "{}",
+        reasons(&r)
+    );
+    assert!(
+        reasons(&r).contains("EFI stub: loaded"),
+        "the console tail is quoted: {}",
+        reasons(&r)
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+fn case_fatal(r: CellResult, _: Duration) {
+    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
+    assert!(
+        reasons(&r).contains("runner: cannot mount cgroup2"),
+        "{}",
+        reasons(&r)
+    );
+}
+
+fn case_skip(r: CellResult, _: Duration) {
+    assert_eq!(r.verdict, Verdict::Skip, "{}", reasons(&r));
+    assert_eq!(r.reasons, vec!["no cgroup v1 memory".to_owned()]);
+}
+
+fn case_kmsg_lockup(r: CellResult, _: Duration) {
+    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
+    assert!(reasons(&r).contains("[soft-lockup]"), "{}", reasons(&r));
+}
+
+fn case_check_fails(r: CellResult, _: Duration) {
+    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
+    assert!(reasons(&r).contains("dying.last = 9"), "{}", reasons(&r));
+}
+
+// ---------------------------------------------------------------------------------
+// The fake QEMU.
+
+fn fake_qemu(args: &[String], mode_file: &str) {
+    let mode = std::fs::read_to_string(mode_file).unwrap();
+    let socket = args
+        .iter()
+        .find_map(|a| {
+            a.strip_prefix("socket,id=kchaos-ctl,path=")
+                .and_then(|r| r.strip_suffix(",server=off"))
+        })
+        .map(|p| PathBuf::from(p.replace(",,", ",")));
+    if mode == "die" {
+        eprintln!("qemu-system-x86_64: fake: cannot load kernel");
+        std::process::exit(1);
+    }
+    let mut guest = Guest::connect(&socket.unwrap());
+    console("EFI stub: loaded initrd");
+    match mode.as_str() {
+        "pass" | "kmsg-lockup" | "check-fails" => {
+            guest.hello(PROTOCOL_VERSION);
+            let run = guest.expect_run();
+            assert_eq!(run.scenario.name, "fake");
+            assert_eq!(run.seed, 7);
+            let last = if mode == "check-fails" { 9.0 } else { 2.0 };
+            let line = if mode == "kmsg-lockup" {
+                "watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [kchaos:1]"
+            } else {
+                "cgroup: all fine"
+            };
+            guest.workload(last, line);
+            guest.finish();
+        }
+        "garbage" => {
+            // A healthy run in every respect but the garbage around its frames.
+            guest.raw(b"\x00\xffnot a frame");
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.raw(b"KCH\x01\x05\x00\x00\x00\x00\x00\x00\x00hello");
+            guest.workload(2.0, "cgroup: all fine");
+            guest.finish();
+        }
+        "truncated" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            let frame = protocol::encode(&GuestMessage::Note {
+                message: "x".repeat(100),
+            })
+            .unwrap();
+            guest.raw(&frame[..frame.len() / 2]);
+        }
+        "wrong-protocol" => {
+            guest.hello(999);
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "hang" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.send(&GuestMessage::Phase {
+                phase: Phase::Workload,
+            });
+            guest.send(&GuestMessage::Heartbeat {
+                seq: 0,
+                uptime_ms: 1,
+            });
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "panic" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.send(&GuestMessage::Kmsg(KmsgRecord {
+                seq: 1,
+                level: 0,
+                ts_us: 5,
+                text: "watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [x:1]".into(),
+            }));
+            console("[   30.100000] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [x:1]");
+            console("[   30.200000] Kernel panic - not syncing: Fatal exception");
+        }
+        "no-hello" => std::thread::sleep(Duration::from_secs(60)),
+        "fatal" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.send(&GuestMessage::Fatal {
+                message: "cannot mount cgroup2".into(),
+            });
+            guest.expect_ack();
+        }
+        "skip" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.send(&GuestMessage::Skip {
+                reason: "no cgroup v1 memory".into(),
+            });
+            guest.expect_ack();
+        }
+        other => panic!("unknown fake mode {other}"),
+    }
+}
+
+fn console(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+struct Guest {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+}
+
+impl Guest {
+    fn connect(path: &Path) -> Guest {
+        Guest {
+            stream: UnixStream::connect(path).unwrap(),
+            decoder: FrameDecoder::new(),
+        }
+    }
+
+    fn send(&mut self, msg: &GuestMessage) {
+        self.stream
+            .write_all(&protocol::encode(msg).unwrap())
+            .unwrap();
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    fn hello(&mut self, protocol: u32) {
+        self.send(&GuestMessage::Hello(Hello {
+            protocol,
+            runner_version: "fake".into(),
+            kernel_release: "6.1.0-fake-guest".into(),
+            uptime_ms: 1000,
+        }));
+    }
+
+    fn recv(&mut self) -> HostMessage {
+        let mut buf = [0u8; 65536];
+        loop {
+            while let Some(event) = self.decoder.next_event() {
+                if let FrameEvent::Frame(payload) = event {
+                    return protocol::frame::decode(&payload).unwrap();
+                }
+            }
+            let n = self.stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the harness closed the channel");
+            self.decoder.push(&buf[..n]);
+        }
+    }
+
+    fn expect_run(&mut self) -> protocol::RunRequest {
+        match self.recv() {
+            HostMessage::Run(run) => *run,
+            other => panic!("expected Run, got {other:?}"),
+        }
+    }
+
+    fn expect_ack(&mut self) {
+        assert!(matches!(self.recv(), HostMessage::Ack));
+    }
+
+    /// The workload phase of a healthy run: counter samples and one kernel-log line.
+    fn workload(&mut self, last: f64, kmsg: &str) {
+        self.send(&GuestMessage::Phase {
+            phase: Phase::Workload,
+        });
+        for (t, v) in [(0, 1.0), (500, 4.0), (1000, last)] {
+            self.send(&GuestMessage::Sample {
+                metric: "dying".into(),
+                t_ms: t,
+                value: v,
+            });
+        }
+        self.send(&GuestMessage::Kmsg(KmsgRecord {
+            seq: 1,
+            level: 0,
+            ts_us: 5,
+            text: kmsg.into(),
+        }));
+    }
+
+    /// Reports results and waits for the Ack, as the runner does.
+    fn finish(&mut self) {
+        let mut report = RunReport::default();
+        report.metrics.insert(
+            "stat_read".into(),
+            Metric::Histogram(Summary {
+                unit: Unit::Ns,
+                count: 10,
+                min: 1000,
+                p50: 2000,
+                p90: 3000,
+                p99: 4000,
+                p999: 4000,
+                max: 4000,
+                mean: 2000.0,
+            }),
+        );
+        report.probes.push(protocol::ProbeReport {
+            name: "stat_read".into(),
+            reads: 10,
+            ..Default::default()
+        });
+        self.send(&GuestMessage::Finished(report));
+        self.expect_ack();
+    }
+}
