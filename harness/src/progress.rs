@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kchaos_model::protocol::Phase;
@@ -75,6 +75,7 @@ impl Progress {
             bar,
             id: id.to_owned(),
             index,
+            last_line: Mutex::new(Instant::now()),
         }
     }
 
@@ -107,7 +108,12 @@ pub struct CellProgress<'a> {
     bar: Option<ProgressBar>,
     id: String,
     index: usize,
+    /// When plain mode last printed a line for this cell.
+    last_line: Mutex<Instant>,
 }
+
+/// Plain mode prints workload progress at most this often (CI logs stay readable).
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 impl CellProgress<'_> {
     pub fn update(&self, update: &CellUpdate) {
@@ -130,14 +136,18 @@ impl CellProgress<'_> {
         };
         match &self.bar {
             Some(bar) => bar.set_message(text),
-            // Plain mode prints phase changes only; per-iteration progress would flood logs.
-            None if !matches!(update, CellUpdate::Progress { .. }) => {
-                eprintln!(
-                    "kchaos: [{}/{}] {}: {text}",
-                    self.index, self.progress.total, self.id
-                );
+            None => {
+                // Phase changes always; per-iteration progress throttled.
+                let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
+                let is_progress = matches!(update, CellUpdate::Progress { .. });
+                if !is_progress || last.elapsed() >= PLAIN_PROGRESS_EVERY {
+                    *last = Instant::now();
+                    eprintln!(
+                        "kchaos: [{}/{}] {}: {text}",
+                        self.index, self.progress.total, self.id
+                    );
+                }
             }
-            None => {}
         }
     }
 
