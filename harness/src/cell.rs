@@ -353,6 +353,9 @@ async fn observe(
     let mut channel_open = true;
     let mut drain_until: Option<Instant> = None;
     let mut cancel = env.cancel.clone();
+    // The caller checks for an earlier interruption before starting a cell; this one
+    // reacts to interruptions while it runs.
+    let mut cancel_armed = true;
     let run_budget = scenario.duration + scenario.settle + timeouts.overrun;
 
     loop {
@@ -462,14 +465,18 @@ async fn observe(
                 // Let the console and channel deliver what QEMU wrote before dying.
                 drain_until = Some(Instant::now() + Duration::from_secs(3));
             },
-            changed = cancel.changed(), if exit_status.is_none() => {
-                if changed.is_err() || *cancel.borrow() {
+            changed = cancel.changed(), if exit_status.is_none() && cancel_armed => match changed {
+                Ok(()) if *cancel.borrow() => {
+                    cancel_armed = false;
                     w.obs.infra.push("interrupted".to_owned());
                     if let Some(s) = sender.as_mut() {
                         let _ = s.send(&HostMessage::Abort { reason: "interrupted".to_owned() }).await;
                     }
                     kill(&mut group, &mut killed);
                 }
+                Ok(()) => {}
+                // The sender is gone: nobody can interrupt this cell any more.
+                Err(_) => cancel_armed = false,
             },
             () = tokio::time::sleep_until(deadline.into()), if !killed || exit_status.is_some() => {
                 if exit_status.is_some() {

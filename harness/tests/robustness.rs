@@ -79,6 +79,8 @@ fn main() {
         ("skip", case_skip),
         ("kmsg-lockup", case_kmsg_lockup),
         ("check-fails", case_check_fails),
+        ("interrupt", case_interrupt),
+        ("cancel-dropped", case_cancel_dropped),
     ];
     for (name, check) in cases {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -131,7 +133,19 @@ async fn run_fake(mode: &str) -> CellResult {
         results_dir: dir.path().to_path_buf(),
         dir: dir.path().join("cell"),
     };
-    let (_tx, cancel) = tokio::sync::watch::channel(false);
+    let (tx, cancel) = tokio::sync::watch::channel(false);
+    match mode {
+        // The user interrupts the run while the guest works.
+        "interrupt" => {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = tx.send(true);
+            });
+        }
+        // Nobody is left who could interrupt: that is not an interruption.
+        "cancel-dropped" => drop(tx),
+        _ => std::mem::forget(tx),
+    }
     let qemu = Qemu {
         path: std::env::current_exe().unwrap(),
         version: "fake".into(),
@@ -259,6 +273,16 @@ fn case_kmsg_lockup(r: CellResult, _: Duration) {
     assert!(reasons(&r).contains("[soft-lockup]"), "{}", reasons(&r));
 }
 
+fn case_interrupt(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
+    assert_eq!(r.reasons, vec!["interrupted".to_owned()]);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+fn case_cancel_dropped(r: CellResult, _: Duration) {
+    assert_eq!(r.verdict, Verdict::Pass, "{}", reasons(&r));
+}
+
 fn case_check_fails(r: CellResult, _: Duration) {
     assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
     assert!(reasons(&r).contains("dying.last = 9"), "{}", reasons(&r));
@@ -318,6 +342,28 @@ fn fake_qemu(args: &[String], mode_file: &str) {
         "wrong-protocol" => {
             guest.hello(999);
             std::thread::sleep(Duration::from_secs(60));
+        }
+        "cancel-dropped" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            std::thread::sleep(Duration::from_millis(300));
+            guest.workload(2.0, "cgroup: all fine");
+            guest.finish();
+        }
+        "interrupt" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.send(&GuestMessage::Phase {
+                phase: Phase::Workload,
+            });
+            // Keep beating until killed, like a busy runner.
+            for seq in 0.. {
+                guest.send(&GuestMessage::Heartbeat {
+                    seq,
+                    uptime_ms: seq * 100,
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         "hang" => {
             guest.hello(PROTOCOL_VERSION);
