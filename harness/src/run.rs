@@ -88,8 +88,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     let cancel = interrupt_signal();
 
     // Infrastructure that every cell needs; a failure here is recorded on every cell.
-    let infra = prepare_infra(&opts, &progress).await;
-    if let Ok((q, decision, _)) = &infra {
+    let infra = prepare_infra(&opts).await;
+    if let Ok((q, decision)) = &infra {
         rec.results.host = HostInfo {
             qemu: Some(q.version.clone()),
             accel: Some(decision.accel.as_str().to_owned()),
@@ -103,6 +103,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
         ));
     }
 
+    let runner = LazyRunner::new(opts.runner.clone());
     let mut interrupted = false;
     'kernels: for spec in &opts.kernels {
         let kernel = match &infra {
@@ -131,7 +132,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
                 break 'kernels;
             }
             let result = match (&kernel, &infra) {
-                (Ok(kernel), Ok((qemu, decision, runner))) => {
+                (Ok(kernel), Ok((qemu, decision))) => {
                     let env = CellEnv {
                         qemu: qemu.clone(),
                         accel: decision.accel,
@@ -139,7 +140,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
                         guest_log: opts.guest_log.clone(),
                         boot_timeout: opts.boot_timeout,
                     };
-                    run_one(&opts, &rec.dir, scenario, kernel, runner, &env, &progress).await
+                    run_one(&opts, &rec.dir, scenario, kernel, &runner, &env, &progress).await
                 }
                 (Err(reason), _) | (_, Err(reason)) => {
                     let label = sanitize(spec);
@@ -173,23 +174,44 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
     })
 }
 
-type Infra = (
-    Qemu,
-    qemu::accel::AccelDecision,
-    Arc<runner_bin::RunnerBinary>,
-);
+type Infra = (Qemu, qemu::accel::AccelDecision);
 
-async fn prepare_infra(opts: &RunOptions, progress: &Progress) -> Result<Infra, String> {
+async fn prepare_infra(opts: &RunOptions) -> Result<Infra, String> {
     let q = Qemu::find().map_err(|e| error_chain(&e))?;
     let accel_dir = opts.cache.dir("accel").map_err(|e| error_chain(&e))?;
     let decision = qemu::detect_accel(&q, opts.accel, &accel_dir).await;
-    let explicit = opts.runner.clone();
-    progress.info("preparing the guest runner");
-    let runner = tokio::task::spawn_blocking(move || runner_bin::locate(explicit.as_deref()))
-        .await
-        .map_err(|e| format!("runner build panicked: {e}"))?
-        .map_err(|e| error_chain(&e))?;
-    Ok((q, decision, Arc::new(runner)))
+    Ok((q, decision))
+}
+
+/// The guest runner, located (or built) when the first cell needs to boot: a run whose
+/// cells are all skipped or lack a kernel never waits for a build.
+struct LazyRunner {
+    explicit: Option<PathBuf>,
+    cell: tokio::sync::OnceCell<Result<Arc<runner_bin::RunnerBinary>, String>>,
+}
+
+impl LazyRunner {
+    fn new(explicit: Option<PathBuf>) -> LazyRunner {
+        LazyRunner {
+            explicit,
+            cell: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn get(&self, progress: &Progress) -> Result<Arc<runner_bin::RunnerBinary>, String> {
+        self.cell
+            .get_or_init(|| async {
+                progress.info("preparing the guest runner");
+                let explicit = self.explicit.clone();
+                tokio::task::spawn_blocking(move || runner_bin::locate(explicit.as_deref()))
+                    .await
+                    .map_err(|e| format!("runner build panicked: {e}"))?
+                    .map(Arc::new)
+                    .map_err(|e| error_chain(&e))
+            })
+            .await
+            .clone()
+    }
 }
 
 async fn run_one(
@@ -197,7 +219,7 @@ async fn run_one(
     dir: &Path,
     scenario: &Arc<LoadedScenario>,
     kernel: &Arc<Kernel>,
-    runner: &runner_bin::RunnerBinary,
+    runner: &LazyRunner,
     env: &CellEnv,
     progress: &Progress,
 ) -> CellResult {
@@ -218,6 +240,10 @@ async fn run_one(
     let notes = match requirements::check(&scenario.model, kernel) {
         Ok(notes) => notes,
         Err(reason) => return pre.result(Verdict::Skip, reason),
+    };
+    let runner = match runner.get(progress).await {
+        Ok(r) => r,
+        Err(reason) => return pre.result(Verdict::Error, reason),
     };
     let cache = opts.cache.clone();
     let (k, bytes, modules) = (
