@@ -8,19 +8,14 @@
 //! KCHAOS_BENCH_KERNEL, default debian:6.1-cloud). Target: ratio <= 1.15.
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kchaos_benches::{median, parse_uptime_line, trivial_init};
-use kchaos_harness::cell::{self, CellEnv, CellSpec, LoadedScenario};
-use kchaos_harness::qemu::accel::AccelChoice;
+use kchaos_benches::{
+    invoked_as_benchmark, median, parse_uptime_line, trivial_init, BenchResult, BenchVm,
+};
 use kchaos_harness::qemu::{self, Qemu, QemuCommand};
-use kchaos_harness::{images, runner_bin};
 use kchaos_images::initramfs::{self, InitramfsInput};
-use kchaos_images::Cache;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// One boot: host time from QEMU start to ready, and the guest's uptime at ready.
 struct Boot {
@@ -29,9 +24,7 @@ struct Boot {
 }
 
 fn main() -> BenchResult<()> {
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs us without it and
-    // expects a quick exit.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !invoked_as_benchmark() {
         return Ok(());
     }
     let runs: usize = std::env::var("KCHAOS_BENCH_RUNS")
@@ -47,79 +40,48 @@ fn main() -> BenchResult<()> {
 }
 
 async fn bench(runs: usize, spec: &str) -> BenchResult<()> {
-    let cache = Cache::new(Cache::default_root());
-    let kernel = Arc::new(kchaos_images::resolve(&cache, spec)?);
-    let q = Qemu::find()?;
-    let decision = qemu::detect_accel(&q, AccelChoice::Auto, &cache.dir("accel")?).await;
-    let runner = runner_bin::locate(None)?;
-    let kchaos_image = images::initramfs_for(&cache, &kernel, &runner.bytes, &[])?;
+    let vm = BenchVm::new(spec).await?;
     let init = trivial_init();
     let raw_bytes = initramfs::archive(&InitramfsInput {
         runner: &init,
-        release: &kernel.release,
+        release: &vm.kernel.release,
         modules: &[],
     })?;
-    let work = tempfile::tempdir()?;
-    let raw_image = work.path().join("trivial.cpio");
+    let raw_image = vm.work.path().join("trivial.cpio");
     std::fs::write(&raw_image, raw_bytes)?;
-
-    let scenario_text = "[scenario]\nname = \"boot\"\nduration = \"1s\"\n";
-    let scenario = Arc::new(LoadedScenario {
-        path: "boot.toml".into(),
-        source: scenario_text.to_owned(),
-        model: kchaos_model::scenario::parse("boot.toml", scenario_text)
-            .map_err(|e| e.to_string())?,
-    });
-    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
-    let env = CellEnv {
-        qemu: q.clone(),
-        accel: decision.accel,
-        cancel,
-        guest_log: None,
-        boot_timeout: None,
-    };
+    let scenario = "[scenario]\nname = \"boot\"\nduration = \"1s\"\n";
 
     println!(
         "kernel {} ({}), QEMU {} with {}, {runs} runs each, alternating",
-        kernel.resolved,
-        kernel.release,
-        q.version,
-        decision.accel.as_str()
+        vm.kernel.resolved,
+        vm.kernel.release,
+        vm.qemu.version,
+        vm.accel.as_str()
     );
     println!(
         "kchaos initramfs {:.1} MiB (runner + channel modules), trivial initramfs {:.1} KiB",
-        kchaos_image.size as f64 / 1_048_576.0,
+        vm.initramfs.size as f64 / 1_048_576.0,
         std::fs::metadata(&raw_image)?.len() as f64 / 1024.0
     );
     let (mut raw, mut kchaos) = (Vec::new(), Vec::new());
     for i in 0..runs {
-        let cell_spec = CellSpec {
-            id: format!("bench/{i}"),
-            scenario: Arc::clone(&scenario),
-            kernel: Arc::clone(&kernel),
-            initrd: kchaos_image.path.clone(),
-            seed: 0,
-            repeat: 0,
-            results_dir: work.path().to_path_buf(),
-            dir: work.path().join(format!("cell-{i}")),
-        };
         let kchaos_boot = || async {
-            let result = cell::run(&cell_spec, &env, &|_| {}).await;
+            let result = vm.run(&format!("boot-{i}"), scenario).await?;
             match (result.boot_ms, result.guest_ready_ms) {
-                (Some(h), Some(g)) => Ok(Boot {
+                (Some(h), Some(g)) => Ok::<Boot, Box<dyn std::error::Error>>(Boot {
                     host: h as f64 / 1000.0,
                     guest: g as f64 / 1000.0,
                 }),
-                _ => Err(format!("kchaos boot failed: {:?}", result.reasons)),
+                _ => Err(format!("kchaos boot failed: {:?}", result.reasons).into()),
             }
         };
         let (r, k) = if i % 2 == 0 {
-            let r = raw_boot(&q, decision.accel, &kernel.bzimage, &raw_image).await?;
+            let r = raw_boot(&vm.qemu, vm.accel, &vm.kernel.bzimage, &raw_image).await?;
             (r, kchaos_boot().await?)
         } else {
             let k = kchaos_boot().await?;
             (
-                raw_boot(&q, decision.accel, &kernel.bzimage, &raw_image).await?,
+                raw_boot(&vm.qemu, vm.accel, &vm.kernel.bzimage, &raw_image).await?,
                 k,
             )
         };
@@ -160,8 +122,9 @@ async fn raw_boot(
         cpus: 1,
         kernel: kernel.to_path_buf(),
         initrd: initrd.to_path_buf(),
-        cmdline: QemuCommand::base_cmdline("bench/raw"),
+        cmdline: QemuCommand::base_cmdline("bench/raw", true),
         control_socket: None,
+        qmp_socket: None,
     };
     let start = Instant::now();
     let mut child = tokio::process::Command::new(&q.path)

@@ -77,6 +77,83 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// Everything a benchmark needs to boot cells: kernel, QEMU, accelerator, the kchaos
+/// initramfs. Built once per benchmark run.
+#[derive(Debug)]
+pub struct BenchVm {
+    pub kernel: std::sync::Arc<kchaos_images::Kernel>,
+    pub qemu: kchaos_harness::qemu::Qemu,
+    pub accel: kchaos_harness::qemu::Accel,
+    pub initramfs: kchaos_images::initramfs::Initramfs,
+    pub work: tempfile::TempDir,
+}
+
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+impl BenchVm {
+    /// Resolves `spec` (downloading if needed), finds QEMU and the accelerator, builds
+    /// the runner and its initramfs.
+    pub async fn new(spec: &str) -> BenchResult<BenchVm> {
+        use kchaos_harness::qemu::{self, accel::AccelChoice};
+        let cache = kchaos_images::Cache::new(kchaos_images::Cache::default_root());
+        let kernel = std::sync::Arc::new(kchaos_images::resolve(&cache, spec)?);
+        let q = qemu::Qemu::find()?;
+        let accel = qemu::detect_accel(&q, AccelChoice::Auto, &cache.dir("accel")?)
+            .await
+            .accel;
+        let runner = kchaos_harness::runner_bin::locate(None)?;
+        let initramfs = kchaos_harness::images::initramfs_for(&cache, &kernel, &runner.bytes, &[])?;
+        Ok(BenchVm {
+            kernel,
+            qemu: q,
+            accel,
+            initramfs,
+            work: tempfile::tempdir()?,
+        })
+    }
+
+    /// Runs one cell of the scenario in `toml`, with the runner's initramfs.
+    pub async fn run(
+        &self,
+        id: &str,
+        toml: &str,
+    ) -> BenchResult<kchaos_harness::results::CellResult> {
+        use kchaos_harness::cell::{self, CellEnv, CellSpec, LoadedScenario};
+        let model = kchaos_model::scenario::parse(id, toml).map_err(|e| e.to_string())?;
+        let scenario = std::sync::Arc::new(LoadedScenario {
+            path: id.into(),
+            source: toml.to_owned(),
+            model,
+        });
+        let (_keep, cancel) = tokio::sync::watch::channel(false);
+        let env = CellEnv {
+            qemu: self.qemu.clone(),
+            accel: self.accel,
+            cancel,
+            guest_log: None,
+            boot_timeout: None,
+            dump: None,
+        };
+        let spec = CellSpec {
+            id: id.to_owned(),
+            scenario,
+            kernel: std::sync::Arc::clone(&self.kernel),
+            initrd: self.initramfs.path.clone(),
+            seed: 1,
+            repeat: 0,
+            results_dir: self.work.path().to_path_buf(),
+            dir: self.work.path().join(id.replace('/', "-")),
+        };
+        Ok(cell::run(&spec, &env, &|_| {}).await)
+    }
+}
+
+/// `cargo bench` passes `--bench`; `cargo test --benches` runs bench binaries without it
+/// and expects a quick exit.
+pub fn invoked_as_benchmark() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

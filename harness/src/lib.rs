@@ -2,6 +2,7 @@
 //! per cell, speaks the control protocol with the runner inside, reads the console as the
 //! kernel's witness, and records one verdict per cell.
 
+pub mod analyze;
 pub mod cell;
 pub mod channel;
 pub mod console;
@@ -9,6 +10,7 @@ pub mod images;
 pub mod process;
 pub mod progress;
 pub mod qemu;
+pub mod qmp;
 pub mod requirements;
 pub mod results;
 pub mod run;

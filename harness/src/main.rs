@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use kchaos_harness::cell::error_chain;
+use kchaos_harness::cell::{error_chain, DumpPolicy};
 use kchaos_harness::qemu::accel::AccelChoice;
 use kchaos_harness::qemu::{Accel, Qemu};
 use kchaos_harness::run::{self, RunOptions, DEFAULT_KERNEL};
@@ -67,6 +67,13 @@ enum Command {
         /// How long the guest may take to reach the runner [default: 15s, 60s under TCG].
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         boot_timeout: Option<std::time::Duration>,
+        /// When a guest crashes or hangs, dump its memory (kdump-zlib) into the cell's
+        /// directory for `kchaos analyze`. A panicked guest then stays up to be dumped.
+        #[arg(long)]
+        dump_memory: bool,
+        /// Largest guest (MiB of RAM) whose memory is dumped.
+        #[arg(long, value_name = "MIB", default_value_t = 2048)]
+        dump_max: u64,
     },
     /// Check scenario files; prints FILE:LINE:COL: key: message for every problem.
     Validate {
@@ -77,6 +84,16 @@ enum Command {
     Fetch {
         #[arg(required = true, value_name = "SPEC")]
         kernels: Vec<String>,
+    },
+    /// Run the `crash` utility on a cell's memory dump (bt -a, runq -g, log) and keep
+    /// the output in the cell's directory as analysis.txt.
+    Analyze {
+        #[arg(value_name = "CELL_DIR")]
+        dir: PathBuf,
+        /// Debug vmlinux to use (default: Debian's -dbg package for the cell's kernel, or
+        /// the vmlinux next to a local build's bzImage).
+        #[arg(long, value_name = "PATH")]
+        vmlinux: Option<PathBuf>,
     },
     /// Build the static guest runner and print its path.
     BuildRunner,
@@ -127,6 +144,8 @@ fn dispatch(command: Command, cache: Cache) -> anyhow::Result<u8> {
             runner,
             guest_log,
             boot_timeout,
+            dump_memory,
+            dump_max,
         } => {
             let scenarios = if scenarios.is_empty() {
                 vec![PathBuf::from("scenarios")]
@@ -152,6 +171,10 @@ fn dispatch(command: Command, cache: Cache) -> anyhow::Result<u8> {
                 seed,
                 guest_log,
                 boot_timeout,
+                dump: dump_memory.then_some(DumpPolicy {
+                    max_mib: dump_max,
+                    timeout: std::time::Duration::from_secs(600),
+                }),
                 cache,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -190,6 +213,18 @@ fn dispatch(command: Command, cache: Cache) -> anyhow::Result<u8> {
                 }
             }
             Ok(if failed { 3 } else { 0 })
+        }
+        Command::Analyze { dir, vmlinux } => {
+            match kchaos_harness::analyze::analyze(&dir, vmlinux.as_deref(), &cache) {
+                Ok(report) => {
+                    println!("{}", report.display());
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("kchaos: {}", error_chain(&e));
+                    Ok(3)
+                }
+            }
         }
         Command::BuildRunner => {
             let bin = runner_bin::locate(None).map_err(|e| anyhow::anyhow!(error_chain(&e)))?;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kchaos_images::Cache;
+use kchaos_model::fingerprint::Fingerprint;
 use kchaos_model::metrics::Metric;
 use kchaos_model::signature::SignatureHit;
 use kchaos_model::verdict::Verdict;
@@ -41,6 +42,10 @@ pub struct Artifacts {
     pub console: Option<String>,
     pub kmsg: Option<String>,
     pub qemu_log: Option<String>,
+    /// sysrq task dumps collected from a hung guest.
+    pub sysrq: Option<String>,
+    /// Guest memory (kdump-zlib), with `--dump-memory`.
+    pub vmcore: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,6 +59,9 @@ pub struct CellResult {
     pub repeat: u32,
     pub verdict: Verdict,
     pub reasons: Vec<String>,
+    /// What ended the cell, stable across runs of the same bug (crash, hang with a stack,
+    /// or a failure signature with one).
+    pub fingerprint: Option<Fingerprint>,
     /// From QEMU start to the runner's `Hello`, host clock.
     pub boot_ms: Option<u64>,
     /// Guest uptime (CLOCK_BOOTTIME) when the runner said `Hello`: the guest's share of

@@ -8,7 +8,7 @@ use kchaos_images::{Cache, Kernel};
 use kchaos_model::verdict::Verdict;
 use tokio::sync::watch;
 
-use crate::cell::{self, error_chain, CellEnv, CellSpec, LoadedScenario};
+use crate::cell::{self, error_chain, CellEnv, CellSpec, DumpPolicy, LoadedScenario};
 use crate::progress::Progress;
 use crate::qemu::accel::AccelChoice;
 use crate::qemu::{self, Qemu};
@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     pub guest_log: Option<String>,
     pub boot_timeout: Option<std::time::Duration>,
+    /// Dump guest memory of crashed or hung guests (`--dump-memory`).
+    pub dump: Option<DumpPolicy>,
     pub cache: Cache,
 }
 
@@ -139,6 +141,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, RunError> {
                         cancel: cancel.clone(),
                         guest_log: opts.guest_log.clone(),
                         boot_timeout: opts.boot_timeout,
+                        dump: opts.dump,
                     };
                     run_one(&opts, &rec.dir, scenario, kernel, &runner, &env, &progress).await
                 }
@@ -237,10 +240,16 @@ async fn run_one(
         label: &label,
         seed,
     };
-    let notes = match requirements::check(&scenario.model, kernel) {
+    let mut notes = match requirements::check(&scenario.model, kernel) {
         Ok(notes) => notes,
         Err(reason) => return pre.result(Verdict::Skip, reason),
     };
+    // Cells that break the guest on purpose say so, whatever their verdict.
+    for w in &scenario.model.workloads {
+        if let kchaos_model::scenario::WorkloadSpec::Selftest(t) = &w.spec {
+            notes.push(t.describe());
+        }
+    }
     let runner = match runner.get(progress).await {
         Ok(r) => r,
         Err(reason) => return pre.result(Verdict::Error, reason),
@@ -317,6 +326,7 @@ impl Preboot<'_> {
             repeat: 0,
             verdict,
             reasons: vec![reason],
+            fingerprint: None,
             boot_ms: None,
             guest_ready_ms: None,
             duration_ms: 0,

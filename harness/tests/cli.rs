@@ -135,3 +135,32 @@ fn bad_kernel_spec_says_what_is_allowed() {
         text(&out)
     );
 }
+
+#[test]
+fn analyze_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kchaos(&["analyze", "."], dir.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out).contains("is not a cell directory (no cell.json)"),
+        "{}",
+        text(&out)
+    );
+    // A cell without a dump: the fix is named.
+    let cell = serde_json::json!({
+        "id": "s/k", "scenario": "s", "scenario_file": "s.toml",
+        "kernel": {"spec": "debian:6.1-cloud", "resolved": null, "release": null, "package": null},
+        "accel": "tcg", "seed": 1, "repeat": 0, "verdict": "hang", "reasons": [], "fingerprint": null,
+        "boot_ms": null, "guest_ready_ms": null, "duration_ms": 0, "metrics": {}, "signatures": [],
+        "notes": [], "artifacts": {"dir": null, "console": null, "kmsg": null, "qemu_log": null, "sysrq": null, "vmcore": null},
+        "started_at": "2026-11-23T00:00:00Z"
+    });
+    std::fs::write(dir.path().join("cell.json"), cell.to_string()).unwrap();
+    let out = kchaos(&["analyze", "."], dir.path());
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out).contains("rerun the cell with `kchaos run --dump-memory`"),
+        "{}",
+        text(&out)
+    );
+}

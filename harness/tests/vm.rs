@@ -35,10 +35,16 @@ fn run(name: &str, scenario: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(format!("{name}.toml"));
     std::fs::write(&file, scenario).unwrap();
+    run_file(&file, &[], dir)
+}
+
+/// Runs a scenario file (shipped ones included) with extra `kchaos run` arguments.
+fn run_file(file: &Path, extra: &[&str], dir: tempfile::TempDir) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_kchaos"))
         .args(["run", "--kernel", KERNEL, "--out"])
         .arg(dir.path().join("res"))
-        .arg(&file)
+        .args(extra)
+        .arg(file)
         .output()
         .unwrap();
     let output = format!(
@@ -60,6 +66,18 @@ fn run(name: &str, scenario: &str) -> Run {
 impl Run {
     fn cell(&self) -> &Value {
         &self.results["cells"][0]
+    }
+
+    fn reasons(&self) -> String {
+        self.cell()["reasons"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+            .unwrap_or_default()
     }
 
     fn artifact(&self, key: &str) -> PathBuf {
@@ -177,5 +195,151 @@ fn a_violated_check_fails_the_cell_with_its_reason() {
         reasons[0]
             .starts_with("check `memory_stat_read.p99 <= 1ns` failed: memory_stat_read.p99 = "),
         "{reasons:?}"
+    );
+}
+
+fn shipped(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join(path)
+}
+
+/// Incident 4 in miniature: two throttled leaves, live retuning, a wake-up probe inside
+/// one of them and one outside.
+const CFS_SMALL: &str = r#"
+[scenario]
+name = "cfs-small"
+duration = "8s"
+
+[vm]
+memory = "512MiB"
+
+[[workload]]
+kind = "cfs-quota"
+name = "cfs"
+depth = 1
+width = 2
+quota = ["2ms", "4ms"]
+period = "10ms"
+burners = 1
+sleepers = 2
+retune_every = "500ms"
+churn_every = "3s"
+
+[[probe]]
+kind = "wakeup-latency"
+name = "wakeup_outside"
+interval = "2ms"
+
+[[probe]]
+kind = "wakeup-latency"
+name = "wakeup_throttled"
+interval = "2ms"
+cgroup = "kchaos-cfs/g0"
+
+[[probe]]
+kind = "counter"
+name = "nr_throttled"
+path = "/sys/fs/cgroup/kchaos-cfs/g0/cpu.stat"
+key = "nr_throttled"
+interval = "1s"
+
+[[check]]
+assert = "cfs.share_min.value >= 0.5"
+
+[[check]]
+assert = "cfs.share_max.value <= 1.5"
+
+[[check]]
+assert = "cfs.throttled_ratio.value >= 0.5"
+"#;
+
+#[test]
+fn cfs_quota_passes_on_debian_6_1_with_wakeup_and_throttling_metrics() {
+    if !vm_available() {
+        return;
+    }
+    let r = run("cfs", CFS_SMALL);
+    let cell = r.cell();
+    assert_eq!(cell["verdict"], "pass", "{}\n{:#}", r.output, cell);
+    let m = &cell["metrics"];
+    for probe in ["wakeup_outside", "wakeup_throttled"] {
+        assert!(
+            m[probe]["count"].as_u64().unwrap() > 100,
+            "{probe}: {:#}",
+            m[probe]
+        );
+        let cpu = m[format!("{probe}.cpu_share")]["value"].as_f64().unwrap();
+        assert!(cpu > 0.0 && cpu < 0.5, "{probe} cpu share {cpu}");
+    }
+    // Inside a 20-40% quota, a sleeper waits out throttled periods: later than outside.
+    assert!(
+        m["wakeup_throttled"]["p99"].as_u64() > m["wakeup_outside"]["p50"].as_u64(),
+        "{m:#}"
+    );
+    assert!(m["cfs.retunes"]["value"].as_f64().unwrap() >= 10.0);
+    assert!(m["cfs.churned"]["value"].as_f64().unwrap() >= 1.0);
+    let throttled = &m["nr_throttled"];
+    assert!(
+        throttled["last"].as_f64().unwrap() > throttled["first"].as_f64().unwrap(),
+        "{throttled:#}"
+    );
+}
+
+#[test]
+fn a_panicking_guest_is_a_crash_with_a_fingerprint_stable_across_runs() {
+    if !vm_available() {
+        return;
+    }
+    let panic = shipped("scenarios/selftest/panic.toml");
+    let first = run_file(&panic, &[], tempfile::tempdir().unwrap());
+    let second = run_file(&panic, &[], tempfile::tempdir().unwrap());
+    for r in [&first, &second] {
+        assert_eq!(r.cell()["verdict"], "crash", "{}", r.output);
+        assert!(
+            r.reasons()
+                .contains("Kernel panic - not syncing: sysrq triggered crash"),
+            "{}",
+            r.reasons()
+        );
+        assert_eq!(r.code, Some(1));
+    }
+    let (a, b) = (&first.cell()["fingerprint"], &second.cell()["fingerprint"]);
+    assert_eq!(a, b, "same bug, same fingerprint");
+    assert_eq!(a["frames"][0], "sysrq_handle_crash", "{a:#}");
+}
+
+#[test]
+fn a_wedged_guest_is_a_hang_within_its_bound_with_evidence() {
+    if !vm_available() {
+        return;
+    }
+    let r = run_file(
+        &shipped("scenarios/selftest/wedge.toml"),
+        &["--dump-memory"],
+        tempfile::tempdir().unwrap(),
+    );
+    let cell = r.cell();
+    assert_eq!(cell["verdict"], "hang", "{}\n{cell:#}", r.output);
+    assert!(
+        r.reasons()
+            .contains("the guest sent nothing for 8s (phase: workload)"),
+        "{}",
+        r.reasons()
+    );
+    // Boot, 0.5s to the wedge, 8s of silence, evidence: far below the 60s scenario.
+    assert!(cell["duration_ms"].as_u64().unwrap() < 45_000, "{cell:#}");
+    let sysrq = std::fs::read_to_string(r.artifact("sysrq")).unwrap();
+    assert!(sysrq.contains("sysrq: Show Blocked State"), "{sysrq}");
+    assert!(
+        sysrq.contains("kchaos-wedge-0"),
+        "the CPU backtrace names the hog: {sysrq}"
+    );
+    let vmcore = std::fs::metadata(r.artifact("vmcore")).unwrap();
+    assert!(
+        vmcore.len() > 1 << 20,
+        "a real memory dump: {} bytes",
+        vmcore.len()
     );
 }

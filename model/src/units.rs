@@ -16,6 +16,8 @@ pub enum Unit {
     Bytes,
     #[default]
     Count,
+    /// A fraction (0.25 = a quarter), e.g. CPU received over CPU allowed.
+    Ratio,
 }
 
 impl Unit {
@@ -24,6 +26,7 @@ impl Unit {
             Unit::Ns => "ns",
             Unit::Bytes => "bytes",
             Unit::Count => "count",
+            Unit::Ratio => "ratio",
         }
     }
 
@@ -39,6 +42,7 @@ impl Unit {
                     format!("{value:.2}")
                 }
             }
+            Unit::Ratio => format!("{value:.3}"),
         }
     }
 }
@@ -131,6 +135,15 @@ pub fn parse_threshold(text: &str, unit: Unit) -> Result<f64, String> {
             other => {
                 return Err(format!(
                     "unit `{other}` does not fit a count; write a plain number"
+                ))
+            }
+        },
+        Unit::Ratio => match suffix {
+            "" => 1.0,
+            "%" => 0.01,
+            other => {
+                return Err(format!(
+                    "unit `{other}` does not fit a ratio; write 0.5 or 50%"
                 ))
             }
         },
@@ -233,6 +246,8 @@ mod tests {
             .unwrap_err()
             .contains("needs a time unit"));
         assert!(parse_threshold("5ms", Unit::Count).is_err());
+        assert_eq!(parse_threshold("50%", Unit::Ratio), Ok(0.5));
+        assert_eq!(parse_threshold("0.8", Unit::Ratio), Ok(0.8));
         assert!(parse_threshold("ms", Unit::Ns).is_err());
     }
 

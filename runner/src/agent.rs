@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kchaos_model::protocol::{
     GuestMessage, HostMessage, Phase, RunReport, RunRequest, PROTOCOL_VERSION,
 };
-use kchaos_model::scenario::{Scenario, WorkloadSpec};
+use kchaos_model::scenario::{ProbeSpec, Scenario, WorkloadSpec};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
@@ -94,6 +94,7 @@ async fn run(
         layout,
         deadline: Instant::now(),
         stop: Arc::clone(&stop),
+        seed: request.seed,
     };
     // Workloads set up what probes read (their parent cgroups) before anything is measured.
     let mut results = Vec::new();
@@ -120,7 +121,15 @@ async fn run(
     let running: Vec<_> = scenario
         .probes
         .iter()
-        .map(|p| probes::start(p.clone(), reporter.clone(), epoch, probe_stop.clone()))
+        .map(|p| {
+            probes::start(
+                p.clone(),
+                reporter.clone(),
+                epoch,
+                probe_stop.clone(),
+                &env.layout,
+            )
+        })
         .collect();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, workload) in ready {
@@ -172,9 +181,9 @@ async fn run(
         report.metrics.extend(metrics);
     }
     for probe in running {
-        let (p, metric) = probe.finish().await;
+        let (p, metrics) = probe.finish().await;
         report.probes.push(p);
-        report.metrics.extend(metric);
+        report.metrics.extend(metrics);
     }
     reporter.send(GuestMessage::Finished(report));
     finish(reporter, inbox).await
@@ -231,6 +240,17 @@ fn controllers_needed(scenario: &Scenario) -> Vec<String> {
     for w in &scenario.workloads {
         match &w.spec {
             WorkloadSpec::CgroupChurn(c) => set.extend(c.controllers.iter().cloned()),
+            WorkloadSpec::CfsQuota(c) => set.extend(c.controllers.iter().cloned()),
+            WorkloadSpec::Selftest(_) => {}
+        }
+    }
+    for p in &scenario.probes {
+        if let ProbeSpec::WakeupLatency {
+            cgroup: Some(_),
+            controllers,
+        } = &p.spec
+        {
+            set.extend(controllers.iter().cloned());
         }
     }
     set.into_iter().collect()

@@ -68,6 +68,8 @@ enum WriterCmd {
     Flush(mpsc::Sender<()>),
     /// The session is over: stop writing (the port goes away during power-off).
     Shutdown,
+    /// Self-test: drop everything from now on, as a stuck runner would.
+    Silence,
 }
 
 /// Sends guest messages; cheap to clone, never blocks the caller.
@@ -103,6 +105,11 @@ impl Reporter {
         let _ = self.tx.send(WriterCmd::Shutdown);
     }
 
+    /// Self-test only: the channel goes quiet for good, heartbeats included.
+    pub fn silence(&self) {
+        let _ = self.tx.send(WriterCmd::Silence);
+    }
+
     pub fn note(&self, message: impl Into<String>) {
         self.send(GuestMessage::Note {
             message: message.into(),
@@ -123,7 +130,7 @@ impl Reporter {
                     WriterCmd::Flush(done) => {
                         let _ = done.send(());
                     }
-                    WriterCmd::Shutdown => return,
+                    WriterCmd::Shutdown | WriterCmd::Silence => return,
                 }
             }
         });
@@ -178,6 +185,15 @@ fn write_loop(mut port: File, rx: mpsc::Receiver<WriterCmd>) {
                 let _ = done.send(());
             }
             WriterCmd::Shutdown => return,
+            WriterCmd::Silence => {
+                // Keep the queue drained so senders never notice, but write nothing.
+                while let Ok(cmd) = rx.recv() {
+                    if let WriterCmd::Flush(done) = cmd {
+                        let _ = done.send(());
+                    }
+                }
+                return;
+            }
         }
     }
 }

@@ -3,16 +3,20 @@
 //! reports, powers off.
 
 mod agent;
+mod cfs_worker;
 mod channel;
+mod child;
 mod heartbeat;
 mod histogram;
 mod kmsg;
+mod limits;
 mod modules;
 mod mounts;
 mod populate;
 mod probes;
 mod safety;
 mod setup;
+mod wakeup;
 mod workloads;
 
 use std::ffi::OsString;
@@ -21,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use kchaos_model::protocol::CONTROL_PORT_NAME;
+use kchaos_model::protocol::{CONTROL_PORT_NAME, RUNNER_CONSOLE_PREFIX};
 
 pub const VERSION: &str = kchaos_model::VERSION;
 
@@ -41,8 +45,13 @@ struct Cli {
 fn main() -> ExitCode {
     let entered_ms = heartbeat::uptime_ms();
     let args: Vec<OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == populate::SUBCOMMAND) {
-        return populate::child_main(args.get(2..).unwrap_or_default());
+    // The child processes the runner starts from its own binary.
+    let child_args = args.get(2..).unwrap_or_default();
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some(populate::SUBCOMMAND) => return populate::child_main(child_args),
+        Some(cfs_worker::SUBCOMMAND) => return cfs_worker::child_main(child_args),
+        Some(wakeup::SUBCOMMAND) => return wakeup::child_main(child_args),
+        _ => {}
     }
     let pid1 = std::process::id() == 1;
     if pid1 {
@@ -163,20 +172,39 @@ fn init_tracing(cmdline: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| ConsoleWriter)
         .with_ansi(false)
         .with_target(false)
         .without_time()
         .try_init();
 }
 
+/// The runner's log lines on the console (stderr), each with the prefix that tells the
+/// harness they are not the kernel's. The formatter hands over one event per write.
+struct ConsoleWriter;
+
+impl std::io::Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let mut out = String::with_capacity(buf.len() + 32);
+        for line in text.split_inclusive('\n') {
+            out.push_str(RUNNER_CONSOLE_PREFIX);
+            out.push_str(line.trim_start());
+        }
+        std::io::stderr().write_all(out.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// As PID 1, a panic must not become "Attempted to kill init" (which the host would read
 /// as a kernel crash): report it on the console and power off.
 fn install_panic_hook() {
-    let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        eprintln!("kchaos-runner: panic; powering off");
+        eprintln!("{RUNNER_CONSOLE_PREFIX}panic: {info}; powering off");
         power_off();
     }));
 }

@@ -254,3 +254,40 @@ pub fn enable_controllers(dir: &Path, controllers: &[String]) -> Result<(), Moun
     }
     Ok(())
 }
+
+/// Creates cgroup `rel` (every level) in each hierarchy of `controllers`. In v2 each
+/// level delegates the controllers to the next; `delegate` says whether `rel` itself
+/// does too (an inner node), or stays a leaf that can hold processes (v2 forbids
+/// processes in a cgroup whose `subtree_control` is set).
+pub fn create_cgroup(
+    layout: &CgroupLayout,
+    rel: &str,
+    controllers: &[String],
+    delegate: bool,
+) -> Result<(), String> {
+    if let (CgroupMode::V2, Some(root)) = (layout.mode, layout.unified.as_deref()) {
+        let mut dir = root.to_path_buf();
+        enable_controllers(&dir, controllers).map_err(|e| e.to_string())?;
+        let parts: Vec<&str> = rel.split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            dir.push(part);
+            mkdir_existing_ok(&dir)?;
+            if i + 1 < parts.len() || delegate {
+                enable_controllers(&dir, controllers).map_err(|e| e.to_string())?;
+            }
+        }
+        return Ok(());
+    }
+    for dir in layout.dirs(controllers, rel) {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn mkdir_existing_ok(dir: &Path) -> Result<(), String> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("mkdir {}: {e}", dir.display())),
+    }
+}

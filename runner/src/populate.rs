@@ -1,20 +1,22 @@
 //! The short-lived process each churned cgroup gets: it joins the cgroup, then writes
 //! files under a fresh directory so page cache, dentries and inodes are charged to it
-//! (the incident's proof of concept). It is this same binary re-executed, so no shell
-//! and no second binary are needed in the image.
+//! (the incident's proof of concept).
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use crate::child;
 
 /// `argv[1]` that selects this mode.
 pub const SUBCOMMAND: &str = "__populate";
 
-/// Child side: `__populate DIR FILES SIZE PROCS_FILE...`
+/// Child side: `__populate DIR FILES SIZE -- PROCS...`
 pub fn child_main(args: &[OsString]) -> ExitCode {
-    match child(args) {
+    let (own, procs) = child::split_args(args);
+    match run(&own, &procs) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "{e}");
@@ -23,23 +25,15 @@ pub fn child_main(args: &[OsString]) -> ExitCode {
     }
 }
 
-fn child(args: &[OsString]) -> Result<(), String> {
-    let [dir, files, size, procs @ ..] = args else {
-        return Err("usage: __populate DIR FILES SIZE PROCS_FILE...".to_owned());
-    };
-    let files: u32 = files
-        .to_string_lossy()
-        .parse()
-        .map_err(|_| "FILES must be a number".to_owned())?;
-    let size: usize = size
-        .to_string_lossy()
-        .parse()
-        .map_err(|_| "SIZE must be a number".to_owned())?;
+fn run(own: &[String], procs: &[PathBuf]) -> Result<(), String> {
+    let dir = PathBuf::from(
+        own.first()
+            .ok_or("usage: __populate DIR FILES SIZE -- PROCS...")?,
+    );
+    let files: u32 = child::arg(own, 1, "files")?;
+    let size: usize = child::arg(own, 2, "size")?;
     // Join first: everything written after this is charged to the cgroup.
-    for p in procs {
-        std::fs::write(p, b"0").map_err(|e| format!("join {}: {e}", Path::new(p).display()))?;
-    }
-    let dir = PathBuf::from(dir);
+    child::join_cgroups(procs)?;
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     let block = vec![0x6bu8; size.min(1 << 20)];
     for i in 0..files {
@@ -60,17 +54,18 @@ fn child(args: &[OsString]) -> Result<(), String> {
 /// Parent side: runs the child to completion and returns how long it took.
 pub fn spawn(dir: &Path, files: u32, size: u64, procs: &[PathBuf]) -> Result<Duration, String> {
     let start = Instant::now();
-    let out = Command::new("/proc/self/exe")
-        .arg(SUBCOMMAND)
-        .arg(dir)
-        .arg(files.to_string())
-        .arg(size.to_string())
-        .args(procs)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+    let args = [
+        dir.display().to_string(),
+        files.to_string(),
+        size.to_string(),
+    ];
+    let mut process = child::spawn(SUBCOMMAND, &args, procs)
         .map_err(|e| format!("spawn populate process: {e}"))?;
+    // It does not read stdin; closing it keeps the protocol uniform.
+    drop(process.stdin.take());
+    let out = process
+        .wait_with_output()
+        .map_err(|e| format!("wait for populate process: {e}"))?;
     let took = start.elapsed();
     if out.status.success() {
         Ok(took)

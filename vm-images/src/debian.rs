@@ -301,6 +301,59 @@ fn load(dir: &Path, spec: &str) -> Result<Kernel, KernelError> {
     Ok(kernel)
 }
 
+/// The debug vmlinux (with symbols) of a Debian kernel, from its `-dbg` package, for
+/// `crash`. Only the vmlinux is extracted (the package unpacks to ~1.7 GB) and cached.
+pub fn debug_vmlinux(
+    cache: &Cache,
+    kernel: &Kernel,
+    source: &dyn PackageSource,
+) -> Result<PathBuf, KernelError> {
+    let package = kernel
+        .package
+        .as_deref()
+        .ok_or_else(|| KernelError::NoPackage {
+            spec: kernel.spec.clone(),
+            detail: "it is not a Debian package; pass the vmlinux of the build with --vmlinux"
+                .to_owned(),
+        })?;
+    let (name, version) = package.split_once(' ').unwrap_or((package, ""));
+    let dbg = format!("{}-dbg", name.strip_suffix("-unsigned").unwrap_or(name));
+    let dir = cache
+        .dir("kernels/debian-dbg")?
+        .join(format!("{dbg}_{version}"));
+    let vmlinux = dir.join(format!("vmlinux-{}", kernel.release));
+    if vmlinux.is_file() {
+        return Ok(vmlinux);
+    }
+    if source.version(&dbg)?.is_none() {
+        return Err(KernelError::NoPackage {
+            spec: kernel.spec.clone(),
+            detail: format!("apt offers no {dbg} (Debian keeps -dbg packages for some ABIs only)"),
+        });
+    }
+    tracing::info!("downloading {dbg} (large: about 300 MB) for its vmlinux");
+    let scratch = cache.scratch("kernels/debian-dbg")?;
+    let deb = source.download(&dbg, scratch.path())?;
+    let member = format!("./usr/lib/debug/boot/vmlinux-{}", kernel.release);
+    // dpkg-deb streams the data archive; tar extracts the one member we need.
+    let script = format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' '{member}'",
+        deb.display(),
+        scratch.path().display()
+    );
+    run(Command::new("sh").arg("-c").arg(&script))?;
+    let extracted = scratch.path().join(member.trim_start_matches("./"));
+    std::fs::create_dir_all(&dir).map_err(|source| KernelError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    std::fs::rename(&extracted, &vmlinux).map_err(|source| KernelError::Io {
+        path: vmlinux.display().to_string(),
+        source,
+    })?;
+    Ok(vmlinux)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

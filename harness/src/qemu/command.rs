@@ -26,17 +26,27 @@ pub struct QemuCommand {
     /// start-up race. `None` boots without the control channel (the boot benchmark's
     /// baseline).
     pub control_socket: Option<PathBuf>,
+    /// QEMU's monitor (QMP), for evidence from a guest that stopped answering.
+    pub qmp_socket: Option<PathBuf>,
 }
 
 impl QemuCommand {
     /// The parameters every kchaos VM gets. `loglevel=5` puts warnings and worse on the
     /// console (the witness that survives a dead guest) without the boot chatter.
-    pub fn base_cmdline(cell: &str) -> Vec<String> {
+    /// `sysrq_always_enabled`: Debian's default mask refuses the task-dump keys the
+    /// harness sends to a hung guest. `reboot_on_panic`: `panic=-1` ends QEMU at once
+    /// (with -no-reboot); `panic=0` keeps a panicked guest up to be dumped.
+    pub fn base_cmdline(cell: &str, reboot_on_panic: bool) -> Vec<String> {
         vec![
             "console=ttyS0".to_owned(),
             "loglevel=5".to_owned(),
-            // Reboot at once on panic; with -no-reboot that ends QEMU.
-            "panic=-1".to_owned(),
+            if reboot_on_panic {
+                "panic=-1"
+            } else {
+                "panic=0"
+            }
+            .to_owned(),
+            "sysrq_always_enabled".to_owned(),
             VM_MARKER.to_owned(),
             format!("kchaos.cell={cell}"),
         ]
@@ -67,6 +77,16 @@ impl QemuCommand {
         a.push(self.initrd.clone().into());
         a.push("-append".into());
         a.push(self.cmdline.join(" ").into());
+        if let Some(socket) = &self.qmp_socket {
+            a.push("-qmp".into());
+            a.push(
+                format!(
+                    "unix:{},server=on,wait=off",
+                    socket.display().to_string().replace(',', ",,")
+                )
+                .into(),
+            );
+        }
         if let Some(socket) = &self.control_socket {
             a.push("-chardev".into());
             a.push(chardev(socket).into());
@@ -100,8 +120,9 @@ mod tests {
             cpus: 1,
             kernel: "/k/vmlinuz".into(),
             initrd: "/k/init.cpio".into(),
-            cmdline: QemuCommand::base_cmdline("s/k"),
+            cmdline: QemuCommand::base_cmdline("s/k", true),
             control_socket: Some("/tmp/a,b/ctl.sock".into()),
+            qmp_socket: None,
         };
         let args: Vec<String> = cmd
             .args()

@@ -21,5 +21,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// The virtio-serial port name both sides agree on (`/sys/class/virtio-ports/*/name`).
 pub const CONTROL_PORT_NAME: &str = "org.kchaos.ctl";
 
+/// Every line the runner prints on the console starts with this, so the harness never
+/// mistakes the runner's words for the kernel's (the console carries both).
+pub const RUNNER_CONSOLE_PREFIX: &str = "kchaos-runner: ";
+
 /// Kernel command-line key that marks a kchaos VM. The runner refuses to run without it.
 pub const VM_MARKER: &str = "kchaos.vm=1";

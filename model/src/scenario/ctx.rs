@@ -64,6 +64,55 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A duration or a `[min, max]` range of durations: `"5ms"` or `["2ms", "8ms"]`.
+    pub fn duration_range(
+        &mut self,
+        value: &Option<Spanned<toml::Value>>,
+    ) -> Option<(Duration, Duration)> {
+        let value = value.as_ref()?;
+        let span = value.span();
+        let parse = |ctx: &mut Ctx<'_>, v: &toml::Value| -> Option<Duration> {
+            let text = v.as_str().or_else(|| {
+                ctx.error(
+                    span.clone(),
+                    "write a duration like \"5ms\", or a range like [\"2ms\", \"8ms\"]",
+                );
+                None
+            })?;
+            match units::parse_duration(text) {
+                Ok(d) => Some(d),
+                Err(msg) => {
+                    ctx.error(span.clone(), msg);
+                    None
+                }
+            }
+        };
+        let (lo, hi) = match value.get_ref() {
+            toml::Value::Array(items) if items.len() == 2 => {
+                (parse(self, &items[0])?, parse(self, &items[1])?)
+            }
+            toml::Value::Array(_) => {
+                self.error(
+                    span,
+                    "a range has exactly two durations: [\"min\", \"max\"]",
+                );
+                return None;
+            }
+            single => {
+                let d = parse(self, single)?;
+                (d, d)
+            }
+        };
+        if lo > hi || lo.is_zero() {
+            self.error(
+                span,
+                format!("range {lo:?}..{hi:?} must be non-empty and above zero"),
+            );
+            return None;
+        }
+        Some((lo, hi))
+    }
+
     /// Cgroup controller names, each checked against the kernel's names.
     pub fn controllers(&mut self, names: &[Spanned<String>]) -> Vec<String> {
         let mut out = Vec::new();

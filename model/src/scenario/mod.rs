@@ -141,7 +141,7 @@ impl Scenario {
             }
         }
         for probe in &self.probes {
-            catalog.insert(probe.name.clone(), probe.metric_info());
+            catalog.extend(probe.metrics());
         }
         catalog
     }

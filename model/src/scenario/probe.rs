@@ -11,7 +11,7 @@ use super::ctx::{check_name, Ctx};
 use crate::metrics::{MetricInfo, MetricKind};
 use crate::units::{duration_ms, Unit};
 
-pub const KINDS: &[&str] = &["read-latency", "counter"];
+pub const KINDS: &[&str] = &["read-latency", "counter", "wakeup-latency"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
@@ -33,6 +33,13 @@ pub enum ProbeSpec {
         select: CounterSelect,
         unit: Unit,
     },
+    /// Cyclictest-style: sleep `interval`, record how late the wake-up was. Runs inside
+    /// `cgroup` (a process of its own joined to it) or, without one, in the runner.
+    /// Also reports the probe's own CPU use as `<name>.cpu_share`.
+    WakeupLatency {
+        cgroup: Option<String>,
+        controllers: Vec<String>,
+    },
 }
 
 /// Which number in the file a counter reads.
@@ -49,16 +56,33 @@ pub enum CounterSelect {
 }
 
 impl Probe {
-    pub fn metric_info(&self) -> MetricInfo {
+    /// The metrics this probe reports, by name.
+    pub fn metrics(&self) -> Vec<(String, MetricInfo)> {
+        let hist = MetricInfo {
+            kind: MetricKind::Histogram,
+            unit: Unit::Ns,
+        };
         match &self.spec {
-            ProbeSpec::ReadLatency { .. } => MetricInfo {
-                kind: MetricKind::Histogram,
-                unit: Unit::Ns,
-            },
-            ProbeSpec::Counter { unit, .. } => MetricInfo {
-                kind: MetricKind::Series,
-                unit: *unit,
-            },
+            ProbeSpec::ReadLatency { .. } => vec![(self.name.clone(), hist)],
+            ProbeSpec::Counter { unit, .. } => {
+                vec![(
+                    self.name.clone(),
+                    MetricInfo {
+                        kind: MetricKind::Series,
+                        unit: *unit,
+                    },
+                )]
+            }
+            ProbeSpec::WakeupLatency { .. } => vec![
+                (self.name.clone(), hist),
+                (
+                    format!("{}.cpu_share", self.name),
+                    MetricInfo {
+                        kind: MetricKind::Value,
+                        unit: Unit::Ratio,
+                    },
+                ),
+            ],
         }
     }
 
@@ -113,6 +137,29 @@ impl Probe {
                     name,
                     interval,
                     spec: ProbeSpec::Counter { path, select, unit },
+                })
+            }
+            "wakeup-latency" => {
+                let raw: RawWakeup = ctx.deserialize(value)?;
+                let name = probe_name(ctx, &raw.name)?;
+                let interval = ctx
+                    .duration(&raw.interval)
+                    .unwrap_or(Duration::from_millis(1));
+                let cgroup = raw
+                    .cgroup
+                    .as_ref()
+                    .map(|c| super::workload::cgroup_path(ctx, &Some(c.clone()), ""));
+                let controllers = match &raw.controllers {
+                    Some(list) => ctx.controllers(list),
+                    None => vec!["cpu".to_owned()],
+                };
+                Some(Probe {
+                    name,
+                    interval,
+                    spec: ProbeSpec::WakeupLatency {
+                        cgroup,
+                        controllers,
+                    },
                 })
             }
             other => {
@@ -173,4 +220,15 @@ struct RawCounter {
     row: Option<String>,
     column: Option<String>,
     unit: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWakeup {
+    #[allow(dead_code)]
+    kind: String,
+    name: Spanned<String>,
+    interval: Option<Spanned<String>>,
+    cgroup: Option<Spanned<String>>,
+    controllers: Option<Vec<Spanned<String>>>,
 }

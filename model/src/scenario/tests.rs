@@ -52,7 +52,9 @@ fn minimal_scenario_gets_sensible_defaults() {
     assert_eq!(s.vm.cpus, 1);
     assert_eq!(s.duration, Duration::from_secs(60));
     assert!(s.signatures.defaults);
-    let WorkloadSpec::CgroupChurn(churn) = &s.workloads[0].spec;
+    let WorkloadSpec::CgroupChurn(churn) = &s.workloads[0].spec else {
+        panic!("expected cgroup-churn")
+    };
     assert_eq!(churn.controllers, vec!["memory"]);
     assert_eq!(churn.batch, 1);
     assert_eq!(s.checks[0].threshold, 50e6);
@@ -222,4 +224,64 @@ fn duplicate_names_are_rejected() {
 fn harness_owned_cmdline_is_refused() {
     let errors = parse_err("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"console=tty0\"]\n");
     assert!(errors[0].contains("set by the harness"), "{}", errors[0]);
+}
+
+#[test]
+fn cfs_quota_ranges_and_shapes_are_checked() {
+    let base = "[scenario]\nname = \"c\"\n[[workload]]\nkind = \"cfs-quota\"\n";
+    let s = parse_ok(&format!(
+        "{base}quota = \"3ms\"\nperiod = [\"10ms\", \"20ms\"]\n"
+    ));
+    let WorkloadSpec::CfsQuota(c) = &s.workloads[0].spec else {
+        panic!("expected cfs-quota")
+    };
+    assert_eq!(
+        c.quota,
+        (Duration::from_millis(3), Duration::from_millis(3))
+    );
+    assert_eq!(c.controllers, ["cpu"]);
+    let joined = parse_err(&format!(
+        "{base}quota = \"500us\"\nperiod = [\"20ms\", \"10ms\"]\nwidth = 8\ndepth = 3\n"
+    ))
+    .join("\n");
+    for needle in [
+        "refuses quotas below 1ms",
+        "must be non-empty",
+        "512 leaves is too many",
+    ] {
+        assert!(joined.contains(needle), "missing `{needle}` in:\n{joined}");
+    }
+    // v1 reads usage from cpuacct, so the tree lives in both hierarchies.
+    let v1 = parse_ok(
+        "[scenario]\nname = \"c\"\n[vm]\ncgroup = \"v1\"\n[[workload]]\nkind = \"cfs-quota\"\n",
+    );
+    let WorkloadSpec::CfsQuota(c) = &v1.workloads[0].spec else {
+        panic!("expected cfs-quota")
+    };
+    assert_eq!(c.controllers, ["cpu", "cpuacct"]);
+}
+
+#[test]
+fn selftest_actions_are_checked() {
+    let base = "[scenario]\nname = \"t\"\n[[workload]]\nkind = \"selftest\"\n";
+    assert!(parse_err(&format!("{base}action = \"kmsg\"\n"))[0].contains("needs `line`"));
+    assert!(parse_err(&format!("{base}action = \"reboot\"\n"))[0]
+        .contains("allowed: panic, kmsg, wedge, silence"));
+    assert!(
+        parse_err(&format!("{base}action = \"panic\"\nline = \"x\"\n"))[0]
+            .contains("belongs to action `kmsg`")
+    );
+    let s = parse_ok(&format!("{base}action = \"wedge\"\nafter = \"2s\"\n"));
+    let WorkloadSpec::Selftest(t) = &s.workloads[0].spec else {
+        panic!("expected selftest")
+    };
+    assert!(t.describe().contains("wedges every CPU"));
+}
+
+#[test]
+fn wakeup_probes_report_latency_and_their_own_cost() {
+    let s = parse_ok("[scenario]\nname = \"w\"\n[[probe]]\nkind = \"wakeup-latency\"\nname = \"wake\"\ncgroup = \"a/b\"\n[[check]]\nassert = \"wake.cpu_share.value <= 5%\"\n");
+    assert_eq!(s.checks[0].threshold, 0.05);
+    assert_eq!(s.probes[0].interval, Duration::from_millis(1));
+    assert!(parse_err("[scenario]\nname = \"w\"\n[[probe]]\nkind = \"wakeup-latency\"\nname = \"wake\"\ncgroup = \"../x\"\n")[0].contains("not a relative cgroup path"));
 }

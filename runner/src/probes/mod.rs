@@ -3,6 +3,7 @@
 //! runtime scheduling is not part of the number.
 
 mod counter;
+mod wakeup;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 pub use self::counter::parse_counter;
 use crate::channel::Reporter;
 use crate::histogram::Latency;
+use crate::mounts::CgroupLayout;
 
 /// Error samples kept per probe (the count is exact, the text is for people).
 const MAX_ERROR_SAMPLES: usize = 5;
@@ -36,58 +38,109 @@ impl ProbeState {
     }
 }
 
-/// A running probe; [`RunningProbe::finish`] returns its report and metric.
+/// A running probe; [`RunningProbe::finish`] returns its report and metrics.
 #[derive(Debug)]
 pub struct RunningProbe {
     probe: Probe,
-    state: Arc<Mutex<ProbeState>>,
-    task: tokio::task::JoinHandle<()>,
+    how: How,
 }
 
-/// Starts a probe. `epoch` is time zero of series samples; `stop` ends it.
+#[derive(Debug)]
+enum How {
+    /// Read or counter: a tokio task polling a file.
+    Polled {
+        state: Arc<Mutex<ProbeState>>,
+        task: tokio::task::JoinHandle<()>,
+    },
+    /// Wake-up latency: a thread or a child process of its own.
+    Wakeup(wakeup::Running),
+}
+
+/// Starts a probe. `epoch` is time zero of series samples; `stop` ends polled probes.
 pub fn start(
     probe: Probe,
     reporter: Reporter,
     epoch: Instant,
     stop: watch::Receiver<bool>,
+    layout: &CgroupLayout,
 ) -> RunningProbe {
-    let state = Arc::new(Mutex::new(ProbeState::default()));
-    let task = tokio::spawn(run(
-        probe.clone(),
-        reporter,
-        epoch,
-        stop,
-        Arc::clone(&state),
-    ));
-    RunningProbe { probe, state, task }
+    let how = match &probe.spec {
+        ProbeSpec::WakeupLatency {
+            cgroup,
+            controllers,
+        } => How::Wakeup(wakeup::start(
+            probe.interval,
+            cgroup.as_deref(),
+            controllers,
+            layout,
+        )),
+        ProbeSpec::ReadLatency { .. } | ProbeSpec::Counter { .. } => {
+            let state = Arc::new(Mutex::new(ProbeState::default()));
+            let task = tokio::spawn(run(
+                probe.clone(),
+                reporter,
+                epoch,
+                stop,
+                Arc::clone(&state),
+            ));
+            How::Polled { state, task }
+        }
+    };
+    RunningProbe { probe, how }
 }
 
 impl RunningProbe {
-    /// Waits for the probe to stop (the caller sent the stop signal).
-    pub async fn finish(self) -> (ProbeReport, Option<(String, Metric)>) {
-        // A panicked task still leaves what it recorded.
-        let _ = self.task.await;
-        let state = {
-            let mut guard = self
-                .state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            std::mem::take(&mut *guard)
-        };
-        let report = ProbeReport {
-            name: self.probe.name.clone(),
-            reads: state.reads,
-            errors: state.errors,
-            error_samples: state.error_samples,
-        };
-        let metric = match self.probe.spec {
-            ProbeSpec::ReadLatency { .. } => {
-                Some((self.probe.name, Metric::Histogram(state.latency.summary())))
+    /// Waits for the probe to stop (polled probes were sent the stop signal already).
+    pub async fn finish(self) -> (ProbeReport, Vec<(String, Metric)>) {
+        let name = self.probe.name.clone();
+        match self.how {
+            How::Polled { state, task } => {
+                // A panicked task still leaves what it recorded.
+                let _ = task.await;
+                let state = {
+                    let mut guard = state
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    std::mem::take(&mut *guard)
+                };
+                let report = ProbeReport {
+                    name: name.clone(),
+                    reads: state.reads,
+                    errors: state.errors,
+                    error_samples: state.error_samples,
+                };
+                let metrics = match self.probe.spec {
+                    ProbeSpec::ReadLatency { .. } => {
+                        vec![(name, Metric::Histogram(state.latency.summary()))]
+                    }
+                    // Series are assembled by the host from the streamed samples.
+                    _ => Vec::new(),
+                };
+                (report, metrics)
             }
-            // Series are assembled by the host from the streamed samples.
-            ProbeSpec::Counter { .. } => None,
-        };
-        (report, metric)
+            How::Wakeup(running) => {
+                let result = tokio::task::spawn_blocking(move || wakeup::finish(&name, running))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("probe panicked: {e}")));
+                let mut report = ProbeReport {
+                    name: self.probe.name.clone(),
+                    ..ProbeReport::default()
+                };
+                match result {
+                    Ok(metrics) => {
+                        if let Some((_, Metric::Histogram(wakeups))) = metrics.first() {
+                            report.reads = wakeups.count;
+                        }
+                        (report, metrics)
+                    }
+                    Err(e) => {
+                        report.errors = 1;
+                        report.error_samples.push(e);
+                        (report, Vec::new())
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -119,6 +172,7 @@ async fn run(
 async fn measure(probe: &Probe, reporter: &Reporter, epoch: Instant, state: &Mutex<ProbeState>) {
     let path = match &probe.spec {
         ProbeSpec::ReadLatency { path } | ProbeSpec::Counter { path, .. } => path.clone(),
+        ProbeSpec::WakeupLatency { .. } => return,
     };
     let read = tokio::task::spawn_blocking(move || {
         let start = Instant::now();
@@ -138,6 +192,7 @@ async fn measure(probe: &Probe, reporter: &Reporter, epoch: Instant, state: &Mut
             st.reads += 1;
             st.latency.record(took);
         }
+        (Ok(_), ProbeSpec::WakeupLatency { .. }) => {}
         (Ok(text), ProbeSpec::Counter { select, .. }) => match parse_counter(&text, select) {
             Ok(value) => {
                 st.reads += 1;

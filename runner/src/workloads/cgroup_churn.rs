@@ -65,21 +65,7 @@ impl ChurnOps for RealOps {
     }
 
     fn set_memory_limit(&self, rel: &str, bytes: u64) -> Result<(), String> {
-        use cgroups_rs::fs::hierarchies::{V1, V2};
-        use cgroups_rs::fs::memory::MemController;
-        use cgroups_rs::fs::{Cgroup, Hierarchy};
-        // cgroups-rs maps the limit onto memory.max (v2) or memory.limit_in_bytes (v1).
-        let hier: Box<dyn Hierarchy> = match self.mode {
-            CgroupMode::V2 => Box::new(V2::new()),
-            CgroupMode::V1 | CgroupMode::Hybrid => Box::new(V1::new()),
-        };
-        let cg = Cgroup::load(hier, rel);
-        let mem: &MemController = cg
-            .controller_of()
-            .ok_or("no memory controller in this hierarchy")?;
-        let limit = i64::try_from(bytes).map_err(|_| "limit too large".to_owned())?;
-        mem.set_limit(limit)
-            .map_err(|e| format!("set memory limit of {rel}: {e}"))
+        crate::limits::set_memory_limit(self.mode, rel, bytes)
     }
 
     fn set_kmem_limit(&self, dir: &Path, bytes: u64) -> std::io::Result<()> {
@@ -106,29 +92,7 @@ impl ChurnOps for RealOps {
         parent: &str,
         controllers: &[String],
     ) -> Result<(), String> {
-        if let (CgroupMode::V2, Some(root)) = (self.mode, layout.unified.as_deref()) {
-            // Each level must delegate the controllers to the next.
-            let mut dir = root.to_path_buf();
-            mounts::enable_controllers(&dir, controllers).map_err(|e| e.to_string())?;
-            for part in parent.split('/') {
-                dir.push(part);
-                mkdir_existing_ok(&dir)?;
-                mounts::enable_controllers(&dir, controllers).map_err(|e| e.to_string())?;
-            }
-            return Ok(());
-        }
-        for dir in layout.dirs(controllers, parent) {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        }
-        Ok(())
-    }
-}
-
-fn mkdir_existing_ok(dir: &Path) -> Result<(), String> {
-    match std::fs::create_dir(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("mkdir {}: {e}", dir.display())),
+        mounts::create_cgroup(layout, parent, controllers, true)
     }
 }
 

@@ -1,7 +1,9 @@
 //! Workloads: what the runner does to the kernel. Each kind is a module; all run on the
 //! blocking pool (they are syscall loops) and return their metrics when done.
 
+pub mod cfs_quota;
 pub mod cgroup_churn;
+pub mod selftest;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub struct Env {
     pub layout: CgroupLayout,
     pub deadline: Instant,
     pub stop: Arc<AtomicBool>,
+    /// The run's seed; workloads derive their own from it and their name.
+    pub seed: u64,
 }
 
 /// Prepares a workload before probes start (e.g. its parent cgroup, which probes read).
@@ -32,6 +36,8 @@ pub fn prepare(workload: &Workload, env: &Env) -> Result<(), String> {
         WorkloadSpec::CgroupChurn(spec) => {
             cgroup_churn::prepare(spec, env, &cgroup_churn::RealOps::new(env.layout.mode))
         }
+        WorkloadSpec::CfsQuota(spec) => cfs_quota::prepare(spec, env),
+        WorkloadSpec::Selftest(_) => Ok(()),
     }
 }
 
@@ -52,6 +58,8 @@ pub fn run(workload: &Workload, env: &Env) -> (WorkloadReport, Vec<(String, Metr
             &env,
             &cgroup_churn::RealOps::new(env.layout.mode),
         ),
+        WorkloadSpec::CfsQuota(spec) => cfs_quota::run(workload, spec, &env),
+        WorkloadSpec::Selftest(spec) => (selftest::run(workload, spec, &env), Vec::new()),
     }
 }
 

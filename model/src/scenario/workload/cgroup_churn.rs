@@ -101,25 +101,7 @@ pub(super) fn parse(
             "cgroup v1 needs at least one controller hierarchy in `controllers`",
         );
     }
-    let parent = match &raw.parent {
-        Some(p) => {
-            let text = p.get_ref();
-            let ok = !text.is_empty()
-                && text.split('/').all(|part| {
-                    !part.is_empty()
-                        && part != "."
-                        && part != ".."
-                        && part
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                });
-            if !ok {
-                ctx.error(p.span(), format!("`{text}` is not a relative cgroup path like `kchaos` or `kubepods/burstable`"));
-            }
-            text.clone()
-        }
-        None => "kchaos".to_owned(),
-    };
+    let parent = super::cgroup_path(ctx, &raw.parent, "kchaos");
     let file_dir = match &raw.file_dir {
         Some(d) if !d.get_ref().starts_with('/') => {
             ctx.error(

@@ -1,7 +1,9 @@
 //! `[[workload]]` entries: what the runner does to the kernel. Each kind lives in its own
 //! module with its raw form, its validated form and the metrics it produces.
 
+pub mod cfs_quota;
 pub mod cgroup_churn;
+pub mod selftest;
 
 use std::time::Duration;
 
@@ -9,14 +11,16 @@ use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 use toml::Spanned;
 
+pub use self::cfs_quota::CfsQuota;
 pub use self::cgroup_churn::CgroupChurn;
+pub use self::selftest::{Selftest, SelftestAction};
 use super::ctx::{check_name, Ctx};
 use super::VmSpec;
 use crate::metrics::{MetricInfo, MetricKind};
 use crate::units::{opt_duration_ms, Unit};
 
 /// The workload kinds this version understands.
-pub const KINDS: &[&str] = &["cgroup-churn"];
+pub const KINDS: &[&str] = &["cgroup-churn", "cfs-quota", "selftest"];
 
 /// A validated workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,19 +41,25 @@ pub struct Workload {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum WorkloadSpec {
     CgroupChurn(CgroupChurn),
+    CfsQuota(CfsQuota),
+    Selftest(Selftest),
 }
 
 impl WorkloadSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             WorkloadSpec::CgroupChurn(_) => "cgroup-churn",
+            WorkloadSpec::CfsQuota(_) => "cfs-quota",
+            WorkloadSpec::Selftest(_) => "selftest",
         }
     }
 
     /// Kernel modules the guest must load for this workload.
     pub fn modules(&self) -> &'static [&'static str] {
         match self {
-            WorkloadSpec::CgroupChurn(_) => &[],
+            WorkloadSpec::CgroupChurn(_)
+            | WorkloadSpec::CfsQuota(_)
+            | WorkloadSpec::Selftest(_) => &[],
         }
     }
 
@@ -57,6 +67,8 @@ impl WorkloadSpec {
     fn metric_suffixes(&self) -> &'static [(&'static str, MetricKind, Unit)] {
         match self {
             WorkloadSpec::CgroupChurn(_) => cgroup_churn::METRICS,
+            WorkloadSpec::CfsQuota(_) => cfs_quota::METRICS,
+            WorkloadSpec::Selftest(_) => selftest::METRICS,
         }
     }
 }
@@ -91,6 +103,8 @@ impl Workload {
     ) -> Option<Workload> {
         match kind.get_ref().as_str() {
             "cgroup-churn" => cgroup_churn::parse(ctx, index, value, vm),
+            "cfs-quota" => cfs_quota::parse(ctx, index, value, vm),
+            "selftest" => selftest::parse(ctx, index, value),
             other => {
                 ctx.error(
                     kind.span(),
@@ -103,6 +117,35 @@ impl Workload {
             }
         }
     }
+}
+
+/// A cgroup path relative to a hierarchy root (`kchaos`, `kubepods/burstable`), or
+/// `default` when absent.
+pub(crate) fn cgroup_path(
+    ctx: &mut Ctx<'_>,
+    raw: &Option<Spanned<String>>,
+    default: &str,
+) -> String {
+    let Some(p) = raw else {
+        return default.to_owned();
+    };
+    let text = p.get_ref();
+    let ok = !text.is_empty()
+        && text.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    if !ok {
+        ctx.error(
+            p.span(),
+            format!("`{text}` is not a relative cgroup path like `kchaos` or `kubepods/burstable`"),
+        );
+    }
+    text.clone()
 }
 
 /// The keys every workload kind accepts, validated the same way for each.

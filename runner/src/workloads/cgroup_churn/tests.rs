@@ -105,13 +105,16 @@ fn env(root: &Path, mode: CgroupMode) -> (Env, std::sync::mpsc::Receiver<GuestMe
             layout,
             deadline: Instant::now() + Duration::from_secs(30),
             stop: Arc::new(AtomicBool::new(false)),
+            seed: 1,
         },
         rx,
     )
 }
 
 fn run_fake(w: &Workload, env: &Env, ops: &FakeOps) -> (WorkloadReport, Vec<(String, Metric)>) {
-    let WorkloadSpec::CgroupChurn(spec) = &w.spec;
+    let WorkloadSpec::CgroupChurn(spec) = &w.spec else {
+        panic!("expected cgroup-churn")
+    };
     prepare(spec, env, ops).unwrap();
     run(w, spec, env, ops)
 }

@@ -1,106 +1,39 @@
-//! One cell: boot a disposable VM, hand the scenario to the runner, watch the console and
-//! the channel, decide the verdict. Every way out of here yields exactly one result.
+//! The event loop of one cell: QEMU's console, the control channel, QEMU's exit, the
+//! user's interrupt and the timeouts, until exactly one ending.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kchaos_images::Kernel;
-use kchaos_model::metrics::{Metric, Series};
+use kchaos_model::fingerprint::Fingerprint;
+use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::{GuestMessage, HostMessage, Phase, RunRequest, PROTOCOL_VERSION};
-use kchaos_model::scenario::Scenario;
-use kchaos_model::signature::{LogSource, SignatureHit, SignatureSet};
-use kchaos_model::verdict::{self, Observations, Verdict};
-use tokio::sync::{mpsc, watch};
+use kchaos_model::signature::SignatureSet;
+use kchaos_model::verdict::Observations;
+use tokio::sync::mpsc;
 
+use super::watch::Watch;
+use super::{error_chain, evidence, millis, CellEnv, CellSpec, CellUpdate, Timeouts};
 use crate::channel::{self, ChannelEvent};
 use crate::console::{self, ConsoleEvent};
 use crate::process::GroupGuard;
-use crate::qemu::{Accel, Qemu, QemuCommand};
-use crate::results::{now_rfc3339, write_json, Artifacts, CellResult, KernelInfo};
+use crate::qemu::QemuCommand;
 
-/// A scenario file as loaded: where it came from, its text (kept as evidence) and model.
-#[derive(Debug, Clone)]
-pub struct LoadedScenario {
-    pub path: PathBuf,
-    pub source: String,
-    pub model: Scenario,
-}
-
-/// Everything needed to run one cell.
-#[derive(Debug, Clone)]
-pub struct CellSpec {
-    pub id: String,
-    pub scenario: Arc<LoadedScenario>,
-    pub kernel: Arc<Kernel>,
-    pub initrd: PathBuf,
-    pub seed: u64,
-    pub repeat: u32,
-    /// Results directory and this cell's directory inside it.
-    pub results_dir: PathBuf,
-    pub dir: PathBuf,
-}
-
-#[derive(Debug, Clone)]
-pub struct CellEnv {
-    pub qemu: Qemu,
-    pub accel: Accel,
-    /// Flips to `true` when the user interrupts the run.
-    pub cancel: watch::Receiver<bool>,
-    /// The runner's log level (`kchaos.log=` on the guest command line), if set.
-    pub guest_log: Option<String>,
-    /// Overrides the accelerator-scaled boot timeout (slow or nested hosts).
-    pub boot_timeout: Option<Duration>,
-}
-
-/// Bounds for one cell, scaled for the accelerator.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// QEMU start → control socket connection.
-    pub connect: Duration,
-    /// QEMU start → runner `Hello`.
-    pub boot: Duration,
-    /// Longest silence on the channel before the guest is declared hung.
-    pub hang: Duration,
-    /// `Hello` → results: the scenario's duration and settle plus this much.
-    pub overrun: Duration,
-    /// Results → QEMU exit.
-    pub poweroff: Duration,
-}
-
-impl Timeouts {
-    pub fn new(accel: Accel, scenario: &Scenario) -> Timeouts {
-        let s = accel.slowdown();
-        Timeouts {
-            connect: Duration::from_secs(10),
-            boot: Duration::from_secs(15) * s,
-            hang: scenario
-                .vm
-                .hang_timeout
-                .unwrap_or(Duration::from_secs(8) * s),
-            overrun: Duration::from_secs(15) * s,
-            poweroff: Duration::from_secs(3) * s,
-        }
-    }
-}
-
-/// Progress reported while a cell runs.
-#[derive(Debug, Clone)]
-pub enum CellUpdate {
-    Booting,
-    Phase(Phase),
-    Progress {
-        workload: String,
-        done: u64,
-        total: Option<u64>,
-    },
+pub(super) struct Outcome {
+    pub obs: Observations,
+    pub boot_ms: Option<u64>,
+    pub guest_ready_ms: Option<u64>,
+    pub release: Option<String>,
+    pub notes: Vec<String>,
+    pub fingerprint: Option<Fingerprint>,
+    pub sysrq: Option<PathBuf>,
+    pub vmcore: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
-enum LaunchError {
+pub(super) enum LaunchError {
     #[error("Cannot prepare the cell directory {path}")]
     Dir {
         path: String,
@@ -119,140 +52,19 @@ enum LaunchError {
     Signature(#[from] regex::Error),
 }
 
-/// Runs the cell and writes `cell.json`. Never fails: problems become the verdict.
-pub async fn run(
-    cell: &CellSpec,
-    env: &CellEnv,
-    update: &(dyn Fn(CellUpdate) + Sync),
-) -> CellResult {
-    let started_at = now_rfc3339();
-    let start = Instant::now();
-    let mut result = CellResult {
-        id: cell.id.clone(),
-        scenario: cell.scenario.model.name.clone(),
-        scenario_file: cell.scenario.path.display().to_string(),
-        kernel: KernelInfo {
-            spec: cell.kernel.spec.clone(),
-            resolved: Some(cell.kernel.resolved.clone()),
-            release: Some(cell.kernel.release.clone()),
-            package: cell.kernel.package.clone(),
-        },
-        accel: Some(env.accel.as_str().to_owned()),
-        seed: cell.seed,
-        repeat: cell.repeat,
-        verdict: Verdict::Error,
-        reasons: Vec::new(),
-        boot_ms: None,
-        guest_ready_ms: None,
-        duration_ms: 0,
-        metrics: BTreeMap::new(),
-        signatures: Vec::new(),
-        notes: Vec::new(),
-        artifacts: Artifacts::default(),
-        started_at,
-    };
-    match observe(cell, env, update).await {
-        Ok(o) => {
-            let decision = verdict::decide(&cell.scenario.model, &o.obs);
-            result.verdict = decision.verdict;
-            result.reasons = decision.reasons;
-            result.boot_ms = o.boot_ms;
-            result.guest_ready_ms = o.guest_ready_ms;
-            result.metrics = o.obs.metrics;
-            result.signatures = o.obs.hits;
-            result.notes = o.notes;
-            if let Some(release) = o.release {
-                result.kernel.release = Some(release);
-            }
-            let rel = |name: &str| {
-                cell.dir
-                    .join(name)
-                    .strip_prefix(&cell.results_dir)
-                    .ok()
-                    .map(|p| p.display().to_string())
-            };
-            result.artifacts = Artifacts {
-                dir: rel(""),
-                console: rel("console.log"),
-                kmsg: rel("kmsg.log"),
-                qemu_log: rel("qemu.log"),
-            };
-        }
-        Err(e) => result.reasons.push(error_chain(&e)),
-    }
-    result.duration_ms = millis(start.elapsed());
-    if let Err(e) = write_json(&cell.dir.join("cell.json"), &result) {
-        tracing::error!("{}", error_chain(&e));
-    }
-    result
+/// How a cell that is over, but whose QEMU still runs, gets to its end.
+enum Ending {
+    /// Hung: sysrq keys were sent; the console is collected until it goes quiet.
+    Collecting {
+        started: Instant,
+        mark: usize,
+        last_line: Instant,
+    },
+    /// Crashed: the rest of the report is printing; then evidence and kill.
+    CrashGrace { until: Instant },
 }
 
-struct Outcome {
-    obs: Observations,
-    boot_ms: Option<u64>,
-    guest_ready_ms: Option<u64>,
-    release: Option<String>,
-    notes: Vec<String>,
-}
-
-/// What the loop has seen so far.
-struct Watch {
-    signatures: SignatureSet,
-    seen_hits: HashSet<(String, String)>,
-    obs: Observations,
-    series: BTreeMap<String, Series>,
-    units: BTreeMap<String, kchaos_model::units::Unit>,
-    notes: Vec<String>,
-    console_tail: VecDeque<String>,
-    corrupt_bytes: usize,
-    corrupt_first: Option<String>,
-    kmsg_log: Option<File>,
-}
-
-const CONSOLE_TAIL: usize = 20;
-
-impl Watch {
-    fn classify(&mut self, line: &str, source: LogSource) {
-        if let Some(hit) = self.signatures.classify(line, source) {
-            if self.seen_hits.insert((hit.id.clone(), hit.line.clone())) {
-                self.obs.hits.push(hit);
-            }
-        }
-    }
-
-    fn console(&mut self, line: String) {
-        self.classify(&line, LogSource::Console);
-        if self.console_tail.len() == CONSOLE_TAIL {
-            self.console_tail.pop_front();
-        }
-        self.console_tail.push_back(line);
-    }
-
-    fn tail(&self) -> String {
-        let lines: Vec<&str> = self
-            .console_tail
-            .iter()
-            .rev()
-            .take(3)
-            .rev()
-            .map(String::as_str)
-            .collect();
-        if lines.is_empty() {
-            "the console printed nothing".to_owned()
-        } else {
-            format!("last console lines: {}", lines.join(" | "))
-        }
-    }
-
-    fn has_crash(&self) -> bool {
-        self.obs
-            .hits
-            .iter()
-            .any(|h: &SignatureHit| h.severity != kchaos_model::signature::Severity::Fail)
-    }
-}
-
-async fn observe(
+pub(super) async fn observe(
     cell: &CellSpec,
     env: &CellEnv,
     update: &(dyn Fn(CellUpdate) + Sync),
@@ -272,14 +84,16 @@ async fn observe(
     let qemu_log = File::create(cell.dir.join("qemu.log")).map_err(dir_err)?;
     let kmsg_log = File::create(cell.dir.join("kmsg.log")).map_err(dir_err)?;
 
-    // Unix socket paths are limited to 108 bytes: keep the socket in a short temp dir.
+    // Unix socket paths are limited to 108 bytes: keep the sockets in a short temp dir.
     let sock_dir = tempfile::Builder::new()
         .prefix("kchaos-")
         .tempdir()
         .map_err(dir_err)?;
     let sock = sock_dir.path().join("ctl.sock");
+    let qmp_sock = sock_dir.path().join("qmp.sock");
     let listener = channel::listen(&sock)?;
-    let mut cmdline = QemuCommand::base_cmdline(&cell.id);
+    // With a memory dump wanted, a panicked kernel must stay up to be dumped.
+    let mut cmdline = QemuCommand::base_cmdline(&cell.id, env.dump.is_none());
     if let Some(level) = &env.guest_log {
         cmdline.push(format!("kchaos.log={level}"));
     }
@@ -292,6 +106,7 @@ async fn observe(
         initrd: cell.initrd.clone(),
         cmdline,
         control_socket: Some(sock),
+        qmp_socket: Some(qmp_sock.clone()),
     };
     let args = command.args();
     let printable: Vec<String> = std::iter::once(env.qemu.path.display().to_string())
@@ -320,22 +135,12 @@ async fn observe(
     }
     let stderr = child.stderr.take().map(|s| console::collect(s, qemu_log));
 
-    let mut w = Watch {
-        signatures: SignatureSet::new(&scenario.signatures)?,
-        seen_hits: HashSet::new(),
-        obs: Observations::default(),
-        series: BTreeMap::new(),
-        units: scenario
-            .metric_catalog()
-            .into_iter()
-            .map(|(k, v)| (k, v.unit))
-            .collect(),
-        notes: Vec::new(),
-        console_tail: VecDeque::new(),
-        corrupt_bytes: 0,
-        corrupt_first: None,
-        kmsg_log: Some(kmsg_log),
-    };
+    let units = scenario
+        .metric_catalog()
+        .into_iter()
+        .map(|(k, v)| (k, v.unit))
+        .collect();
+    let mut w = Watch::new(SignatureSet::new(&scenario.signatures)?, units, kmsg_log);
     let (chan_tx, mut chan_rx) = mpsc::unbounded_channel();
     let mut sender = None;
     let accept = channel::accept(&listener, timeouts.connect, chan_tx);
@@ -352,6 +157,8 @@ async fn observe(
     let mut console_open = true;
     let mut channel_open = true;
     let mut drain_until: Option<Instant> = None;
+    let mut ending: Option<Ending> = None;
+    let (mut sysrq, mut vmcore) = (None, None);
     let mut cancel = env.cancel.clone();
     // The caller checks for an earlier interruption before starting a cell; this one
     // reacts to interruptions while it runs.
@@ -364,12 +171,21 @@ async fn observe(
         {
             break;
         }
-        let deadline = match (hello_at, finished_at) {
+        let deadline = match (&ending, hello_at, finished_at) {
             _ if exit_status.is_some() => drain_until.unwrap_or_else(Instant::now),
-            (None, _) => spawned_at + timeouts.boot,
-            (Some(_), Some(done)) => done + timeouts.poweroff,
-            (Some(h), None) => (last_seen + timeouts.hang).min(h + run_budget),
+            (
+                Some(Ending::Collecting {
+                    started, last_line, ..
+                }),
+                _,
+                _,
+            ) => (*last_line + timeouts.evidence_quiet).min(*started + timeouts.evidence_max),
+            (Some(Ending::CrashGrace { until }), _, _) => *until,
+            (None, None, _) => spawned_at + timeouts.boot,
+            (None, Some(_), Some(done)) => done + timeouts.poweroff,
+            (None, Some(h), None) => (last_seen + timeouts.hang).min(h + run_budget),
         };
+        let mut crash_seen = false;
         tokio::select! {
             accepted = &mut accept, if sender.is_none() && channel_open => match accepted {
                 Ok(s) => {
@@ -384,10 +200,10 @@ async fn observe(
             },
             ev = console_rx.recv(), if console_open => match ev {
                 Some(ConsoleEvent::Line(line)) => {
-                    if w.console_tail.is_empty() {
-                        tracing::debug!(cell = %cell.id, after_ms = millis(spawned_at.elapsed()), "first console output");
+                    if let Some(Ending::Collecting { last_line, .. }) = &mut ending {
+                        *last_line = Instant::now();
                     }
-                    w.console(line);
+                    crash_seen = w.console(line);
                 }
                 Some(ConsoleEvent::Closed) | None => console_open = false,
             },
@@ -418,17 +234,8 @@ async fn observe(
                             phase = Some(p);
                             update(CellUpdate::Phase(p));
                         }
-                        GuestMessage::Kmsg(record) => {
-                            if let Some(log) = w.kmsg_log.as_mut() {
-                                use std::io::Write;
-                                let _ = writeln!(log, "[{:>5}.{:06}] <{}> {}", record.ts_us / 1_000_000, record.ts_us % 1_000_000, record.level, record.text);
-                            }
-                            w.classify(&record.text, LogSource::Kmsg);
-                        }
-                        GuestMessage::Sample { metric, t_ms, value } => {
-                            let unit = w.units.get(&metric).copied().unwrap_or_default();
-                            w.series.entry(metric).or_insert_with(|| Series::new(unit)).samples.push((t_ms, value));
-                        }
+                        GuestMessage::Kmsg(record) => crash_seen = w.kmsg(&record),
+                        GuestMessage::Sample { metric, t_ms, value } => w.sample(metric, t_ms, value),
                         GuestMessage::Progress { workload, done, total } => update(CellUpdate::Progress { workload, done, total }),
                         GuestMessage::Note { message } => w.notes.push(message),
                         GuestMessage::Skip { reason } => w.obs.skip = Some(reason),
@@ -449,10 +256,7 @@ async fn observe(
                         }
                     }
                 }
-                Some(ChannelEvent::Corrupt { bytes, what }) => {
-                    w.corrupt_bytes += bytes;
-                    w.corrupt_first.get_or_insert(what);
-                }
+                Some(ChannelEvent::Corrupt { bytes, what }) => w.corrupt(bytes, what),
                 Some(ChannelEvent::Closed) | None => channel_open = false,
             },
             status = child.wait(), if exit_status.is_none() => {
@@ -482,26 +286,54 @@ async fn observe(
                 if exit_status.is_some() {
                     continue;
                 }
-                let now = Instant::now();
-                match (hello_at, finished_at) {
-                    (None, _) => {
-                        if !w.has_crash() {
-                            w.obs.infra.push(format!("the guest did not reach the kchaos runner within {:?}; {}", timeouts.boot, w.tail()));
+                match ending.take() {
+                    Some(Ending::Collecting { mark, .. }) => {
+                        sysrq = evidence::write_sysrq(&cell.dir, w.console_lines.get(mark..).unwrap_or_default());
+                        vmcore = dump(env, &qmp_sock, cell, &mut w.notes).await;
+                        kill(&mut group, &mut killed);
+                    }
+                    Some(Ending::CrashGrace { .. }) => {
+                        vmcore = dump(env, &qmp_sock, cell, &mut w.notes).await;
+                        kill(&mut group, &mut killed);
+                    }
+                    None => {
+                        let now = Instant::now();
+                        let hang = match (hello_at, finished_at) {
+                            (None, _) => {
+                                if !w.has_crash() {
+                                    w.obs.infra.push(format!("the guest did not reach the kchaos runner within {:?}; {}", timeouts.boot, w.tail()));
+                                }
+                                None
+                            }
+                            (Some(_), Some(_)) => {
+                                w.notes.push(format!("the guest did not power off within {:?} of reporting; killed", timeouts.poweroff));
+                                None
+                            }
+                            (Some(h), None) if now >= h + run_budget => Some(format!(
+                                "the run did not finish within {:?} (duration {:?} + settle {:?} + margin) although the guest kept answering: a workload is stuck, likely in the kernel (phase: {})",
+                                run_budget, scenario.duration, scenario.settle, phase_name(phase)
+                            )),
+                            (Some(_), None) => Some(format!("the guest sent nothing for {:?} (phase: {}); {}", timeouts.hang, phase_name(phase), w.tail())),
+                        };
+                        match hang {
+                            Some(reason) => {
+                                w.obs.hang = Some(reason);
+                                // Evidence before the kill: task dumps on the console.
+                                let mark = w.console_lines.len();
+                                evidence::send_sysrq(&qmp_sock, &mut w.notes).await;
+                                let now = Instant::now();
+                                ending = Some(Ending::Collecting { started: now, mark, last_line: now });
+                            }
+                            None => kill(&mut group, &mut killed),
                         }
                     }
-                    (Some(_), Some(_)) => w.notes.push(format!("the guest did not power off within {:?} of reporting; killed", timeouts.poweroff)),
-                    (Some(h), None) if now >= h + run_budget => {
-                        w.obs.hang = Some(format!(
-                            "the run did not finish within {:?} (duration {:?} + settle {:?} + margin) although the guest kept answering: a workload is stuck, likely in the kernel (phase: {})",
-                            run_budget, scenario.duration, scenario.settle, phase_name(phase)
-                        ));
-                    }
-                    (Some(_), None) => {
-                        w.obs.hang = Some(format!("the guest sent nothing for {:?} (phase: {}); {}", timeouts.hang, phase_name(phase), w.tail()));
-                    }
                 }
-                kill(&mut group, &mut killed);
             },
+        }
+        if crash_seen && ending.is_none() && exit_status.is_none() && !killed {
+            ending = Some(Ending::CrashGrace {
+                until: Instant::now() + timeouts.crash_grace,
+            });
         }
     }
 
@@ -549,13 +381,34 @@ async fn observe(
         metrics.insert(name, Metric::Series(series));
     }
     w.obs.metrics = metrics;
+    let fingerprint = w.fingerprint();
     Ok(Outcome {
         obs: w.obs,
         boot_ms: hello_at.map(|h| millis(h - spawned_at)),
         guest_ready_ms,
         release,
         notes: w.notes,
+        fingerprint,
+        sysrq,
+        vmcore,
     })
+}
+
+async fn dump(
+    env: &CellEnv,
+    qmp_sock: &std::path::Path,
+    cell: &CellSpec,
+    notes: &mut Vec<String>,
+) -> Option<PathBuf> {
+    let policy = env.dump?;
+    evidence::dump_memory(
+        qmp_sock,
+        &cell.dir,
+        cell.scenario.model.vm.memory_mib,
+        policy,
+        notes,
+    )
+    .await
 }
 
 fn kill(group: &mut GroupGuard, killed: &mut bool) {
@@ -571,23 +424,4 @@ fn phase_name(phase: Option<Phase>) -> &'static str {
         Some(Phase::Settle) => "settle",
         Some(Phase::Collect) => "collect",
     }
-}
-
-pub fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// An error with all its causes, on one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }

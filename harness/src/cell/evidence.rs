@@ -1,0 +1,81 @@
+//! Evidence from a guest that crashed or stopped answering, collected before QEMU is
+//! killed: sysrq task dumps (through the emulated keyboard, so they work on a wedged
+//! guest) and, when asked for, a compressed dump of guest memory for `crash`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cell::error_chain;
+use crate::qmp::Qmp;
+
+/// `w`: blocked (D state) tasks; `t`: every task with its stack; `l`: backtraces of
+/// every active CPU.
+pub const SYSRQ_KEYS: [char; 3] = ['w', 't', 'l'];
+
+/// Sends the sysrq keys. Errors become notes: evidence is best effort.
+pub async fn send_sysrq(qmp_socket: &Path, notes: &mut Vec<String>) {
+    let mut qmp = match Qmp::connect(qmp_socket).await {
+        Ok(q) => q,
+        Err(e) => {
+            notes.push(format!("no sysrq dump: {}", error_chain(&e)));
+            return;
+        }
+    };
+    for key in SYSRQ_KEYS {
+        if let Err(e) = qmp.sysrq(key).await {
+            notes.push(format!("sysrq {key} failed: {}", error_chain(&e)));
+        }
+        // Let one dump reach the console before the next starts.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Writes the console lines the sysrq dumps produced.
+pub fn write_sysrq(dir: &Path, lines: &[String]) -> Option<PathBuf> {
+    let path = dir.join("sysrq.txt");
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).ok().map(|()| path)
+}
+
+/// How large a guest may be to have its memory dumped, and how long the dump may take.
+#[derive(Debug, Clone, Copy)]
+pub struct DumpPolicy {
+    pub max_mib: u64,
+    pub timeout: Duration,
+}
+
+/// Dumps guest memory to `dir/vmcore.kdump` if the guest is small enough.
+pub async fn dump_memory(
+    qmp_socket: &Path,
+    dir: &Path,
+    memory_mib: u64,
+    policy: DumpPolicy,
+    notes: &mut Vec<String>,
+) -> Option<PathBuf> {
+    if memory_mib > policy.max_mib {
+        notes.push(format!("no memory dump: the guest has {memory_mib} MiB, more than the {} MiB limit (--dump-max)", policy.max_mib));
+        return None;
+    }
+    let path = dir.join("vmcore.kdump");
+    let started = std::time::Instant::now();
+    let result = match Qmp::connect(qmp_socket).await {
+        Ok(mut qmp) => qmp.dump_memory(&path, policy.timeout).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            notes.push(format!(
+                "guest memory dumped to vmcore.kdump ({:.1} MiB in {:.1}s)",
+                size as f64 / 1_048_576.0,
+                started.elapsed().as_secs_f64()
+            ));
+            Some(path)
+        }
+        Err(e) => {
+            notes.push(format!("memory dump failed: {}", error_chain(&e)));
+            None
+        }
+    }
+}

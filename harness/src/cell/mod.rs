@@ -1,0 +1,204 @@
+//! One cell: boot a disposable VM, hand the scenario to the runner, watch the console and
+//! the channel, collect evidence if the guest crashes or hangs, decide the verdict.
+//! Every way out of here yields exactly one result, written to `cell.json`.
+
+mod evidence;
+mod observe;
+mod watch;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kchaos_images::Kernel;
+use kchaos_model::protocol::Phase;
+use kchaos_model::scenario::Scenario;
+use kchaos_model::verdict::{self, Verdict};
+use tokio::sync::watch as tokio_watch;
+
+pub use self::evidence::DumpPolicy;
+use crate::qemu::{Accel, Qemu};
+use crate::results::{now_rfc3339, write_json, Artifacts, CellResult, KernelInfo};
+
+/// A scenario file as loaded: where it came from, its text (kept as evidence) and model.
+#[derive(Debug, Clone)]
+pub struct LoadedScenario {
+    pub path: PathBuf,
+    pub source: String,
+    pub model: Scenario,
+}
+
+/// Everything needed to run one cell.
+#[derive(Debug, Clone)]
+pub struct CellSpec {
+    pub id: String,
+    pub scenario: Arc<LoadedScenario>,
+    pub kernel: Arc<Kernel>,
+    pub initrd: PathBuf,
+    pub seed: u64,
+    pub repeat: u32,
+    /// Results directory and this cell's directory inside it.
+    pub results_dir: PathBuf,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct CellEnv {
+    pub qemu: Qemu,
+    pub accel: Accel,
+    /// Flips to `true` when the user interrupts the run.
+    pub cancel: tokio_watch::Receiver<bool>,
+    /// The runner's log level (`kchaos.log=` on the guest command line), if set.
+    pub guest_log: Option<String>,
+    /// Overrides the accelerator-scaled boot timeout (slow or nested hosts).
+    pub boot_timeout: Option<Duration>,
+    /// Dump guest memory when the guest crashes or hangs (`--dump-memory`).
+    pub dump: Option<DumpPolicy>,
+}
+
+/// Bounds for one cell, scaled for the accelerator.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// QEMU start → control socket connection.
+    pub connect: Duration,
+    /// QEMU start → runner `Hello`.
+    pub boot: Duration,
+    /// Longest silence on the channel before the guest is declared hung.
+    pub hang: Duration,
+    /// `Hello` → results: the scenario's duration and settle plus this much.
+    pub overrun: Duration,
+    /// Results → QEMU exit.
+    pub poweroff: Duration,
+    /// First crash signature → evidence and kill (the rest of the report prints first).
+    pub crash_grace: Duration,
+    /// Evidence collection ends this long after the console went quiet …
+    pub evidence_quiet: Duration,
+    /// … or this long after it started, whichever comes first.
+    pub evidence_max: Duration,
+}
+
+impl Timeouts {
+    pub fn new(accel: Accel, scenario: &Scenario) -> Timeouts {
+        let s = accel.slowdown();
+        Timeouts {
+            connect: Duration::from_secs(10),
+            boot: Duration::from_secs(15) * s,
+            hang: scenario
+                .vm
+                .hang_timeout
+                .unwrap_or(Duration::from_secs(8) * s),
+            overrun: Duration::from_secs(15) * s,
+            poweroff: Duration::from_secs(3) * s,
+            crash_grace: Duration::from_secs(2) * s,
+            evidence_quiet: Duration::from_secs(1) * s,
+            evidence_max: Duration::from_secs(10) * s,
+        }
+    }
+}
+
+/// Progress reported while a cell runs.
+#[derive(Debug, Clone)]
+pub enum CellUpdate {
+    Booting,
+    Phase(Phase),
+    Progress {
+        workload: String,
+        done: u64,
+        total: Option<u64>,
+    },
+}
+
+/// Runs the cell and writes `cell.json`. Never fails: problems become the verdict.
+pub async fn run(
+    cell: &CellSpec,
+    env: &CellEnv,
+    update: &(dyn Fn(CellUpdate) + Sync),
+) -> CellResult {
+    let started_at = now_rfc3339();
+    let start = Instant::now();
+    let mut result = CellResult {
+        id: cell.id.clone(),
+        scenario: cell.scenario.model.name.clone(),
+        scenario_file: cell.scenario.path.display().to_string(),
+        kernel: KernelInfo {
+            spec: cell.kernel.spec.clone(),
+            resolved: Some(cell.kernel.resolved.clone()),
+            release: Some(cell.kernel.release.clone()),
+            package: cell.kernel.package.clone(),
+        },
+        accel: Some(env.accel.as_str().to_owned()),
+        seed: cell.seed,
+        repeat: cell.repeat,
+        verdict: Verdict::Error,
+        reasons: Vec::new(),
+        fingerprint: None,
+        boot_ms: None,
+        guest_ready_ms: None,
+        duration_ms: 0,
+        metrics: Default::default(),
+        signatures: Vec::new(),
+        notes: Vec::new(),
+        artifacts: Artifacts::default(),
+        started_at,
+    };
+    match observe::observe(cell, env, update).await {
+        Ok(o) => {
+            let decision = verdict::decide(&cell.scenario.model, &o.obs);
+            result.verdict = decision.verdict;
+            result.reasons = decision.reasons;
+            // A fingerprint identifies what ended the cell; a pass has none.
+            if matches!(
+                result.verdict,
+                Verdict::Crash | Verdict::Fail | Verdict::Hang
+            ) {
+                result.fingerprint = o.fingerprint;
+            }
+            result.boot_ms = o.boot_ms;
+            result.guest_ready_ms = o.guest_ready_ms;
+            result.metrics = o.obs.metrics;
+            result.signatures = o.obs.hits;
+            result.notes = o.notes;
+            if let Some(release) = o.release {
+                result.kernel.release = Some(release);
+            }
+            let rel = |path: &std::path::Path| {
+                path.strip_prefix(&cell.results_dir)
+                    .ok()
+                    .map(|p| p.display().to_string())
+            };
+            result.artifacts = Artifacts {
+                dir: rel(&cell.dir),
+                console: rel(&cell.dir.join("console.log")),
+                kmsg: rel(&cell.dir.join("kmsg.log")),
+                qemu_log: rel(&cell.dir.join("qemu.log")),
+                sysrq: o.sysrq.as_deref().and_then(rel),
+                vmcore: o.vmcore.as_deref().and_then(rel),
+            };
+        }
+        Err(e) => result.reasons.push(error_chain(&e)),
+    }
+    result.duration_ms = millis(start.elapsed());
+    if let Err(e) = write_json(&cell.dir.join("cell.json"), &result) {
+        tracing::error!("{}", error_chain(&e));
+    }
+    result
+}
+
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An error with all its causes, on one line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

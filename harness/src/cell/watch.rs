@@ -1,0 +1,177 @@
+//! What a cell has seen so far: classified kernel-log lines (and the lines themselves, to
+//! fingerprint a crash), counter samples, channel corruption, notes.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::Write;
+
+use kchaos_model::fingerprint::{self, Fingerprint};
+use kchaos_model::metrics::Series;
+use kchaos_model::protocol::{KmsgRecord, RUNNER_CONSOLE_PREFIX};
+use kchaos_model::signature::{LogSource, Severity, SignatureSet};
+use kchaos_model::units::Unit;
+use kchaos_model::verdict::Observations;
+
+/// Lines kept per log for fingerprinting; a runaway console must not eat the host.
+const MAX_LINES: usize = 50_000;
+const CONSOLE_TAIL: usize = 20;
+
+/// Where the line that decided a hit is, to fingerprint the report that follows it.
+#[derive(Debug, Clone, Copy)]
+struct HitAt {
+    source: LogSource,
+    index: usize,
+    severity: Severity,
+}
+
+pub(super) struct Watch {
+    signatures: SignatureSet,
+    seen_hits: HashSet<(String, String)>,
+    pub obs: Observations,
+    pub series: BTreeMap<String, Series>,
+    units: BTreeMap<String, Unit>,
+    pub notes: Vec<String>,
+    console_tail: VecDeque<String>,
+    pub console_lines: Vec<String>,
+    kmsg_lines: Vec<String>,
+    first_crash: Option<HitAt>,
+    first_fail: Option<HitAt>,
+    pub corrupt_bytes: usize,
+    pub corrupt_first: Option<String>,
+    kmsg_log: File,
+}
+
+impl Watch {
+    pub fn new(signatures: SignatureSet, units: BTreeMap<String, Unit>, kmsg_log: File) -> Watch {
+        Watch {
+            signatures,
+            seen_hits: HashSet::new(),
+            obs: Observations::default(),
+            series: BTreeMap::new(),
+            units,
+            notes: Vec::new(),
+            console_tail: VecDeque::new(),
+            console_lines: Vec::new(),
+            kmsg_lines: Vec::new(),
+            first_crash: None,
+            first_fail: None,
+            corrupt_bytes: 0,
+            corrupt_first: None,
+            kmsg_log,
+        }
+    }
+
+    /// Classifies a line; returns whether it was a new crash-level hit.
+    fn classify(&mut self, line: &str, source: LogSource, index: usize) -> bool {
+        let Some(hit) = self.signatures.classify(line, source) else {
+            return false;
+        };
+        let at = HitAt {
+            source,
+            index,
+            severity: hit.severity,
+        };
+        match hit.severity {
+            Severity::Crash => {
+                self.first_crash.get_or_insert(at);
+            }
+            Severity::Fail => {
+                self.first_fail.get_or_insert(at);
+            }
+            Severity::Infra => {}
+        }
+        let crash = hit.severity == Severity::Crash;
+        if self.seen_hits.insert((hit.id.clone(), hit.line.clone())) {
+            self.obs.hits.push(hit);
+            return crash;
+        }
+        false
+    }
+
+    /// A console line; returns whether it is the first sign of a crash.
+    pub fn console(&mut self, line: String) -> bool {
+        let index = self.console_lines.len();
+        // The runner's own lines are not the kernel's log.
+        let crash = !line.starts_with(RUNNER_CONSOLE_PREFIX)
+            && self.classify(&line, LogSource::Console, index);
+        if self.console_tail.len() == CONSOLE_TAIL {
+            self.console_tail.pop_front();
+        }
+        self.console_tail.push_back(line.clone());
+        if self.console_lines.len() < MAX_LINES {
+            self.console_lines.push(line);
+        }
+        crash
+    }
+
+    /// A `/dev/kmsg` record from the runner; returns whether it is a crash sign.
+    pub fn kmsg(&mut self, record: &KmsgRecord) -> bool {
+        // Logging is best effort: a full disk must not stop classification.
+        let _ = writeln!(
+            self.kmsg_log,
+            "[{:>5}.{:06}] <{}> {}",
+            record.ts_us / 1_000_000,
+            record.ts_us % 1_000_000,
+            record.level,
+            record.text
+        );
+        let index = self.kmsg_lines.len();
+        let crash = self.classify(&record.text, LogSource::Kmsg, index);
+        if self.kmsg_lines.len() < MAX_LINES {
+            self.kmsg_lines.push(record.text.clone());
+        }
+        crash
+    }
+
+    pub fn sample(&mut self, metric: String, t_ms: u64, value: f64) {
+        let unit = self.units.get(&metric).copied().unwrap_or_default();
+        self.series
+            .entry(metric)
+            .or_insert_with(|| Series::new(unit))
+            .samples
+            .push((t_ms, value));
+    }
+
+    pub fn corrupt(&mut self, bytes: usize, what: String) {
+        self.corrupt_bytes += bytes;
+        self.corrupt_first.get_or_insert(what);
+    }
+
+    /// The last console lines, for a reason that has nothing better to quote.
+    pub fn tail(&self) -> String {
+        let lines: Vec<&str> = self
+            .console_tail
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        if lines.is_empty() {
+            "the console printed nothing".to_owned()
+        } else {
+            format!("last console lines: {}", lines.join(" | "))
+        }
+    }
+
+    pub fn has_crash(&self) -> bool {
+        self.obs.hits.iter().any(|h| h.severity != Severity::Fail)
+    }
+
+    /// The fingerprint of the report that decided the cell: the first crash, else the
+    /// first failure that came with a stack.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        let lines = |at: HitAt| match at.source {
+            LogSource::Console => &self.console_lines,
+            LogSource::Kmsg => &self.kmsg_lines,
+        };
+        if let Some(at) = self.first_crash {
+            // The console usually has the whole trace; the channel may have died first.
+            let fp = fingerprint::fingerprint(lines(at), at.index);
+            return Some(fp);
+        }
+        let at = self.first_fail.filter(|a| a.severity == Severity::Fail)?;
+        let fp = fingerprint::fingerprint(lines(at), at.index);
+        (!fp.frames.is_empty()).then_some(fp)
+    }
+}

@@ -1,0 +1,193 @@
+//! `cfs-quota`: CFS bandwidth control under stress (incident 4). Nested cpu cgroups with
+//! small quotas and periods; in each leaf a process with threads that burn CPU and
+//! threads that sleep and wake in bursts (the incident's multi-threaded job); quotas and
+//! periods retuned while running; extra cgroups created and removed while throttled.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::de::DeValue;
+use toml::Spanned;
+
+use super::{Common, RawCommon, WorkloadSpec};
+use crate::metrics::MetricKind;
+use crate::scenario::ctx::Ctx;
+use crate::scenario::{CgroupMode, VmSpec};
+use crate::units::{duration_ms, opt_duration_ms, Unit};
+
+pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
+    ("share_min", MetricKind::Value, Unit::Ratio),
+    ("share_max", MetricKind::Value, Unit::Ratio),
+    ("throttled_ratio", MetricKind::Value, Unit::Ratio),
+    ("retunes", MetricKind::Value, Unit::Count),
+    ("churned", MetricKind::Value, Unit::Count),
+    ("churn_rmdir", MetricKind::Histogram, Unit::Ns),
+];
+
+/// One iteration = one retune round over every cgroup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CfsQuota {
+    /// Parent cgroup (relative to the hierarchy root) holding the tree.
+    pub parent: String,
+    /// Levels of nesting below the parent (1 = leaves directly under it).
+    pub depth: u32,
+    /// Children per level: `width ^ depth` leaves.
+    pub width: u32,
+    /// Quota per period of each leaf, picked (seeded) in this range at every retune.
+    #[serde(with = "range_us")]
+    pub quota: (Duration, Duration),
+    #[serde(with = "range_us")]
+    pub period: (Duration, Duration),
+    /// Quota of every inner cgroup (as a ratio of one CPU); `None` leaves them unlimited.
+    pub inner_share: Option<f64>,
+    /// Threads per leaf that burn CPU without pause.
+    pub burners: u32,
+    /// Threads per leaf that run for `burst_run`, then sleep for `burst_sleep`.
+    pub sleepers: u32,
+    #[serde(with = "duration_ms")]
+    pub burst_run: Duration,
+    #[serde(with = "duration_ms")]
+    pub burst_sleep: Duration,
+    /// Retune every quota and period this often (`None`: set once).
+    #[serde(with = "opt_duration_ms")]
+    pub retune_every: Option<Duration>,
+    /// Create, populate and remove an extra throttled cgroup this often.
+    #[serde(with = "opt_duration_ms")]
+    pub churn_every: Option<Duration>,
+    /// Hierarchies the tree lives in: `["cpu"]` on v2, `["cpu", "cpuacct"]` on v1 (usage
+    /// comes from cpuacct there).
+    pub controllers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[allow(dead_code)]
+    kind: String,
+    name: Option<Spanned<String>>,
+    iterations: Option<Spanned<u64>>,
+    duration: Option<Spanned<String>>,
+    max_errors: Option<u64>,
+    parent: Option<Spanned<String>>,
+    depth: Option<Spanned<u64>>,
+    width: Option<Spanned<u64>>,
+    quota: Option<Spanned<toml::Value>>,
+    period: Option<Spanned<toml::Value>>,
+    inner_share: Option<Spanned<f64>>,
+    burners: Option<Spanned<u64>>,
+    sleepers: Option<Spanned<u64>>,
+    burst_run: Option<Spanned<String>>,
+    burst_sleep: Option<Spanned<String>>,
+    retune_every: Option<Spanned<String>>,
+    churn_every: Option<Spanned<String>>,
+}
+
+/// The kernel refuses periods outside 1ms..1s and quotas below 1ms.
+const MIN_QUOTA: Duration = Duration::from_millis(1);
+const PERIOD_LIMITS: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(1));
+
+pub(super) fn parse(
+    ctx: &mut Ctx<'_>,
+    index: usize,
+    value: &Spanned<DeValue<'_>>,
+    vm: &VmSpec,
+) -> Option<super::Workload> {
+    let raw: Raw = ctx.deserialize(value)?;
+    let common = Common::parse(
+        ctx,
+        index,
+        "cfs-quota",
+        RawCommon {
+            name: &raw.name,
+            iterations: &raw.iterations,
+            duration: &raw.duration,
+            max_errors: raw.max_errors,
+        },
+    );
+    let parent = super::cgroup_path(ctx, &raw.parent, "kchaos-cfs");
+    let quota = ctx
+        .duration_range(&raw.quota)
+        .unwrap_or((Duration::from_millis(2), Duration::from_millis(8)));
+    let period = ctx
+        .duration_range(&raw.period)
+        .unwrap_or((Duration::from_millis(10), Duration::from_millis(20)));
+    if quota.0 < MIN_QUOTA {
+        if let Some(q) = &raw.quota {
+            ctx.error(q.span(), "the kernel refuses quotas below 1ms");
+        }
+    }
+    if period.0 < PERIOD_LIMITS.0 || period.1 > PERIOD_LIMITS.1 {
+        if let Some(p) = &raw.period {
+            ctx.error(p.span(), "the kernel accepts periods from 1ms to 1s");
+        }
+    }
+    let inner_share = raw.inner_share.as_ref().and_then(|s| {
+        let v = *s.get_ref();
+        if v > 0.0 && v <= 64.0 {
+            Some(v)
+        } else {
+            ctx.error(
+                s.span(),
+                "`inner_share` is a share of one CPU, above 0 (e.g. 0.5)",
+            );
+            None
+        }
+    });
+    let controllers = match vm.cgroup {
+        CgroupMode::V2 => vec!["cpu".to_owned()],
+        CgroupMode::V1 | CgroupMode::Hybrid => vec!["cpu".to_owned(), "cpuacct".to_owned()],
+    };
+    let count32 = |ctx: &mut Ctx<'_>, v: &Option<Spanned<u64>>, min, max, default: u32| {
+        ctx.count(v, min, max)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(default)
+    };
+    let spec = CfsQuota {
+        parent,
+        depth: count32(ctx, &raw.depth, 1, 4, 2),
+        width: count32(ctx, &raw.width, 1, 8, 2),
+        quota,
+        period,
+        inner_share,
+        burners: count32(ctx, &raw.burners, 0, 64, 2),
+        sleepers: count32(ctx, &raw.sleepers, 0, 256, 4),
+        burst_run: ctx
+            .duration(&raw.burst_run)
+            .unwrap_or(Duration::from_millis(1)),
+        burst_sleep: ctx
+            .duration(&raw.burst_sleep)
+            .unwrap_or(Duration::from_millis(5)),
+        retune_every: ctx.duration(&raw.retune_every),
+        churn_every: ctx.duration(&raw.churn_every),
+        controllers,
+    };
+    if spec.width.pow(spec.depth) > 64 {
+        ctx.error(
+            value.span(),
+            format!(
+                "{}^{} = {} leaves is too many for one VM; at most 64",
+                spec.width,
+                spec.depth,
+                spec.width.pow(spec.depth)
+            ),
+        );
+    }
+    Some(common.with(WorkloadSpec::CfsQuota(spec)))
+}
+
+/// `[min_us, max_us]` on the wire.
+mod range_us {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(r: &(Duration, Duration), s: S) -> Result<S::Ok, S::Error> {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        s.collect_seq([us(r.0), us(r.1)])
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(Duration, Duration), D::Error> {
+        let [lo, hi] = <[u64; 2]>::deserialize(d)?;
+        Ok((Duration::from_micros(lo), Duration::from_micros(hi)))
+    }
+}

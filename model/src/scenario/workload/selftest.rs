@@ -1,0 +1,120 @@
+//! `selftest`: deliberately break the guest, to prove that kchaos notices. Never part of
+//! a regression suite: these scenarios live in `scenarios/selftest/`, and every cell that
+//! runs one carries a note saying so.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::de::DeValue;
+use toml::Spanned;
+
+use super::{Common, RawCommon, WorkloadSpec};
+use crate::metrics::MetricKind;
+use crate::scenario::ctx::Ctx;
+use crate::units::{duration_ms, Unit};
+
+pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[];
+
+pub const ACTIONS: &[&str] = &["panic", "kmsg", "wedge", "silence"];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selftest {
+    pub action: SelftestAction,
+    /// How long after the workload phase starts.
+    #[serde(with = "duration_ms")]
+    pub after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum SelftestAction {
+    /// `echo c > /proc/sysrq-trigger`: a real kernel panic.
+    Panic,
+    /// Write a line to `/dev/kmsg`, e.g. an incident's signature, to drive the detection
+    /// path end to end.
+    Kmsg { line: String },
+    /// SCHED_FIFO busy loops on every CPU with RT throttling off: the guest stops
+    /// scheduling anything else, the heartbeat thread included.
+    Wedge,
+    /// The runner stops writing to the control channel (as if it were stuck).
+    Silence,
+}
+
+impl Selftest {
+    pub fn describe(&self) -> String {
+        let what = match &self.action {
+            SelftestAction::Panic => "panics the kernel (sysrq c)".to_owned(),
+            SelftestAction::Kmsg { line } => format!("writes `{line}` to /dev/kmsg"),
+            SelftestAction::Wedge => "wedges every CPU with SCHED_FIFO busy loops".to_owned(),
+            SelftestAction::Silence => "silences the runner".to_owned(),
+        };
+        format!(
+            "self-test: this scenario deliberately {what} after {:?}",
+            self.after
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[allow(dead_code)]
+    kind: String,
+    name: Option<Spanned<String>>,
+    iterations: Option<Spanned<u64>>,
+    duration: Option<Spanned<String>>,
+    max_errors: Option<u64>,
+    action: Spanned<String>,
+    after: Option<Spanned<String>>,
+    line: Option<Spanned<String>>,
+}
+
+pub(super) fn parse(
+    ctx: &mut Ctx<'_>,
+    index: usize,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<super::Workload> {
+    let raw: Raw = ctx.deserialize(value)?;
+    let common = Common::parse(
+        ctx,
+        index,
+        "selftest",
+        RawCommon {
+            name: &raw.name,
+            iterations: &raw.iterations,
+            duration: &raw.duration,
+            max_errors: raw.max_errors,
+        },
+    );
+    let action = match (raw.action.get_ref().as_str(), &raw.line) {
+        ("kmsg", Some(line)) if !line.get_ref().trim().is_empty() => SelftestAction::Kmsg {
+            line: line.get_ref().clone(),
+        },
+        ("kmsg", _) => {
+            ctx.error(
+                raw.action.span(),
+                "action `kmsg` needs `line`, the text to write to /dev/kmsg",
+            );
+            return None;
+        }
+        (_, Some(line)) => {
+            ctx.error(line.span(), "`line` belongs to action `kmsg` only");
+            return None;
+        }
+        ("panic", None) => SelftestAction::Panic,
+        ("wedge", None) => SelftestAction::Wedge,
+        ("silence", None) => SelftestAction::Silence,
+        (other, None) => {
+            ctx.error(
+                raw.action.span(),
+                format!(
+                    "unknown self-test action `{other}`; allowed: {}",
+                    ACTIONS.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+    let after = ctx.duration(&raw.after).unwrap_or(Duration::from_secs(1));
+    Some(common.with(WorkloadSpec::Selftest(Selftest { action, after })))
+}

@@ -1,0 +1,117 @@
+//! Cyclictest-style wake-up latency: sleep for an interval, record how late the thread
+//! woke. Used by the `wakeup-latency` probe, in the runner or in a child process inside a
+//! throttled cgroup. The thread's own CPU time is measured too: the probe's cost.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kchaos_model::metrics::Summary;
+use nix::time::{clock_gettime, ClockId};
+use serde::{Deserialize, Serialize};
+
+use crate::child;
+use crate::histogram::Latency;
+
+pub const SUBCOMMAND: &str = "__wakeup-probe";
+
+/// What one probe run measured.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    pub latency: Latency,
+    pub cpu: Duration,
+    pub wall: Duration,
+}
+
+/// The form a child reports on stdout when stopped.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WakeupReport {
+    pub summary: Summary,
+    pub cpu_ns: u64,
+    pub wall_ns: u64,
+}
+
+impl Wakeups {
+    pub fn report(&self) -> WakeupReport {
+        WakeupReport {
+            summary: self.latency.summary(),
+            cpu_ns: nanos(self.cpu),
+            wall_ns: nanos(self.wall),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn thread_cpu() -> Duration {
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+/// Sleeps `interval` again and again until `stop`, recording the overshoot of each wake.
+pub fn measure(interval: Duration, stop: &AtomicBool) -> Wakeups {
+    let mut out = Wakeups::default();
+    let (cpu0, wall0) = (thread_cpu(), Instant::now());
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        std::thread::sleep(interval);
+        out.latency.record(t.elapsed().saturating_sub(interval));
+    }
+    out.cpu = thread_cpu().saturating_sub(cpu0);
+    out.wall = wall0.elapsed();
+    out
+}
+
+/// Child side: `__wakeup-probe INTERVAL_US -- PROCS...`; runs until stdin closes, then
+/// prints a [`WakeupReport`] as JSON.
+pub fn child_main(args: &[OsString]) -> ExitCode {
+    let (own, procs) = child::split_args(args);
+    let result = child::arg::<u64>(&own, 0, "interval_us").and_then(|us| {
+        child::join_cgroups(&procs)?;
+        let stop = AtomicBool::new(false);
+        let wakeups = std::thread::scope(|s| {
+            let worker = s.spawn(|| measure(Duration::from_micros(us), &stop));
+            child::wait_for_stdin_eof();
+            stop.store(true, Ordering::Relaxed);
+            worker.join().unwrap_or_default()
+        });
+        serde_json::to_string(&wakeups.report()).map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(json) => {
+            let _ = writeln!(std::io::stdout(), "{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn measures_overshoot_and_own_cpu() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let worker = std::thread::spawn(move || measure(Duration::from_millis(2), &s));
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        let w = worker.join().unwrap();
+        let r = w.report();
+        assert!(r.summary.count >= 10, "{}", r.summary.count);
+        assert!(r.wall_ns >= 100_000_000);
+        // Sleeping costs far less CPU than it takes wall time.
+        assert!(r.cpu_ns < r.wall_ns / 2, "{} of {}", r.cpu_ns, r.wall_ns);
+    }
+}

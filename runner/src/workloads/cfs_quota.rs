@@ -1,0 +1,515 @@
+//! `cfs-quota`: a tree of cpu cgroups with small quotas, a busy process in every leaf,
+//! quotas retuned while they run, extra cgroups created and removed while throttled.
+//!
+//! Besides the kernel log (lockups, stalls, crashes), it judges bandwidth control by
+//! what each leaf received against what it should have: the allowance of every leaf is
+//! computed by water-filling its quota and its threads' demand down the tree, per retune
+//! interval. `share_min` far below 1 is a starving group (stuck throttled); `share_max`
+//! far above 1 is a group escaping its quota.
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use kchaos_model::metrics::{Gauge, Metric};
+use kchaos_model::protocol::{GuestMessage, WorkloadReport};
+use kchaos_model::scenario::workload::CfsQuota;
+use kchaos_model::scenario::{CgroupMode, CounterSelect, Workload};
+use kchaos_model::units::Unit;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{Env, Errors};
+use crate::histogram::Latency;
+use crate::probes::parse_counter;
+use crate::{cfs_worker, child, limits, mounts};
+
+/// The tree: inner nodes (below the parent) and leaves, as paths relative to the roots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    pub inner: Vec<String>,
+    pub leaves: Vec<String>,
+}
+
+/// `parent/g0`, `parent/g0/g1`, ...: `width` children per level, `depth` levels.
+pub fn tree(spec: &CfsQuota) -> Tree {
+    let mut level = vec![spec.parent.clone()];
+    let mut inner = Vec::new();
+    for d in 0..spec.depth {
+        let next: Vec<String> = level
+            .iter()
+            .flat_map(|p| (0..spec.width).map(move |i| format!("{p}/g{i}")))
+            .collect();
+        if d + 1 < spec.depth {
+            inner.extend(next.iter().cloned());
+        }
+        level = next;
+    }
+    Tree {
+        inner,
+        leaves: level,
+    }
+}
+
+pub fn prepare(spec: &CfsQuota, env: &Env) -> Result<(), String> {
+    let t = tree(spec);
+    mounts::create_cgroup(&env.layout, &spec.parent, &spec.controllers, true)?;
+    for node in &t.inner {
+        mounts::create_cgroup(&env.layout, node, &spec.controllers, true)?;
+        if let Some(share) = spec.inner_share {
+            let period = spec.period.1;
+            let quota = period.mul_f64(share);
+            limits::set_cpu_bandwidth(env.layout.mode, node, micros(quota), micros(period))?;
+        }
+    }
+    for leaf in &t.leaves {
+        mounts::create_cgroup(&env.layout, leaf, &spec.controllers, false)?;
+    }
+    Ok(())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Quota and period of one leaf for one interval.
+#[derive(Debug, Clone, Copy)]
+struct Bandwidth {
+    quota: Duration,
+    period: Duration,
+}
+
+impl Bandwidth {
+    fn pick(spec: &CfsQuota, rng: &mut ChaCha8Rng) -> Bandwidth {
+        let pick = |rng: &mut ChaCha8Rng, (lo, hi): (Duration, Duration)| {
+            if lo == hi {
+                lo
+            } else {
+                Duration::from_micros(rng.random_range(micros(lo)..=micros(hi)))
+            }
+        };
+        Bandwidth {
+            quota: pick(rng, spec.quota),
+            period: pick(rng, spec.period),
+        }
+    }
+
+    fn share(self) -> f64 {
+        self.quota.as_secs_f64() / self.period.as_secs_f64()
+    }
+}
+
+/// Gives `total` to claimants with these demands, equal weights: nobody gets more than
+/// it asks for, and what one does not use is shared by the others (CFS between siblings).
+pub fn waterfill(total: f64, demands: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..demands.len()).collect();
+    order.sort_by(|&a, &b| demands[a].total_cmp(&demands[b]));
+    let mut out = vec![0.0; demands.len()];
+    let mut left = total.max(0.0);
+    for (k, &i) in order.iter().enumerate() {
+        let fair = left / (demands.len() - k) as f64;
+        out[i] = demands[i].min(fair);
+        left -= out[i];
+    }
+    out
+}
+
+/// CPU each leaf should get (in CPUs), given the leaves' demands, the tree's shape and
+/// the inner nodes' cap.
+pub fn allowance(
+    leaf_demand: &[f64],
+    width: usize,
+    depth: u32,
+    inner_cap: Option<f64>,
+    cpus: f64,
+) -> Vec<f64> {
+    // Demands level by level, bottom-up: an inner node asks min(cap, sum of its children).
+    let mut levels = vec![leaf_demand.to_vec()];
+    for _ in 1..depth {
+        let below = levels.last().map(Vec::as_slice).unwrap_or_default();
+        let up: Vec<f64> = below
+            .chunks(width)
+            .map(|children| {
+                let sum: f64 = children.iter().sum();
+                inner_cap.map_or(sum, |cap| cap.min(sum))
+            })
+            .collect();
+        levels.push(up);
+    }
+    levels.reverse();
+    // Top-down: the (unlimited) parent shares the machine among its children, and every
+    // node shares its allowance among its own.
+    let mut alloc = waterfill(cpus, levels.first().map(Vec::as_slice).unwrap_or_default());
+    for level in levels.iter().skip(1) {
+        alloc = alloc
+            .iter()
+            .zip(level.chunks(width))
+            .flat_map(|(&a, children)| waterfill(a, children))
+            .collect();
+    }
+    alloc
+}
+
+struct Leaf {
+    rel: String,
+    cpu_dir: PathBuf,
+    usage_dir: PathBuf,
+    worker: Option<Child>,
+}
+
+impl Leaf {
+    fn usage_us(&self, mode: CgroupMode) -> Result<f64, String> {
+        match mode {
+            CgroupMode::V2 => read_key(&self.usage_dir.join("cpu.stat"), "usage_usec"),
+            CgroupMode::V1 | CgroupMode::Hybrid => {
+                let path = self.usage_dir.join("cpuacct.usage");
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("read {}: {e}", path.display()))?;
+                parse_counter(&text, &CounterSelect::Whole).map(|ns| ns / 1000.0)
+            }
+        }
+    }
+}
+
+fn read_key(path: &std::path::Path, key: &str) -> Result<f64, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    parse_counter(
+        &text,
+        &CounterSelect::Key {
+            key: key.to_owned(),
+        },
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Usage over one interval against what was allowed in it.
+#[derive(Default)]
+struct Ledger {
+    used_us: Vec<f64>,
+    allowed_us: Vec<f64>,
+}
+
+pub fn run(
+    workload: &Workload,
+    spec: &CfsQuota,
+    env: &Env,
+) -> (WorkloadReport, Vec<(String, Metric)>) {
+    let mode = env.layout.mode;
+    let mut errors = Errors::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(kchaos_model::derive_seed(env.seed, &workload.name));
+    let t = tree(spec);
+    let duty = {
+        let (r, s) = (spec.burst_run.as_secs_f64(), spec.burst_sleep.as_secs_f64());
+        if r + s > 0.0 {
+            r / (r + s)
+        } else {
+            0.0
+        }
+    };
+    let thread_demand = f64::from(spec.burners) + f64::from(spec.sleepers) * duty;
+    let cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let mut leaves: Vec<Leaf> = t
+        .leaves
+        .iter()
+        .map(|rel| {
+            let dir_of = |c: &str| {
+                env.layout
+                    .dirs(&[c.to_owned()], rel)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+            };
+            let usage_dir = if mode == CgroupMode::V2 {
+                dir_of("cpu")
+            } else {
+                dir_of("cpuacct")
+            };
+            Leaf {
+                rel: rel.clone(),
+                cpu_dir: dir_of("cpu"),
+                usage_dir,
+                worker: None,
+            }
+        })
+        .collect();
+
+    // Bandwidth first, then the workers, so nothing runs unthrottled.
+    let mut bandwidth: Vec<Bandwidth> = leaves
+        .iter()
+        .map(|_| Bandwidth::pick(spec, &mut rng))
+        .collect();
+    apply(&leaves, &bandwidth, mode, &mut errors);
+    let worker_args = |burners: u32| {
+        vec![
+            burners.to_string(),
+            spec.sleepers.to_string(),
+            micros(spec.burst_run).to_string(),
+            micros(spec.burst_sleep).to_string(),
+        ]
+    };
+    for leaf in &mut leaves {
+        let procs = child::procs_files(&env.layout.dirs(&spec.controllers, &leaf.rel));
+        match child::spawn(cfs_worker::SUBCOMMAND, &worker_args(spec.burners), &procs) {
+            Ok(c) => leaf.worker = Some(c),
+            Err(e) => errors.push(format!("start worker in {}: {e}", leaf.rel)),
+        }
+    }
+    let stat0: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
+
+    let mut ledger = Ledger {
+        used_us: vec![0.0; leaves.len()],
+        allowed_us: vec![0.0; leaves.len()],
+    };
+    let mut last_usage: Vec<Option<f64>> = leaves.iter().map(|l| l.usage_us(mode).ok()).collect();
+    let mut last_at = Instant::now();
+    let mut retunes = 0u64;
+    let mut churned = 0u64;
+    let mut churn_rmdir = Latency::new();
+    let start = Instant::now();
+    let mut next_retune = spec.retune_every.map(|d| start + d);
+    let mut next_churn = spec.churn_every.map(|d| start + d);
+    loop {
+        let done = env.stop.load(std::sync::atomic::Ordering::Relaxed)
+            || Instant::now() >= env.deadline
+            || workload.iterations.is_some_and(|n| retunes >= n);
+        if done {
+            break;
+        }
+        let now = Instant::now();
+        if next_retune.is_some_and(|t| now >= t) {
+            settle_interval(
+                &leaves,
+                &bandwidth,
+                spec,
+                thread_demand,
+                cpus,
+                mode,
+                &mut last_usage,
+                &mut last_at,
+                &mut ledger,
+                &mut errors,
+            );
+            bandwidth = leaves
+                .iter()
+                .map(|_| Bandwidth::pick(spec, &mut rng))
+                .collect();
+            apply(&leaves, &bandwidth, mode, &mut errors);
+            retunes += 1;
+            next_retune = spec.retune_every.map(|d| now + d);
+            env.reporter.send(GuestMessage::Progress {
+                workload: workload.name.clone(),
+                done: retunes,
+                total: workload.iterations,
+            });
+        }
+        if next_churn.is_some_and(|t| now >= t) {
+            churn_once(
+                spec,
+                env,
+                &t,
+                &mut rng,
+                churned,
+                &mut churn_rmdir,
+                &mut errors,
+            );
+            churned += 1;
+            next_churn = spec.churn_every.map(|d| now + d);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    settle_interval(
+        &leaves,
+        &bandwidth,
+        spec,
+        thread_demand,
+        cpus,
+        mode,
+        &mut last_usage,
+        &mut last_at,
+        &mut ledger,
+        &mut errors,
+    );
+    let stat1: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
+    for leaf in &mut leaves {
+        if let Some(mut c) = leaf.worker.take() {
+            drop(c.stdin.take());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    let shares: Vec<f64> = ledger
+        .used_us
+        .iter()
+        .zip(&ledger.allowed_us)
+        .filter(|(_, &a)| a > 0.0)
+        .map(|(&u, &a)| u / a)
+        .collect();
+    let (periods, throttled) = stat0.iter().zip(&stat1).fold((0.0, 0.0), |(p, t), (a, b)| {
+        (p + (b.0 - a.0), t + (b.1 - a.1))
+    });
+    let name = &workload.name;
+    let value = |unit, value| Metric::Value(Gauge { unit, value });
+    let mut metrics = vec![
+        (
+            format!("{name}.retunes"),
+            value(Unit::Count, retunes as f64),
+        ),
+        (
+            format!("{name}.churned"),
+            value(Unit::Count, churned as f64),
+        ),
+        (
+            format!("{name}.churn_rmdir"),
+            Metric::Histogram(churn_rmdir.summary()),
+        ),
+        (
+            format!("{name}.errors"),
+            value(Unit::Count, errors.count as f64),
+        ),
+    ];
+    // Only report what was measured: no shares without usage, no ratio without periods.
+    if let (Some(min), Some(max)) = (
+        shares.iter().copied().reduce(f64::min),
+        shares.iter().copied().reduce(f64::max),
+    ) {
+        metrics.push((format!("{name}.share_min"), value(Unit::Ratio, min)));
+        metrics.push((format!("{name}.share_max"), value(Unit::Ratio, max)));
+    }
+    if periods > 0.0 {
+        metrics.push((
+            format!("{name}.throttled_ratio"),
+            value(Unit::Ratio, throttled / periods),
+        ));
+    }
+    let report = WorkloadReport {
+        name: name.clone(),
+        iterations: retunes,
+        errors: errors.count,
+        error_samples: errors.samples,
+    };
+    (report, metrics)
+}
+
+fn apply(leaves: &[Leaf], bandwidth: &[Bandwidth], mode: CgroupMode, errors: &mut Errors) {
+    for (leaf, bw) in leaves.iter().zip(bandwidth) {
+        if let Err(e) =
+            limits::set_cpu_bandwidth(mode, &leaf.rel, micros(bw.quota), micros(bw.period))
+        {
+            errors.push(e);
+        }
+    }
+}
+
+/// Closes the interval since the last checkpoint: usage against allowance.
+#[allow(clippy::too_many_arguments)]
+fn settle_interval(
+    leaves: &[Leaf],
+    bandwidth: &[Bandwidth],
+    spec: &CfsQuota,
+    thread_demand: f64,
+    cpus: f64,
+    mode: CgroupMode,
+    last_usage: &mut [Option<f64>],
+    last_at: &mut Instant,
+    ledger: &mut Ledger,
+    errors: &mut Errors,
+) {
+    let now = Instant::now();
+    let dt_us = now.duration_since(*last_at).as_secs_f64() * 1e6;
+    let demand: Vec<f64> = bandwidth
+        .iter()
+        .map(|bw| bw.share().min(thread_demand))
+        .collect();
+    let allowed = allowance(
+        &demand,
+        spec.width as usize,
+        spec.depth,
+        spec.inner_share,
+        cpus,
+    );
+    for (i, leaf) in leaves.iter().enumerate() {
+        match (leaf.usage_us(mode), last_usage[i]) {
+            (Ok(now_us), Some(before)) => {
+                ledger.used_us[i] += (now_us - before).max(0.0);
+                ledger.allowed_us[i] += allowed[i] * dt_us;
+                last_usage[i] = Some(now_us);
+            }
+            (Ok(now_us), None) => last_usage[i] = Some(now_us),
+            (Err(e), _) => errors.push(e),
+        }
+    }
+    *last_at = now;
+}
+
+/// `(nr_periods, nr_throttled)`; zeros if unreadable (the usage read reports errors).
+fn throttle_counts(cpu_dir: &std::path::Path) -> (f64, f64) {
+    let stat = cpu_dir.join("cpu.stat");
+    (
+        read_key(&stat, "nr_periods").unwrap_or(0.0),
+        read_key(&stat, "nr_throttled").unwrap_or(0.0),
+    )
+}
+
+/// One extra cgroup under a random inner node (or the parent): given a quota, a
+/// burner moved in, left to be throttled for a few periods, then emptied and removed.
+fn churn_once(
+    spec: &CfsQuota,
+    env: &Env,
+    t: &Tree,
+    rng: &mut ChaCha8Rng,
+    n: u64,
+    rmdir: &mut Latency,
+    errors: &mut Errors,
+) {
+    let mode = env.layout.mode;
+    let parents: Vec<&String> = std::iter::once(&spec.parent)
+        .chain(t.inner.iter())
+        .collect();
+    let parent = parents[rng.random_range(0..parents.len())];
+    let rel = format!("{parent}/churn-{n}");
+    if let Err(e) = mounts::create_cgroup(&env.layout, &rel, &spec.controllers, false) {
+        errors.push(e);
+        return;
+    }
+    let bw = Bandwidth::pick(spec, rng);
+    if let Err(e) = limits::set_cpu_bandwidth(mode, &rel, micros(bw.quota), micros(bw.period)) {
+        errors.push(e);
+    }
+    let dirs = env.layout.dirs(&spec.controllers, &rel);
+    match child::spawn(
+        cfs_worker::SUBCOMMAND,
+        &["1".into(), "0".into(), "0".into(), "0".into()],
+        &child::procs_files(&dirs),
+    ) {
+        Ok(mut c) => {
+            std::thread::sleep(bw.period * 3);
+            drop(c.stdin.take());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Err(e) => errors.push(format!("start worker in {rel}: {e}")),
+    }
+    for dir in dirs.iter().rev() {
+        let start = Instant::now();
+        // The exited task can linger in the cgroup for a moment after it is reaped.
+        let mut result = std::fs::remove_dir(dir);
+        for _ in 0..50 {
+            match &result {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    result = std::fs::remove_dir(dir);
+                }
+                _ => break,
+            }
+        }
+        match result {
+            Ok(()) => rmdir.record(start.elapsed()),
+            Err(e) => errors.push(format!("rmdir {} (throttled cgroup): {e}", dir.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
