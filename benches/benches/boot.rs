@@ -46,6 +46,7 @@ async fn bench(runs: usize, spec: &str) -> BenchResult<()> {
         runner: &init,
         release: &vm.kernel.release,
         modules: &[],
+        tools: &[],
     })?;
     let raw_image = vm.work.path().join("trivial.cpio");
     std::fs::write(&raw_image, raw_bytes)?;

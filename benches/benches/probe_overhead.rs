@@ -71,7 +71,7 @@ async fn bench(spec: &str, secs: u64) -> BenchResult<()> {
     );
     // The idle cell still needs a workload to last `secs`: a self-test kmsg line late.
     let idle = format!(
-        "{}[[workload]]\nkind = \"selftest\"\naction = \"kmsg\"\nline = \"kchaos: idle baseline\"\nafter = \"{}s\"\n[[probe]]\nkind = \"wakeup-latency\"\nname = \"outside\"\ninterval = \"1ms\"\n",
+        "{}[[workload]]\nkind = \"selftest\"\naction = \"kmsg\"\nline = \"kchaos: idle baseline\"\ndelay = \"{}s\"\n[[probe]]\nkind = \"wakeup-latency\"\nname = \"outside\"\ninterval = \"1ms\"\n",
         header("idle", secs),
         secs.saturating_sub(1)
     );

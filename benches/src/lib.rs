@@ -77,22 +77,25 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Everything a benchmark needs to boot cells: kernel, QEMU, accelerator, the kchaos
-/// initramfs. Built once per benchmark run.
+/// Everything a benchmark needs to boot cells: kernel, QEMU, accelerator, the runner.
+/// Built once per benchmark run; each scenario gets the image it needs (modules, tools).
 #[derive(Debug)]
 pub struct BenchVm {
     pub kernel: std::sync::Arc<kchaos_images::Kernel>,
     pub qemu: kchaos_harness::qemu::Qemu,
     pub accel: kchaos_harness::qemu::Accel,
+    /// The image of a scenario with no extra modules or tools (boot comparisons).
     pub initramfs: kchaos_images::initramfs::Initramfs,
     pub work: tempfile::TempDir,
+    cache: kchaos_images::Cache,
+    runner: Vec<u8>,
 }
 
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 impl BenchVm {
     /// Resolves `spec` (downloading if needed), finds QEMU and the accelerator, builds
-    /// the runner and its initramfs.
+    /// the runner and the plain initramfs.
     pub async fn new(spec: &str) -> BenchResult<BenchVm> {
         use kchaos_harness::qemu::{self, accel::AccelChoice};
         let cache = kchaos_images::Cache::new(kchaos_images::Cache::default_root());
@@ -101,18 +104,20 @@ impl BenchVm {
         let accel = qemu::detect_accel(&q, AccelChoice::Auto, &cache.dir("accel")?)
             .await
             .accel;
-        let runner = kchaos_harness::runner_bin::locate(None)?;
-        let initramfs = kchaos_harness::images::initramfs_for(&cache, &kernel, &runner.bytes, &[])?;
+        let runner = kchaos_harness::runner_bin::locate(None)?.bytes;
+        let initramfs = kchaos_harness::images::initramfs_for(&cache, &kernel, &runner, &[], &[])?;
         Ok(BenchVm {
             kernel,
             qemu: q,
             accel,
             initramfs,
             work: tempfile::tempdir()?,
+            cache,
+            runner,
         })
     }
 
-    /// Runs one cell of the scenario in `toml`, with the runner's initramfs.
+    /// Runs one cell of the scenario in `toml`, with the image it needs.
     pub async fn run(
         &self,
         id: &str,
@@ -120,6 +125,13 @@ impl BenchVm {
     ) -> BenchResult<kchaos_harness::results::CellResult> {
         use kchaos_harness::cell::{self, CellEnv, CellSpec, LoadedScenario};
         let model = kchaos_model::scenario::parse(id, toml).map_err(|e| e.to_string())?;
+        let image = kchaos_harness::images::initramfs_for(
+            &self.cache,
+            &self.kernel,
+            &self.runner,
+            &model.modules(),
+            &model.vm.tools,
+        )?;
         let scenario = std::sync::Arc::new(LoadedScenario {
             path: id.into(),
             source: toml.to_owned(),
@@ -138,7 +150,7 @@ impl BenchVm {
             id: id.to_owned(),
             scenario,
             kernel: std::sync::Arc::clone(&self.kernel),
-            initrd: self.initramfs.path.clone(),
+            initrd: image.path,
             seed: 1,
             repeat: 0,
             results_dir: self.work.path().to_path_buf(),

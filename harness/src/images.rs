@@ -11,6 +11,8 @@ pub enum ImageError {
     #[error(transparent)]
     Modules(#[from] ModuleError),
     #[error(transparent)]
+    Tools(#[from] kchaos_images::tools::ToolError),
+    #[error(transparent)]
     Initramfs(#[from] initramfs::InitramfsError),
     #[error("Kernel {release} has {option}=m but no modules directory was given (path:<bzImage>,modules=<dir>)")]
     NeedsModules { release: String, option: String },
@@ -24,7 +26,9 @@ pub fn initramfs_for(
     kernel: &Kernel,
     runner: &[u8],
     scenario_modules: &[String],
+    tools: &[String],
 ) -> Result<Initramfs, ImageError> {
+    let tools = kchaos_images::tools::collect(tools)?;
     let mut wanted: Vec<String> = CHANNEL_MODULES.iter().map(|m| (*m).to_owned()).collect();
     wanted.extend(scenario_modules.iter().cloned());
     let modules = match &kernel.modules_dir {
@@ -54,6 +58,7 @@ pub fn initramfs_for(
             runner,
             release: &kernel.release,
             modules: &modules,
+            tools: &tools,
         },
     )?)
 }

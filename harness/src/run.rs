@@ -255,13 +255,14 @@ async fn run_one(
         Err(reason) => return pre.result(Verdict::Error, reason),
     };
     let cache = opts.cache.clone();
+    let tools = scenario.model.vm.tools.clone();
     let (k, bytes, modules) = (
         Arc::clone(kernel),
         runner.bytes.clone(),
         scenario.model.modules(),
     );
     let image = match tokio::task::spawn_blocking(move || {
-        images::initramfs_for(&cache, &k, &bytes, &modules)
+        images::initramfs_for(&cache, &k, &bytes, &modules, &tools)
     })
     .await
     {

@@ -343,3 +343,85 @@ fn a_wedged_guest_is_a_hang_within_its_bound_with_evidence() {
         vmcore.len()
     );
 }
+
+/// Incident 2 in miniature: pods with traffic, namespaces dropped, devices must go.
+const VETH_SMALL: &str = r#"
+[scenario]
+name = "veth-small"
+duration = "60s"
+settle = "1s"
+
+[vm]
+memory = "512MiB"
+
+[[workload]]
+kind = "veth-storm"
+name = "pods"
+iterations = 40
+concurrency = 4
+traffic = true
+packets = 2
+ipv6 = true
+
+[[probe]]
+kind = "counter"
+name = "net_devices"
+path = "/proc/net/dev"
+count_lines_after = 2
+interval = "500ms"
+
+[[check]]
+assert = "pods.leaked.value == 0"
+
+[[check]]
+assert = "pods.pairs.value == 40"
+
+[[check]]
+assert = "net_devices.last <= 1"
+"#;
+
+#[test]
+fn veth_storm_passes_on_debian_6_1_with_per_pod_latencies() {
+    if !vm_available() {
+        return;
+    }
+    let r = run("veth", VETH_SMALL);
+    let cell = r.cell();
+    assert_eq!(cell["verdict"], "pass", "{}\n{cell:#}", r.output);
+    let m = &cell["metrics"];
+    for stage in ["create", "configure", "traffic", "delete", "teardown"] {
+        assert_eq!(
+            m[format!("pods.{stage}")]["count"],
+            40,
+            "{stage}: {:#}",
+            m[format!("pods.{stage}")]
+        );
+    }
+    // While pods existed, the root namespace had their host ends.
+    assert!(
+        m["net_devices"]["max"].as_f64().unwrap() > 1.0,
+        "{:#}",
+        m["net_devices"]
+    );
+    assert!(m["pods.inflight"]["max"].as_f64().unwrap() >= 1.0);
+}
+
+#[test]
+fn the_netdev_leak_signature_fails_the_cell_naming_it() {
+    if !vm_available() {
+        return;
+    }
+    let r = run_file(
+        &shipped("scenarios/selftest/kmsg-signature.toml"),
+        &[],
+        tempfile::tempdir().unwrap(),
+    );
+    let cell = r.cell();
+    assert_eq!(cell["verdict"], "fail", "{}\n{cell:#}", r.output);
+    assert_eq!(
+        r.reasons(),
+        "kernel log [unregister-netdevice]: unregister_netdevice: waiting for veth-selftest to become free. Usage count = 1",
+        "exactly the kernel's line, with the device's name"
+    );
+    assert_eq!(r.code, Some(1));
+}

@@ -1,6 +1,6 @@
 //! One session: handshake, setup, workloads with probes, settle, report.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kchaos_model::protocol::{
     GuestMessage, HostMessage, Phase, RunReport, RunRequest, PROTOCOL_VERSION,
 };
-use kchaos_model::scenario::{ProbeSpec, Scenario, WorkloadSpec};
+use kchaos_model::scenario::{ProbeSpec, Scenario, Workload, WorkloadSpec};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
@@ -131,16 +131,38 @@ async fn run(
             )
         })
         .collect();
+    // Workloads start together, except those that run `after` another: they start when
+    // it has finished (or failed to start).
+    let mut finished: HashSet<String> = results
+        .iter()
+        .map(|(i, _)| scenario.workloads[*i].name.clone())
+        .collect();
+    let (mut waiting, now): (Vec<_>, Vec<_>) = ready
+        .into_iter()
+        .partition(|(_, w)| w.after.as_ref().is_some_and(|a| !finished.contains(a)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, workload) in ready {
+    let spawn = |tasks: &mut tokio::task::JoinSet<_>, index: usize, workload: Workload| {
         let env = env.clone();
         tasks.spawn_blocking(move || (index, workloads::run(&workload, &env)));
+    };
+    for (index, workload) in now {
+        spawn(&mut tasks, index, workload);
     }
     let mut aborted = None;
     while !tasks.is_empty() {
         tokio::select! {
             done = tasks.join_next() => match done {
-                Some(Ok(r)) => results.push(r),
+                Some(Ok(r)) => {
+                    finished.insert(scenario.workloads[r.0].name.clone());
+                    results.push(r);
+                    let (start, still): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting)
+                        .into_iter()
+                        .partition(|(_, w)| w.after.as_ref().is_some_and(|a| finished.contains(a)));
+                    waiting = still;
+                    for (index, workload) in start {
+                        spawn(&mut tasks, index, workload);
+                    }
+                }
                 Some(Err(e)) => reporter.send(GuestMessage::Fatal { message: format!("workload task failed: {e}") }),
                 None => break,
             },
@@ -156,6 +178,13 @@ async fn run(
                 Some(_) => {}
             },
         }
+    }
+    for (index, workload) in waiting {
+        let why = format!(
+            "did not start: `{}`, which it runs after, never finished",
+            workload.after.as_deref().unwrap_or("?")
+        );
+        results.push((index, workloads::failed(&workload, why)));
     }
     let workload_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
     if let Some(reason) = aborted {
@@ -241,7 +270,7 @@ fn controllers_needed(scenario: &Scenario) -> Vec<String> {
         match &w.spec {
             WorkloadSpec::CgroupChurn(c) => set.extend(c.controllers.iter().cloned()),
             WorkloadSpec::CfsQuota(c) => set.extend(c.controllers.iter().cloned()),
-            WorkloadSpec::Selftest(_) => {}
+            WorkloadSpec::Selftest(_) | WorkloadSpec::VethStorm(_) | WorkloadSpec::Exec(_) => {}
         }
     }
     for p in &scenario.probes {

@@ -12,6 +12,7 @@ mod kmsg;
 mod limits;
 mod modules;
 mod mounts;
+mod netns;
 mod populate;
 mod probes;
 mod safety;

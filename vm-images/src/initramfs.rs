@@ -11,6 +11,7 @@ use kchaos_model::image::{IMAGE_INFO_PATH, MODULE_ORDER_PATH};
 
 use crate::cache::{Cache, CacheError, KeyHasher};
 use crate::modules::LoadableModule;
+use crate::tools::ToolFile;
 
 /// Bump when the image layout changes so old cache entries are not reused.
 const FORMAT: &str = "kchaos-initramfs-v1";
@@ -30,6 +31,8 @@ pub struct InitramfsInput<'a> {
     pub runner: &'a [u8],
     pub release: &'a str,
     pub modules: &'a [LoadableModule],
+    /// Host programs and their libraries (`[vm] tools`).
+    pub tools: &'a [ToolFile],
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +49,9 @@ pub fn build(cache: &Cache, input: &InitramfsInput<'_>) -> Result<Initramfs, Ini
     hasher.field(input.runner).field(input.release.as_bytes());
     for m in input.modules {
         hasher.field(m.name.as_bytes()).field(&m.data);
+    }
+    for t in input.tools {
+        hasher.field(t.path.as_bytes()).field(&t.data);
     }
     let key = hasher.finish();
     let dir = cache.dir("initramfs")?;
@@ -119,6 +125,24 @@ pub fn archive(input: &InitramfsInput<'_>) -> Result<Vec<u8>, InitramfsError> {
         0o644,
         order.as_bytes(),
     )?;
+    for tool in input.tools {
+        let rel = tool.path.trim_start_matches('/');
+        let mut parents: Vec<&std::path::Path> = std::path::Path::new(rel)
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .collect();
+        parents.reverse();
+        for parent in parents {
+            let parent = parent.to_string_lossy().into_owned();
+            // `lib` and `lib/modules` were made with the modules.
+            if !matches!(parent.as_str(), "lib" | "lib/modules") && made.insert(parent.clone()) {
+                w.dir(&parent)?;
+            }
+        }
+        let mode = if tool.executable { 0o755 } else { 0o644 };
+        w.file(rel, mode, &tool.data)?;
+    }
     let info = serde_json::json!({
         "format": FORMAT,
         "release": input.release,
@@ -222,6 +246,7 @@ mod tests {
             runner: b"RUNNER",
             release: "6.1.0-test",
             modules: &modules,
+            tools: &[],
         })
         .unwrap();
         let entries = names(&bytes);
@@ -249,6 +274,7 @@ mod tests {
                 runner: b"A",
                 release: "r",
                 modules: &[],
+                tools: &[],
             },
         )
         .unwrap();
@@ -258,6 +284,7 @@ mod tests {
                 runner: b"A",
                 release: "r",
                 modules: &[],
+                tools: &[],
             },
         )
         .unwrap();
@@ -267,6 +294,7 @@ mod tests {
                 runner: b"B",
                 release: "r",
                 modules: &[],
+                tools: &[],
             },
         )
         .unwrap();

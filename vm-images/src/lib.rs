@@ -10,6 +10,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod modules;
 pub mod spec;
+pub mod tools;
 
 pub use cache::Cache;
 pub use kernel::{resolve, Kernel, KernelError};

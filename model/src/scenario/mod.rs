@@ -66,6 +66,9 @@ pub struct VmSpec {
     pub sysctl: BTreeMap<String, String>,
     /// Extra kernel modules to load (beyond those the workloads need).
     pub modules: Vec<String>,
+    /// Host programs copied into the guest image with their shared libraries (`sh`,
+    /// `ip`), for `exec` workloads such as a bug report's shell reproducer.
+    pub tools: Vec<String>,
     /// How long the guest may stay silent before the cell is a `hang`; `None` uses the
     /// harness default for the accelerator.
     #[serde(with = "opt_duration_ms")]

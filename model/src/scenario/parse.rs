@@ -58,6 +58,7 @@ pub fn parse(file: &str, source: &str) -> Result<Scenario, ScenarioErrors> {
         .filter_map(|(kind, value)| Probe::parse(&mut ctx, &kind, &value))
         .collect();
     check_unique_names(&mut ctx, root.get_ref(), &workloads, &probes);
+    check_ordering(&mut ctx, root.get_ref(), &workloads);
 
     let mut scenario = Scenario {
         name,
@@ -192,6 +193,23 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm) -> VmSpec {
             modules.push(m.get_ref().replace('-', "_"));
         }
     }
+    let mut tools = Vec::new();
+    for t in &raw.tools {
+        let name = t.get_ref();
+        let ok = !name.is_empty()
+            && (name.starts_with('/')
+                || name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+')));
+        if ok {
+            tools.push(name.clone());
+        } else {
+            ctx.error(
+                t.span(),
+                format!("`{name}` is not a program name (`ip`) or an absolute path on the host"),
+            );
+        }
+    }
     VmSpec {
         memory_mib,
         cpus,
@@ -199,6 +217,7 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm) -> VmSpec {
         cmdline,
         sysctl,
         modules,
+        tools,
         hang_timeout: ctx.duration(&raw.hang_timeout),
     }
 }
@@ -312,4 +331,60 @@ fn find_name_span(root: &DeTable<'_>, name: &str) -> Option<std::ops::Range<usiz
         }
     }
     found
+}
+
+/// `after` must name another workload, and the chain must end.
+fn check_ordering(ctx: &mut Ctx<'_>, root: &DeTable<'_>, workloads: &[Workload]) {
+    let span_of = |index: usize| {
+        root.get("workload")
+            .and_then(|v| v.get_ref().as_array())
+            .and_then(|items| items.get(index))
+            .and_then(|item| {
+                item.get_ref()
+                    .as_table()
+                    .and_then(|t| t.get("after"))
+                    .map(Spanned::span)
+            })
+            .unwrap_or(0..0)
+    };
+    for (i, w) in workloads.iter().enumerate() {
+        let Some(after) = &w.after else { continue };
+        if !workloads
+            .iter()
+            .any(|o| &o.name == after && o.name != w.name)
+        {
+            let names: Vec<&str> = workloads
+                .iter()
+                .filter(|o| o.name != w.name)
+                .map(|o| o.name.as_str())
+                .collect();
+            ctx.error(
+                span_of(i),
+                format!(
+                    "`after` names no other workload: `{after}`; workloads: {}",
+                    names.join(", ")
+                ),
+            );
+            continue;
+        }
+        // Follow the chain; more steps than workloads means a cycle.
+        let mut at = after;
+        for _ in 0..workloads.len() {
+            match workloads
+                .iter()
+                .find(|o| &o.name == at)
+                .and_then(|o| o.after.as_ref())
+            {
+                Some(next) if next == &w.name => {
+                    ctx.error(
+                        span_of(i),
+                        format!("`after` makes a cycle through `{after}`"),
+                    );
+                    break;
+                }
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ use super::ctx::{check_name, Ctx};
 use crate::metrics::{MetricInfo, MetricKind};
 use crate::units::{duration_ms, Unit};
 
-pub const KINDS: &[&str] = &["read-latency", "counter", "wakeup-latency"];
+pub const KINDS: &[&str] = &["read-latency", "counter", "wakeup-latency", "d-state"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
@@ -40,6 +40,9 @@ pub enum ProbeSpec {
         cgroup: Option<String>,
         controllers: Vec<String>,
     },
+    /// Tasks in uninterruptible sleep (state `D`), counted over every thread: stuck
+    /// kernel paths show up here before `hung_task` reports them.
+    DState,
 }
 
 /// Which number in the file a counter reads.
@@ -53,6 +56,8 @@ pub enum CounterSelect {
     Key { key: String },
     /// A table with a header line (`/proc/cgroups`: row `memory`, column `num_cgroups`).
     Cell { row: String, column: String },
+    /// The number of lines after `skip` header lines (`/proc/net/dev`: devices).
+    Lines { skip: u32 },
 }
 
 impl Probe {
@@ -73,6 +78,13 @@ impl Probe {
                     },
                 )]
             }
+            ProbeSpec::DState => vec![(
+                self.name.clone(),
+                MetricInfo {
+                    kind: MetricKind::Series,
+                    unit: Unit::Count,
+                },
+            )],
             ProbeSpec::WakeupLatency { .. } => vec![
                 (self.name.clone(), hist),
                 (
@@ -112,12 +124,13 @@ impl Probe {
                 let interval = ctx
                     .duration(&raw.interval)
                     .unwrap_or(Duration::from_secs(1));
-                let select = match (raw.key, raw.row, raw.column) {
-                    (None, None, None) => CounterSelect::Whole,
-                    (Some(key), None, None) => CounterSelect::Key { key },
-                    (None, Some(row), Some(column)) => CounterSelect::Cell { row, column },
+                let select = match (raw.key, raw.row, raw.column, raw.count_lines_after) {
+                    (None, None, None, None) => CounterSelect::Whole,
+                    (Some(key), None, None, None) => CounterSelect::Key { key },
+                    (None, Some(row), Some(column), None) => CounterSelect::Cell { row, column },
+                    (None, None, None, Some(skip)) => CounterSelect::Lines { skip },
                     _ => {
-                        ctx.error(value.span(), "a counter reads either the whole file, a `key`, or a `row` and `column` of a table; not a mix");
+                        ctx.error(value.span(), "a counter reads either the whole file, a `key`, a `row` and `column` of a table, or counts lines (`count_lines_after`); not a mix");
                         return None;
                     }
                 };
@@ -137,6 +150,18 @@ impl Probe {
                     name,
                     interval,
                     spec: ProbeSpec::Counter { path, select, unit },
+                })
+            }
+            "d-state" => {
+                let raw: RawDState = ctx.deserialize(value)?;
+                let name = probe_name(ctx, &raw.name)?;
+                let interval = ctx
+                    .duration(&raw.interval)
+                    .unwrap_or(Duration::from_secs(1));
+                Some(Probe {
+                    name,
+                    interval,
+                    spec: ProbeSpec::DState,
                 })
             }
             "wakeup-latency" => {
@@ -219,6 +244,7 @@ struct RawCounter {
     key: Option<String>,
     row: Option<String>,
     column: Option<String>,
+    count_lines_after: Option<u32>,
     unit: Option<String>,
 }
 
@@ -231,4 +257,13 @@ struct RawWakeup {
     interval: Option<Spanned<String>>,
     cgroup: Option<Spanned<String>>,
     controllers: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDState {
+    #[allow(dead_code)]
+    kind: String,
+    name: Spanned<String>,
+    interval: Option<Spanned<String>>,
 }

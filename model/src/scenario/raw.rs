@@ -56,6 +56,8 @@ pub(crate) struct RawVm {
     pub sysctl: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
     pub modules: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub tools: Vec<Spanned<String>>,
     pub hang_timeout: Option<Spanned<String>>,
 }
 

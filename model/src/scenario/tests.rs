@@ -271,7 +271,7 @@ fn selftest_actions_are_checked() {
         parse_err(&format!("{base}action = \"panic\"\nline = \"x\"\n"))[0]
             .contains("belongs to action `kmsg`")
     );
-    let s = parse_ok(&format!("{base}action = \"wedge\"\nafter = \"2s\"\n"));
+    let s = parse_ok(&format!("{base}action = \"wedge\"\ndelay = \"2s\"\n"));
     let WorkloadSpec::Selftest(t) = &s.workloads[0].spec else {
         panic!("expected selftest")
     };
@@ -284,4 +284,52 @@ fn wakeup_probes_report_latency_and_their_own_cost() {
     assert_eq!(s.checks[0].threshold, 0.05);
     assert_eq!(s.probes[0].interval, Duration::from_millis(1));
     assert!(parse_err("[scenario]\nname = \"w\"\n[[probe]]\nkind = \"wakeup-latency\"\nname = \"wake\"\ncgroup = \"../x\"\n")[0].contains("not a relative cgroup path"));
+}
+
+#[test]
+fn veth_storm_defaults_and_modules() {
+    let s = parse_ok(
+        "[scenario]\nname = \"v\"\n[[workload]]\nkind = \"veth-storm\"\ndestroy = \"link\"\n",
+    );
+    let WorkloadSpec::VethStorm(v) = &s.workloads[0].spec else {
+        panic!("expected veth-storm")
+    };
+    assert_eq!(v.destroy, workload::DestroyOrder::Link);
+    assert!(v.traffic && !v.ipv6);
+    assert_eq!(s.modules(), ["veth"], "the workload brings its driver");
+    assert!(parse_err(
+        "[scenario]\nname = \"v\"\n[[workload]]\nkind = \"veth-storm\"\ndestroy = \"ip\"\n"
+    )[0]
+    .contains("netns"));
+}
+
+#[test]
+fn after_must_name_another_workload_without_cycles() {
+    let two = |a: &str, b: &str| {
+        format!("[scenario]\nname = \"o\"\n[[workload]]\nkind = \"cgroup-churn\"\nname = \"a\"\n{a}\n[[workload]]\nkind = \"cgroup-churn\"\nname = \"b\"\n{b}\n")
+    };
+    let s = parse_ok(&two("", "after = \"a\""));
+    assert_eq!(s.workloads[1].after.as_deref(), Some("a"));
+    let e = parse_err(&two("", "after = \"c\""));
+    assert!(
+        e[0].contains(
+            "t.toml:10:9: workload[1].after: `after` names no other workload: `c`; workloads: a"
+        ),
+        "{e:?}"
+    );
+    let e = parse_err(&two("after = \"b\"", "after = \"a\"")).join("\n");
+    assert!(e.contains("makes a cycle"), "{e}");
+    assert!(parse_err(&two("after = \"a\"", ""))[0].contains("names no other workload"));
+}
+
+#[test]
+fn exec_needs_an_absolute_program_and_tools_are_names_or_paths() {
+    let base = "[scenario]\nname = \"e\"\n[vm]\ntools = [\"sh\", \"/usr/sbin/ip\"]\n[[workload]]\nkind = \"exec\"\n";
+    let s = parse_ok(&format!("{base}argv = [\"/bin/sh\", \"-c\", \"true\"]\n"));
+    assert_eq!(s.vm.tools, ["sh", "/usr/sbin/ip"]);
+    assert!(parse_err(&format!("{base}argv = [\"sh\"]\n"))[0].contains("absolute path"));
+    assert!(
+        parse_err("[scenario]\nname = \"e\"\n[vm]\ntools = [\"a b\"]\n")[0]
+            .contains("not a program name")
+    );
 }

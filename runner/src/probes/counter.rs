@@ -38,6 +38,14 @@ pub fn parse_counter(text: &str, select: &CounterSelect) -> Result<f64, String> 
             }
             Err(format!("no row `{row}`"))
         }
+        CounterSelect::Lines { skip } => {
+            let skip = usize::try_from(*skip).unwrap_or(usize::MAX);
+            Ok(text
+                .lines()
+                .skip(skip)
+                .filter(|l| !l.trim().is_empty())
+                .count() as f64)
+        }
     }
 }
 
@@ -84,6 +92,15 @@ mod tests {
             column: "nope".into(),
         };
         assert!(parse_counter(text, &bad).is_err());
+    }
+
+    #[test]
+    fn proc_net_dev_lines_are_devices() {
+        let text = "Inter-|   Receive\n face |bytes\n    lo: 0 0\n  eth0: 1 2\n";
+        assert_eq!(
+            parse_counter(text, &CounterSelect::Lines { skip: 2 }),
+            Ok(2.0)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! runtime scheduling is not part of the number.
 
 mod counter;
+mod dstate;
 mod wakeup;
 
 use std::sync::{Arc, Mutex};
@@ -74,7 +75,7 @@ pub fn start(
             controllers,
             layout,
         )),
-        ProbeSpec::ReadLatency { .. } | ProbeSpec::Counter { .. } => {
+        ProbeSpec::ReadLatency { .. } | ProbeSpec::Counter { .. } | ProbeSpec::DState => {
             let state = Arc::new(Mutex::new(ProbeState::default()));
             let task = tokio::spawn(run(
                 probe.clone(),
@@ -159,8 +160,8 @@ async fn run(
             _ = stop.changed() => true,
         };
         if stopping {
-            // Counters take one last sample so `.last` is the value after the settle time.
-            if matches!(probe.spec, ProbeSpec::Counter { .. }) {
+            // Series take one last sample so `.last` is the value after the settle time.
+            if matches!(probe.spec, ProbeSpec::Counter { .. } | ProbeSpec::DState) {
                 measure(&probe, &reporter, epoch, &state).await;
             }
             return;
@@ -169,41 +170,63 @@ async fn run(
     }
 }
 
+/// What one poll of a probe produced.
+enum Reading {
+    /// A file's contents (read-latency, counter).
+    Text(String),
+    /// A number computed on the spot (d-state).
+    Number(f64),
+}
+
+/// One poll; blocking (file reads, a /proc scan).
+fn read_once(spec: &ProbeSpec) -> Result<Reading, String> {
+    match spec {
+        ProbeSpec::ReadLatency { path } | ProbeSpec::Counter { path, .. } => {
+            std::fs::read_to_string(path)
+                .map(Reading::Text)
+                .map_err(|e| format!("read {path}: {e}"))
+        }
+        ProbeSpec::DState => dstate::count().map(Reading::Number),
+        ProbeSpec::WakeupLatency { .. } => Err("wake-up probes are not polled".to_owned()),
+    }
+}
+
 async fn measure(probe: &Probe, reporter: &Reporter, epoch: Instant, state: &Mutex<ProbeState>) {
-    let path = match &probe.spec {
-        ProbeSpec::ReadLatency { path } | ProbeSpec::Counter { path, .. } => path.clone(),
-        ProbeSpec::WakeupLatency { .. } => return,
-    };
+    let spec = probe.spec.clone();
     let read = tokio::task::spawn_blocking(move || {
         let start = Instant::now();
-        let result = std::fs::read_to_string(&path);
-        (result, start.elapsed(), path)
+        let result = read_once(&spec);
+        (result, start.elapsed())
     })
     .await;
-    let Ok((result, took, path)) = read else {
+    let Ok((result, took)) = read else {
         return;
     };
     let mut st = state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let sample = |st: &mut ProbeState, value: f64| {
+        st.reads += 1;
+        let t_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        reporter.send(GuestMessage::Sample {
+            metric: probe.name.clone(),
+            t_ms,
+            value,
+        });
+    };
     match (result, &probe.spec) {
-        (Err(e), _) => st.error(format!("read {path}: {e}")),
+        (Err(e), _) => st.error(e),
         (Ok(_), ProbeSpec::ReadLatency { .. }) => {
             st.reads += 1;
             st.latency.record(took);
         }
-        (Ok(_), ProbeSpec::WakeupLatency { .. }) => {}
-        (Ok(text), ProbeSpec::Counter { select, .. }) => match parse_counter(&text, select) {
-            Ok(value) => {
-                st.reads += 1;
-                let t_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-                reporter.send(GuestMessage::Sample {
-                    metric: probe.name.clone(),
-                    t_ms,
-                    value,
-                });
+        (Ok(Reading::Text(text)), ProbeSpec::Counter { select, path, .. }) => {
+            match parse_counter(&text, select) {
+                Ok(value) => sample(&mut st, value),
+                Err(e) => st.error(format!("{path}: {e}")),
             }
-            Err(e) => st.error(format!("{path}: {e}")),
-        },
+        }
+        (Ok(Reading::Number(value)), _) => sample(&mut st, value),
+        (Ok(Reading::Text(_)), _) => {}
     }
 }

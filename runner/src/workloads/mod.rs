@@ -3,7 +3,9 @@
 
 pub mod cfs_quota;
 pub mod cgroup_churn;
+pub mod exec;
 pub mod selftest;
+pub mod veth_storm;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -37,12 +39,27 @@ pub fn prepare(workload: &Workload, env: &Env) -> Result<(), String> {
             cgroup_churn::prepare(spec, env, &cgroup_churn::RealOps::new(env.layout.mode))
         }
         WorkloadSpec::CfsQuota(spec) => cfs_quota::prepare(spec, env),
+        WorkloadSpec::VethStorm(_) | WorkloadSpec::Exec(_) => Ok(()),
         WorkloadSpec::Selftest(_) => Ok(()),
     }
 }
 
-/// Runs one workload to completion.
+/// Runs one workload to completion; reports how long it took as `<name>.wall`.
 pub fn run(workload: &Workload, env: &Env) -> (WorkloadReport, Vec<(String, Metric)>) {
+    let start = Instant::now();
+    let (report, mut metrics) = run_kind(workload, env);
+    let wall = start.elapsed().as_nanos() as f64;
+    metrics.push((
+        format!("{}.wall", workload.name),
+        Metric::Value(kchaos_model::metrics::Gauge {
+            unit: kchaos_model::units::Unit::Ns,
+            value: wall,
+        }),
+    ));
+    (report, metrics)
+}
+
+fn run_kind(workload: &Workload, env: &Env) -> (WorkloadReport, Vec<(String, Metric)>) {
     let deadline = match workload.duration {
         Some(d) => env.deadline.min(Instant::now() + d),
         None => env.deadline,
@@ -59,6 +76,8 @@ pub fn run(workload: &Workload, env: &Env) -> (WorkloadReport, Vec<(String, Metr
             &cgroup_churn::RealOps::new(env.layout.mode),
         ),
         WorkloadSpec::CfsQuota(spec) => cfs_quota::run(workload, spec, &env),
+        WorkloadSpec::VethStorm(spec) => veth_storm::run(workload, spec, &env),
+        WorkloadSpec::Exec(spec) => exec::run(workload, spec, &env),
         WorkloadSpec::Selftest(spec) => (selftest::run(workload, spec, &env), Vec::new()),
     }
 }

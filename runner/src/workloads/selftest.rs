@@ -14,7 +14,7 @@ pub fn run(workload: &Workload, spec: &Selftest, env: &Env) -> WorkloadReport {
         name: workload.name.clone(),
         ..WorkloadReport::default()
     };
-    let at = Instant::now() + spec.after;
+    let at = Instant::now() + spec.delay;
     while Instant::now() < at {
         if env.stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() >= env.deadline {
             return report;

@@ -68,6 +68,7 @@ struct Raw {
     iterations: Option<Spanned<u64>>,
     duration: Option<Spanned<String>>,
     max_errors: Option<u64>,
+    after: Option<Spanned<String>>,
     parent: Option<Spanned<String>>,
     depth: Option<Spanned<u64>>,
     width: Option<Spanned<u64>>,
@@ -102,6 +103,7 @@ pub(super) fn parse(
             iterations: &raw.iterations,
             duration: &raw.duration,
             max_errors: raw.max_errors,
+            after: &raw.after,
         },
     );
     let parent = super::cgroup_path(ctx, &raw.parent, "kchaos-cfs");

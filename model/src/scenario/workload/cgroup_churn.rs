@@ -60,6 +60,7 @@ struct Raw {
     iterations: Option<Spanned<u64>>,
     duration: Option<Spanned<String>>,
     max_errors: Option<u64>,
+    after: Option<Spanned<String>>,
     controllers: Option<Vec<Spanned<String>>>,
     parent: Option<Spanned<String>>,
     batch: Option<Spanned<u64>>,
@@ -89,6 +90,7 @@ pub(super) fn parse(
             iterations: &raw.iterations,
             duration: &raw.duration,
             max_errors: raw.max_errors,
+            after: &raw.after,
         },
     );
     let mut controllers = ctx.controllers(raw.controllers.as_deref().unwrap_or_default());

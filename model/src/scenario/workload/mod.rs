@@ -3,7 +3,9 @@
 
 pub mod cfs_quota;
 pub mod cgroup_churn;
+pub mod exec;
 pub mod selftest;
+pub mod veth_storm;
 
 use std::time::Duration;
 
@@ -13,14 +15,22 @@ use toml::Spanned;
 
 pub use self::cfs_quota::CfsQuota;
 pub use self::cgroup_churn::CgroupChurn;
+pub use self::exec::Exec;
 pub use self::selftest::{Selftest, SelftestAction};
+pub use self::veth_storm::{DestroyOrder, VethStorm};
 use super::ctx::{check_name, Ctx};
 use super::VmSpec;
 use crate::metrics::{MetricInfo, MetricKind};
 use crate::units::{opt_duration_ms, Unit};
 
 /// The workload kinds this version understands.
-pub const KINDS: &[&str] = &["cgroup-churn", "cfs-quota", "selftest"];
+pub const KINDS: &[&str] = &[
+    "cgroup-churn",
+    "cfs-quota",
+    "veth-storm",
+    "exec",
+    "selftest",
+];
 
 /// A validated workload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +44,8 @@ pub struct Workload {
     /// Operation errors tolerated before the cell fails (default 0: in the incidents, a
     /// failing mkdir was the symptom).
     pub max_errors: u64,
+    /// Start only when this workload has finished (default: start with the others).
+    pub after: Option<String>,
     pub spec: WorkloadSpec,
 }
 
@@ -42,6 +54,8 @@ pub struct Workload {
 pub enum WorkloadSpec {
     CgroupChurn(CgroupChurn),
     CfsQuota(CfsQuota),
+    VethStorm(VethStorm),
+    Exec(Exec),
     Selftest(Selftest),
 }
 
@@ -50,6 +64,8 @@ impl WorkloadSpec {
         match self {
             WorkloadSpec::CgroupChurn(_) => "cgroup-churn",
             WorkloadSpec::CfsQuota(_) => "cfs-quota",
+            WorkloadSpec::VethStorm(_) => "veth-storm",
+            WorkloadSpec::Exec(_) => "exec",
             WorkloadSpec::Selftest(_) => "selftest",
         }
     }
@@ -57,8 +73,10 @@ impl WorkloadSpec {
     /// Kernel modules the guest must load for this workload.
     pub fn modules(&self) -> &'static [&'static str] {
         match self {
+            WorkloadSpec::VethStorm(_) => &["veth"],
             WorkloadSpec::CgroupChurn(_)
             | WorkloadSpec::CfsQuota(_)
+            | WorkloadSpec::Exec(_)
             | WorkloadSpec::Selftest(_) => &[],
         }
     }
@@ -68,13 +86,16 @@ impl WorkloadSpec {
         match self {
             WorkloadSpec::CgroupChurn(_) => cgroup_churn::METRICS,
             WorkloadSpec::CfsQuota(_) => cfs_quota::METRICS,
+            WorkloadSpec::VethStorm(_) => veth_storm::METRICS,
+            WorkloadSpec::Exec(_) => exec::METRICS,
             WorkloadSpec::Selftest(_) => selftest::METRICS,
         }
     }
 }
 
 impl Workload {
-    /// The metrics this workload reports: `<name>.<suffix>`, plus `<name>.errors`.
+    /// The metrics this workload reports: `<name>.<suffix>`, plus `<name>.errors` and
+    /// `<name>.wall` (how long it ran).
     pub fn metrics(&self) -> Vec<(String, MetricInfo)> {
         let mut out: Vec<(String, MetricInfo)> = self
             .spec
@@ -91,6 +112,13 @@ impl Workload {
                 unit: Unit::Count,
             },
         ));
+        out.push((
+            format!("{}.wall", self.name),
+            MetricInfo {
+                kind: MetricKind::Value,
+                unit: Unit::Ns,
+            },
+        ));
         out
     }
 
@@ -104,6 +132,8 @@ impl Workload {
         match kind.get_ref().as_str() {
             "cgroup-churn" => cgroup_churn::parse(ctx, index, value, vm),
             "cfs-quota" => cfs_quota::parse(ctx, index, value, vm),
+            "veth-storm" => veth_storm::parse(ctx, index, value),
+            "exec" => exec::parse(ctx, index, value),
             "selftest" => selftest::parse(ctx, index, value),
             other => {
                 ctx.error(
@@ -155,6 +185,7 @@ pub(crate) struct RawCommon<'a> {
     pub iterations: &'a Option<Spanned<u64>>,
     pub duration: &'a Option<Spanned<String>>,
     pub max_errors: Option<u64>,
+    pub after: &'a Option<Spanned<String>>,
 }
 
 /// The common part of a validated workload, before its spec is attached.
@@ -163,6 +194,7 @@ pub(crate) struct Common {
     pub iterations: Option<u64>,
     pub duration: Option<Duration>,
     pub max_errors: u64,
+    pub after: Option<String>,
 }
 
 impl Common {
@@ -181,6 +213,7 @@ impl Common {
             iterations: ctx.count(raw.iterations, 1, 10_000_000),
             duration: ctx.duration(raw.duration),
             max_errors: raw.max_errors.unwrap_or(0),
+            after: raw.after.as_ref().map(|a| a.get_ref().clone()),
         }
     }
 
@@ -190,6 +223,7 @@ impl Common {
             iterations: self.iterations,
             duration: self.duration,
             max_errors: self.max_errors,
+            after: self.after,
             spec,
         }
     }

@@ -20,9 +20,9 @@ pub const ACTIONS: &[&str] = &["panic", "kmsg", "wedge", "silence"];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selftest {
     pub action: SelftestAction,
-    /// How long after the workload phase starts.
+    /// How long after the workload starts.
     #[serde(with = "duration_ms")]
-    pub after: Duration,
+    pub delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ impl Selftest {
         };
         format!(
             "self-test: this scenario deliberately {what} after {:?}",
-            self.after
+            self.delay
         )
     }
 }
@@ -64,8 +64,9 @@ struct Raw {
     iterations: Option<Spanned<u64>>,
     duration: Option<Spanned<String>>,
     max_errors: Option<u64>,
-    action: Spanned<String>,
     after: Option<Spanned<String>>,
+    action: Spanned<String>,
+    delay: Option<Spanned<String>>,
     line: Option<Spanned<String>>,
 }
 
@@ -84,6 +85,7 @@ pub(super) fn parse(
             iterations: &raw.iterations,
             duration: &raw.duration,
             max_errors: raw.max_errors,
+            after: &raw.after,
         },
     );
     let action = match (raw.action.get_ref().as_str(), &raw.line) {
@@ -115,6 +117,6 @@ pub(super) fn parse(
             return None;
         }
     };
-    let after = ctx.duration(&raw.after).unwrap_or(Duration::from_secs(1));
-    Some(common.with(WorkloadSpec::Selftest(Selftest { action, after })))
+    let delay = ctx.duration(&raw.delay).unwrap_or(Duration::from_secs(1));
+    Some(common.with(WorkloadSpec::Selftest(Selftest { action, delay })))
 }
