@@ -11,10 +11,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kchaos_benches::{
-    invoked_as_benchmark, median, parse_uptime_line, trivial_init, BenchResult, BenchVm,
+    bench_main, env_count, median, parse_uptime_line, trivial_init, BenchResult, BenchVm,
 };
+use kchaos_harness::qemu::command::BootMedia;
 use kchaos_harness::qemu::{self, Qemu, QemuCommand};
-use kchaos_images::initramfs::{self, InitramfsInput};
+use kchaos_images::initramfs;
+use kchaos_images::payload::Payload;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// One boot: host time from QEMU start to ready, and the guest's uptime at ready.
@@ -24,25 +26,14 @@ struct Boot {
 }
 
 fn main() -> BenchResult<()> {
-    if !invoked_as_benchmark() {
-        return Ok(());
-    }
-    let runs: usize = std::env::var("KCHAOS_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(9);
-    let spec =
-        std::env::var("KCHAOS_BENCH_KERNEL").unwrap_or_else(|_| "debian:6.1-cloud".to_owned());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(bench(runs, &spec))
+    let runs = usize::try_from(env_count("KCHAOS_BENCH_RUNS", 9)).unwrap_or(9);
+    bench_main(|spec| async move { bench(runs, &spec).await })
 }
 
 async fn bench(runs: usize, spec: &str) -> BenchResult<()> {
     let vm = BenchVm::new(spec).await?;
     let init = trivial_init();
-    let raw_bytes = initramfs::archive(&InitramfsInput {
+    let raw_bytes = initramfs::archive(&Payload {
         runner: &init,
         release: &vm.kernel.release,
         modules: &[],
@@ -50,15 +41,9 @@ async fn bench(runs: usize, spec: &str) -> BenchResult<()> {
     })?;
     let raw_image = vm.work.path().join("trivial.cpio");
     std::fs::write(&raw_image, raw_bytes)?;
-    let scenario = "[scenario]\nname = \"boot\"\nduration = \"1s\"\n";
+    let scenario = kchaos_benches::BOOT_SCENARIO;
 
-    println!(
-        "kernel {} ({}), QEMU {} with {}, {runs} runs each, alternating",
-        vm.kernel.resolved,
-        vm.kernel.release,
-        vm.qemu.version,
-        vm.accel.as_str()
-    );
+    println!("{}, {runs} runs each, alternating", vm.describe());
     println!(
         "kchaos initramfs {:.1} MiB (runner + channel modules), trivial initramfs {:.1} KiB",
         vm.initramfs.size as f64 / 1_048_576.0,
@@ -122,7 +107,7 @@ async fn raw_boot(
         memory_mib: 1024,
         cpus: 1,
         kernel: kernel.to_path_buf(),
-        initrd: initrd.to_path_buf(),
+        boot: BootMedia::Initrd(initrd.to_path_buf()),
         cmdline: QemuCommand::base_cmdline("bench/raw", true),
         control_socket: None,
         qmp_socket: None,

@@ -8,9 +8,8 @@
 //! `cargo bench -p kchaos-benches --bench probe_overhead` (KCHAOS_BENCH_KERNEL, default
 //! debian:6.1-cloud; KCHAOS_BENCH_SECONDS, default 15).
 
-use kchaos_benches::{invoked_as_benchmark, BenchResult, BenchVm};
+use kchaos_benches::{bench_main, env_count, metric, BenchResult, BenchVm};
 use kchaos_harness::results::CellResult;
-use serde_json::Value;
 
 const WORKLOAD: &str = r#"
 [[workload]]
@@ -41,19 +40,8 @@ cgroup = "kchaos-cfs/g0/g0"
 "#;
 
 fn main() -> BenchResult<()> {
-    if !invoked_as_benchmark() {
-        return Ok(());
-    }
-    let spec =
-        std::env::var("KCHAOS_BENCH_KERNEL").unwrap_or_else(|_| "debian:6.1-cloud".to_owned());
-    let secs: u64 = std::env::var("KCHAOS_BENCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(bench(&spec, secs))
+    let secs = env_count("KCHAOS_BENCH_SECONDS", 15);
+    bench_main(|spec| async move { bench(&spec, secs).await })
 }
 
 fn header(name: &str, secs: u64) -> String {
@@ -62,13 +50,7 @@ fn header(name: &str, secs: u64) -> String {
 
 async fn bench(spec: &str, secs: u64) -> BenchResult<()> {
     let vm = BenchVm::new(spec).await?;
-    println!(
-        "kernel {} ({}), QEMU {} with {}, {secs}s per cell",
-        vm.kernel.resolved,
-        vm.kernel.release,
-        vm.qemu.version,
-        vm.accel.as_str()
-    );
+    println!("{}, {secs}s per cell", vm.describe());
     // The idle cell still needs a workload to last `secs`: a self-test kmsg line late.
     let idle = format!(
         "{}[[workload]]\nkind = \"selftest\"\naction = \"kmsg\"\nline = \"kchaos: idle baseline\"\ndelay = \"{}s\"\n[[probe]]\nkind = \"wakeup-latency\"\nname = \"outside\"\ninterval = \"1ms\"\n",
@@ -118,9 +100,4 @@ async fn bench(spec: &str, secs: u64) -> BenchResult<()> {
         );
     }
     Ok(())
-}
-
-fn metric(c: &CellResult, name: &str, stat: &str) -> f64 {
-    let value = serde_json::to_value(c.metrics.get(name)).unwrap_or(Value::Null);
-    value.get(stat).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }

@@ -7,24 +7,11 @@
 //! KCHAOS_BENCH_KERNEL, default debian:6.1-cloud). Needs `sh` and `ip` on the host: they
 //! go into the guest image with their libraries (`[vm] tools`).
 
-use kchaos_benches::{invoked_as_benchmark, BenchResult, BenchVm};
-use kchaos_harness::results::CellResult;
-use serde_json::Value;
+use kchaos_benches::{bench_main, env_count, metric, toml_escape, BenchResult, BenchVm};
 
 fn main() -> BenchResult<()> {
-    if !invoked_as_benchmark() {
-        return Ok(());
-    }
-    let spec =
-        std::env::var("KCHAOS_BENCH_KERNEL").unwrap_or_else(|_| "debian:6.1-cloud".to_owned());
-    let pods: u64 = std::env::var("KCHAOS_BENCH_PODS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(bench(&spec, pods))
+    let pods = env_count("KCHAOS_BENCH_PODS", 100);
+    bench_main(|spec| async move { bench(&spec, pods).await })
 }
 
 /// Per pod, what the native workload does without traffic: namespace, veth with the
@@ -47,14 +34,8 @@ fn shell_loop(pods: u64) -> String {
 
 async fn bench(spec: &str, pods: u64) -> BenchResult<()> {
     let vm = BenchVm::new(spec).await?;
-    println!(
-        "kernel {} ({}), QEMU {} with {}, {pods} pods per variant, same guest",
-        vm.kernel.resolved,
-        vm.kernel.release,
-        vm.qemu.version,
-        vm.accel.as_str()
-    );
-    let script = shell_loop(pods).replace('\\', "\\\\").replace('"', "\\\"");
+    println!("{}, {pods} pods per variant, same guest", vm.describe());
+    let script = toml_escape(&shell_loop(pods));
     let scenario = format!(
         r#"
 [scenario]
@@ -82,14 +63,7 @@ argv = ["/bin/sh", "-c", "{script}"]
 after = "native8"
 "#
     );
-    let cell = vm.run("veth-bench", &scenario).await?;
-    if cell.verdict.as_str() != "pass" {
-        return Err(format!(
-            "the benchmark cell ended {}: {:?}",
-            cell.verdict, cell.reasons
-        )
-        .into());
-    }
+    let cell = vm.run_passing("veth-bench", &scenario).await?;
     let rate = |name: &str| pods as f64 / (metric(&cell, &format!("{name}.wall"), "value") / 1e9);
     let (n1, n8, sh) = (rate("native1"), rate("native8"), rate("shell"));
     println!("  shell loop (ip netns / ip link, one pod at a time)  {sh:>8.1} pods/s");
@@ -107,9 +81,4 @@ after = "native8"
         metric(&cell, "native8.create", "p50") / 1e6
     );
     Ok(())
-}
-
-fn metric(c: &CellResult, name: &str, stat: &str) -> f64 {
-    let value = serde_json::to_value(c.metrics.get(name)).unwrap_or(Value::Null);
-    value.get(stat).and_then(Value::as_f64).unwrap_or(f64::NAN)
 }

@@ -79,13 +79,16 @@ pub fn median(values: &mut [f64]) -> f64 {
 
 /// Everything a benchmark needs to boot cells: kernel, QEMU, accelerator, the runner.
 /// Built once per benchmark run; each scenario gets the image it needs (modules, tools).
+/// The smallest scenario: what [`BenchVm::initramfs`] is built for.
+pub const BOOT_SCENARIO: &str = "[scenario]\nname = \"boot\"\nduration = \"1s\"\n";
+
 #[derive(Debug)]
 pub struct BenchVm {
     pub kernel: std::sync::Arc<kchaos_images::Kernel>,
     pub qemu: kchaos_harness::qemu::Qemu,
     pub accel: kchaos_harness::qemu::Accel,
     /// The image of a scenario with no extra modules or tools (boot comparisons).
-    pub initramfs: kchaos_images::initramfs::Initramfs,
+    pub initramfs: kchaos_harness::images::GuestImage,
     pub work: tempfile::TempDir,
     cache: kchaos_images::Cache,
     runner: Vec<u8>,
@@ -105,7 +108,10 @@ impl BenchVm {
             .await
             .accel;
         let runner = kchaos_harness::runner_bin::locate(None)?.bytes;
-        let initramfs = kchaos_harness::images::initramfs_for(&cache, &kernel, &runner, &[], &[])?;
+        let boot_scenario =
+            kchaos_model::scenario::parse("boot", BOOT_SCENARIO).map_err(|e| e.to_string())?;
+        let initramfs =
+            kchaos_harness::images::image_for(&cache, &kernel, &runner, &boot_scenario)?;
         Ok(BenchVm {
             kernel,
             qemu: q,
@@ -117,6 +123,34 @@ impl BenchVm {
         })
     }
 
+    /// What is being measured on: kernel, QEMU, accelerator (the first line of output).
+    pub fn describe(&self) -> String {
+        format!(
+            "kernel {} ({}), QEMU {} with {}",
+            self.kernel.resolved,
+            self.kernel.release,
+            self.qemu.version,
+            self.accel.as_str()
+        )
+    }
+
+    /// Runs a cell that must pass for its numbers to mean anything.
+    pub async fn run_passing(
+        &self,
+        id: &str,
+        toml: &str,
+    ) -> BenchResult<kchaos_harness::results::CellResult> {
+        let cell = self.run(id, toml).await?;
+        if cell.verdict.as_str() != "pass" {
+            return Err(format!(
+                "the benchmark cell ended {}: {:?}",
+                cell.verdict, cell.reasons
+            )
+            .into());
+        }
+        Ok(cell)
+    }
+
     /// Runs one cell of the scenario in `toml`, with the image it needs.
     pub async fn run(
         &self,
@@ -125,13 +159,8 @@ impl BenchVm {
     ) -> BenchResult<kchaos_harness::results::CellResult> {
         use kchaos_harness::cell::{self, CellEnv, CellSpec, LoadedScenario};
         let model = kchaos_model::scenario::parse(id, toml).map_err(|e| e.to_string())?;
-        let image = kchaos_harness::images::initramfs_for(
-            &self.cache,
-            &self.kernel,
-            &self.runner,
-            &model.modules(),
-            &model.vm.tools,
-        )?;
+        let image =
+            kchaos_harness::images::image_for(&self.cache, &self.kernel, &self.runner, &model)?;
         let scenario = std::sync::Arc::new(LoadedScenario {
             path: id.into(),
             source: toml.to_owned(),
@@ -150,7 +179,7 @@ impl BenchVm {
             id: id.to_owned(),
             scenario,
             kernel: std::sync::Arc::clone(&self.kernel),
-            initrd: image.path,
+            image,
             seed: 1,
             repeat: 0,
             results_dir: self.work.path().to_path_buf(),
@@ -158,6 +187,47 @@ impl BenchVm {
         };
         Ok(cell::run(&spec, &env, &|_| {}).await)
     }
+}
+
+/// A statistic of a cell's metric (`p50`, `value`, …); NaN when absent, so a missing
+/// number shows in the printed table instead of aborting the benchmark.
+pub fn metric(c: &kchaos_harness::results::CellResult, name: &str, stat: &str) -> f64 {
+    let value = serde_json::to_value(c.metrics.get(name)).unwrap_or(serde_json::Value::Null);
+    value
+        .get(stat)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(f64::NAN)
+}
+
+/// The `main` of a VM benchmark: a quick exit under `cargo test --benches`, the kernel
+/// from `KCHAOS_BENCH_KERNEL` (default the Debian 6.1 cloud kernel), a tokio runtime.
+pub fn bench_main<F, Fut>(bench: F) -> BenchResult<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = BenchResult<()>>,
+{
+    if !invoked_as_benchmark() {
+        return Ok(());
+    }
+    let spec =
+        std::env::var("KCHAOS_BENCH_KERNEL").unwrap_or_else(|_| "debian:6.1-cloud".to_owned());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(spec))
+}
+
+/// A count from the environment (`KCHAOS_BENCH_RUNS` …), else `default`.
+pub fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `text` as the inside of a TOML basic string (a shell script in an `exec` argv).
+pub fn toml_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// `cargo bench` passes `--bench`; `cargo test --benches` runs bench binaries without it

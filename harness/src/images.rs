@@ -1,10 +1,15 @@
-//! Glue between a cell and `kchaos-images`: the initramfs for a kernel and a scenario.
+//! Glue between a cell and `kchaos-images`: the guest image for a kernel and a scenario,
+//! an initramfs or a systemd disk as the scenario's `[vm] image` says.
 
-use kchaos_images::initramfs::{self, Initramfs, InitramfsInput};
-use kchaos_images::modules::{ModuleError, ModuleTree};
-use kchaos_images::{Cache, Kernel};
+use std::path::PathBuf;
 
-use crate::qemu::command::CHANNEL_MODULES;
+use kchaos_images::modules::{LoadableModule, ModuleError, ModuleTree};
+use kchaos_images::payload::Payload;
+use kchaos_images::{initramfs, systemd, Cache, Kernel};
+use kchaos_model::scenario::{ImageKind, Scenario};
+use serde::{Deserialize, Serialize};
+
+use crate::qemu::command::{BootMedia, CHANNEL_MODULES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -14,6 +19,8 @@ pub enum ImageError {
     Tools(#[from] kchaos_images::tools::ToolError),
     #[error(transparent)]
     Initramfs(#[from] initramfs::InitramfsError),
+    #[error(transparent)]
+    Systemd(#[from] systemd::SystemdImageError),
     #[error("Kernel {release} has {option}=m but no modules directory was given (path:<bzImage>,modules=<dir>)")]
     NeedsModules { release: String, option: String },
 }
@@ -21,18 +28,85 @@ pub enum ImageError {
 /// The kernel options behind the channel modules, to explain a missing modules dir.
 const CHANNEL_OPTIONS: &[&str] = &["CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE"];
 
-pub fn initramfs_for(
+/// What a cell boots, ready for QEMU.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    pub media: BootMedia,
+    /// Kernel parameters the image needs.
+    pub cmdline: Vec<String>,
+    pub info: ImageInfo,
+    pub size: u64,
+}
+
+/// Which image a cell booted, recorded with its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub kind: ImageKind,
+    /// Content hash of everything in the image (runner, modules, tools, recipe).
+    pub key: String,
+}
+
+/// Builds (or finds in the cache) the image `scenario` runs in on `kernel`.
+pub fn image_for(
     cache: &Cache,
     kernel: &Kernel,
     runner: &[u8],
+    scenario: &Scenario,
+) -> Result<GuestImage, ImageError> {
+    let tools = kchaos_images::tools::collect(&scenario.vm.tools)?;
+    let modules = modules_for(kernel, &scenario.modules())?;
+    let payload = Payload {
+        runner,
+        release: &kernel.release,
+        modules: &modules,
+        tools: &tools,
+    };
+    Ok(match scenario.vm.image {
+        ImageKind::Initramfs => {
+            let built = initramfs::build(cache, &payload)?;
+            GuestImage {
+                media: BootMedia::Initrd(built.path),
+                cmdline: Vec::new(),
+                info: ImageInfo {
+                    kind: ImageKind::Initramfs,
+                    key: built.key,
+                },
+                size: built.size,
+            }
+        }
+        ImageKind::Systemd => {
+            let built = systemd::build(cache, &payload)?;
+            GuestImage {
+                media: BootMedia::Disk(built.path),
+                cmdline: built.cmdline,
+                info: ImageInfo {
+                    kind: ImageKind::Systemd,
+                    key: built.key,
+                },
+                size: built.size,
+            }
+        }
+    })
+}
+
+impl GuestImage {
+    /// The image file, for messages.
+    pub fn path(&self) -> &PathBuf {
+        match &self.media {
+            BootMedia::Initrd(p) | BootMedia::Disk(p) => p,
+        }
+    }
+}
+
+/// The channel's modules plus the scenario's, with their dependencies, load order first.
+fn modules_for(
+    kernel: &Kernel,
     scenario_modules: &[String],
-    tools: &[String],
-) -> Result<Initramfs, ImageError> {
-    let tools = kchaos_images::tools::collect(tools)?;
+) -> Result<Vec<LoadableModule>, ImageError> {
     let mut wanted: Vec<String> = CHANNEL_MODULES.iter().map(|m| (*m).to_owned()).collect();
     wanted.extend(scenario_modules.iter().cloned());
-    let modules = match &kernel.modules_dir {
-        Some(dir) => ModuleTree::open(dir, Some(&kernel.release))?.resolve(&wanted)?,
+    match &kernel.modules_dir {
+        Some(dir) => Ok(ModuleTree::open(dir, Some(&kernel.release))?.resolve(&wanted)?),
         None => {
             if let Some(config) = kernel.config() {
                 if let Some(option) = CHANNEL_OPTIONS.iter().find(|o| config.get(o) == Some("m")) {
@@ -49,16 +123,7 @@ pub fn initramfs_for(
                 }
                 .into());
             }
-            Vec::new()
+            Ok(Vec::new())
         }
-    };
-    Ok(initramfs::build(
-        cache,
-        &InitramfsInput {
-            runner,
-            release: &kernel.release,
-            modules: &modules,
-            tools: &tools,
-        },
-    )?)
+    }
 }

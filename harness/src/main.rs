@@ -119,6 +119,7 @@ fn main() -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .without_time()
         .try_init();
@@ -272,18 +273,29 @@ fn validate(files: &[PathBuf]) -> u8 {
     }
 }
 
-/// Host packages kchaos uses: QEMU, and dpkg-deb/apt to fetch Debian kernels.
-const PACKAGES: &[(&str, &str)] = &[
-    ("qemu-system-x86_64", "qemu-system-x86"),
-    ("dpkg-deb", "dpkg"),
-    ("apt-get", "apt"),
+/// Host packages kchaos uses: QEMU, dpkg-deb/apt to fetch Debian kernels, debootstrap
+/// and mkfs.ext4 to build the systemd image.
+const PACKAGES: &[(&str, &str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86", "no VM can boot"),
+    ("dpkg-deb", "dpkg", "Debian kernels cannot be fetched"),
+    ("apt-get", "apt", "Debian kernels cannot be fetched"),
+    (
+        "debootstrap",
+        "debootstrap",
+        "the systemd image cannot be built",
+    ),
+    (
+        "mkfs.ext4",
+        "e2fsprogs",
+        "the systemd image cannot be built",
+    ),
 ];
 
 fn setup(dry_run: bool) -> anyhow::Result<u8> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(bin, _)| kchaos_harness::qemu::find_in_path(bin).is_none())
-        .map(|(_, pkg)| *pkg)
+        .filter(|(bin, _, _)| kchaos_harness::qemu::find_in_path(bin).is_none())
+        .map(|(_, pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {
         println!("kchaos setup: everything needed is installed");
@@ -343,14 +355,17 @@ fn doctor(cache: &Cache) -> anyhow::Result<u8> {
             println!("qemu: MISSING: {}", error_chain(&e));
         }
     }
-    for (bin, pkg) in PACKAGES.iter().skip(1) {
+    for (bin, pkg, without) in PACKAGES.iter().skip(1) {
         match kchaos_harness::qemu::find_in_path(bin) {
             Some(p) => println!("{bin}: {}", p.display()),
             None => {
                 ok = false;
-                println!("{bin}: MISSING (package {pkg}; Debian kernels cannot be fetched)");
+                println!("{bin}: MISSING (package {pkg}; {without})");
             }
         }
+    }
+    if !nix::unistd::geteuid().is_root() {
+        println!("user: not root; scenarios with `[vm] image = \"systemd\"` need root to build their image");
     }
     if ok {
         println!("ready: `kchaos run` will work");

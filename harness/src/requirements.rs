@@ -2,8 +2,12 @@
 //! (Cgroup controllers are checked in the guest, where they are mounted.)
 
 use kchaos_images::Kernel;
-use kchaos_model::kernel::KernelVersion;
-use kchaos_model::scenario::Scenario;
+use kchaos_model::kernel::{ConfigRequirement, KernelVersion};
+use kchaos_model::scenario::{ImageKind, Scenario};
+
+/// The systemd image boots from an ext4 disk on NVMe with no initramfs to load drivers:
+/// both must be built in (they are in Debian's cloud flavour; `=m` is not enough).
+const DISK_BOOT_CONFIG: &[&str] = &["CONFIG_BLK_DEV_NVME=y", "CONFIG_EXT4_FS=y"];
 
 /// `Err(reason)` when the kernel cannot run the scenario; `Ok(notes)` otherwise.
 pub fn check(scenario: &Scenario, kernel: &Kernel) -> Result<Vec<String>, String> {
@@ -23,15 +27,18 @@ pub fn check(scenario: &Scenario, kernel: &Kernel) -> Result<Vec<String>, String
             )),
         }
     }
-    if !scenario.requires.config.is_empty() {
+    let mut wanted: Vec<ConfigRequirement> = scenario.requires.config.clone();
+    if scenario.vm.image == ImageKind::Systemd {
+        wanted.extend(
+            DISK_BOOT_CONFIG
+                .iter()
+                .filter_map(|c| ConfigRequirement::try_from((*c).to_owned()).ok()),
+        );
+    }
+    if !wanted.is_empty() {
         match kernel.config() {
             Some(config) => {
-                let unmet: Vec<String> = scenario
-                    .requires
-                    .config
-                    .iter()
-                    .filter_map(|r| r.unmet(&config))
-                    .collect();
+                let unmet: Vec<String> = wanted.iter().filter_map(|r| r.unmet(&config)).collect();
                 if !unmet.is_empty() {
                     return Err(format!("kernel config: {}", unmet.join(", ")));
                 }
@@ -87,5 +94,21 @@ mod tests {
         assert_eq!(e, "kernel config: CONFIG_MEMCG_V1 is not set");
         let notes = check(&s, &kernel("6.12.1", None)).unwrap();
         assert!(notes[0].contains("not checked"));
+    }
+
+    #[test]
+    fn the_systemd_image_needs_nvme_and_ext4_built_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        std::fs::write(&config, "CONFIG_BLK_DEV_NVME=m\nCONFIG_EXT4_FS=y\n").unwrap();
+        let s = kchaos_model::scenario::parse(
+            "t.toml",
+            "[scenario]\nname = \"t\"\n[vm]\nimage = \"systemd\"\ncgroup = \"v2\"\n",
+        )
+        .unwrap();
+        let e = check(&s, &kernel("6.1.0-1-amd64", Some(&config))).unwrap_err();
+        assert_eq!(e, "kernel config: CONFIG_BLK_DEV_NVME=m (needs y)");
+        std::fs::write(&config, "CONFIG_BLK_DEV_NVME=y\nCONFIG_EXT4_FS=y\n").unwrap();
+        assert!(check(&s, &kernel("6.1.0-1-amd64", Some(&config))).is_ok());
     }
 }

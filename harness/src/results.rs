@@ -55,6 +55,9 @@ pub struct CellResult {
     pub scenario_file: String,
     pub kernel: KernelInfo,
     pub accel: Option<String>,
+    /// The guest image booted (absent when the cell ended before one was built).
+    #[serde(default)]
+    pub image: Option<crate::images::ImageInfo>,
     pub seed: u64,
     pub repeat: u32,
     pub verdict: Verdict,

@@ -254,37 +254,36 @@ async fn run_one(
         Ok(r) => r,
         Err(reason) => return pre.result(Verdict::Error, reason),
     };
-    let cache = opts.cache.clone();
-    let tools = scenario.model.vm.tools.clone();
-    let (k, bytes, modules) = (
+    let kind = scenario.model.vm.image;
+    let (cache, k, bytes, s) = (
+        opts.cache.clone(),
         Arc::clone(kernel),
         runner.bytes.clone(),
-        scenario.model.modules(),
+        Arc::clone(scenario),
     );
-    let image = match tokio::task::spawn_blocking(move || {
-        images::initramfs_for(&cache, &k, &bytes, &modules, &tools)
-    })
-    .await
-    {
-        Ok(Ok(image)) => image,
-        Ok(Err(e)) => {
-            return pre.result(
-                Verdict::Error,
-                format!("building the initramfs: {}", error_chain(&e)),
-            )
-        }
-        Err(e) => {
-            return pre.result(
-                Verdict::Error,
-                format!("building the initramfs panicked: {e}"),
-            )
-        }
-    };
+    let image =
+        match tokio::task::spawn_blocking(move || images::image_for(&cache, &k, &bytes, &s.model))
+            .await
+        {
+            Ok(Ok(image)) => image,
+            Ok(Err(e)) => {
+                return pre.result(
+                    Verdict::Error,
+                    format!("building the {kind} image: {}", error_chain(&e)),
+                )
+            }
+            Err(e) => {
+                return pre.result(
+                    Verdict::Error,
+                    format!("building the {kind} image panicked: {e}"),
+                )
+            }
+        };
     let spec = CellSpec {
         id: id.clone(),
         scenario: Arc::clone(scenario),
         kernel: Arc::clone(kernel),
-        initrd: image.path,
+        image,
         seed,
         repeat: 0,
         results_dir: dir.to_path_buf(),
@@ -323,6 +322,7 @@ impl Preboot<'_> {
                 package: kernel.and_then(|k| k.package.clone()),
             },
             accel: None,
+            image: None,
             seed: self.seed,
             repeat: 0,
             verdict,

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kchaos_harness::cell::{self, CellEnv, CellSpec, LoadedScenario};
+use kchaos_harness::images::{GuestImage, ImageInfo};
+use kchaos_harness::qemu::command::BootMedia;
 use kchaos_harness::qemu::{Accel, Qemu};
 use kchaos_harness::results::CellResult;
 use kchaos_images::Kernel;
@@ -127,7 +129,15 @@ async fn run_fake(mode: &str) -> CellResult {
         id: format!("fake/{mode}"),
         scenario,
         kernel,
-        initrd,
+        image: GuestImage {
+            media: BootMedia::Initrd(initrd),
+            cmdline: Vec::new(),
+            info: ImageInfo {
+                kind: kchaos_model::scenario::ImageKind::Initramfs,
+                key: "fake".into(),
+            },
+            size: 0,
+        },
         seed: 7,
         repeat: 0,
         results_dir: dir.path().to_path_buf(),

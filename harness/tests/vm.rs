@@ -425,3 +425,92 @@ fn the_netdev_leak_signature_fails_the_cell_naming_it() {
     );
     assert_eq!(r.code, Some(1));
 }
+
+/// `false` (with a message) when the systemd image cannot be built here: it needs root
+/// and debootstrap. Where VMs are required (CI) that is a failure, never a skip.
+fn systemd_image_available() -> bool {
+    if !vm_available() {
+        return false;
+    }
+    let root = nix::unistd::geteuid().is_root();
+    let debootstrap = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if (!root || !debootstrap) && std::env::var_os("KCHAOS_REQUIRE_VM").is_some() {
+        panic!("KCHAOS_REQUIRE_VM is set but the systemd image cannot be built (root: {root}, debootstrap: {debootstrap})");
+    }
+    if !root || !debootstrap {
+        eprintln!("SKIP: building the systemd image needs root and debootstrap");
+    }
+    root && debootstrap
+}
+
+/// Incident 3 in miniature: 40 transient units of every kind through D-Bus.
+const SYSTEMD_SMALL: &str = r#"
+[scenario]
+name = "systemd-small"
+duration = "60s"
+
+[vm]
+image = "systemd"
+
+[[workload]]
+kind = "systemd-units"
+name = "units"
+iterations = 40
+concurrency = 4
+
+[[probe]]
+kind = "systemd-call"
+name = "systemd_call"
+interval = "100ms"
+
+[[check]]
+assert = "units.leaked.value == 0"
+"#;
+
+#[test]
+fn transient_units_flood_passes_in_the_systemd_image_with_job_latencies() {
+    if !systemd_image_available() {
+        return;
+    }
+    let r = run("systemd", SYSTEMD_SMALL);
+    let cell = r.cell();
+    assert_eq!(cell["verdict"], "pass", "{}\n{cell:#}", r.output);
+    assert_eq!(cell["image"]["kind"], "systemd");
+    let m = &cell["metrics"];
+    assert_eq!(m["units.units"]["value"], 40.0, "{m:#}");
+    for stage in ["start", "stop"] {
+        assert_eq!(m[format!("units.{stage}")]["count"], 40, "{stage}: {m:#}");
+    }
+    assert!(
+        m["systemd_call"]["count"].as_u64().unwrap() > 0,
+        "systemd answered the probe during the flood: {m:#}"
+    );
+    // The runner's lines reach the console with their prefix, as under the initramfs.
+    let console = std::fs::read_to_string(r.artifact("console")).unwrap();
+    assert!(!console.contains("Failed to start"), "{console}");
+}
+
+#[test]
+fn a_frozen_systemd_fails_the_cell_as_unresponsive() {
+    if !systemd_image_available() {
+        return;
+    }
+    let r = run_file(
+        &shipped("scenarios/selftest/freeze-systemd.toml"),
+        &[],
+        tempfile::tempdir().unwrap(),
+    );
+    let cell = r.cell();
+    assert_eq!(cell["verdict"], "fail", "{}\n{cell:#}", r.output);
+    assert!(
+        r.reasons()
+            .contains("systemd unresponsive: Version not answered within 2s"),
+        "{}",
+        r.reasons()
+    );
+    // The runner needs nothing from systemd to report: the results are complete.
+    assert!(cell["metrics"]["systemd_call"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(r.code, Some(1));
+}

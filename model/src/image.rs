@@ -7,3 +7,5 @@ pub const INIT_PATH: &str = "/init";
 pub const MODULE_ORDER_PATH: &str = "/kchaos/modules.order";
 /// Image metadata (JSON) for the evidence trail.
 pub const IMAGE_INFO_PATH: &str = "/kchaos/image.json";
+/// The runner in the systemd image, started by `kchaos-runner.service`.
+pub const SERVICE_RUNNER_PATH: &str = "/usr/local/bin/kchaos-runner";

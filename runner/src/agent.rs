@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kchaos_model::protocol::{
     GuestMessage, HostMessage, Phase, RunReport, RunRequest, PROTOCOL_VERSION,
 };
-use kchaos_model::scenario::{ProbeSpec, Scenario, Workload, WorkloadSpec};
+use kchaos_model::scenario::{ImageKind, ProbeSpec, Scenario, Workload, WorkloadSpec};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
@@ -20,6 +20,8 @@ use crate::{probes, VERSION};
 
 /// How long the host may take to answer `Hello` with a scenario.
 const RUN_WAIT: Duration = Duration::from_secs(60);
+/// How long systemd may take to answer on the system bus after the runner started.
+const SYSTEMD_WAIT: Duration = Duration::from_secs(30);
 /// How long to wait for the host's `Ack` of the results before powering off anyway.
 const ACK_WAIT: Duration = Duration::from_secs(10);
 
@@ -35,6 +37,8 @@ pub enum SessionError {
     Sysctl(#[from] setup::SysctlError),
     #[error(transparent)]
     Mount(#[from] mounts::MountError),
+    #[error("{0}")]
+    Systemd(String),
     #[error("Aborted by the host: {0}")]
     Aborted(String),
 }
@@ -77,6 +81,12 @@ async fn run(
                 "sysctl {key} does not exist on this kernel; not set"
             ));
         }
+    }
+    if scenario.vm.image == ImageKind::Systemd {
+        let version = crate::systemd::wait_ready(SYSTEMD_WAIT)
+            .await
+            .map_err(SessionError::Systemd)?;
+        tracing::info!(%version, "systemd answers");
     }
     let controllers = controllers_needed(scenario);
     let layout = match mounts::mount_cgroups(scenario.vm.cgroup, &controllers, cgroups_mounted) {
@@ -270,7 +280,10 @@ fn controllers_needed(scenario: &Scenario) -> Vec<String> {
         match &w.spec {
             WorkloadSpec::CgroupChurn(c) => set.extend(c.controllers.iter().cloned()),
             WorkloadSpec::CfsQuota(c) => set.extend(c.controllers.iter().cloned()),
-            WorkloadSpec::Selftest(_) | WorkloadSpec::VethStorm(_) | WorkloadSpec::Exec(_) => {}
+            WorkloadSpec::Selftest(_)
+            | WorkloadSpec::VethStorm(_)
+            | WorkloadSpec::Exec(_)
+            | WorkloadSpec::SystemdUnits(_) => {}
         }
     }
     for p in &scenario.probes {

@@ -17,6 +17,7 @@ mod populate;
 mod probes;
 mod safety;
 mod setup;
+mod systemd;
 mod wakeup;
 mod workloads;
 
@@ -29,6 +30,8 @@ use clap::Parser;
 use kchaos_model::protocol::{CONTROL_PORT_NAME, RUNNER_CONSOLE_PREFIX};
 
 pub const VERSION: &str = kchaos_model::VERSION;
+/// The child that only exists to be adopted by a transient scope (`systemd-units`).
+pub const HOLD_SUBCOMMAND: &str = "__hold";
 
 /// The kchaos guest agent. Runs as PID 1 of a kchaos VM; refuses to run anywhere else.
 #[derive(Debug, Parser)]
@@ -52,6 +55,10 @@ fn main() -> ExitCode {
         Some(populate::SUBCOMMAND) => return populate::child_main(child_args),
         Some(cfs_worker::SUBCOMMAND) => return cfs_worker::child_main(child_args),
         Some(wakeup::SUBCOMMAND) => return wakeup::child_main(child_args),
+        Some(HOLD_SUBCOMMAND) => {
+            child::wait_for_stdin_eof();
+            return ExitCode::SUCCESS;
+        }
         _ => {}
     }
     let pid1 = std::process::id() == 1;
@@ -81,7 +88,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(2);
     }
-    if pid1 {
+    if pid1 || cli.service {
         install_panic_hook();
     }
     let result = run(pid1, &cmdline, entered_ms, modules);
@@ -202,7 +209,8 @@ impl std::io::Write for ConsoleWriter {
 }
 
 /// As PID 1, a panic must not become "Attempted to kill init" (which the host would read
-/// as a kernel crash): report it on the console and power off.
+/// as a kernel crash); as the service, it must not leave the VM idling until the host's
+/// timeout. Either way: report it on the console and power off.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(move |info| {
         eprintln!("{RUNNER_CONSOLE_PREFIX}panic: {info}; powering off");

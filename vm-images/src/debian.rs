@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cache::Cache;
+use crate::command::{self, CommandError};
 use crate::kernel::{Kernel, KernelError};
 use crate::spec::{compare_abi, DebianVersion, Flavour};
 
@@ -24,24 +25,7 @@ pub trait PackageSource {
 pub struct AptSource;
 
 fn run(cmd: &mut Command) -> Result<String, KernelError> {
-    let command = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|source| KernelError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| !l.starts_with("W:"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        return Err(KernelError::Command {
-            command,
-            status: out.status.to_string(),
-            stderr,
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(command::run(cmd)?)
 }
 
 impl PackageSource for AptSource {
@@ -59,7 +43,7 @@ impl PackageSource for AptSource {
                 .find_map(|l| l.strip_prefix("Version: "))
                 .map(|v| v.trim().to_owned())),
             // apt-cache exits 100 for unknown packages.
-            Err(KernelError::Command { .. }) => Ok(None),
+            Err(KernelError::Command(CommandError::Failed { .. })) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -7,11 +7,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use kchaos_model::image::{IMAGE_INFO_PATH, MODULE_ORDER_PATH};
+use kchaos_model::image::INIT_PATH;
 
-use crate::cache::{Cache, CacheError, KeyHasher};
-use crate::modules::LoadableModule;
-use crate::tools::ToolFile;
+use crate::cache::{Cache, CacheError};
+use crate::payload::{self, Payload};
 
 /// Bump when the image layout changes so old cache entries are not reused.
 const FORMAT: &str = "kchaos-initramfs-v1";
@@ -26,15 +25,6 @@ pub enum InitramfsError {
     TooLarge { name: String },
 }
 
-#[derive(Debug)]
-pub struct InitramfsInput<'a> {
-    pub runner: &'a [u8],
-    pub release: &'a str,
-    pub modules: &'a [LoadableModule],
-    /// Host programs and their libraries (`[vm] tools`).
-    pub tools: &'a [ToolFile],
-}
-
 #[derive(Debug, Clone)]
 pub struct Initramfs {
     pub path: PathBuf,
@@ -43,17 +33,9 @@ pub struct Initramfs {
     pub size: u64,
 }
 
-/// Builds (or finds in the cache) the initramfs for these inputs.
-pub fn build(cache: &Cache, input: &InitramfsInput<'_>) -> Result<Initramfs, InitramfsError> {
-    let mut hasher = KeyHasher::new(FORMAT);
-    hasher.field(input.runner).field(input.release.as_bytes());
-    for m in input.modules {
-        hasher.field(m.name.as_bytes()).field(&m.data);
-    }
-    for t in input.tools {
-        hasher.field(t.path.as_bytes()).field(&t.data);
-    }
-    let key = hasher.finish();
+/// Builds (or finds in the cache) the initramfs for this payload.
+pub fn build(cache: &Cache, payload: &Payload<'_>) -> Result<Initramfs, InitramfsError> {
+    let key = payload.key(FORMAT);
     let dir = cache.dir("initramfs")?;
     let path = dir.join(format!("{}.cpio", &key[..24]));
     if let Ok(meta) = std::fs::metadata(&path) {
@@ -64,9 +46,9 @@ pub fn build(cache: &Cache, input: &InitramfsInput<'_>) -> Result<Initramfs, Ini
             size: meta.len(),
         });
     }
-    let bytes = archive(input)?;
+    let bytes = archive(payload)?;
     Cache::write_atomic(&path, &bytes)?;
-    tracing::info!(path = %path.display(), size = bytes.len(), modules = input.modules.len(), "built initramfs");
+    tracing::info!(path = %path.display(), size = bytes.len(), modules = payload.modules.len(), "built initramfs");
     Ok(Initramfs {
         path,
         key,
@@ -74,86 +56,28 @@ pub fn build(cache: &Cache, input: &InitramfsInput<'_>) -> Result<Initramfs, Ini
     })
 }
 
-/// The archive bytes for these inputs, without caching.
-pub fn archive(input: &InitramfsInput<'_>) -> Result<Vec<u8>, InitramfsError> {
+/// The archive bytes for this payload, without caching.
+pub fn archive(payload: &Payload<'_>) -> Result<Vec<u8>, InitramfsError> {
     let mut w = Writer {
-        out: Vec::with_capacity(input.runner.len() + (4 << 20)),
+        out: Vec::with_capacity(payload.runner.len() + (4 << 20)),
         ino: 1,
     };
-    for dir in [
-        "dev",
-        "proc",
-        "sys",
-        "tmp",
-        "run",
-        "kchaos",
-        "lib",
-        "lib/modules",
-    ] {
+    let mut made = std::collections::BTreeSet::new();
+    for dir in ["dev", "proc", "sys", "tmp", "run"] {
         w.dir(dir)?;
+        made.insert(dir.to_owned());
     }
     // The kernel opens /dev/console for init's stdio before init runs, i.e. before the
     // runner can mount devtmpfs.
     w.char_device("dev/console", 5, 1)?;
-    w.file("init", 0o755, input.runner)?;
-    let base = format!("lib/modules/{}", input.release);
-    w.dir(&base)?;
-    let mut order = String::new();
-    let mut made = std::collections::BTreeSet::new();
-    for m in input.modules {
-        let rel = format!("{base}/{}", m.relative.display());
-        let rel_path = std::path::Path::new(&rel);
-        let mut parents: Vec<&std::path::Path> = rel_path
-            .ancestors()
-            .skip(1)
-            .take_while(|a| a.as_os_str().len() > base.len())
-            .collect();
-        parents.reverse();
-        for parent in parents {
-            let parent = parent.to_string_lossy().into_owned();
+    for file in payload.files(INIT_PATH, FORMAT) {
+        for parent in payload::parents(&file.path) {
             if made.insert(parent.clone()) {
                 w.dir(&parent)?;
             }
         }
-        w.file(&rel, 0o644, &m.data)?;
-        order.push('/');
-        order.push_str(&rel);
-        order.push('\n');
+        w.file(file.path.trim_start_matches('/'), file.mode, &file.data)?;
     }
-    w.file(
-        MODULE_ORDER_PATH.trim_start_matches('/'),
-        0o644,
-        order.as_bytes(),
-    )?;
-    for tool in input.tools {
-        let rel = tool.path.trim_start_matches('/');
-        let mut parents: Vec<&std::path::Path> = std::path::Path::new(rel)
-            .ancestors()
-            .skip(1)
-            .filter(|a| !a.as_os_str().is_empty())
-            .collect();
-        parents.reverse();
-        for parent in parents {
-            let parent = parent.to_string_lossy().into_owned();
-            // `lib` and `lib/modules` were made with the modules.
-            if !matches!(parent.as_str(), "lib" | "lib/modules") && made.insert(parent.clone()) {
-                w.dir(&parent)?;
-            }
-        }
-        let mode = if tool.executable { 0o755 } else { 0o644 };
-        w.file(rel, mode, &tool.data)?;
-    }
-    let info = serde_json::json!({
-        "format": FORMAT,
-        "release": input.release,
-        "modules": input.modules.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
-        "runner_sha256": crate::cache::sha256_hex(input.runner),
-    });
-    w.file(
-        IMAGE_INFO_PATH.trim_start_matches('/'),
-        0o644,
-        info.to_string().as_bytes(),
-    )?;
     w.finish()
 }
 
@@ -209,6 +133,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modules::LoadableModule;
 
     fn names(archive: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
         let mut out = Vec::new();
@@ -242,7 +167,7 @@ mod tests {
                 data: b"\x7fELFb".to_vec(),
             },
         ];
-        let bytes = archive(&InitramfsInput {
+        let bytes = archive(&Payload {
             runner: b"RUNNER",
             release: "6.1.0-test",
             modules: &modules,
@@ -270,7 +195,7 @@ mod tests {
         let cache = Cache::new(dir.path());
         let a = build(
             &cache,
-            &InitramfsInput {
+            &Payload {
                 runner: b"A",
                 release: "r",
                 modules: &[],
@@ -280,7 +205,7 @@ mod tests {
         .unwrap();
         let again = build(
             &cache,
-            &InitramfsInput {
+            &Payload {
                 runner: b"A",
                 release: "r",
                 modules: &[],
@@ -290,7 +215,7 @@ mod tests {
         .unwrap();
         let b = build(
             &cache,
-            &InitramfsInput {
+            &Payload {
                 runner: b"B",
                 release: "r",
                 modules: &[],

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bzimage::{self, BzImageError};
 use crate::cache::{Cache, CacheError};
+use crate::command::CommandError;
 use crate::debian::{self, AptSource, PackageSource};
 use crate::spec::{KernelSpec, SpecError};
 
@@ -20,18 +21,8 @@ pub enum KernelError {
     BzImage(#[from] BzImageError),
     #[error("No Debian kernel package matches `{spec}`: {detail}")]
     NoPackage { spec: String, detail: String },
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
-    #[error("Cannot run `{command}` (is it installed?)")]
-    Spawn {
-        command: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
     #[error("Package {package} has no {what}")]
     BadPackage { package: String, what: String },
     #[error("Kernel image {path} does not exist")]

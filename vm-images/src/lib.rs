@@ -1,15 +1,19 @@
 //! Builds what kchaos boots: kernels from Debian's apt or local builds, the module
-//! closure a scenario needs, and the initramfs with the runner as `/init`.
+//! closure a scenario needs, the initramfs with the runner as `/init`, and the systemd
+//! disk image with the runner as a service.
 //!
 //! Everything slow is cached under [`cache::Cache`], keyed by its inputs.
 
 pub mod bzimage;
 pub mod cache;
+pub mod command;
 pub mod debian;
 pub mod initramfs;
 pub mod kernel;
 pub mod modules;
+pub mod payload;
 pub mod spec;
+pub mod systemd;
 pub mod tools;
 
 pub use cache::Cache;

@@ -45,15 +45,23 @@ const LIBRARY_DIRS: &[&str] = &[
     "/usr/lib",
 ];
 
-fn find_program(name: &str) -> Option<PathBuf> {
+/// An executable host program: `name` itself if it is a path, else the first match in
+/// `$PATH` or in the sbin directories a non-root `$PATH` often lacks.
+pub fn find_program(name: &str) -> Option<PathBuf> {
     if name.starts_with('/') {
-        return Path::new(name).is_file().then(|| PathBuf::from(name));
+        return is_executable(Path::new(name)).then(|| PathBuf::from(name));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
         .map(|d| d.join(name))
-        .find(|p| p.is_file())
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Every file the programs need; programs go to `/bin/<name>`, libraries to their host
@@ -196,6 +204,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("s.sh");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         assert!(collect(&[script.display().to_string()])
             .unwrap_err()
             .to_string()

@@ -34,7 +34,7 @@ pub struct CellSpec {
     pub id: String,
     pub scenario: Arc<LoadedScenario>,
     pub kernel: Arc<Kernel>,
-    pub initrd: PathBuf,
+    pub image: crate::images::GuestImage,
     pub seed: u64,
     pub repeat: u32,
     /// Results directory and this cell's directory inside it.
@@ -127,6 +127,7 @@ pub async fn run(
             package: cell.kernel.package.clone(),
         },
         accel: Some(env.accel.as_str().to_owned()),
+        image: Some(cell.image.info.clone()),
         seed: cell.seed,
         repeat: cell.repeat,
         verdict: Verdict::Error,

@@ -97,13 +97,14 @@ pub(super) async fn observe(
     if let Some(level) = &env.guest_log {
         cmdline.push(format!("kchaos.log={level}"));
     }
+    cmdline.extend(cell.image.cmdline.iter().cloned());
     cmdline.extend(scenario.vm.cmdline.iter().cloned());
     let command = QemuCommand {
         accel: env.accel,
         memory_mib: scenario.vm.memory_mib,
         cpus: scenario.vm.cpus,
         kernel: cell.kernel.bzimage.clone(),
-        initrd: cell.initrd.clone(),
+        boot: cell.image.media.clone(),
         cmdline,
         control_socket: Some(sock),
         qmp_socket: Some(qmp_sock.clone()),

@@ -14,13 +14,27 @@ pub const CONTROL_CHARDEV: &str = "kchaos-ctl";
 /// The kernel modules the control channel needs (virtio-serial over PCI).
 pub const CHANNEL_MODULES: &[&str] = &["virtio_pci", "virtio_console"];
 
+/// What the kernel boots into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootMedia {
+    /// An initramfs; the runner is its init.
+    Initrd(PathBuf),
+    /// A raw ext4 disk on NVMe (built into Debian's cloud kernels, so no initramfs is
+    /// needed), attached with `snapshot=on`: the guest's writes go to a temporary overlay
+    /// and the cached image stays pristine for the next cell.
+    Disk(PathBuf),
+}
+
+/// The guest's name for the disk of [`BootMedia::Disk`].
+pub const ROOT_DEVICE: &str = "/dev/nvme0n1";
+
 #[derive(Debug, Clone)]
 pub struct QemuCommand {
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
     pub kernel: PathBuf,
-    pub initrd: PathBuf,
+    pub boot: BootMedia,
     pub cmdline: Vec<String>,
     /// Unix socket the harness listens on; QEMU connects as a client, so there is no
     /// start-up race. `None` boots without the control channel (the boot benchmark's
@@ -73,19 +87,35 @@ impl QemuCommand {
         push(&["-serial", "stdio"]);
         a.push("-kernel".into());
         a.push(self.kernel.clone().into());
-        a.push("-initrd".into());
-        a.push(self.initrd.clone().into());
+        let mut cmdline = self.cmdline.clone();
+        match &self.boot {
+            BootMedia::Initrd(path) => {
+                a.push("-initrd".into());
+                a.push(path.clone().into());
+            }
+            BootMedia::Disk(path) => {
+                a.push("-drive".into());
+                a.push(
+                    format!(
+                        "file={},if=none,id=kchaos-root,format=raw,snapshot=on",
+                        escape(path)
+                    )
+                    .into(),
+                );
+                a.push("-device".into());
+                a.push("nvme,drive=kchaos-root,serial=kchaos-root".into());
+                cmdline.extend([
+                    format!("root={ROOT_DEVICE}"),
+                    "rootfstype=ext4".to_owned(),
+                    "rw".to_owned(),
+                ]);
+            }
+        }
         a.push("-append".into());
-        a.push(self.cmdline.join(" ").into());
+        a.push(cmdline.join(" ").into());
         if let Some(socket) = &self.qmp_socket {
             a.push("-qmp".into());
-            a.push(
-                format!(
-                    "unix:{},server=on,wait=off",
-                    socket.display().to_string().replace(',', ",,")
-                )
-                .into(),
-            );
+            a.push(format!("unix:{},server=on,wait=off", escape(socket)).into());
         }
         if let Some(socket) = &self.control_socket {
             a.push("-chardev".into());
@@ -103,25 +133,31 @@ impl QemuCommand {
 }
 
 fn chardev(socket: &Path) -> String {
-    // Commas in QEMU option values are escaped by doubling.
-    let path = socket.display().to_string().replace(',', ",,");
-    format!("socket,id={CONTROL_CHARDEV},path={path},server=off")
+    format!(
+        "socket,id={CONTROL_CHARDEV},path={},server=off",
+        escape(socket)
+    )
+}
+
+/// A path as a QEMU option value: commas are escaped by doubling.
+fn escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn command_line_has_console_channel_and_marker() {
+    /// The arguments joined into one line, and the kernel command line.
+    fn render(boot: BootMedia, control_socket: Option<PathBuf>) -> (String, String) {
         let cmd = QemuCommand {
             accel: Accel::Tcg,
             memory_mib: 512,
             cpus: 1,
             kernel: "/k/vmlinuz".into(),
-            initrd: "/k/init.cpio".into(),
+            boot,
             cmdline: QemuCommand::base_cmdline("s/k", true),
-            control_socket: Some("/tmp/a,b/ctl.sock".into()),
+            control_socket,
             qmp_socket: None,
         };
         let args: Vec<String> = cmd
@@ -129,11 +165,37 @@ mod tests {
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        let joined = args.join(" ");
+        let append = args[args.iter().position(|a| a == "-append").unwrap() + 1].clone();
+        (args.join(" "), append)
+    }
+
+    #[test]
+    fn command_line_has_console_channel_and_marker() {
+        let (joined, append) = render(
+            BootMedia::Initrd("/k/init.cpio".into()),
+            Some("/tmp/a,b/ctl.sock".into()),
+        );
         assert!(joined.contains("-accel tcg -cpu max,la57=off"));
         assert!(joined.contains("socket,id=kchaos-ctl,path=/tmp/a,,b/ctl.sock,server=off"));
         assert!(joined.contains("name=org.kchaos.ctl"));
-        let append = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
         assert!(append.contains("kchaos.vm=1") && append.contains("console=ttyS0"));
+        assert!(
+            !append.contains("root="),
+            "an initramfs boot names no root device"
+        );
+    }
+
+    #[test]
+    fn a_disk_boots_from_nvme_without_touching_the_image() {
+        let (joined, append) = render(BootMedia::Disk("/c/disk,1.img".into()), None);
+        assert!(
+            joined.contains("file=/c/disk,,1.img,if=none,id=kchaos-root,format=raw,snapshot=on")
+        );
+        assert!(joined.contains("-device nvme,drive=kchaos-root"));
+        assert!(!joined.contains("-initrd"));
+        assert!(
+            append.ends_with("root=/dev/nvme0n1 rootfstype=ext4 rw"),
+            "{append}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 pub mod accel;
 pub mod command;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 pub use self::accel::{detect as detect_accel, Accel};
@@ -58,15 +58,4 @@ impl Qemu {
     }
 }
 
-pub fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
+pub use kchaos_images::tools::find_program as find_in_path;

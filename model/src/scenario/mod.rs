@@ -73,6 +73,27 @@ pub struct VmSpec {
     /// harness default for the accelerator.
     #[serde(with = "opt_duration_ms")]
     pub hang_timeout: Option<Duration>,
+    pub image: ImageKind,
+}
+
+/// What the guest boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageKind {
+    /// The runner as PID 1 in an initramfs: fastest, no userspace but kchaos's.
+    #[default]
+    Initramfs,
+    /// A Debian bookworm root filesystem with systemd and dbus; the runner is a service.
+    Systemd,
+}
+
+impl std::fmt::Display for ImageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImageKind::Initramfs => "initramfs",
+            ImageKind::Systemd => "systemd",
+        })
+    }
 }
 
 /// Which cgroup hierarchy the runner mounts.

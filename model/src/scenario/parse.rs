@@ -14,7 +14,7 @@ use super::error::{Locator, ScenarioErrors};
 use super::probe::Probe;
 use super::raw::{RawFile, RawKind, RawRequires, RawSignatures, RawVm};
 use super::workload::Workload;
-use super::{CgroupMode, Requirements, Scenario, SignaturePolicy, VmSpec};
+use super::{CgroupMode, ImageKind, Requirements, Scenario, SignaturePolicy, VmSpec};
 use crate::kernel::{ConfigRequirement, VersionRange};
 
 const DEFAULT_DURATION: Duration = Duration::from_secs(60);
@@ -45,6 +45,14 @@ pub fn parse(file: &str, source: &str) -> Result<Scenario, ScenarioErrors> {
         .unwrap_or(DEFAULT_DURATION);
     let settle = ctx.duration(&raw.scenario.settle).unwrap_or(Duration::ZERO);
     let vm = validate_vm(&mut ctx, &raw.vm);
+    if let Some(image) = &raw.vm.image {
+        if *image.get_ref() == ImageKind::Systemd && vm.cgroup != CgroupMode::V2 {
+            ctx.error(
+                image.span(),
+                "the systemd image runs systemd's unified hierarchy: set `cgroup = \"v2\"`",
+            );
+        }
+    }
     let requires = validate_requires(&mut ctx, &raw.requires);
     let signatures = validate_signatures(&mut ctx, &raw.signatures);
 
@@ -55,7 +63,7 @@ pub fn parse(file: &str, source: &str) -> Result<Scenario, ScenarioErrors> {
         .collect();
     let probes: Vec<Probe> = tagged_entries(&mut ctx, root.get_ref(), "probe")
         .into_iter()
-        .filter_map(|(kind, value)| Probe::parse(&mut ctx, &kind, &value))
+        .filter_map(|(kind, value)| Probe::parse(&mut ctx, &kind, &value, &vm))
         .collect();
     check_unique_names(&mut ctx, root.get_ref(), &workloads, &probes);
     check_ordering(&mut ctx, root.get_ref(), &workloads);
@@ -219,6 +227,10 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm) -> VmSpec {
         modules,
         tools,
         hang_timeout: ctx.duration(&raw.hang_timeout),
+        image: raw
+            .image
+            .as_ref()
+            .map_or(ImageKind::Initramfs, |i| *i.get_ref()),
     }
 }
 

@@ -8,10 +8,17 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use super::ctx::{check_name, Ctx};
+use super::{ImageKind, VmSpec};
 use crate::metrics::{MetricInfo, MetricKind};
 use crate::units::{duration_ms, Unit};
 
-pub const KINDS: &[&str] = &["read-latency", "counter", "wakeup-latency", "d-state"];
+pub const KINDS: &[&str] = &[
+    "read-latency",
+    "counter",
+    "wakeup-latency",
+    "d-state",
+    "systemd-call",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probe {
@@ -43,6 +50,12 @@ pub enum ProbeSpec {
     /// Tasks in uninterruptible sleep (state `D`), counted over every thread: stuck
     /// kernel paths show up here before `hung_task` reports them.
     DState,
+    /// The latency of a trivial call to systemd (reading the manager's `Version`); a
+    /// call unanswered within `timeout` is an error: systemd is unresponsive.
+    SystemdCall {
+        #[serde(with = "duration_ms")]
+        timeout: Duration,
+    },
 }
 
 /// Which number in the file a counter reads.
@@ -78,6 +91,7 @@ impl Probe {
                     },
                 )]
             }
+            ProbeSpec::SystemdCall { .. } => vec![(self.name.clone(), hist)],
             ProbeSpec::DState => vec![(
                 self.name.clone(),
                 MetricInfo {
@@ -102,6 +116,7 @@ impl Probe {
         ctx: &mut Ctx<'_>,
         kind: &Spanned<String>,
         value: &Spanned<DeValue<'_>>,
+        vm: &VmSpec,
     ) -> Option<Probe> {
         match kind.get_ref().as_str() {
             "read-latency" => {
@@ -150,6 +165,25 @@ impl Probe {
                     name,
                     interval,
                     spec: ProbeSpec::Counter { path, select, unit },
+                })
+            }
+            "systemd-call" => {
+                let raw: RawSystemdCall = ctx.deserialize(value)?;
+                let name = probe_name(ctx, &raw.name)?;
+                if vm.image != ImageKind::Systemd {
+                    ctx.error(
+                        kind.span(),
+                        "a `systemd-call` probe needs systemd: set `[vm] image = \"systemd\"`",
+                    );
+                }
+                let interval = ctx
+                    .duration(&raw.interval)
+                    .unwrap_or(Duration::from_millis(200));
+                let timeout = ctx.duration(&raw.timeout).unwrap_or(Duration::from_secs(5));
+                Some(Probe {
+                    name,
+                    interval,
+                    spec: ProbeSpec::SystemdCall { timeout },
                 })
             }
             "d-state" => {
@@ -266,4 +300,14 @@ struct RawDState {
     kind: String,
     name: Spanned<String>,
     interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSystemdCall {
+    #[allow(dead_code)]
+    kind: String,
+    name: Spanned<String>,
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
 }

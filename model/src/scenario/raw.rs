@@ -7,7 +7,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::CgroupMode;
+use super::{CgroupMode, ImageKind};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +59,7 @@ pub(crate) struct RawVm {
     #[serde(default)]
     pub tools: Vec<Spanned<String>>,
     pub hang_timeout: Option<Spanned<String>>,
+    pub image: Option<Spanned<ImageKind>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

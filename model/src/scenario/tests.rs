@@ -333,3 +333,39 @@ fn exec_needs_an_absolute_program_and_tools_are_names_or_paths() {
             .contains("not a program name")
     );
 }
+
+#[test]
+fn systemd_workloads_and_probes_need_the_systemd_image() {
+    let body = "[[workload]]\nkind = \"systemd-units\"\nname = \"u\"\n[[probe]]\nkind = \"systemd-call\"\nname = \"call\"\n[[workload]]\nkind = \"selftest\"\naction = \"freeze-systemd\"\n";
+    let errors = parse_err(&format!("[scenario]\nname = \"s\"\n{body}"));
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].starts_with("t.toml:4:8: "), "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.contains("image = \"systemd\"")),
+        "{errors:?}"
+    );
+
+    let s = parse_ok(&format!(
+        "[scenario]\nname = \"s\"\n[vm]\nimage = \"systemd\"\n{body}"
+    ));
+    assert_eq!(s.vm.image, ImageKind::Systemd);
+    let WorkloadSpec::SystemdUnits(u) = &s.workloads[0].spec else {
+        panic!("expected systemd-units")
+    };
+    assert_eq!((u.concurrency, u.connections), (4, 1));
+    assert_eq!(u.kinds.len(), 4, "every kind by default");
+    assert_eq!(u.job_timeout, Duration::from_secs(30));
+    assert_eq!(
+        s.probes[0].spec,
+        ProbeSpec::SystemdCall {
+            timeout: Duration::from_secs(5)
+        }
+    );
+
+    let v1 = parse_err("[scenario]\nname = \"s\"\n[vm]\nimage = \"systemd\"\ncgroup = \"v1\"\n");
+    assert!(v1[0].contains("set `cgroup = \"v2\"`"), "{v1:?}");
+    let empty = parse_err(
+        "[scenario]\nname = \"s\"\n[vm]\nimage = \"systemd\"\n[[workload]]\nkind = \"systemd-units\"\nkinds = []\n",
+    );
+    assert!(empty[0].contains("at least one of"), "{empty:?}");
+}

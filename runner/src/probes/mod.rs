@@ -4,6 +4,7 @@
 
 mod counter;
 mod dstate;
+mod systemd_call;
 mod wakeup;
 
 use std::sync::{Arc, Mutex};
@@ -48,7 +49,7 @@ pub struct RunningProbe {
 
 #[derive(Debug)]
 enum How {
-    /// Read or counter: a tokio task polling a file.
+    /// Read, counter, d-state or systemd call: a tokio task polling.
     Polled {
         state: Arc<Mutex<ProbeState>>,
         task: tokio::task::JoinHandle<()>,
@@ -86,6 +87,16 @@ pub fn start(
             ));
             How::Polled { state, task }
         }
+        ProbeSpec::SystemdCall { timeout } => {
+            let state = Arc::new(Mutex::new(ProbeState::default()));
+            let task = tokio::spawn(systemd_call::run(
+                probe.interval,
+                *timeout,
+                stop,
+                Arc::clone(&state),
+            ));
+            How::Polled { state, task }
+        }
     };
     RunningProbe { probe, how }
 }
@@ -111,7 +122,7 @@ impl RunningProbe {
                     error_samples: state.error_samples,
                 };
                 let metrics = match self.probe.spec {
-                    ProbeSpec::ReadLatency { .. } => {
+                    ProbeSpec::ReadLatency { .. } | ProbeSpec::SystemdCall { .. } => {
                         vec![(name, Metric::Histogram(state.latency.summary()))]
                     }
                     // Series are assembled by the host from the streamed samples.
@@ -187,7 +198,9 @@ fn read_once(spec: &ProbeSpec) -> Result<Reading, String> {
                 .map_err(|e| format!("read {path}: {e}"))
         }
         ProbeSpec::DState => dstate::count().map(Reading::Number),
-        ProbeSpec::WakeupLatency { .. } => Err("wake-up probes are not polled".to_owned()),
+        ProbeSpec::WakeupLatency { .. } | ProbeSpec::SystemdCall { .. } => {
+            Err("this probe does not read files".to_owned())
+        }
     }
 }
 

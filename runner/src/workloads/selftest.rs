@@ -38,6 +38,7 @@ pub fn run(workload: &Workload, spec: &Selftest, env: &Env) -> WorkloadReport {
             env.reporter.silence();
             Ok(())
         }
+        SelftestAction::FreezeSystemd => crate::systemd::freeze_init(),
     };
     report.iterations = 1;
     if let Err(e) = result {
@@ -45,9 +46,13 @@ pub fn run(workload: &Workload, spec: &Selftest, env: &Env) -> WorkloadReport {
         report.error_samples.push(e);
         return report;
     }
-    if matches!(spec.action, SelftestAction::Wedge | SelftestAction::Silence) {
+    if matches!(
+        spec.action,
+        SelftestAction::Wedge | SelftestAction::Silence | SelftestAction::FreezeSystemd
+    ) {
         // The run must not finish around the broken guest: stay in the workload phase
-        // until the harness gives up on us.
+        // until the harness gives up on us (or, with systemd frozen, until the probes
+        // have seen it for the rest of the workload's time).
         while !env.stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < env.deadline
         {
             std::thread::sleep(Duration::from_millis(100));

@@ -18,9 +18,8 @@ use kchaos_model::units::Unit;
 use rtnetlink::packet_route::address::AddressHeaderFlags;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
-use tokio::sync::Mutex;
 
-use super::{Env, Errors};
+use super::{Env, Errors, Iterations};
 use crate::histogram::Latency;
 use crate::netns::NetnsFactory;
 
@@ -64,15 +63,11 @@ fn addresses(slot: u32) -> (Ipv4Addr, Ipv4Addr, Ipv6Addr, Ipv6Addr) {
 }
 
 struct Shared<'a> {
-    workload: &'a Workload,
     spec: &'a VethStorm,
-    env: &'a Env,
     host: Handle,
     factory: NetnsFactory,
-    next: AtomicU64,
+    iterations: Iterations<'a>,
     inflight: Arc<AtomicU64>,
-    /// Paces pod starts at `rate` per second.
-    pace: Option<Mutex<tokio::time::Interval>>,
 }
 
 pub fn run(
@@ -149,20 +144,12 @@ async fn storm(workload: &Workload, spec: &VethStorm, env: &Env) -> Stats {
             return total;
         }
     };
-    let pace = spec.rate.map(|r| {
-        let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Mutex::new(i)
-    });
     let shared = Shared {
-        workload,
         spec,
-        env,
         host,
         factory,
-        next: AtomicU64::new(0),
+        iterations: Iterations::new(workload, env, spec.rate),
         inflight: Arc::new(AtomicU64::new(0)),
-        pace,
     };
     let started = Instant::now();
     let sampler = tokio::spawn(sample_inflight(
@@ -221,30 +208,15 @@ async fn sample_inflight(
 
 async fn slot_loop(sh: &Shared<'_>, slot: u32) -> Stats {
     let mut stats = Stats::default();
-    loop {
-        if sh.env.stop.load(Ordering::Relaxed) || Instant::now() >= sh.env.deadline {
-            return stats;
-        }
-        let n = sh.next.fetch_add(1, Ordering::Relaxed);
-        if sh.workload.iterations.is_some_and(|limit| n >= limit) {
-            return stats;
-        }
-        if let Some(pace) = &sh.pace {
-            pace.lock().await.tick().await;
-        }
+    while let Some(n) = sh.iterations.claim().await {
         sh.inflight.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = pod(sh, slot, n, &mut stats).await {
             stats.errors.push(e);
         }
         sh.inflight.fetch_sub(1, Ordering::Relaxed);
-        if n % 25 == 24 {
-            sh.env.reporter.send(GuestMessage::Progress {
-                workload: sh.workload.name.clone(),
-                done: n + 1,
-                total: sh.workload.iterations,
-            });
-        }
+        sh.iterations.done(n);
     }
+    stats
 }
 
 /// One pod, start to finish.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, RawCommon, WorkloadSpec};
+use super::{Common, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
 use crate::scenario::{CgroupMode, VmSpec};
@@ -59,16 +59,7 @@ pub struct CfsQuota {
     pub controllers: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[allow(dead_code)]
-    kind: String,
-    name: Option<Spanned<String>>,
-    iterations: Option<Spanned<u64>>,
-    duration: Option<Spanned<String>>,
-    max_errors: Option<u64>,
-    after: Option<Spanned<String>>,
+raw_workload! {
     parent: Option<Spanned<String>>,
     depth: Option<Spanned<u64>>,
     width: Option<Spanned<u64>>,
@@ -94,18 +85,7 @@ pub(super) fn parse(
     vm: &VmSpec,
 ) -> Option<super::Workload> {
     let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(
-        ctx,
-        index,
-        "cfs-quota",
-        RawCommon {
-            name: &raw.name,
-            iterations: &raw.iterations,
-            duration: &raw.duration,
-            max_errors: raw.max_errors,
-            after: &raw.after,
-        },
-    );
+    let common = Common::parse(ctx, index, "cfs-quota", raw.common());
     let parent = super::cgroup_path(ctx, &raw.parent, "kchaos-cfs");
     let quota = ctx
         .duration_range(&raw.quota)

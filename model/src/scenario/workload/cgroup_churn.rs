@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, RawCommon, WorkloadSpec};
+use super::{Common, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
 use crate::scenario::{CgroupMode, VmSpec};
@@ -51,16 +51,7 @@ pub struct CgroupChurn {
     pub kmem_limit: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[allow(dead_code)]
-    kind: String,
-    name: Option<Spanned<String>>,
-    iterations: Option<Spanned<u64>>,
-    duration: Option<Spanned<String>>,
-    max_errors: Option<u64>,
-    after: Option<Spanned<String>>,
+raw_workload! {
     controllers: Option<Vec<Spanned<String>>>,
     parent: Option<Spanned<String>>,
     batch: Option<Spanned<u64>>,
@@ -81,18 +72,7 @@ pub(super) fn parse(
     vm: &VmSpec,
 ) -> Option<super::Workload> {
     let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(
-        ctx,
-        index,
-        "cgroup-churn",
-        RawCommon {
-            name: &raw.name,
-            iterations: &raw.iterations,
-            duration: &raw.duration,
-            max_errors: raw.max_errors,
-            after: &raw.after,
-        },
-    );
+    let common = Common::parse(ctx, index, "cgroup-churn", raw.common());
     let mut controllers = ctx.controllers(raw.controllers.as_deref().unwrap_or_default());
     if raw.controllers.is_none() {
         controllers.push("memory".to_owned());

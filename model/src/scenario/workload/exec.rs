@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, RawCommon, WorkloadSpec};
+use super::{Common, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
 use crate::units::Unit;
@@ -23,16 +23,7 @@ pub struct Exec {
     pub env: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[allow(dead_code)]
-    kind: String,
-    name: Option<Spanned<String>>,
-    iterations: Option<Spanned<u64>>,
-    duration: Option<Spanned<String>>,
-    max_errors: Option<u64>,
-    after: Option<Spanned<String>>,
+raw_workload! {
     argv: Spanned<Vec<String>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -44,18 +35,7 @@ pub(super) fn parse(
     value: &Spanned<DeValue<'_>>,
 ) -> Option<super::Workload> {
     let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(
-        ctx,
-        index,
-        "exec",
-        RawCommon {
-            name: &raw.name,
-            iterations: &raw.iterations,
-            duration: &raw.duration,
-            max_errors: raw.max_errors,
-            after: &raw.after,
-        },
-    );
+    let common = Common::parse(ctx, index, "exec", raw.common());
     if raw
         .argv
         .get_ref()

@@ -1,10 +1,44 @@
 //! `[[workload]]` entries: what the runner does to the kernel. Each kind lives in its own
 //! module with its raw form, its validated form and the metrics it produces.
 
+/// Declares a kind's raw table, `Raw`: the keys every workload has (`kind`, `name`,
+/// `iterations`, `duration`, `max_errors`, `after`) and then the kind's own, unknown keys
+/// rejected; `Raw::common()` hands the shared ones to [`Common::parse`]. (serde cannot
+/// `flatten` into a struct that denies unknown fields, hence a macro.)
+macro_rules! raw_workload {
+    ($($(#[$attr:meta])* $field:ident: $ty:ty,)*) => {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[allow(dead_code)]
+            kind: String,
+            name: Option<toml::Spanned<String>>,
+            iterations: Option<toml::Spanned<u64>>,
+            duration: Option<toml::Spanned<String>>,
+            max_errors: Option<u64>,
+            after: Option<toml::Spanned<String>>,
+            $($(#[$attr])* $field: $ty,)*
+        }
+
+        impl Raw {
+            fn common(&self) -> super::RawCommon<'_> {
+                super::RawCommon {
+                    name: &self.name,
+                    iterations: &self.iterations,
+                    duration: &self.duration,
+                    max_errors: self.max_errors,
+                    after: &self.after,
+                }
+            }
+        }
+    };
+}
+
 pub mod cfs_quota;
 pub mod cgroup_churn;
 pub mod exec;
 pub mod selftest;
+pub mod systemd_units;
 pub mod veth_storm;
 
 use std::time::Duration;
@@ -17,6 +51,7 @@ pub use self::cfs_quota::CfsQuota;
 pub use self::cgroup_churn::CgroupChurn;
 pub use self::exec::Exec;
 pub use self::selftest::{Selftest, SelftestAction};
+pub use self::systemd_units::{SystemdUnits, UnitKind};
 pub use self::veth_storm::{DestroyOrder, VethStorm};
 use super::ctx::{check_name, Ctx};
 use super::VmSpec;
@@ -28,6 +63,7 @@ pub const KINDS: &[&str] = &[
     "cgroup-churn",
     "cfs-quota",
     "veth-storm",
+    "systemd-units",
     "exec",
     "selftest",
 ];
@@ -55,6 +91,7 @@ pub enum WorkloadSpec {
     CgroupChurn(CgroupChurn),
     CfsQuota(CfsQuota),
     VethStorm(VethStorm),
+    SystemdUnits(SystemdUnits),
     Exec(Exec),
     Selftest(Selftest),
 }
@@ -65,6 +102,7 @@ impl WorkloadSpec {
             WorkloadSpec::CgroupChurn(_) => "cgroup-churn",
             WorkloadSpec::CfsQuota(_) => "cfs-quota",
             WorkloadSpec::VethStorm(_) => "veth-storm",
+            WorkloadSpec::SystemdUnits(_) => "systemd-units",
             WorkloadSpec::Exec(_) => "exec",
             WorkloadSpec::Selftest(_) => "selftest",
         }
@@ -77,6 +115,7 @@ impl WorkloadSpec {
             WorkloadSpec::CgroupChurn(_)
             | WorkloadSpec::CfsQuota(_)
             | WorkloadSpec::Exec(_)
+            | WorkloadSpec::SystemdUnits(_)
             | WorkloadSpec::Selftest(_) => &[],
         }
     }
@@ -87,6 +126,7 @@ impl WorkloadSpec {
             WorkloadSpec::CgroupChurn(_) => cgroup_churn::METRICS,
             WorkloadSpec::CfsQuota(_) => cfs_quota::METRICS,
             WorkloadSpec::VethStorm(_) => veth_storm::METRICS,
+            WorkloadSpec::SystemdUnits(_) => systemd_units::METRICS,
             WorkloadSpec::Exec(_) => exec::METRICS,
             WorkloadSpec::Selftest(_) => selftest::METRICS,
         }
@@ -133,8 +173,9 @@ impl Workload {
             "cgroup-churn" => cgroup_churn::parse(ctx, index, value, vm),
             "cfs-quota" => cfs_quota::parse(ctx, index, value, vm),
             "veth-storm" => veth_storm::parse(ctx, index, value),
+            "systemd-units" => systemd_units::parse(ctx, index, kind, value, vm),
             "exec" => exec::parse(ctx, index, value),
-            "selftest" => selftest::parse(ctx, index, value),
+            "selftest" => selftest::parse(ctx, index, value, vm),
             other => {
                 ctx.error(
                     kind.span(),

@@ -8,14 +8,15 @@ use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, RawCommon, WorkloadSpec};
+use super::{Common, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
+use crate::scenario::{ImageKind, VmSpec};
 use crate::units::{duration_ms, Unit};
 
 pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[];
 
-pub const ACTIONS: &[&str] = &["panic", "kmsg", "wedge", "silence"];
+pub const ACTIONS: &[&str] = &["panic", "kmsg", "wedge", "silence", "freeze-systemd"];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selftest {
@@ -38,6 +39,9 @@ pub enum SelftestAction {
     Wedge,
     /// The runner stops writing to the control channel (as if it were stuck).
     Silence,
+    /// systemd (PID 1) frozen through its cgroup (`init.scope/cgroup.freeze`): the
+    /// kernel ignores SIGSTOP for PID 1, the freezer does not. Needs the systemd image.
+    FreezeSystemd,
 }
 
 impl Selftest {
@@ -47,6 +51,9 @@ impl Selftest {
             SelftestAction::Kmsg { line } => format!("writes `{line}` to /dev/kmsg"),
             SelftestAction::Wedge => "wedges every CPU with SCHED_FIFO busy loops".to_owned(),
             SelftestAction::Silence => "silences the runner".to_owned(),
+            SelftestAction::FreezeSystemd => {
+                "freezes systemd (PID 1) through its cgroup".to_owned()
+            }
         };
         format!(
             "self-test: this scenario deliberately {what} after {:?}",
@@ -55,16 +62,7 @@ impl Selftest {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[allow(dead_code)]
-    kind: String,
-    name: Option<Spanned<String>>,
-    iterations: Option<Spanned<u64>>,
-    duration: Option<Spanned<String>>,
-    max_errors: Option<u64>,
-    after: Option<Spanned<String>>,
+raw_workload! {
     action: Spanned<String>,
     delay: Option<Spanned<String>>,
     line: Option<Spanned<String>>,
@@ -74,20 +72,10 @@ pub(super) fn parse(
     ctx: &mut Ctx<'_>,
     index: usize,
     value: &Spanned<DeValue<'_>>,
+    vm: &VmSpec,
 ) -> Option<super::Workload> {
     let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(
-        ctx,
-        index,
-        "selftest",
-        RawCommon {
-            name: &raw.name,
-            iterations: &raw.iterations,
-            duration: &raw.duration,
-            max_errors: raw.max_errors,
-            after: &raw.after,
-        },
-    );
+    let common = Common::parse(ctx, index, "selftest", raw.common());
     let action = match (raw.action.get_ref().as_str(), &raw.line) {
         ("kmsg", Some(line)) if !line.get_ref().trim().is_empty() => SelftestAction::Kmsg {
             line: line.get_ref().clone(),
@@ -106,6 +94,15 @@ pub(super) fn parse(
         ("panic", None) => SelftestAction::Panic,
         ("wedge", None) => SelftestAction::Wedge,
         ("silence", None) => SelftestAction::Silence,
+        ("freeze-systemd", None) => {
+            if vm.image != ImageKind::Systemd {
+                ctx.error(
+                    raw.action.span(),
+                    "`freeze-systemd` needs systemd: set `[vm] image = \"systemd\"`",
+                );
+            }
+            SelftestAction::FreezeSystemd
+        }
         (other, None) => {
             ctx.error(
                 raw.action.span(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, RawCommon, WorkloadSpec};
+use super::{Common, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
 use crate::units::{duration_ms, Unit};
@@ -60,16 +60,7 @@ pub struct VethStorm {
     pub teardown_timeout: Duration,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[allow(dead_code)]
-    kind: String,
-    name: Option<Spanned<String>>,
-    iterations: Option<Spanned<u64>>,
-    duration: Option<Spanned<String>>,
-    max_errors: Option<u64>,
-    after: Option<Spanned<String>>,
+raw_workload! {
     concurrency: Option<Spanned<u64>>,
     rate: Option<Spanned<f64>>,
     lifetime: Option<Spanned<String>>,
@@ -86,18 +77,7 @@ pub(super) fn parse(
     value: &Spanned<DeValue<'_>>,
 ) -> Option<super::Workload> {
     let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(
-        ctx,
-        index,
-        "veth-storm",
-        RawCommon {
-            name: &raw.name,
-            iterations: &raw.iterations,
-            duration: &raw.duration,
-            max_errors: raw.max_errors,
-            after: &raw.after,
-        },
-    );
+    let common = Common::parse(ctx, index, "veth-storm", raw.common());
     let rate = raw.rate.as_ref().and_then(|r| {
         let v = *r.get_ref();
         if v > 0.0 && v <= 100_000.0 {
