@@ -35,3 +35,25 @@ impl Drop for GroupGuard {
         self.kill();
     }
 }
+
+/// This process's peak resident memory (`VmHWM`), in KiB; `None` off Linux.
+pub fn peak_rss_kib() -> Option<u64> {
+    status_kib("self", "VmHWM:")
+}
+
+/// A process's resident memory now (`VmRSS`), in KiB; `None` when it is gone.
+pub fn rss_kib(pid: &str) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}

@@ -18,13 +18,38 @@ use crate::results::CellResult;
 pub struct Progress {
     bars: Option<(MultiProgress, ProgressBar)>,
     total: usize,
+    started_at: Instant,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
+    /// Cells handed a slot so far; numbers each cell in the order it started.
+    started: usize,
     done: usize,
     verdicts: BTreeMap<Verdict, usize>,
+}
+
+impl State {
+    fn running(&self) -> usize {
+        self.started.saturating_sub(self.done)
+    }
+
+    /// `2/6 done, 2 running, pass 1, skip 1, ETA 1m20s`. The ETA assumes the remaining
+    /// cells take as long on average as the finished ones did, slots included.
+    fn summary(&self, total: usize, elapsed: Duration) -> String {
+        let mut parts = vec![format!("{}/{total} done", self.done)];
+        if self.running() > 0 {
+            parts.push(format!("{} running", self.running()));
+        }
+        parts.extend(self.verdicts.iter().map(|(v, n)| format!("{v} {n}")));
+        if self.done > 0 && self.done < total {
+            let per_cell = elapsed.as_secs_f64() / self.done as f64;
+            let eta = per_cell * (total - self.done) as f64;
+            parts.push(format!("ETA {}", format_eta(eta)));
+        }
+        parts.join(", ")
+    }
 }
 
 impl Progress {
@@ -33,10 +58,8 @@ impl Progress {
             let mp = MultiProgress::new();
             let overall = mp.add(ProgressBar::new(total as u64));
             overall.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} cells, ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             overall.enable_steady_tick(Duration::from_millis(200));
             (mp, overall)
@@ -44,6 +67,7 @@ impl Progress {
         Progress {
             bars,
             total,
+            started_at: Instant::now(),
             state: Mutex::new(State::default()),
         }
     }
@@ -69,7 +93,13 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        let index = self.state.lock().map(|s| s.done + 1).unwrap_or(0);
+        let index = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.started += 1;
+            let index = state.started;
+            self.show(&state);
+            index
+        };
         CellProgress {
             progress: self,
             bar,
@@ -79,18 +109,19 @@ impl Progress {
         }
     }
 
-    fn finished(&self, result: &CellResult) {
+    /// Records a finished cell; returns the run's summary line after it.
+    fn finished(&self, result: &CellResult) -> String {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.done += 1;
         *state.verdicts.entry(result.verdict).or_default() += 1;
-        let counts: Vec<String> = state
-            .verdicts
-            .iter()
-            .map(|(v, n)| format!("{v} {n}"))
-            .collect();
+        self.show(&state);
+        state.summary(self.total, self.started_at.elapsed())
+    }
+
+    fn show(&self, state: &State) {
         if let Some((_, overall)) = &self.bars {
             overall.set_position(state.done as u64);
-            overall.set_message(counts.join(", "));
+            overall.set_message(state.summary(self.total, self.started_at.elapsed()));
         }
     }
 
@@ -99,6 +130,17 @@ impl Progress {
             overall.finish_and_clear();
             let _ = mp.clear();
         }
+    }
+}
+
+/// `45s`, `2m05s`, `1h02m`: coarse on purpose, an ETA is an estimate.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn format_eta(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -168,7 +210,38 @@ impl CellProgress<'_> {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        self.progress.info(&line);
-        self.progress.finished(result);
+        let summary = self.progress.finished(result);
+        match self.bar {
+            // The bar already shows the summary.
+            Some(_) => self.progress.info(&line),
+            None => self.progress.info(&format!("{line}\n  [{summary}]")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts_running_cells_verdicts_and_eta() {
+        let mut state = State {
+            started: 3,
+            done: 1,
+            ..State::default()
+        };
+        state.verdicts.insert(Verdict::Pass, 1);
+        assert_eq!(
+            state.summary(5, Duration::from_secs(30)),
+            "1/5 done, 2 running, pass 1, ETA 2m00s"
+        );
+        state.done = 5;
+        state.started = 5;
+        assert_eq!(
+            state.summary(5, Duration::from_secs(30)),
+            "5/5 done, pass 1"
+        );
+        assert_eq!(format_eta(7322.0), "2h02m");
+        assert_eq!(format_eta(9.6), "10s");
     }
 }

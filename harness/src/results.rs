@@ -46,6 +46,9 @@ pub struct Artifacts {
     pub sysrq: Option<String>,
     /// Guest memory (kdump-zlib), with `--dump-memory`.
     pub vmcore: Option<String>,
+    /// The replay bundle (`replay.tar.gz`) of a cell that did not pass.
+    #[serde(default)]
+    pub bundle: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -85,6 +88,9 @@ pub struct RunResults {
     pub started_at: String,
     pub finished_at: Option<String>,
     pub host: HostInfo,
+    /// What the run was asked to do (for `--resume`, `merge`, and readers).
+    #[serde(default)]
+    pub plan: Option<PlanInfo>,
     pub cells: Vec<CellResult>,
 }
 
@@ -93,6 +99,25 @@ pub struct HostInfo {
     pub qemu: Option<String>,
     pub accel: Option<String>,
     pub accel_reason: Option<String>,
+    /// VMs run at once (`--jobs`).
+    #[serde(default)]
+    pub jobs: Option<usize>,
+    /// The harness's own peak memory (VmHWM), QEMU not included.
+    #[serde(default)]
+    pub harness_peak_rss_kib: Option<u64>,
+}
+
+/// The matrix a run was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    /// Scenario files and directories as given.
+    pub scenarios: Vec<String>,
+    /// Kernel specs in matrix order.
+    pub kernels: Vec<String>,
+    pub repeat: u32,
+    pub shard: Option<crate::matrix::Shard>,
+    /// `--seed`, if one was fixed.
+    pub seed: Option<u64>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -109,8 +134,98 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ResultsErr
     })
 }
 
+impl CellResult {
+    /// The kernel part of the cell id (`debian-6.1.0-56-cloud`): the id is
+    /// `SCENARIO/KERNEL_LABEL[/rN]`.
+    pub fn kernel_label(&self) -> &str {
+        let rest = self
+            .id
+            .strip_prefix(&self.scenario)
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(&self.id);
+        rest.split('/').next().unwrap_or(rest)
+    }
+}
+
 impl RunResults {
     pub fn path(dir: &Path) -> PathBuf {
         dir.join("results.json")
+    }
+}
+
+/// A plausible cell for tests of what reads results: one latency histogram `lat` with
+/// the given p99, two counter series (`dying`, `slab`) of two samples each.
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
+    use kchaos_model::metrics::{Gauge, Series, Summary};
+    use kchaos_model::units::Unit;
+    let (scenario, label) = id.split_once('/').unwrap_or((id, "k"));
+    let p99 = p99_ns as u64;
+    let mut metrics = BTreeMap::new();
+    metrics.insert(
+        "lat".to_owned(),
+        Metric::Histogram(Summary {
+            unit: Unit::Ns,
+            count: 100,
+            min: p99 / 10,
+            p50: p99 / 4,
+            p90: p99 / 2,
+            p99,
+            p999: p99,
+            max: p99 + p99 / 10,
+            mean: p99_ns / 3.0,
+        }),
+    );
+    for (name, end) in [("dying", 40.0), ("slab", 2e6)] {
+        metrics.insert(
+            name.to_owned(),
+            Metric::Series(Series {
+                unit: Unit::Count,
+                samples: vec![(0, 0.0), (500, end)],
+            }),
+        );
+    }
+    metrics.insert(
+        "churn.cgroups".to_owned(),
+        Metric::Value(Gauge {
+            unit: Unit::Count,
+            value: 40.0,
+        }),
+    );
+    CellResult {
+        id: id.to_owned(),
+        scenario: scenario.to_owned(),
+        scenario_file: format!("scenarios/{scenario}.toml"),
+        kernel: KernelInfo {
+            spec: format!("debian:{label}"),
+            resolved: Some(format!("debian:{label}")),
+            release: Some(format!("{label}-amd64")),
+            package: None,
+        },
+        accel: Some("tcg".to_owned()),
+        image: None,
+        seed: 42,
+        repeat: 0,
+        verdict,
+        reasons: if verdict == Verdict::Pass {
+            Vec::new()
+        } else {
+            vec![format!("check `lat.p99 <= 1ms` failed: lat.p99 = {p99_ns}")]
+        },
+        fingerprint: None,
+        boot_ms: Some(3000),
+        guest_ready_ms: Some(2500),
+        duration_ms: 20_000,
+        metrics,
+        signatures: Vec::new(),
+        notes: Vec::new(),
+        artifacts: Artifacts {
+            dir: Some(id.to_owned()),
+            console: Some(format!("{id}/console.log")),
+            kmsg: Some(format!("{id}/kmsg.log")),
+            ..Artifacts::default()
+        },
+        started_at: "2026-11-23T00:00:00Z".to_owned(),
     }
 }

@@ -164,3 +164,66 @@ fn analyze_says_what_is_missing() {
         text(&out)
     );
 }
+
+/// The `kchaos run` lines of the shipped CI examples plan a real matrix from this
+/// checkout (shard 1 of 4, as the first job or completion index 0 would).
+#[test]
+fn ci_examples_run_lines_plan_the_matrix() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for file in [
+        "examples/ci/github-actions.yml",
+        "examples/ci/k8s-indexed-job.yaml",
+    ] {
+        let example = std::fs::read_to_string(root.join(file)).unwrap();
+        let lines: Vec<&str> = example
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.contains("kchaos run "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{file}: {lines:?}");
+        let line = lines[0]
+            .replace("$SHARDS", "4")
+            .replace("$SHARD", "1")
+            .replace('"', "");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "run").unwrap();
+        let mut args = words[at..].to_vec();
+        args.push("--plan");
+        let out = kchaos(&args, root);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {args:?}\n{}",
+            text(&out)
+        );
+        let plan = String::from_utf8_lossy(&out.stdout);
+        // @nightly is four kernels, shard 1/4 a quarter of the matrix.
+        assert!(plan.starts_with("SCENARIO\tKERNEL\tREPEAT\n"), "{plan}");
+        assert!(text(&out).contains(" cells"), "{}", text(&out));
+        // Merge and compare follow, on the shards' output.
+        assert!(example.contains("kchaos merge ") && example.contains("kchaos compare "));
+    }
+}
+
+/// `compare` says what is wrong instead of comparing nothing.
+#[test]
+fn compare_without_results_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kchaos(
+        &["compare", "--baseline", "deb61", "--candidate", "deb612"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("not a results directory or database"),
+        "{}",
+        text(&out)
+    );
+    let out = kchaos(&["report", "/nonexistent/results"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("neither a results directory"),
+        "{}",
+        text(&out)
+    );
+}

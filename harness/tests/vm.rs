@@ -514,3 +514,160 @@ fn a_frozen_systemd_fails_the_cell_as_unresponsive() {
     assert!(cell["metrics"]["systemd_call"]["count"].as_u64().unwrap() > 0);
     assert_eq!(r.code, Some(1));
 }
+
+/// A run killed outright (SIGKILL: no chance to clean up) keeps the cells it finished;
+/// `--resume` runs only the others, and the killed run leaves no QEMU behind.
+#[test]
+fn a_killed_run_resumes_without_rerunning_finished_cells() {
+    if !vm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("res");
+    // Its own name, so its VMs can be told from other tests' (the name is on QEMU's
+    // command line as `kchaos.cell=NAME/...`).
+    let scenario = dir.path().join("panic.toml");
+    let text = std::fs::read_to_string(shipped("scenarios/selftest/panic.toml")).unwrap();
+    std::fs::write(
+        &scenario,
+        text.replace(
+            "name = \"selftest-panic\"",
+            "name = \"selftest-panic-resume\"",
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+        .args([
+            "run", "--kernel", KERNEL, "--jobs", "1", "--repeat", "3", "--out",
+        ])
+        .arg(&out)
+        .arg(&scenario)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let recorded = |out: &Path| -> Vec<Value> {
+        std::fs::read(out.join("results.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["cells"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    let start = std::time::Instant::now();
+    while recorded(&out).is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(start.elapsed().as_secs() < 300, "no cell finished in 300s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = recorded(&out);
+    assert!(!before.is_empty() && before.len() < 3, "{before:#?}");
+    // No QEMU of this run survives its harness.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let survivors = Command::new("pgrep")
+        .args(["-f", "kchaos.cell=selftest-panic-resume/"])
+        .output()
+        .unwrap();
+    assert!(
+        survivors.stdout.is_empty(),
+        "QEMU outlived the killed harness: {}",
+        String::from_utf8_lossy(&survivors.stdout)
+    );
+    let resumed = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+        .args(["run", "--resume"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        text.contains(&format!(
+            "{} cells finished, {} to run",
+            before.len(),
+            3 - before.len()
+        )),
+        "{text}"
+    );
+    let after = recorded(&out);
+    let mut repeats: Vec<u64> = after
+        .iter()
+        .map(|c| c["repeat"].as_u64().unwrap())
+        .collect();
+    repeats.sort_unstable();
+    assert_eq!(repeats, [0, 1, 2], "{after:#?}");
+    assert!(after.iter().all(|c| c["verdict"] == "crash"), "{after:#?}");
+    assert!(after
+        .iter()
+        .all(|c| c["scenario"] == "selftest-panic-resume"));
+    // The finished cells were kept as they were, not run again.
+    for cell in &before {
+        assert!(after.contains(cell), "{cell:#} was rerun");
+    }
+    assert!(out.join("report.html").exists() && out.join("junit.xml").exists());
+}
+
+/// `repro` stops at the first hit and says so (exit 1); the crashed cell left a replay
+/// bundle; `replay` reruns exactly it: same kernel, seed and kernel command line, and
+/// the same crash fingerprint.
+#[test]
+fn repro_finds_a_crash_and_its_bundle_replays_it_exactly() {
+    if !vm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("repro");
+    let repro = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+        .args([
+            "repro",
+            "--kernel",
+            KERNEL,
+            "--until",
+            "crash",
+            "--max-runs",
+            "3",
+        ])
+        .args(["--jobs", "1", "--out"])
+        .arg(&out)
+        .arg(shipped("scenarios/selftest/panic.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&repro.stdout).into_owned();
+    assert_eq!(
+        repro.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&repro.stderr)
+    );
+    assert!(text.contains("until crash: 1 hit in 1 run"), "{text}");
+    assert!(text.contains("reproduction probability 1.00"), "{text}");
+    assert!(text.contains("fingerprint "), "{text}");
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let cell = &results["cells"][0];
+    let bundle = out.join(cell["artifacts"]["bundle"].as_str().unwrap());
+    assert!(bundle.exists());
+
+    let replay_out = dir.path().join("replay");
+    let replay = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+        .args(["replay", "--out"])
+        .arg(&replay_out)
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&replay.stdout).into_owned();
+    assert_eq!(
+        replay.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(text.contains("recurred 1/1"), "{text}");
+    assert!(text.contains("same kernel command line"), "{text}");
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(replay_out.join("results.json")).unwrap()).unwrap();
+    let again = &again["cells"][0];
+    assert_eq!(again["seed"], cell["seed"]);
+    assert_eq!(again["kernel"]["release"], cell["kernel"]["release"]);
+    assert_eq!(again["fingerprint"]["id"], cell["fingerprint"]["id"]);
+    assert_eq!(again["scenario"], cell["scenario"]);
+}

@@ -3,6 +3,7 @@
 //! This crate does no I/O (no files, no sockets, no processes): the harness and the
 //! runner both depend on it, and everything here is unit-testable in isolation.
 
+pub mod bisect;
 pub mod fingerprint;
 pub mod image;
 pub mod kernel;
@@ -10,6 +11,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod scenario;
 pub mod signature;
+pub mod stats;
 pub mod units;
 pub mod verdict;
 

@@ -24,7 +24,7 @@ pub struct MetricInfo {
 }
 
 /// A statistic a check can compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Stat {
     Count,

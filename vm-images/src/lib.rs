@@ -10,6 +10,7 @@ pub mod command;
 pub mod debian;
 pub mod initramfs;
 pub mod kernel;
+pub mod kernel_list;
 pub mod modules;
 pub mod payload;
 pub mod spec;

@@ -174,6 +174,7 @@ pub async fn run(
                 qemu_log: rel(&cell.dir.join("qemu.log")),
                 sysrq: o.sysrq.as_deref().and_then(rel),
                 vmcore: o.vmcore.as_deref().and_then(rel),
+                bundle: None,
             };
         }
         Err(e) => result.reasons.push(error_chain(&e)),

@@ -117,18 +117,28 @@ pub(super) async fn observe(
 
     update(CellUpdate::Booting);
     let spawned_at = Instant::now();
-    let mut child = tokio::process::Command::new(&env.qemu.path)
-        .args(&args)
+    let mut qemu = tokio::process::Command::new(&env.qemu.path);
+    qemu.args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| LaunchError::Spawn {
-            path: env.qemu.path.display().to_string(),
-            source,
-        })?;
+        .kill_on_drop(true);
+    // A harness killed outright (SIGKILL, OOM) cannot kill its VMs; the kernel does it
+    // for us, so a killed run leaves no QEMU behind and `--resume` starts clean. (The
+    // signal follows the spawning thread: a tokio worker, alive as long as the run.)
+    // SAFETY: runs in the forked child before exec and only calls prctl(2), which is
+    // async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        qemu.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = qemu.spawn().map_err(|source| LaunchError::Spawn {
+        path: env.qemu.path.display().to_string(),
+        source,
+    })?;
     let mut group = GroupGuard::new(child.id());
     let (console_tx, mut console_rx) = mpsc::unbounded_channel();
     if let Some(stdout) = child.stdout.take() {
