@@ -108,10 +108,10 @@ pub fn repro(args: ReproArgs, cache: Cache) -> anyhow::Result<u8> {
     let rt = runtime()?;
     let mut results: Vec<(String, Trials)> = Vec::new();
     for (label, file) in &variants {
-        let dir = if variants.len() == 1 {
-            out.clone()
-        } else {
-            out.join(label)
+        // One results directory per variant, named like its scenario file.
+        let dir = match file.file_stem() {
+            Some(stem) if variants.len() > 1 => out.join(stem),
+            _ => out.clone(),
         };
         let opts = TrialOptions {
             run: base_options(file.clone(), kernel.clone(), &args.vm, dir, &cache),

@@ -49,7 +49,12 @@ pub fn write(
         kchaos_images::Cache::write_atomic(path, bytes).map_err(|source| ReportError::Write {
             path: path.display().to_string(),
             source,
-        })
+        })?;
+        // Reports are for sharing (CI artifacts, web servers): readable by all, like
+        // any file the user writes, not private like a temporary file.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+        Ok::<(), ReportError>(())
     };
     put(&html, render(runs, comparison, dir).as_bytes())?;
     let mut all = crate::store::empty_results();
