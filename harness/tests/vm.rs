@@ -377,7 +377,7 @@ assert = "pods.leaked.value == 0"
 assert = "pods.pairs.value == 40"
 
 [[check]]
-assert = "net_devices.last <= 1"
+assert = "net_devices.delta <= 0"
 "#;
 
 #[test]

@@ -128,10 +128,11 @@ async fn run(
     let epoch = Instant::now();
     env.deadline = epoch + scenario.duration;
     let (stop_probes, probe_stop) = watch::channel(false);
-    let running: Vec<_> = scenario
-        .probes
-        .iter()
-        .map(|p| {
+    // Counters take their first sample here, before any workload starts: `.first` is
+    // the baseline and `.delta` what the workloads left behind.
+    let mut running = Vec::with_capacity(scenario.probes.len());
+    for p in &scenario.probes {
+        running.push(
             probes::start(
                 p.clone(),
                 reporter.clone(),
@@ -139,8 +140,9 @@ async fn run(
                 probe_stop.clone(),
                 &env.layout,
             )
-        })
-        .collect();
+            .await,
+        );
+    }
     // Workloads start together, except those that run `after` another: they start when
     // it has finished (or failed to start).
     let mut finished: HashSet<String> = results

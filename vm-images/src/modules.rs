@@ -71,7 +71,17 @@ impl ModuleTree {
     /// inside the guest.
     pub fn open(dir: &Path, release: Option<&str>) -> Result<ModuleTree, ModuleError> {
         let mut files = HashMap::new();
-        for entry in walkdir::WalkDir::new(dir).follow_links(true) {
+        // Links inside the tree are not followed: `build` and `source`, which
+        // `modules_install` leaves next to the modules, point into the kernel tree (which
+        // may hold this very directory, a loop); depmod skips them too. A modules
+        // directory that is itself a link is still followed.
+        let walk = walkdir::WalkDir::new(dir)
+            .follow_root_links(true)
+            .into_iter()
+            .filter_entry(|e| {
+                !(e.depth() == 1 && matches!(e.file_name().to_str(), Some("build" | "source")))
+            });
+        for entry in walk {
             let entry = entry.map_err(|source| ModuleError::ReadDir {
                 path: dir.display().to_string(),
                 source,
@@ -336,6 +346,19 @@ mod tests {
                 .contains("built for kernel 6.1.0-test, not 6.12.1"),
             "{e}"
         );
+    }
+
+    /// `modules_install` of a local build leaves `build` (and `source`) pointing into
+    /// the build tree, which may contain the modules directory: a loop if followed.
+    #[test]
+    fn build_and_source_links_of_a_local_build_are_not_followed() {
+        let dir = tree();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("build")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("source")).unwrap();
+        let tree = ModuleTree::open(dir.path(), Some("6.1.0-test")).unwrap();
+        let mods = tree.resolve(&["virtio_console".into()]).unwrap();
+        assert_eq!(mods.len(), 3);
+        assert!(mods.iter().all(|m| !m.relative.starts_with("build")));
     }
 
     #[test]

@@ -59,7 +59,9 @@ enum How {
 }
 
 /// Starts a probe. `epoch` is time zero of series samples; `stop` ends polled probes.
-pub fn start(
+/// Series probes (counters, D-state) take their first sample before returning, so it
+/// precedes every workload.
+pub async fn start(
     probe: Probe,
     reporter: Reporter,
     epoch: Instant,
@@ -78,6 +80,9 @@ pub fn start(
         )),
         ProbeSpec::ReadLatency { .. } | ProbeSpec::Counter { .. } | ProbeSpec::DState => {
             let state = Arc::new(Mutex::new(ProbeState::default()));
+            if matches!(probe.spec, ProbeSpec::Counter { .. } | ProbeSpec::DState) {
+                measure(&probe, &reporter, epoch, &state).await;
+            }
             let task = tokio::spawn(run(
                 probe.clone(),
                 reporter,
