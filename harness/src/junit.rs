@@ -11,17 +11,17 @@ use std::time::Duration;
 use kchaos_model::verdict::Verdict;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::results::{CellResult, RunResults};
+use crate::results::CellResult;
 
 #[derive(Debug, thiserror::Error)]
 #[error("Cannot write JUnit XML")]
 pub struct JunitError(#[source] quick_junit::SerializeError);
 
-/// The JUnit document for `results`.
-pub fn render(results: &RunResults) -> Result<String, JunitError> {
+/// The JUnit document for `cells` (of one run or several).
+pub fn render<'a>(cells: impl IntoIterator<Item = &'a CellResult>) -> Result<String, JunitError> {
     let mut report = Report::new("kchaos");
     let mut suites: BTreeMap<&str, Vec<&CellResult>> = BTreeMap::new();
-    for cell in &results.cells {
+    for cell in cells {
         suites.entry(&cell.scenario).or_default().push(cell);
     }
     let mut total = Duration::ZERO;
@@ -110,24 +110,34 @@ fn metrics_text(cell: &CellResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::test_cell;
+    use crate::results::{test_cell, RunResults};
     use crate::store::empty_results;
+
+    /// A run with one plausible cell per `(id, verdict)`.
+    fn results_of(cells: &[(&str, Verdict)]) -> RunResults {
+        let mut results = empty_results();
+        results.cells = cells
+            .iter()
+            .map(|&(id, verdict)| test_cell(id, verdict, 1e6))
+            .collect();
+        results
+    }
+
+    const VERDICTS: [(&str, Verdict); 5] = [
+        ("memcg/k1", Verdict::Pass),
+        ("memcg/k2", Verdict::Fail),
+        ("veth/k1", Verdict::Skip),
+        ("veth/k2", Verdict::Error),
+        ("panic/k1", Verdict::Crash),
+    ];
 
     #[test]
     fn each_verdict_maps_to_its_junit_status() {
-        let mut results = empty_results();
-        for (id, verdict) in [
-            ("memcg/k1", Verdict::Pass),
-            ("memcg/k2", Verdict::Fail),
-            ("veth/k1", Verdict::Skip),
-            ("veth/k2", Verdict::Error),
-            ("panic/k1", Verdict::Crash),
-        ] {
-            let mut cell = test_cell(id, verdict, 1e6);
-            cell.reasons = vec![format!("why {id} & <{verdict}>")];
-            results.cells.push(cell);
+        let mut results = results_of(&VERDICTS);
+        for cell in &mut results.cells {
+            cell.reasons = vec![format!("why {} & <{}>", cell.id, cell.verdict)];
         }
-        let xml = render(&results).unwrap();
+        let xml = render(&results.cells).unwrap();
         assert!(
             xml.contains(
                 r#"<testsuites name="kchaos" tests="5" skipped="1" failures="2" errors="1""#
@@ -165,20 +175,13 @@ mod tests {
         let Some(xmllint) = crate::test_support::tool("xmllint") else {
             return;
         };
-        let mut results = empty_results();
-        for (id, verdict) in [
-            ("memcg/k1", Verdict::Pass),
-            ("memcg/k2", Verdict::Fail),
-            ("veth/k1", Verdict::Skip),
-            ("veth/k2", Verdict::Error),
-            ("panic/k1", Verdict::Crash),
-            ("wedge/k1", Verdict::Hang),
-        ] {
-            results.cells.push(test_cell(id, verdict, 2e6));
-        }
+        let mut results = results_of(&VERDICTS);
+        results
+            .cells
+            .extend(results_of(&[("wedge/k1", Verdict::Hang)]).cells);
         let dir = tempfile::tempdir().unwrap();
         let xml = dir.path().join("junit.xml");
-        std::fs::write(&xml, render(&results).unwrap()).unwrap();
+        std::fs::write(&xml, render(&results.cells).unwrap()).unwrap();
         let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/junit-10.xsd");
         let validate = || {
             crate::test_support::run_bounded(

@@ -481,8 +481,9 @@ fn run_command(args: RunArgs, cache: Cache) -> anyhow::Result<u8> {
         Ok(outcome) => {
             print!("{}", run::summary_table(&outcome.results));
             println!("results: {}", outcome.dir.join("results.json").display());
-            outputs::after_run(&outcome);
-            Ok(run::exit_code(&outcome.results, outcome.interrupted))
+            let code = run::exit_code(&outcome.results, outcome.interrupted);
+            outputs::after_run(outcome);
+            Ok(code)
         }
         Err(run::RunError::Scenarios(lines)) => {
             for l in lines {

@@ -14,12 +14,12 @@ use crate::CompareArgs;
 
 /// After a run: its report and JUnit file, next to its results. A failure to write them
 /// is reported; the results themselves are already safe.
-pub fn after_run(outcome: &RunOutcome) {
+pub fn after_run(outcome: RunOutcome) {
     let run = LoadedRun {
-        dir: outcome.dir.clone(),
-        results: outcome.results.clone(),
+        dir: outcome.dir,
+        results: outcome.results,
     };
-    match reporting::write(std::slice::from_ref(&run), None, &outcome.dir) {
+    match reporting::write(std::slice::from_ref(&run), None, &run.dir) {
         Ok(w) => println!("report: {}\njunit: {}", w.html.display(), w.junit.display()),
         Err(e) => eprintln!("kchaos: {}", error_chain(&e)),
     }
@@ -40,8 +40,8 @@ pub fn report(sources: &[PathBuf], out: Option<PathBuf>, args: &CompareArgs) -> 
         }
     };
     let comparison = match (&args.baseline, &args.candidate) {
-        (Some(b), Some(c)) => match comparison(&runs, b, c, args) {
-            Ok(cmp) => Some(cmp),
+        (Some(b), Some(c)) => match comparison(sources, &runs, b, c, args) {
+            Ok((cmp, _)) => Some(cmp),
             Err(why) => return Ok(usage(&why)),
         },
         (Some(_), None) => return Ok(usage("--baseline needs --candidate")),
@@ -68,7 +68,7 @@ pub fn compare(
         Ok(r) => r,
         Err(e) => return Ok(usage(&error_chain(&e))),
     };
-    let cmp = match comparison(&runs, baseline, candidate, args) {
+    let (cmp, side_runs) = match comparison(sources, &runs, baseline, candidate, args) {
         Ok(c) => c,
         Err(why) => return Ok(usage(&why)),
     };
@@ -79,12 +79,8 @@ pub fn compare(
     }
     if let Some(dir) = report {
         // The report shows every cell compared, from wherever each side came from.
-        let mut shown = runs.clone();
-        for side in [baseline, candidate] {
-            if compare::is_results_path(side) && !sources.iter().any(|s| Path::new(side) == s) {
-                shown.extend(sources::load(Path::new(side))?);
-            }
-        }
+        let mut shown = runs;
+        shown.extend(side_runs);
         std::fs::create_dir_all(&dir)?;
         let w = reporting::write(&shown, Some(&cmp), &dir)
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;
@@ -94,13 +90,15 @@ pub fn compare(
 }
 
 /// Builds the comparison of `baseline` and `candidate`, each a results path or a kernel
-/// found in `runs`.
+/// found in `runs` (read from `sources`). Also returns the runs a side named by path
+/// loaded that are not among `sources`, for the report.
 fn comparison(
+    sources: &[PathBuf],
     runs: &[LoadedRun],
     baseline: &str,
     candidate: &str,
     args: &CompareArgs,
-) -> Result<Comparison, String> {
+) -> Result<(Comparison, Vec<LoadedRun>), String> {
     let valid = (0.0..=1e6).contains(&args.threshold) && args.alpha > 0.0 && args.alpha < 1.0;
     if !valid {
         return Err("--threshold must be >= 0 and --alpha between 0 and 1".to_owned());
@@ -165,7 +163,15 @@ fn comparison(
     );
     cmp.baseline = baseline.to_owned();
     cmp.candidate = candidate.to_owned();
-    Ok(cmp)
+    // A side named by a path that is also a source is already in `runs`.
+    let in_sources = |text: &str| sources.iter().any(|s| Path::new(text) == s);
+    let mut extra = Vec::new();
+    for (text, side_runs) in [(baseline, base_runs), (candidate, cand_runs)] {
+        if !in_sources(text) {
+            extra.extend(side_runs);
+        }
+    }
+    Ok((cmp, extra))
 }
 
 pub fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<u8> {

@@ -69,8 +69,7 @@ fn default_out(vm: &VmArgs, what: &str) -> PathBuf {
 }
 
 /// A kernel-list name stands for its spec.
-fn expand_one(kernel: &str) -> Result<String, String> {
-    let list = KernelList::load_default().map_err(|e| error_chain(&e))?;
+fn expand_one(list: &KernelList, kernel: &str) -> Result<String, String> {
     let specs = list
         .expand(&[kernel.to_owned()])
         .map_err(|e| error_chain(&e))?;
@@ -89,7 +88,10 @@ fn usage(why: &str) -> u8 {
 }
 
 pub fn repro(args: ReproArgs, cache: Cache) -> anyhow::Result<u8> {
-    let kernel = match expand_one(&args.kernel) {
+    let kernel = match KernelList::load_default()
+        .map_err(|e| error_chain(&e))
+        .and_then(|list| expand_one(&list, &args.kernel))
+    {
         Ok(k) => k,
         Err(why) => return Ok(usage(&why)),
     };
@@ -297,7 +299,7 @@ pub fn bisect(args: BisectArgs, cache: Cache) -> anyhow::Result<u8> {
         Err(e) => return Ok(usage(&error_chain(&e))),
     };
     let find = |k: &str| -> Result<usize, String> {
-        let spec = expand_one(k)?;
+        let spec = expand_one(&list, k)?;
         kernels.iter().position(|s| *s == spec).ok_or_else(|| {
             format!(
                 "`{k}` is not in the kernel list given: {}",

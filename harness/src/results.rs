@@ -134,7 +134,52 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ResultsErr
     })
 }
 
+impl KernelInfo {
+    /// `spec` as asked, with what it resolved to when it did.
+    pub fn of(spec: &str, kernel: Option<&kchaos_images::Kernel>) -> KernelInfo {
+        KernelInfo {
+            spec: spec.to_owned(),
+            resolved: kernel.map(|k| k.resolved.clone()),
+            release: kernel.map(|k| k.release.clone()),
+            package: kernel.and_then(|k| k.package.clone()),
+        }
+    }
+}
+
 impl CellResult {
+    /// A cell with nothing observed yet: `verdict`, no reasons, metrics or artifacts,
+    /// started now. Every path that decides a cell starts from it.
+    pub fn new(
+        id: String,
+        scenario: &crate::cell::LoadedScenario,
+        kernel: KernelInfo,
+        seed: u64,
+        repeat: u32,
+        verdict: Verdict,
+    ) -> CellResult {
+        CellResult {
+            id,
+            scenario: scenario.model.name.clone(),
+            scenario_file: scenario.path.display().to_string(),
+            kernel,
+            accel: None,
+            image: None,
+            seed,
+            repeat,
+            verdict,
+            reasons: Vec::new(),
+            fingerprint: None,
+            boot_ms: None,
+            guest_ready_ms: None,
+            duration_ms: 0,
+            metrics: BTreeMap::new(),
+            signatures: Vec::new(),
+            notes: Vec::new(),
+            artifacts: Artifacts::default(),
+            started_at: now_rfc3339(),
+        }
+    }
+
     /// The kernel part of the cell id (`debian-6.1.0-56-cloud`): the id is
     /// `SCENARIO/KERNEL_LABEL[/rN]`.
     pub fn kernel_label(&self) -> &str {

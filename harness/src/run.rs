@@ -586,28 +586,7 @@ impl Preboot<'_> {
         );
         let cell_dir = dir.join(&id);
         let result = CellResult {
-            id,
-            scenario: self.scenario.model.name.clone(),
-            scenario_file: self.scenario.path.display().to_string(),
-            kernel: KernelInfo {
-                spec: self.spec.to_owned(),
-                resolved: kernel.map(|k| k.resolved.clone()),
-                release: kernel.map(|k| k.release.clone()),
-                package: kernel.and_then(|k| k.package.clone()),
-            },
-            accel: None,
-            image: None,
-            seed: self.seed,
-            repeat: self.repeat,
-            verdict,
             reasons: vec![reason],
-            fingerprint: None,
-            boot_ms: None,
-            guest_ready_ms: None,
-            duration_ms: 0,
-            metrics: Default::default(),
-            signatures: Vec::new(),
-            notes: Vec::new(),
             artifacts: Artifacts {
                 dir: cell_dir
                     .strip_prefix(dir)
@@ -615,7 +594,14 @@ impl Preboot<'_> {
                     .map(|p| p.display().to_string()),
                 ..Artifacts::default()
             },
-            started_at: now_rfc3339(),
+            ..CellResult::new(
+                id,
+                self.scenario,
+                KernelInfo::of(self.spec, kernel),
+                self.seed,
+                self.repeat,
+                verdict,
+            )
         };
         if std::fs::create_dir_all(&cell_dir).is_ok() {
             let _ = write_json(&cell_dir.join("cell.json"), &result);

@@ -18,7 +18,7 @@ use tokio::sync::watch as tokio_watch;
 
 pub use self::evidence::DumpPolicy;
 use crate::qemu::{Accel, Qemu};
-use crate::results::{now_rfc3339, write_json, Artifacts, CellResult, KernelInfo};
+use crate::results::{write_json, Artifacts, CellResult, KernelInfo};
 
 /// A scenario file as loaded: where it came from, its text (kept as evidence) and model.
 #[derive(Debug, Clone)]
@@ -114,33 +114,18 @@ pub async fn run(
     env: &CellEnv,
     update: &(dyn Fn(CellUpdate) + Sync),
 ) -> CellResult {
-    let started_at = now_rfc3339();
     let start = Instant::now();
     let mut result = CellResult {
-        id: cell.id.clone(),
-        scenario: cell.scenario.model.name.clone(),
-        scenario_file: cell.scenario.path.display().to_string(),
-        kernel: KernelInfo {
-            spec: cell.kernel.spec.clone(),
-            resolved: Some(cell.kernel.resolved.clone()),
-            release: Some(cell.kernel.release.clone()),
-            package: cell.kernel.package.clone(),
-        },
         accel: Some(env.accel.as_str().to_owned()),
         image: Some(cell.image.info.clone()),
-        seed: cell.seed,
-        repeat: cell.repeat,
-        verdict: Verdict::Error,
-        reasons: Vec::new(),
-        fingerprint: None,
-        boot_ms: None,
-        guest_ready_ms: None,
-        duration_ms: 0,
-        metrics: Default::default(),
-        signatures: Vec::new(),
-        notes: Vec::new(),
-        artifacts: Artifacts::default(),
-        started_at,
+        ..CellResult::new(
+            cell.id.clone(),
+            &cell.scenario,
+            KernelInfo::of(&cell.kernel.spec, Some(&cell.kernel)),
+            cell.seed,
+            cell.repeat,
+            Verdict::Error,
+        )
     };
     match observe::observe(cell, env, update).await {
         Ok(o) => {
