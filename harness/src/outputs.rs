@@ -177,9 +177,13 @@ fn comparison(
 pub fn merge(dirs: &[PathBuf], out: &Path) -> anyhow::Result<u8> {
     let merged = match merging::merge(dirs, out) {
         Ok(m) => m,
-        Err(e @ (merging::MergeError::Duplicate { .. } | merging::MergeError::NotEmpty { .. })) => {
-            return Ok(usage(&error_chain(&e)))
-        }
+        // Bad input (unreadable results, a cell twice, a used output) is the user's to
+        // fix, like any usage error; only writing the merge is an infrastructure error.
+        Err(
+            e @ (merging::MergeError::Duplicate { .. }
+            | merging::MergeError::NotEmpty { .. }
+            | merging::MergeError::Source(_)),
+        ) => return Ok(usage(&error_chain(&e))),
         Err(e) => return Err(anyhow::anyhow!(error_chain(&e))),
     };
     println!(

@@ -17,8 +17,9 @@ pub enum KernelListError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
+    /// `FILE:LINE:COL: key: message`.
+    #[error("{0}")]
+    Parse(kchaos_model::scenario::ScenarioError),
     #[error("Set `{set}` names kernel `{name}`, which {path} does not define")]
     UnknownInSet {
         path: String,
@@ -74,9 +75,12 @@ impl KernelList {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<KernelList, KernelListError> {
-        let mut list: KernelList = toml::from_str(text).map_err(|e| KernelListError::Parse {
-            path: path.display().to_string(),
-            message: e.to_string().trim_end().to_owned(),
+        let mut list: KernelList = toml::from_str(text).map_err(|e| {
+            KernelListError::Parse(kchaos_model::scenario::locate_toml_error(
+                &path.display().to_string(),
+                text,
+                &e,
+            ))
         })?;
         list.path = path.to_path_buf();
         for (set, names) in &list.sets {
@@ -183,7 +187,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            typo.starts_with("k.toml: ") && typo.contains("specc"),
+            typo.starts_with("k.toml:2:1: kernels.a.specc: unknown key `specc`"),
             "{typo}"
         );
     }

@@ -103,6 +103,16 @@ impl<'a> Locator<'a> {
     }
 }
 
+/// A `toml` error from reading `source` (any kchaos TOML file, not only scenarios) as
+/// `FILE:LINE:COL: key: message`, the key path found when the document itself parses.
+pub fn locate_toml_error(file: &str, source: &str, err: &toml::de::Error) -> ScenarioError {
+    let locator = Locator::new(file, source);
+    match DeTable::parse(source) {
+        Ok(root) => locator.with_root(&root).toml_error(err),
+        Err(_) => locator.toml_error(err),
+    }
+}
+
 /// serde's messages are terse; make the common ones say what is allowed.
 fn explain_toml_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field ") {
