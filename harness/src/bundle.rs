@@ -246,7 +246,7 @@ mod tests {
     use crate::results::test_cell;
     use kchaos_model::verdict::Verdict;
 
-    const SCENARIO: &str = "[scenario]\nname = \"memcg\"\nduration = \"2s\"\n";
+    const SCENARIO: &str = "[scenario]\nname = \"memcg\"\nduration = \"2s\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
 
     #[test]
     fn a_bundle_round_trips_scenario_kernel_seed_and_command_line() {

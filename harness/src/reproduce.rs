@@ -557,7 +557,7 @@ mod sweep {
             let file = dir.path().join("s.toml");
             std::fs::write(
                 &file,
-                "[scenario]\nname = \"s\"\nduration = \"5s\"\n\n[vm]\ncpus = 2\n",
+                "[scenario]\nname = \"s\"\nduration = \"5s\"\n\n[vm]\ncpus = 2\n\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n",
             )
             .unwrap();
             let v = variants(

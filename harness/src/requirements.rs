@@ -71,7 +71,7 @@ mod tests {
     fn scenario(requires: &str) -> Scenario {
         kchaos_model::scenario::parse(
             "t.toml",
-            &format!("[scenario]\nname = \"t\"\n[requires]\n{requires}\n"),
+            &format!("[scenario]\nname = \"t\"\n[requires]\n{requires}\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n"),
         )
         .unwrap()
     }
@@ -103,7 +103,7 @@ mod tests {
         std::fs::write(&config, "CONFIG_BLK_DEV_NVME=m\nCONFIG_EXT4_FS=y\n").unwrap();
         let s = kchaos_model::scenario::parse(
             "t.toml",
-            "[scenario]\nname = \"t\"\n[vm]\nimage = \"systemd\"\ncgroup = \"v2\"\n",
+            "[scenario]\nname = \"t\"\n[vm]\nimage = \"systemd\"\ncgroup = \"v2\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n",
         )
         .unwrap();
         let e = check(&s, &kernel("6.1.0-1-amd64", Some(&config))).unwrap_err();

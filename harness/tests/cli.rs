@@ -39,7 +39,7 @@ fn validate_reports_file_line_column_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("good.toml"),
-        "[scenario]\nname = \"good\"\n",
+        "[scenario]\nname = \"good\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n",
     )
     .unwrap();
     std::fs::write(dir.path().join("bad.toml"), "[scenario]\nname = \"bad\"\n\n[[workload]]\nkind = \"cgroup-churn\"\nbatch = 0\nfiles = 2\n").unwrap();
@@ -86,7 +86,11 @@ fn missing_scenario_path_is_a_usage_error() {
 #[test]
 fn a_missing_local_kernel_is_a_recorded_error_verdict() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("s.toml"), "[scenario]\nname = \"s\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "[scenario]\nname = \"s\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n",
+    )
+    .unwrap();
     let out = kchaos(
         &[
             "run",

@@ -34,7 +34,7 @@ name = "fake"
 duration = "5s"
 
 [vm]
-hang_timeout = "1s"
+hang_timeout = "2s"
 
 [[probe]]
 kind = "read-latency"
@@ -215,7 +215,7 @@ fn case_wrong_protocol(r: CellResult, took: Duration) {
 fn case_hang(r: CellResult, took: Duration) {
     assert_eq!(r.verdict, Verdict::Hang, "{}", reasons(&r));
     assert!(
-        reasons(&r).contains("sent nothing for 1s (phase: workload)"),
+        reasons(&r).contains("sent nothing for 2s (phase: workload)"),
         "{}",
         reasons(&r)
     );

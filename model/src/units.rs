@@ -67,14 +67,51 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
-/// Parses `"64MiB"`, `"1GiB"`, `"4096"` (bytes).
+/// Parses `"64MiB"`, `"1GiB"`, `"1.5KiB"`, `"4096"` (bytes). Units are case-insensitive:
+/// `k`/`kB` are powers of 1000, `Ki`/`KiB` powers of 1024 (up to `E`/`EiB`). A size that
+/// does not fit in 64 bits, a negative one or a fraction of a byte is refused: a silently
+/// saturated `99999999999999999999EiB` once became `-m 17592186044415`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    text.parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| {
-            format!("`{text}` is not a size ({e}); write it like `4KiB`, `64MiB` or `1GiB`")
-        })
+    let hint = "write it like `4KiB`, `64MiB` or `1GiB`";
+    if let Ok(bytes) = text.replace('_', "").parse::<u64>() {
+        return Ok(bytes);
+    }
+    let (value, suffix) =
+        split_number(text).map_err(|_| format!("`{text}` is not a size; {hint}"))?;
+    let scale = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "ki" | "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mi" | "mib" => 1024f64.powi(2),
+        "g" | "gb" => 1e9,
+        "gi" | "gib" => 1024f64.powi(3),
+        "t" | "tb" => 1e12,
+        "ti" | "tib" => 1024f64.powi(4),
+        "p" | "pb" => 1e15,
+        "pi" | "pib" => 1024f64.powi(5),
+        "e" | "eb" => 1e18,
+        "ei" | "eib" => 1024f64.powi(6),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown size unit `{other}`; use B, KiB, MiB, GiB, TiB (or kB, MB, GB)"
+            ))
+        }
+    };
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes >= 2f64.powi(64) {
+        return Err(format!("`{text}` is too large: sizes end at 16EiB"));
+    }
+    if bytes < 0.0 {
+        return Err(format!("`{text}` is negative; {hint}"));
+    }
+    if bytes.fract() != 0.0 {
+        return Err(format!("`{text}` is not a whole number of bytes"));
+    }
+    // In range and whole, checked above.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(bytes as u64)
 }
 
 /// Splits `"50ms"` into the number and the unit suffix.
@@ -228,9 +265,33 @@ mod tests {
 
     #[test]
     fn sizes_accept_binary_and_decimal_units() {
-        assert_eq!(parse_size("64MiB"), Ok(64 * 1024 * 1024));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("lots").is_err());
+        for (text, bytes) in [
+            ("64MiB", 64 << 20),
+            ("4096", 4096),
+            ("4 KiB", 4096),
+            ("1.5KiB", 1536),
+            ("2kb", 2000),
+            ("1GiB", 1 << 30),
+            ("18446744073709551615", u64::MAX),
+            ("1_000", 1000),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+    }
+
+    #[test]
+    fn sizes_that_cannot_be_represented_are_refused_not_saturated() {
+        for (text, why) in [
+            ("lots", "not a size"),
+            ("99999999999999999999EiB", "too large"),
+            ("16EiB", "too large"),
+            ("-1MiB", "negative"),
+            ("0.5B", "whole number"),
+            ("3 parsecs", "unknown size unit"),
+        ] {
+            let e = parse_size(text).unwrap_err();
+            assert!(e.contains(why), "{text}: {e}");
+        }
     }
 
     #[test]

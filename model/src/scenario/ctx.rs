@@ -11,6 +11,11 @@ use toml::Spanned;
 use super::error::{Locator, ScenarioError};
 use crate::units;
 
+/// The longest duration anything in a scenario may ask for: a day. Far beyond any useful
+/// cell, and small enough that the harness and the runner can add a few of them to a
+/// clock reading without overflowing (`18446744073709551615s` once panicked a cell).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 pub(crate) struct Ctx<'a> {
     pub loc: Locator<'a>,
     pub errors: Vec<ScenarioError>,
@@ -42,10 +47,32 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A duration from zero up to [`MAX_DURATION`].
     pub fn duration(&mut self, value: &Option<Spanned<String>>) -> Option<Duration> {
+        self.duration_in(value, Duration::ZERO)
+    }
+
+    /// A duration from `min` up to [`MAX_DURATION`]; the error names the allowed range.
+    pub fn duration_in(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        min: Duration,
+    ) -> Option<Duration> {
         let value = value.as_ref()?;
         match units::parse_duration(value.get_ref()) {
-            Ok(d) => Some(d),
+            Ok(d) if d >= min && d <= MAX_DURATION => Some(d),
+            Ok(_) => {
+                self.error(
+                    value.span(),
+                    format!(
+                        "`{}` is out of range; allowed: {} to {}",
+                        value.get_ref().trim(),
+                        humantime::format_duration(min),
+                        humantime::format_duration(MAX_DURATION)
+                    ),
+                );
+                None
+            }
             Err(msg) => {
                 self.error(value.span(), msg);
                 None
@@ -62,6 +89,26 @@ impl<'a> Ctx<'a> {
                 None
             }
         }
+    }
+
+    /// A size within `min..=max` bytes; the error names the allowed range.
+    pub fn size_in(&mut self, value: &Option<Spanned<String>>, min: u64, max: u64) -> Option<u64> {
+        let bytes = self.size(value)?;
+        if bytes < min || bytes > max {
+            if let Some(v) = value {
+                self.error(
+                    v.span(),
+                    format!(
+                        "`{}` is out of range; allowed: {} to {}",
+                        v.get_ref().trim(),
+                        units::format_bytes(min as f64),
+                        units::format_bytes(max as f64)
+                    ),
+                );
+            }
+            return None;
+        }
+        Some(bytes)
     }
 
     /// A duration or a `[min, max]` range of durations: `"5ms"` or `["2ms", "8ms"]`.
@@ -103,10 +150,13 @@ impl<'a> Ctx<'a> {
                 (d, d)
             }
         };
-        if lo > hi || lo.is_zero() {
+        if lo > hi || lo.is_zero() || hi > MAX_DURATION {
             self.error(
                 span,
-                format!("range {lo:?}..{hi:?} must be non-empty and above zero"),
+                format!(
+                    "range {lo:?}..{hi:?} must be non-empty, above zero and at most {}",
+                    humantime::format_duration(MAX_DURATION)
+                ),
             );
             return None;
         }

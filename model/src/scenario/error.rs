@@ -85,12 +85,13 @@ impl<'a> Locator<'a> {
         message: impl Into<String>,
     ) -> ScenarioError {
         let (line, column) = line_col(self.source, span.start);
+        // One line per error, whatever names the file holds.
         ScenarioError {
-            file: self.file.to_owned(),
+            file: crate::escape_controls(self.file).into_owned(),
             line,
             column,
-            key,
-            message: message.into(),
+            key: key.map(|k| crate::escape_controls(&k).into_owned()),
+            message: crate::escape_controls(&message.into()).into_owned(),
         }
     }
 

@@ -19,11 +19,67 @@ use crate::kernel::{ConfigRequirement, VersionRange};
 
 const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 const DEFAULT_MEMORY_MIB: u64 = 1024;
+/// The shortest workload phase: a cell that boots a VM to do nothing is a mistake.
+const MIN_DURATION: Duration = Duration::from_secs(1);
+/// The guest sends a heartbeat every second; a silence of one beat is not a hang.
+const MIN_HANG_TIMEOUT: Duration = Duration::from_secs(2);
+/// The smallest guest the runner and the kernels boot in, and the largest VM worth
+/// declaring (a disposable VM; the host's own memory is checked when it runs).
+const MIN_MEMORY: u64 = 128 << 20;
+const MAX_MEMORY: u64 = 64 << 30;
+/// Enough for any incident, few enough that a typo (or a generated file) cannot make the
+/// runner start thousands of threads.
+const MAX_WORKLOADS: usize = 64;
+const MAX_PROBES: usize = 64;
+const MAX_CHECKS: usize = 256;
+/// Kernel parameters the harness sets itself: the runner is the init, the console is the
+/// witness, `panic=` decides whether a crashed guest stays up for a dump, `root=` is the
+/// systemd image's disk. A scenario that changed them would break the cell, not the kernel.
+const OWNED_PARAMS: &[&str] = &[
+    "console=",
+    "init=",
+    "rdinit=",
+    "panic=",
+    "root=",
+    "rootfstype=",
+    "kchaos.",
+];
 /// A disposable VM under TCG on a small host; more would only slow the boot.
 const MAX_CPUS: u64 = 64;
 
-/// Parses and validates one scenario file. `file` is used only to label errors.
+/// What validation asks of the machine that will run the scenario. The model does no
+/// I/O: the harness answers from the host, so `kchaos validate` refuses a `[vm] tools`
+/// entry that is not there instead of a cell failing later.
+pub trait Host {
+    /// `Ok` when host program `name` (`[vm] tools`) can be copied into the guest image;
+    /// else why not (not found, not an ELF executable, a library missing).
+    fn tool(&self, name: &str) -> Result<(), String>;
+    /// The host's memory in bytes, when known: a VM larger than the machine cannot run.
+    fn memory_bytes(&self) -> Option<u64>;
+}
+
+/// A host that accepts everything: for checking the file alone (the guest runner, tests).
+#[derive(Debug, Clone, Copy)]
+pub struct AnyHost;
+
+impl Host for AnyHost {
+    fn tool(&self, _name: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Parses and validates one scenario file on its own (no host checks). `file` is used
+/// only to label errors.
 pub fn parse(file: &str, source: &str) -> Result<Scenario, ScenarioErrors> {
+    parse_for(file, source, &AnyHost)
+}
+
+/// Parses and validates one scenario file for running on `host`.
+pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, ScenarioErrors> {
     let locator = Locator::new(file, source);
     let root = match DeTable::parse(source) {
         Ok(root) => root,
@@ -41,10 +97,10 @@ pub fn parse(file: &str, source: &str) -> Result<Scenario, ScenarioErrors> {
         ctx.error(raw.scenario.name.span(), msg);
     }
     let duration = ctx
-        .duration(&raw.scenario.duration)
+        .duration_in(&raw.scenario.duration, MIN_DURATION)
         .unwrap_or(DEFAULT_DURATION);
     let settle = ctx.duration(&raw.scenario.settle).unwrap_or(Duration::ZERO);
-    let vm = validate_vm(&mut ctx, &raw.vm);
+    let vm = validate_vm(&mut ctx, &raw.vm, host);
     if let Some(image) = &raw.vm.image {
         if *image.get_ref() == ImageKind::Systemd && vm.cgroup != CgroupMode::V2 {
             ctx.error(
@@ -65,6 +121,7 @@ pub fn parse(file: &str, source: &str) -> Result<Scenario, ScenarioErrors> {
         .into_iter()
         .filter_map(|(kind, value)| Probe::parse(&mut ctx, &kind, &value, &vm))
         .collect();
+    check_sizes(&mut ctx, &raw, root.get_ref());
     check_unique_names(&mut ctx, root.get_ref(), &workloads, &probes);
     check_ordering(&mut ctx, root.get_ref(), &workloads);
 
@@ -133,17 +190,22 @@ fn tagged_entries<'i>(
     out
 }
 
-fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm) -> VmSpec {
-    let memory_mib = match ctx.size(&raw.memory) {
-        Some(bytes) if bytes >= 128 << 20 => bytes >> 20,
-        Some(_) => {
-            if let Some(m) = &raw.memory {
-                ctx.error(m.span(), "the VM needs at least 128MiB");
-            }
-            DEFAULT_MEMORY_MIB
+fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm, host: &dyn Host) -> VmSpec {
+    let memory_mib = ctx
+        .size_in(&raw.memory, MIN_MEMORY, MAX_MEMORY)
+        .map_or(DEFAULT_MEMORY_MIB, |bytes| bytes >> 20);
+    if let (Some(m), Some(have)) = (&raw.memory, host.memory_bytes()) {
+        if memory_mib << 20 > have {
+            ctx.error(
+                m.span(),
+                format!(
+                    "the VM asks for {} but this host has {}",
+                    crate::units::format_bytes((memory_mib << 20) as f64),
+                    crate::units::format_bytes(have as f64)
+                ),
+            );
         }
-        None => DEFAULT_MEMORY_MIB,
-    };
+    }
     let cpus = ctx.count(&raw.cpus, 1, MAX_CPUS).unwrap_or(1);
     let cpus = u32::try_from(cpus).unwrap_or(1);
     let mut cmdline = Vec::new();
@@ -154,10 +216,13 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm) -> VmSpec {
                 param.span(),
                 format!("`{p}` must be one kernel parameter without spaces; list each separately"),
             );
-        } else if p.starts_with("kchaos.") || p.starts_with("console=") {
+        } else if let Some(owned) = OWNED_PARAMS.iter().find(|o| p.starts_with(**o)) {
             ctx.error(
                 param.span(),
-                format!("`{p}` is set by the harness and cannot be overridden"),
+                format!(
+                    "`{p}`: `{owned}` is set by the harness and cannot be overridden; it owns {}",
+                    OWNED_PARAMS.join(" ")
+                ),
             );
         } else {
             cmdline.push(p.clone());
@@ -209,13 +274,15 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm) -> VmSpec {
                 || name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+')));
-        if ok {
-            tools.push(name.clone());
-        } else {
+        if !ok {
             ctx.error(
                 t.span(),
                 format!("`{name}` is not a program name (`ip`) or an absolute path on the host"),
             );
+        } else if let Err(why) = host.tool(name) {
+            ctx.error(t.span(), format!("`{name}`: {why}"));
+        } else {
+            tools.push(name.clone());
         }
     }
     VmSpec {
@@ -226,7 +293,7 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm) -> VmSpec {
         sysctl,
         modules,
         tools,
-        hang_timeout: ctx.duration(&raw.hang_timeout),
+        hang_timeout: ctx.duration_in(&raw.hang_timeout, MIN_HANG_TIMEOUT),
         image: raw
             .image
             .as_ref()
@@ -302,6 +369,42 @@ fn validate_signatures(ctx: &mut Ctx<'_>, raw: &RawSignatures) -> SignaturePolic
         crash: regexes(&raw.crash),
         fail: regexes(&raw.fail),
         ignore: regexes(&raw.ignore),
+    }
+}
+
+/// A scenario does something, and not an unbounded amount of things.
+fn check_sizes(ctx: &mut Ctx<'_>, raw: &RawFile, root: &DeTable<'_>) {
+    let entries = |key: &str| {
+        root.get(key)
+            .and_then(|v| v.get_ref().as_array().map(|a| (a.len(), v.span())))
+    };
+    let (workloads, probes) = (entries("workload"), entries("probe"));
+    if workloads.is_none() && probes.is_none() {
+        ctx.error(
+            raw.scenario.name.span(),
+            "the scenario has nothing to run: add a `[[workload]]` or a `[[probe]]`",
+        );
+    }
+    for (what, found, max) in [
+        ("workload", workloads, MAX_WORKLOADS),
+        ("probe", probes, MAX_PROBES),
+    ] {
+        if let Some((n, span)) = found.filter(|(n, _)| *n > max) {
+            ctx.error(
+                span,
+                format!("{n} `[[{what}]]` entries; allowed: at most {max}"),
+            );
+        }
+    }
+    if raw.check.len() > MAX_CHECKS {
+        let span = raw.check[MAX_CHECKS].expr.span();
+        ctx.error(
+            span,
+            format!(
+                "{} `[[check]]` entries; allowed: at most {MAX_CHECKS}",
+                raw.check.len()
+            ),
+        );
     }
 }
 

@@ -12,6 +12,10 @@ use super::{ImageKind, VmSpec};
 use crate::metrics::{MetricInfo, MetricKind};
 use crate::units::{duration_ms, Unit};
 
+/// The shortest sampling interval: a zero interval would make a probe spin (and once
+/// panicked the runner's timer).
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
 pub const KINDS: &[&str] = &[
     "read-latency",
     "counter",
@@ -124,7 +128,7 @@ impl Probe {
                 let name = probe_name(ctx, &raw.name)?;
                 let path = guest_path(ctx, &raw.path)?;
                 let interval = ctx
-                    .duration(&raw.interval)
+                    .duration_in(&raw.interval, MIN_INTERVAL)
                     .unwrap_or(Duration::from_millis(100));
                 Some(Probe {
                     name,
@@ -137,7 +141,7 @@ impl Probe {
                 let name = probe_name(ctx, &raw.name)?;
                 let path = guest_path(ctx, &raw.path)?;
                 let interval = ctx
-                    .duration(&raw.interval)
+                    .duration_in(&raw.interval, MIN_INTERVAL)
                     .unwrap_or(Duration::from_secs(1));
                 let select = match (raw.key, raw.row, raw.column, raw.count_lines_after) {
                     (None, None, None, None) => CounterSelect::Whole,
@@ -177,9 +181,11 @@ impl Probe {
                     );
                 }
                 let interval = ctx
-                    .duration(&raw.interval)
+                    .duration_in(&raw.interval, MIN_INTERVAL)
                     .unwrap_or(Duration::from_millis(200));
-                let timeout = ctx.duration(&raw.timeout).unwrap_or(Duration::from_secs(5));
+                let timeout = ctx
+                    .duration_in(&raw.timeout, MIN_INTERVAL)
+                    .unwrap_or(Duration::from_secs(5));
                 Some(Probe {
                     name,
                     interval,
@@ -190,7 +196,7 @@ impl Probe {
                 let raw: RawDState = ctx.deserialize(value)?;
                 let name = probe_name(ctx, &raw.name)?;
                 let interval = ctx
-                    .duration(&raw.interval)
+                    .duration_in(&raw.interval, MIN_INTERVAL)
                     .unwrap_or(Duration::from_secs(1));
                 Some(Probe {
                     name,
@@ -202,7 +208,7 @@ impl Probe {
                 let raw: RawWakeup = ctx.deserialize(value)?;
                 let name = probe_name(ctx, &raw.name)?;
                 let interval = ctx
-                    .duration(&raw.interval)
+                    .duration_in(&raw.interval, MIN_INTERVAL)
                     .unwrap_or(Duration::from_millis(1));
                 let cgroup = raw
                     .cgroup

@@ -369,3 +369,136 @@ fn systemd_workloads_and_probes_need_the_systemd_image() {
     );
     assert!(empty[0].contains("at least one of"), "{empty:?}");
 }
+
+/// Everything here validated once and then failed (or misbehaved) at run time, blamed on
+/// the kernel. Each must be refused with its location and the allowed range.
+#[test]
+fn values_that_cannot_run_are_refused_at_validation() {
+    let probe = "[[probe]]\nkind = \"counter\"\nname = \"c\"\npath = \"/proc/meminfo\"\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("[scenario]\nname = \"x\"\nduration = \"0s\"\n", "scenario.duration", "allowed: 1s to 1day"),
+        (
+            "[scenario]\nname = \"x\"\nduration = \"18446744073709551615s\"\n",
+            "scenario.duration",
+            "",
+        ),
+        ("[scenario]\nname = \"x\"\nduration = \"25h\"\n", "scenario.duration", "out of range"),
+        ("[scenario]\nname = \"x\"\nsettle = \"2days\"\n", "scenario.settle", "out of range"),
+        ("[scenario]\nname = \"x\"\n[vm]\nhang_timeout = \"0s\"\n", "vm.hang_timeout", "allowed: 2s"),
+        ("[scenario]\nname = \"x\"\n[vm]\nhang_timeout = \"1ns\"\n", "vm.hang_timeout", "allowed: 2s"),
+        ("[scenario]\nname = \"x\"\n[vm]\nmemory = \"1TiB\"\n", "vm.memory", "allowed: 128.0MiB to 64.00GiB"),
+        (
+            "[scenario]\nname = \"x\"\n[vm]\nmemory = \"99999999999999999999EiB\"\n",
+            "vm.memory",
+            "too large",
+        ),
+        ("[scenario]\nname = \"x\"\n[vm]\ncpus = 0\n", "vm.cpus", "allowed: 1..=64"),
+        ("[scenario]\nname = \"x\"\n[vm]\ncpus = 100000\n", "vm.cpus", "allowed: 1..=64"),
+        ("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"rdinit=/bin/sh\"]\n", "vm.cmdline[0]", "set by the harness"),
+        ("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"init=/bin/sh\"]\n", "vm.cmdline[0]", "set by the harness"),
+        ("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"panic=10\"]\n", "vm.cmdline[0]", "set by the harness"),
+        ("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"kchaos.vm=0\"]\n", "vm.cmdline[0]", "set by the harness"),
+        (
+            "[scenario]\nname = \"x\"\n[[probe]]\nkind = \"counter\"\nname = \"c\"\npath = \"/proc/meminfo\"\ninterval = \"0s\"\n",
+            "probe[0].interval",
+            "allowed: 1ms",
+        ),
+        (
+            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"cfs-quota\"\nretune_every = \"0s\"\n",
+            "workload[0].retune_every",
+            "allowed: 1ms",
+        ),
+        (
+            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"cgroup-churn\"\nduration = \"0s\"\n",
+            "workload[0].duration",
+            "allowed: 1ms",
+        ),
+        (
+            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"exec\"\nargv = [\"/bin/true\"]\nenv = { \"=x\" = \"1\" }\n",
+            "workload[0].env",
+            "name `=x` is not valid",
+        ),
+        (
+            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"exec\"\nargv = [\"/bin/true\"]\nenv = { \"A\\u0000B\" = \"1\" }\n",
+            "workload[0].env",
+            "not valid",
+        ),
+        (
+            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"exec\"\nargv = [\"/bin/true\", \"a\\u0000b\"]\n",
+            "workload[0].argv",
+            "NUL",
+        ),
+        ("[scenario]\nname = \"x\"\n", "scenario.name", "nothing to run"),
+    ];
+    for (src, key, why) in cases {
+        // Scenarios without a workload get a probe, so only the value under test is wrong.
+        let src = if src.contains("[[") || why.contains("nothing to run") {
+            (*src).to_owned()
+        } else {
+            format!("{src}{probe}")
+        };
+        let errors = parse_err(&src);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!(": {key}: ")) && e.contains(why)),
+            "{src}\nwanted `{key}` with `{why}`, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn the_number_of_workloads_probes_and_checks_is_bounded() {
+    let mut src = String::from("[scenario]\nname = \"x\"\n");
+    for i in 0..65 {
+        src.push_str(&format!(
+            "[[probe]]\nkind = \"counter\"\nname = \"c{i}\"\npath = \"/proc/meminfo\"\n"
+        ));
+    }
+    let errors = parse_err(&src);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("65 `[[probe]]` entries; allowed: at most 64")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn control_characters_in_names_cannot_break_the_one_line_format() {
+    let errors =
+        parse_err("[scenario]\nname = \"a\\nb\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(!errors[0].contains('\n'), "{errors:?}");
+    assert!(errors[0].contains("`a\\nb`"), "{errors:?}");
+}
+
+#[test]
+fn the_host_is_asked_about_tools_and_memory() {
+    struct Small;
+    impl Host for Small {
+        fn tool(&self, name: &str) -> Result<(), String> {
+            if name == "ip" {
+                Ok(())
+            } else {
+                Err("not found in PATH".to_owned())
+            }
+        }
+        fn memory_bytes(&self) -> Option<u64> {
+            Some(512 << 20)
+        }
+    }
+    let src = "[scenario]\nname = \"x\"\n[vm]\nmemory = \"1GiB\"\ntools = [\"ip\", \"nope\"]\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
+    let errors: Vec<String> = match parse_for("t.toml", src, &Small) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(
+        errors,
+        [
+            "t.toml:4:10: vm.memory: the VM asks for 1.00GiB but this host has 512.0MiB",
+            "t.toml:5:16: vm.tools[1]: `nope`: not found in PATH"
+        ]
+    );
+    assert!(parse("t.toml", src).is_ok(), "the file alone is fine");
+}

@@ -139,8 +139,8 @@ pub(super) fn parse(
         burst_sleep: ctx
             .duration(&raw.burst_sleep)
             .unwrap_or(Duration::from_millis(5)),
-        retune_every: ctx.duration(&raw.retune_every),
-        churn_every: ctx.duration(&raw.churn_every),
+        retune_every: ctx.duration_in(&raw.retune_every, Duration::from_millis(1)),
+        churn_every: ctx.duration_in(&raw.churn_every, Duration::from_millis(1)),
         controllers,
     };
     if spec.width.pow(spec.depth) > 64 {

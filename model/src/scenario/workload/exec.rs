@@ -25,8 +25,7 @@ pub struct Exec {
 
 raw_workload! {
     argv: Spanned<Vec<String>>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 pub(super) fn parse(
@@ -45,8 +44,41 @@ pub(super) fn parse(
         ctx.error(raw.argv.span(), "`argv` starts with the program's absolute path in the guest, e.g. [\"/bin/sh\", \"-c\", \"...\"]");
         return None;
     }
+    if let Some(arg) = raw.argv.get_ref().iter().find(|a| a.contains('\0')) {
+        ctx.error(
+            raw.argv.span(),
+            format!("argument `{arg}` contains a NUL byte, which no program can receive"),
+        );
+        return None;
+    }
+    let env = match raw.env {
+        Some(env) => {
+            let span = env.span();
+            let env = env.into_inner();
+            if let Some(why) = env.iter().find_map(|(k, v)| check_env(k, v).err()) {
+                ctx.error(span, why);
+                return None;
+            }
+            env
+        }
+        None => BTreeMap::new(),
+    };
     Some(common.with(WorkloadSpec::Exec(Exec {
         argv: raw.argv.into_inner(),
-        env: raw.env,
+        env,
     })))
+}
+
+/// An environment entry the kernel can pass to a program: `execve` takes `KEY=VALUE`
+/// C strings, so a key may not be empty or contain `=`, and neither may contain NUL.
+fn check_env(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains('=') || key.contains('\0') {
+        return Err(format!(
+            "environment variable name `{key}` is not valid: it must be non-empty, without `=` or NUL"
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("the value of `{key}` contains a NUL byte"));
+    }
+    Ok(())
 }

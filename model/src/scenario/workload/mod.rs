@@ -252,7 +252,7 @@ impl Common {
         Common {
             name,
             iterations: ctx.count(raw.iterations, 1, 10_000_000),
-            duration: ctx.duration(raw.duration),
+            duration: ctx.duration_in(raw.duration, Duration::from_millis(1)),
             max_errors: raw.max_errors.unwrap_or(0),
             after: raw.after.as_ref().map(|a| a.get_ref().clone()),
         }
