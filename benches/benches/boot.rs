@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use kchaos_benches::{
     bench_main, env_count, median, parse_uptime_line, trivial_init, BenchResult, BenchVm,
 };
-use kchaos_harness::qemu::command::BootMedia;
-use kchaos_harness::qemu::{self, Qemu, QemuCommand};
+use kchaos_harness::vm::{self as qemu, BootMedia, Qemu, QemuCommand};
 use kchaos_images::initramfs;
 use kchaos_images::payload::Payload;
 use tokio::io::{AsyncBufReadExt, BufReader};

@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kchaos_benches::{bench_main, env_count, median, BenchResult};
-use kchaos_harness::process::rss_kib;
-use kchaos_harness::qemu::accel::AccelChoice;
-use kchaos_harness::run::{self, RunOptions};
+use kchaos_harness::run::matrix::{self, MatrixOptions};
+use kchaos_harness::run::session::{Session, SessionOptions};
+use kchaos_harness::vm::process::rss_kib;
+use kchaos_harness::vm::AccelChoice;
 use kchaos_images::Cache;
 use kchaos_model::verdict::Verdict;
 
@@ -66,27 +67,33 @@ async fn bench(cells: u32, spec: &str) -> BenchResult<()> {
     std::fs::write(&scenario, SCENARIO)?;
     let cache = Cache::new(Cache::default_root());
     // Warm-up: kernel, runner and image are built once, outside the measurement.
-    let opts = |jobs: usize, out: &str| RunOptions {
-        scenarios: vec![scenario.clone()],
-        kernels: vec![spec.to_owned()],
-        repeat: cells,
-        jobs,
-        shard: None,
-        resume: false,
-        out: work.path().join(out),
-        db: None,
-        accel: AccelChoice::Auto,
-        runner: None,
-        seed: None,
-        same_seed: false,
-        guest_log: None,
-        boot_timeout: None,
-        dump: None,
-        cache: cache.clone(),
+    let opts = |jobs: usize, out: &str| {
+        (
+            SessionOptions {
+                accel: AccelChoice::Auto,
+                runner: None,
+                guest_log: None,
+                boot_timeout: None,
+                dump: None,
+                jobs,
+                cache: cache.clone(),
+            },
+            MatrixOptions {
+                scenarios: vec![scenario.clone()],
+                kernels: vec![spec.to_owned()],
+                repeat: cells,
+                shard: None,
+                resume: false,
+                out: work.path().join(out),
+                db: None,
+                seed: None,
+                same_seed: false,
+            },
+        )
     };
-    let mut warm = opts(1, "warm");
+    let (warm_session, mut warm) = opts(1, "warm");
     warm.repeat = 1;
-    let warmed = run::run(warm).await?;
+    let warmed = matrix::run(&Arc::new(Session::open(warm_session).await), &warm).await?;
     let host = &warmed.results.host;
     println!(
         "{cells} cells per matrix ({} s workload each), kernel {spec}, QEMU {} with {}, {} host cores",
@@ -136,7 +143,10 @@ async fn bench(cells: u32, spec: &str) -> BenchResult<()> {
 }
 
 /// Runs the matrix while sampling this process's RSS and its QEMU children's.
-async fn measure(opts: RunOptions) -> BenchResult<Sample> {
+async fn measure((session, opts): (SessionOptions, MatrixOptions)) -> BenchResult<Sample> {
+    // Each measurement gets its own session: its slots, a fresh kernel and runner
+    // lookup (both cached on disk by the warm-up).
+    let session = Arc::new(Session::open(session).await);
     let stop = Arc::new(AtomicBool::new(false));
     let peaks = Arc::new(Mutex::new(Vec::<u64>::new()));
     let sampler = {
@@ -152,7 +162,7 @@ async fn measure(opts: RunOptions) -> BenchResult<Sample> {
         })
     };
     let start = Instant::now();
-    let outcome = run::run(opts).await;
+    let outcome = matrix::run(&session, &opts).await;
     let wall = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
@@ -172,7 +182,7 @@ async fn measure(opts: RunOptions) -> BenchResult<Sample> {
     let mut qemu_f: Vec<f64> = qemu.into_iter().map(|k| k as f64).collect();
     Ok(Sample {
         wall,
-        harness_peak_kib: kchaos_harness::process::peak_rss_kib().unwrap_or(0),
+        harness_peak_kib: kchaos_harness::vm::process::peak_rss_kib().unwrap_or(0),
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         qemu_kib: if qemu_f.is_empty() {
             0

@@ -80,15 +80,16 @@ pub fn median(values: &mut [f64]) -> f64 {
 /// Everything a benchmark needs to boot cells: kernel, QEMU, accelerator, the runner.
 /// Built once per benchmark run; each scenario gets the image it needs (modules, tools).
 /// The smallest scenario: what [`BenchVm::initramfs`] is built for.
-pub const BOOT_SCENARIO: &str = "[scenario]\nname = \"boot\"\nduration = \"1s\"\n";
+pub const BOOT_SCENARIO: &str =
+    "[scenario]\nname = \"boot\"\nduration = \"1s\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
 
 #[derive(Debug)]
 pub struct BenchVm {
     pub kernel: std::sync::Arc<kchaos_images::Kernel>,
-    pub qemu: kchaos_harness::qemu::Qemu,
-    pub accel: kchaos_harness::qemu::Accel,
+    pub qemu: kchaos_harness::vm::Qemu,
+    pub accel: kchaos_harness::vm::Accel,
     /// The image of a scenario with no extra modules or tools (boot comparisons).
-    pub initramfs: kchaos_harness::images::GuestImage,
+    pub initramfs: kchaos_harness::vm::image::GuestImage,
     pub work: tempfile::TempDir,
     cache: kchaos_images::Cache,
     runner: Vec<u8>,
@@ -100,18 +101,18 @@ impl BenchVm {
     /// Resolves `spec` (downloading if needed), finds QEMU and the accelerator, builds
     /// the runner and the plain initramfs.
     pub async fn new(spec: &str) -> BenchResult<BenchVm> {
-        use kchaos_harness::qemu::{self, accel::AccelChoice};
+        use kchaos_harness::vm::{self as qemu, AccelChoice};
         let cache = kchaos_images::Cache::new(kchaos_images::Cache::default_root());
         let kernel = std::sync::Arc::new(kchaos_images::resolve(&cache, spec)?);
         let q = qemu::Qemu::find()?;
         let accel = qemu::detect_accel(&q, AccelChoice::Auto, &cache.dir("accel")?)
             .await
             .accel;
-        let runner = kchaos_harness::runner_bin::locate(None)?.bytes;
+        let runner = kchaos_harness::vm::runner_bin::locate(None)?.bytes;
         let boot_scenario =
             kchaos_model::scenario::parse("boot", BOOT_SCENARIO).map_err(|e| e.to_string())?;
         let initramfs =
-            kchaos_harness::images::image_for(&cache, &kernel, &runner, &boot_scenario)?;
+            kchaos_harness::vm::image::image_for(&cache, &kernel, &runner, &boot_scenario)?;
         Ok(BenchVm {
             kernel,
             qemu: q,
@@ -157,10 +158,11 @@ impl BenchVm {
         id: &str,
         toml: &str,
     ) -> BenchResult<kchaos_harness::results::CellResult> {
-        use kchaos_harness::cell::{self, CellEnv, CellSpec, LoadedScenario};
+        use kchaos_harness::cell::{self, CellEnv, CellSpec};
+        use kchaos_harness::scenario::LoadedScenario;
         let model = kchaos_model::scenario::parse(id, toml).map_err(|e| e.to_string())?;
         let image =
-            kchaos_harness::images::image_for(&self.cache, &self.kernel, &self.runner, &model)?;
+            kchaos_harness::vm::image::image_for(&self.cache, &self.kernel, &self.runner, &model)?;
         let scenario = std::sync::Arc::new(LoadedScenario {
             path: id.into(),
             source: toml.to_owned(),

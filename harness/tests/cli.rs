@@ -132,10 +132,140 @@ fn a_missing_local_kernel_is_a_recorded_error_verdict() {
 fn bad_kernel_spec_says_what_is_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let out = kchaos(&["fetch", "ubuntu:6.8"], dir.path());
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed spec is a usage error"
+    );
     assert!(
         text(&out).contains("expected debian:<version>[-<flavour>] or path:<bzImage>"),
         "{}",
+        text(&out)
+    );
+}
+
+const GOOD: &str = "[scenario]\nname = \"s\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
+
+/// Issue #11: what the user got wrong is a usage error (2), never infrastructure (3),
+/// and is found before anything runs, `--plan` included.
+#[test]
+fn usage_errors_exit_2_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
+    for args in [
+        vec!["run", "s.toml", "--kernel", "ubuntu:6.8", "--out", "res"],
+        vec!["run", "s.toml", "--kernel", "ubuntu:6.8", "--plan"],
+        vec!["run", "--resume", "no-such-dir"],
+        vec!["repro", "s.toml", "--kernel", "path:", "--out", "res"],
+    ] {
+        let out = kchaos(&args, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    assert!(!dir.path().join("res").exists(), "nothing ran");
+    let tools = "[scenario]\nname = \"t\"\n[vm]\ntools = [\"kchaos-no-such-tool\"]\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
+    std::fs::write(dir.path().join("t.toml"), tools).unwrap();
+    for args in [
+        vec!["validate", "t.toml"],
+        vec!["run", "t.toml", "--out", "res"],
+    ] {
+        let out = kchaos(&args, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("t.toml:4:10: vm.tools[0]: `kchaos-no-such-tool`: Host program"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
+/// Issue #11: `validate` never blocks on a FIFO or reads a device.
+#[test]
+fn validate_refuses_fifos_and_devices_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    nix::unistd::mkfifo(&dir.path().join("fifo.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.toml")).unwrap();
+    let started = std::time::Instant::now();
+    let out = kchaos(&["validate", "fifo.toml", "zero.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let t = text(&out);
+    assert!(t.contains("fifo.toml: not a regular file"), "{t}");
+    assert!(t.contains("zero.toml: not a regular file"), "{t}");
+}
+
+/// Issue #11: a results directory belongs to one run; earlier results are never
+/// replaced without --resume.
+#[test]
+fn results_are_never_silently_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
+    let run = |dir: &Path| {
+        kchaos(
+            &[
+                "run",
+                "s.toml",
+                "--kernel",
+                "path:/nonexistent/bzImage",
+                "--out",
+                "res",
+            ],
+            dir,
+        )
+    };
+    // Another run holds the directory.
+    let res = dir.path().join("res");
+    std::fs::create_dir(&res).unwrap();
+    let lock = std::fs::File::create(res.join(".kchaos.lock")).unwrap();
+    let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("is in use by another kchaos run"),
+        "{}",
+        text(&out)
+    );
+    assert!(!res.join("results.json").exists());
+    drop(held);
+    // The first run records its (error) cell ...
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let first = std::fs::read(res.join("results.json")).unwrap();
+    // ... and a second one into the same directory is refused, the results untouched.
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("already holds the results of an earlier run"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read(res.join("results.json")).unwrap(), first);
+}
+
+/// Issue #11: a report that cannot be written fails the command.
+#[test]
+fn a_report_that_cannot_be_written_fails_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
+    kchaos(
+        &[
+            "run",
+            "s.toml",
+            "--kernel",
+            "path:/nonexistent/bzImage",
+            "--out",
+            "res",
+        ],
+        dir.path(),
+    );
+    // report.html cannot be replaced by a file: it is a non-empty directory.
+    std::fs::remove_file(dir.path().join("res/report.html")).unwrap();
+    std::fs::create_dir_all(dir.path().join("res/report.html/x")).unwrap();
+    let out = kchaos(&["report", "res"], dir.path());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("report.html"), "{}", text(&out));
+    assert!(
+        text(&out).contains("junit: "),
+        "JUnit is still written: {}",
         text(&out)
     );
 }
@@ -230,4 +360,135 @@ fn compare_without_results_is_a_usage_error() {
         "{}",
         text(&out)
     );
+}
+
+/// Issue #12: `--kernel-list` means the same in every command that names kernels.
+#[test]
+fn every_command_uses_the_kernel_list_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
+    std::fs::write(
+        dir.path().join("list.toml"),
+        "[kernels.mine]\nspec = \"path:/nonexistent/mine/bzImage\"\n[kernels.other]\nspec = \"path:/nonexistent/other/bzImage\"\n[sets]\nboth = [\"mine\", \"other\"]\n",
+    )
+    .unwrap();
+    // repro resolves `mine` through the list (the kernel itself is missing: nothing can
+    // be judged, 125) ...
+    let out = kchaos(
+        &[
+            "repro",
+            "s.toml",
+            "--kernel",
+            "mine",
+            "--kernel-list",
+            "list.toml",
+            "--max-runs",
+            "1",
+            "--jobs",
+            "1",
+            "--out",
+            "repro",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    let results = std::fs::read_to_string(dir.path().join("repro/results.json")).unwrap();
+    assert!(
+        results.contains("path:/nonexistent/mine/bzImage"),
+        "{results}"
+    );
+    // ... run and compare too.
+    let out = kchaos(
+        &[
+            "run",
+            "s.toml",
+            "--kernel",
+            "@both",
+            "--kernel-list",
+            "list.toml",
+            "--out",
+            "run",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let out = kchaos(
+        &[
+            "compare",
+            "run",
+            "--kernel-list",
+            "list.toml",
+            "--baseline",
+            "mine",
+            "--candidate",
+            "other",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("baseline mine (1 cells) vs candidate other (1 cells)"),
+        "{}",
+        text(&out)
+    );
+    // Without the list, `mine` means nothing.
+    let out = kchaos(
+        &[
+            "compare",
+            "run",
+            "--baseline",
+            "mine",
+            "--candidate",
+            "other",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no cells for kernel `mine`"),
+        "{}",
+        text(&out)
+    );
+    // A broken list is named.
+    std::fs::write(dir.path().join("bad.toml"), "[kernels.x]\nspec = 1\n").unwrap();
+    for args in [
+        vec![
+            "repro",
+            "s.toml",
+            "--kernel",
+            "x",
+            "--kernel-list",
+            "bad.toml",
+        ],
+        vec![
+            "compare",
+            "run",
+            "--kernel-list",
+            "bad.toml",
+            "--baseline",
+            "x",
+            "--candidate",
+            "y",
+        ],
+        vec![
+            "bisect",
+            "s.toml",
+            "--kernel",
+            "x",
+            "--good",
+            "x",
+            "--bad",
+            "x",
+            "--kernel-list",
+            "bad.toml",
+        ],
+    ] {
+        let out = kchaos(&args, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("bad.toml:2:"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
 }

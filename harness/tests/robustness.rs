@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kchaos_harness::cell::{self, CellEnv, CellSpec, LoadedScenario};
-use kchaos_harness::images::{GuestImage, ImageInfo};
-use kchaos_harness::qemu::command::BootMedia;
-use kchaos_harness::qemu::{Accel, Qemu};
+use kchaos_harness::cell::{self, CellEnv, CellSpec};
 use kchaos_harness::results::CellResult;
+use kchaos_harness::scenario::LoadedScenario;
+use kchaos_harness::vm::image::{GuestImage, ImageInfo};
+use kchaos_harness::vm::{Accel, BootMedia, Qemu};
 use kchaos_images::Kernel;
 use kchaos_model::metrics::{Metric, Summary};
 use kchaos_model::protocol::{
@@ -74,6 +74,7 @@ fn main() {
         ("truncated", case_truncated),
         ("wrong-protocol", case_wrong_protocol),
         ("hang", case_hang),
+        ("frozen-qemu", case_frozen_qemu),
         ("panic", case_panic),
         ("die", case_die),
         ("no-hello", case_no_hello),
@@ -225,6 +226,17 @@ fn case_hang(r: CellResult, took: Duration) {
     );
 }
 
+/// Issue #11: a SIGSTOPped QEMU is the host's problem, not a kernel hang.
+fn case_frozen_qemu(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
+    assert!(
+        reasons(&r).contains("QEMU itself stopped responding (its process is stopped)"),
+        "{}",
+        reasons(&r)
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
 fn case_panic(r: CellResult, _: Duration) {
     assert_eq!(r.verdict, Verdict::Crash, "{}", reasons(&r));
     assert!(
@@ -315,6 +327,13 @@ fn fake_qemu(args: &[String], mode_file: &str) {
         eprintln!("qemu-system-x86_64: fake: cannot load kernel");
         std::process::exit(1);
     }
+    // QEMU's monitor: answers every command, as long as the process runs.
+    if let Some(qmp) = args.iter().find_map(|a| {
+        a.strip_prefix("unix:")
+            .and_then(|r| r.strip_suffix(",server=on,wait=off"))
+    }) {
+        fake_qmp(PathBuf::from(qmp.replace(",,", ",")));
+    }
     let mut guest = Guest::connect(&socket.unwrap());
     console("EFI stub: loaded initrd");
     match mode.as_str() {
@@ -402,6 +421,16 @@ fn fake_qemu(args: &[String], mode_file: &str) {
             console("[   30.100000] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [x:1]");
             console("[   30.200000] Kernel panic - not syncing: Fatal exception");
         }
+        "frozen-qemu" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.send(&GuestMessage::Phase {
+                phase: Phase::Workload,
+            });
+            // Someone stops QEMU (a debugger, a job control slip, the OOM killer's cousin).
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+            std::thread::sleep(Duration::from_secs(60));
+        }
         "no-hello" => std::thread::sleep(Duration::from_secs(60)),
         "fatal" => {
             guest.hello(PROTOCOL_VERSION);
@@ -421,6 +450,30 @@ fn fake_qemu(args: &[String], mode_file: &str) {
         }
         other => panic!("unknown fake mode {other}"),
     }
+}
+
+/// A QMP server that greets and answers every command with an empty return.
+fn fake_qmp(path: PathBuf) {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                let _ = writeln!(
+                    stream,
+                    r#"{{"QMP": {{"version": {{}}, "capabilities": []}}}}"#
+                );
+                let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                for line in reader.lines() {
+                    if line.is_err() {
+                        return;
+                    }
+                    let _ = writeln!(stream, r#"{{"return": {{}}}}"#);
+                }
+            });
+        }
+    });
 }
 
 fn console(line: &str) {

@@ -14,7 +14,7 @@ const KERNEL: &str = "debian:6.1-cloud";
 /// `false` (with a message) when this machine cannot boot VMs. Where a VM is required
 /// (CI sets KCHAOS_REQUIRE_VM=1) a missing QEMU is a failure, never a skip.
 fn vm_available() -> bool {
-    let have_qemu = kchaos_harness::qemu::Qemu::find().is_ok();
+    let have_qemu = kchaos_harness::vm::Qemu::find().is_ok();
     if !have_qemu && std::env::var_os("KCHAOS_REQUIRE_VM").is_some() {
         panic!("KCHAOS_REQUIRE_VM is set but QEMU is not installed");
     }

@@ -91,6 +91,11 @@ impl Cache {
         tmp.write_all(bytes).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;
         tmp.persist(path).map_err(|e| err(e.error))?;
+        // The rename is durable only once the directory entry is: a crash right after a
+        // run must not bring back the previous results.json.
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
         Ok(())
     }
 
@@ -107,6 +112,58 @@ impl Cache {
             }),
         }
     }
+}
+
+/// Marks a cached file as just used, so least-recently-used eviction keeps it.
+pub fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Deletes all but the `keep` most recently used files ending in `.ext` in `dir`
+/// (never `except`, the one just built or used); returns how many were removed. The
+/// caches that grow with every runner build or kernel (initramfs, disks) stay bounded.
+pub fn evict_lru(dir: &Path, ext: &str, keep: usize, except: Option<&Path>) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext) && Some(p.as_path()) != except)
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    files.sort();
+    let room = keep.saturating_sub(usize::from(except.is_some()));
+    let excess = files.len().saturating_sub(room);
+    let mut removed = 0;
+    for (_, old) in files.into_iter().take(excess) {
+        tracing::debug!(path = %old.display(), "evicting from the cache");
+        if std::fs::remove_file(old).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Bytes and files under `path` (symlinks not followed).
+pub fn disk_usage(path: &Path) -> (u64, u64) {
+    let mut bytes = 0;
+    let mut files = 0;
+    for entry in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if let Ok(meta) = entry.metadata() {
+            if meta.is_file() {
+                bytes += meta.len();
+                files += 1;
+            }
+        }
+    }
+    (bytes, files)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -137,5 +194,35 @@ impl KeyHasher {
 
     pub fn finish(self) -> String {
         hex(&self.0.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_most_recently_used_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
+        for i in 0..5u64 {
+            let p = dir.path().join(format!("{i}.cpio"));
+            std::fs::write(&p, b"x").unwrap();
+            let f = std::fs::File::options().append(true).open(&p).unwrap();
+            f.set_modified(base + std::time::Duration::from_secs(i))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("other.txt"), b"x").unwrap();
+        // 0 is used again: it becomes the newest.
+        touch(&dir.path().join("0.cpio"));
+        let just_built = dir.path().join("1.cpio");
+        assert_eq!(evict_lru(dir.path(), "cpio", 3, Some(&just_built)), 2);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["0.cpio", "1.cpio", "4.cpio", "other.txt"]);
+        assert_eq!(disk_usage(dir.path()), (4, 4));
     }
 }

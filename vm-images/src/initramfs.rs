@@ -33,6 +33,9 @@ pub struct Initramfs {
     pub size: u64,
 }
 
+/// Initramfs archives kept in the cache (least recently used ones go first).
+pub const KEEP_INITRAMFS: usize = 16;
+
 /// Builds (or finds in the cache) the initramfs for this payload.
 pub fn build(cache: &Cache, payload: &Payload<'_>) -> Result<Initramfs, InitramfsError> {
     let key = payload.key(FORMAT);
@@ -40,6 +43,7 @@ pub fn build(cache: &Cache, payload: &Payload<'_>) -> Result<Initramfs, Initramf
     let path = dir.join(format!("{}.cpio", &key[..24]));
     if let Ok(meta) = std::fs::metadata(&path) {
         tracing::debug!(path = %path.display(), "initramfs cache hit");
+        crate::cache::touch(&path);
         return Ok(Initramfs {
             path,
             key,
@@ -48,6 +52,8 @@ pub fn build(cache: &Cache, payload: &Payload<'_>) -> Result<Initramfs, Initramf
     }
     let bytes = archive(payload)?;
     Cache::write_atomic(&path, &bytes)?;
+    // Each runner build and kernel makes a new one (~8 MB): keep the recently used.
+    crate::cache::evict_lru(&dir, "cpio", KEEP_INITRAMFS, Some(&path));
     tracing::info!(path = %path.display(), size = bytes.len(), modules = payload.modules.len(), "built initramfs");
     Ok(Initramfs {
         path,

@@ -21,7 +21,7 @@ use crate::payload::{FileOrigin, Payload};
 const ROOTFS_FORMAT: &str = "kchaos-systemd-rootfs-v1";
 const DISK_FORMAT: &str = "kchaos-systemd-disk-v1";
 /// Disk images kept in the cache; older ones (earlier runner builds) are deleted.
-const KEEP_DISKS: usize = 4;
+pub const KEEP_DISKS: usize = 4;
 /// Free space on the disk beyond its contents, for what scenarios write (the disk is
 /// attached with `snapshot=on`, so writes never reach the cached image).
 const HEADROOM_MIB: u64 = 512;
@@ -162,6 +162,7 @@ pub fn build(cache: &Cache, payload: &Payload<'_>) -> Result<Disk, SystemdImageE
     let path = dir.join(format!("{}.img", &key[..24]));
     if let Ok(meta) = std::fs::metadata(&path) {
         tracing::debug!(path = %path.display(), "systemd disk cache hit");
+        crate::cache::touch(&path);
         return Ok(Disk {
             path,
             key,
@@ -224,7 +225,8 @@ pub fn build(cache: &Cache, payload: &Payload<'_>) -> Result<Disk, SystemdImageE
         took_s = started.elapsed().as_secs_f64(),
         "built systemd disk image"
     );
-    evict_old_disks(&dir, &path);
+    // Each runner build makes one: keep the recently used.
+    crate::cache::evict_lru(&dir, "img", KEEP_DISKS, Some(&path));
     Ok(Disk {
         path,
         key,
@@ -451,25 +453,6 @@ fn mirror_from_sources(text: &str) -> Option<String> {
             }?;
             (!uris.contains("security")).then(|| uris.to_owned())
         })
-}
-
-/// Deletes all but the newest [`KEEP_DISKS`] disk images (each runner build makes one).
-fn evict_old_disks(dir: &Path, keep: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut disks: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "img") && p != keep)
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .collect();
-    disks.sort();
-    let excess = disks.len().saturating_sub(KEEP_DISKS - 1);
-    for (_, old) in disks.into_iter().take(excess) {
-        tracing::debug!(path = %old.display(), "evicting old systemd disk image");
-        let _ = std::fs::remove_file(old);
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,10 @@ use object::Endianness;
 pub enum ToolError {
     #[error("Host program `{0}` was not found in PATH (nor in /usr/sbin, /sbin)")]
     NotFound(String),
+    #[error("{0} does not exist on this host")]
+    Missing(String),
+    #[error("{0} is not an executable file")]
+    NotExecutable(String),
     #[error("Cannot read {path}")]
     Read {
         path: String,
@@ -69,7 +73,7 @@ fn is_executable(path: &Path) -> bool {
 pub fn collect(tools: &[String]) -> Result<Vec<ToolFile>, ToolError> {
     let mut files: BTreeMap<String, ToolFile> = BTreeMap::new();
     for tool in tools {
-        let host = find_program(tool).ok_or_else(|| ToolError::NotFound(tool.clone()))?;
+        let host = find_program(tool).ok_or_else(|| not_found(tool))?;
         let data = read(&host)?;
         let name = Path::new(tool)
             .file_name()
@@ -85,6 +89,19 @@ pub fn collect(tools: &[String]) -> Result<Vec<ToolFile>, ToolError> {
         );
     }
     Ok(files.into_values().collect())
+}
+
+/// Why `tool` cannot be used: a path says what is wrong with the file, a name that it is
+/// not in `PATH`.
+fn not_found(tool: &str) -> ToolError {
+    if !tool.starts_with('/') {
+        return ToolError::NotFound(tool.to_owned());
+    }
+    if Path::new(tool).exists() {
+        ToolError::NotExecutable(tool.to_owned())
+    } else {
+        ToolError::Missing(tool.to_owned())
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ToolError> {

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cell::error_chain;
-use crate::qmp::Qmp;
+use crate::error::error_chain;
+use crate::vm::qmp::Qmp;
 
 /// `w`: blocked (D state) tasks; `t`: every task with its stack; `l`: backtraces of
 /// every active CPU.

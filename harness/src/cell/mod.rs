@@ -1,9 +1,13 @@
-//! One cell: boot a disposable VM, hand the scenario to the runner, watch the console and
-//! the channel, collect evidence if the guest crashes or hangs, decide the verdict.
-//! Every way out of here yields exactly one result, written to `cell.json`.
+//! One cell, from spec to verdict: boot a disposable VM, hand the scenario to the
+//! runner, watch the console and the channel, collect evidence if the guest crashes or
+//! hangs, decide. [`state`] decides, [`drive`](self) does the I/O around it. Every way
+//! out of here yields exactly one result, written to `cell.json`.
 
+mod drive;
 mod evidence;
-mod observe;
+pub mod preboot;
+pub mod requirements;
+pub mod state;
 mod watch;
 
 use std::path::PathBuf;
@@ -17,16 +21,10 @@ use kchaos_model::verdict::{self, Verdict};
 use tokio::sync::watch as tokio_watch;
 
 pub use self::evidence::DumpPolicy;
-use crate::qemu::{Accel, Qemu};
+use crate::error::error_chain;
 use crate::results::{write_json, Artifacts, CellResult, KernelInfo};
-
-/// A scenario file as loaded: where it came from, its text (kept as evidence) and model.
-#[derive(Debug, Clone)]
-pub struct LoadedScenario {
-    pub path: PathBuf,
-    pub source: String,
-    pub model: Scenario,
-}
+use crate::scenario::LoadedScenario;
+use crate::vm::{Accel, Qemu};
 
 /// Everything needed to run one cell.
 #[derive(Debug, Clone)]
@@ -34,7 +32,7 @@ pub struct CellSpec {
     pub id: String,
     pub scenario: Arc<LoadedScenario>,
     pub kernel: Arc<Kernel>,
-    pub image: crate::images::GuestImage,
+    pub image: crate::vm::image::GuestImage,
     pub seed: u64,
     pub repeat: u32,
     /// Results directory and this cell's directory inside it.
@@ -97,7 +95,7 @@ impl Timeouts {
 }
 
 /// Progress reported while a cell runs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CellUpdate {
     Booting,
     Phase(Phase),
@@ -127,7 +125,7 @@ pub async fn run(
             Verdict::Error,
         )
     };
-    match observe::observe(cell, env, update).await {
+    match drive::drive(cell, env, update).await {
         Ok(o) => {
             let decision = verdict::decide(&cell.scenario.model, &o.obs);
             result.verdict = decision.verdict;
@@ -173,19 +171,4 @@ pub async fn run(
 
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// An error with all its causes, on one line.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }

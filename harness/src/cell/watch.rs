@@ -2,8 +2,6 @@
 //! fingerprint a crash), counter samples, channel corruption, notes.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::fs::File;
-use std::io::Write;
 
 use kchaos_model::fingerprint::{self, Fingerprint};
 use kchaos_model::metrics::Series;
@@ -24,7 +22,8 @@ struct HitAt {
     severity: Severity,
 }
 
-pub(super) struct Watch {
+#[derive(Debug)]
+pub(crate) struct Watch {
     signatures: SignatureSet,
     seen_hits: HashSet<(String, String)>,
     pub obs: Observations,
@@ -38,11 +37,10 @@ pub(super) struct Watch {
     first_fail: Option<HitAt>,
     pub corrupt_bytes: usize,
     pub corrupt_first: Option<String>,
-    kmsg_log: File,
 }
 
 impl Watch {
-    pub fn new(signatures: SignatureSet, units: BTreeMap<String, Unit>, kmsg_log: File) -> Watch {
+    pub fn new(signatures: SignatureSet, units: BTreeMap<String, Unit>) -> Watch {
         Watch {
             signatures,
             seen_hits: HashSet::new(),
@@ -57,7 +55,6 @@ impl Watch {
             first_fail: None,
             corrupt_bytes: 0,
             corrupt_first: None,
-            kmsg_log,
         }
     }
 
@@ -106,15 +103,6 @@ impl Watch {
 
     /// A `/dev/kmsg` record from the runner; returns whether it is a crash sign.
     pub fn kmsg(&mut self, record: &KmsgRecord) -> bool {
-        // Logging is best effort: a full disk must not stop classification.
-        let _ = writeln!(
-            self.kmsg_log,
-            "[{:>5}.{:06}] <{}> {}",
-            record.ts_us / 1_000_000,
-            record.ts_us % 1_000_000,
-            record.level,
-            record.text
-        );
         let index = self.kmsg_lines.len();
         let crash = self.classify(&record.text, LogSource::Kmsg, index);
         if self.kmsg_lines.len() < MAX_LINES {

@@ -1,3 +1,5 @@
+//! Scenario files, valid and not: defaults, every error located, the shipped scenarios.
+
 use super::*;
 use crate::metrics::Stat;
 

@@ -1,3 +1,5 @@
+//! The verdict rules, case by case: precedence, checks, signatures, missing values.
+
 use super::*;
 use crate::metrics::{Gauge, Metric, Summary};
 use crate::protocol::{ProbeReport, WorkloadReport};

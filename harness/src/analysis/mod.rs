@@ -1,0 +1,6 @@
+//! Reasoning over results: comparing a candidate against a baseline, trials until a
+//! wanted outcome (repro, bisect), and reading a crashed guest's memory dump.
+
+pub mod compare;
+pub mod crash;
+pub mod trials;

@@ -1,0 +1,322 @@
+//! Trials: fresh runs of one scenario on one kernel until a wanted outcome shows up or
+//! the budget is spent. This module is the accounting — what counts as a hit, the
+//! probability with its interval, when to stop; `run::trials` drives the VMs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kchaos_model::stats;
+use kchaos_model::verdict::Verdict;
+
+use crate::results::CellResult;
+
+/// What counts as a hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `fail`, `crash` or `hang`.
+    AnyFailure,
+    Verdict(Verdict),
+    /// Text in a reason, a kernel-log signature or the fingerprint (case-insensitive).
+    Text(String),
+}
+
+impl Target {
+    pub fn parse(text: &str) -> Target {
+        match text {
+            "any" | "failure" => Target::AnyFailure,
+            "fail" => Target::Verdict(Verdict::Fail),
+            "crash" => Target::Verdict(Verdict::Crash),
+            "hang" => Target::Verdict(Verdict::Hang),
+            other => Target::Text(other.to_owned()),
+        }
+    }
+
+    pub fn hit(&self, cell: &CellResult) -> bool {
+        match self {
+            Target::AnyFailure => cell.verdict.is_failure(),
+            Target::Verdict(v) => cell.verdict == *v,
+            Target::Text(t) => {
+                let t = t.to_lowercase();
+                let has = |s: &str| s.to_lowercase().contains(&t);
+                cell.verdict.is_failure()
+                    && (cell.reasons.iter().any(|r| has(r))
+                        || cell.signatures.iter().any(|s| has(&s.line) || has(&s.id))
+                        || cell
+                            .fingerprint
+                            .as_ref()
+                            .is_some_and(|f| has(&f.title) || has(&f.id)))
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Target::AnyFailure => "fail, crash or hang".to_owned(),
+            Target::Verdict(v) => v.to_string(),
+            Target::Text(t) => format!("`{t}`"),
+        }
+    }
+}
+
+/// A distinct crash or hang seen, by fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub title: String,
+    pub count: u32,
+    pub first_cell: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Trials {
+    pub dir: PathBuf,
+    /// Runs that were judged (not `error` or `skip`).
+    pub runs: u32,
+    pub hits: u32,
+    pub errors: u32,
+    /// Why runs were skipped, if they were (the kernel cannot run the scenario).
+    pub skipped: Option<String>,
+    /// The first hit: its cell, its seed, and the wall time from the start until it.
+    pub first_hit: Option<(String, u64, Duration)>,
+    pub fingerprints: BTreeMap<String, Seen>,
+    /// Mean duration of a judged run (the cost of one more run).
+    pub mean_run: Duration,
+    pub interrupted: bool,
+    /// Every run: cell id, seed, hit.
+    pub seeds: Vec<(String, u64, bool)>,
+    /// Results that could not be written, each naming its path.
+    pub write_failures: Vec<String>,
+}
+
+impl Trials {
+    /// Hits / runs with a 95% Wilson interval.
+    pub fn probability(&self) -> (f64, f64, f64) {
+        let p = if self.runs == 0 {
+            0.0
+        } else {
+            f64::from(self.hits) / f64::from(self.runs)
+        };
+        let (lo, hi) = stats::wilson(u64::from(self.hits), u64::from(self.runs), stats::Z95);
+        (p, lo, hi)
+    }
+
+    /// Expected wall time to a hit (mean run / p); `None` when nothing hit.
+    pub fn expected_time_to_hit(&self) -> Option<Duration> {
+        let (p, _, _) = self.probability();
+        (p > 0.0).then(|| self.mean_run.div_f64(p))
+    }
+}
+
+impl Trials {
+    pub fn new(dir: PathBuf) -> Trials {
+        Trials {
+            dir,
+            runs: 0,
+            hits: 0,
+            errors: 0,
+            skipped: None,
+            first_hit: None,
+            fingerprints: BTreeMap::new(),
+            mean_run: Duration::ZERO,
+            interrupted: false,
+            seeds: Vec::new(),
+            write_failures: Vec::new(),
+        }
+    }
+
+    /// Counts one finished run, `elapsed` after the trials started; returns whether it
+    /// was a hit.
+    pub fn record(&mut self, cell: &CellResult, target: &Target, elapsed: Duration) -> bool {
+        match cell.verdict {
+            Verdict::Error => {
+                self.errors += 1;
+                return false;
+            }
+            Verdict::Skip => {
+                self.skipped = cell.reasons.first().cloned();
+                return false;
+            }
+            _ => {}
+        }
+        let total =
+            self.mean_run.saturating_mul(self.runs) + Duration::from_millis(cell.duration_ms);
+        self.runs += 1;
+        self.mean_run = total / self.runs;
+        let hit = target.hit(cell);
+        self.seeds.push((cell.id.clone(), cell.seed, hit));
+        if hit {
+            self.hits += 1;
+            if self.first_hit.is_none() {
+                self.first_hit = Some((cell.id.clone(), cell.seed, elapsed));
+            }
+        }
+        if let Some(fp) = &cell.fingerprint {
+            self.fingerprints
+                .entry(fp.id.clone())
+                .or_insert_with(|| Seen {
+                    title: fp.title.clone(),
+                    count: 0,
+                    first_cell: cell.id.clone(),
+                })
+                .count += 1;
+        }
+        hit
+    }
+
+    /// Whether more runs can teach anything: not after the first hit when that is all
+    /// that was asked, and not on a kernel that skips the scenario or a setup whose
+    /// every run so far (at least `slots` of them) failed to run.
+    pub fn should_stop(&self, stop_at_first: bool, slots: u32) -> bool {
+        if stop_at_first && self.hits > 0 {
+            return true;
+        }
+        self.runs == 0 && (self.skipped.is_some() || self.errors >= slots.max(1))
+    }
+}
+
+/// The report of a trial series, for the terminal.
+pub fn summary(scenario: &str, kernel: &str, target: &Target, t: &Trials) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let (p, lo, hi) = t.probability();
+    let _ = writeln!(
+        out,
+        "{scenario} on {kernel}, until {}: {} hit{} in {} run{}{}",
+        target.describe(),
+        t.hits,
+        if t.hits == 1 { "" } else { "s" },
+        t.runs,
+        if t.runs == 1 { "" } else { "s" },
+        if t.errors > 0 {
+            format!(" ({} runs could not be judged: error)", t.errors)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(why) = &t.skipped {
+        let _ = writeln!(out, "  skipped on this kernel: {why}");
+    }
+    if t.runs > 0 {
+        let _ = writeln!(
+            out,
+            "  reproduction probability {p:.2} per run (95% Wilson interval {lo:.2}-{hi:.2})"
+        );
+    }
+    match &t.first_hit {
+        Some((cell, seed, after)) => {
+            let _ = writeln!(
+                out,
+                "  first hit: {cell} (seed {seed}) after {:.0}s",
+                after.as_secs_f64()
+            );
+        }
+        None if t.runs > 0 => {
+            let _ = writeln!(
+                out,
+                "  not reproduced; if it reproduces at all, p < {hi:.2} per run (95%)"
+            );
+        }
+        None => {}
+    }
+    if let Some(eta) = t.expected_time_to_hit() {
+        let _ = writeln!(
+            out,
+            "  one run takes {:.0}s; expected time to a hit {:.0}s",
+            t.mean_run.as_secs_f64(),
+            eta.as_secs_f64()
+        );
+    }
+    for (id, seen) in &t.fingerprints {
+        let _ = writeln!(
+            out,
+            "  fingerprint {id} x{}: {} (first in {})",
+            seen.count, seen.title, seen.first_cell
+        );
+    }
+    let _ = writeln!(out, "  results: {}", t.dir.display());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::test_cell;
+
+    #[test]
+    fn targets_match_verdicts_and_text() {
+        let mut cell = test_cell("memcg/k", Verdict::Fail, 1e6);
+        assert!(Target::parse("any").hit(&cell));
+        assert!(Target::parse("fail").hit(&cell));
+        assert!(!Target::parse("crash").hit(&cell));
+        assert!(Target::parse("LAT.P99").hit(&cell));
+        assert!(!Target::parse("soft lockup").hit(&cell));
+        cell.verdict = Verdict::Pass;
+        cell.reasons.clear();
+        assert!(!Target::parse("any").hit(&cell));
+        // Text only counts on a failing cell: a pass that mentions it is no hit.
+        cell.notes.push("lat.p99".into());
+        assert!(!Target::parse("lat.p99").hit(&cell));
+    }
+
+    #[test]
+    fn recording_counts_hits_errors_skips_and_the_mean_run() {
+        let mut t = Trials::new(PathBuf::new());
+        let target = Target::parse("fail");
+        let mut fail = test_cell("s/k/r0", Verdict::Fail, 1e6);
+        fail.duration_ms = 10_000;
+        let mut pass = test_cell("s/k/r1", Verdict::Pass, 1e6);
+        pass.duration_ms = 20_000;
+        assert!(!t.record(&pass, &target, Duration::from_secs(20)));
+        assert!(!t.should_stop(true, 2));
+        assert!(t.record(&fail, &target, Duration::from_secs(25)));
+        assert_eq!((t.runs, t.hits), (2, 1));
+        assert_eq!(t.mean_run, Duration::from_secs(15));
+        assert_eq!(
+            t.first_hit.as_ref().map(|h| h.2),
+            Some(Duration::from_secs(25))
+        );
+        assert!(t.should_stop(true, 2) && !t.should_stop(false, 2));
+
+        let mut broken = Trials::new(PathBuf::new());
+        let error = test_cell("s/k/r0", Verdict::Error, 1e6);
+        broken.record(&error, &target, Duration::ZERO);
+        assert!(
+            !broken.should_stop(false, 2),
+            "one error in two slots: keep going"
+        );
+        broken.record(&error, &target, Duration::ZERO);
+        assert!(broken.should_stop(false, 2), "nothing but errors: stop");
+        let mut skipped = Trials::new(PathBuf::new());
+        skipped.record(
+            &test_cell("s/k/r0", Verdict::Skip, 1e6),
+            &target,
+            Duration::ZERO,
+        );
+        assert!(skipped.should_stop(false, 2));
+    }
+
+    #[test]
+    fn probability_and_expected_time() {
+        let t = Trials {
+            dir: PathBuf::new(),
+            runs: 20,
+            hits: 5,
+            errors: 0,
+            skipped: None,
+            first_hit: None,
+            fingerprints: BTreeMap::new(),
+            mean_run: Duration::from_secs(10),
+            interrupted: false,
+            seeds: Vec::new(),
+            write_failures: Vec::new(),
+        };
+        let (p, lo, hi) = t.probability();
+        assert_eq!(p, 0.25);
+        // Wilson 95% for 5/20: 0.112-0.469.
+        assert!(
+            (lo - 0.112).abs() < 0.002 && (hi - 0.469).abs() < 0.002,
+            "{lo} {hi}"
+        );
+        assert_eq!(t.expected_time_to_hit(), Some(Duration::from_secs(40)));
+    }
+}

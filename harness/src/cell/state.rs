@@ -1,0 +1,561 @@
+//! The decisions of one cell, as a state machine with no I/O. The driver (`drive.rs`)
+//! turns console lines, channel frames, QEMU's exit, the user's interrupt and timers
+//! into [`Event`]s; [`CellState::handle`] decides and answers with [`Action`]s for the
+//! driver to carry out. Every path to a verdict is a table test here, not a VM run.
+//!
+//! The stage is explicit: a live QEMU (booting, running, reported — told apart by what
+//! the runner has said), the end games of a hang (verify QEMU is alive, send sysrq,
+//! collect the dumps) and of a crash (grace for the rest of the report), killed, exited.
+//!
+//! (Over 500 lines on purpose: it is the one place a cell's verdict path is decided,
+//! and reads best whole; its table tests live in `state/tests.rs`.)
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kchaos_model::fingerprint::Fingerprint;
+use kchaos_model::metrics::Metric;
+use kchaos_model::protocol::{
+    GuestMessage, HostMessage, KmsgRecord, Phase, RunRequest, PROTOCOL_VERSION,
+};
+use kchaos_model::scenario::Scenario;
+use kchaos_model::verdict::Observations;
+
+use super::watch::Watch;
+use super::{CellUpdate, Timeouts};
+
+/// What the driver saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// QEMU connected the control channel.
+    Connected,
+    /// QEMU never connected it (or accepting failed).
+    ConnectFailed(String),
+    Console(String),
+    ConsoleClosed,
+    Guest(GuestMessage),
+    /// Bytes on the channel that were no valid frame.
+    Corrupt {
+        bytes: usize,
+        what: String,
+    },
+    ChannelClosed,
+    /// QEMU's process ended; `status` as the OS reports it.
+    QemuExited {
+        status: String,
+    },
+    /// The user interrupted the run.
+    Interrupted,
+    /// The deadline of [`CellState::deadline`] passed.
+    Timer,
+    /// The answer to [`Action::CheckLiveness`]: QEMU's monitor answered, or why not.
+    Liveness(Result<(), String>),
+    /// [`Action::SendSysrq`] is done.
+    SysrqSent,
+    /// A message could not be sent to the guest.
+    SendFailed {
+        message: &'static str,
+        error: String,
+    },
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Send(HostMessage),
+    /// Kill QEMU's process group.
+    Kill,
+    Update(CellUpdate),
+    /// Ask QEMU's monitor whether QEMU itself still runs; answer with [`Event::Liveness`].
+    CheckLiveness,
+    /// Send the sysrq task-dump keys; answer with [`Event::SysrqSent`].
+    SendSysrq,
+    /// Keep these console lines (the sysrq dumps) as `sysrq.txt`.
+    WriteSysrq(Vec<String>),
+    /// Dump guest memory if the run asked for it (`--dump-memory`).
+    DumpMemory,
+}
+
+/// Where the cell is.
+#[derive(Debug, Clone, PartialEq)]
+enum Stage {
+    /// QEMU runs and nothing has ended the cell: booting, running or reported, as
+    /// `hello_at` and `finished_at` tell.
+    Live,
+    /// The guest went silent or overran: is QEMU itself alive before it is called hung?
+    Verifying { reason: String },
+    /// Hung: the sysrq keys are being sent; dumps start at console line `mark`.
+    SendingSysrq { mark: usize },
+    /// Hung: the console's task dumps are collected until it goes quiet.
+    Collecting {
+        started: Instant,
+        mark: usize,
+        last_line: Instant,
+    },
+    /// A crash signature was seen: the rest of the report prints until `until`.
+    CrashGrace { until: Instant },
+    /// Killed by the harness; waiting for QEMU to exit.
+    Killed,
+    /// QEMU exited; what it wrote last is delivered until `drain_until`.
+    Exited { drain_until: Instant },
+}
+
+/// What QEMU wrote before dying still arrives this long after its exit.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Everything a cell decides from.
+#[derive(Debug)]
+pub struct CellState {
+    scenario: Scenario,
+    cell: String,
+    seed: u64,
+    timeouts: Timeouts,
+    stage: Stage,
+    spawned_at: Instant,
+    watch: Watch,
+    connected: bool,
+    console_open: bool,
+    channel_open: bool,
+    hello_at: Option<Instant>,
+    last_seen: Instant,
+    finished_at: Option<Instant>,
+    guest_phase: Option<Phase>,
+    release: Option<String>,
+    guest_ready_ms: Option<u64>,
+    exit_status: Option<String>,
+    killed: bool,
+    interrupted: bool,
+}
+
+/// What a finished cell saw, for the verdict and the result.
+#[derive(Debug)]
+pub struct Outcome {
+    pub obs: Observations,
+    pub boot_ms: Option<u64>,
+    pub guest_ready_ms: Option<u64>,
+    pub release: Option<String>,
+    pub notes: Vec<String>,
+    pub fingerprint: Option<Fingerprint>,
+    /// The console lines, for evidence written after the end.
+    pub sysrq: Option<PathBuf>,
+    pub vmcore: Option<PathBuf>,
+}
+
+/// `t + d`, or far in the future when that does not fit a clock (it cannot with
+/// validated scenarios; this keeps a decision from ever panicking).
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(t)
+}
+
+impl CellState {
+    pub(crate) fn new(
+        scenario: &Scenario,
+        cell: &str,
+        seed: u64,
+        timeouts: Timeouts,
+        watch: Watch,
+        spawned_at: Instant,
+    ) -> CellState {
+        CellState {
+            scenario: scenario.clone(),
+            cell: cell.to_owned(),
+            seed,
+            timeouts,
+            stage: Stage::Live,
+            spawned_at,
+            watch,
+            connected: false,
+            console_open: true,
+            channel_open: true,
+            hello_at: None,
+            last_seen: spawned_at,
+            finished_at: None,
+            guest_phase: None,
+            release: None,
+            guest_ready_ms: None,
+            exit_status: None,
+            killed: false,
+            interrupted: false,
+        }
+    }
+
+    /// How long the workload may run: the scenario's duration and settle plus a margin.
+    fn run_budget(&self) -> Duration {
+        self.scenario
+            .duration
+            .saturating_add(self.scenario.settle)
+            .saturating_add(self.timeouts.overrun)
+    }
+
+    /// Whether the driver should still wait for QEMU to connect the channel.
+    pub fn wants_connection(&self) -> bool {
+        !self.connected && self.channel_open
+    }
+
+    pub fn console_open(&self) -> bool {
+        self.console_open
+    }
+
+    /// Whether channel messages can still arrive.
+    pub fn channel_live(&self) -> bool {
+        self.connected && self.channel_open
+    }
+
+    pub fn exited(&self) -> bool {
+        self.exit_status.is_some()
+    }
+
+    /// Whether an interrupt still matters (QEMU runs and nobody interrupted yet).
+    pub fn interruptible(&self) -> bool {
+        !self.exited() && !self.interrupted
+    }
+
+    /// The cell is over: QEMU exited and its last words arrived (or stopped arriving).
+    pub fn is_done(&self, now: Instant) -> bool {
+        match self.stage {
+            Stage::Exited { drain_until } => {
+                (!self.console_open && !self.channel_open) || now >= drain_until
+            }
+            _ => false,
+        }
+    }
+
+    /// When to send [`Event::Timer`]; `None` while waiting for QEMU to die after a kill.
+    pub fn deadline(&self) -> Option<Instant> {
+        let t = &self.timeouts;
+        match &self.stage {
+            Stage::Exited { drain_until } => Some(*drain_until),
+            Stage::Killed | Stage::Verifying { .. } | Stage::SendingSysrq { .. } => None,
+            Stage::Collecting {
+                started, last_line, ..
+            } => Some(after(*last_line, t.evidence_quiet).min(after(*started, t.evidence_max))),
+            Stage::CrashGrace { until } => Some(*until),
+            Stage::Live => Some(match (self.hello_at, self.finished_at) {
+                (None, _) => after(self.spawned_at, t.boot),
+                (Some(_), Some(done)) => after(done, t.poweroff),
+                (Some(h), None) => after(self.last_seen, t.hang).min(after(h, self.run_budget())),
+            }),
+        }
+    }
+
+    /// A note for the result (evidence collection reports through these).
+    pub fn note(&mut self, text: String) {
+        self.watch.notes.push(text);
+    }
+
+    /// The console lines seen so far (for sysrq evidence).
+    pub fn console_lines(&self) -> &[String] {
+        &self.watch.console_lines
+    }
+
+    fn kill(&mut self, actions: &mut Vec<Action>) {
+        if !self.killed && !self.exited() {
+            actions.push(Action::Kill);
+        }
+        self.killed = true;
+        if !self.exited() {
+            self.stage = Stage::Killed;
+        }
+    }
+
+    /// Decides what `event` means at `now`.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut crash_seen = false;
+        match event {
+            Event::Connected => self.connected = true,
+            Event::ConnectFailed(why) => {
+                self.watch.obs.infra.push(why);
+                self.channel_open = false;
+                self.kill(&mut actions);
+            }
+            Event::Console(line) => {
+                if let Stage::Collecting { last_line, .. } = &mut self.stage {
+                    *last_line = now;
+                }
+                crash_seen = self.watch.console(line);
+            }
+            Event::ConsoleClosed => self.console_open = false,
+            Event::Guest(msg) => {
+                self.last_seen = now;
+                crash_seen = self.guest(msg, now, &mut actions);
+            }
+            Event::Corrupt { bytes, what } => self.watch.corrupt(bytes, what),
+            Event::ChannelClosed => self.channel_open = false,
+            Event::QemuExited { status } => {
+                self.exit_status = Some(status);
+                if !self.connected {
+                    // QEMU never connected and never will.
+                    self.channel_open = false;
+                }
+                self.stage = Stage::Exited {
+                    drain_until: after(now, DRAIN),
+                };
+            }
+            Event::Interrupted => {
+                if self.interruptible() {
+                    self.interrupted = true;
+                    self.watch.obs.infra.push("interrupted".to_owned());
+                    if self.connected {
+                        actions.push(Action::Send(HostMessage::Abort {
+                            reason: "interrupted".to_owned(),
+                        }));
+                    }
+                    self.kill(&mut actions);
+                }
+            }
+            Event::Timer => self.timer(now, &mut actions),
+            Event::Liveness(answer) => {
+                if let Stage::Verifying { reason } = std::mem::replace(&mut self.stage, Stage::Live)
+                {
+                    match answer {
+                        Ok(()) => {
+                            // QEMU runs and its monitor answers: the guest itself hung.
+                            self.watch.obs.hang = Some(reason);
+                            let mark = self.watch.console_lines.len();
+                            self.stage = Stage::SendingSysrq { mark };
+                            actions.push(Action::SendSysrq);
+                        }
+                        Err(why) => {
+                            // A frozen QEMU is the host's fault, not the kernel's.
+                            self.watch.obs.infra.push(format!(
+                                "QEMU itself stopped responding ({why}) while the guest was silent: not a kernel hang; {reason}"
+                            ));
+                            self.kill(&mut actions);
+                        }
+                    }
+                }
+            }
+            Event::SysrqSent => {
+                if let Stage::SendingSysrq { mark } = self.stage {
+                    self.stage = Stage::Collecting {
+                        started: now,
+                        mark,
+                        last_line: now,
+                    };
+                }
+            }
+            Event::SendFailed { message, error } => {
+                // The guest powers off after its report either way; only a lost Run
+                // request leaves it waiting for nothing.
+                if message == "Run" {
+                    self.watch.obs.infra.push(error);
+                }
+            }
+        }
+        if crash_seen && self.stage == Stage::Live {
+            self.stage = Stage::CrashGrace {
+                until: after(now, self.timeouts.crash_grace),
+            };
+        }
+        actions
+    }
+
+    /// A message from the runner; returns whether it carried a new crash sign.
+    fn guest(&mut self, msg: GuestMessage, now: Instant, actions: &mut Vec<Action>) -> bool {
+        let mut crash_seen = false;
+        match msg {
+            GuestMessage::Hello(hello) => {
+                self.hello_at = Some(now);
+                self.watch.obs.reached_runner = true;
+                self.release = Some(hello.kernel_release.clone());
+                self.guest_ready_ms = Some(hello.uptime_ms);
+                if hello.protocol != PROTOCOL_VERSION {
+                    self.watch.obs.infra.push(format!(
+                        "the runner speaks protocol {} but this harness {}; rebuild the runner",
+                        hello.protocol, PROTOCOL_VERSION
+                    ));
+                    self.kill(actions);
+                } else {
+                    actions.push(Action::Send(HostMessage::Run(Box::new(RunRequest {
+                        protocol: PROTOCOL_VERSION,
+                        scenario: self.scenario.clone(),
+                        seed: self.seed,
+                        cell: self.cell.clone(),
+                    }))));
+                }
+            }
+            GuestMessage::Heartbeat { .. } => {}
+            GuestMessage::Phase { phase } => {
+                self.guest_phase = Some(phase);
+                actions.push(Action::Update(CellUpdate::Phase(phase)));
+            }
+            GuestMessage::Kmsg(record) => crash_seen = self.watch.kmsg(&record),
+            GuestMessage::Sample {
+                metric,
+                t_ms,
+                value,
+            } => self.watch.sample(metric, t_ms, value),
+            GuestMessage::Progress {
+                workload,
+                done,
+                total,
+            } => actions.push(Action::Update(CellUpdate::Progress {
+                workload,
+                done,
+                total,
+            })),
+            GuestMessage::Note { message } => self.watch.notes.push(message),
+            GuestMessage::Skip { reason } => self.watch.obs.skip = Some(reason),
+            GuestMessage::Fatal { message } => self.watch.obs.fatal = Some(message),
+            GuestMessage::Finished(report) => {
+                self.finished_at = Some(now);
+                self.watch.obs.report = Some(report);
+                // The guest powers off either way; a lost Ack only delays it.
+                actions.push(Action::Send(HostMessage::Ack));
+            }
+        }
+        let gave_up = self.watch.obs.skip.is_some() || self.watch.obs.fatal.is_some();
+        if gave_up && self.finished_at.is_none() {
+            self.finished_at = Some(now);
+            actions.push(Action::Send(HostMessage::Ack));
+        }
+        crash_seen
+    }
+
+    fn timer(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        match std::mem::replace(&mut self.stage, Stage::Live) {
+            stage @ (Stage::Exited { .. }
+            | Stage::Killed
+            | Stage::Verifying { .. }
+            | Stage::SendingSysrq { .. }) => {
+                // Nothing is timed here (or the driver is mid-way through an action).
+                self.stage = stage;
+            }
+            Stage::Collecting { mark, .. } => {
+                let dumps = self
+                    .watch
+                    .console_lines
+                    .get(mark..)
+                    .unwrap_or_default()
+                    .to_vec();
+                actions.push(Action::WriteSysrq(dumps));
+                actions.push(Action::DumpMemory);
+                self.kill(actions);
+            }
+            Stage::CrashGrace { .. } => {
+                actions.push(Action::DumpMemory);
+                self.kill(actions);
+            }
+            Stage::Live => match (self.hello_at, self.finished_at) {
+                (None, _) => {
+                    if !self.watch.has_crash() {
+                        self.watch.obs.infra.push(format!(
+                            "the guest did not reach the kchaos runner within {:?}; {}",
+                            self.timeouts.boot,
+                            self.watch.tail()
+                        ));
+                    }
+                    self.kill(actions);
+                }
+                (Some(_), Some(_)) => {
+                    self.watch.notes.push(format!(
+                        "the guest did not power off within {:?} of reporting; killed",
+                        self.timeouts.poweroff
+                    ));
+                    self.kill(actions);
+                }
+                (Some(h), None) => {
+                    let budget = self.run_budget();
+                    let reason = if now >= after(h, budget) {
+                        format!(
+                            "the run did not finish within {budget:?} (duration {:?} + settle {:?} + margin) although the guest kept answering: a workload is stuck, likely in the kernel (phase: {})",
+                            self.scenario.duration,
+                            self.scenario.settle,
+                            phase_name(self.guest_phase)
+                        )
+                    } else {
+                        format!(
+                            "the guest sent nothing for {:?} (phase: {}); {}",
+                            self.timeouts.hang,
+                            phase_name(self.guest_phase),
+                            self.watch.tail()
+                        )
+                    };
+                    self.stage = Stage::Verifying { reason };
+                    actions.push(Action::CheckLiveness);
+                }
+            },
+        }
+    }
+
+    /// The cell is over: what it saw. `qemu_stderr` is what QEMU printed.
+    pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
+        let w = &mut self.watch;
+        if w.corrupt_bytes > 0 {
+            w.obs.infra.push(format!(
+                "the control channel carried {} corrupt bytes (first: {})",
+                w.corrupt_bytes,
+                w.corrupt_first.take().unwrap_or_default()
+            ));
+        }
+        let ended_cleanly = w.obs.report.is_some() || w.obs.skip.is_some() || w.obs.fatal.is_some();
+        if !self.killed && !ended_cleanly && !w.has_crash() {
+            let status = self.exit_status.as_deref().unwrap_or("unknown");
+            let qemu_said = qemu_stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| format!("; QEMU said: {}", l.trim()))
+                .unwrap_or_default();
+            let when = if self.hello_at.is_some() {
+                "before the runner reported results"
+            } else {
+                "before the guest reached the runner"
+            };
+            w.obs.infra.push(format!(
+                "QEMU exited ({status}) {when}{qemu_said}; {}",
+                w.tail()
+            ));
+        }
+        let mut metrics: BTreeMap<String, Metric> = w
+            .obs
+            .report
+            .as_ref()
+            .map(|r| r.metrics.clone())
+            .unwrap_or_default();
+        for (name, series) in std::mem::take(&mut w.series) {
+            metrics.insert(name, Metric::Series(series));
+        }
+        w.obs.metrics = metrics;
+        let fingerprint = w.fingerprint();
+        Outcome {
+            obs: std::mem::take(&mut w.obs),
+            boot_ms: self
+                .hello_at
+                .map(|h| super::millis(h.saturating_duration_since(self.spawned_at))),
+            guest_ready_ms: self.guest_ready_ms,
+            release: self.release,
+            notes: std::mem::take(&mut w.notes),
+            fingerprint,
+            sysrq: None,
+            vmcore: None,
+        }
+    }
+}
+
+/// How a kmsg record is written to `kmsg.log`.
+pub fn kmsg_line(record: &KmsgRecord) -> String {
+    format!(
+        "[{:>5}.{:06}] <{}> {}",
+        record.ts_us / 1_000_000,
+        record.ts_us % 1_000_000,
+        record.level,
+        record.text
+    )
+}
+
+fn phase_name(phase: Option<Phase>) -> &'static str {
+    match phase {
+        None => "before setup",
+        Some(Phase::Setup) => "setup",
+        Some(Phase::Workload) => "workload",
+        Some(Phase::Settle) => "settle",
+        Some(Phase::Collect) => "collect",
+    }
+}
+
+#[cfg(test)]
+mod tests;

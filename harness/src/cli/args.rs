@@ -1,0 +1,185 @@
+//! Argument groups shared by every command that means the same thing by them (ripgrep's
+//! flags, nextest's shared options): the kernel list, how VMs are run, the comparison
+//! thresholds. Flattened into each command, so `--kernel-list` or `--accel` behave the
+//! same in `run`, `repro`, `replay`, `bisect` and `compare`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use kchaos_harness::cell::DumpPolicy;
+use kchaos_harness::run::session::SessionOptions;
+use kchaos_harness::run::DEFAULT_KERNEL;
+use kchaos_harness::vm::{Accel, AccelChoice};
+use kchaos_images::kernel_list::KernelList;
+use kchaos_images::spec::KernelSpec;
+use kchaos_images::Cache;
+
+use super::exit::CliError;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl From<AccelArg> for AccelChoice {
+    fn from(a: AccelArg) -> AccelChoice {
+        match a {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Kvm => AccelChoice::Force(Accel::Kvm),
+            AccelArg::Tcg => AccelChoice::Force(Accel::Tcg),
+        }
+    }
+}
+
+/// Where kernel names and sets come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KernelListArgs {
+    /// The kernel list naming kernels and sets [default: vm-images/kernels.toml].
+    #[arg(long, value_name = "FILE")]
+    pub kernel_list: Option<PathBuf>,
+}
+
+impl KernelListArgs {
+    pub fn load(&self) -> Result<KernelList, CliError> {
+        let list = match &self.kernel_list {
+            Some(path) => KernelList::load(path),
+            None => KernelList::load_default(),
+        };
+        list.map_err(|e| CliError::usage(kchaos_harness::error::error_chain(&e)))
+    }
+
+    /// `kernels` (specs, names, @sets) as specs in order, each checked for syntax: a
+    /// malformed spec is the user's to fix before anything runs.
+    pub fn expand(&self, kernels: &[String]) -> Result<Vec<String>, CliError> {
+        let list = self.load()?;
+        let wanted = if kernels.is_empty() {
+            if list.sets.contains_key("default") {
+                vec!["@default".to_owned()]
+            } else {
+                vec![DEFAULT_KERNEL.to_owned()]
+            }
+        } else {
+            kernels.to_vec()
+        };
+        let specs = list
+            .expand(&wanted)
+            .map_err(|e| CliError::usage(kchaos_harness::error::error_chain(&e)))?;
+        check_specs(&specs)?;
+        Ok(specs)
+    }
+
+    /// Exactly one kernel.
+    pub fn expand_one(&self, kernel: &str) -> Result<String, CliError> {
+        let specs = self.expand(&[kernel.to_owned()])?;
+        match specs.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => Err(CliError::usage(format!(
+                "`{kernel}` names {} kernels; give one",
+                specs.len()
+            ))),
+        }
+    }
+}
+
+/// Refuses malformed kernel specs (`ubuntu:6.8`, `path:` without a file).
+pub fn check_specs(specs: &[String]) -> Result<(), CliError> {
+    for spec in specs {
+        KernelSpec::parse(spec).map_err(|e| CliError::usage(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// How VMs are run: shared by `run`, `repro`, `replay` and `bisect`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VmArgs {
+    /// VMs at once [default: the host's cores].
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub jobs: Option<u32>,
+    /// Accelerator: auto probes whether KVM really works, else uses TCG.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// Static runner binary to use instead of building it.
+    #[arg(long, value_name = "PATH")]
+    pub runner: Option<PathBuf>,
+    /// The runner's own log level in the guest console (error, warn, info, debug):
+    /// debug prints a timestamped boot timeline.
+    #[arg(long, value_name = "LEVEL")]
+    pub guest_log: Option<String>,
+    /// How long the guest may take to reach the runner [default: 15s, 60s under TCG].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub boot_timeout: Option<Duration>,
+    /// When a guest crashes or hangs, dump its memory (kdump-zlib) into the cell's
+    /// directory for `kchaos analyze`. A panicked guest then stays up to be dumped.
+    #[arg(long)]
+    pub dump_memory: bool,
+    /// Largest guest (MiB of RAM) whose memory is dumped.
+    #[arg(long, value_name = "MIB", default_value_t = 2048)]
+    pub dump_max: u64,
+}
+
+impl VmArgs {
+    pub fn jobs(&self) -> usize {
+        self.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            |j| j as usize,
+        )
+    }
+
+    pub fn session(&self, cache: &Cache) -> SessionOptions {
+        SessionOptions {
+            accel: self.accel.into(),
+            runner: self.runner.clone(),
+            guest_log: self.guest_log.clone(),
+            boot_timeout: self.boot_timeout,
+            dump: self.dump_memory.then_some(DumpPolicy {
+                max_mib: self.dump_max,
+                timeout: Duration::from_secs(600),
+            }),
+            jobs: self.jobs(),
+            cache: cache.clone(),
+        }
+    }
+}
+
+/// Thresholds of `compare` and of the comparison in `report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// The reference: a kernel (spec as asked, as resolved, its label, its `uname -r`,
+    /// or a name from the kernel list) or a results directory/database.
+    #[arg(long, value_name = "KERNEL|DIR|DB")]
+    pub baseline: Option<String>,
+    /// What is judged against the baseline; same forms.
+    #[arg(long, value_name = "KERNEL|DIR|DB", requires = "baseline")]
+    pub candidate: Option<String>,
+    /// Smallest change of the median that counts as a regression, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
+    pub threshold: f64,
+    /// Significance level of the one-sided Mann-Whitney test.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+}
+
+/// `results/<what>-<timestamp>` (or `results/<timestamp>` for a run), made unique: two
+/// commands started in the same second get different directories.
+pub fn default_out(what: Option<&str>) -> PathBuf {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "")
+        .trim_end_matches('Z')
+        .replace('T', "-");
+    let name = match what {
+        Some(w) => format!("{w}-{stamp}"),
+        None => stamp,
+    };
+    let base = PathBuf::from("results").join(&name);
+    if !base.exists() {
+        return base;
+    }
+    (2..)
+        .map(|n| PathBuf::from("results").join(format!("{name}-{n}")))
+        .find(|p| !p.exists())
+        .unwrap_or(base)
+}

@@ -1,0 +1,164 @@
+//! `kchaos run` and `kchaos validate`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kchaos_harness::plan::Shard;
+use kchaos_harness::report::table::summary_table;
+use kchaos_harness::run::matrix::{self, MatrixOptions};
+use kchaos_harness::run::session::Session;
+use kchaos_harness::scenario;
+use kchaos_images::Cache;
+
+use super::args::{default_out, KernelListArgs, VmArgs};
+use super::exit::{CliError, Exit};
+use super::{describe_session, results, run_error, runtime};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario files or directories [default: ./scenarios].
+    #[arg(value_name = "SCENARIO|DIR")]
+    pub scenarios: Vec<PathBuf>,
+    /// Kernel to run on (repeatable, in matrix order): a spec, debian:<version>[-<flavour>]
+    /// or path:<bzImage>[,modules=<dir>][,config=<file>]; a name from the kernel list; or
+    /// @SET for a set of it [default: the list's `default` set, else debian:6.1-cloud].
+    #[arg(short, long = "kernel", value_name = "SPEC|NAME|@SET")]
+    pub kernels: Vec<String>,
+    #[command(flatten)]
+    pub list: KernelListArgs,
+    /// Cells per scenario and kernel (for latency distributions and `compare`).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub repeat: u32,
+    /// Run only shard I of N of the matrix (disjoint, together complete; see `kchaos merge`).
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+    /// Print the planned cells (scenario, kernel, repeat) and exit.
+    #[arg(long)]
+    pub plan: bool,
+    /// Continue the interrupted run in DIR: its finished cells are kept, the rest run
+    /// with the plan it recorded.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["scenarios", "kernels", "repeat", "shard", "out"])]
+    pub resume: Option<PathBuf>,
+    /// Results directory [default: results/<timestamp>]. It must not hold results yet
+    /// (use --resume to continue one); it is locked while the run writes it.
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Results database to add this run to [default: results.db in the results directory].
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Seed for every cell (default: the scenario's, else random; always recorded).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+pub fn run(args: RunArgs, cache: Cache) -> Result<Exit, CliError> {
+    let opts = matrix_options(&args)?;
+    if args.plan {
+        let lines = matrix::plan_lines(&opts).map_err(run_error)?;
+        println!("SCENARIO\tKERNEL\tREPEAT");
+        for l in &lines {
+            println!("{l}");
+        }
+        eprintln!("kchaos: {} cells", lines.len());
+        return Ok(Exit::Ok);
+    }
+    let rt = runtime()?;
+    let outcome = rt.block_on(async {
+        let session = Arc::new(Session::open(args.vm.session(&cache)).await);
+        describe_session(&session);
+        matrix::run(&session, &opts).await
+    })?;
+    print!("{}", summary_table(&outcome.results));
+    println!(
+        "results: {}",
+        kchaos_harness::results::RunResults::path(&outcome.dir).display()
+    );
+    let mut write_failed = !outcome.write_failures.is_empty();
+    for failure in &outcome.write_failures {
+        eprintln!("kchaos: error: results not written: {failure}");
+    }
+    let exit_interrupted = outcome.interrupted;
+    write_failed |= !results::after_run(&outcome);
+    Ok(Exit::of_run(
+        &outcome.results,
+        exit_interrupted,
+        write_failed,
+    ))
+}
+
+/// The matrix the arguments ask for: resumed from its directory, or from the scenarios
+/// and kernels given (kernel specs checked before anything starts).
+fn matrix_options(args: &RunArgs) -> Result<MatrixOptions, CliError> {
+    if let Some(dir) = &args.resume {
+        let (plan, _) = matrix::stored_plan(dir).map_err(run_error)?;
+        super::args::check_specs(&plan.kernels)?;
+        return Ok(MatrixOptions {
+            scenarios: plan.scenarios.iter().map(PathBuf::from).collect(),
+            kernels: plan.kernels,
+            repeat: plan.repeat,
+            shard: plan.shard,
+            resume: true,
+            out: dir.clone(),
+            db: args.db.clone(),
+            seed: args.seed.or(plan.seed),
+            same_seed: false,
+        });
+    }
+    let kernels = args.list.expand(&args.kernels)?;
+    let scenarios = if args.scenarios.is_empty() {
+        vec![PathBuf::from("scenarios")]
+    } else {
+        args.scenarios.clone()
+    };
+    if scenarios.len() == 1 && !scenarios[0].exists() {
+        return Err(CliError::usage(format!(
+            "{}: no such file or directory (run from the kchaos checkout, or name scenario files)",
+            scenarios[0].display()
+        )));
+    }
+    Ok(MatrixOptions {
+        scenarios,
+        kernels,
+        repeat: args.repeat,
+        shard: args.shard,
+        resume: false,
+        out: args.out.clone().unwrap_or_else(|| default_out(None)),
+        db: args.db.clone(),
+        seed: args.seed,
+        same_seed: false,
+    })
+}
+
+/// `kchaos validate`: every file, every problem; exit 2 if any.
+pub fn validate(files: &[PathBuf]) -> Exit {
+    let paths = match scenario::expand(files) {
+        Ok(p) => p,
+        Err(errors) => return CliError::Scenarios(errors).report(),
+    };
+    let mut bad = false;
+    for path in paths {
+        match scenario::load_file(&path) {
+            Ok(s) => println!(
+                "ok: {} ({}: {} workloads, {} probes, {} checks)",
+                path.display(),
+                s.model.name,
+                s.model.workloads.len(),
+                s.model.probes.len(),
+                s.model.checks.len()
+            ),
+            Err(errors) => {
+                bad = true;
+                for e in errors.0 {
+                    println!("{e}");
+                }
+            }
+        }
+    }
+    if bad {
+        Exit::Usage
+    } else {
+        Exit::Ok
+    }
+}

@@ -1,0 +1,195 @@
+//! The matrix of a run: scenarios × kernels × repeats, in one canonical order that
+//! sharding, resuming and merging all agree on, and each cell's seed. Pure; the run
+//! executes what it plans.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What identifies a cell across runs, shards and resumes: the scenario's name, the
+/// kernel as the user asked for it, and the repeat.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CellKey {
+    pub scenario: String,
+    pub kernel: String,
+    pub repeat: u32,
+}
+
+impl fmt::Display for CellKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} on {} #{}", self.scenario, self.kernel, self.repeat)
+    }
+}
+
+/// One planned cell: indexes into the run's scenarios and kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    pub scenario: usize,
+    pub kernel: usize,
+    pub repeat: u32,
+}
+
+/// `--shard I/N`: the I-th of N disjoint parts (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (i, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}`: a shard is I/N, e.g. 2/4"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}`: `{i}` is not a shard number"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}`: `{n}` is not a shard count"))?;
+        if count == 0 || index == 0 || index > count {
+            return Err(format!(
+                "`{text}`: shards are numbered 1 to N (N at least 1)"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// Every cell, kernel-major (a kernel is prepared once and its cells follow), then
+/// scenario, then repeat; with a shard, every N-th cell of that order from the I-th on,
+/// so shards are disjoint, together complete, and balanced within one cell.
+pub fn plan(scenarios: usize, kernels: usize, repeats: u32, shard: Option<Shard>) -> Vec<Planned> {
+    let mut all = Vec::with_capacity(scenarios * kernels * repeats as usize);
+    for kernel in 0..kernels {
+        for scenario in 0..scenarios {
+            for repeat in 0..repeats {
+                all.push(Planned {
+                    scenario,
+                    kernel,
+                    repeat,
+                });
+            }
+        }
+    }
+    match shard {
+        None => all,
+        Some(s) => all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u64 % u64::from(s.count) == u64::from(s.index - 1))
+            .map(|(_, p)| p)
+            .collect(),
+    }
+}
+
+/// A cell's id and directory (relative to the results directory): `scenario/kernel`,
+/// with `/rN` when the run repeats cells.
+pub fn cell_id(scenario: &str, kernel_label: &str, repeat: u32, repeats: u32) -> String {
+    if repeats > 1 {
+        format!("{scenario}/{kernel_label}/r{repeat}")
+    } else {
+        format!("{scenario}/{kernel_label}")
+    }
+}
+
+/// The seed of a cell: the fixed one (`--seed`, else the scenario's) for the first
+/// repeat and one derived from it for the others, so repeats differ but a rerun of the
+/// matrix is the same; `random` when nothing is fixed. Always recorded.
+pub fn cell_seed(fixed: Option<u64>, repeat: u32, random: impl FnOnce() -> u64) -> u64 {
+    match fixed {
+        Some(seed) if repeat == 0 => seed,
+        Some(seed) => kchaos_model::derive_seed(seed, &format!("repeat-{repeat}")),
+        None => random(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_cell_exactly_once_for_any_count() {
+        for (scenarios, kernels, repeats) in [(1, 1, 1), (6, 2, 3), (5, 3, 1), (2, 7, 4)] {
+            let whole = plan(scenarios, kernels, repeats, None);
+            assert_eq!(whole.len(), scenarios * kernels * repeats as usize);
+            for count in 1..=(u32::try_from(whole.len()).unwrap() + 2) {
+                let mut seen = Vec::new();
+                for index in 1..=count {
+                    let part = plan(scenarios, kernels, repeats, Some(Shard { index, count }));
+                    // Balanced: sizes differ by at most one.
+                    let ideal = whole.len() as f64 / f64::from(count);
+                    assert!(
+                        (part.len() as f64 - ideal).abs() < 1.0,
+                        "{count}: {}",
+                        part.len()
+                    );
+                    seen.extend(part);
+                }
+                assert_eq!(seen.len(), whole.len(), "{count} shards");
+                let unique: HashSet<_> = seen
+                    .iter()
+                    .map(|p| (p.scenario, p.kernel, p.repeat))
+                    .collect();
+                assert_eq!(unique.len(), whole.len(), "{count} shards overlap");
+            }
+        }
+    }
+
+    #[test]
+    fn the_order_is_kernel_major_and_stable() {
+        let p = plan(2, 2, 2, None);
+        let order: Vec<_> = p.iter().map(|c| (c.kernel, c.scenario, c.repeat)).collect();
+        assert_eq!(
+            order,
+            [
+                (0, 0, 0),
+                (0, 0, 1),
+                (0, 1, 0),
+                (0, 1, 1),
+                (1, 0, 0),
+                (1, 0, 1),
+                (1, 1, 0),
+                (1, 1, 1)
+            ]
+        );
+        assert_eq!(plan(2, 2, 2, None), p);
+    }
+
+    #[test]
+    fn shard_syntax() {
+        assert_eq!(Shard::parse("2/4"), Ok(Shard { index: 2, count: 4 }));
+        assert!(Shard::parse("0/4").is_err());
+        assert!(Shard::parse("5/4").is_err());
+        assert!(Shard::parse("1/0").is_err());
+        assert!(Shard::parse("x").unwrap_err().contains("I/N"));
+        assert_eq!(Shard { index: 1, count: 3 }.to_string(), "1/3");
+    }
+
+    #[test]
+    fn seeds_are_fixed_derived_or_random() {
+        assert_eq!(cell_seed(Some(7), 0, || 1), 7);
+        let r1 = cell_seed(Some(7), 1, || 1);
+        assert!(
+            r1 != 7 && r1 == cell_seed(Some(7), 1, || 2),
+            "derived, stable"
+        );
+        assert_eq!(cell_seed(None, 3, || 99), 99);
+    }
+
+    #[test]
+    fn ids_name_the_repeat_only_when_there_are_repeats() {
+        assert_eq!(cell_id("s", "k", 0, 1), "s/k");
+        assert_eq!(cell_id("s", "k", 2, 3), "s/k/r2");
+    }
+}

@@ -1,0 +1,204 @@
+//! JUnit XML for CI systems (Jenkins, GitLab, GitHub): one `<testsuite>` per scenario,
+//! one `<testcase>` per cell. Kernel verdicts (`fail`, `hang`, `crash`) are failures,
+//! infrastructure problems (`error`) are errors, `skip` is skipped; the message is the
+//! first reason and the body carries every reason, the fingerprint and where the
+//! console and kernel log are, so a CI page shows why without opening the results.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use kchaos_model::verdict::Verdict;
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::results::CellResult;
+
+#[derive(Debug, thiserror::Error)]
+#[error("Cannot write JUnit XML")]
+pub struct JunitError(#[source] quick_junit::SerializeError);
+
+/// The JUnit document for `cells` (of one run or several).
+pub fn render<'a>(cells: impl IntoIterator<Item = &'a CellResult>) -> Result<String, JunitError> {
+    let mut report = Report::new("kchaos");
+    let mut suites: BTreeMap<&str, Vec<&CellResult>> = BTreeMap::new();
+    for cell in cells {
+        suites.entry(&cell.scenario).or_default().push(cell);
+    }
+    let mut total = Duration::ZERO;
+    for (scenario, cells) in suites {
+        let mut suite = TestSuite::new(scenario);
+        let mut time = Duration::ZERO;
+        for cell in cells {
+            let took = Duration::from_millis(cell.duration_ms);
+            time += took;
+            suite.add_test_case(test_case(cell, took));
+        }
+        suite.set_time(time);
+        total += time;
+        report.add_test_suite(suite);
+    }
+    report.set_time(total);
+    report.to_string().map_err(JunitError)
+}
+
+fn test_case(cell: &CellResult, took: Duration) -> TestCase {
+    let mut status = match cell.verdict {
+        Verdict::Pass => TestCaseStatus::success(),
+        Verdict::Skip => TestCaseStatus::skipped(),
+        Verdict::Fail | Verdict::Hang | Verdict::Crash => {
+            TestCaseStatus::non_success(NonSuccessKind::Failure)
+        }
+        Verdict::Error => TestCaseStatus::non_success(NonSuccessKind::Error),
+    };
+    if cell.verdict != Verdict::Pass {
+        let first = cell.reasons.first().map(String::as_str).unwrap_or("");
+        status.set_message(format!("{}: {first}", cell.verdict));
+        status.set_type(cell.verdict.as_str());
+        status.set_description(details(cell));
+    }
+    // The id without the scenario: `debian-6.1.0-56-cloud/r2`.
+    let name = cell
+        .id
+        .strip_prefix(&format!("{}/", cell.scenario))
+        .unwrap_or(&cell.id);
+    let mut case = TestCase::new(name, status);
+    case.set_classname(format!("kchaos.{}", cell.scenario));
+    case.set_time(took);
+    case.set_system_out(metrics_text(cell));
+    case
+}
+
+/// Everything a reader needs to triage the cell from the CI page.
+fn details(cell: &CellResult) -> String {
+    let mut out = String::new();
+    for reason in &cell.reasons {
+        let _ = writeln!(out, "{reason}");
+    }
+    if let Some(fp) = &cell.fingerprint {
+        let _ = writeln!(out, "fingerprint {}: {}", fp.id, fp.title);
+        for frame in &fp.frames {
+            let _ = writeln!(out, "  {frame}");
+        }
+    }
+    for hit in &cell.signatures {
+        let _ = writeln!(out, "{hit}");
+    }
+    let kernel = cell.kernel.resolved.as_deref().unwrap_or(&cell.kernel.spec);
+    let _ = writeln!(out, "kernel: {kernel}, seed: {}", cell.seed);
+    let a = &cell.artifacts;
+    for (what, path) in [
+        ("console", &a.console),
+        ("kmsg", &a.kmsg),
+        ("sysrq", &a.sysrq),
+        ("vmcore", &a.vmcore),
+    ] {
+        if let Some(path) = path {
+            let _ = writeln!(out, "{what}: {path}");
+        }
+    }
+    out
+}
+
+fn metrics_text(cell: &CellResult) -> String {
+    let mut out = String::new();
+    for (name, metric) in &cell.metrics {
+        let _ = writeln!(out, "{name}: {}", metric.brief());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::store::empty_results;
+    use crate::results::{test_cell, RunResults};
+
+    /// A run with one plausible cell per `(id, verdict)`.
+    fn results_of(cells: &[(&str, Verdict)]) -> RunResults {
+        let mut results = empty_results();
+        results.cells = cells
+            .iter()
+            .map(|&(id, verdict)| test_cell(id, verdict, 1e6))
+            .collect();
+        results
+    }
+
+    const VERDICTS: [(&str, Verdict); 5] = [
+        ("memcg/k1", Verdict::Pass),
+        ("memcg/k2", Verdict::Fail),
+        ("veth/k1", Verdict::Skip),
+        ("veth/k2", Verdict::Error),
+        ("panic/k1", Verdict::Crash),
+    ];
+
+    #[test]
+    fn each_verdict_maps_to_its_junit_status() {
+        let mut results = results_of(&VERDICTS);
+        for cell in &mut results.cells {
+            cell.reasons = vec![format!("why {} & <{}>", cell.id, cell.verdict)];
+        }
+        let xml = render(&results.cells).unwrap();
+        assert!(
+            xml.contains(
+                r#"<testsuites name="kchaos" tests="5" skipped="1" failures="2" errors="1""#
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<testsuite name="memcg" tests="2""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<testcase name="k1" classname="kchaos.memcg""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                r#"<failure message="fail: why memcg/k2 &amp; &lt;fail&gt;" type="fail">"#
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<skipped message="skip: why veth/k1"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<error message="error: why veth/k2"#),
+            "{xml}"
+        );
+        assert!(xml.contains(r#"type="crash""#), "{xml}");
+        assert!(xml.contains("lat: n=100"), "{xml}");
+    }
+
+    #[test]
+    fn junit_validates_against_the_jenkins_schema() {
+        let Some(xmllint) = crate::test_support::tool("xmllint") else {
+            return;
+        };
+        let mut results = results_of(&VERDICTS);
+        results
+            .cells
+            .extend(results_of(&[("wedge/k1", Verdict::Hang)]).cells);
+        let dir = tempfile::tempdir().unwrap();
+        let xml = dir.path().join("junit.xml");
+        std::fs::write(&xml, render(&results.cells).unwrap()).unwrap();
+        let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/junit-10.xsd");
+        let validate = || {
+            crate::test_support::run_bounded(
+                &xmllint,
+                &["--noout", "--schema", schema, &xml.display().to_string()],
+                Duration::from_secs(30),
+            )
+        };
+        let out = validate();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("validates"), "{text}");
+        // The schema check itself bites: a testcase without its name is refused.
+        let broken =
+            std::fs::read_to_string(&xml)
+                .unwrap()
+                .replacen("<testcase name=", "<testcase nam=", 1);
+        std::fs::write(&xml, broken).unwrap();
+        assert!(!validate().status.success());
+    }
+}

@@ -1,0 +1,291 @@
+//! The results contract (`docs/results.md`): `results.json` plus one directory per cell.
+//! Each cell's result is written atomically as soon as it is known, and `results.json` is
+//! rewritten after every cell, so an interrupted run loses nothing it finished. Around
+//! it: the SQLite store, reading results back, merging shards, replay bundles.
+
+pub mod bundle;
+pub mod merge;
+pub mod sources;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kchaos_images::Cache;
+use kchaos_model::fingerprint::Fingerprint;
+use kchaos_model::metrics::Metric;
+use kchaos_model::signature::SignatureHit;
+use kchaos_model::verdict::Verdict;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("Cannot write results to {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: kchaos_images::cache::CacheError,
+    },
+    #[error("Cannot encode results")]
+    Encode(#[source] serde_json::Error),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KernelInfo {
+    /// As requested (`debian:6.1-cloud`).
+    pub spec: String,
+    /// Exactly which kernel (`debian:6.1.0-56-cloud`).
+    pub resolved: Option<String>,
+    /// `uname -r` (from the guest when it booted).
+    pub release: Option<String>,
+    pub package: Option<String>,
+}
+
+/// Paths relative to the results directory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Artifacts {
+    pub dir: Option<String>,
+    pub console: Option<String>,
+    pub kmsg: Option<String>,
+    pub qemu_log: Option<String>,
+    /// sysrq task dumps collected from a hung guest.
+    pub sysrq: Option<String>,
+    /// Guest memory (kdump-zlib), with `--dump-memory`.
+    pub vmcore: Option<String>,
+    /// The replay bundle (`replay.tar.gz`) of a cell that did not pass.
+    #[serde(default)]
+    pub bundle: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CellResult {
+    pub id: String,
+    pub scenario: String,
+    pub scenario_file: String,
+    pub kernel: KernelInfo,
+    pub accel: Option<String>,
+    /// The guest image booted (absent when the cell ended before one was built).
+    #[serde(default)]
+    pub image: Option<crate::vm::image::ImageInfo>,
+    pub seed: u64,
+    pub repeat: u32,
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+    /// What ended the cell, stable across runs of the same bug (crash, hang with a stack,
+    /// or a failure signature with one).
+    pub fingerprint: Option<Fingerprint>,
+    /// From QEMU start to the runner's `Hello`, host clock.
+    pub boot_ms: Option<u64>,
+    /// Guest uptime (CLOCK_BOOTTIME) when the runner said `Hello`: the guest's share of
+    /// `boot_ms`, the rest being QEMU start-up and firmware.
+    pub guest_ready_ms: Option<u64>,
+    /// Whole cell, from QEMU start to its exit.
+    pub duration_ms: u64,
+    pub metrics: BTreeMap<String, Metric>,
+    pub signatures: Vec<SignatureHit>,
+    pub notes: Vec<String>,
+    pub artifacts: Artifacts,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResults {
+    pub kchaos_version: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub host: HostInfo,
+    /// What the run was asked to do (for `--resume`, `merge`, and readers).
+    #[serde(default)]
+    pub plan: Option<PlanInfo>,
+    pub cells: Vec<CellResult>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub qemu: Option<String>,
+    pub accel: Option<String>,
+    pub accel_reason: Option<String>,
+    /// VMs run at once (`--jobs`).
+    #[serde(default)]
+    pub jobs: Option<usize>,
+    /// The harness's own peak memory (VmHWM), QEMU not included.
+    #[serde(default)]
+    pub harness_peak_rss_kib: Option<u64>,
+}
+
+/// The matrix a run was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanInfo {
+    /// Scenario files and directories as given.
+    pub scenarios: Vec<String>,
+    /// Kernel specs in matrix order.
+    pub kernels: Vec<String>,
+    pub repeat: u32,
+    pub shard: Option<crate::plan::Shard>,
+    /// `--seed`, if one was fixed.
+    pub seed: Option<u64>,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ResultsError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(ResultsError::Encode)?;
+    bytes.push(b'\n');
+    Cache::write_atomic(path, &bytes).map_err(|source| ResultsError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+impl KernelInfo {
+    /// `spec` as asked, with what it resolved to when it did.
+    pub fn of(spec: &str, kernel: Option<&kchaos_images::Kernel>) -> KernelInfo {
+        KernelInfo {
+            spec: spec.to_owned(),
+            resolved: kernel.map(|k| k.resolved.clone()),
+            release: kernel.map(|k| k.release.clone()),
+            package: kernel.and_then(|k| k.package.clone()),
+        }
+    }
+}
+
+impl CellResult {
+    /// A cell with nothing observed yet: `verdict`, no reasons, metrics or artifacts,
+    /// started now. Every path that decides a cell starts from it.
+    pub fn new(
+        id: String,
+        scenario: &crate::scenario::LoadedScenario,
+        kernel: KernelInfo,
+        seed: u64,
+        repeat: u32,
+        verdict: Verdict,
+    ) -> CellResult {
+        CellResult {
+            id,
+            scenario: scenario.model.name.clone(),
+            scenario_file: scenario.path.display().to_string(),
+            kernel,
+            accel: None,
+            image: None,
+            seed,
+            repeat,
+            verdict,
+            reasons: Vec::new(),
+            fingerprint: None,
+            boot_ms: None,
+            guest_ready_ms: None,
+            duration_ms: 0,
+            metrics: BTreeMap::new(),
+            signatures: Vec::new(),
+            notes: Vec::new(),
+            artifacts: Artifacts::default(),
+            started_at: now_rfc3339(),
+        }
+    }
+
+    /// The identity of this cell across runs, shards and resumes.
+    pub fn key(&self) -> crate::plan::CellKey {
+        crate::plan::CellKey {
+            scenario: self.scenario.clone(),
+            kernel: self.kernel.spec.clone(),
+            repeat: self.repeat,
+        }
+    }
+
+    /// The kernel part of the cell id (`debian-6.1.0-56-cloud`): the id is
+    /// `SCENARIO/KERNEL_LABEL[/rN]`.
+    pub fn kernel_label(&self) -> &str {
+        let rest = self
+            .id
+            .strip_prefix(&self.scenario)
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(&self.id);
+        rest.split('/').next().unwrap_or(rest)
+    }
+}
+
+impl RunResults {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("results.json")
+    }
+}
+
+/// A plausible cell for tests of what reads results: one latency histogram `lat` with
+/// the given p99, two counter series (`dying`, `slab`) of two samples each.
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
+    use kchaos_model::metrics::{Gauge, Series, Summary};
+    use kchaos_model::units::Unit;
+    let (scenario, label) = id.split_once('/').unwrap_or((id, "k"));
+    let p99 = p99_ns as u64;
+    let mut metrics = BTreeMap::new();
+    metrics.insert(
+        "lat".to_owned(),
+        Metric::Histogram(Summary {
+            unit: Unit::Ns,
+            count: 100,
+            min: p99 / 10,
+            p50: p99 / 4,
+            p90: p99 / 2,
+            p99,
+            p999: p99,
+            max: p99 + p99 / 10,
+            mean: p99_ns / 3.0,
+        }),
+    );
+    for (name, end) in [("dying", 40.0), ("slab", 2e6)] {
+        metrics.insert(
+            name.to_owned(),
+            Metric::Series(Series {
+                unit: Unit::Count,
+                samples: vec![(0, 0.0), (500, end)],
+            }),
+        );
+    }
+    metrics.insert(
+        "churn.cgroups".to_owned(),
+        Metric::Value(Gauge {
+            unit: Unit::Count,
+            value: 40.0,
+        }),
+    );
+    CellResult {
+        id: id.to_owned(),
+        scenario: scenario.to_owned(),
+        scenario_file: format!("scenarios/{scenario}.toml"),
+        kernel: KernelInfo {
+            spec: format!("debian:{label}"),
+            resolved: Some(format!("debian:{label}")),
+            release: Some(format!("{label}-amd64")),
+            package: None,
+        },
+        accel: Some("tcg".to_owned()),
+        image: None,
+        seed: 42,
+        repeat: 0,
+        verdict,
+        reasons: if verdict == Verdict::Pass {
+            Vec::new()
+        } else {
+            vec![format!("check `lat.p99 <= 1ms` failed: lat.p99 = {p99_ns}")]
+        },
+        fingerprint: None,
+        boot_ms: Some(3000),
+        guest_ready_ms: Some(2500),
+        duration_ms: 20_000,
+        metrics,
+        signatures: Vec::new(),
+        notes: Vec::new(),
+        artifacts: Artifacts {
+            dir: Some(id.to_owned()),
+            console: Some(format!("{id}/console.log")),
+            kmsg: Some(format!("{id}/kmsg.log")),
+            ..Artifacts::default()
+        },
+        started_at: "2026-11-23T00:00:00Z".to_owned(),
+    }
+}

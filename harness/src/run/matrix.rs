@@ -1,0 +1,192 @@
+//! `kchaos run`'s engine: a planned matrix run through a session into one locked
+//! results directory, resumable after an interruption.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::lock::ResultsLock;
+use super::progress::Progress;
+use super::recorder::{was_interrupted, Recorder};
+use super::scheduler::{self, Ended, Flow};
+use super::session::{random_seed, Job, Session};
+use super::{RunError, RunOutcome};
+use crate::plan::{self, CellKey, Planned, Shard};
+use crate::results::sources;
+use crate::results::{now_rfc3339, HostInfo, PlanInfo, RunResults};
+use crate::scenario::{self, LoadedScenario};
+
+/// What to run and where to record it.
+#[derive(Debug, Clone)]
+pub struct MatrixOptions {
+    pub scenarios: Vec<PathBuf>,
+    /// Kernel specs, in matrix order (names and sets already expanded).
+    pub kernels: Vec<String>,
+    /// Cells per scenario × kernel.
+    pub repeat: u32,
+    pub shard: Option<Shard>,
+    /// `out` holds an interrupted run: keep its finished cells, run the rest.
+    pub resume: bool,
+    pub out: PathBuf,
+    /// A database shared across runs instead of `out/results.db`.
+    pub db: Option<PathBuf>,
+    pub seed: Option<u64>,
+    /// Every repeat uses `seed` itself rather than one derived per repeat (replaying a
+    /// bundle: the same run again and again).
+    pub same_seed: bool,
+}
+
+/// The matrix of `opts`, as lines for `kchaos run --plan`.
+pub fn plan_lines(opts: &MatrixOptions) -> Result<Vec<String>, RunError> {
+    let loaded = scenario::load_all(&opts.scenarios).map_err(RunError::Scenarios)?;
+    Ok(
+        plan::plan(loaded.len(), opts.kernels.len(), opts.repeat, opts.shard)
+            .into_iter()
+            .map(|p| {
+                format!(
+                    "{}\t{}\t{}",
+                    loaded[p.scenario].model.name, opts.kernels[p.kernel], p.repeat
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Reads the plan of an earlier run in `dir`, for `--resume`.
+pub fn stored_plan(dir: &Path) -> Result<(PlanInfo, RunResults), RunError> {
+    let err = |why: String| RunError::Resume {
+        path: dir.display().to_string(),
+        why,
+    };
+    if !dir.is_dir() {
+        return Err(err("no such results directory".to_owned()));
+    }
+    let loaded = sources::load_dir(dir).map_err(|e| err(crate::error::error_chain(&e)))?;
+    let plan = loaded.results.plan.clone().ok_or_else(|| {
+        err("its results.json records no plan (written by an older kchaos)".to_owned())
+    })?;
+    Ok((plan, loaded.results))
+}
+
+/// Runs the matrix. Errors only for what stops a run before any cell (bad scenarios,
+/// a directory in use or holding earlier results); everything after is recorded.
+pub async fn run(session: &Arc<Session>, opts: &MatrixOptions) -> Result<RunOutcome, RunError> {
+    let loaded = scenario::load_all(&opts.scenarios).map_err(RunError::Scenarios)?;
+    let lock = ResultsLock::acquire(&opts.out)?;
+    if !opts.resume && RunResults::path(&opts.out).exists() {
+        return Err(RunError::Exists {
+            dir: opts.out.display().to_string(),
+        });
+    }
+    let planned = plan::plan(loaded.len(), opts.kernels.len(), opts.repeat, opts.shard);
+    let key = |p: &Planned| CellKey {
+        scenario: loaded[p.scenario].model.name.clone(),
+        kernel: opts.kernels[p.kernel].clone(),
+        repeat: p.repeat,
+    };
+    let order: HashMap<CellKey, usize> = planned
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (key(p), i))
+        .collect();
+    let plan_info = PlanInfo {
+        scenarios: opts
+            .scenarios
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        kernels: opts.kernels.clone(),
+        repeat: opts.repeat,
+        shard: opts.shard,
+        seed: opts.seed,
+    };
+    let mut results = RunResults {
+        kchaos_version: kchaos_model::VERSION.to_owned(),
+        started_at: now_rfc3339(),
+        finished_at: None,
+        host: host_info(session),
+        plan: Some(plan_info.clone()),
+        cells: Vec::new(),
+    };
+    if opts.resume {
+        let (_, earlier) = stored_plan(&opts.out)?;
+        results.started_at = earlier.started_at;
+        results.cells = earlier
+            .cells
+            .into_iter()
+            .filter(|c| !was_interrupted(c) && order.contains_key(&c.key()))
+            .collect();
+    }
+    let finished: HashSet<CellKey> = results.cells.iter().map(|c| c.key()).collect();
+    let todo: Vec<Planned> = planned
+        .iter()
+        .copied()
+        .filter(|p| !finished.contains(&key(p)))
+        .collect();
+    let plan_json = serde_json::to_string(&plan_info).unwrap_or_default();
+    let mut rec = Recorder::open(&opts.out, opts.db.as_deref(), results, &plan_json, order);
+
+    let progress = Arc::new(Progress::new(todo.len()));
+    if opts.resume {
+        progress.info(&format!(
+            "resuming {}: {} cells finished, {} to run",
+            opts.out.display(),
+            finished.len(),
+            todo.len()
+        ));
+    }
+    let jobs = todo.into_iter().map(|p| job(&loaded, opts, p));
+    let ended = scheduler::drive(
+        session,
+        session.opts.jobs,
+        jobs,
+        &opts.out,
+        &progress,
+        |cell| {
+            rec.push(cell);
+            Flow::Continue
+        },
+    )
+    .await;
+    progress.finish();
+    let interrupted = ended == Ended::Interrupted;
+    rec.finish(interrupted);
+    drop(lock);
+    Ok(RunOutcome {
+        write_failures: rec.failures().to_vec(),
+        dir: rec.dir().to_path_buf(),
+        results: rec.results,
+        interrupted,
+    })
+}
+
+/// A planned cell as a job: its scenario, kernel and seed.
+fn job(loaded: &[Arc<LoadedScenario>], opts: &MatrixOptions, p: Planned) -> Job {
+    let scenario = Arc::clone(&loaded[p.scenario]);
+    let seed_repeat = if opts.same_seed { 0 } else { p.repeat };
+    let seed = plan::cell_seed(opts.seed.or(scenario.model.seed), seed_repeat, random_seed);
+    Job {
+        scenario,
+        kernel: opts.kernels[p.kernel].clone(),
+        repeat: p.repeat,
+        repeats: opts.repeat,
+        seed,
+    }
+}
+
+/// What the session knows of the host, for the results.
+pub fn host_info(session: &Session) -> HostInfo {
+    match session.infra() {
+        Ok(i) => HostInfo {
+            qemu: Some(i.qemu.version.clone()),
+            accel: Some(i.accel.accel.as_str().to_owned()),
+            accel_reason: Some(i.accel.reason.clone()),
+            jobs: Some(session.opts.jobs),
+            harness_peak_rss_kib: None,
+        },
+        Err(_) => HostInfo {
+            jobs: Some(session.opts.jobs),
+            ..HostInfo::default()
+        },
+    }
+}

@@ -1,0 +1,122 @@
+//! Trials through a session: fresh VMs of one scenario on one kernel, slots refilled as
+//! cells finish, until the wanted outcome shows up or the budget is spent. Every run is
+//! an ordinary recorded cell of one results directory (replayable, reportable); the
+//! kernel and the runner come from the session, prepared once for every trial series
+//! (each configuration of a sweep, each step of a bisection).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::lock::ResultsLock;
+use super::matrix::host_info;
+use super::progress::Progress;
+use super::recorder::Recorder;
+use super::scheduler::{self, Ended, Flow};
+use super::session::{random_seed, Job, Session};
+use super::RunError;
+use crate::analysis::trials::{Target, Trials};
+use crate::plan::{self, CellKey};
+use crate::results::{now_rfc3339, PlanInfo, RunResults};
+use crate::scenario;
+
+#[derive(Debug, Clone)]
+pub struct TrialOptions {
+    pub scenario: PathBuf,
+    /// The kernel spec (names already expanded).
+    pub kernel: String,
+    pub target: Target,
+    pub max_runs: u32,
+    /// Stop at the first hit (false: spend the whole budget, for a probability).
+    pub stop_at_first: bool,
+    pub out: PathBuf,
+    /// A fixed seed: every run uses exactly it (`repro --seed`, `replay`).
+    pub seed: Option<u64>,
+}
+
+pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<Trials, RunError> {
+    let loaded =
+        scenario::load_all(std::slice::from_ref(&opts.scenario)).map_err(RunError::Scenarios)?;
+    if loaded.len() != 1 {
+        return Err(RunError::NotOneScenario {
+            path: opts.scenario.display().to_string(),
+            count: loaded.len(),
+        });
+    }
+    let Some(scenario) = loaded.into_iter().next() else {
+        return Err(RunError::NotOneScenario {
+            path: opts.scenario.display().to_string(),
+            count: 0,
+        });
+    };
+    let lock = ResultsLock::acquire(&opts.out)?;
+    if RunResults::path(&opts.out).exists() {
+        return Err(RunError::Exists {
+            dir: opts.out.display().to_string(),
+        });
+    }
+    let plan_info = PlanInfo {
+        scenarios: vec![opts.scenario.display().to_string()],
+        kernels: vec![opts.kernel.clone()],
+        repeat: opts.max_runs,
+        shard: None,
+        seed: opts.seed,
+    };
+    let order: HashMap<CellKey, usize> = (0..opts.max_runs)
+        .map(|repeat| {
+            (
+                CellKey {
+                    scenario: scenario.model.name.clone(),
+                    kernel: opts.kernel.clone(),
+                    repeat,
+                },
+                repeat as usize,
+            )
+        })
+        .collect();
+    let results = RunResults {
+        kchaos_version: kchaos_model::VERSION.to_owned(),
+        started_at: now_rfc3339(),
+        finished_at: None,
+        host: host_info(session),
+        plan: Some(plan_info.clone()),
+        cells: Vec::new(),
+    };
+    let plan_json = serde_json::to_string(&plan_info).unwrap_or_default();
+    let mut rec = Recorder::open(&opts.out, None, results, &plan_json, order);
+
+    let start = Instant::now();
+    let mut trials = Trials::new(opts.out.clone());
+    let slots = session.opts.jobs;
+    let progress = Arc::new(Progress::new(opts.max_runs as usize));
+    let fixed = opts.seed.or(scenario.model.seed);
+    let jobs = (0..opts.max_runs).map(|repeat| Job {
+        scenario: Arc::clone(&scenario),
+        kernel: opts.kernel.clone(),
+        repeat,
+        repeats: opts.max_runs,
+        // A fixed seed means exactly that run, again and again.
+        seed: match opts.seed {
+            Some(seed) => seed,
+            None => plan::cell_seed(fixed, repeat, random_seed),
+        },
+    });
+    let slots_u32 = u32::try_from(slots).unwrap_or(u32::MAX);
+    let ended = scheduler::drive(session, slots, jobs, &opts.out, &progress, |cell| {
+        trials.record(&cell, &opts.target, start.elapsed());
+        rec.push(cell);
+        if trials.should_stop(opts.stop_at_first, slots_u32) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    })
+    .await;
+    progress.finish();
+    trials.interrupted = ended == Ended::Interrupted;
+    rec.finish(trials.interrupted);
+    drop(lock);
+    trials.write_failures = rec.failures().to_vec();
+    Ok(trials)
+}

@@ -1,0 +1,201 @@
+//! The QEMU command line for one cell. Every choice here is about boot time under TCG
+//! (measured on these machines: q35 boots faster than pc; microvm needs virtio-mmio
+//! modules on Debian kernels and is no faster once it has a PIT) or about isolation.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use kchaos_model::protocol::{CONTROL_PORT_NAME, VM_MARKER};
+
+use super::accel::Accel;
+
+pub const CONTROL_CHARDEV: &str = "kchaos-ctl";
+
+/// The kernel modules the control channel needs (virtio-serial over PCI).
+pub const CHANNEL_MODULES: &[&str] = &["virtio_pci", "virtio_console"];
+
+/// What the kernel boots into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootMedia {
+    /// An initramfs; the runner is its init.
+    Initrd(PathBuf),
+    /// A raw ext4 disk on NVMe (built into Debian's cloud kernels, so no initramfs is
+    /// needed), attached with `snapshot=on`: the guest's writes go to a temporary overlay
+    /// and the cached image stays pristine for the next cell.
+    Disk(PathBuf),
+}
+
+/// The guest's name for the disk of [`BootMedia::Disk`].
+pub const ROOT_DEVICE: &str = "/dev/nvme0n1";
+
+#[derive(Debug, Clone)]
+pub struct QemuCommand {
+    pub accel: Accel,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub kernel: PathBuf,
+    pub boot: BootMedia,
+    pub cmdline: Vec<String>,
+    /// Unix socket the harness listens on; QEMU connects as a client, so there is no
+    /// start-up race. `None` boots without the control channel (the boot benchmark's
+    /// baseline).
+    pub control_socket: Option<PathBuf>,
+    /// QEMU's monitor (QMP), for evidence from a guest that stopped answering.
+    pub qmp_socket: Option<PathBuf>,
+}
+
+impl QemuCommand {
+    /// The parameters every kchaos VM gets. `loglevel=5` puts warnings and worse on the
+    /// console (the witness that survives a dead guest) without the boot chatter.
+    /// `sysrq_always_enabled`: Debian's default mask refuses the task-dump keys the
+    /// harness sends to a hung guest. `reboot_on_panic`: `panic=-1` ends QEMU at once
+    /// (with -no-reboot); `panic=0` keeps a panicked guest up to be dumped.
+    pub fn base_cmdline(cell: &str, reboot_on_panic: bool) -> Vec<String> {
+        vec![
+            "console=ttyS0".to_owned(),
+            "loglevel=5".to_owned(),
+            if reboot_on_panic {
+                "panic=-1"
+            } else {
+                "panic=0"
+            }
+            .to_owned(),
+            "sysrq_always_enabled".to_owned(),
+            VM_MARKER.to_owned(),
+            format!("kchaos.cell={cell}"),
+        ]
+    }
+
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        push(&self.accel.args());
+        push(&[
+            "-machine",
+            "q35",
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+        ]);
+        push(&["-display", "none", "-monitor", "none", "-nic", "none"]);
+        push(&[
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            &self.cpus.to_string(),
+        ]);
+        push(&["-serial", "stdio"]);
+        a.push("-kernel".into());
+        a.push(self.kernel.clone().into());
+        let mut cmdline = self.cmdline.clone();
+        match &self.boot {
+            BootMedia::Initrd(path) => {
+                a.push("-initrd".into());
+                a.push(path.clone().into());
+            }
+            BootMedia::Disk(path) => {
+                a.push("-drive".into());
+                a.push(
+                    format!(
+                        "file={},if=none,id=kchaos-root,format=raw,snapshot=on",
+                        escape(path)
+                    )
+                    .into(),
+                );
+                a.push("-device".into());
+                a.push("nvme,drive=kchaos-root,serial=kchaos-root".into());
+                cmdline.extend([
+                    format!("root={ROOT_DEVICE}"),
+                    "rootfstype=ext4".to_owned(),
+                    "rw".to_owned(),
+                ]);
+            }
+        }
+        a.push("-append".into());
+        a.push(cmdline.join(" ").into());
+        if let Some(socket) = &self.qmp_socket {
+            a.push("-qmp".into());
+            a.push(format!("unix:{},server=on,wait=off", escape(socket)).into());
+        }
+        if let Some(socket) = &self.control_socket {
+            a.push("-chardev".into());
+            a.push(chardev(socket).into());
+            a.push("-device".into());
+            a.push("virtio-serial-pci,id=kchaos-vser".into());
+            a.push("-device".into());
+            a.push(
+                format!("virtserialport,bus=kchaos-vser.0,chardev={CONTROL_CHARDEV},name={CONTROL_PORT_NAME}")
+                    .into(),
+            );
+        }
+        a
+    }
+}
+
+fn chardev(socket: &Path) -> String {
+    format!(
+        "socket,id={CONTROL_CHARDEV},path={},server=off",
+        escape(socket)
+    )
+}
+
+/// A path as a QEMU option value: commas are escaped by doubling.
+fn escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arguments joined into one line, and the kernel command line.
+    fn render(boot: BootMedia, control_socket: Option<PathBuf>) -> (String, String) {
+        let cmd = QemuCommand {
+            accel: Accel::Tcg,
+            memory_mib: 512,
+            cpus: 1,
+            kernel: "/k/vmlinuz".into(),
+            boot,
+            cmdline: QemuCommand::base_cmdline("s/k", true),
+            control_socket,
+            qmp_socket: None,
+        };
+        let args: Vec<String> = cmd
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let append = args[args.iter().position(|a| a == "-append").unwrap() + 1].clone();
+        (args.join(" "), append)
+    }
+
+    #[test]
+    fn command_line_has_console_channel_and_marker() {
+        let (joined, append) = render(
+            BootMedia::Initrd("/k/init.cpio".into()),
+            Some("/tmp/a,b/ctl.sock".into()),
+        );
+        assert!(joined.contains("-accel tcg -cpu max,la57=off"));
+        assert!(joined.contains("socket,id=kchaos-ctl,path=/tmp/a,,b/ctl.sock,server=off"));
+        assert!(joined.contains("name=org.kchaos.ctl"));
+        assert!(append.contains("kchaos.vm=1") && append.contains("console=ttyS0"));
+        assert!(
+            !append.contains("root="),
+            "an initramfs boot names no root device"
+        );
+    }
+
+    #[test]
+    fn a_disk_boots_from_nvme_without_touching_the_image() {
+        let (joined, append) = render(BootMedia::Disk("/c/disk,1.img".into()), None);
+        assert!(
+            joined.contains("file=/c/disk,,1.img,if=none,id=kchaos-root,format=raw,snapshot=on")
+        );
+        assert!(joined.contains("-device nvme,drive=kchaos-root"));
+        assert!(!joined.contains("-initrd"));
+        assert!(
+            append.ends_with("root=/dev/nvme0n1 rootfstype=ext4 rw"),
+            "{append}"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Glue between a cell and `kchaos-images`: the guest image for a kernel and a scenario,
+//! an initramfs or a systemd disk as the scenario's `[vm] image` says.
+
+use std::path::PathBuf;
+
+use kchaos_images::modules::{LoadableModule, ModuleError, ModuleTree};
+use kchaos_images::payload::Payload;
+use kchaos_images::{initramfs, systemd, Cache, Kernel};
+use kchaos_model::scenario::{ImageKind, Scenario};
+use serde::{Deserialize, Serialize};
+
+use crate::vm::command::{BootMedia, CHANNEL_MODULES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Modules(#[from] ModuleError),
+    #[error(transparent)]
+    Tools(#[from] kchaos_images::tools::ToolError),
+    #[error(transparent)]
+    Initramfs(#[from] initramfs::InitramfsError),
+    #[error(transparent)]
+    Systemd(#[from] systemd::SystemdImageError),
+    #[error("Kernel {release} has {option}=m but no modules directory was given (path:<bzImage>,modules=<dir>)")]
+    NeedsModules { release: String, option: String },
+}
+
+/// The kernel options behind the channel modules, to explain a missing modules dir.
+const CHANNEL_OPTIONS: &[&str] = &["CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE"];
+
+/// What a cell boots, ready for QEMU.
+#[derive(Debug, Clone)]
+pub struct GuestImage {
+    pub media: BootMedia,
+    /// Kernel parameters the image needs.
+    pub cmdline: Vec<String>,
+    pub info: ImageInfo,
+    pub size: u64,
+}
+
+/// Which image a cell booted, recorded with its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub kind: ImageKind,
+    /// Content hash of everything in the image (runner, modules, tools, recipe).
+    pub key: String,
+}
+
+/// Builds (or finds in the cache) the image `scenario` runs in on `kernel`.
+pub fn image_for(
+    cache: &Cache,
+    kernel: &Kernel,
+    runner: &[u8],
+    scenario: &Scenario,
+) -> Result<GuestImage, ImageError> {
+    let tools = kchaos_images::tools::collect(&scenario.vm.tools)?;
+    let modules = modules_for(kernel, &scenario.modules())?;
+    let payload = Payload {
+        runner,
+        release: &kernel.release,
+        modules: &modules,
+        tools: &tools,
+    };
+    Ok(match scenario.vm.image {
+        ImageKind::Initramfs => {
+            let built = initramfs::build(cache, &payload)?;
+            GuestImage {
+                media: BootMedia::Initrd(built.path),
+                cmdline: Vec::new(),
+                info: ImageInfo {
+                    kind: ImageKind::Initramfs,
+                    key: built.key,
+                },
+                size: built.size,
+            }
+        }
+        ImageKind::Systemd => {
+            let built = systemd::build(cache, &payload)?;
+            GuestImage {
+                media: BootMedia::Disk(built.path),
+                cmdline: built.cmdline,
+                info: ImageInfo {
+                    kind: ImageKind::Systemd,
+                    key: built.key,
+                },
+                size: built.size,
+            }
+        }
+    })
+}
+
+impl GuestImage {
+    /// The image file, for messages.
+    pub fn path(&self) -> &PathBuf {
+        match &self.media {
+            BootMedia::Initrd(p) | BootMedia::Disk(p) => p,
+        }
+    }
+}
+
+/// The channel's modules plus the scenario's, with their dependencies, load order first.
+fn modules_for(
+    kernel: &Kernel,
+    scenario_modules: &[String],
+) -> Result<Vec<LoadableModule>, ImageError> {
+    let mut wanted: Vec<String> = CHANNEL_MODULES.iter().map(|m| (*m).to_owned()).collect();
+    wanted.extend(scenario_modules.iter().cloned());
+    match &kernel.modules_dir {
+        Some(dir) => Ok(ModuleTree::open(dir, Some(&kernel.release))?.resolve(&wanted)?),
+        None => {
+            if let Some(config) = kernel.config() {
+                if let Some(option) = CHANNEL_OPTIONS.iter().find(|o| config.get(o) == Some("m")) {
+                    return Err(ImageError::NeedsModules {
+                        release: kernel.release.clone(),
+                        option: (*option).to_owned(),
+                    });
+                }
+            }
+            if let Some(m) = scenario_modules.first() {
+                return Err(ModuleError::NotFound {
+                    name: m.clone(),
+                    dir: "(no modules directory given)".to_owned(),
+                }
+                .into());
+            }
+            Ok(Vec::new())
+        }
+    }
+}
