@@ -492,3 +492,154 @@ fn every_command_uses_the_kernel_list_it_is_given() {
         );
     }
 }
+
+/// A results directory with the given cells (scenario, kernel spec, verdict, reason).
+fn results_dir(dir: &Path, name: &str, cells: &[(&str, &str, &str, &str)]) -> String {
+    let cells: Vec<serde_json::Value> = cells
+        .iter()
+        .enumerate()
+        .map(|(i, (scenario, kernel, verdict, reason))| {
+            serde_json::json!({
+                "id": format!("{scenario}/k/r{i}"), "scenario": scenario, "scenario_file": "s.toml",
+                "kernel": {"spec": kernel, "resolved": kernel, "release": "6.1.0-56-cloud-amd64", "package": null},
+                "accel": "tcg", "seed": 1, "repeat": i, "verdict": verdict,
+                "reasons": if reason.is_empty() { vec![] } else { vec![*reason] },
+                "fingerprint": null, "boot_ms": 1, "guest_ready_ms": 1, "duration_ms": 1,
+                "metrics": {}, "signatures": [], "notes": [],
+                "artifacts": {"dir": null, "console": null, "kmsg": null, "qemu_log": null, "sysrq": null, "vmcore": null},
+                "started_at": "2026-11-23T00:00:00Z"
+            })
+        })
+        .collect();
+    let results = serde_json::json!({
+        "kchaos_version": "0", "started_at": "2026-11-23T00:00:00Z", "finished_at": null,
+        "host": {"qemu": null, "accel": null, "accel_reason": null}, "cells": cells
+    });
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    std::fs::write(dir.join(name).join("results.json"), results.to_string()).unwrap();
+    name.to_owned()
+}
+
+/// Issue #16: a known issue turns a failure into `known` and the gate passes; once the
+/// entry expires the same failure fails the gate again; a regression or missing cells
+/// are never excused.
+#[test]
+fn the_gate_classifies_and_known_issues_excuse_only_what_they_describe() {
+    let dir = tempfile::tempdir().unwrap();
+    let lockup = "kernel log: [soft-lockup] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!";
+    results_dir(
+        dir.path(),
+        "base",
+        &[
+            ("a", "deb", "pass", ""),
+            ("b", "deb", "pass", ""),
+            ("c", "deb", "fail", lockup),
+        ],
+    );
+    results_dir(
+        dir.path(),
+        "cand",
+        &[
+            ("a", "deb", "pass", ""),
+            ("b", "deb", "fail", lockup),
+            ("c", "deb", "fail", lockup),
+        ],
+    );
+    let gate = |known: &str| {
+        std::fs::write(dir.path().join("known-issues.toml"), known).unwrap();
+        kchaos(
+            &[
+                "gate",
+                "--baseline",
+                "base",
+                "--candidate",
+                "cand",
+                "--json",
+                "gate.json",
+            ],
+            dir.path(),
+        )
+    };
+    // No entry: b regressed, c fails persistently.
+    let out = gate("");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("regression") && text(&out).contains("persistent-failure"),
+        "{}",
+        text(&out)
+    );
+    // An entry for the soft lockup on b and c: both known, the gate passes.
+    let entry = |expires: &str| {
+        format!("[[issue]]\nid = \"lockup-1\"\nlink = \"https://bugs.example/1\"\nscenario = \"[bc]\"\nmatch = \"soft lockup\"\nexpires = \"{expires}\"\n")
+    };
+    let out = gate(&entry("2099-01-01"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("known issues matched: lockup-1 (3)"),
+        "{}",
+        text(&out)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("gate.json")).unwrap()).unwrap();
+    let class = |s: &str| {
+        json["gate"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["scenario"] == s)
+            .unwrap()["class"]
+            .clone()
+    };
+    assert_eq!(class("b"), "known");
+    assert_eq!(class("a"), "pass");
+    // Expired: the same failures fail the gate again, and it says why.
+    let out = gate(&entry("2020-01-01"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("expired (no longer excuse their failures): lockup-1"),
+        "{}",
+        text(&out)
+    );
+    // An entry that matches nothing is reported as possibly fixed.
+    let out =
+        gate("[[issue]]\nid = \"gone\"\nlink = \"https://bugs.example/2\"\nscenario = \"zzz\"\n");
+    assert!(
+        text(&out).contains("possibly fixed (matched nothing): gone"),
+        "{}",
+        text(&out)
+    );
+    // Missing cells are incomplete (3).
+    results_dir(
+        dir.path(),
+        "partial",
+        &[("a", "deb", "pass", ""), ("b", "deb", "pass", "")],
+    );
+    let out = kchaos(
+        &[
+            "gate",
+            "--baseline",
+            "base",
+            "--candidate",
+            "partial",
+            "--no-known-issues",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("missing"), "{}", text(&out));
+    // A broken known-issues file is located, for gate and validate alike.
+    std::fs::write(
+        dir.path().join("known-issues.toml"),
+        "[[issue]]\nid = \"x\"\nlink = \"nope\"\nscenario = \"a\"\n",
+    )
+    .unwrap();
+    for args in [vec!["gate", "cand"], vec!["validate", "known-issues.toml"]] {
+        let out = kchaos(&args, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("known-issues.toml:3:8: issue[0].link: `nope` is not a link"),
+            "{}",
+            text(&out)
+        );
+    }
+}

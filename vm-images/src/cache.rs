@@ -86,7 +86,11 @@ impl Cache {
             path: path.display().to_string(),
             source,
         };
-        let parent = path.parent().unwrap_or(Path::new("."));
+        // A bare file name has an empty parent: the current directory.
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let mut tmp = tempfile::NamedTempFile::new_in(parent).map_err(err)?;
         tmp.write_all(bytes).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;

@@ -3,4 +3,6 @@
 
 pub mod compare;
 pub mod crash;
+pub mod gate;
+pub mod known;
 pub mod trials;

@@ -183,3 +183,41 @@ pub fn default_out(what: Option<&str>) -> PathBuf {
         .find(|p| !p.exists())
         .unwrap_or(base)
 }
+
+/// The known-issues file (`known-issues.toml`): failures it describes are `known`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KnownArgs {
+    /// Known issues to triage failures with [default: ./known-issues.toml if present].
+    #[arg(long, value_name = "FILE", conflicts_with = "no_known_issues")]
+    pub known_issues: Option<PathBuf>,
+    /// Ignore ./known-issues.toml: every failure counts.
+    #[arg(long)]
+    pub no_known_issues: bool,
+}
+
+impl KnownArgs {
+    /// The entries, validated; `None` when none apply.
+    pub fn load(
+        &self,
+        list: &KernelListArgs,
+    ) -> Result<Option<std::sync::Arc<kchaos_harness::analysis::known::KnownIssues>>, CliError>
+    {
+        use kchaos_harness::analysis::known::{KnownError, KnownIssues};
+        if self.no_known_issues {
+            return Ok(None);
+        }
+        let kernels = list.load()?;
+        match KnownIssues::load_optional(self.known_issues.as_deref(), &kernels) {
+            Ok(k) if k.issues.is_empty() && self.known_issues.is_none() => Ok(None),
+            Ok(k) => Ok(Some(std::sync::Arc::new(k))),
+            Err(KnownError::Invalid(errors)) => Err(CliError::Usage(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )),
+            Err(e) => Err(CliError::usage(kchaos_harness::error::error_chain(&e))),
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod exit;
+pub mod gate;
 pub mod host;
 pub mod repro;
 pub mod results;
@@ -116,6 +117,10 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
     },
+    /// The gate for CI: classify every scenario of a candidate against a baseline
+    /// (regression, fixed, unstable, persistent failure, new, missing, known); exit 0
+    /// nothing new, 1 a regression or untriaged failure, 3 cells missing or in error.
+    Gate(Box<gate::GateArgs>),
     /// Run one scenario on one kernel in fresh VMs until the outcome appears or the
     /// budget is spent; exit 1 when reproduced, 0 when not, 125 when no run could be
     /// judged (usable as `git bisect run`).
@@ -160,6 +165,7 @@ pub fn dispatch(command: Command, cache: Cache) -> Result<Exit, CliError> {
             json,
         } => results::compare(&sources, &compare, &list, all, report, json),
         Command::Merge { dirs, out } => results::merge(&dirs, &out),
+        Command::Gate(args) => gate::gate(&args),
         Command::Repro(args) => repro::repro(*args, cache),
         Command::Replay(args) => repro::replay(*args, cache),
         Command::Bisect(args) => repro::bisect(*args, cache),

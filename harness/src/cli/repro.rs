@@ -235,6 +235,8 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
         db: None,
         seed: Some(manifest.seed),
         same_seed: true,
+        // A replay asks whether the failure recurs, known or not.
+        known: None,
     };
     println!(
         "replaying {} ({}: {}) on {}, seed {}, {} run{}",

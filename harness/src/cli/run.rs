@@ -10,7 +10,7 @@ use kchaos_harness::run::session::Session;
 use kchaos_harness::scenario;
 use kchaos_images::Cache;
 
-use super::args::{default_out, KernelListArgs, VmArgs};
+use super::args::{default_out, KernelListArgs, KnownArgs, VmArgs};
 use super::exit::{CliError, Exit};
 use super::{describe_session, results, run_error, runtime};
 
@@ -50,6 +50,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     #[command(flatten)]
+    pub known: KnownArgs,
+    #[command(flatten)]
     pub vm: VmArgs,
 }
 
@@ -71,6 +73,9 @@ pub fn run(args: RunArgs, cache: Cache) -> Result<Exit, CliError> {
         matrix::run(&session, &opts).await
     })?;
     print!("{}", summary_table(&outcome.results));
+    if let Some(triage) = &outcome.results.triage {
+        super::gate::print_triage(triage);
+    }
     println!(
         "results: {}",
         kchaos_harness::results::RunResults::path(&outcome.dir).display()
@@ -104,6 +109,7 @@ fn matrix_options(args: &RunArgs) -> Result<MatrixOptions, CliError> {
             db: args.db.clone(),
             seed: args.seed.or(plan.seed),
             same_seed: false,
+            known: args.known.load(&args.list)?,
         });
     }
     let kernels = args.list.expand(&args.kernels)?;
@@ -128,6 +134,7 @@ fn matrix_options(args: &RunArgs) -> Result<MatrixOptions, CliError> {
         db: args.db.clone(),
         seed: args.seed,
         same_seed: false,
+        known: args.known.load(&args.list)?,
     })
 }
 
@@ -139,6 +146,10 @@ pub fn validate(files: &[PathBuf]) -> Exit {
     };
     let mut bad = false;
     for path in paths {
+        if is_known_issues_file(&path) {
+            bad |= !validate_known(&path);
+            continue;
+        }
         match scenario::load_file(&path) {
             Ok(s) => println!(
                 "ok: {} ({}: {} workloads, {} probes, {} checks)",
@@ -160,5 +171,34 @@ pub fn validate(files: &[PathBuf]) -> Exit {
         Exit::Usage
     } else {
         Exit::Ok
+    }
+}
+
+/// A known-issues file (its top level is `[[issue]]` entries) rather than a scenario.
+fn is_known_issues_file(path: &std::path::Path) -> bool {
+    scenario::read_source(path)
+        .ok()
+        .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+        .is_some_and(|t| t.contains_key("issue") && !t.contains_key("scenario"))
+}
+
+fn validate_known(path: &std::path::Path) -> bool {
+    use kchaos_harness::analysis::known::KnownIssues;
+    let kernels = match kchaos_images::kernel_list::KernelList::load_default() {
+        Ok(k) => k,
+        Err(e) => {
+            println!("{}", kchaos_harness::error::error_chain(&e));
+            return false;
+        }
+    };
+    match KnownIssues::load(path, &kernels) {
+        Ok(k) => {
+            println!("ok: {} ({} known issues)", path.display(), k.issues.len());
+            true
+        }
+        Err(e) => {
+            println!("{e}");
+            false
+        }
     }
 }

@@ -147,6 +147,8 @@ fn combine(runs: &[LoadedRun]) -> RunResults {
         host: first.map(|r| r.host.clone()).unwrap_or_default(),
         plan,
         cells,
+        // Shards triaged with the same file agree; a merge does not re-triage.
+        triage: first.and_then(|r| r.triage.clone()),
     }
 }
 

@@ -86,6 +86,32 @@ pub struct CellResult {
     pub notes: Vec<String>,
     pub artifacts: Artifacts,
     pub started_at: String,
+    /// The known issue this failure matched, if any.
+    #[serde(default)]
+    pub known: Option<KnownMatch>,
+}
+
+/// The known issue a failing cell matched (`known-issues.toml`): the cell's verdict
+/// stays what the kernel did, its class is `known`, and it does not fail the gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownMatch {
+    /// The entry's id.
+    pub id: String,
+    pub link: String,
+}
+
+/// What a run's cells made of the known issues: which entries matched, which matched
+/// nothing (possibly fixed), which would have matched but expired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriageSummary {
+    /// The known-issues file.
+    pub file: String,
+    /// Entry id → cells it matched.
+    pub matched: BTreeMap<String, usize>,
+    /// Entries that matched no cell: the bug may be fixed (or the cell did not run).
+    pub possibly_fixed: Vec<String>,
+    /// Entries past their expiry that would have matched: their cells fail again.
+    pub expired: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +124,9 @@ pub struct RunResults {
     #[serde(default)]
     pub plan: Option<PlanInfo>,
     pub cells: Vec<CellResult>,
+    /// The known issues applied to the cells, when a known-issues file was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triage: Option<TriageSummary>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -183,6 +212,7 @@ impl CellResult {
             notes: Vec::new(),
             artifacts: Artifacts::default(),
             started_at: now_rfc3339(),
+            known: None,
         }
     }
 
@@ -287,5 +317,6 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
             ..Artifacts::default()
         },
         started_at: "2026-11-23T00:00:00Z".to_owned(),
+        known: None,
     }
 }

@@ -396,6 +396,7 @@ pub fn empty_results() -> RunResults {
         host: HostInfo::default(),
         plan: None,
         cells: Vec::new(),
+        triage: None,
     }
 }
 

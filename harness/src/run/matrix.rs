@@ -11,6 +11,7 @@ use super::recorder::{was_interrupted, Recorder};
 use super::scheduler::{self, Ended, Flow};
 use super::session::{random_seed, Job, Session};
 use super::{RunError, RunOutcome};
+use crate::analysis::known::{triage_cell, Day, KnownIssues, Triage, TriageSummary};
 use crate::plan::{self, CellKey, Planned, Shard};
 use crate::results::sources;
 use crate::results::{now_rfc3339, HostInfo, PlanInfo, RunResults};
@@ -34,6 +35,8 @@ pub struct MatrixOptions {
     /// Every repeat uses `seed` itself rather than one derived per repeat (replaying a
     /// bundle: the same run again and again).
     pub same_seed: bool,
+    /// Known issues: failures they describe are recorded as known.
+    pub known: Option<Arc<KnownIssues>>,
 }
 
 /// The matrix of `opts`, as lines for `kchaos run --plan`.
@@ -107,6 +110,7 @@ pub async fn run(session: &Arc<Session>, opts: &MatrixOptions) -> Result<RunOutc
         host: host_info(session),
         plan: Some(plan_info.clone()),
         cells: Vec::new(),
+        triage: None,
     };
     if opts.resume {
         let (_, earlier) = stored_plan(&opts.out)?;
@@ -158,6 +162,24 @@ pub async fn run(session: &Arc<Session>, opts: &MatrixOptions) -> Result<RunOutc
         results: rec.results,
         interrupted,
     })
+}
+
+/// Triages every cell (kept ones of a resumed run included) and summarises the entries.
+pub fn triage_all(
+    known: &KnownIssues,
+    cells: &mut [crate::results::CellResult],
+    today: Day,
+) -> TriageSummary {
+    let mut triaged = Vec::with_capacity(cells.len());
+    for cell in cells.iter_mut() {
+        let t = triage_cell(known, cell, today);
+        cell.known = match &t {
+            Triage::Known(m) => Some(m.clone()),
+            _ => None,
+        };
+        triaged.push(t);
+    }
+    TriageSummary::of(known, &triaged)
 }
 
 /// A planned cell as a job: its scenario, kernel and seed.

@@ -82,6 +82,7 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
         host: host_info(session),
         plan: Some(plan_info.clone()),
         cells: Vec::new(),
+        triage: None,
     };
     let plan_json = serde_json::to_string(&plan_info).unwrap_or_default();
     let mut rec = Recorder::open(&opts.out, None, results, &plan_json, order);

@@ -114,6 +114,22 @@ pub fn locate_toml_error(file: &str, source: &str, err: &toml::de::Error) -> Sce
     }
 }
 
+/// An error at byte `span` of `source` (any kchaos TOML file) as
+/// `FILE:LINE:COL: key: message`, the key path found when the document parses: for files
+/// other than scenarios that validate values after deserialising them.
+pub fn error_at(
+    file: &str,
+    source: &str,
+    span: Range<usize>,
+    message: impl Into<String>,
+) -> ScenarioError {
+    let locator = Locator::new(file, source);
+    match DeTable::parse(source) {
+        Ok(root) => locator.with_root(&root).at(span, message),
+        Err(_) => locator.at(span, message),
+    }
+}
+
 /// serde's messages are terse; make the common ones say what is allowed.
 fn explain_toml_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field ") {
