@@ -14,6 +14,38 @@ use kchaos_model::scenario::{Host, Scenario, ScenarioError};
 /// `/dev/zero` once made `validate` read 5 GB).
 pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
 
+/// The scenarios shipped with this build (`scenarios/**/*.toml`: relative path, text),
+/// so an installed `kchaos` runs them outside a checkout.
+pub const BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin_scenarios.rs"));
+
+/// The shipped scenarios as files (`<cache>/builtin/<version>-<hash>/scenarios`), written
+/// once: runs record their scenario paths, and `--resume` reads them again.
+pub fn builtin_dir(cache: &kchaos_images::Cache) -> Result<PathBuf, kchaos_images::cache::CacheError> {
+    let mut h = kchaos_images::cache::KeyHasher::new("builtin-scenarios-v1");
+    for (path, text) in BUILTIN {
+        h.field(path.as_bytes()).field(text.as_bytes());
+    }
+    let key = h.finish();
+    let dir = cache
+        .dir("builtin")?
+        .join(format!("{}-{}", kchaos_model::VERSION, &key[..16]));
+    for (rel, text) in BUILTIN {
+        let path = dir.join(rel);
+        if !path.is_file() {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| {
+                    kchaos_images::cache::CacheError::Create {
+                        path: parent.display().to_string(),
+                        source,
+                    }
+                })?;
+            }
+            kchaos_images::Cache::write_atomic(&path, text.as_bytes())?;
+        }
+    }
+    Ok(dir.join("scenarios"))
+}
+
 /// A scenario file as loaded: where it came from, its text (kept as evidence) and model.
 #[derive(Debug, Clone)]
 pub struct LoadedScenario {
@@ -249,6 +281,19 @@ mod tests {
             read_source(&binary),
             Err(LoadError::NotText { .. })
         ));
+    }
+
+    #[test]
+    fn the_shipped_scenarios_are_built_in_and_valid() {
+        assert!(BUILTIN.iter().any(|(p, _)| *p == "scenarios/memcg-dying-cgroups.toml"));
+        assert!(BUILTIN.iter().any(|(p, _)| p.starts_with("scenarios/selftest/")));
+        let cache = kchaos_images::Cache::new(tempfile::tempdir().unwrap().keep());
+        let dir = builtin_dir(&cache).unwrap();
+        let loaded = load_all(std::slice::from_ref(&dir)).unwrap();
+        assert_eq!(
+            loaded.len(),
+            BUILTIN.iter().filter(|(p, _)| !p.contains("selftest")).count()
+        );
     }
 
     #[test]

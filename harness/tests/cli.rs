@@ -74,13 +74,29 @@ fn run_refuses_invalid_scenarios_before_booting_anything() {
 #[test]
 fn missing_scenario_path_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = kchaos(&["run", "--out", "res"], dir.path());
+    let out = kchaos(&["run", "nosuch.toml", "--out", "res"], dir.path());
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        text(&out).contains("scenarios: no such file or directory"),
+        text(&out).contains("nosuch.toml: no such file or directory"),
         "{}",
         text(&out)
     );
+}
+
+/// Issue #15: outside a checkout, `kchaos run` runs the scenarios shipped with it.
+#[test]
+fn outside_a_checkout_the_shipped_scenarios_and_kernel_list_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out = kchaos(
+        &["--cache", cache.to_str().unwrap(), "run", "--plan", "--kernel", "deb61"],
+        dir.path(),
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("shipped with kchaos"), "{t}");
+    assert!(t.contains("memcg-dying-cgroups\tdebian:6.1-cloud\t0"), "{t}");
+    assert!(!t.contains("selftest"), "self-tests run only when named: {t}");
 }
 
 #[test]

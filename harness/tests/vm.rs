@@ -671,3 +671,68 @@ fn repro_finds_a_crash_and_its_bundle_replays_it_exactly() {
     assert_eq!(again["fingerprint"]["id"], cell["fingerprint"]["id"]);
     assert_eq!(again["scenario"], cell["scenario"]);
 }
+
+/// Issue #15: `cargo install` gives a `kchaos` that needs no checkout: from another
+/// directory it validates a scenario and runs a VM cell with the runner and kernel list
+/// built into it. The install's build directory lives under the kchaos cache (when set),
+/// so CI pays for the release build once.
+#[test]
+fn an_installed_kchaos_runs_outside_a_checkout() {
+    if !vm_available() {
+        return;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let target = std::env::var_os("KCHAOS_CACHE")
+        .map(|c| PathBuf::from(c).join("build/install-target"))
+        .unwrap_or_else(|| root.path().join("target"));
+    let install = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["install", "--locked", "--path"])
+        .arg(workspace.join("harness"))
+        .arg("--root")
+        .arg(root.path())
+        .arg("--target-dir")
+        .arg(&target)
+        // The test's own cargo settings must not leak into the install.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "cargo install failed:\n{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let kchaos = root.path().join("bin/kchaos");
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(
+        elsewhere.path().join("tiny.toml"),
+        "[scenario]\nname = \"tiny\"\nduration = \"1s\"\n[[probe]]\nkind = \"counter\"\nname = \"mem\"\npath = \"/proc/meminfo\"\nkey = \"MemFree\"\ninterval = \"200ms\"\n[[check]]\nassert = \"mem.last > 1MiB\"\n",
+    )
+    .unwrap();
+    let validate = Command::new(&kchaos)
+        .args(["validate", "tiny.toml"])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert_eq!(validate.status.code(), Some(0), "{validate:?}");
+    // A kernel-list name: the list is the one built in.
+    let run = Command::new(&kchaos)
+        .args(["run", "tiny.toml", "--kernel", "deb61", "--out", "res"])
+        .current_dir(elsewhere.path())
+        .env_remove("KCHAOS_RUNNER")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(0), "{text}");
+    assert!(!text.contains("building the static guest runner"), "the runner is built in: {text}");
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(elsewhere.path().join("res/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["cells"][0]["verdict"], "pass", "{text}");
+}

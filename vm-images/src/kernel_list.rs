@@ -9,6 +9,10 @@ use serde::Deserialize;
 /// Where `kchaos` looks for the list when none is named.
 pub const DEFAULT_PATH: &str = "vm-images/kernels.toml";
 
+/// The list shipped with this build, used outside a checkout.
+pub const BUILTIN: &str = include_str!("../kernels.toml");
+const BUILTIN_NAME: &str = "(built-in) vm-images/kernels.toml";
+
 #[derive(Debug, thiserror::Error)]
 pub enum KernelListError {
     #[error("Cannot read kernel list {path}")]
@@ -64,13 +68,14 @@ impl KernelList {
         KernelList::parse(path, &text)
     }
 
-    /// The list at [`DEFAULT_PATH`] if it exists, else an empty one (specs still work).
+    /// The list at [`DEFAULT_PATH`] if it exists (a checkout), else the one shipped
+    /// inside this binary (an installed `kchaos` run from anywhere).
     pub fn load_default() -> Result<KernelList, KernelListError> {
         let path = Path::new(DEFAULT_PATH);
         if path.exists() {
             KernelList::load(path)
         } else {
-            Ok(KernelList::default())
+            KernelList::parse(Path::new(BUILTIN_NAME), BUILTIN)
         }
     }
 

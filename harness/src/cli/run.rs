@@ -56,7 +56,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs, cache: Cache) -> Result<Exit, CliError> {
-    let opts = matrix_options(&args)?;
+    let opts = matrix_options(&args, &cache)?;
     if args.plan {
         let lines = matrix::plan_lines(&opts).map_err(run_error)?;
         println!("SCENARIO\tKERNEL\tREPEAT");
@@ -95,7 +95,7 @@ pub fn run(args: RunArgs, cache: Cache) -> Result<Exit, CliError> {
 
 /// The matrix the arguments ask for: resumed from its directory, or from the scenarios
 /// and kernels given (kernel specs checked before anything starts).
-fn matrix_options(args: &RunArgs) -> Result<MatrixOptions, CliError> {
+fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliError> {
     if let Some(dir) = &args.resume {
         let (plan, _) = matrix::stored_plan(dir).map_err(run_error)?;
         super::args::check_specs(&plan.kernels)?;
@@ -113,10 +113,21 @@ fn matrix_options(args: &RunArgs) -> Result<MatrixOptions, CliError> {
         });
     }
     let kernels = args.list.expand(&args.kernels)?;
-    let scenarios = if args.scenarios.is_empty() {
+    let scenarios = if !args.scenarios.is_empty() {
+        args.scenarios.clone()
+    } else if std::path::Path::new("scenarios").is_dir() {
         vec![PathBuf::from("scenarios")]
     } else {
-        args.scenarios.clone()
+        // Outside a checkout: the scenarios shipped with this build.
+        let dir = scenario::builtin_dir(cache).map_err(|e| {
+            CliError::Infrastructure(anyhow::anyhow!(kchaos_harness::error::error_chain(&e)))
+        })?;
+        eprintln!(
+            "kchaos: no ./scenarios here: running the {} scenarios shipped with kchaos ({})",
+            scenario::BUILTIN.len(),
+            dir.display()
+        );
+        vec![dir]
     };
     if scenarios.len() == 1 && !scenarios[0].exists() {
         return Err(CliError::usage(format!(

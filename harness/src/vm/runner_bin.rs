@@ -1,9 +1,10 @@
 //! Finding the static runner binary that becomes the guest's `/init`.
 //!
-//! Order: `--runner` / `$KCHAOS_RUNNER`; in a source checkout, build it with cargo (a
-//! no-op when up to date, so edits are always picked up); else `kchaos-runner` next to
-//! the `kchaos` binary (an installed layout). It must be statically linked: the initramfs
-//! has no libc.
+//! Order: `--runner` / `$KCHAOS_RUNNER`; the runner embedded in this binary at build
+//! time (release builds: `cargo install`, `cargo kchaos`; rebuilt whenever the runner's
+//! sources change); in a source checkout, build it with cargo (a no-op when up to date,
+//! so edits are always picked up); else `kchaos-runner` next to the `kchaos` binary (the
+//! container image's layout). It must be statically linked: the initramfs has no libc.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,6 +57,14 @@ pub fn locate(explicit: Option<&Path>) -> Result<RunnerBinary, RunnerBinError> {
     }) {
         return load(&path);
     }
+    if let Some(bytes) = embedded() {
+        let path = PathBuf::from("(embedded in kchaos)");
+        check_static(&path, bytes)?;
+        return Ok(RunnerBinary {
+            path,
+            bytes: bytes.to_vec(),
+        });
+    }
     if let Some(root) = workspace_root() {
         return load(&build(&root)?);
     }
@@ -69,6 +78,18 @@ pub fn locate(explicit: Option<&Path>) -> Result<RunnerBinary, RunnerBinError> {
     })
 }
 
+/// The runner embedded at build time, if this build has one.
+pub fn embedded() -> Option<&'static [u8]> {
+    #[cfg(kchaos_embedded_runner)]
+    {
+        Some(include_bytes!(env!("KCHAOS_EMBEDDED_RUNNER")))
+    }
+    #[cfg(not(kchaos_embedded_runner))]
+    {
+        None
+    }
+}
+
 /// Builds the runner statically. `--target` must be explicit so RUSTFLAGS apply to the
 /// runner only, not to build scripts and proc macros (which cannot be static).
 pub fn build(root: &Path) -> Result<PathBuf, RunnerBinError> {
@@ -79,7 +100,6 @@ pub fn build(root: &Path) -> Result<PathBuf, RunnerBinError> {
     cmd.current_dir(root)
         .args([
             "build",
-            "--quiet",
             "--profile",
             PROFILE,
             "-p",
@@ -91,7 +111,8 @@ pub fn build(root: &Path) -> Result<PathBuf, RunnerBinError> {
         // Set by an outer cargo (cargo test/run); it would override RUSTFLAGS.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env("CARGO_TARGET_DIR", &target_dir);
-    tracing::info!("building the static runner (cargo build --profile {PROFILE} -p kchaos-runner --target {TARGET})");
+    // cargo's own progress goes to the terminal: the first build takes minutes.
+    eprintln!("kchaos: building the static guest runner (cargo build --profile {PROFILE} -p kchaos-runner --target {TARGET}); the first build takes a few minutes, later ones seconds");
     let status = cmd.status().map_err(RunnerBinError::Cargo)?;
     if !status.success() {
         return Err(RunnerBinError::Build {
