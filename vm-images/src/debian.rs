@@ -5,62 +5,86 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheError};
 use crate::command::{self, CommandError};
-use crate::kernel::{Kernel, KernelError};
+use crate::resolved::Kernel;
 use crate::spec::{compare_abi, DebianVersion, Flavour};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DebianError {
+    #[error("No Debian kernel package matches `{spec}`: {detail}")]
+    NoPackage { spec: String, detail: String },
+    #[error("Package {package} has no {what}")]
+    BadPackage { package: String, what: String },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("Cannot read {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Corrupt cache entry {path}; delete it and retry")]
+    CorruptCache {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
 /// Where packages come from: apt on a real machine, a fake in tests.
 pub trait PackageSource {
     /// Package names starting with `prefix`.
-    fn names(&self, prefix: &str) -> Result<Vec<String>, KernelError>;
+    fn names(&self, prefix: &str) -> Result<Vec<String>, DebianError>;
     /// The candidate version of `package`, if apt knows it.
-    fn version(&self, package: &str) -> Result<Option<String>, KernelError>;
+    fn version(&self, package: &str) -> Result<Option<String>, DebianError>;
     /// Downloads `package` into `dir` and returns the `.deb`.
-    fn download(&self, package: &str, dir: &Path) -> Result<PathBuf, KernelError>;
+    fn download(&self, package: &str, dir: &Path) -> Result<PathBuf, DebianError>;
 }
 
 /// `apt-cache` / `apt-get download`.
 #[derive(Debug)]
 pub struct AptSource;
 
-fn run(cmd: &mut Command) -> Result<String, KernelError> {
+fn run(cmd: &mut Command) -> Result<String, DebianError> {
     Ok(command::run(cmd)?)
 }
 
 impl PackageSource for AptSource {
-    fn names(&self, prefix: &str) -> Result<Vec<String>, KernelError> {
+    fn names(&self, prefix: &str) -> Result<Vec<String>, DebianError> {
         Ok(run(Command::new("apt-cache").arg("pkgnames").arg(prefix))?
             .lines()
             .map(str::to_owned)
             .collect())
     }
 
-    fn version(&self, package: &str) -> Result<Option<String>, KernelError> {
+    fn version(&self, package: &str) -> Result<Option<String>, DebianError> {
         match run(Command::new("apt-cache").args(["show", "--no-all-versions", package])) {
             Ok(text) => Ok(text
                 .lines()
                 .find_map(|l| l.strip_prefix("Version: "))
                 .map(|v| v.trim().to_owned())),
             // apt-cache exits 100 for unknown packages.
-            Err(KernelError::Command(CommandError::Failed { .. })) => Ok(None),
+            Err(DebianError::Command(CommandError::Failed { .. })) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    fn download(&self, package: &str, dir: &Path) -> Result<PathBuf, KernelError> {
+    fn download(&self, package: &str, dir: &Path) -> Result<PathBuf, DebianError> {
         run(Command::new("apt-get")
             .args(["download", "-q", package])
             .current_dir(dir))?;
         let deb = std::fs::read_dir(dir)
-            .map_err(|source| KernelError::Io {
+            .map_err(|source| DebianError::Io {
                 path: dir.display().to_string(),
                 source,
             })?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == "deb"));
-        deb.ok_or_else(|| KernelError::BadPackage {
+        deb.ok_or_else(|| DebianError::BadPackage {
             package: package.to_owned(),
             what: ".deb after apt-get download".to_owned(),
         })
@@ -120,7 +144,7 @@ pub(crate) fn fetch(
     version: &DebianVersion,
     flavour: Flavour,
     source: &dyn PackageSource,
-) -> Result<Kernel, KernelError> {
+) -> Result<Kernel, DebianError> {
     let abi = match version {
         DebianVersion::Abi(abi) => abi.clone(),
         DebianVersion::Series(series) => newest_abi(cache, spec, series, flavour, source)?,
@@ -149,7 +173,7 @@ pub(crate) fn fetch(
             return load(&dir, spec);
         }
     }
-    Err(KernelError::NoPackage {
+    Err(DebianError::NoPackage {
         spec: spec.to_owned(),
         detail: format!(
             "apt offers neither {} nor its signed variant, and neither is cached",
@@ -164,7 +188,7 @@ fn newest_abi(
     series: &str,
     flavour: Flavour,
     source: &dyn PackageSource,
-) -> Result<String, KernelError> {
+) -> Result<String, DebianError> {
     let mut abis: Vec<String> = match source.names(&format!("linux-image-{series}.")) {
         Ok(names) => names
             .iter()
@@ -182,7 +206,7 @@ fn newest_abi(
             .map(|(a, _)| a)
             .filter(|a| in_series(a, series)),
     );
-    abis.into_iter().max_by(|a, b| compare_abi(a, b)).ok_or_else(|| KernelError::NoPackage {
+    abis.into_iter().max_by(|a, b| compare_abi(a, b)).ok_or_else(|| DebianError::NoPackage {
         spec: spec.to_owned(),
         detail: format!(
             "apt knows no linux-image-{series}.*-{} package (is a Debian bookworm apt source configured? run `apt-get update`) and none is cached in {}",
@@ -199,7 +223,7 @@ fn unpack(
     package: &str,
     version: &str,
     source: &dyn PackageSource,
-) -> Result<Kernel, KernelError> {
+) -> Result<Kernel, DebianError> {
     let dir = cache
         .dir("kernels/debian")?
         .join(format!("{package}_{version}"));
@@ -223,7 +247,7 @@ fn unpack(
                     .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
             })
     };
-    let image = find("vmlinuz-").ok_or_else(|| KernelError::BadPackage {
+    let image = find("vmlinuz-").ok_or_else(|| DebianError::BadPackage {
         package: package.to_owned(),
         what: "boot/vmlinuz-*".to_owned(),
     })?;
@@ -254,7 +278,7 @@ fn unpack(
         modules_dir: modules.as_deref().map(rel),
         config_path: config.as_deref().map(rel),
     };
-    let meta = serde_json::to_vec_pretty(&kernel).map_err(|source| KernelError::CorruptCache {
+    let meta = serde_json::to_vec_pretty(&kernel).map_err(|source| DebianError::CorruptCache {
         path: dir.display().to_string(),
         source,
     })?;
@@ -267,14 +291,14 @@ fn unpack(
 }
 
 /// Reads a cached kernel; paths in `kernel.json` are relative to its directory.
-fn load(dir: &Path, spec: &str) -> Result<Kernel, KernelError> {
+fn load(dir: &Path, spec: &str) -> Result<Kernel, DebianError> {
     let path = dir.join("kernel.json");
-    let text = std::fs::read(&path).map_err(|source| KernelError::Io {
+    let text = std::fs::read(&path).map_err(|source| DebianError::Io {
         path: path.display().to_string(),
         source,
     })?;
     let mut kernel: Kernel =
-        serde_json::from_slice(&text).map_err(|source| KernelError::CorruptCache {
+        serde_json::from_slice(&text).map_err(|source| DebianError::CorruptCache {
             path: path.display().to_string(),
             source,
         })?;
@@ -291,11 +315,11 @@ pub fn debug_vmlinux(
     cache: &Cache,
     kernel: &Kernel,
     source: &dyn PackageSource,
-) -> Result<PathBuf, KernelError> {
+) -> Result<PathBuf, DebianError> {
     let package = kernel
         .package
         .as_deref()
-        .ok_or_else(|| KernelError::NoPackage {
+        .ok_or_else(|| DebianError::NoPackage {
             spec: kernel.spec.clone(),
             detail: "it is not a Debian package; pass the vmlinux of the build with --vmlinux"
                 .to_owned(),
@@ -310,7 +334,7 @@ pub fn debug_vmlinux(
         return Ok(vmlinux);
     }
     if source.version(&dbg)?.is_none() {
-        return Err(KernelError::NoPackage {
+        return Err(DebianError::NoPackage {
             spec: kernel.spec.clone(),
             detail: format!("apt offers no {dbg} (Debian keeps -dbg packages for some ABIs only)"),
         });
@@ -327,11 +351,11 @@ pub fn debug_vmlinux(
     );
     run(Command::new("sh").arg("-c").arg(&script))?;
     let extracted = scratch.path().join(member.trim_start_matches("./"));
-    std::fs::create_dir_all(&dir).map_err(|source| KernelError::Io {
+    std::fs::create_dir_all(&dir).map_err(|source| DebianError::Io {
         path: dir.display().to_string(),
         source,
     })?;
-    std::fs::rename(&extracted, &vmlinux).map_err(|source| KernelError::Io {
+    std::fs::rename(&extracted, &vmlinux).map_err(|source| DebianError::Io {
         path: vmlinux.display().to_string(),
         source,
     })?;
@@ -376,7 +400,7 @@ mod tests {
     struct Fake(Vec<&'static str>);
 
     impl PackageSource for Fake {
-        fn names(&self, prefix: &str) -> Result<Vec<String>, KernelError> {
+        fn names(&self, prefix: &str) -> Result<Vec<String>, DebianError> {
             Ok(self
                 .0
                 .iter()
@@ -384,11 +408,11 @@ mod tests {
                 .map(|s| (*s).to_owned())
                 .collect())
         }
-        fn version(&self, package: &str) -> Result<Option<String>, KernelError> {
+        fn version(&self, package: &str) -> Result<Option<String>, DebianError> {
             Ok(self.0.contains(&package).then(|| "1.0".to_owned()))
         }
-        fn download(&self, package: &str, _dir: &Path) -> Result<PathBuf, KernelError> {
-            Err(KernelError::BadPackage {
+        fn download(&self, package: &str, _dir: &Path) -> Result<PathBuf, DebianError> {
+            Err(DebianError::BadPackage {
                 package: package.to_owned(),
                 what: "network in tests".to_owned(),
             })

@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod kernel_list;
 pub mod modules;
 pub mod payload;
+pub mod resolved;
 pub mod spec;
 pub mod systemd;
 pub mod tools;
