@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::bzimage::{self, BzImageError};
 use crate::cache::Cache;
 use crate::debian::{self, AptSource, DebianError, PackageSource};
-pub use crate::resolved::Kernel;
+pub use crate::resolved::{DebianPackage, Kernel};
 use crate::spec::{KernelSpec, SpecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,9 +39,13 @@ pub fn resolve_with(
     source: &dyn PackageSource,
 ) -> Result<Kernel, KernelError> {
     match KernelSpec::parse(spec)? {
-        KernelSpec::Debian { version, flavour } => {
-            Ok(debian::fetch(cache, spec, &version, flavour, source)?)
-        }
+        KernelSpec::Debian {
+            version,
+            flavour,
+            release,
+        } => Ok(debian::fetch(
+            cache, spec, &version, flavour, release, source,
+        )?),
         KernelSpec::Path {
             bzimage,
             modules,
@@ -97,6 +101,7 @@ fn local(
         resolved: spec.to_owned(),
         release,
         package: None,
+        debian: None,
         bzimage: bzimage
             .canonicalize()
             .unwrap_or_else(|_| bzimage.to_path_buf()),

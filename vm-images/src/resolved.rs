@@ -18,12 +18,29 @@ pub struct Kernel {
     pub resolved: String,
     /// `uname -r`.
     pub release: String,
-    /// Debian package and version, for the evidence trail.
+    /// Debian package and version (`linux-image-6.1.0-56-cloud-amd64-unsigned 6.1.158-1`),
+    /// for the evidence trail; [`Kernel::debian`] has them as fields.
     pub package: Option<String>,
+    /// Where a Debian kernel came from; `None` for local builds.
+    #[serde(default)]
+    pub debian: Option<DebianPackage>,
     pub bzimage: PathBuf,
     /// `lib/modules/<release>`, when modules exist.
     pub modules_dir: Option<PathBuf>,
     pub config_path: Option<PathBuf>,
+}
+
+/// The Debian package a kernel was unpacked from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DebianPackage {
+    /// `linux-image-6.1.0-56-cloud-amd64-unsigned`.
+    pub name: String,
+    /// `6.1.158-1`.
+    pub version: String,
+    /// The archive suite apt took it from (`bookworm-security`). `None` only for a
+    /// package an older kchaos unpacked (it did not record suites) that the lists no
+    /// longer offer.
+    pub suite: Option<String>,
 }
 
 impl Kernel {
