@@ -125,10 +125,11 @@ pub fn first_error(text: &str) -> String {
     }
 }
 
-/// Updates that failed in this process, by state directory, with their message: retried
-/// by the next process, not by every kernel of this one (an offline run would otherwise
-/// wait on the network once per kernel).
-static FAILED_UPDATES: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+/// States refreshed (or tried) in this process, by directory, with the failure if any:
+/// a failed refresh is retried by the next process, not by every kernel of this one (an
+/// offline run would otherwise wait on the network once per kernel).
+type Outcome = Result<(), String>;
+static REFRESHED: Mutex<Vec<(PathBuf, Outcome)>> = Mutex::new(Vec::new());
 
 /// The apt state of one release.
 #[derive(Debug)]
@@ -212,7 +213,57 @@ impl AptState {
     /// from an earlier one is a warning (offline runs keep working with what is known);
     /// without any lists it is an error.
     pub fn refresh_if_stale(&self) -> Result<(), AptError> {
+        // Once per process and state: a matrix resolves many kernels of one release,
+        // and with a max age of 0 each would refresh again.
+        let attempted = REFRESHED.lock().ok().and_then(|done| {
+            done.iter()
+                .find(|(dir, _)| *dir == self.dir)
+                .map(|(_, outcome)| outcome.clone())
+        });
+        let (state, last) = self.freshness();
+        let usable = matches!(state, Freshness::Stale { .. } | Freshness::Fresh);
+        match attempted {
+            Some(Ok(())) => return Ok(()),
+            // Already reported in this process.
+            Some(Err(_)) if usable => return Ok(()),
+            Some(Err(detail)) => return Err(self.update_error(&detail, detail.clone())),
+            None if state == Freshness::Fresh => return Ok(()),
+            None => {}
+        }
         let _lock = self.lock(FlockArg::LockExclusive)?;
+        // Another process may have refreshed while this one waited for the lock.
+        let (state, last_now) = self.freshness();
+        if state == Freshness::Fresh {
+            return Ok(());
+        }
+        let result = self.update(state);
+        if let Ok(mut done) = REFRESHED.lock() {
+            let outcome = result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|(_, detail)| detail.clone());
+            done.push((self.dir.clone(), outcome));
+        }
+        match result {
+            Ok(()) => {
+                let stamp = self.stamp();
+                write_if_changed(&stamp, &self.sources).and_then(|()| touch(&stamp))
+            }
+            Err((e, _)) if usable => {
+                if let Some(age) = last.or(last_now).and_then(|t| t.elapsed().ok()) {
+                    tracing::warn!(
+                        "{e}; using the lists from {} ago",
+                        humantime::format_duration(Duration::from_secs(age.as_secs()))
+                    );
+                }
+                Ok(())
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// How fresh the lists are, and when they were last refreshed.
+    fn freshness(&self) -> (Freshness, Option<SystemTime>) {
         let stamp = self.stamp();
         let last = std::fs::read_to_string(&stamp)
             .ok()
@@ -223,38 +274,15 @@ impl AptState {
             SystemTime::now(),
             self.config.max_age,
         );
-        let usable = matches!(state, Freshness::Stale { .. });
-        if state == Freshness::Fresh {
-            return Ok(());
-        }
-        let failed_before = FAILED_UPDATES.lock().ok().and_then(|f| {
-            f.iter()
-                .find(|(d, _)| *d == self.dir)
-                .map(|(_, m)| m.clone())
-        });
-        let result = match failed_before {
-            // Already reported in this process.
-            Some(_) if usable => return Ok(()),
-            Some(detail) => Err(AptError::Update {
-                release: self.release,
-                mirrors: self.mirrors(),
-                hint: update_hint(&detail),
-                detail,
-            }),
-            None => self.update(state),
-        };
-        match result {
-            Ok(()) => write_if_changed(&stamp, &self.sources).and_then(|()| touch(&stamp)),
-            Err(e) if usable => {
-                if let Some(age) = last.and_then(|(_, t)| t.elapsed().ok()) {
-                    tracing::warn!(
-                        "{e}; using the lists from {} ago",
-                        humantime::format_duration(Duration::from_secs(age.as_secs()))
-                    );
-                }
-                Ok(())
-            }
-            Err(e) => Err(e),
+        (state, last.map(|(_, t)| t))
+    }
+
+    fn update_error(&self, full: &str, detail: String) -> AptError {
+        AptError::Update {
+            release: self.release,
+            mirrors: self.mirrors(),
+            hint: update_hint(full),
+            detail,
         }
     }
 
@@ -269,11 +297,14 @@ impl AptState {
         urls.join(" and ")
     }
 
-    fn update(&self, why: Freshness) -> Result<(), AptError> {
+    /// Runs `apt-get update`; on failure, the error and its one-line summary.
+    fn update(&self, why: Freshness) -> Result<(), (AptError, String)> {
         if !self.config.keyring.is_file() {
-            return Err(AptError::NoKeyring {
+            let e = AptError::NoKeyring {
                 path: self.config.keyring.display().to_string(),
-            });
+            };
+            let detail = e.to_string();
+            return Err((e, detail));
         }
         let suites: Vec<&str> = self.release.suites().iter().map(|s| s.name).collect();
         let why = match why {
@@ -313,15 +344,7 @@ impl AptState {
                     other => other.to_string(),
                 };
                 let detail = first_error(&full);
-                if let Ok(mut failed) = FAILED_UPDATES.lock() {
-                    failed.push((self.dir.clone(), detail.clone()));
-                }
-                Err(AptError::Update {
-                    release: self.release,
-                    mirrors: self.mirrors(),
-                    hint: update_hint(&full),
-                    detail,
-                })
+                Err((self.update_error(&full, detail.clone()), detail))
             }
         }
     }

@@ -85,6 +85,9 @@ pub(crate) fn fetch(
         DebianVersion::Abi(abi) => package_name(abi, flavour, true),
     };
     let names: Vec<&str> = releases.iter().map(|r| r.name()).collect();
+    // The same failure is met once per question asked.
+    apt_problems.sort();
+    apt_problems.dedup();
     let apt = if apt_problems.is_empty() {
         String::new()
     } else {
