@@ -20,3 +20,4 @@ pub mod tools;
 
 pub use cache::Cache;
 pub use kernel::{resolve, Kernel, KernelError};
+pub use resolved::DebianPackage;
