@@ -9,6 +9,9 @@
 //! first release, newest first, that has it. An exact ABI resolves where its marker
 //! points (`+deb12` → bookworm, then bookworm-backports; `0.deb11` → bullseye), else as
 //! its series.
+//!
+//! The table below is the archive as it is (measured 2026-11: buster gone, forky still
+//! testing); when Debian releases forky or drops bullseye, it changes here and only here.
 
 use std::fmt;
 
