@@ -84,7 +84,13 @@ fn embed_runner(root: &Path, out: &Path) {
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
         .args([
-            "build", "--profile", "guest", "-p", "kchaos-runner", "--target", TARGET,
+            "build",
+            "--profile",
+            "guest",
+            "-p",
+            "kchaos-runner",
+            "--target",
+            TARGET,
         ])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")

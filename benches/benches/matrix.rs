@@ -88,6 +88,7 @@ async fn bench(cells: u32, spec: &str) -> BenchResult<()> {
                 db: None,
                 seed: None,
                 same_seed: false,
+                known: None,
             },
         )
     };

@@ -20,7 +20,9 @@ pub const BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin
 
 /// The shipped scenarios as files (`<cache>/builtin/<version>-<hash>/scenarios`), written
 /// once: runs record their scenario paths, and `--resume` reads them again.
-pub fn builtin_dir(cache: &kchaos_images::Cache) -> Result<PathBuf, kchaos_images::cache::CacheError> {
+pub fn builtin_dir(
+    cache: &kchaos_images::Cache,
+) -> Result<PathBuf, kchaos_images::cache::CacheError> {
     let mut h = kchaos_images::cache::KeyHasher::new("builtin-scenarios-v1");
     for (path, text) in BUILTIN {
         h.field(path.as_bytes()).field(text.as_bytes());
@@ -285,14 +287,21 @@ mod tests {
 
     #[test]
     fn the_shipped_scenarios_are_built_in_and_valid() {
-        assert!(BUILTIN.iter().any(|(p, _)| *p == "scenarios/memcg-dying-cgroups.toml"));
-        assert!(BUILTIN.iter().any(|(p, _)| p.starts_with("scenarios/selftest/")));
+        assert!(BUILTIN
+            .iter()
+            .any(|(p, _)| *p == "scenarios/memcg-dying-cgroups.toml"));
+        assert!(BUILTIN
+            .iter()
+            .any(|(p, _)| p.starts_with("scenarios/selftest/")));
         let cache = kchaos_images::Cache::new(tempfile::tempdir().unwrap().keep());
         let dir = builtin_dir(&cache).unwrap();
         let loaded = load_all(std::slice::from_ref(&dir)).unwrap();
         assert_eq!(
             loaded.len(),
-            BUILTIN.iter().filter(|(p, _)| !p.contains("selftest")).count()
+            BUILTIN
+                .iter()
+                .filter(|(p, _)| !p.contains("selftest"))
+                .count()
         );
     }
 

@@ -89,14 +89,27 @@ fn outside_a_checkout_the_shipped_scenarios_and_kernel_list_are_used() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let out = kchaos(
-        &["--cache", cache.to_str().unwrap(), "run", "--plan", "--kernel", "deb61"],
+        &[
+            "--cache",
+            cache.to_str().unwrap(),
+            "run",
+            "--plan",
+            "--kernel",
+            "deb61",
+        ],
         dir.path(),
     );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("shipped with kchaos"), "{t}");
-    assert!(t.contains("memcg-dying-cgroups\tdebian:6.1-cloud\t0"), "{t}");
-    assert!(!t.contains("selftest"), "self-tests run only when named: {t}");
+    assert!(
+        t.contains("memcg-dying-cgroups\tdebian:6.1-cloud\t0"),
+        "{t}"
+    );
+    assert!(
+        !t.contains("selftest"),
+        "self-tests run only when named: {t}"
+    );
 }
 
 #[test]

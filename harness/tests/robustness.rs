@@ -122,6 +122,7 @@ async fn run_fake(mode: &str) -> CellResult {
         resolved: "path:fake".into(),
         release: "6.1.0-fake".into(),
         package: None,
+        debian: None,
         bzimage: kernel_file,
         modules_dir: None,
         config_path: None,

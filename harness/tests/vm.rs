@@ -730,7 +730,10 @@ fn an_installed_kchaos_runs_outside_a_checkout() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert_eq!(run.status.code(), Some(0), "{text}");
-    assert!(!text.contains("building the static guest runner"), "the runner is built in: {text}");
+    assert!(
+        !text.contains("building the static guest runner"),
+        "the runner is built in: {text}"
+    );
     let results: Value =
         serde_json::from_slice(&std::fs::read(elsewhere.path().join("res/results.json")).unwrap())
             .unwrap();

@@ -1,14 +1,11 @@
 //! A kernel ready to boot: image, modules, config and exact release, from a spec.
 
-use std::path::{Path, PathBuf};
-
-use kchaos_model::kernel::KernelConfig;
-use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 use crate::bzimage::{self, BzImageError};
-use crate::cache::{Cache, CacheError};
-use crate::command::CommandError;
-use crate::debian::{self, AptSource, PackageSource};
+use crate::cache::Cache;
+use crate::debian::{self, AptSource, DebianError, PackageSource};
+pub use crate::resolved::{DebianPackage, Kernel};
 use crate::spec::{KernelSpec, SpecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,15 +13,9 @@ pub enum KernelError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error(transparent)]
     BzImage(#[from] BzImageError),
-    #[error("No Debian kernel package matches `{spec}`: {detail}")]
-    NoPackage { spec: String, detail: String },
     #[error(transparent)]
-    Command(#[from] CommandError),
-    #[error("Package {package} has no {what}")]
-    BadPackage { package: String, what: String },
+    Debian(#[from] DebianError),
     #[error("Kernel image {path} does not exist")]
     MissingImage { path: String },
     #[error("Modules directory {path} does not exist or has no modules for {release}")]
@@ -35,58 +26,6 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
-    #[error("Corrupt cache entry {path}; delete it and retry")]
-    CorruptCache {
-        path: String,
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-/// A resolved kernel.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Kernel {
-    /// The spec as the user wrote it (`debian:6.1-cloud`).
-    pub spec: String,
-    /// The exact spec it resolved to (`debian:6.1.0-56-cloud`): rerunning with this picks
-    /// the same kernel even after the mirror moves on.
-    pub resolved: String,
-    /// `uname -r`.
-    pub release: String,
-    /// Debian package and version, for the evidence trail.
-    pub package: Option<String>,
-    pub bzimage: PathBuf,
-    /// `lib/modules/<release>`, when modules exist.
-    pub modules_dir: Option<PathBuf>,
-    pub config_path: Option<PathBuf>,
-}
-
-impl Kernel {
-    /// The build configuration, when known.
-    pub fn config(&self) -> Option<KernelConfig> {
-        let path = self.config_path.as_ref()?;
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|t| KernelConfig::parse(&t))
-    }
-
-    /// A filesystem-safe label for result directories (`debian-6.1.0-56-cloud`).
-    pub fn label(&self) -> String {
-        let text = self.resolved.replace(':', "-");
-        let text = match self.resolved.strip_prefix("path:") {
-            Some(_) => format!("local-{}", self.release),
-            None => text,
-        };
-        text.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    }
 }
 
 /// Resolves a spec, downloading and unpacking Debian packages into the cache as needed.
@@ -100,9 +39,13 @@ pub fn resolve_with(
     source: &dyn PackageSource,
 ) -> Result<Kernel, KernelError> {
     match KernelSpec::parse(spec)? {
-        KernelSpec::Debian { version, flavour } => {
-            debian::fetch(cache, spec, &version, flavour, source)
-        }
+        KernelSpec::Debian {
+            version,
+            flavour,
+            release,
+        } => Ok(debian::fetch(
+            cache, spec, &version, flavour, release, source,
+        )?),
         KernelSpec::Path {
             bzimage,
             modules,
@@ -158,6 +101,7 @@ fn local(
         resolved: spec.to_owned(),
         release,
         package: None,
+        debian: None,
         bzimage: bzimage
             .canonicalize()
             .unwrap_or_else(|_| bzimage.to_path_buf()),

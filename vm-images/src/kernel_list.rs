@@ -164,6 +164,14 @@ mod tests {
             list.expand(&["@default".into()]).unwrap(),
             ["debian:6.1-cloud"]
         );
+        assert_eq!(
+            list.expand(&["@upgrade".into()]).unwrap(),
+            ["debian:5.10-cloud", "debian:6.1-cloud", "debian:6.12-cloud"]
+        );
+        // Every named spec parses.
+        for (name, kernel) in &list.kernels {
+            crate::spec::KernelSpec::parse(&kernel.spec).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]

@@ -13,9 +13,11 @@ pub mod kernel;
 pub mod kernel_list;
 pub mod modules;
 pub mod payload;
+pub mod resolved;
 pub mod spec;
 pub mod systemd;
 pub mod tools;
 
 pub use cache::Cache;
 pub use kernel::{resolve, Kernel, KernelError};
+pub use resolved::DebianPackage;

@@ -1,65 +1,28 @@
 //! Kernel specs as users write them.
 //!
-//! - `debian:<version>[-<flavour>]`: a Debian kernel package. `<version>` is an exact ABI
-//!   (`6.1.0-56`, `6.12.117+deb12`) or a series (`6.1`, `6.12`) that resolves to the
-//!   newest ABI apt offers (recorded exactly in the results). Flavours: `cloud` (the
-//!   default: boots fastest, no initramfs needed), `rt`, `generic`.
+//! - `debian:<version>[-<flavour>][@<release>]`: a Debian kernel package. `<version>` is
+//!   an exact ABI (`6.1.0-56`, `6.12.118+deb13`) or a series (`5.10`, `6.1`, `6.12`) that
+//!   resolves to the newest ABI of its release (recorded exactly in the results).
+//!   Flavours: `cloud` (the default: boots fastest, no initramfs needed), `rt`,
+//!   `generic`. `@<release>` (`bullseye`, `bookworm`, `bookworm-backports`, `trixie`,
+//!   `trixie-backports`) says where to look; without it a series resolves in the release
+//!   whose own kernel it is (see `debian::release`).
 //! - `path:<bzImage>[,modules=<dir>][,config=<file>]`: a local build. `modules` is the
 //!   `lib/modules/<release>` directory `make modules_install` produced.
 
 use std::fmt;
 use std::path::PathBuf;
 
-/// Debian kernel flavours on amd64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavour {
-    Cloud,
-    Rt,
-    Generic,
-}
-
-impl Flavour {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Flavour::Cloud => "cloud",
-            Flavour::Rt => "rt",
-            Flavour::Generic => "generic",
-        }
-    }
-
-    /// The suffix Debian's package names use after the ABI.
-    pub fn package_suffix(self) -> &'static str {
-        match self {
-            Flavour::Cloud => "cloud-amd64",
-            Flavour::Rt => "rt-amd64",
-            Flavour::Generic => "amd64",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Flavour> {
-        match text {
-            "cloud" => Some(Flavour::Cloud),
-            "rt" => Some(Flavour::Rt),
-            "generic" | "amd64" => Some(Flavour::Generic),
-            _ => None,
-        }
-    }
-}
-
-/// What version of a Debian kernel is wanted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DebianVersion {
-    /// An exact ABI such as `6.1.0-56` or `6.12.117+deb12`.
-    Abi(String),
-    /// A series such as `6.1`: the newest ABI available.
-    Series(String),
-}
+pub use crate::debian::abi::compare_abi;
+pub use crate::debian::{DebianVersion, Flavour, Release};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSpec {
     Debian {
         version: DebianVersion,
         flavour: Flavour,
+        /// `@<release>`: where to look instead of where the version points.
+        release: Option<Release>,
     },
     Path {
         bzimage: PathBuf,
@@ -82,6 +45,10 @@ impl KernelSpec {
             reason: reason.to_owned(),
         };
         if let Some(rest) = spec.strip_prefix("debian:") {
+            let (rest, release) = match rest.split_once('@') {
+                Some((rest, name)) => (rest, Some(Release::parse(name).map_err(|e| err(&e))?)),
+                None => (rest, None),
+            };
             let (version, flavour) = match rest.rsplit_once('-') {
                 Some((v, f)) if Flavour::parse(f).is_some() => {
                     (v, Flavour::parse(f).unwrap_or(Flavour::Cloud))
@@ -94,7 +61,7 @@ impl KernelSpec {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | '~'));
             if !valid {
-                return Err(err("expected debian:<version>[-<flavour>], e.g. debian:6.1-cloud or debian:6.1.0-56-cloud"));
+                return Err(err("expected debian:<version>[-<flavour>][@<release>], e.g. debian:6.1-cloud, debian:6.1.0-56-cloud or debian:6.12-cloud@bookworm-backports"));
             }
             let is_series = version.split('.').count() == 2
                 && version
@@ -105,7 +72,11 @@ impl KernelSpec {
             } else {
                 DebianVersion::Abi(version.to_owned())
             };
-            return Ok(KernelSpec::Debian { version, flavour });
+            return Ok(KernelSpec::Debian {
+                version,
+                flavour,
+                release,
+            });
         }
         if let Some(rest) = spec.strip_prefix("path:") {
             let mut parts = rest.split(',');
@@ -134,18 +105,26 @@ impl KernelSpec {
                 config,
             });
         }
-        Err(err("expected debian:<version>[-<flavour>] or path:<bzImage>[,modules=<dir>][,config=<file>]"))
+        Err(err("expected debian:<version>[-<flavour>][@<release>] or path:<bzImage>[,modules=<dir>][,config=<file>]"))
     }
 }
 
 impl fmt::Display for KernelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KernelSpec::Debian { version, flavour } => {
+            KernelSpec::Debian {
+                version,
+                flavour,
+                release,
+            } => {
                 let v = match version {
                     DebianVersion::Abi(v) | DebianVersion::Series(v) => v,
                 };
-                write!(f, "debian:{v}-{}", flavour.as_str())
+                write!(f, "debian:{v}-{}", flavour.as_str())?;
+                match release {
+                    Some(r) => write!(f, "@{r}"),
+                    None => Ok(()),
+                }
             }
             KernelSpec::Path {
                 bzimage,
@@ -165,54 +144,122 @@ impl fmt::Display for KernelSpec {
     }
 }
 
-/// Orders Debian ABIs numerically: `6.1.0-56` > `6.1.0-9`, `6.12.117+deb12` > `6.12.100+deb12`.
-pub fn compare_abi(a: &str, b: &str) -> std::cmp::Ordering {
-    fn numbers(s: &str) -> Vec<u64> {
-        s.split(|c: char| !c.is_ascii_digit())
-            .filter(|p| !p.is_empty())
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    }
-    numbers(a).cmp(&numbers(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn debian_specs() {
-        assert_eq!(
-            KernelSpec::parse("debian:6.1-cloud"),
-            Ok(KernelSpec::Debian {
-                version: DebianVersion::Series("6.1".into()),
-                flavour: Flavour::Cloud
-            })
-        );
-        assert_eq!(
-            KernelSpec::parse("debian:6.1.0-56-cloud"),
-            Ok(KernelSpec::Debian {
-                version: DebianVersion::Abi("6.1.0-56".into()),
-                flavour: Flavour::Cloud
-            })
-        );
-        assert_eq!(
-            KernelSpec::parse("debian:6.12.117+deb12-rt"),
-            Ok(KernelSpec::Debian {
-                version: DebianVersion::Abi("6.12.117+deb12".into()),
-                flavour: Flavour::Rt
-            })
-        );
-        assert_eq!(
-            KernelSpec::parse("debian:6.12"),
-            Ok(KernelSpec::Debian {
-                version: DebianVersion::Series("6.12".into()),
-                flavour: Flavour::Cloud
-            })
-        );
-        assert!(KernelSpec::parse("debian:").is_err());
-        assert!(KernelSpec::parse("debian:latest").is_err());
-        assert!(KernelSpec::parse("ubuntu:6.8").is_err());
+        use DebianVersion::{Abi, Series};
+        let d = |version: DebianVersion, flavour, release| KernelSpec::Debian {
+            version,
+            flavour,
+            release,
+        };
+        let s = |v: &str| Series(v.to_owned());
+        let a = |v: &str| Abi(v.to_owned());
+        // (spec, parsed, written back)
+        let table: Vec<(&str, KernelSpec, &str)> = vec![
+            (
+                "debian:6.1-cloud",
+                d(s("6.1"), Flavour::Cloud, None),
+                "debian:6.1-cloud",
+            ),
+            (
+                "debian:6.12",
+                d(s("6.12"), Flavour::Cloud, None),
+                "debian:6.12-cloud",
+            ),
+            (
+                "debian:5.10-rt",
+                d(s("5.10"), Flavour::Rt, None),
+                "debian:5.10-rt",
+            ),
+            (
+                "debian:6.1-amd64",
+                d(s("6.1"), Flavour::Generic, None),
+                "debian:6.1-generic",
+            ),
+            (
+                "debian:6.1.0-56-cloud",
+                d(a("6.1.0-56"), Flavour::Cloud, None),
+                "debian:6.1.0-56-cloud",
+            ),
+            (
+                "debian:6.12.117+deb12-rt",
+                d(a("6.12.117+deb12"), Flavour::Rt, None),
+                "debian:6.12.117+deb12-rt",
+            ),
+            (
+                "debian:6.1.0-0.deb11.50-cloud",
+                d(a("6.1.0-0.deb11.50"), Flavour::Cloud, None),
+                "debian:6.1.0-0.deb11.50-cloud",
+            ),
+            (
+                "debian:6.12-cloud@trixie",
+                d(s("6.12"), Flavour::Cloud, Some(Release::Trixie)),
+                "debian:6.12-cloud@trixie",
+            ),
+            (
+                "debian:6.12@bookworm-backports",
+                d(s("6.12"), Flavour::Cloud, Some(Release::BookwormBackports)),
+                "debian:6.12-cloud@bookworm-backports",
+            ),
+            (
+                "debian:6.12.95+deb12-generic@bookworm-backports",
+                d(
+                    a("6.12.95+deb12"),
+                    Flavour::Generic,
+                    Some(Release::BookwormBackports),
+                ),
+                "debian:6.12.95+deb12-generic@bookworm-backports",
+            ),
+        ];
+        for (text, want, display) in table {
+            let got = KernelSpec::parse(text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(got, want, "{text}");
+            assert_eq!(got.to_string(), display);
+            assert_eq!(KernelSpec::parse(display), Ok(got), "{display} reads back");
+        }
+    }
+
+    #[test]
+    fn debian_spec_errors_say_what_is_allowed() {
+        let table: &[(&str, &str)] = &[
+            (
+                "debian:",
+                "expected debian:<version>[-<flavour>][@<release>]",
+            ),
+            (
+                "debian:latest",
+                "expected debian:<version>[-<flavour>][@<release>]",
+            ),
+            ("debian:6.1-cloud@", "unknown Debian release ``"),
+            (
+                "debian:4.19-cloud@buster",
+                "buster is no longer on the Debian archive; releases: bullseye, bookworm",
+            ),
+            (
+                "debian:6.12-cloud@bookworm-security",
+                "`bookworm-security` is a suite",
+            ),
+            (
+                "debian:6.12-cloud@sid",
+                "unknown Debian release `sid`; releases: bullseye",
+            ),
+            (
+                "ubuntu:6.8",
+                "expected debian:<version>[-<flavour>][@<release>] or path:",
+            ),
+        ];
+        for (spec, why) in table {
+            let e = KernelSpec::parse(spec).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("Invalid kernel spec `{spec}`: ")),
+                "{e}"
+            );
+            assert!(e.contains(why), "{spec}: {e}");
+        }
     }
 
     #[test]
@@ -228,13 +275,5 @@ mod tests {
         let e = KernelSpec::parse("path:/k/bzImage,modz=/x").unwrap_err();
         assert!(e.to_string().contains("unknown option `modz=/x`"));
         assert!(KernelSpec::parse("path:").is_err());
-    }
-
-    #[test]
-    fn abi_ordering_is_numeric() {
-        use std::cmp::Ordering::*;
-        assert_eq!(compare_abi("6.1.0-56", "6.1.0-9"), Greater);
-        assert_eq!(compare_abi("6.12.117+deb12", "6.12.100+deb12"), Greater);
-        assert_eq!(compare_abi("6.1.0-47", "6.1.0-47"), Equal);
     }
 }

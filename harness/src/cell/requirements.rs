@@ -62,6 +62,7 @@ mod tests {
             resolved: "x".into(),
             release: release.into(),
             package: None,
+            debian: None,
             bzimage: "/k".into(),
             modules_dir: None,
             config_path: config.map(Into::into),

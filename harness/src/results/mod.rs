@@ -39,6 +39,10 @@ pub struct KernelInfo {
     /// `uname -r` (from the guest when it booted).
     pub release: Option<String>,
     pub package: Option<String>,
+    /// The Debian package as fields: name, version and the suite it came from
+    /// (`bookworm-security`); absent for local builds and older results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debian: Option<kchaos_images::DebianPackage>,
 }
 
 /// Paths relative to the results directory.
@@ -177,6 +181,7 @@ impl KernelInfo {
             resolved: kernel.map(|k| k.resolved.clone()),
             release: kernel.map(|k| k.release.clone()),
             package: kernel.and_then(|k| k.package.clone()),
+            debian: kernel.and_then(|k| k.debian.clone()),
         }
     }
 }
@@ -292,6 +297,7 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
             resolved: Some(format!("debian:{label}")),
             release: Some(format!("{label}-amd64")),
             package: None,
+            debian: None,
         },
         accel: Some("tcg".to_owned()),
         image: None,

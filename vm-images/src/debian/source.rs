@@ -1,0 +1,85 @@
+//! Where Debian packages come from: a trait, so resolution is tested against a fake
+//! archive, and its real implementation on kchaos's own apt state.
+
+use std::path::{Path, PathBuf};
+
+use super::apt::AptState;
+use super::apt_config::AptConfig;
+use super::apt_output::Candidate;
+use super::error::DebianError;
+use super::release::Release;
+use crate::cache::Cache;
+
+/// Where packages come from: kchaos's apt state on a real machine, a fake in tests.
+pub trait PackageSource {
+    /// Package names starting with `prefix` that `release` offers.
+    fn names(
+        &self,
+        cache: &Cache,
+        release: Release,
+        prefix: &str,
+    ) -> Result<Vec<String>, DebianError>;
+    /// apt's candidate of `package` in `release`, if it offers one.
+    fn candidate(
+        &self,
+        cache: &Cache,
+        release: Release,
+        package: &str,
+    ) -> Result<Option<Candidate>, DebianError>;
+    /// Downloads `package` at the candidate's version into `dir`; returns the `.deb`.
+    fn download(
+        &self,
+        cache: &Cache,
+        release: Release,
+        package: &str,
+        candidate: &Candidate,
+        dir: &Path,
+    ) -> Result<PathBuf, DebianError>;
+}
+
+/// kchaos's own apt state under the cache (`$KCHAOS_CACHE/apt/<release>`), configured
+/// from the environment ([`AptConfig::from_env`]); lists are refreshed when stale.
+#[derive(Debug)]
+pub struct AptSource;
+
+impl AptSource {
+    fn state(cache: &Cache, release: Release) -> Result<AptState, DebianError> {
+        Ok(AptState::open(cache, release, &AptConfig::from_env()?)?)
+    }
+}
+
+impl PackageSource for AptSource {
+    fn names(
+        &self,
+        cache: &Cache,
+        release: Release,
+        prefix: &str,
+    ) -> Result<Vec<String>, DebianError> {
+        let state = AptSource::state(cache, release)?;
+        state.refresh_if_stale()?;
+        Ok(state.pkgnames(prefix)?)
+    }
+
+    fn candidate(
+        &self,
+        cache: &Cache,
+        release: Release,
+        package: &str,
+    ) -> Result<Option<Candidate>, DebianError> {
+        let state = AptSource::state(cache, release)?;
+        state.refresh_if_stale()?;
+        Ok(state.candidate(package)?)
+    }
+
+    fn download(
+        &self,
+        cache: &Cache,
+        release: Release,
+        package: &str,
+        candidate: &Candidate,
+        dir: &Path,
+    ) -> Result<PathBuf, DebianError> {
+        let state = AptSource::state(cache, release)?;
+        Ok(state.download(package, &candidate.version, &candidate.suite, dir)?)
+    }
+}
