@@ -90,12 +90,24 @@ pub fn apt_plan(simulation: &str) -> Vec<String> {
         .collect()
 }
 
+/// The keyring kchaos's own apt state checks Debian's signatures with, when it is not
+/// there: its package.
+fn missing_keyring() -> Option<(String, &'static str)> {
+    let keyring = kchaos_images::debian::apt_config::AptConfig::from_env()
+        .map(|c| c.keyring)
+        .unwrap_or_else(|_| kchaos_images::debian::apt_config::DEFAULT_KEYRING.into());
+    (!keyring.is_file()).then(|| (keyring.display().to_string(), "debian-archive-keyring"))
+}
+
 pub fn setup(dry_run: bool, yes: bool) -> Result<Exit, CliError> {
-    let missing: Vec<&str> = PACKAGES
+    let mut missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(bin, _, _)| find_in_path(bin).is_none())
         .map(|(_, pkg, _)| *pkg)
         .collect();
+    if let Some((_, pkg)) = missing_keyring() {
+        missing.push(pkg);
+    }
     if missing.is_empty() {
         println!("kchaos setup: everything needed is installed");
         return Ok(Exit::Ok);
@@ -194,6 +206,15 @@ pub fn doctor(cache: &Cache) -> Result<Exit, CliError> {
                 println!("{bin}: MISSING (package {pkg}; {without})");
             }
         }
+    }
+    match missing_keyring() {
+        Some((path, pkg)) => {
+            ok = false;
+            println!(
+                "debian keyring: MISSING {path} (package {pkg}; Debian kernels cannot be verified)"
+            );
+        }
+        None => println!("debian keyring: present"),
     }
     if !nix::unistd::geteuid().is_root() {
         println!("user: not root; scenarios with `[vm] image = \"systemd\"` need root to build their image");
