@@ -185,23 +185,26 @@ fn comparison_section(out: &mut String, cmp: &Comparison) {
     let _ = writeln!(
         out,
         "<h2 id=\"compare\">Comparison</h2>\n<p>Baseline <b>{}</b> ({} cells) vs candidate <b>{}</b> ({} cells). \
-         A regression is a change for the worse larger than {:.0}% of the baseline median that a one-sided \
-         Mann–Whitney test on the per-repeat values finds significant at p &lt; {}; verdict flips \
-         (pass → fail, crash or hang) are always regressions. <b>{} regression{}.</b></p>",
+         A verdict regression is a failure rate that Fisher's exact test finds higher at p &lt; {alpha} \
+         (crashes and hangs are also tested alone); a metric regression is a change for the worse larger than \
+         {threshold:.0}% of the baseline median that a one-sided Mann–Whitney test on the per-repeat values \
+         finds significant at p &lt; {alpha}. A check's margin eroded when its room to the bound shrank by more \
+         than {threshold:.0} points of the bound, as significantly. Inconclusive rows are changes the runs cannot \
+         tell yet, with the repeats that could. <b>{}.</b></p>",
         escape(&cmp.baseline),
         cmp.baseline_cells,
         escape(&cmp.candidate),
         cmp.candidate_cells,
-        cmp.threshold * 100.0,
-        cmp.alpha,
-        cmp.regressions(),
-        if cmp.regressions() == 1 { "" } else { "s" }
+        escape(&crate::analysis::compare::summary(cmp)),
+        threshold = cmp.threshold * 100.0,
+        alpha = cmp.alpha,
     );
     out.push_str("<table class=\"cmp\"><tr><th>scenario</th><th>what</th><th>baseline</th><th>candidate</th><th>change</th><th>95% CI</th><th>p</th><th>result</th></tr>\n");
     for r in &cmp.rows {
         let class = match r.outcome {
             Outcome::Regression => "reg",
             Outcome::Improvement => "imp",
+            Outcome::MarginEroded | Outcome::Inconclusive => "warn",
             _ => "",
         };
         let _ = writeln!(
@@ -410,6 +413,7 @@ th { background: #f3f3f3; }
 .plots svg { margin: 0 1em 1em 0; border: 1px solid #eee; }
 .cmp tr.reg td { background: #fde0e0; }
 .cmp tr.imp td { background: #e3f4e4; }
+.cmp tr.warn td { background: #fff4d6; }
 </style>
 </head>
 <body>
