@@ -8,8 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metric;
 use crate::protocol::RunReport;
-use crate::scenario::CheckOutcome;
-use crate::scenario::Scenario;
+use crate::scenario::{CheckOutcome, CheckResult, Scenario};
 use crate::signature::{Severity, SignatureHit};
 
 /// Exactly one per cell.
@@ -85,11 +84,16 @@ pub struct Observations {
     pub metrics: BTreeMap<String, Metric>,
 }
 
-/// A verdict with the reasons, most important first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A verdict with the reasons, most important first, and every check's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub verdict: Verdict,
     pub reasons: Vec<String>,
+    /// Every `[[check]]` in scenario order, passing or not, whenever the runner
+    /// reported (whatever ended the cell afterwards); empty when it never did, since
+    /// without a report there are no numbers to hold against the bounds.
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
 }
 
 /// Decides the verdict. Precedence: a crash signature beats everything (a hang after a
@@ -103,6 +107,19 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
             .filter(move |h| h.severity == sev)
             .map(ToString::to_string)
     };
+    let checks: Vec<CheckResult> = match &obs.report {
+        Some(_) => scenario
+            .checks
+            .iter()
+            .map(|c| c.result(&obs.metrics))
+            .collect(),
+        None => Vec::new(),
+    };
+    let decision = |verdict: Verdict, reasons: Vec<String>| Decision {
+        verdict,
+        reasons,
+        checks: checks.clone(),
+    };
     let crash: Vec<String> = by(Severity::Crash).collect();
     let kernel_fail: Vec<String> = by(Severity::Fail).collect();
     let init_exit: Vec<String> = by(Severity::Infra).collect();
@@ -113,34 +130,25 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
             .chain(kernel_fail)
             .chain(obs.hang.clone())
             .collect();
-        return Decision {
-            verdict: Verdict::Crash,
-            reasons,
-        };
+        return decision(Verdict::Crash, reasons);
     }
     if let Some(hang) = &obs.hang {
         let reasons = std::iter::once(hang.clone()).chain(kernel_fail).collect();
-        return Decision {
-            verdict: Verdict::Hang,
-            reasons,
-        };
+        return decision(Verdict::Hang, reasons);
     }
     if !init_exit.is_empty() {
         let reasons = std::iter::once("the kchaos runner (PID 1) exited unexpectedly".to_owned())
             .chain(obs.fatal.clone())
             .chain(init_exit)
             .collect();
-        return Decision {
-            verdict: Verdict::Error,
-            reasons,
-        };
+        return decision(Verdict::Error, reasons);
     }
 
     let mut failures = kernel_fail;
     if let Some(report) = &obs.report {
         failures.extend(report_failures(scenario, report));
-        for check in &scenario.checks {
-            match check.evaluate(&obs.metrics) {
+        for check in &checks {
+            match check.outcome() {
                 CheckOutcome::Pass => {}
                 CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => failures.push(msg),
             }
@@ -148,10 +156,7 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
     }
     if !failures.is_empty() {
         failures.extend(obs.infra.iter().cloned());
-        return Decision {
-            verdict: Verdict::Fail,
-            reasons: failures,
-        };
+        return decision(Verdict::Fail, failures);
     }
     if !obs.infra.is_empty() || obs.fatal.is_some() {
         let reasons = obs
@@ -160,16 +165,10 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
             .map(|f| format!("runner: {f}"))
             .chain(obs.infra.iter().cloned())
             .collect();
-        return Decision {
-            verdict: Verdict::Error,
-            reasons,
-        };
+        return decision(Verdict::Error, reasons);
     }
     if let Some(skip) = &obs.skip {
-        return Decision {
-            verdict: Verdict::Skip,
-            reasons: vec![skip.clone()],
-        };
+        return decision(Verdict::Skip, vec![skip.clone()]);
     }
     if obs.report.is_none() {
         let reason = if obs.reached_runner {
@@ -177,15 +176,9 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
         } else {
             "the guest never reached the kchaos runner"
         };
-        return Decision {
-            verdict: Verdict::Error,
-            reasons: vec![reason.to_owned()],
-        };
+        return decision(Verdict::Error, vec![reason.to_owned()]);
     }
-    Decision {
-        verdict: Verdict::Pass,
-        reasons: Vec::new(),
-    }
+    decision(Verdict::Pass, Vec::new())
 }
 
 /// Workload and probe errors beyond what the scenario tolerates.

@@ -130,6 +130,7 @@ pub async fn run(
             let decision = verdict::decide(&cell.scenario.model, &o.obs);
             result.verdict = decision.verdict;
             result.reasons = decision.reasons;
+            result.checks = decision.checks;
             // A fingerprint identifies what ended the cell; a pass has none.
             if matches!(
                 result.verdict,

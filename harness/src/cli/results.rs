@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use kchaos_harness::analysis::compare::{self, CompareOptions, Comparison, Side};
 use kchaos_harness::error::error_chain;
-use kchaos_harness::report::{self as reporting, Written};
+use kchaos_harness::report::{self as reporting, KernelNames, Written};
 use kchaos_harness::results::merge as merging;
 use kchaos_harness::results::sources::{self, LoadedRun};
 use kchaos_harness::run::RunOutcome;
@@ -45,6 +45,15 @@ pub fn after_run(outcome: &RunOutcome) -> bool {
     ))
 }
 
+/// Kernel names for the report's labels: the list named with --kernel-list, else the
+/// default list if there is one.
+fn kernel_names(list: &KernelListArgs) -> Result<KernelNames, CliError> {
+    Ok(match &list.kernel_list {
+        Some(_) => KernelNames::from_list(&list.load()?),
+        None => KernelNames::from_default_list(),
+    })
+}
+
 fn load(sources: &[PathBuf]) -> Result<Vec<LoadedRun>, CliError> {
     sources::load_all(sources).map_err(|e| CliError::usage(error_chain(&e)))
 }
@@ -71,7 +80,8 @@ pub fn report(
         _ => None,
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let written = reporting::write(&runs, comparison.as_ref(), &out);
+    let names = kernel_names(list)?;
+    let written = reporting::write_named(&runs, comparison.as_ref(), &out, &names);
     Ok(if print_written(&written) {
         Exit::Ok
     } else {
@@ -106,7 +116,8 @@ pub fn compare(
         let mut shown = runs;
         shown.extend(side_runs);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        written_ok &= print_written(&reporting::write(&shown, Some(&cmp), &dir));
+        let names = kernel_names(list)?;
+        written_ok &= print_written(&reporting::write_named(&shown, Some(&cmp), &dir, &names));
     }
     Ok(if !written_ok {
         Exit::Infrastructure

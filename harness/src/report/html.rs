@@ -1,17 +1,20 @@
 //! `report.html`: one self-contained page per results directory (inline CSS and
 //! SVG, no scripts, nothing fetched), readable offline and attachable to a ticket:
-//! the verdict grid (scenario × kernel, one square per repeat), an optional comparison,
-//! per-scenario latency percentiles and counter time series with one colour per kernel,
-//! and every cell with its reasons and links to its console, kernel log and result.
+//! the verdict grid (scenario × kernel, one square per repeat, and why a cell did not
+//! pass: the first reason in the grid, the rest one click away in a `<details>`), an
+//! optional comparison, per scenario its checks across kernels (observed, bound,
+//! margin) and its latency percentiles and counter time series with one colour per
+//! kernel, and every cell with its reasons and links to its console, kernel log and
+//! result. Kernels are labelled short (see [`super::labels`]); the full spec is in the
+//! headers' tooltips and the kernels table.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use kchaos_model::metrics::Metric;
-use kchaos_model::units::Unit;
 use kchaos_model::verdict::Verdict;
 
+use super::labels::{columns, kernel_key, KernelColumn, KernelNames};
 use crate::analysis::compare::{Comparison, Outcome};
 use crate::results::sources::LoadedRun;
 use crate::results::CellResult;
@@ -48,46 +51,45 @@ pub fn verdict_colour(v: Verdict) -> &'static str {
 type Cell<'a> = (&'a LoadedRun, &'a CellResult);
 
 /// Renders the report of `runs`, with links relative to `report_dir` (where the HTML
-/// file will be written).
-pub fn render(runs: &[LoadedRun], comparison: Option<&Comparison>, report_dir: &Path) -> String {
+/// file will be written) and kernels labelled by `names` where it has them.
+pub fn render(
+    runs: &[LoadedRun],
+    comparison: Option<&Comparison>,
+    report_dir: &Path,
+    names: &KernelNames,
+) -> String {
     let cells: Vec<Cell<'_>> = runs
         .iter()
         .flat_map(|r| r.results.cells.iter().map(move |c| (r, c)))
         .collect();
     // Scenarios and kernels in the order they first appear (the matrix order).
     let mut scenarios: Vec<&str> = Vec::new();
-    let mut kernels: Vec<String> = Vec::new();
     for (_, c) in &cells {
         if !scenarios.contains(&c.scenario.as_str()) {
             scenarios.push(&c.scenario);
         }
-        let k = kernel_name(c);
-        if !kernels.contains(&k) {
-            kernels.push(k);
-        }
     }
+    let kernels = columns(cells.iter().map(|(_, c)| *c), names);
     let mut out = String::new();
     out.push_str(HEAD);
     let _ = writeln!(out, "<h1>kchaos report</h1>");
     summary(&mut out, runs, &cells);
+    kernel_table(&mut out, &kernels);
     grid(&mut out, &cells, &scenarios, &kernels);
     if let Some(cmp) = comparison {
         comparison_section(&mut out, cmp);
     }
     for scenario in &scenarios {
-        scenario_section(&mut out, scenario, &cells, &kernels);
+        let mine: Vec<&CellResult> = cells
+            .iter()
+            .filter(|(_, c)| c.scenario == *scenario)
+            .map(|(_, c)| *c)
+            .collect();
+        scenario::section(&mut out, scenario, &mine, &kernels);
     }
     cell_table(&mut out, &cells, report_dir);
     out.push_str("</body>\n</html>\n");
     out
-}
-
-/// `debian:6.1.0-56-cloud`: the kernel as resolved, else as asked.
-fn kernel_name(cell: &CellResult) -> String {
-    cell.kernel
-        .resolved
-        .clone()
-        .unwrap_or_else(|| cell.kernel.spec.clone())
 }
 
 fn anchor(cell: &CellResult) -> String {
@@ -127,10 +129,34 @@ fn summary(out: &mut String, runs: &[LoadedRun], cells: &[Cell<'_>]) {
     out.push_str("</table>\n");
 }
 
-fn grid(out: &mut String, cells: &[Cell<'_>], scenarios: &[&str], kernels: &[String]) {
+/// Each kernel's short label with every name it has.
+fn kernel_table(out: &mut String, kernels: &[KernelColumn]) {
+    out.push_str("<table class=\"kernels\"><tr><th>kernel</th><th>spec</th><th>resolved</th><th>release</th><th>package</th></tr>\n");
+    for (i, k) in kernels.iter().enumerate() {
+        let opt = |v: &Option<String>| escape(v.as_deref().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "<tr><td><i class=\"swatch\" style=\"background:{}\"></i>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            super::plot::colour_hex(i),
+            escape(&k.label),
+            escape(&k.info.spec),
+            opt(&k.info.resolved),
+            opt(&k.info.release),
+            opt(&k.info.package),
+        );
+    }
+    out.push_str("</table>\n");
+}
+
+fn grid(out: &mut String, cells: &[Cell<'_>], scenarios: &[&str], kernels: &[KernelColumn]) {
     out.push_str("<h2 id=\"matrix\">Verdicts</h2>\n<table class=\"grid\"><tr><th>scenario</th>");
     for k in kernels {
-        let _ = write!(out, "<th>{}</th>", escape(k));
+        let _ = write!(
+            out,
+            "<th title=\"{}\">{}</th>",
+            escape(&k.title()),
+            escape(&k.label)
+        );
     }
     out.push_str("</tr>\n");
     for scenario in scenarios {
@@ -142,25 +168,31 @@ fn grid(out: &mut String, cells: &[Cell<'_>], scenarios: &[&str], kernels: &[Str
         for k in kernels {
             let mut these: Vec<&CellResult> = cells
                 .iter()
-                .filter(|(_, c)| c.scenario == *scenario && kernel_name(c) == *k)
+                .filter(|(_, c)| c.scenario == *scenario && kernel_key(c) == k.key)
                 .map(|(_, c)| *c)
                 .collect();
             these.sort_by_key(|c| c.repeat);
             out.push_str("<td>");
             for c in &these {
                 let title = format!(
-                    "{} r{}: {}{}",
+                    "{} r{}: {}{}{}",
                     c.id,
                     c.repeat,
                     c.verdict,
+                    c.known
+                        .as_ref()
+                        .map(|k| format!(" (known issue {})", k.id))
+                        .unwrap_or_default(),
                     c.reasons
                         .first()
                         .map(|r| format!(" — {r}"))
                         .unwrap_or_default()
                 );
+                // A known failure keeps its verdict's colour, outlined: seen, triaged.
                 let _ = write!(
                     out,
-                    "<a class=\"sq\" href=\"#{}\" title=\"{}\" style=\"background:{}\"></a>",
+                    "<a class=\"sq{}\" href=\"#{}\" title=\"{}\" style=\"background:{}\"></a>",
+                    if c.known.is_some() { " known" } else { "" },
                     anchor(c),
                     escape(&title),
                     verdict_colour(c.verdict)
@@ -171,8 +203,21 @@ fn grid(out: &mut String, cells: &[Cell<'_>], scenarios: &[&str], kernels: &[Str
                 for c in &these {
                     *counts.entry(c.verdict).or_default() += 1;
                 }
-                let text: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+                let mut text: Vec<String> =
+                    counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+                let mut known: Vec<&crate::results::KnownMatch> =
+                    these.iter().filter_map(|c| c.known.as_ref()).collect();
+                known.sort_by(|a, b| a.id.cmp(&b.id));
+                known.dedup_by(|a, b| a.id == b.id);
+                for k in known {
+                    text.push(format!(
+                        "known: <a href=\"{}\">{}</a>",
+                        escape(&k.link),
+                        escape(&k.id)
+                    ));
+                }
                 let _ = write!(out, "<div class=\"counts\">{}</div>", text.join(", "));
+                reasons(out, &these);
             }
             out.push_str("</td>");
         }
@@ -181,27 +226,73 @@ fn grid(out: &mut String, cells: &[Cell<'_>], scenarios: &[&str], kernels: &[Str
     out.push_str("</table>\n");
 }
 
+/// Why the cells of one grid square did not pass: the first reason of the most severe
+/// one, visible; every other reason of every repeat in a `<details>` (no script needed).
+fn reasons(out: &mut String, these: &[&CellResult]) {
+    let severity = |v: Verdict| match v {
+        Verdict::Crash => 0,
+        Verdict::Hang => 1,
+        Verdict::Fail => 2,
+        Verdict::Error => 3,
+        Verdict::Skip => 4,
+        Verdict::Pass => 5,
+    };
+    let mut failed: Vec<&&CellResult> = these
+        .iter()
+        .filter(|c| c.verdict != Verdict::Pass && !c.reasons.is_empty())
+        .collect();
+    failed.sort_by_key(|c| (severity(c.verdict), c.repeat));
+    let Some(first) = failed.first() else {
+        return;
+    };
+    let _ = write!(
+        out,
+        "<div class=\"why\"><b>{}</b> {}</div>",
+        first.verdict,
+        escape(&first.reasons[0])
+    );
+    let mut rest: Vec<String> = Vec::new();
+    for c in &failed {
+        for (i, r) in c.reasons.iter().enumerate() {
+            if std::ptr::eq(**c, **first) && i == 0 {
+                continue;
+            }
+            rest.push(format!("r{} {}: {}", c.repeat, c.verdict, r));
+        }
+    }
+    if !rest.is_empty() {
+        let _ = write!(out, "<details><summary>{} more</summary><ul>", rest.len());
+        for r in &rest {
+            let _ = write!(out, "<li>{}</li>", escape(r));
+        }
+        out.push_str("</ul></details>");
+    }
+}
+
 fn comparison_section(out: &mut String, cmp: &Comparison) {
     let _ = writeln!(
         out,
         "<h2 id=\"compare\">Comparison</h2>\n<p>Baseline <b>{}</b> ({} cells) vs candidate <b>{}</b> ({} cells). \
-         A regression is a change for the worse larger than {:.0}% of the baseline median that a one-sided \
-         Mann–Whitney test on the per-repeat values finds significant at p &lt; {}; verdict flips \
-         (pass → fail, crash or hang) are always regressions. <b>{} regression{}.</b></p>",
+         A verdict regression is a failure rate that Fisher's exact test finds higher at p &lt; {alpha} \
+         (crashes and hangs are also tested alone); a metric regression is a change for the worse larger than \
+         {threshold:.0}% of the baseline median that a one-sided Mann–Whitney test on the per-repeat values \
+         finds significant at p &lt; {alpha}. A check's margin eroded when its room to the bound shrank by more \
+         than {threshold:.0} points of the bound, as significantly. Inconclusive rows are changes the runs cannot \
+         tell yet, with the repeats that could. <b>{}.</b></p>",
         escape(&cmp.baseline),
         cmp.baseline_cells,
         escape(&cmp.candidate),
         cmp.candidate_cells,
-        cmp.threshold * 100.0,
-        cmp.alpha,
-        cmp.regressions(),
-        if cmp.regressions() == 1 { "" } else { "s" }
+        escape(&crate::analysis::compare::summary(cmp)),
+        threshold = cmp.threshold * 100.0,
+        alpha = cmp.alpha,
     );
     out.push_str("<table class=\"cmp\"><tr><th>scenario</th><th>what</th><th>baseline</th><th>candidate</th><th>change</th><th>95% CI</th><th>p</th><th>result</th></tr>\n");
     for r in &cmp.rows {
         let class = match r.outcome {
             Outcome::Regression => "reg",
             Outcome::Improvement => "imp",
+            Outcome::MarginEroded | Outcome::Inconclusive => "warn",
             _ => "",
         };
         let _ = writeln!(
@@ -223,110 +314,6 @@ fn comparison_section(out: &mut String, cmp: &Comparison) {
         );
     }
     out.push_str("</table>\n");
-}
-
-fn scenario_section(out: &mut String, scenario: &str, cells: &[Cell<'_>], kernels: &[String]) {
-    let _ = writeln!(out, "<h2 id=\"s-{0}\">{0}</h2>", escape(scenario));
-    let mine: Vec<&CellResult> = cells
-        .iter()
-        .filter(|(_, c)| c.scenario == scenario)
-        .map(|(_, c)| *c)
-        .collect();
-    let kernel_of = |c: &CellResult| {
-        let name = kernel_name(c);
-        kernels.iter().position(|k| *k == name).unwrap_or(0)
-    };
-    // Metric names with their kind, in name order.
-    let mut names: BTreeMap<&str, &Metric> = BTreeMap::new();
-    for c in &mine {
-        for (name, metric) in &c.metrics {
-            names.entry(name).or_insert(metric);
-        }
-    }
-    if names.is_empty() {
-        out.push_str("<p class=\"note\">No metrics recorded (no cell ran its workload).</p>\n");
-        return;
-    }
-    let mut values: Vec<(&str, Unit)> = Vec::new();
-    out.push_str("<div class=\"plots\">");
-    for (name, first) in &names {
-        let mut lines = Vec::new();
-        for c in &mine {
-            let Some(metric) = c.metrics.get(*name) else {
-                continue;
-            };
-            let points = match metric {
-                Metric::Histogram(s) if s.count > 0 => [s.p50, s.p90, s.p99, s.p999, s.max]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (i as f64, *v as f64))
-                    .collect(),
-                Metric::Series(s) => s
-                    .samples
-                    .iter()
-                    .map(|&(t, v)| (t as f64 / 1000.0, v))
-                    .collect(),
-                _ => continue,
-            };
-            lines.push(super::plot::Line {
-                kernel: kernel_of(c),
-                points,
-            });
-        }
-        match first {
-            Metric::Histogram(s) => out.push_str(&super::plot::percentiles(
-                &format!("{name} (percentiles per cell)"),
-                s.unit,
-                &lines,
-                kernels,
-            )),
-            Metric::Series(s) => out.push_str(&super::plot::series(
-                &format!("{name} over time"),
-                s.unit,
-                &lines,
-                kernels,
-            )),
-            Metric::Value(g) => values.push((name, g.unit)),
-        }
-    }
-    out.push_str("</div>\n");
-    if !values.is_empty() {
-        out.push_str("<table class=\"values\"><tr><th>value</th>");
-        for k in kernels {
-            let _ = write!(out, "<th>{}</th>", escape(k));
-        }
-        out.push_str("</tr>\n");
-        for (name, unit) in values {
-            let _ = write!(out, "<tr><td>{}</td>", escape(name));
-            for (i, _) in kernels.iter().enumerate() {
-                let v: Vec<f64> = mine
-                    .iter()
-                    .filter(|c| kernel_of(c) == i)
-                    .filter_map(|c| match c.metrics.get(name) {
-                        Some(Metric::Value(g)) => Some(g.value),
-                        _ => None,
-                    })
-                    .collect();
-                let text = match kchaos_model::stats::median(&v) {
-                    Some(m) => {
-                        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-                        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                        format!(
-                            "{} <span class=\"note\">[{} – {}], n={}</span>",
-                            escape(&unit.format(m)),
-                            escape(&unit.format(lo)),
-                            escape(&unit.format(hi)),
-                            v.len()
-                        )
-                    }
-                    None => String::new(),
-                };
-                let _ = write!(out, "<td>{text}</td>");
-            }
-            out.push_str("</tr>\n");
-        }
-        out.push_str("</table>\n");
-    }
 }
 
 /// `path` (relative to `run_dir`) as a link from `report_dir`.
@@ -404,16 +391,29 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; font-size: 0.9em; }
 th { background: #f3f3f3; }
 .badge { color: #fff; border-radius: 3px; padding: 0.1em 0.4em; font-size: 0.9em; }
-.grid td { min-width: 9em; }
+td { overflow-wrap: anywhere; }
+.grid td { min-width: 9em; max-width: 28em; }
+.why { margin-top: 0.3em; font-size: 0.85em; }
+.why b { text-transform: uppercase; font-size: 0.8em; }
+details { font-size: 0.85em; color: #444; }
+details ul { margin: 0.2em 0; padding-left: 1.2em; }
+.legend span { margin-right: 1em; white-space: nowrap; }
+.legend i, .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 0.3em; vertical-align: middle; border-radius: 2px; }
+.checks .ok { color: #1b5e20; }
+.checks .bad { color: #b71c1c; font-weight: bold; }
+.plots figure { display: inline-block; margin: 0 1em 1em 0; }
 .sq { display: inline-block; width: 18px; height: 18px; margin: 1px; border-radius: 2px; }
+.sq.known { outline: 3px dashed #f9a825; outline-offset: -3px; }
 .counts, .note { color: #666; font-size: 0.85em; }
-.plots svg { margin: 0 1em 1em 0; border: 1px solid #eee; }
+.plots svg { border: 1px solid #eee; }
 .cmp tr.reg td { background: #fde0e0; }
 .cmp tr.imp td { background: #e3f4e4; }
+.cmp tr.warn td { background: #fff4d6; }
 </style>
 </head>
 <body>
 "#;
 
+mod scenario;
 #[cfg(test)]
 mod tests;

@@ -3,11 +3,18 @@
 //! infrastructure problems (`error`) are errors, `skip` is skipped; the message is the
 //! first reason and the body carries every reason, the fingerprint and where the
 //! console and kernel log are, so a CI page shows why without opening the results.
+//!
+//! Each check of a cell that reported is a `<testcase>` of its own after the cell's,
+//! passing or failing with the check: a CI page then lists every bound with what was
+//! observed and the margin left. Not `<properties>`: Jenkins' schema has none on a
+//! testcase (only on a suite) and GitLab shows none at all, while both list every
+//! testcase with its status, message and output.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use kchaos_model::scenario::{CheckOutcome, CheckResult};
 use kchaos_model::verdict::Verdict;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
@@ -32,6 +39,9 @@ pub fn render<'a>(cells: impl IntoIterator<Item = &'a CellResult>) -> Result<Str
             let took = Duration::from_millis(cell.duration_ms);
             time += took;
             suite.add_test_case(test_case(cell, took));
+            for check in &cell.checks {
+                suite.add_test_case(check_case(cell, check));
+            }
         }
         suite.set_time(time);
         total += time;
@@ -45,6 +55,11 @@ fn test_case(cell: &CellResult, took: Duration) -> TestCase {
     let mut status = match cell.verdict {
         Verdict::Pass => TestCaseStatus::success(),
         Verdict::Skip => TestCaseStatus::skipped(),
+        // A failure a known issue describes is shown, not counted: skipped, as pytest's
+        // xfail is, with the issue in the message (Jenkins and GitLab display it).
+        Verdict::Fail | Verdict::Hang | Verdict::Crash if cell.known.is_some() => {
+            TestCaseStatus::skipped()
+        }
         Verdict::Fail | Verdict::Hang | Verdict::Crash => {
             TestCaseStatus::non_success(NonSuccessKind::Failure)
         }
@@ -52,19 +67,68 @@ fn test_case(cell: &CellResult, took: Duration) -> TestCase {
     };
     if cell.verdict != Verdict::Pass {
         let first = cell.reasons.first().map(String::as_str).unwrap_or("");
-        status.set_message(format!("{}: {first}", cell.verdict));
-        status.set_type(cell.verdict.as_str());
+        let known = cell
+            .known
+            .as_ref()
+            .map(|k| format!("known issue {} ({}): ", k.id, k.link))
+            .unwrap_or_default();
+        status.set_message(format!("{known}{}: {first}", cell.verdict));
+        status.set_type(if cell.known.is_some() {
+            "known"
+        } else {
+            cell.verdict.as_str()
+        });
         status.set_description(details(cell));
     }
-    // The id without the scenario: `debian-6.1.0-56-cloud/r2`.
-    let name = cell
-        .id
-        .strip_prefix(&format!("{}/", cell.scenario))
-        .unwrap_or(&cell.id);
-    let mut case = TestCase::new(name, status);
+    let mut case = TestCase::new(case_name(cell), status);
     case.set_classname(format!("kchaos.{}", cell.scenario));
     case.set_time(took);
     case.set_system_out(metrics_text(cell));
+    case
+}
+
+/// The cell id without the scenario: `debian-6.1.0-56-cloud/r2`.
+fn case_name(cell: &CellResult) -> &str {
+    cell.id
+        .strip_prefix(&format!("{}/", cell.scenario))
+        .unwrap_or(&cell.id)
+}
+
+/// One check of one cell: `debian-6.1.0-56-cloud/r2 check memory_stat_read.p99 <= 50ms`,
+/// next to its cell in the same class, so a CI page sorts it beside the cell.
+fn check_case(cell: &CellResult, check: &CheckResult) -> TestCase {
+    let mut status = match check.outcome() {
+        CheckOutcome::Pass => TestCaseStatus::success(),
+        CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(msg);
+            s.set_type(format!("check-{}", check.status));
+            s
+        }
+    };
+    let mut out = format!(
+        "observed {}, bound {}",
+        check.observed_text(),
+        check.bound_text()
+    );
+    if check.margin.is_some() {
+        let _ = write!(out, ", margin {} of the bound", check.margin_text());
+    } else if let Some(h) = check.headroom {
+        let _ = write!(out, ", headroom {}", check.unit.format(h));
+    }
+    out.push('\n');
+    if let Some(because) = &check.because {
+        let _ = writeln!(out, "because: {because}");
+    }
+    if !check.passed() {
+        status.set_description(out.clone());
+    }
+    let mut case = TestCase::new(
+        format!("{} check {}", case_name(cell), check.assert),
+        status,
+    );
+    case.set_classname(format!("kchaos.{}", cell.scenario));
+    case.set_system_out(out);
     case
 }
 
@@ -108,6 +172,28 @@ fn metrics_text(cell: &CellResult) -> String {
 }
 
 #[cfg(test)]
+mod known_tests {
+    use super::*;
+    use crate::results::{test_cell, KnownMatch};
+
+    #[test]
+    fn a_known_failure_is_skipped_with_its_issue() {
+        let mut cell = test_cell("memcg/k", Verdict::Crash, 1e6);
+        cell.known = Some(KnownMatch {
+            id: "bug-7".into(),
+            link: "https://bugs.example/7".into(),
+        });
+        let xml = render(std::iter::once(&cell)).unwrap();
+        assert!(xml.contains("<skipped"), "{xml}");
+        assert!(
+            xml.contains("known issue bug-7 (https://bugs.example/7): crash"),
+            "{xml}"
+        );
+        assert!(!xml.contains("<failure"), "{xml}");
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::results::store::empty_results;
@@ -136,6 +222,10 @@ mod tests {
         let mut results = results_of(&VERDICTS);
         for cell in &mut results.cells {
             cell.reasons = vec![format!("why {} & <{}>", cell.id, cell.verdict)];
+        }
+        // Checks are their own testcases; these cells carry none.
+        for cell in &mut results.cells {
+            cell.checks.clear();
         }
         let xml = render(&results.cells).unwrap();
         assert!(
@@ -168,6 +258,38 @@ mod tests {
         );
         assert!(xml.contains(r#"type="crash""#), "{xml}");
         assert!(xml.contains("lat: n=100"), "{xml}");
+    }
+
+    #[test]
+    fn every_check_is_a_testcase_with_its_numbers() {
+        // lat.p99 <= 4ms: 1ms passes with 75% left, 6ms fails 50% past the bound.
+        let mut results = results_of(&[("memcg/k1", Verdict::Pass)]);
+        results
+            .cells
+            .push(test_cell("memcg/k2", Verdict::Fail, 6e6));
+        let xml = render(&results.cells).unwrap();
+        assert!(
+            xml.contains(
+                r#"<testsuite name="memcg" tests="4" skipped="0" errors="0" failures="2""#
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<testcase name="k1 check lat.p99 &lt;= 4ms" classname="kchaos.memcg""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("observed 1.00ms, bound &lt;= 4.00ms, margin +75.0% of the bound"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                r#"<failure message="check `lat.p99 &lt;= 4ms` failed: lat.p99 = 6.00ms (bound &lt;= 4.00ms): the incident&apos;s tail" type="check-fail">"#
+            ),
+            "{xml}"
+        );
+        assert!(xml.contains("margin -50.0% of the bound"), "{xml}");
+        assert!(xml.contains("because: the incident"), "{xml}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod html;
 pub mod junit;
+pub mod labels;
 pub mod plot;
 pub mod table;
 
@@ -13,6 +14,7 @@ use crate::analysis::compare::Comparison;
 use crate::results::sources::LoadedRun;
 
 pub use self::html::{escape, render, verdict_colour};
+pub use self::labels::KernelNames;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -43,8 +45,19 @@ impl Written {
     }
 }
 
-/// Writes `junit.xml` and `report.html` for `runs` into `dir`.
+/// Writes `junit.xml` and `report.html` for `runs` into `dir`, kernels labelled by the
+/// default kernel list's names where it has them.
 pub fn write(runs: &[LoadedRun], comparison: Option<&Comparison>, dir: &Path) -> Written {
+    write_named(runs, comparison, dir, &KernelNames::from_default_list())
+}
+
+/// [`write`], with the kernel names given (from the `--kernel-list` the user named).
+pub fn write_named(
+    runs: &[LoadedRun],
+    comparison: Option<&Comparison>,
+    dir: &Path,
+    names: &KernelNames,
+) -> Written {
     let put = |path: PathBuf, bytes: Result<String, ReportError>| {
         let bytes = bytes?;
         kchaos_images::Cache::write_atomic(&path, bytes.as_bytes()).map_err(|source| {
@@ -64,6 +77,9 @@ pub fn write(runs: &[LoadedRun], comparison: Option<&Comparison>, dir: &Path) ->
         dir.join("junit.xml"),
         junit::render(cells).map_err(Into::into),
     );
-    let html = put(dir.join("report.html"), Ok(render(runs, comparison, dir)));
+    let html = put(
+        dir.join("report.html"),
+        Ok(render(runs, comparison, dir, names)),
+    );
     Written { junit, html }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use kchaos_images::Cache;
 use kchaos_model::fingerprint::Fingerprint;
 use kchaos_model::metrics::Metric;
+use kchaos_model::scenario::CheckResult;
 use kchaos_model::signature::SignatureHit;
 use kchaos_model::verdict::Verdict;
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,11 @@ pub struct CellResult {
     /// Whole cell, from QEMU start to its exit.
     pub duration_ms: u64,
     pub metrics: BTreeMap<String, Metric>,
+    /// Every `[[check]]` with what was observed and the margin left, passing or not;
+    /// empty when the runner never reported (and in results written before checks were
+    /// recorded).
+    #[serde(default)]
+    pub checks: Vec<CheckResult>,
     pub signatures: Vec<SignatureHit>,
     pub notes: Vec<String>,
     pub artifacts: Artifacts,
@@ -213,6 +219,7 @@ impl CellResult {
             guest_ready_ms: None,
             duration_ms: 0,
             metrics: BTreeMap::new(),
+            checks: Vec::new(),
             signatures: Vec::new(),
             notes: Vec::new(),
             artifacts: Artifacts::default(),
@@ -249,7 +256,8 @@ impl RunResults {
 }
 
 /// A plausible cell for tests of what reads results: one latency histogram `lat` with
-/// the given p99, two counter series (`dying`, `slab`) of two samples each.
+/// the given p99, two counter series (`dying`, `slab`) of two samples each, and the
+/// check `lat.p99 <= 4ms` evaluated on them.
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
@@ -288,6 +296,16 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
             value: 40.0,
         }),
     );
+    let check = kchaos_model::scenario::Check {
+        text: "lat.p99 <= 4ms".to_owned(),
+        because: Some("the incident's tail".to_owned()),
+        metric: "lat".to_owned(),
+        stat: kchaos_model::metrics::Stat::P99,
+        op: kchaos_model::scenario::CmpOp::Le,
+        threshold: 4e6,
+        unit: Unit::Ns,
+    };
+    let checks = vec![check.result(&metrics)];
     CellResult {
         id: id.to_owned(),
         scenario: scenario.to_owned(),
@@ -307,13 +325,14 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
         reasons: if verdict == Verdict::Pass {
             Vec::new()
         } else {
-            vec![format!("check `lat.p99 <= 1ms` failed: lat.p99 = {p99_ns}")]
+            vec![format!("check `lat.p99 <= 4ms` failed: lat.p99 = {p99_ns}")]
         },
         fingerprint: None,
         boot_ms: Some(3000),
         guest_ready_ms: Some(2500),
         duration_ms: 20_000,
         metrics,
+        checks,
         signatures: Vec::new(),
         notes: Vec::new(),
         artifacts: Artifacts {

@@ -1,6 +1,7 @@
 //! The results store: an embedded SQLite database (`results.db` in each results
-//! directory, or one shared with `--db`) holding runs, cells, metrics, samples,
-//! signatures and artifact paths, for SQL and for `report`, `compare` and `merge`.
+//! directory, or one shared with `--db`) holding runs, cells, metrics, samples, check
+//! outcomes, signatures and artifact paths, for SQL and for `report`, `compare` and
+//! `merge`.
 //!
 //! Every cell is also kept whole as its `cell.json` text, so reading a cell back is
 //! lossless; the other tables are the same facts laid out for queries. `results.json`
@@ -9,15 +10,13 @@
 use std::path::{Path, PathBuf};
 
 use kchaos_model::metrics::{Metric, Stat};
-use rusqlite::{params, Connection, OptionalExtension};
+use kchaos_model::scenario::CheckResult;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::results::{CellResult, HostInfo, RunResults};
 
-/// Bump with every schema change; an older database is refused with a clear error.
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+/// The schema as version 1 created it. A new database gets this, then every migration.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     dir TEXT NOT NULL UNIQUE,
@@ -78,6 +77,42 @@ CREATE TABLE IF NOT EXISTS artifacts (
 CREATE INDEX IF NOT EXISTS cells_by_scenario ON cells (scenario, kernel_spec);
 ";
 
+/// Schema changes in order: `MIGRATIONS[i]` takes a database from version `i + 1` to
+/// `i + 2`. A database of an older version is migrated in place, in one transaction
+/// with the version bump, so it is either wholly migrated or untouched; a newer one is
+/// refused (this kchaos does not know what its tables mean).
+const MIGRATIONS: &[&str] = &[
+    // 2: every check's outcome per cell. Cells recorded under version 1 have none
+    // (their results did not keep them), so nothing is backfilled.
+    "
+CREATE TABLE checks (
+    cell_id INTEGER NOT NULL REFERENCES cells(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    assertion TEXT NOT NULL,
+    because TEXT,
+    metric TEXT NOT NULL,
+    stat TEXT NOT NULL,
+    op TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    observed REAL,
+    bound REAL NOT NULL,
+    status TEXT NOT NULL,
+    headroom REAL,
+    margin REAL,
+    PRIMARY KEY (cell_id, seq)
+);
+CREATE INDEX checks_by_assertion ON checks (assertion);
+",
+    // 3: the known issue a failing cell matched (known-issues.toml): its class.
+    "
+ALTER TABLE cells ADD COLUMN known_issue TEXT;
+ALTER TABLE cells ADD COLUMN known_link TEXT;
+",
+];
+
+/// The version this kchaos writes.
+const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("Results database {path}")]
@@ -86,8 +121,8 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("Results database {path} has schema version {found}; this kchaos writes {SCHEMA_VERSION} (use a new --db file)")]
-    Version { path: String, found: i64 },
+    #[error("Results database {path} has schema version {found}; this kchaos reads versions 1 to {SCHEMA_VERSION} (a newer kchaos wrote it?): use that kchaos or a new --db file")]
+    Version { path: String, found: String },
     #[error("Results database {path}: cell {cell} is not valid JSON")]
     Corrupt {
         path: String,
@@ -129,39 +164,34 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
-        let conn = Connection::open(path).map_err(err)?;
+        let mut conn = Connection::open(path).map_err(err)?;
         // Several kchaos processes may share one database (`--db`): wait for each other.
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(err)?;
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL;")
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        let found: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-                r.get(0)
-            })
-            .optional()
+        // Immediate: two processes opening one old database do not both migrate it.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
-        match found.and_then(|v| v.parse::<i64>().ok()) {
-            None => {
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
-                    params![SCHEMA_VERSION.to_string()],
-                )
-                .map_err(err)?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(found) => {
-                return Err(StoreError::Version {
-                    path: path.display().to_string(),
-                    found,
-                })
-            }
-        }
+        migrate(&tx, path)?;
+        tx.commit().map_err(err)?;
         Ok(Store {
             conn,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The schema version of the open database.
+    #[cfg(test)]
+    fn version(&self) -> i64 {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -235,8 +265,10 @@ impl Store {
         tx.execute(
             "INSERT INTO cells (run_id, cell, scenario, kernel_spec, kernel_resolved,
                  kernel_release, repeat, seed, verdict, reasons_json, fingerprint, boot_ms,
-                 duration_ms, image_kind, image_key, started_at, result_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 duration_ms, image_kind, image_key, started_at, result_json, known_issue,
+                 known_link)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19)",
             params![
                 run,
                 cell.id,
@@ -256,6 +288,8 @@ impl Store {
                 cell.image.as_ref().map(|i| i.key.clone()),
                 cell.started_at,
                 json,
+                cell.known.as_ref().map(|k| k.id.clone()),
+                cell.known.as_ref().map(|k| k.link.clone()),
             ],
         )
         .map_err(err)?;
@@ -309,6 +343,7 @@ impl Store {
             )
             .map_err(err)?;
         }
+        insert_checks(&tx, cell_id, &cell.checks).map_err(err)?;
         let a = &cell.artifacts;
         for (kind, path) in [
             ("dir", &a.dir),
@@ -376,6 +411,80 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Creates a new database's schema or migrates an older one, inside `tx`.
+fn migrate(tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    )
+    .map_err(err)?;
+    let found: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(err)?;
+    let from = match found {
+        None => {
+            tx.execute_batch(SCHEMA_V1).map_err(err)?;
+            1
+        }
+        Some(text) => match text.parse::<i64>() {
+            Ok(v) if (1..=SCHEMA_VERSION).contains(&v) => v,
+            _ => {
+                return Err(StoreError::Version {
+                    path: path.display().to_string(),
+                    found: text,
+                })
+            }
+        },
+    };
+    // `from` is in 1..=SCHEMA_VERSION, so the index is in range.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    for step in &MIGRATIONS[(from - 1) as usize..] {
+        tx.execute_batch(step).map_err(err)?;
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+        params![SCHEMA_VERSION.to_string()],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+fn insert_checks(
+    tx: &Transaction<'_>,
+    cell_id: i64,
+    checks: &[CheckResult],
+) -> Result<(), rusqlite::Error> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO checks (cell_id, seq, assertion, because, metric, stat, op, unit,
+             observed, bound, status, headroom, margin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    for (seq, c) in checks.iter().enumerate() {
+        insert.execute(params![
+            cell_id,
+            i64::try_from(seq).unwrap_or(i64::MAX),
+            c.assert,
+            c.because,
+            c.metric,
+            c.stat.as_str(),
+            c.op.as_str(),
+            c.unit.as_str(),
+            c.observed,
+            c.bound,
+            c.status.as_str(),
+            c.headroom,
+            c.margin,
+        ])?;
+    }
+    Ok(())
 }
 
 /// Runs are identified by their directory, absolute so a shared database can tell two
@@ -454,6 +563,105 @@ mod tests {
     }
 
     #[test]
+    fn every_check_of_a_cell_has_a_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&Store::path_in(dir.path())).unwrap();
+        let run = store.begin_run(dir.path(), &empty_results(), "{}").unwrap();
+        let cell = test_cell("memcg/k", kchaos_model::verdict::Verdict::Pass, 1e6);
+        store.record_cell(run, &cell).unwrap();
+        let row: (String, String, f64, f64, String, f64) = store
+            .conn
+            .query_row(
+                "SELECT assertion, op, observed, bound, status, margin FROM checks",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                "lat.p99 <= 4ms".into(),
+                "<=".into(),
+                1e6,
+                4e6,
+                "pass".into(),
+                0.75
+            )
+        );
+        // Re-recording replaces the cell and, with it, its checks.
+        store.record_cell(run, &cell).unwrap();
+        let n: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM checks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    /// A database written by a kchaos of schema version 1 (no `checks` table, cells
+    /// without checks in their JSON) is migrated in place: its cells still read back,
+    /// new cells record their checks, and the version says 2.
+    #[test]
+    fn a_version_1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Store::path_in(dir.path());
+        let mut old = test_cell("memcg/old", kchaos_model::verdict::Verdict::Pass, 1e6);
+        old.checks.clear();
+        let mut old_json = serde_json::to_value(&old).unwrap();
+        old_json.as_object_mut().unwrap().remove("checks");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema', '1');",
+            )
+            .unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            conn.execute(
+                "INSERT INTO runs (id, dir, kchaos_version, started_at) VALUES (1, '/r', '0.1.0', 'now')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO cells (run_id, cell, scenario, kernel_spec, repeat, seed, verdict,
+                     reasons_json, duration_ms, started_at, result_json)
+                 VALUES (1, 'memcg/old', 'memcg', 'debian:old', 0, 42, 'pass', '[]', 1, 'now', ?1)",
+                params![old_json.to_string()],
+            )
+            .unwrap();
+            let tables: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'checks'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(tables, 0, "a version 1 database has no checks table");
+        }
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.version(), 2);
+        assert_eq!(store.cells(Some(1)).unwrap(), vec![old]);
+        let new = test_cell("memcg/new", kchaos_model::verdict::Verdict::Pass, 1e6);
+        store.record_cell(1, &new).unwrap();
+        let n: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM checks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        // Opening it again migrates nothing twice.
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().version(), 2);
+    }
+
+    #[test]
     fn a_database_from_another_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = Store::path_in(dir.path());
@@ -464,5 +672,17 @@ mod tests {
         drop(conn);
         let e = Store::open(&path).unwrap_err().to_string();
         assert!(e.contains("schema version 99"), "{e}");
+        // Refused without being touched.
+        let conn = Connection::open(&path).unwrap();
+        let v: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(v, "99");
+        conn.execute("UPDATE meta SET value = 'garbage' WHERE key = 'schema'", [])
+            .unwrap();
+        drop(conn);
+        assert!(Store::open(&path).is_err());
     }
 }

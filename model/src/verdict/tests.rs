@@ -3,7 +3,7 @@
 use super::*;
 use crate::metrics::{Gauge, Metric, Summary};
 use crate::protocol::{ProbeReport, WorkloadReport};
-use crate::scenario::parse;
+use crate::scenario::{parse, CheckStatus};
 use crate::signature::LogSource;
 use crate::units::Unit;
 
@@ -76,6 +76,39 @@ fn clean_run_passes() {
 }
 
 #[test]
+fn every_check_is_recorded_with_its_margin_pass_or_fail() {
+    let d = decide(&scenario(), &finished(5));
+    assert_eq!(d.checks.len(), 1);
+    let c = &d.checks[0];
+    assert_eq!(c.assert, "stat_read.p99 <= 10ms");
+    assert_eq!(c.status, CheckStatus::Pass);
+    assert_eq!((c.observed, c.bound), (Some(5e6), 10e6));
+    assert_eq!(c.margin, Some(0.5));
+    let d = decide(&scenario(), &finished(25));
+    assert_eq!(d.checks[0].status, CheckStatus::Fail);
+    assert_eq!(d.checks[0].margin, Some(-1.5));
+}
+
+#[test]
+fn checks_are_kept_whatever_ends_the_cell_once_the_runner_reported() {
+    // A panic after the report (say, while powering off) is a crash, and the checks
+    // the run earned still say how close it came.
+    let mut obs = finished(5);
+    obs.hits.push(hit("panic", Severity::Crash));
+    let d = decide(&scenario(), &obs);
+    assert_eq!(d.verdict, Verdict::Crash);
+    assert_eq!(d.checks.len(), 1);
+    assert_eq!(d.checks[0].status, CheckStatus::Pass);
+    // No report, no numbers: nothing to hold against the bounds.
+    let obs = Observations {
+        reached_runner: true,
+        hang: Some("no heartbeat for 30s".into()),
+        ..Observations::default()
+    };
+    assert!(decide(&scenario(), &obs).checks.is_empty());
+}
+
+#[test]
 fn violated_check_fails_with_the_numbers() {
     let d = decide(&scenario(), &finished(25));
     assert_eq!(d.verdict, Verdict::Fail);
@@ -94,7 +127,15 @@ fn a_missing_metric_never_passes_a_check() {
     obs.metrics.clear();
     let d = decide(&scenario(), &obs);
     assert_eq!(d.verdict, Verdict::Fail);
-    assert!(d.reasons[0].contains("was not recorded"));
+    assert!(
+        d.reasons[0].contains("no value of stat_read.p99 was recorded"),
+        "{:?}",
+        d.reasons
+    );
+    // The check is recorded all the same, with nothing observed.
+    assert_eq!(d.checks.len(), 1);
+    assert_eq!(d.checks[0].status, CheckStatus::NoData);
+    assert_eq!((d.checks[0].observed, d.checks[0].margin), (None, None));
 }
 
 #[test]

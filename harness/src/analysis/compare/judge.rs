@@ -1,5 +1,5 @@
-//! Judging one scenario: its verdicts on each side, then each metric's change against
-//! the threshold and the noise of the repeats.
+//! Judging one scenario's metrics: each one's change against the threshold and the
+//! noise of the repeats, and whether the repeats could show a change at all.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,7 @@ use kchaos_model::stats;
 use kchaos_model::units::Unit;
 use kchaos_model::verdict::Verdict;
 
-use super::{Cells, CompareOptions, Direction, Outcome, Row, Side};
+use super::{Cells, CompareOptions, Direction, Outcome, Row, RowKind, Side};
 use crate::results::sources::LoadedRun;
 use crate::results::CellResult;
 
@@ -21,122 +21,6 @@ pub(super) fn by_scenario<'a>(side: &Side<'a>) -> BTreeMap<String, Cells<'a>> {
             .push((run, cell));
     }
     map
-}
-
-fn verdict_counts(cells: &[(&LoadedRun, &CellResult)]) -> BTreeMap<Verdict, usize> {
-    let mut counts = BTreeMap::new();
-    for (_, cell) in cells {
-        *counts.entry(cell.verdict).or_default() += 1;
-    }
-    counts
-}
-
-fn counts_text(counts: &BTreeMap<Verdict, usize>) -> String {
-    if counts.is_empty() {
-        return "no cells".to_owned();
-    }
-    counts
-        .iter()
-        .map(|(v, n)| format!("{v} {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-pub(super) fn verdict_row(
-    scenario: &str,
-    base: &[(&LoadedRun, &CellResult)],
-    cand: &[(&LoadedRun, &CellResult)],
-) -> Row {
-    let (bv, cv) = (verdict_counts(base), verdict_counts(cand));
-    let failures = |c: &BTreeMap<Verdict, usize>| {
-        c.iter()
-            .filter(|(v, _)| v.is_failure())
-            .map(|(_, n)| n)
-            .sum::<usize>()
-    };
-    let passes = |c: &BTreeMap<Verdict, usize>| c.get(&Verdict::Pass).copied().unwrap_or(0);
-    let first_reason = |cells: &[(&LoadedRun, &CellResult)], want: fn(Verdict) -> bool| {
-        cells
-            .iter()
-            .find(|(_, c)| want(c.verdict))
-            .and_then(|(_, c)| c.reasons.first().cloned())
-            .unwrap_or_default()
-    };
-    let (outcome, why) = if base.is_empty() || cand.is_empty() {
-        let side = if base.is_empty() {
-            "baseline"
-        } else {
-            "candidate"
-        };
-        (Outcome::NotComparable, format!("not run on the {side}"))
-    } else if let Some(v) = new_failure(&bv, &cv) {
-        let reason = cand
-            .iter()
-            .find(|(_, c)| c.verdict == v)
-            .and_then(|(_, c)| c.reasons.first().cloned())
-            .unwrap_or_default();
-        let on_baseline = if failures(&bv) == 0 {
-            "never fails on the baseline".to_owned()
-        } else {
-            format!("never a {v} on the baseline")
-        };
-        (
-            Outcome::Regression,
-            format!("{v} on the candidate, {on_baseline}: {reason}"),
-        )
-    } else if failures(&bv) > 0 && failures(&cv) == 0 && passes(&cv) > 0 {
-        (
-            Outcome::Improvement,
-            "fails on the baseline, passes on the candidate".to_owned(),
-        )
-    } else if passes(&bv) == 0 || passes(&cv) == 0 {
-        let (side, cells) = if passes(&cv) == 0 {
-            ("candidate", cand)
-        } else {
-            ("baseline", base)
-        };
-        (
-            Outcome::NotComparable,
-            format!(
-                "never passed on the {side}: {}",
-                first_reason(cells, |v| v != Verdict::Pass)
-            ),
-        )
-    } else {
-        (Outcome::Unchanged, String::new())
-    };
-    Row {
-        scenario: scenario.to_owned(),
-        what: "verdict".to_owned(),
-        unit: Unit::Count,
-        direction: Direction::Informational,
-        baseline: Vec::new(),
-        candidate: Vec::new(),
-        baseline_text: counts_text(&bv),
-        candidate_text: counts_text(&cv),
-        change: None,
-        interval: None,
-        p: None,
-        outcome,
-        why,
-    }
-}
-
-/// A failing verdict the candidate shows and the baseline never did: any failure when
-/// the baseline always passed, and a crash or hang when the baseline only ever failed a
-/// check (a flaky latency bound on the baseline does not hide a new crash).
-fn new_failure(
-    base: &BTreeMap<Verdict, usize>,
-    cand: &BTreeMap<Verdict, usize>,
-) -> Option<Verdict> {
-    let has = |c: &BTreeMap<Verdict, usize>, v: Verdict| c.get(&v).is_some_and(|n| *n > 0);
-    if !has(base, Verdict::Pass) && !Verdict::ALL.iter().any(|v| v.is_failure() && has(base, *v)) {
-        return None;
-    }
-    let base_fails = Verdict::ALL.iter().any(|v| v.is_failure() && has(base, *v));
-    [Verdict::Crash, Verdict::Hang, Verdict::Fail]
-        .into_iter()
-        .find(|&v| has(cand, v) && !has(base, v) && (v != Verdict::Fail || !base_fails))
 }
 
 /// `(metric, stat)` → direction, from the scenario's checks (as the cells ran it).
@@ -238,6 +122,94 @@ pub(super) fn metric_rows(
     rows
 }
 
+/// `2 repeats per side cannot reach p < 0.05 (the smallest possible p is 0.167)`: why a
+/// sample of this size says nothing either way, whatever its numbers.
+pub(super) fn cannot_reach(n1: usize, n2: usize, what: &str, alpha: f64) -> String {
+    // `repeats` → `repeat` for one.
+    let noun = |n: usize| {
+        if n == 1 {
+            what.strip_suffix('s').unwrap_or(what)
+        } else {
+            what
+        }
+    };
+    let sizes = if n1 == n2 {
+        format!("{n1} {} per side", noun(n1))
+    } else {
+        format!("{n1} baseline and {n2} candidate {}", noun(n2))
+    };
+    format!(
+        "{sizes} cannot reach p < {alpha} (the smallest possible p is {:.3})",
+        stats::min_one_sided_p(n1, n2)
+    )
+}
+
+/// Repeats are searched up to this many per side for `--repeat M`.
+const MAX_REPEATS: usize = 64;
+
+/// The inconclusive verdict on a change beyond the threshold that `n1` and `n2`
+/// repeats cannot show: the message and the `--repeat` that could.
+pub(super) fn inconclusive(row: &mut Row, alpha: f64) {
+    let (n1, n2) = (row.baseline.len(), row.candidate.len());
+    let needed = stats::repeats_to_reach(alpha, MAX_REPEATS);
+    row.outcome = Outcome::Inconclusive;
+    row.repeats_needed = needed.and_then(|m| u64::try_from(m).ok());
+    row.why = match needed {
+        Some(m) => format!(
+            "{}; rerun with --repeat {m}",
+            cannot_reach(n1, n2, "repeats", alpha)
+        ),
+        None => cannot_reach(n1, n2, "repeats", alpha),
+    };
+}
+
+/// A row of per-repeat values, judged: `change` and `worse` in the row's terms (relative
+/// for metrics, points for margins), the one-sided p-values from Mann–Whitney.
+pub(super) struct Judged {
+    /// Positive: a change for the worse beyond nothing; compared with the threshold.
+    pub worse: f64,
+    /// p for "worse", and for "better".
+    pub p_worse: Option<f64>,
+    pub p_better: Option<f64>,
+}
+
+/// Regression, improvement, inconclusive, within the noise, or unchanged.
+pub(super) fn decide(row: &mut Row, j: &Judged, opts: CompareOptions, worse_outcome: Outcome) {
+    let (n1, n2) = (row.baseline.len(), row.candidate.len());
+    // Only the exact test's bound counts: with ties, the normal approximation can dip
+    // below alpha for samples whose exact test never could.
+    let reachable = stats::min_one_sided_p(n1, n2) < opts.alpha;
+    let significant = |p: Option<f64>| reachable && p.is_some_and(|p| p < opts.alpha);
+    let beyond = j.worse.abs() > opts.threshold;
+    if j.worse > opts.threshold && significant(j.p_worse) {
+        row.outcome = worse_outcome;
+        row.why = format!(
+            "worse by more than {} and p = {:.3} < {}",
+            threshold_text(row.kind, opts.threshold),
+            j.p_worse.unwrap_or(1.0),
+            opts.alpha
+        );
+    } else if -j.worse > opts.threshold && significant(j.p_better) {
+        row.outcome = Outcome::Improvement;
+    } else if beyond && !reachable {
+        inconclusive(row, opts.alpha);
+    } else if j.worse > opts.threshold {
+        row.why = format!(
+            "worse by more than {} but within the noise (p = {:.3})",
+            threshold_text(row.kind, opts.threshold),
+            j.p_worse.unwrap_or(1.0)
+        );
+    }
+}
+
+/// `10%` of the baseline median, or `10 points` of the bound for margins.
+fn threshold_text(kind: RowKind, threshold: f64) -> String {
+    match kind {
+        RowKind::Margin => format!("{:.0} points of the bound", threshold * 100.0),
+        _ => format!("{:.0}%", threshold * 100.0),
+    }
+}
+
 fn judge(
     scenario: &str,
     what: String,
@@ -266,6 +238,7 @@ fn judge(
     };
     let mut row = Row {
         scenario: scenario.to_owned(),
+        kind: RowKind::Metric,
         what,
         unit,
         direction,
@@ -278,6 +251,7 @@ fn judge(
         p,
         outcome: Outcome::Unchanged,
         why: String::new(),
+        repeats_needed: None,
     };
     let (n1, n2) = (row.baseline.len(), row.candidate.len());
     if n1 == 0 || n2 == 0 {
@@ -287,11 +261,6 @@ fn judge(
     }
     if direction == Direction::Informational {
         row.outcome = Outcome::Informational;
-        return row;
-    }
-    if n1 < 2 || n2 < 2 {
-        row.outcome = Outcome::TooFewRepeats;
-        row.why = "run with --repeat 3 or more to judge".to_owned();
         return row;
     }
     // Positive `worse` means a change for the worse; a zero baseline median with a
@@ -304,27 +273,19 @@ fn judge(
     let worse = change.map_or(f64::INFINITY * sign * cm.unwrap_or(0.0).signum(), |x| {
         x * sign
     });
-    let better_p = test.as_ref().map(|t| match direction {
+    let p_better = test.as_ref().map(|t| match direction {
         Direction::HigherIsWorse => t.p_less,
         _ => t.p_greater,
     });
-    let significant = |p: Option<f64>| p.is_some_and(|p| p < opts.alpha);
-    if worse > opts.threshold && significant(p) {
-        row.outcome = Outcome::Regression;
-        row.why = format!(
-            "worse by more than {:.0}% and p = {:.3} < {}",
-            opts.threshold * 100.0,
-            p.unwrap_or(1.0),
-            opts.alpha
-        );
-    } else if -worse > opts.threshold && significant(better_p) {
-        row.outcome = Outcome::Improvement;
-    } else if worse > opts.threshold {
-        row.why = format!(
-            "worse by more than {:.0}% but within the noise (p = {:.3})",
-            opts.threshold * 100.0,
-            p.unwrap_or(1.0)
-        );
-    }
+    decide(
+        &mut row,
+        &Judged {
+            worse,
+            p_worse: p,
+            p_better,
+        },
+        opts,
+        Outcome::Regression,
+    );
     row
 }

@@ -1,15 +1,28 @@
 //! `kchaos compare`: did the candidate (a kernel, or a run) get worse than the baseline?
 //!
-//! Per scenario, the verdicts first: a scenario that never failed on the baseline and
-//! fails, crashes or hangs on the candidate is a regression, whatever the numbers say.
+//! Per scenario, the verdicts first, as failure rates: Fisher's exact test asks whether
+//! the candidate fails (and, separately, crashes or hangs) more often than the baseline,
+//! so a flaky check on the baseline neither hides a new crash nor turns one extra
+//! failure into a regression. Like Chromium's Pinpoint it answers different (a
+//! regression, or an improvement), same, or unknown: a higher failure rate the runs
+//! cannot yet tell from chance is "inconclusive", with the runs per side that would.
+//!
 //! Then every metric, as one value per repeat (a histogram's p99, a counter's last
 //! sample, a value; plus any statistic a check bounds). A change is a regression only
 //! when it is both larger than the threshold (default 10% of the baseline median) and
 //! beyond the noise of the repeats: a one-sided Mann–Whitney U test at `alpha` (default
-//! 0.05) in the direction that is worse. A bootstrap interval of the median change says
-//! how sure the number is. Which direction is worse comes from the scenario's checks (a
-//! `<=` bound means higher is worse); latencies without a check are worse when higher;
-//! other metrics without a check are shown but never called regressions.
+//! 0.05) in the direction that is worse. When the repeats are too few for any data to
+//! reach `alpha` (2 per side cannot go below p = 1/6), a large change is "inconclusive"
+//! with the `--repeat` that could show it, never "within the noise". A bootstrap
+//! interval of the median change says how sure the number is. Which direction is worse
+//! comes from the scenario's checks (a `<=` bound means higher is worse); latencies
+//! without a check are worse when higher; other metrics without a check are shown but
+//! never called regressions.
+//!
+//! Last, each check's margin (its room to the bound, as a fraction of the bound): one
+//! that shrank by more than the threshold in points of the bound, significantly, is
+//! reported as eroded even while the check still passes. Erosion is reported, not
+//! gated on: the bound is what the scenario calls acceptable.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,12 +34,16 @@ use crate::results::sources::LoadedRun;
 use crate::results::CellResult;
 
 mod judge;
+mod margins;
+mod rates;
 mod table;
 #[cfg(test)]
 mod tests;
 
-use self::judge::{by_scenario, check_directions, metric_rows, verdict_row};
-pub use self::table::table;
+use self::judge::{by_scenario, check_directions, metric_rows};
+use self::margins::margin_rows;
+use self::rates::verdict_row;
+pub use self::table::{summary, table};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CompareOptions {
@@ -104,12 +121,17 @@ pub enum Direction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
+    /// Worse beyond the threshold and the noise, or failing significantly more often.
     Regression,
     Improvement,
-    /// Within the threshold or within the noise.
+    /// A check's margin shrank beyond the threshold, significantly (it may still pass).
+    MarginEroded,
+    /// The runs cannot tell: too few repeats for any data to reach `alpha`, or a higher
+    /// failure rate not yet distinguishable from chance. `repeats_needed` says how many
+    /// would.
+    Inconclusive,
+    /// Within the threshold, or within the noise of enough repeats.
     Unchanged,
-    /// Fewer than two usable repeats on a side: the change is shown, not judged.
-    TooFewRepeats,
     Informational,
     /// Skipped, errored or missing on one side.
     NotComparable,
@@ -120,19 +142,34 @@ impl Outcome {
         match self {
             Outcome::Regression => "REGRESSION",
             Outcome::Improvement => "improvement",
+            Outcome::MarginEroded => "margin eroded",
+            Outcome::Inconclusive => "inconclusive",
             Outcome::Unchanged => "unchanged",
-            Outcome::TooFewRepeats => "too few repeats",
             Outcome::Informational => "info",
             Outcome::NotComparable => "not comparable",
         }
     }
 }
 
+/// What a row compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RowKind {
+    /// Failure rates; `baseline_text`/`candidate_text` hold the verdict counts.
+    Verdict,
+    /// A statistic per repeat; `change` is relative to the baseline median.
+    Metric,
+    /// A check's margin per repeat; `change` is the difference of the medians, in
+    /// fractions of the bound (points).
+    Margin,
+}
+
 /// One line of the comparison.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub scenario: String,
-    /// `verdict`, or `metric.stat` (`memory_stat_read.p99`).
+    pub kind: RowKind,
+    /// `verdict`, `metric.stat` (`memory_stat_read.p99`), or `check ASSERTION`.
     pub what: String,
     pub unit: Unit,
     pub direction: Direction,
@@ -142,15 +179,23 @@ pub struct Row {
     pub baseline_text: String,
     pub candidate_text: String,
     /// Relative change of the median (0.25 = 25% higher); `None` when the baseline
-    /// median is zero and the candidate's is not.
+    /// median is zero and the candidate's is not. For margins, the difference of the
+    /// medians (-0.30 = 30 points of the bound less room).
     pub change: Option<f64>,
     /// 95% bootstrap interval of `change`.
     pub interval: Option<(f64, f64)>,
-    /// One-sided p-value in the worse direction (the larger direction if informational).
+    /// One-sided p-value in the worse direction (the larger direction if informational);
+    /// Fisher's for verdicts, Mann–Whitney's otherwise.
     pub p: Option<f64>,
     pub outcome: Outcome,
     pub why: String,
+    /// For `inconclusive`: the repeats per side that could show the change (`None`
+    /// when more than [`MAX_RUNS_NEEDED`] would be needed).
+    pub repeats_needed: Option<u64>,
 }
+
+/// Beyond this many runs per side, "how many would show it" is not worth a number.
+pub const MAX_RUNS_NEEDED: u64 = 1000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
@@ -164,11 +209,14 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// Rows with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.rows.iter().filter(|r| r.outcome == outcome).count()
+    }
+
+    /// What gates: `compare` exits 1 when this is not zero.
     pub fn regressions(&self) -> usize {
-        self.rows
-            .iter()
-            .filter(|r| r.outcome == Outcome::Regression)
-            .count()
+        self.count(Outcome::Regression)
     }
 }
 
@@ -182,9 +230,10 @@ pub fn compare(base: &Side<'_>, cand: &Side<'_>, opts: CompareOptions) -> Compar
             b.get(scenario).unwrap_or(&empty),
             c.get(scenario).unwrap_or(&empty),
         );
-        rows.push(verdict_row(scenario, bc, cc));
+        rows.push(verdict_row(scenario, bc, cc, opts));
         let directions = check_directions(bc.iter().chain(cc.iter()).copied());
         rows.extend(metric_rows(scenario, bc, cc, &directions, opts));
+        rows.extend(margin_rows(scenario, bc, cc, opts));
     }
     Comparison {
         baseline: base.name.clone(),

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Comparison, Outcome, Row};
+use super::{Comparison, Outcome, Row, RowKind};
 
 fn percent(x: f64) -> String {
     if x.is_infinite() {
@@ -11,18 +11,31 @@ fn percent(x: f64) -> String {
     format!("{:+.1}%", x * 100.0)
 }
 
+/// A difference of margins, in points of the bound.
+fn points(x: f64) -> String {
+    format!("{:+.1} pts", x * 100.0)
+}
+
 impl Row {
+    fn change_format(&self) -> fn(f64) -> String {
+        match self.kind {
+            RowKind::Margin => points,
+            _ => percent,
+        }
+    }
+
     pub fn change_text(&self) -> String {
         match self.change {
-            Some(x) => percent(x),
-            None if self.what == "verdict" => String::new(),
+            Some(x) => self.change_format()(x),
+            None if self.kind == RowKind::Verdict => String::new(),
             None => "n/a".to_owned(),
         }
     }
 
     pub fn interval_text(&self) -> String {
+        let f = self.change_format();
         self.interval
-            .map(|(lo, hi)| format!("[{}, {}]", percent(lo), percent(hi)))
+            .map(|(lo, hi)| format!("[{}, {}]", f(lo), f(hi)))
             .unwrap_or_default()
     }
 
@@ -36,15 +49,17 @@ pub fn table(cmp: &Comparison, all: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "baseline {} ({} cells) vs candidate {} ({} cells): regression = worse by more than {:.0}% \
-         and one-sided Mann-Whitney p < {} over per-repeat values; CI = 95% bootstrap interval of \
-         the median change",
+        "baseline {} ({} cells) vs candidate {} ({} cells): regression = failing more often \
+         (Fisher's exact test, p < {alpha}), or a metric worse by more than {threshold:.0}% and \
+         one-sided Mann-Whitney p < {alpha} over per-repeat values; margin eroded = a check's \
+         room to its bound shrank by more than {threshold:.0} points, as significantly; \
+         inconclusive = the runs cannot tell yet; CI = 95% bootstrap interval of the median change",
         cmp.baseline,
         cmp.baseline_cells,
         cmp.candidate,
         cmp.candidate_cells,
-        cmp.threshold * 100.0,
-        cmp.alpha
+        threshold = cmp.threshold * 100.0,
+        alpha = cmp.alpha
     );
     let mut rows = vec![[
         "SCENARIO",
@@ -60,8 +75,12 @@ pub fn table(cmp: &Comparison, all: bool) -> String {
     for r in &cmp.rows {
         let interesting = matches!(
             r.outcome,
-            Outcome::Regression | Outcome::Improvement | Outcome::NotComparable
-        ) || r.what == "verdict"
+            Outcome::Regression
+                | Outcome::Improvement
+                | Outcome::MarginEroded
+                | Outcome::Inconclusive
+                | Outcome::NotComparable
+        ) || r.kind == RowKind::Verdict
             || !r.why.is_empty();
         if !all && !interesting {
             continue;
@@ -96,12 +115,10 @@ pub fn table(cmp: &Comparison, all: bool) -> String {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
-    let regressions = cmp.regressions();
     let _ = writeln!(
         out,
-        "{} regression{}{}",
-        regressions,
-        if regressions == 1 { "" } else { "s" },
+        "{}{}",
+        summary(cmp),
         if all {
             ""
         } else {
@@ -109,4 +126,25 @@ pub fn table(cmp: &Comparison, all: bool) -> String {
         }
     );
     out
+}
+
+/// `1 regression, 2 inconclusive (more repeats needed), 1 check margin eroded`.
+pub fn summary(cmp: &Comparison) -> String {
+    let regressions = cmp.regressions();
+    let mut parts = vec![format!(
+        "{regressions} regression{}",
+        if regressions == 1 { "" } else { "s" }
+    )];
+    let inconclusive = cmp.count(Outcome::Inconclusive);
+    if inconclusive > 0 {
+        parts.push(format!("{inconclusive} inconclusive (more repeats needed)"));
+    }
+    let eroded = cmp.count(Outcome::MarginEroded);
+    if eroded > 0 {
+        parts.push(format!(
+            "{eroded} check margin{} eroded",
+            if eroded == 1 { "" } else { "s" }
+        ));
+    }
+    parts.join(", ")
 }
