@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod crash;
+pub mod detect;
 pub mod gate;
 pub mod known;
 pub mod trials;

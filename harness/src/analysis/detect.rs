@@ -1,0 +1,350 @@
+//! The kill matrix: does each scenario catch the defects it is declared to catch, by
+//! naming their mechanism, and does it stay quiet on kernels without them? This module
+//! is the accounting and the rendering (`detection.json`, the table, the page);
+//! `cli/detect.rs` drives the VMs through a session.
+//!
+//! A detection counts only when a failing cell's reasons, signatures or fingerprint name
+//! the defect's mechanism (its `expect` pattern): a throughput check or an overrun that
+//! happens to trip is an escape with a note, not a catch.
+
+use std::fmt::Write as _;
+
+use kchaos_model::stats;
+use kchaos_model::verdict::Verdict;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::results::CellResult;
+
+/// One scenario against one defect: caught or escaped, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub scenario: String,
+    pub detected: bool,
+    /// Runs made (up to the first detection, or the budget).
+    pub runs: u32,
+    /// Wall time from the first run's start to the detection.
+    pub seconds_to_detect: Option<f64>,
+    /// The detecting cell's verdict, else the last run's.
+    pub verdict: Option<Verdict>,
+    /// What named the mechanism (a reason or a signature line), or why nothing did.
+    pub evidence: Option<String>,
+    pub fingerprint: Option<String>,
+    /// Results of these runs, relative to the detection directory.
+    pub results: String,
+    /// Failures that did not name the mechanism (not a detection).
+    #[serde(default)]
+    pub unnamed_failures: u32,
+}
+
+/// One defect and every scenario declared to catch it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefectRow {
+    pub defect: String,
+    pub incident: String,
+    pub family: String,
+    pub kernel: String,
+    pub cmdline: Vec<String>,
+    /// What a detection must name (a regular expression).
+    pub expect: String,
+    pub attempts: Vec<Attempt>,
+}
+
+/// A scenario on a kernel without any defect: it must pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StockCell {
+    pub scenario: String,
+    pub kernel: String,
+    pub repeat: u32,
+    pub verdict: Verdict,
+    pub reasons: Vec<String>,
+}
+
+/// False alarms over the stock cells: failures / judged cells with a 95% interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FalseAlarms {
+    pub judged: u64,
+    pub failed: u64,
+    pub rate: f64,
+    pub interval95: (f64, f64),
+}
+
+/// Everything `kchaos detect` found; written as `detection.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detection {
+    pub kchaos_version: String,
+    pub started_at: String,
+    pub defects: Vec<DefectRow>,
+    /// The defect kernels without their parameters, and the stock kernels asked for.
+    pub stock: Vec<StockCell>,
+    pub false_alarms: FalseAlarms,
+}
+
+impl Detection {
+    pub fn escaped(&self) -> impl Iterator<Item = (&DefectRow, &Attempt)> {
+        self.defects
+            .iter()
+            .flat_map(|d| d.attempts.iter().map(move |a| (d, a)))
+            .filter(|(_, a)| !a.detected)
+    }
+
+    /// Exit 1 when a declared defect escaped or a stock cell failed.
+    pub fn failed(&self) -> bool {
+        self.escaped().next().is_some() || self.false_alarms.failed > 0
+    }
+}
+
+/// What in `cell` names the mechanism `expect`, if anything: the first matching reason,
+/// signature line or fingerprint title. Only failing cells can name it.
+pub fn names_mechanism(cell: &CellResult, expect: &Regex) -> Option<String> {
+    if !cell.verdict.is_failure() {
+        return None;
+    }
+    cell.reasons
+        .iter()
+        .find(|r| expect.is_match(r))
+        .cloned()
+        .or_else(|| {
+            cell.signatures
+                .iter()
+                .find(|s| expect.is_match(&s.line) || expect.is_match(&s.id))
+                .map(|s| s.line.clone())
+        })
+        .or_else(|| {
+            cell.fingerprint
+                .as_ref()
+                .filter(|f| expect.is_match(&f.title))
+                .map(|f| f.title.clone())
+        })
+}
+
+/// The false-alarm rate of stock cells (errors and skips are not judged).
+pub fn false_alarms(stock: &[StockCell]) -> FalseAlarms {
+    let judged = stock
+        .iter()
+        .filter(|c| !matches!(c.verdict, Verdict::Error | Verdict::Skip))
+        .count() as u64;
+    let failed = stock.iter().filter(|c| c.verdict.is_failure()).count() as u64;
+    let rate = if judged == 0 {
+        0.0
+    } else {
+        failed as f64 / judged as f64
+    };
+    FalseAlarms {
+        judged,
+        failed,
+        rate,
+        interval95: stats::wilson(failed, judged, stats::Z95),
+    }
+}
+
+/// The matrix for the terminal.
+pub fn table(d: &Detection) -> String {
+    let mut rows = vec![[
+        "DEFECT".to_owned(),
+        "SCENARIO".to_owned(),
+        "RESULT".to_owned(),
+        "RUNS".to_owned(),
+        "TIME".to_owned(),
+        "EVIDENCE".to_owned(),
+    ]];
+    for def in &d.defects {
+        for a in &def.attempts {
+            rows.push([
+                def.defect.clone(),
+                a.scenario.clone(),
+                if a.detected {
+                    format!("detected ({})", a.verdict.map_or("?", Verdict::as_str))
+                } else {
+                    "ESCAPED".to_owned()
+                },
+                a.runs.to_string(),
+                a.seconds_to_detect
+                    .map_or_else(|| "-".to_owned(), |s| format!("{s:.0}s")),
+                a.evidence.clone().unwrap_or_default(),
+            ]);
+        }
+    }
+    let mut out = render_rows(&rows);
+    let mut stock = vec![[
+        "STOCK KERNEL".to_owned(),
+        "SCENARIO".to_owned(),
+        "REPEAT".to_owned(),
+        "VERDICT".to_owned(),
+        String::new(),
+        "WHY".to_owned(),
+    ]];
+    for c in &d.stock {
+        stock.push([
+            c.kernel.clone(),
+            c.scenario.clone(),
+            c.repeat.to_string(),
+            if c.verdict.is_failure() {
+                format!("{} (FALSE ALARM)", c.verdict)
+            } else {
+                c.verdict.to_string()
+            },
+            String::new(),
+            c.reasons.first().cloned().unwrap_or_default(),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&render_rows(&stock));
+    let f = &d.false_alarms;
+    let _ = writeln!(
+        out,
+        "\nfalse alarms: {} of {} stock cells ({:.1}%, 95% interval {:.1}%-{:.1}%)",
+        f.failed,
+        f.judged,
+        f.rate * 100.0,
+        f.interval95.0 * 100.0,
+        f.interval95.1 * 100.0
+    );
+    let escaped = d.escaped().count();
+    let total: usize = d.defects.iter().map(|x| x.attempts.len()).sum();
+    let _ = writeln!(
+        out,
+        "detected {} of {total} declared (defect, scenario) pairs{}",
+        total - escaped,
+        if escaped > 0 {
+            format!("; {escaped} ESCAPED")
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+fn render_rows(rows: &[[String; 6]]) -> String {
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i < 5 {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
+            } else {
+                let short: String = cell.chars().take(100).collect();
+                line.push_str(&short);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The matrix as a self-contained page (same style as the run reports, which it links).
+pub fn html(d: &Detection) -> String {
+    use crate::report::escape;
+    let mut out = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>kchaos detection matrix</title><style>body{font:14px sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}.ok{background:#e8f5e9}.bad{background:#ffebee}</style></head><body>\n<h1>Detection matrix</h1>\n",
+    );
+    let _ = writeln!(
+        out,
+        "<p>kchaos {}, started {}. A detection counts only when the verdict names the defect's mechanism.</p>",
+        escape(&d.kchaos_version),
+        escape(&d.started_at)
+    );
+    out.push_str("<table><tr><th>defect</th><th>incident</th><th>kernel parameters</th><th>scenario</th><th>result</th><th>runs</th><th>time</th><th>evidence</th></tr>\n");
+    for def in &d.defects {
+        for a in &def.attempts {
+            let _ = writeln!(
+                out,
+                "<tr class=\"{}\"><td>{}</td><td>{} ({})</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <a href=\"{}/report.html\">runs</a></td></tr>",
+                if a.detected { "ok" } else { "bad" },
+                escape(&def.defect),
+                escape(&def.incident),
+                escape(&def.family),
+                escape(&def.cmdline.join(" ")),
+                escape(&a.scenario),
+                if a.detected { "detected" } else { "ESCAPED" },
+                a.runs,
+                a.seconds_to_detect.map_or_else(|| "-".to_owned(), |s| format!("{s:.0}s")),
+                escape(a.evidence.as_deref().unwrap_or("")),
+                escape(&a.results)
+            );
+        }
+    }
+    out.push_str("</table>\n<h2>Stock kernels (must pass)</h2>\n<table><tr><th>kernel</th><th>scenario</th><th>repeat</th><th>verdict</th><th>why</th></tr>\n");
+    for c in &d.stock {
+        let _ = writeln!(
+            out,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            if c.verdict.is_failure() { "bad" } else { "ok" },
+            escape(&c.kernel),
+            escape(&c.scenario),
+            c.repeat,
+            c.verdict,
+            escape(c.reasons.first().map_or("", String::as_str))
+        );
+    }
+    let f = &d.false_alarms;
+    let _ = writeln!(
+        out,
+        "</table>\n<p>False alarms: {} of {} stock cells ({:.1}%, 95% Wilson interval {:.1}%–{:.1}%).</p></body></html>",
+        f.failed,
+        f.judged,
+        f.rate * 100.0,
+        f.interval95.0 * 100.0,
+        f.interval95.1 * 100.0
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::test_cell;
+
+    #[test]
+    fn only_a_failure_that_names_the_mechanism_is_a_detection() {
+        let expect = Regex::new("unregister_netdevice|leaked").unwrap();
+        let mut cell = test_cell("veth/k", Verdict::Fail, 1e6);
+        cell.reasons = vec!["check `pods.teardown.p99 <= 2s` failed".into()];
+        assert_eq!(
+            names_mechanism(&cell, &expect),
+            None,
+            "a latency bound is no catch"
+        );
+        cell.signatures.push(kchaos_model::signature::SignatureHit {
+            id: "unregister-netdevice".into(),
+            severity: kchaos_model::signature::Severity::Fail,
+            line: "unregister_netdevice: waiting for veth3 to become free. Usage count = 2".into(),
+            source: kchaos_model::signature::LogSource::Console,
+        });
+        assert!(names_mechanism(&cell, &expect).is_some_and(|e| e.contains("waiting for veth3")));
+        cell.verdict = Verdict::Pass;
+        assert_eq!(
+            names_mechanism(&cell, &expect),
+            None,
+            "only failures name it"
+        );
+    }
+
+    #[test]
+    fn false_alarms_count_judged_stock_cells_with_an_interval() {
+        let cell = |v| StockCell {
+            scenario: "s".into(),
+            kernel: "k".into(),
+            repeat: 0,
+            verdict: v,
+            reasons: Vec::new(),
+        };
+        let mut stock: Vec<StockCell> = (0..30).map(|_| cell(Verdict::Pass)).collect();
+        stock.push(cell(Verdict::Error));
+        stock.push(cell(Verdict::Skip));
+        let f = false_alarms(&stock);
+        assert_eq!((f.judged, f.failed), (30, 0));
+        // 0 of 30: the rule of three's neighbour, Wilson's upper bound ~11.4%.
+        assert!(
+            (f.interval95.1 - 0.1135).abs() < 0.002,
+            "{:?}",
+            f.interval95
+        );
+        stock.push(cell(Verdict::Fail));
+        assert_eq!(false_alarms(&stock).failed, 1);
+    }
+}
