@@ -8,9 +8,9 @@
 //!   time instead, as before. `KCHAOS_EMBED_RUNNER=1` forces it, `=0` turns it off.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-const TARGET: &str = "x86_64-unknown-linux-gnu";
+#[path = "src/vm/runner_cargo.rs"]
+mod runner_cargo;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
@@ -81,24 +81,7 @@ fn embed_runner(root: &Path, out: &Path) {
     let target_dir = root.join("target").join("embedded-runner");
     println!("cargo::warning=building the static guest runner to embed (the first time takes a few minutes)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root)
-        .args([
-            "build",
-            "--profile",
-            "guest",
-            "-p",
-            "kchaos-runner",
-            "--target",
-            TARGET,
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        // The outer build's settings must not leak into the runner's.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("CARGO_PROFILE_RELEASE_DEBUG");
+    let mut cmd = runner_cargo::command(&cargo, root, &target_dir);
     match cmd.status() {
         Ok(s) if s.success() => {}
         Ok(s) => {
@@ -110,7 +93,7 @@ fn embed_runner(root: &Path, out: &Path) {
             return;
         }
     }
-    let built = target_dir.join(TARGET).join("guest").join("kchaos-runner");
+    let built = runner_cargo::output(&target_dir);
     let copy = out.join("kchaos-runner");
     match std::fs::copy(&built, &copy) {
         Ok(_) => {

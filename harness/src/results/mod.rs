@@ -250,6 +250,19 @@ impl CellResult {
 }
 
 impl RunResults {
+    /// A run starting now with `plan`, no cells yet.
+    pub fn starting(host: HostInfo, plan: PlanInfo) -> RunResults {
+        RunResults {
+            kchaos_version: kchaos_model::VERSION.to_owned(),
+            started_at: now_rfc3339(),
+            finished_at: None,
+            host,
+            plan: Some(plan),
+            cells: Vec::new(),
+            triage: None,
+        }
+    }
+
     pub fn path(dir: &Path) -> PathBuf {
         dir.join("results.json")
     }

@@ -14,7 +14,7 @@ use super::{RunError, RunOutcome};
 use crate::analysis::known::{triage_cell, Day, KnownIssues, Triage, TriageSummary};
 use crate::plan::{self, CellKey, Planned, Shard};
 use crate::results::sources;
-use crate::results::{now_rfc3339, HostInfo, PlanInfo, RunResults};
+use crate::results::{HostInfo, PlanInfo, RunResults};
 use crate::scenario::{self, LoadedScenario};
 
 /// What to run and where to record it.
@@ -103,15 +103,7 @@ pub async fn run(session: &Arc<Session>, opts: &MatrixOptions) -> Result<RunOutc
         shard: opts.shard,
         seed: opts.seed,
     };
-    let mut results = RunResults {
-        kchaos_version: kchaos_model::VERSION.to_owned(),
-        started_at: now_rfc3339(),
-        finished_at: None,
-        host: host_info(session),
-        plan: Some(plan_info.clone()),
-        cells: Vec::new(),
-        triage: None,
-    };
+    let mut results = RunResults::starting(host_info(session), plan_info.clone());
     if opts.resume {
         let (_, earlier) = stored_plan(&opts.out)?;
         results.started_at = earlier.started_at;

@@ -18,7 +18,7 @@ use super::session::{random_seed, Job, Session};
 use super::RunError;
 use crate::analysis::trials::{Target, Trials};
 use crate::plan::{self, CellKey};
-use crate::results::{now_rfc3339, PlanInfo, RunResults};
+use crate::results::{PlanInfo, RunResults};
 use crate::scenario;
 
 #[derive(Debug, Clone)]
@@ -75,15 +75,7 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
             )
         })
         .collect();
-    let results = RunResults {
-        kchaos_version: kchaos_model::VERSION.to_owned(),
-        started_at: now_rfc3339(),
-        finished_at: None,
-        host: host_info(session),
-        plan: Some(plan_info.clone()),
-        cells: Vec::new(),
-        triage: None,
-    };
+    let results = RunResults::starting(host_info(session), plan_info.clone());
     let plan_json = serde_json::to_string(&plan_info).unwrap_or_default();
     let mut rec = Recorder::open(&opts.out, None, results, &plan_json, order);
 

@@ -7,13 +7,11 @@
 //! container image's layout). It must be statically linked: the initramfs has no libc.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use object::read::elf::ElfFile64;
 use object::{Endianness, Object};
 
-pub const TARGET: &str = "x86_64-unknown-linux-gnu";
-pub const PROFILE: &str = "guest";
+pub use super::runner_cargo::{PROFILE, TARGET};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerBinError {
@@ -96,21 +94,7 @@ pub fn build(root: &Path) -> Result<PathBuf, RunnerBinError> {
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root)
-        .args([
-            "build",
-            "--profile",
-            PROFILE,
-            "-p",
-            "kchaos-runner",
-            "--target",
-            TARGET,
-        ])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        // Set by an outer cargo (cargo test/run); it would override RUSTFLAGS.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("CARGO_TARGET_DIR", &target_dir);
+    let mut cmd = super::runner_cargo::command(&cargo, root, &target_dir);
     // cargo's own progress goes to the terminal: the first build takes minutes.
     eprintln!("kchaos: building the static guest runner (cargo build --profile {PROFILE} -p kchaos-runner --target {TARGET}); the first build takes a few minutes, later ones seconds");
     let status = cmd.status().map_err(RunnerBinError::Cargo)?;
@@ -120,7 +104,7 @@ pub fn build(root: &Path) -> Result<PathBuf, RunnerBinError> {
             status: status.to_string(),
         });
     }
-    Ok(target_dir.join(TARGET).join(PROFILE).join("kchaos-runner"))
+    Ok(super::runner_cargo::output(&target_dir))
 }
 
 fn load(path: &Path) -> Result<RunnerBinary, RunnerBinError> {
