@@ -114,7 +114,9 @@ async fn run(
         let w = workload.clone();
         match tokio::task::spawn_blocking(move || workloads::prepare(&w, &prepare_env)).await {
             Ok(Ok(())) => ready.push((index, workload)),
-            Ok(Err(e)) => results.push((index, workloads::failed(&workload, e))),
+            Ok(Err(e)) => {
+                results.push((index, workloads::failed(&workload, crate::error_chain(&e))))
+            }
             Err(e) => results.push((
                 index,
                 workloads::failed(&workload, format!("prepare panicked: {e}")),

@@ -138,7 +138,8 @@ impl RunningProbe {
             How::Wakeup(running) => {
                 let result = tokio::task::spawn_blocking(move || wakeup::finish(&name, running))
                     .await
-                    .unwrap_or_else(|e| Err(format!("probe panicked: {e}")));
+                    .map_err(|e| format!("probe panicked: {e}"))
+                    .and_then(|r| r.map_err(|e| crate::error_chain(&e)));
                 let mut report = ProbeReport {
                     name: self.probe.name.clone(),
                     ..ProbeReport::default()

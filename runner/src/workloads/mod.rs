@@ -33,12 +33,23 @@ pub struct Env {
     pub seed: u64,
 }
 
+/// Why a workload could not be set up; the workload then reports it as its one error.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("Cannot prepare the workload's cgroups")]
+    Cgroup(#[from] crate::mounts::CgroupError),
+    #[error("Cannot set the workload's limits")]
+    Limit(#[from] crate::limits::LimitError),
+}
+
 /// Prepares a workload before probes start (e.g. its parent cgroup, which probes read).
-pub fn prepare(workload: &Workload, env: &Env) -> Result<(), String> {
+pub fn prepare(workload: &Workload, env: &Env) -> Result<(), PrepareError> {
     match &workload.spec {
-        WorkloadSpec::CgroupChurn(spec) => {
-            cgroup_churn::prepare(spec, env, &cgroup_churn::RealOps::new(env.layout.mode))
-        }
+        WorkloadSpec::CgroupChurn(spec) => Ok(cgroup_churn::prepare(
+            spec,
+            env,
+            &cgroup_churn::RealOps::new(env.layout.mode),
+        )?),
         WorkloadSpec::CfsQuota(spec) => cfs_quota::prepare(spec, env),
         WorkloadSpec::VethStorm(_) | WorkloadSpec::Exec(_) | WorkloadSpec::SystemdUnits(_) => {
             Ok(())
