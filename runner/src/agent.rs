@@ -284,6 +284,10 @@ fn controllers_needed(scenario: &Scenario) -> Vec<String> {
         match &w.spec {
             WorkloadSpec::CgroupChurn(c) => set.extend(c.controllers.iter().cloned()),
             WorkloadSpec::CfsQuota(c) => set.extend(c.controllers.iter().cloned()),
+            // Counts dying cgroups in the churn's hierarchy (a v1 memory mount).
+            WorkloadSpec::MemcgReclaim(_) => {
+                set.insert("memory".to_owned());
+            }
             WorkloadSpec::Selftest(_)
             | WorkloadSpec::VethStorm(_)
             | WorkloadSpec::Exec(_)

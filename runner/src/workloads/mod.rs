@@ -4,6 +4,7 @@
 pub mod cfs_quota;
 pub mod cgroup_churn;
 pub mod exec;
+pub mod memcg_reclaim;
 pub mod selftest;
 pub mod systemd_units;
 pub mod veth_storm;
@@ -51,9 +52,10 @@ pub fn prepare(workload: &Workload, env: &Env) -> Result<(), PrepareError> {
             &cgroup_churn::RealOps::new(env.layout.mode),
         )?),
         WorkloadSpec::CfsQuota(spec) => cfs_quota::prepare(spec, env),
-        WorkloadSpec::VethStorm(_) | WorkloadSpec::Exec(_) | WorkloadSpec::SystemdUnits(_) => {
-            Ok(())
-        }
+        WorkloadSpec::VethStorm(_)
+        | WorkloadSpec::Exec(_)
+        | WorkloadSpec::SystemdUnits(_)
+        | WorkloadSpec::MemcgReclaim(_) => Ok(()),
         WorkloadSpec::Selftest(_) => Ok(()),
     }
 }
@@ -88,6 +90,12 @@ fn run_kind(workload: &Workload, env: &Env) -> (WorkloadReport, Vec<(String, Met
             spec,
             &env,
             &cgroup_churn::RealOps::new(env.layout.mode),
+        ),
+        WorkloadSpec::MemcgReclaim(spec) => memcg_reclaim::run(
+            workload,
+            spec,
+            &env,
+            &memcg_reclaim::RealOps::new(env.layout.clone()),
         ),
         WorkloadSpec::CfsQuota(spec) => cfs_quota::run(workload, spec, &env),
         WorkloadSpec::VethStorm(spec) => veth_storm::run(workload, spec, &env),
