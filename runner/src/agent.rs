@@ -115,7 +115,7 @@ async fn run(
         match tokio::task::spawn_blocking(move || workloads::prepare(&w, &prepare_env)).await {
             Ok(Ok(())) => ready.push((index, workload)),
             Ok(Err(e)) => {
-                results.push((index, workloads::failed(&workload, crate::error_chain(&e))))
+                results.push((index, workloads::failed(&workload, crate::error_chain(&e))));
             }
             Err(e) => results.push((
                 index,

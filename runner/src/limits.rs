@@ -21,14 +21,14 @@ pub enum LimitError {
         value: u64,
         cgroup: String,
     },
-    /// cgroups-rs names the file in its source.
+    /// cgroups-rs names the file in its source (boxed: its error is large).
     #[error("Cannot set {what} {value} of cgroup {cgroup}")]
     Write {
         what: &'static str,
         value: String,
         cgroup: String,
         #[source]
-        source: cgroups_rs::fs::error::Error,
+        source: Box<cgroups_rs::fs::error::Error>,
     },
 }
 
@@ -55,7 +55,7 @@ pub fn set_memory_limit(mode: CgroupMode, rel: &str, bytes: u64) -> Result<(), L
         what: "memory limit",
         value: bytes.to_string(),
         cgroup: rel.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -81,6 +81,6 @@ pub fn set_cpu_bandwidth(
             what: "cpu bandwidth",
             value: format!("{quota_us}us/{period_us}us"),
             cgroup: rel.to_owned(),
-            source,
+            source: Box::new(source),
         })
 }

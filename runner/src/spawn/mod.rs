@@ -15,6 +15,7 @@
 //! hybrid, and for jobs that create threads, it writes `0` to each `cgroup.procs` first.
 
 mod clone;
+mod raw;
 mod server;
 mod wire;
 
@@ -138,9 +139,8 @@ impl Job {
     /// Runs in the child; the error text goes to the parent.
     fn run(&self, io: ChildIo) -> Result<(), String> {
         match self {
-            Job::Populate { dir, files, size } => {
-                crate::populate::write_files(dir, *files, *size).map_err(|e| e.chain())
-            }
+            // The helper runs populate jobs as raw children (`raw::child`), never here.
+            Job::Populate { .. } => Err("a populate job reached the generic child".into()),
             Job::CfsWorker {
                 burners,
                 sleepers,
@@ -212,6 +212,9 @@ enum ZygoteReply {
 struct Request {
     target: Target,
     job: Job,
+    /// Send `Started` with the pid (long-running jobs, which may have to be killed);
+    /// run-to-completion jobs save the round trip.
+    notify_start: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -266,7 +269,12 @@ impl Spawner {
 
     /// Runs `job` in a new process in `target` and waits for it to exit successfully.
     pub fn run(&mut self, target: &Target, job: Job) -> Result<(), SpawnError> {
-        self.start_raw(target, job, &[])?;
+        let request = Request {
+            target: target.clone(),
+            job,
+            notify_start: false,
+        };
+        wire::send(self.sock.as_fd(), &request, &[])?;
         self.wait(target)
     }
 
@@ -289,6 +297,7 @@ impl Spawner {
         let request = Request {
             target: target.clone(),
             job,
+            notify_start: true,
         };
         wire::send(self.sock.as_fd(), &request, fds)?;
         match wire::recv::<Reply>(self.sock.as_fd())?.0 {

@@ -15,8 +15,9 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 
 use super::clone::{self, Forked};
+use super::raw;
 use super::wire::{self, WireError};
-use super::{join_how, ChildIo, Join, Reply, Request, ZygoteReply, ZygoteRequest};
+use super::{join_how, ChildIo, Job, Join, Reply, Request, ZygoteReply, ZygoteRequest};
 
 /// Exit code of a child whose job panicked (as Rust's runtime uses).
 const PANIC_EXIT: i32 = 101;
@@ -94,6 +95,21 @@ fn serve(sock: OwnedFd, request: Request, fds: Vec<OwnedFd>) -> OwnedFd {
         Err(e) => return fail(sock, format!("create a pipe: {e}")),
     };
     let mut join = join_how(&request.target, request.job.creates_threads());
+    // Populate children run on a plan made here, before the clone (see `raw`).
+    let plan = match &request.job {
+        Job::Populate { dir, files, size } => {
+            match raw::Plan::new(&request.target, dir, *files, *size) {
+                Some(plan) => Some(plan),
+                None => {
+                    return fail(
+                        sock,
+                        format!("a path with a NUL byte under {}", dir.display()),
+                    )
+                }
+            }
+        }
+        _ => None,
+    };
     let dir = match (&join, request.target.dirs.first()) {
         (Join::Clone3, Some(dir)) => match open_dir(dir) {
             Ok(fd) => Some(fd),
@@ -121,6 +137,9 @@ fn serve(sock: OwnedFd, request: Request, fds: Vec<OwnedFd>) -> OwnedFd {
             // The helper's socket is the helper's: a child holding it would keep the
             // client's end open after the helper exits.
             drop((sock, err_r));
+            if let Some(plan) = &plan {
+                exit_now(raw::child(plan, join == Join::Procs, err_w.as_fd()));
+            }
             child_main(request, join, fds, err_w)
         }
         Ok(Forked::Parent(pid)) => {
@@ -129,7 +148,7 @@ fn serve(sock: OwnedFd, request: Request, fds: Vec<OwnedFd>) -> OwnedFd {
                 pid: pid.as_raw(),
                 into_cgroup: join == Join::Clone3,
             };
-            if wire::send(sock.as_fd(), &started, &[]).is_err() {
+            if request.notify_start && wire::send(sock.as_fd(), &started, &[]).is_err() {
                 // The client is gone; the child still has to be reaped.
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             }
@@ -139,8 +158,12 @@ fn serve(sock: OwnedFd, request: Request, fds: Vec<OwnedFd>) -> OwnedFd {
                     other => break other,
                 }
             };
-            let mut message = String::new();
-            let _ = File::from(err_r).read_to_string(&mut message);
+            let mut report = Vec::new();
+            let _ = File::from(err_r).read_to_end(&mut report);
+            let message = match plan.as_ref().and_then(|p| p.describe(&report)) {
+                Some(e) => e.chain(),
+                None => String::from_utf8_lossy(&report).into_owned(),
+            };
             let reply = match status {
                 Ok(WaitStatus::Exited(_, code)) => Reply::Exited {
                     code: Some(code),

@@ -149,6 +149,8 @@ impl ReclaimOps for RealOps {
 }
 
 /// A kernel counter as an integer (they are integers; the parser reads floats).
+// Counts of cgroups are far below 2^53: the conversion is exact.
+#[allow(clippy::cast_possible_truncation)]
 fn count(value: f64) -> u64 {
     if value.is_finite() && value > 0.0 {
         value as u64
