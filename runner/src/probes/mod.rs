@@ -181,9 +181,26 @@ async fn run(
             if matches!(probe.spec, ProbeSpec::Counter { .. } | ProbeSpec::DState) {
                 measure(&probe, &reporter, epoch, &state).await;
             }
+            if probe.spec == ProbeSpec::DState {
+                note_stuck_tasks(&probe.name, &reporter).await;
+            }
             return;
         }
         measure(&probe, &reporter, epoch, &state).await;
+    }
+}
+
+/// Names the tasks still in D state when the run ends, so a failed `d_state.last`
+/// check comes with where they sleep.
+async fn note_stuck_tasks(name: &str, reporter: &Reporter) {
+    if let Ok(Ok(tasks)) = tokio::task::spawn_blocking(dstate::stuck).await {
+        if !tasks.is_empty() {
+            reporter.note(format!(
+                "{name}: {} task(s) in D state at the end of the run: {}",
+                tasks.len(),
+                tasks.join(", ")
+            ));
+        }
     }
 }
 
