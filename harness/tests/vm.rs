@@ -739,3 +739,58 @@ fn an_installed_kchaos_runs_outside_a_checkout() {
             .unwrap();
     assert_eq!(results["cells"][0]["verdict"], "pass", "{text}");
 }
+
+/// Issue 14's acceptance: the populate process (now a clone3/vfork child, no exec)
+/// writes from inside its cgroup, so its file pages are charged there (memory.stat
+/// `file` > 0 just before removal); and once the files are gone the kernel frees the
+/// removed cgroups (memcg-reclaim), which is what a memcg reference leak breaks. 64 KiB
+/// files so each cgroup's charge crosses the kernel's statistics flush threshold.
+#[test]
+fn memcg_populate_pages_are_charged_to_their_cgroup_and_reclaim_frees_it() {
+    if !vm_available() {
+        return;
+    }
+    let scenario = r#"
+[scenario]
+name = "memcg-charge-small"
+duration = "90s"
+
+[vm]
+memory = "512MiB"
+
+[[workload]]
+kind = "cgroup-churn"
+name = "churn"
+iterations = 40
+batch = 40
+files_per_cgroup = 2
+file_size = "64KiB"
+
+[[workload]]
+kind = "memcg-reclaim"
+name = "reclaim"
+churn = "churn"
+timeout = "30s"
+
+[[check]]
+assert = "churn.file_charged_min.value > 0"
+
+[[check]]
+assert = "reclaim.dying_before.value >= 30"
+
+[[check]]
+assert = "reclaim.dying.value <= 5"
+"#;
+    let r = run("charge", scenario);
+    let cell = r.cell();
+    assert_eq!(cell["verdict"], "pass", "{}\n{:#}", r.output, cell);
+    let m = &cell["metrics"];
+    // Every sampled cgroup (0, 10, 20, 30) had both of its files charged to it.
+    assert!(
+        m["churn.file_charged_min"]["value"].as_f64().unwrap() >= 2.0 * 65536.0,
+        "{:#}",
+        m["churn.file_charged_min"]
+    );
+    assert_eq!(m["churn.populate"]["count"], 40);
+    assert_eq!(m["reclaim.deleted"]["value"], 40.0);
+}

@@ -114,7 +114,9 @@ async fn run(
         let w = workload.clone();
         match tokio::task::spawn_blocking(move || workloads::prepare(&w, &prepare_env)).await {
             Ok(Ok(())) => ready.push((index, workload)),
-            Ok(Err(e)) => results.push((index, workloads::failed(&workload, e))),
+            Ok(Err(e)) => {
+                results.push((index, workloads::failed(&workload, crate::error_chain(&e))));
+            }
             Err(e) => results.push((
                 index,
                 workloads::failed(&workload, format!("prepare panicked: {e}")),
@@ -282,6 +284,10 @@ fn controllers_needed(scenario: &Scenario) -> Vec<String> {
         match &w.spec {
             WorkloadSpec::CgroupChurn(c) => set.extend(c.controllers.iter().cloned()),
             WorkloadSpec::CfsQuota(c) => set.extend(c.controllers.iter().cloned()),
+            // Counts dying cgroups in the churn's hierarchy (a v1 memory mount).
+            WorkloadSpec::MemcgReclaim(_) => {
+                set.insert("memory".to_owned());
+            }
             WorkloadSpec::Selftest(_)
             | WorkloadSpec::VethStorm(_)
             | WorkloadSpec::Exec(_)

@@ -5,9 +5,9 @@
 mod agent;
 mod cfs_worker;
 mod channel;
-mod child;
 mod heartbeat;
 mod histogram;
+mod kfile;
 mod kmsg;
 mod limits;
 mod modules;
@@ -17,6 +17,7 @@ mod populate;
 mod probes;
 mod safety;
 mod setup;
+mod spawn;
 mod systemd;
 mod wakeup;
 mod workloads;
@@ -49,17 +50,10 @@ struct Cli {
 fn main() -> ExitCode {
     let entered_ms = heartbeat::uptime_ms();
     let args: Vec<OsString> = std::env::args_os().collect();
-    // The child processes the runner starts from its own binary.
-    let child_args = args.get(2..).unwrap_or_default();
-    match args.get(1).and_then(|a| a.to_str()) {
-        Some(populate::SUBCOMMAND) => return populate::child_main(child_args),
-        Some(cfs_worker::SUBCOMMAND) => return cfs_worker::child_main(child_args),
-        Some(wakeup::SUBCOMMAND) => return wakeup::child_main(child_args),
-        Some(HOLD_SUBCOMMAND) => {
-            child::wait_for_stdin_eof();
-            return ExitCode::SUCCESS;
-        }
-        _ => {}
+    // The process a transient scope adopts (systemd-units): runs until stdin closes.
+    if args.get(1).and_then(|a| a.to_str()) == Some(HOLD_SUBCOMMAND) {
+        cfs_worker::wait_for_eof(std::io::stdin());
+        return ExitCode::SUCCESS;
     }
     let pid1 = std::process::id() == 1;
     if pid1 {
@@ -70,18 +64,26 @@ fn main() -> ExitCode {
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let marker = safety::has_marker(&cmdline);
-    // Module loading is the longest step of the boot (signature checks under TCG) and
-    // needs nothing else mounted: once this is known to be a kchaos VM, start it,
-    // overlapping everything up to the control port.
-    let modules = (pid1 && marker).then(|| std::thread::spawn(modules::load_all));
     let cli = Cli::parse();
-    init_tracing(&cmdline);
     let situation = safety::Situation {
         pid1,
         service: cli.service,
         marker,
     };
-    if let Err(why) = safety::check(situation, cli.force_outside_vm) {
+    let allowed = safety::check(situation, cli.force_outside_vm);
+    // The zygote every child process is forked from must be a copy of the runner while
+    // it is single-threaded: before the module loader, the tracing subscriber, tokio.
+    let zygote = allowed.is_ok().then(spawn::start_zygote);
+    // Module loading is the longest step of the boot (signature checks under TCG) and
+    // needs nothing else mounted: once this is known to be a kchaos VM, start it,
+    // overlapping everything up to the control port.
+    let modules = (pid1 && marker).then(|| std::thread::spawn(modules::load_all));
+    init_tracing(&cmdline);
+    if let Some(Err(e)) = zygote {
+        // Workloads that need child processes will report it; the rest can run.
+        eprintln!("kchaos-runner: {}", error_chain(&e));
+    }
+    if let Err(why) = allowed {
         eprintln!("kchaos-runner: refusing to run: {why}");
         if pid1 {
             power_off();
@@ -163,6 +165,18 @@ fn run(
     let outcome = runtime.block_on(agent::session(reporter.clone(), inbox, cgroups_mounted));
     reporter.shutdown(Duration::from_secs(5));
     outcome.map_err(Into::into)
+}
+
+/// An error and its sources on one line, `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// `kchaos.<name>=<value>` from the kernel command line.

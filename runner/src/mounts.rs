@@ -106,6 +106,19 @@ pub fn early() -> Result<(), MountError> {
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// Creating the cgroups a workload works in (not measured).
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("Cannot create cgroup {path}")]
+    Mkdir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Enable(#[from] MountError),
+}
+
 /// Where each hierarchy lives once mounted.
 #[derive(Debug, Clone)]
 pub struct CgroupLayout {
@@ -264,30 +277,33 @@ pub fn create_cgroup(
     rel: &str,
     controllers: &[String],
     delegate: bool,
-) -> Result<(), String> {
+) -> Result<(), CgroupError> {
     if let (CgroupMode::V2, Some(root)) = (layout.mode, layout.unified.as_deref()) {
         let mut dir = root.to_path_buf();
-        enable_controllers(&dir, controllers).map_err(|e| e.to_string())?;
+        enable_controllers(&dir, controllers)?;
         let parts: Vec<&str> = rel.split('/').collect();
         for (i, part) in parts.iter().enumerate() {
             dir.push(part);
             mkdir_existing_ok(&dir)?;
             if i + 1 < parts.len() || delegate {
-                enable_controllers(&dir, controllers).map_err(|e| e.to_string())?;
+                enable_controllers(&dir, controllers)?;
             }
         }
         return Ok(());
     }
     for dir in layout.dirs(controllers, rel) {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Mkdir { path: dir, source })?;
     }
     Ok(())
 }
 
-fn mkdir_existing_ok(dir: &Path) -> Result<(), String> {
+fn mkdir_existing_ok(dir: &Path) -> Result<(), CgroupError> {
     match std::fs::create_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(format!("mkdir {}: {e}", dir.display())),
+        Err(source) => Err(CgroupError::Mkdir {
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }

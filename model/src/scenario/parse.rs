@@ -112,7 +112,7 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
     let requires = validate_requires(&mut ctx, &raw.requires);
     let signatures = validate_signatures(&mut ctx, &raw.signatures);
 
-    let workloads: Vec<Workload> = tagged_entries(&mut ctx, root.get_ref(), "workload")
+    let mut workloads: Vec<Workload> = tagged_entries(&mut ctx, root.get_ref(), "workload")
         .into_iter()
         .enumerate()
         .filter_map(|(i, (kind, value))| Workload::parse(&mut ctx, i, &kind, &value, &vm))
@@ -123,6 +123,8 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         .collect();
     check_sizes(&mut ctx, &raw, root.get_ref());
     check_unique_names(&mut ctx, root.get_ref(), &workloads, &probes);
+    let churn_key = |i: usize| key_span(root.get_ref(), "workload", i, "churn");
+    crate::scenario::workload::memcg_reclaim::resolve(&mut ctx, &mut workloads, churn_key);
     check_ordering(&mut ctx, root.get_ref(), &workloads);
 
     let mut scenario = Scenario {
@@ -446,6 +448,20 @@ fn find_name_span(root: &DeTable<'_>, name: &str) -> Option<std::ops::Range<usiz
         }
     }
     found
+}
+
+/// Where key `key` of the `index`-th `[[section]]` is written (0..0 if nowhere).
+fn key_span(root: &DeTable<'_>, section: &str, index: usize, key: &str) -> std::ops::Range<usize> {
+    root.get(section)
+        .and_then(|v| v.get_ref().as_array())
+        .and_then(|items| items.get(index))
+        .and_then(|item| {
+            item.get_ref()
+                .as_table()
+                .and_then(|t| t.get(key))
+                .map(Spanned::span)
+        })
+        .unwrap_or(0..0)
 }
 
 /// `after` must name another workload, and the chain must end.

@@ -138,7 +138,8 @@ impl RunningProbe {
             How::Wakeup(running) => {
                 let result = tokio::task::spawn_blocking(move || wakeup::finish(&name, running))
                     .await
-                    .unwrap_or_else(|e| Err(format!("probe panicked: {e}")));
+                    .map_err(|e| format!("probe panicked: {e}"))
+                    .and_then(|r| r.map_err(|e| crate::error_chain(&e)));
                 let mut report = ProbeReport {
                     name: self.probe.name.clone(),
                     ..ProbeReport::default()
@@ -180,9 +181,26 @@ async fn run(
             if matches!(probe.spec, ProbeSpec::Counter { .. } | ProbeSpec::DState) {
                 measure(&probe, &reporter, epoch, &state).await;
             }
+            if probe.spec == ProbeSpec::DState {
+                note_stuck_tasks(&probe.name, &reporter).await;
+            }
             return;
         }
         measure(&probe, &reporter, epoch, &state).await;
+    }
+}
+
+/// Names the tasks still in D state when the run ends, so a failed `d_state.last`
+/// check comes with where they sleep.
+async fn note_stuck_tasks(name: &str, reporter: &Reporter) {
+    if let Ok(Ok(tasks)) = tokio::task::spawn_blocking(dstate::stuck).await {
+        if !tasks.is_empty() {
+            reporter.note(format!(
+                "{name}: {} task(s) in D state at the end of the run: {}",
+                tasks.len(),
+                tasks.join(", ")
+            ));
+        }
     }
 }
 

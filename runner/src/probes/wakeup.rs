@@ -1,7 +1,6 @@
 //! The `wakeup-latency` probe: a thread in the runner, or a child process inside a
 //! cgroup (to measure what a throttled container sees).
 
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +8,29 @@ use std::time::Duration;
 use kchaos_model::metrics::{Gauge, Metric};
 use kchaos_model::units::Unit;
 
-use crate::child;
 use crate::mounts::CgroupLayout;
+use crate::spawn::{Job, Running as Child, SpawnError, Spawner, Target};
 use crate::wakeup::{self, WakeupReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WakeupProbeError {
+    #[error("Cannot start the probe thread")]
+    Thread(#[source] std::io::Error),
+    #[error("The probe thread panicked")]
+    Panicked,
+    #[error("Wake-up probe in {cgroup}")]
+    Child {
+        cgroup: String,
+        #[source]
+        source: SpawnError,
+    },
+    #[error("Malformed report from the probe process in {cgroup}")]
+    Report {
+        cgroup: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
 
 #[derive(Debug)]
 pub enum Running {
@@ -19,8 +38,11 @@ pub enum Running {
         stop: Arc<AtomicBool>,
         handle: std::thread::JoinHandle<wakeup::Wakeups>,
     },
-    Child(Child),
-    Failed(String),
+    Child {
+        cgroup: String,
+        child: Child,
+    },
+    Failed(WakeupProbeError),
 }
 
 pub fn start(
@@ -38,48 +60,47 @@ pub fn start(
                 .spawn(move || wakeup::measure(interval, &flag))
             {
                 Ok(handle) => Running::Thread { stop, handle },
-                Err(e) => Running::Failed(format!("start probe thread: {e}")),
+                Err(e) => Running::Failed(WakeupProbeError::Thread(e)),
             }
         }
         Some(cg) => {
-            let procs = child::procs_files(&layout.dirs(controllers, cg));
-            let us = u64::try_from(interval.as_micros())
-                .unwrap_or(u64::MAX)
-                .to_string();
-            match child::spawn(wakeup::SUBCOMMAND, &[us], &procs) {
-                Ok(c) => Running::Child(c),
-                Err(e) => Running::Failed(format!("start probe process in {cg}: {e}")),
+            let target = Target::new(layout.mode, layout.dirs(controllers, cg));
+            let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
+            match Spawner::new().and_then(|s| s.start(&target, Job::Wakeup { interval_us })) {
+                Ok(child) => Running::Child {
+                    cgroup: cg.to_owned(),
+                    child,
+                },
+                Err(source) => Running::Failed(WakeupProbeError::Child {
+                    cgroup: cg.to_owned(),
+                    source,
+                }),
             }
         }
     }
 }
 
 /// Stops the probe and returns its metrics, or why there are none.
-pub fn finish(name: &str, running: Running) -> Result<Vec<(String, Metric)>, String> {
+pub fn finish(name: &str, running: Running) -> Result<Vec<(String, Metric)>, WakeupProbeError> {
     let report = match running {
         Running::Failed(e) => return Err(e),
         Running::Thread { stop, handle } => {
             stop.store(true, Ordering::Relaxed);
             handle
                 .join()
-                .map_err(|_| "the probe thread panicked".to_owned())?
+                .map_err(|_| WakeupProbeError::Panicked)?
                 .report()
         }
-        Running::Child(mut c) => {
-            // Closing stdin is the stop signal.
-            drop(c.stdin.take());
-            let out = c
-                .wait_with_output()
-                .map_err(|e| format!("wait for the probe process: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "probe process {}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            serde_json::from_slice::<WakeupReport>(&out.stdout)
-                .map_err(|e| format!("probe process output: {e}"))?
+        Running::Child { cgroup, child } => {
+            // Closing the stop pipe ends the measurement; the report follows.
+            let out = child
+                .stop(false)
+                .map_err(|source| WakeupProbeError::Child {
+                    cgroup: cgroup.clone(),
+                    source,
+                })?;
+            serde_json::from_slice::<WakeupReport>(&out)
+                .map_err(|source| WakeupProbeError::Report { cgroup, source })?
         }
     };
     let share = if report.wall_ns > 0 {

@@ -8,7 +8,6 @@
 //! far above 1 is a group escaping its quota.
 
 use std::path::PathBuf;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use kchaos_model::metrics::{Gauge, Metric};
@@ -21,8 +20,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{Env, Errors};
 use crate::histogram::Latency;
-use crate::probes::parse_counter;
-use crate::{cfs_worker, child, limits, mounts};
+use crate::kfile::{self, read_key, KernelFileError};
+use crate::spawn::{Job, Running, Spawner, Target};
+use crate::{limits, mounts};
 
 /// The tree: inner nodes (below the parent) and leaves, as paths relative to the roots.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub fn tree(spec: &CfsQuota) -> Tree {
     }
 }
 
-pub fn prepare(spec: &CfsQuota, env: &Env) -> Result<(), String> {
+pub fn prepare(spec: &CfsQuota, env: &Env) -> Result<(), super::PrepareError> {
     let t = tree(spec);
     mounts::create_cgroup(&env.layout, &spec.parent, &spec.controllers, true)?;
     for node in &t.inner {
@@ -154,33 +154,19 @@ struct Leaf {
     rel: String,
     cpu_dir: PathBuf,
     usage_dir: PathBuf,
-    worker: Option<Child>,
+    worker: Option<Running>,
 }
 
 impl Leaf {
-    fn usage_us(&self, mode: CgroupMode) -> Result<f64, String> {
+    fn usage_us(&self, mode: CgroupMode) -> Result<f64, KernelFileError> {
         match mode {
             CgroupMode::V2 => read_key(&self.usage_dir.join("cpu.stat"), "usage_usec"),
             CgroupMode::V1 | CgroupMode::Hybrid => {
-                let path = self.usage_dir.join("cpuacct.usage");
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("read {}: {e}", path.display()))?;
-                parse_counter(&text, &CounterSelect::Whole).map(|ns| ns / 1000.0)
+                kfile::read_number(&self.usage_dir.join("cpuacct.usage"), &CounterSelect::Whole)
+                    .map(|ns| ns / 1000.0)
             }
         }
     }
-}
-
-fn read_key(path: &std::path::Path, key: &str) -> Result<f64, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    parse_counter(
-        &text,
-        &CounterSelect::Key {
-            key: key.to_owned(),
-        },
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Usage over one interval against what was allowed in it.
@@ -240,19 +226,21 @@ pub fn run(
         .map(|_| Bandwidth::pick(spec, &mut rng))
         .collect();
     apply(&leaves, &bandwidth, mode, &mut errors);
-    let worker_args = |burners: u32| {
-        vec![
-            burners.to_string(),
-            spec.sleepers.to_string(),
-            micros(spec.burst_run).to_string(),
-            micros(spec.burst_sleep).to_string(),
-        ]
-    };
     for leaf in &mut leaves {
-        let procs = child::procs_files(&env.layout.dirs(&spec.controllers, &leaf.rel));
-        match child::spawn(cfs_worker::SUBCOMMAND, &worker_args(spec.burners), &procs) {
+        let target = Target::new(mode, env.layout.dirs(&spec.controllers, &leaf.rel));
+        let job = Job::CfsWorker {
+            burners: spec.burners,
+            sleepers: spec.sleepers,
+            run_us: micros(spec.burst_run),
+            sleep_us: micros(spec.burst_sleep),
+        };
+        match Spawner::new().and_then(|s| s.start(&target, job)) {
             Ok(c) => leaf.worker = Some(c),
-            Err(e) => errors.push(format!("start worker in {}: {e}", leaf.rel)),
+            Err(e) => errors.push(format!(
+                "start worker in {}: {}",
+                leaf.rel,
+                crate::error_chain(&e)
+            )),
         }
     }
     let stat0: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
@@ -332,10 +320,14 @@ pub fn run(
     );
     let stat1: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
     for leaf in &mut leaves {
-        if let Some(mut c) = leaf.worker.take() {
-            drop(c.stdin.take());
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = leaf.worker.take() {
+            if let Err(e) = c.stop(true) {
+                errors.push(format!(
+                    "worker in {}: {}",
+                    leaf.rel,
+                    crate::error_chain(&e)
+                ));
+            }
         }
     }
 
@@ -397,7 +389,7 @@ fn apply(leaves: &[Leaf], bandwidth: &[Bandwidth], mode: CgroupMode, errors: &mu
         if let Err(e) =
             limits::set_cpu_bandwidth(mode, &leaf.rel, micros(bw.quota), micros(bw.period))
         {
-            errors.push(e);
+            errors.push(crate::error_chain(&e));
         }
     }
 }
@@ -437,7 +429,7 @@ fn settle_interval(
                 last_usage[i] = Some(now_us);
             }
             (Ok(now_us), None) => last_usage[i] = Some(now_us),
-            (Err(e), _) => errors.push(e),
+            (Err(e), _) => errors.push(crate::error_chain(&e)),
         }
     }
     *last_at = now;
@@ -470,26 +462,28 @@ fn churn_once(
     let parent = parents[rng.random_range(0..parents.len())];
     let rel = format!("{parent}/churn-{n}");
     if let Err(e) = mounts::create_cgroup(&env.layout, &rel, &spec.controllers, false) {
-        errors.push(e);
+        errors.push(crate::error_chain(&e));
         return;
     }
     let bw = Bandwidth::pick(spec, rng);
     if let Err(e) = limits::set_cpu_bandwidth(mode, &rel, micros(bw.quota), micros(bw.period)) {
-        errors.push(e);
+        errors.push(crate::error_chain(&e));
     }
     let dirs = env.layout.dirs(&spec.controllers, &rel);
-    match child::spawn(
-        cfs_worker::SUBCOMMAND,
-        &["1".into(), "0".into(), "0".into(), "0".into()],
-        &child::procs_files(&dirs),
-    ) {
-        Ok(mut c) => {
+    let burner = Job::CfsWorker {
+        burners: 1,
+        sleepers: 0,
+        run_us: 0,
+        sleep_us: 0,
+    };
+    match Spawner::new().and_then(|s| s.start(&Target::new(mode, dirs.clone()), burner)) {
+        Ok(c) => {
             std::thread::sleep(bw.period * 3);
-            drop(c.stdin.take());
-            let _ = c.kill();
-            let _ = c.wait();
+            if let Err(e) = c.stop(true) {
+                errors.push(format!("worker in {rel}: {}", crate::error_chain(&e)));
+            }
         }
-        Err(e) => errors.push(format!("start worker in {rel}: {e}")),
+        Err(e) => errors.push(format!("start worker in {rel}: {}", crate::error_chain(&e))),
     }
     for dir in dirs.iter().rev() {
         let start = Instant::now();

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use kchaos_model::metrics::{Gauge, Metric};
 use kchaos_model::protocol::{GuestMessage, WorkloadReport};
@@ -13,25 +14,38 @@ use kchaos_model::scenario::{CgroupMode, Workload};
 use kchaos_model::units::Unit;
 
 use super::{Env, Errors};
+use crate::error_chain;
 use crate::histogram::Latency;
-use crate::mounts::{self, CgroupLayout};
+use crate::kfile::{self, KernelFileError};
+use crate::limits::LimitError;
+use crate::mounts::{self, CgroupError, CgroupLayout};
+use crate::spawn::{Job, SpawnError, Spawner, Target};
+
+/// Every this many cgroups, the page cache charged to one is read from its
+/// `memory.stat` just before its removal (`<name>.file_charged_min`): the proof that
+/// the populate process wrote from inside the cgroup. Sampled, to keep the churn fast.
+const CHARGE_SAMPLE_EVERY: u64 = 10;
 
 /// The kernel operations the workload performs; faked in unit tests.
 pub trait ChurnOps: Sync {
     fn mkdir(&self, path: &Path) -> std::io::Result<()>;
     fn rmdir(&self, path: &Path) -> std::io::Result<()>;
     /// `memory.max` / `memory.limit_in_bytes` of cgroup `rel`.
-    fn set_memory_limit(&self, rel: &str, bytes: u64) -> Result<(), String>;
-    /// Writes `memory.kmem.limit_in_bytes`; the raw io error lets the caller tell a
-    /// kernel that refuses the knob from a real failure.
-    fn set_kmem_limit(&self, dir: &Path, bytes: u64) -> std::io::Result<()>;
+    fn set_memory_limit(&self, rel: &str, bytes: u64) -> Result<(), LimitError>;
+    /// Writes `memory.kmem.limit_in_bytes`; the errno lets the caller tell a kernel that
+    /// refuses the knob from a real failure.
+    fn set_kmem_limit(&self, dir: &Path, bytes: u64) -> Result<(), KernelFileError>;
+    /// Runs the populate process in `target` to completion.
     fn populate(
         &self,
+        target: &Target,
         dir: &Path,
         files: u32,
         size: u64,
-        procs: &[PathBuf],
-    ) -> Result<Duration, String>;
+    ) -> Result<(), SpawnError>;
+    /// Page cache charged to the memory cgroup `dir` (`memory.stat`: `file` on v2,
+    /// `cache` on v1), in bytes.
+    fn file_charged(&self, dir: &Path) -> Result<f64, KernelFileError>;
     fn remove_files(&self, dir: &Path) -> std::io::Result<()>;
     /// Creates the parent cgroup in every hierarchy and, in v2, enables the controllers
     /// at each level down to it (not measured).
@@ -40,18 +54,23 @@ pub trait ChurnOps: Sync {
         layout: &CgroupLayout,
         parent: &str,
         controllers: &[String],
-    ) -> Result<(), String>;
+    ) -> Result<(), CgroupError>;
 }
 
-/// The real thing: syscalls on cgroupfs, cgroups-rs for limits, a child process.
+/// The real thing: syscalls on cgroupfs, cgroups-rs for limits, populate processes
+/// from the spawn helpers (one helper per worker thread, kept between cgroups).
 #[derive(Debug)]
 pub struct RealOps {
     mode: CgroupMode,
+    spawners: Mutex<Vec<Spawner>>,
 }
 
 impl RealOps {
     pub fn new(mode: CgroupMode) -> RealOps {
-        RealOps { mode }
+        RealOps {
+            mode,
+            spawners: Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -64,22 +83,52 @@ impl ChurnOps for RealOps {
         std::fs::remove_dir(path)
     }
 
-    fn set_memory_limit(&self, rel: &str, bytes: u64) -> Result<(), String> {
+    fn set_memory_limit(&self, rel: &str, bytes: u64) -> Result<(), LimitError> {
         crate::limits::set_memory_limit(self.mode, rel, bytes)
     }
 
-    fn set_kmem_limit(&self, dir: &Path, bytes: u64) -> std::io::Result<()> {
-        std::fs::write(dir.join("memory.kmem.limit_in_bytes"), bytes.to_string())
+    fn set_kmem_limit(&self, dir: &Path, bytes: u64) -> Result<(), KernelFileError> {
+        kfile::write(&dir.join("memory.kmem.limit_in_bytes"), &bytes.to_string())
     }
 
     fn populate(
         &self,
+        target: &Target,
         dir: &Path,
         files: u32,
         size: u64,
-        procs: &[PathBuf],
-    ) -> Result<Duration, String> {
-        crate::populate::spawn(dir, files, size, procs)
+    ) -> Result<(), SpawnError> {
+        let pooled = self
+            .spawners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let mut spawner = match pooled {
+            Some(s) => s,
+            None => Spawner::new()?,
+        };
+        let job = Job::Populate {
+            dir: dir.to_path_buf(),
+            files,
+            size,
+        };
+        let result = spawner.run(target, job);
+        // A helper whose socket failed is not reused.
+        if !matches!(result, Err(SpawnError::Wire(_))) {
+            self.spawners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(spawner);
+        }
+        result
+    }
+
+    fn file_charged(&self, dir: &Path) -> Result<f64, KernelFileError> {
+        let key = match self.mode {
+            CgroupMode::V2 => "file",
+            CgroupMode::V1 | CgroupMode::Hybrid => "cache",
+        };
+        kfile::read_key(&dir.join("memory.stat"), key)
     }
 
     fn remove_files(&self, dir: &Path) -> std::io::Result<()> {
@@ -91,7 +140,7 @@ impl ChurnOps for RealOps {
         layout: &CgroupLayout,
         parent: &str,
         controllers: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), CgroupError> {
         mounts::create_cgroup(layout, parent, controllers, true)
     }
 }
@@ -103,6 +152,8 @@ struct Stats {
     rmdir: Latency,
     populate: Latency,
     created: u64,
+    /// Smallest page cache seen charged to a sampled cgroup before its removal.
+    file_charged_min: Option<f64>,
     errors: Errors,
 }
 
@@ -112,12 +163,17 @@ impl Stats {
         self.rmdir.merge(&other.rmdir);
         self.populate.merge(&other.populate);
         self.created += other.created;
+        self.file_charged_min = match (self.file_charged_min, other.file_charged_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.errors.merge(other.errors);
     }
 }
 
 /// A cgroup created in the current batch.
 struct Live {
+    n: u64,
     dirs: Vec<PathBuf>,
     files: Option<PathBuf>,
 }
@@ -132,9 +188,8 @@ struct Shared<'a> {
 }
 
 /// Creates the parent cgroup (not measured; done before probes start).
-pub fn prepare(spec: &CgroupChurn, env: &Env, ops: &dyn ChurnOps) -> Result<(), String> {
+pub fn prepare(spec: &CgroupChurn, env: &Env, ops: &dyn ChurnOps) -> Result<(), CgroupError> {
     ops.prepare_parent(&env.layout, &spec.parent, &spec.controllers)
-        .map_err(|e| format!("prepare parent cgroup: {e}"))
 }
 
 pub fn run(
@@ -165,13 +220,14 @@ pub fn run(
         total.merge(r);
     }
     let name = &workload.name;
+    let charged = total.file_charged_min;
     let report = WorkloadReport {
         name: name.clone(),
         iterations: total.created,
         errors: total.errors.count,
         error_samples: total.errors.samples,
     };
-    let metrics = vec![
+    let mut metrics = vec![
         (
             format!("{name}.mkdir"),
             Metric::Histogram(total.mkdir.summary()),
@@ -199,6 +255,15 @@ pub fn run(
             }),
         ),
     ];
+    if let Some(bytes) = charged {
+        metrics.push((
+            format!("{name}.file_charged_min"),
+            Metric::Value(Gauge {
+                unit: Unit::Bytes,
+                value: bytes,
+            }),
+        ));
+    }
     (report, metrics)
 }
 
@@ -224,6 +289,7 @@ fn worker(sh: &Shared<'_>) -> Stats {
         }
         if sh.spec.remove {
             for live in &batch {
+                sample_charge(sh, live, &mut stats);
                 // Children before parents is irrelevant here (flat), but v1 hierarchies
                 // are removed in reverse creation order like a runtime would.
                 for dir in live.dirs.iter().rev() {
@@ -281,7 +347,7 @@ fn create_one(sh: &Shared<'_>, n: u64, stats: &mut Stats) -> Option<Live> {
     stats.created += 1;
     if let Some(limit) = spec.memory_limit {
         if let Err(e) = sh.ops.set_memory_limit(&rel, limit) {
-            stats.errors.push(e);
+            stats.errors.push(error_chain(&e));
         }
     }
     if let Some(limit) = spec.kmem_limit {
@@ -294,35 +360,72 @@ fn create_one(sh: &Shared<'_>, n: u64, stats: &mut Stats) -> Option<Live> {
     let mut files = None;
     if spec.files_per_cgroup > 0 {
         let dir = Path::new(&spec.file_dir).join(format!("kchaos-{}-{n}", sh.workload.name));
-        let procs: Vec<PathBuf> = made.iter().map(|d| d.join("cgroup.procs")).collect();
+        let target = Target::new(sh.env.layout.mode, made.clone());
+        let start = Instant::now();
         match sh
             .ops
-            .populate(&dir, spec.files_per_cgroup, spec.file_size, &procs)
+            .populate(&target, &dir, spec.files_per_cgroup, spec.file_size)
         {
-            Ok(took) => stats.populate.record(took),
-            Err(e) => stats.errors.push(e),
+            Ok(()) => stats.populate.record(start.elapsed()),
+            Err(e) => stats.errors.push(error_chain(&e)),
         }
         files = Some(dir);
     }
-    Some(Live { dirs: made, files })
+    Some(Live {
+        n,
+        dirs: made,
+        files,
+    })
+}
+
+/// Reads what a sampled cgroup has charged for its files, just before its removal.
+fn sample_charge(sh: &Shared<'_>, live: &Live, stats: &mut Stats) {
+    let spec = sh.spec;
+    let writes = spec.files_per_cgroup > 0 && spec.file_size > 0;
+    if !writes
+        || live.n % CHARGE_SAMPLE_EVERY != 0
+        || !spec.controllers.iter().any(|c| c == "memory")
+    {
+        return;
+    }
+    let rel = format!("{}/{}-{}", spec.parent, sh.workload.name, live.n);
+    let Some(dir) = sh
+        .env
+        .layout
+        .dirs(&["memory".to_owned()], &rel)
+        .into_iter()
+        .next()
+    else {
+        return;
+    };
+    match sh.ops.file_charged(&dir) {
+        Ok(bytes) => {
+            stats.file_charged_min = Some(stats.file_charged_min.map_or(bytes, |m| m.min(bytes)));
+        }
+        Err(e) => stats.errors.push(error_chain(&e)),
+    }
 }
 
 /// A kernel without the knob (the file is gone) or refusing it (EOPNOTSUPP) still
 /// accounts kmem, so that is a note, once. Anything else is an error. (5.16+ accept the
 /// write and ignore it, saying so in the kernel log.)
-fn note_kmem_refusal(sh: &Shared<'_>, e: &std::io::Error, stats: &mut Stats) {
-    const ENOTSUPP: i32 = 524;
-    let refused = matches!(
-        e.raw_os_error(),
-        Some(libc::EOPNOTSUPP | ENOTSUPP | libc::ENOENT | libc::EINVAL)
-    );
-    if refused {
+fn note_kmem_refusal(sh: &Shared<'_>, e: &KernelFileError, stats: &mut Stats) {
+    if kmem_refused(e.errno()) {
         if !sh.kmem_refused.swap(true, Ordering::Relaxed) {
-            sh.env.reporter.note(format!("kernel refuses memory.kmem.limit_in_bytes ({e}); continuing without a kmem limit (kmem is still accounted)"));
+            sh.env.reporter.note(format!("kernel refuses memory.kmem.limit_in_bytes ({}); continuing without a kmem limit (kmem is still accounted)", error_chain(e)));
         }
     } else {
-        stats.errors.push(format!("set kmem limit: {e}"));
+        stats.errors.push(error_chain(e));
     }
+}
+
+/// The errnos of a kernel without the knob (file gone) or refusing it.
+fn kmem_refused(errno: Option<i32>) -> bool {
+    const ENOTSUPP: i32 = 524;
+    matches!(
+        errno,
+        Some(libc::EOPNOTSUPP | ENOTSUPP | libc::ENOENT | libc::EINVAL)
+    )
 }
 
 #[cfg(test)]

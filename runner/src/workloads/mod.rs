@@ -4,6 +4,7 @@
 pub mod cfs_quota;
 pub mod cgroup_churn;
 pub mod exec;
+pub mod memcg_reclaim;
 pub mod selftest;
 pub mod systemd_units;
 pub mod veth_storm;
@@ -33,16 +34,28 @@ pub struct Env {
     pub seed: u64,
 }
 
+/// Why a workload could not be set up; the workload then reports it as its one error.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("Cannot prepare the workload's cgroups")]
+    Cgroup(#[from] crate::mounts::CgroupError),
+    #[error("Cannot set the workload's limits")]
+    Limit(#[from] crate::limits::LimitError),
+}
+
 /// Prepares a workload before probes start (e.g. its parent cgroup, which probes read).
-pub fn prepare(workload: &Workload, env: &Env) -> Result<(), String> {
+pub fn prepare(workload: &Workload, env: &Env) -> Result<(), PrepareError> {
     match &workload.spec {
-        WorkloadSpec::CgroupChurn(spec) => {
-            cgroup_churn::prepare(spec, env, &cgroup_churn::RealOps::new(env.layout.mode))
-        }
+        WorkloadSpec::CgroupChurn(spec) => Ok(cgroup_churn::prepare(
+            spec,
+            env,
+            &cgroup_churn::RealOps::new(env.layout.mode),
+        )?),
         WorkloadSpec::CfsQuota(spec) => cfs_quota::prepare(spec, env),
-        WorkloadSpec::VethStorm(_) | WorkloadSpec::Exec(_) | WorkloadSpec::SystemdUnits(_) => {
-            Ok(())
-        }
+        WorkloadSpec::VethStorm(_)
+        | WorkloadSpec::Exec(_)
+        | WorkloadSpec::SystemdUnits(_)
+        | WorkloadSpec::MemcgReclaim(_) => Ok(()),
         WorkloadSpec::Selftest(_) => Ok(()),
     }
 }
@@ -77,6 +90,12 @@ fn run_kind(workload: &Workload, env: &Env) -> (WorkloadReport, Vec<(String, Met
             spec,
             &env,
             &cgroup_churn::RealOps::new(env.layout.mode),
+        ),
+        WorkloadSpec::MemcgReclaim(spec) => memcg_reclaim::run(
+            workload,
+            spec,
+            &env,
+            &memcg_reclaim::RealOps::new(env.layout.clone()),
         ),
         WorkloadSpec::CfsQuota(spec) => cfs_quota::run(workload, spec, &env),
         WorkloadSpec::VethStorm(spec) => veth_storm::run(workload, spec, &env),

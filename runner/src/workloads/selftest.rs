@@ -8,6 +8,17 @@ use kchaos_model::scenario::workload::{Selftest, SelftestAction};
 use kchaos_model::scenario::Workload;
 
 use super::Env;
+use crate::kfile::{self, KernelFileError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelftestError {
+    #[error(transparent)]
+    Write(#[from] KernelFileError),
+    #[error("Cannot start a wedge thread")]
+    Thread(#[source] std::io::Error),
+    #[error("{0}")]
+    Systemd(String),
+}
 
 pub fn run(workload: &Workload, spec: &Selftest, env: &Env) -> WorkloadReport {
     let mut report = WorkloadReport {
@@ -25,25 +36,26 @@ pub fn run(workload: &Workload, spec: &Selftest, env: &Env) -> WorkloadReport {
     let result = match &spec.action {
         SelftestAction::Panic => {
             nix::unistd::sync();
-            std::fs::write("/proc/sysrq-trigger", b"c")
-                .map_err(|e| format!("write /proc/sysrq-trigger: {e}"))
+            kfile::write(std::path::Path::new("/proc/sysrq-trigger"), "c").map_err(Into::into)
         }
         SelftestAction::Kmsg { line } => {
             // Level 4 (warning): below the console's loglevel, so the console sees it too.
-            std::fs::write("/dev/kmsg", format!("<4>{line}\n"))
-                .map_err(|e| format!("write /dev/kmsg: {e}"))
+            kfile::write(std::path::Path::new("/dev/kmsg"), &format!("<4>{line}\n"))
+                .map_err(Into::into)
         }
         SelftestAction::Wedge => wedge(),
         SelftestAction::Silence => {
             env.reporter.silence();
             Ok(())
         }
-        SelftestAction::FreezeSystemd => crate::systemd::freeze_init(),
+        SelftestAction::FreezeSystemd => {
+            crate::systemd::freeze_init().map_err(SelftestError::Systemd)
+        }
     };
     report.iterations = 1;
     if let Err(e) = result {
         report.errors = 1;
-        report.error_samples.push(e);
+        report.error_samples.push(crate::error_chain(&e));
         return report;
     }
     if matches!(
@@ -63,9 +75,11 @@ pub fn run(workload: &Workload, spec: &Selftest, env: &Env) -> WorkloadReport {
 
 /// SCHED_FIFO busy loops pinned to every CPU, with RT throttling off: nothing of normal
 /// priority runs again (the heartbeat included), interrupts still do.
-fn wedge() -> Result<(), String> {
-    std::fs::write("/proc/sys/kernel/sched_rt_runtime_us", b"-1")
-        .map_err(|e| format!("disable RT throttling: {e}"))?;
+fn wedge() -> Result<(), SelftestError> {
+    kfile::write(
+        std::path::Path::new("/proc/sys/kernel/sched_rt_runtime_us"),
+        "-1",
+    )?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     for cpu in 0..cpus {
         std::thread::Builder::new()
@@ -82,7 +96,7 @@ fn wedge() -> Result<(), String> {
                     std::hint::spin_loop();
                 }
             })
-            .map_err(|e| format!("start wedge thread: {e}"))?;
+            .map_err(SelftestError::Thread)?;
     }
     Ok(())
 }

@@ -17,6 +17,10 @@ pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
     ("rmdir", MetricKind::Histogram, Unit::Ns),
     ("populate", MetricKind::Histogram, Unit::Ns),
     ("cgroups", MetricKind::Value, Unit::Count),
+    // Page cache charged to a sampled cgroup just before its removal (memory.stat
+    // `file` on v2, `cache` on v1), the smallest seen: > 0 proves the populate process
+    // wrote from inside the cgroup. Reported only when cgroups were removed and sampled.
+    ("file_charged_min", MetricKind::Value, Unit::Bytes),
 ];
 
 /// One iteration = one cgroup created (and, with `remove`, removed again).

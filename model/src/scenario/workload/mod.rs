@@ -37,6 +37,7 @@ macro_rules! raw_workload {
 pub mod cfs_quota;
 pub mod cgroup_churn;
 pub mod exec;
+pub mod memcg_reclaim;
 pub mod selftest;
 pub mod systemd_units;
 pub mod veth_storm;
@@ -50,6 +51,7 @@ use toml::Spanned;
 pub use self::cfs_quota::CfsQuota;
 pub use self::cgroup_churn::CgroupChurn;
 pub use self::exec::Exec;
+pub use self::memcg_reclaim::MemcgReclaim;
 pub use self::selftest::{Selftest, SelftestAction};
 pub use self::systemd_units::{SystemdUnits, UnitKind};
 pub use self::veth_storm::{DestroyOrder, VethStorm};
@@ -61,6 +63,7 @@ use crate::units::{opt_duration_ms, Unit};
 /// The workload kinds this version understands.
 pub const KINDS: &[&str] = &[
     "cgroup-churn",
+    "memcg-reclaim",
     "cfs-quota",
     "veth-storm",
     "systemd-units",
@@ -89,6 +92,7 @@ pub struct Workload {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum WorkloadSpec {
     CgroupChurn(CgroupChurn),
+    MemcgReclaim(MemcgReclaim),
     CfsQuota(CfsQuota),
     VethStorm(VethStorm),
     SystemdUnits(SystemdUnits),
@@ -100,6 +104,7 @@ impl WorkloadSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             WorkloadSpec::CgroupChurn(_) => "cgroup-churn",
+            WorkloadSpec::MemcgReclaim(_) => "memcg-reclaim",
             WorkloadSpec::CfsQuota(_) => "cfs-quota",
             WorkloadSpec::VethStorm(_) => "veth-storm",
             WorkloadSpec::SystemdUnits(_) => "systemd-units",
@@ -113,6 +118,7 @@ impl WorkloadSpec {
         match self {
             WorkloadSpec::VethStorm(_) => &["veth"],
             WorkloadSpec::CgroupChurn(_)
+            | WorkloadSpec::MemcgReclaim(_)
             | WorkloadSpec::CfsQuota(_)
             | WorkloadSpec::Exec(_)
             | WorkloadSpec::SystemdUnits(_)
@@ -124,6 +130,7 @@ impl WorkloadSpec {
     fn metric_suffixes(&self) -> &'static [(&'static str, MetricKind, Unit)] {
         match self {
             WorkloadSpec::CgroupChurn(_) => cgroup_churn::METRICS,
+            WorkloadSpec::MemcgReclaim(_) => memcg_reclaim::METRICS,
             WorkloadSpec::CfsQuota(_) => cfs_quota::METRICS,
             WorkloadSpec::VethStorm(_) => veth_storm::METRICS,
             WorkloadSpec::SystemdUnits(_) => systemd_units::METRICS,
@@ -171,6 +178,7 @@ impl Workload {
     ) -> Option<Workload> {
         match kind.get_ref().as_str() {
             "cgroup-churn" => cgroup_churn::parse(ctx, index, value, vm),
+            "memcg-reclaim" => memcg_reclaim::parse(ctx, index, value),
             "cfs-quota" => cfs_quota::parse(ctx, index, value, vm),
             "veth-storm" => veth_storm::parse(ctx, index, value),
             "systemd-units" => systemd_units::parse(ctx, index, kind, value, vm),

@@ -1,5 +1,6 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kchaos_model::scenario::{self, WorkloadSpec};
 
@@ -11,8 +12,10 @@ use crate::mounts::CgroupLayout;
 struct FakeOps {
     fail_mkdir_at: Option<usize>,
     mkdirs: Mutex<usize>,
-    populated: Mutex<Vec<(PathBuf, Vec<PathBuf>)>>,
+    populated: Mutex<Vec<(PathBuf, Target)>>,
     kmem: std::io::ErrorKind,
+    /// What `memory.stat` says is charged, per cgroup directory read.
+    charged: Mutex<Vec<PathBuf>>,
 }
 
 impl FakeOps {
@@ -22,6 +25,7 @@ impl FakeOps {
             mkdirs: Mutex::new(0),
             populated: Mutex::new(Vec::new()),
             kmem: std::io::ErrorKind::Unsupported,
+            charged: Mutex::new(Vec::new()),
         }
     }
 }
@@ -38,28 +42,38 @@ impl ChurnOps for FakeOps {
     fn rmdir(&self, path: &Path) -> std::io::Result<()> {
         std::fs::remove_dir(path)
     }
-    fn set_memory_limit(&self, _rel: &str, _bytes: u64) -> Result<(), String> {
+    fn set_memory_limit(&self, _rel: &str, _bytes: u64) -> Result<(), LimitError> {
         Ok(())
     }
-    fn set_kmem_limit(&self, _dir: &Path, _bytes: u64) -> std::io::Result<()> {
-        Err(if self.kmem == std::io::ErrorKind::Unsupported {
-            std::io::Error::from_raw_os_error(libc::EOPNOTSUPP)
-        } else {
-            std::io::Error::from_raw_os_error(libc::EIO)
+    fn set_kmem_limit(&self, dir: &Path, bytes: u64) -> Result<(), KernelFileError> {
+        Err(KernelFileError::Write {
+            path: dir.join("memory.kmem.limit_in_bytes"),
+            value: bytes.to_string(),
+            source: if self.kmem == std::io::ErrorKind::Unsupported {
+                std::io::Error::from_raw_os_error(libc::EOPNOTSUPP)
+            } else {
+                std::io::Error::from_raw_os_error(libc::EIO)
+            },
         })
     }
     fn populate(
         &self,
+        target: &Target,
         dir: &Path,
         _files: u32,
         _size: u64,
-        procs: &[PathBuf],
-    ) -> Result<Duration, String> {
+    ) -> Result<(), SpawnError> {
         self.populated
             .lock()
             .unwrap()
-            .push((dir.to_path_buf(), procs.to_vec()));
-        Ok(Duration::from_millis(1))
+            .push((dir.to_path_buf(), target.clone()));
+        Ok(())
+    }
+    fn file_charged(&self, dir: &Path) -> Result<f64, KernelFileError> {
+        self.charged.lock().unwrap().push(dir.to_path_buf());
+        // The cgroup still exists when its charge is read: it is read before rmdir.
+        assert!(dir.is_dir(), "{} read after its removal", dir.display());
+        Ok(4096.0 * (1 + self.charged.lock().unwrap().len()) as f64)
     }
     fn remove_files(&self, _dir: &Path) -> std::io::Result<()> {
         Ok(())
@@ -69,9 +83,9 @@ impl ChurnOps for FakeOps {
         layout: &CgroupLayout,
         parent: &str,
         controllers: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), CgroupError> {
         for d in layout.dirs(controllers, parent) {
-            std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&d).map_err(|source| CgroupError::Mkdir { path: d, source })?;
         }
         Ok(())
     }
@@ -143,13 +157,20 @@ fn batch_of_all_creates_everything_then_removes_everything() {
         metric(&metrics, "churn.cgroups").stat(kchaos_model::metrics::Stat::Value),
         Some(20.0)
     );
-    // Every cgroup got its process, which joins the cgroup's own cgroup.procs.
+    // Every cgroup got its process, born in that cgroup (v2: one directory).
     let populated = ops.populated.lock().unwrap();
     assert_eq!(populated.len(), 20);
+    assert!(populated[0].1.unified);
     assert!(
-        populated[0].1[0].ends_with("kchaos/churn-0/cgroup.procs"),
+        populated[0].1.dirs[0].ends_with("kchaos/churn-0"),
         "{:?}",
         populated[0]
+    );
+    // Cgroups 0 and 10 had their charge read before removal; the smallest is reported.
+    assert_eq!(ops.charged.lock().unwrap().len(), 2);
+    assert_eq!(
+        metric(&metrics, "churn.file_charged_min").stat(kchaos_model::metrics::Stat::Value),
+        Some(8192.0)
     );
     // Only the parent is left.
     assert_eq!(
@@ -177,7 +198,12 @@ fn v1_creates_one_directory_per_hierarchy() {
     );
     assert!(dir.path().join("memory/kchaos/churn-2").is_dir());
     assert!(dir.path().join("pids/kchaos/churn-2").is_dir());
-    assert_eq!(ops.populated.lock().unwrap()[0].1.len(), 2);
+    let populated = ops.populated.lock().unwrap();
+    assert_eq!(populated[0].1.dirs.len(), 2);
+    assert!(!populated[0].1.unified, "v1 joins through cgroup.procs");
+    // Not removed: no charge is read (it is read just before removal).
+    assert!(ops.charged.lock().unwrap().is_empty());
+    assert!(metrics.iter().all(|(n, _)| n != "churn.file_charged_min"));
 }
 
 #[test]
