@@ -5,7 +5,8 @@
 //! - the static guest runner, in release builds (`cargo install`, `cargo kchaos`): built
 //!   with the same cargo into its own target directory (so it never waits for the outer
 //!   build's lock) and included as bytes. Debug builds (the test suite) build it at run
-//!   time instead, as before. `KCHAOS_EMBED_RUNNER=1` forces it, `=0` turns it off.
+//!   time instead, as before. `KCHAOS_EMBED_RUNNER=1` forces it (`cargo install
+//!   --debug`), `=0` turns it off.
 
 use std::path::{Path, PathBuf};
 
@@ -77,8 +78,15 @@ fn embed_runner(root: &Path, out: &Path) {
         println!("cargo::warning=no runner sources next to the harness: kchaos will need --runner");
         return;
     }
-    // Its own target directory, stable across builds so it stays incremental.
-    let target_dir = root.join("target").join("embedded-runner");
+    // A cargo building into the workspace's target directory holds its lock: the runner
+    // then gets its own (stable, so it stays incremental). A build elsewhere (`cargo
+    // install --target-dir`) shares the workspace's, where run-time builds left it.
+    let workspace_target = root.join("target");
+    let target_dir = if out.starts_with(&workspace_target) {
+        workspace_target.join("embedded-runner")
+    } else {
+        workspace_target
+    };
     println!("cargo::warning=building the static guest runner to embed (the first time takes a few minutes)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = runner_cargo::command(&cargo, root, &target_dir);

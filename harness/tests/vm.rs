@@ -674,8 +674,9 @@ fn repro_finds_a_crash_and_its_bundle_replays_it_exactly() {
 
 /// Issue #15: `cargo install` gives a `kchaos` that needs no checkout: from another
 /// directory it validates a scenario and runs a VM cell with the runner and kernel list
-/// built into it. The install's build directory lives under the kchaos cache (when set),
-/// so CI pays for the release build once.
+/// built into it. A debug install (with the runner embedded, as release installs do)
+/// keeps the test's build short; its build directory lives under the kchaos cache (when
+/// set), so CI pays for it once, and the embedded runner reuses the workspace's build.
 #[test]
 fn an_installed_kchaos_runs_outside_a_checkout() {
     if !vm_available() {
@@ -687,12 +688,13 @@ fn an_installed_kchaos_runs_outside_a_checkout() {
         .map(|c| PathBuf::from(c).join("build/install-target"))
         .unwrap_or_else(|| root.path().join("target"));
     let install = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["install", "--locked", "--path"])
+        .args(["install", "--debug", "--locked", "--path"])
         .arg(workspace.join("harness"))
         .arg("--root")
         .arg(root.path())
         .arg("--target-dir")
         .arg(&target)
+        .env("KCHAOS_EMBED_RUNNER", "1")
         // The test's own cargo settings must not leak into the install.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
