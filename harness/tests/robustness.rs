@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kchaos_harness::analysis::trials::Target;
 use kchaos_harness::cell::{self, CellEnv, CellSpec};
 use kchaos_harness::results::CellResult;
 use kchaos_harness::scenario::LoadedScenario;
@@ -84,6 +85,7 @@ fn main() {
         ("check-fails", case_check_fails),
         ("interrupt", case_interrupt),
         ("cancel-dropped", case_cancel_dropped),
+        ("until-signature", case_until_signature),
     ];
     for (name, check) in cases {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -168,6 +170,8 @@ async fn run_fake(mode: &str) -> CellResult {
         guest_log: None,
         boot_timeout: Some(Duration::from_secs(2)),
         dump: None,
+        // A repro looking for any failure.
+        until: (mode == "until-signature").then_some(Target::AnyFailure),
     };
     let result = cell::run(&spec, &env, &|_| {}).await;
     // The result is on disk too, whatever happened.
@@ -306,6 +310,31 @@ fn case_cancel_dropped(r: CellResult, _: Duration) {
     assert_eq!(r.verdict, Verdict::Pass, "{}", reasons(&r));
 }
 
+/// Issue #14: the guest prints a signature that decides the repro's target and keeps
+/// working (a stalled teardown keeps a workload alive for minutes): the cell ends within
+/// seconds, evidence first, not at its duration (5s + 15s of margin) or as a hang.
+fn case_until_signature(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
+    assert!(
+        reasons(&r).contains("kernel log [unregister-netdevice]"),
+        "{}",
+        reasons(&r)
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        r.notes.iter().any(|n| n.starts_with("ended at once")),
+        "{:?}",
+        r.notes
+    );
+    assert!(
+        r.artifacts.sysrq.is_some(),
+        "evidence first: {:?}",
+        r.artifacts
+    );
+    let first = r.first_signature_ms.unwrap();
+    assert!(first < r.duration_ms, "{first} ms of {}", r.duration_ms);
+}
+
 fn case_check_fails(r: CellResult, _: Duration) {
     assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
     assert!(reasons(&r).contains("dying.last = 9"), "{}", reasons(&r));
@@ -381,6 +410,29 @@ fn fake_qemu(args: &[String], mode_file: &str) {
             std::thread::sleep(Duration::from_millis(300));
             guest.workload(2.0, "cgroup: all fine");
             guest.finish();
+        }
+        "until-signature" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.send(&GuestMessage::Phase {
+                phase: Phase::Workload,
+            });
+            let leak = "unregister_netdevice: waiting for veth7 to become free. Usage count = 1";
+            guest.send(&GuestMessage::Kmsg(KmsgRecord {
+                seq: 1,
+                level: 0,
+                ts_us: 5,
+                text: leak.into(),
+            }));
+            console(&format!("[    5.300000] {leak}"));
+            // The teardown is stuck, the runner alive: beats until killed.
+            for seq in 0.. {
+                guest.send(&GuestMessage::Heartbeat {
+                    seq,
+                    uptime_ms: seq * 100,
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         "interrupt" => {
             guest.hello(PROTOCOL_VERSION);

@@ -14,7 +14,7 @@ use kchaos_model::signature::SignatureSet;
 use tokio::sync::mpsc;
 
 use super::evidence;
-use super::state::{kmsg_line, Action, CellState, Event, Outcome};
+use super::state::{kmsg_line, Action, CellState, Endings, Event, Outcome};
 use super::watch::Watch;
 use super::{CellEnv, CellSpec, CellUpdate, Timeouts};
 use crate::error::error_chain;
@@ -134,7 +134,12 @@ pub(super) async fn drive(
         .map(|(k, v)| (k, v.unit))
         .collect();
     let watch = Watch::new(SignatureSet::new(&scenario.signatures)?, units);
-    let mut state = CellState::new(scenario, &cell.id, cell.seed, timeouts, watch, spawned_at);
+    let endings = Endings {
+        until: env.until.clone(),
+    };
+    let mut state = CellState::new(
+        scenario, &cell.id, cell.seed, timeouts, watch, endings, spawned_at,
+    );
     let (chan_tx, mut chan_rx) = mpsc::unbounded_channel();
     let mut sender: Option<channel::Sender> = None;
     let accept = channel::accept(&listener, timeouts.connect, chan_tx);

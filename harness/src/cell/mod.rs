@@ -52,6 +52,8 @@ pub struct CellEnv {
     pub boot_timeout: Option<Duration>,
     /// Dump guest memory when the guest crashes or hangs (`--dump-memory`).
     pub dump: Option<DumpPolicy>,
+    /// The outcome the run stops at: a signature that decides it ends the cell at once.
+    pub until: Option<crate::analysis::trials::Target>,
 }
 
 /// Bounds for one cell, scaled for the accelerator.
@@ -138,6 +140,7 @@ pub async fn run(
                 result.fingerprint = o.fingerprint;
             }
             result.boot_ms = o.boot_ms;
+            result.first_signature_ms = o.first_signature_ms;
             result.guest_ready_ms = o.guest_ready_ms;
             result.metrics = o.obs.metrics;
             result.signatures = o.obs.hits;

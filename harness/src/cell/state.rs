@@ -6,6 +6,8 @@
 //! The stage is explicit: a live QEMU (booting, running, reported — told apart by what
 //! the runner has said), the end games of a hang (verify QEMU is alive, send sysrq,
 //! collect the dumps) and of a crash (grace for the rest of the report), killed, exited.
+//! A run looking for an outcome (`repro --until`) ends a cell as soon as a signature
+//! decides it, through the same evidence end game as a hang ([`Endings`]).
 //!
 //! (Over 500 lines on purpose: it is the one place a cell's verdict path is decided,
 //! and reads best whole; its table tests live in `state/tests.rs`.)
@@ -20,10 +22,22 @@ use kchaos_model::protocol::{
     GuestMessage, HostMessage, KmsgRecord, Phase, RunRequest, PROTOCOL_VERSION,
 };
 use kchaos_model::scenario::Scenario;
+use kchaos_model::signature::{Severity, SignatureHit};
 use kchaos_model::verdict::Observations;
 
 use super::watch::Watch;
 use super::{CellUpdate, Timeouts};
+use crate::analysis::trials::Target;
+
+/// How a cell may end besides running its course; fixed when it starts.
+#[derive(Debug, Clone, Default)]
+pub struct Endings {
+    /// The outcome the run stops at (`repro`, `bisect`, `replay`): a kernel-log
+    /// signature that decides it ends the cell at once, evidence first, instead of at
+    /// the scenario's duration. `None` (`kchaos run`): every cell runs its course, and
+    /// only a crash ends one early.
+    pub until: Option<Target>,
+}
 
 /// What the driver saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +140,9 @@ pub struct CellState {
     exit_status: Option<String>,
     killed: bool,
     interrupted: bool,
+    endings: Endings,
+    /// When the first failure or crash signature was seen (time to a hit).
+    first_signature_at: Option<Instant>,
 }
 
 /// What a finished cell saw, for the verdict and the result.
@@ -140,6 +157,8 @@ pub struct Outcome {
     /// The console lines, for evidence written after the end.
     pub sysrq: Option<PathBuf>,
     pub vmcore: Option<PathBuf>,
+    /// QEMU start → the first failure or crash signature.
+    pub first_signature_ms: Option<u64>,
 }
 
 /// `t + d`, or far in the future when that does not fit a clock (it cannot with
@@ -157,6 +176,7 @@ impl CellState {
         seed: u64,
         timeouts: Timeouts,
         watch: Watch,
+        endings: Endings,
         spawned_at: Instant,
     ) -> CellState {
         CellState {
@@ -179,6 +199,8 @@ impl CellState {
             exit_status: None,
             killed: false,
             interrupted: false,
+            endings,
+            first_signature_at: None,
         }
     }
 
@@ -264,7 +286,7 @@ impl CellState {
     /// Decides what `event` means at `now`.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        let mut crash_seen = false;
+        let mut hit = None;
         match event {
             Event::Connected => self.connected = true,
             Event::ConnectFailed(why) => {
@@ -276,12 +298,12 @@ impl CellState {
                 if let Stage::Collecting { last_line, .. } = &mut self.stage {
                     *last_line = now;
                 }
-                crash_seen = self.watch.console(line);
+                hit = self.watch.console(line);
             }
             Event::ConsoleClosed => self.console_open = false,
             Event::Guest(msg) => {
                 self.last_seen = now;
-                crash_seen = self.guest(msg, now, &mut actions);
+                hit = self.guest(msg, now, &mut actions);
             }
             Event::Corrupt { bytes, what } => self.watch.corrupt(bytes, what),
             Event::ChannelClosed => self.channel_open = false,
@@ -346,17 +368,52 @@ impl CellState {
                 }
             }
         }
-        if crash_seen && self.stage == Stage::Live {
-            self.stage = Stage::CrashGrace {
-                until: after(now, self.timeouts.crash_grace),
-            };
+        if let Some(hit) = hit {
+            self.signature(&hit, now, &mut actions);
         }
         actions
     }
 
-    /// A message from the runner; returns whether it carried a new crash sign.
-    fn guest(&mut self, msg: GuestMessage, now: Instant, actions: &mut Vec<Action>) -> bool {
-        let mut crash_seen = false;
+    /// A new kernel-log signature: a crash ends the cell after a grace for the rest of
+    /// its report; a failure ends it only when it decides the run's target (and the
+    /// runner has not reported yet — then the cell is ending anyway).
+    fn signature(&mut self, hit: &SignatureHit, now: Instant, actions: &mut Vec<Action>) {
+        if matches!(hit.severity, Severity::Fail | Severity::Crash) {
+            self.first_signature_at.get_or_insert(now);
+        }
+        if self.stage != Stage::Live {
+            return;
+        }
+        if hit.severity == Severity::Crash {
+            self.stage = Stage::CrashGrace {
+                until: after(now, self.timeouts.crash_grace),
+            };
+            return;
+        }
+        let Some(target) = &self.endings.until else {
+            return;
+        };
+        if self.finished_at.is_none() && target.decided_by(hit) {
+            self.watch.notes.push(format!(
+                "ended at once: kernel log [{}] decides the target ({}) {:.1}s after QEMU started; evidence collected, the rest of the run skipped",
+                hit.id,
+                target.describe(),
+                now.saturating_duration_since(self.spawned_at).as_secs_f64()
+            ));
+            let mark = self.watch.console_lines.len();
+            self.stage = Stage::SendingSysrq { mark };
+            actions.push(Action::SendSysrq);
+        }
+    }
+
+    /// A message from the runner; returns the new signature it carried, if any.
+    fn guest(
+        &mut self,
+        msg: GuestMessage,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> Option<SignatureHit> {
+        let mut hit = None;
         match msg {
             GuestMessage::Hello(hello) => {
                 self.hello_at = Some(now);
@@ -383,7 +440,7 @@ impl CellState {
                 self.guest_phase = Some(phase);
                 actions.push(Action::Update(CellUpdate::Phase(phase)));
             }
-            GuestMessage::Kmsg(record) => crash_seen = self.watch.kmsg(&record),
+            GuestMessage::Kmsg(record) => hit = self.watch.kmsg(&record),
             GuestMessage::Sample {
                 metric,
                 t_ms,
@@ -413,7 +470,7 @@ impl CellState {
             self.finished_at = Some(now);
             actions.push(Action::Send(HostMessage::Ack));
         }
-        crash_seen
+        hit
     }
 
     fn timer(&mut self, now: Instant, actions: &mut Vec<Action>) {
@@ -521,17 +578,17 @@ impl CellState {
         }
         w.obs.metrics = metrics;
         let fingerprint = w.fingerprint();
+        let since_start = |t: Instant| super::millis(t.saturating_duration_since(self.spawned_at));
         Outcome {
             obs: std::mem::take(&mut w.obs),
-            boot_ms: self
-                .hello_at
-                .map(|h| super::millis(h.saturating_duration_since(self.spawned_at))),
+            boot_ms: self.hello_at.map(since_start),
             guest_ready_ms: self.guest_ready_ms,
             release: self.release,
             notes: std::mem::take(&mut w.notes),
             fingerprint,
             sysrq: None,
             vmcore: None,
+            first_signature_ms: self.first_signature_at.map(since_start),
         }
     }
 }

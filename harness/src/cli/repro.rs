@@ -235,6 +235,12 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
         db: None,
         seed: Some(manifest.seed),
         same_seed: true,
+        // The bundle's failure, seen again, ends a run at once (a signature that makes
+        // it `fail` needs no more of the scenario's duration).
+        until: manifest
+            .verdict
+            .is_failure()
+            .then_some(Target::Verdict(manifest.verdict)),
     };
     println!(
         "replaying {} ({}: {}) on {}, seed {}, {} run{}",

@@ -104,6 +104,7 @@ fn matrix_options(args: &RunArgs) -> Result<MatrixOptions, CliError> {
             db: args.db.clone(),
             seed: args.seed.or(plan.seed),
             same_seed: false,
+            until: None,
         });
     }
     let kernels = args.list.expand(&args.kernels)?;
@@ -128,6 +129,7 @@ fn matrix_options(args: &RunArgs) -> Result<MatrixOptions, CliError> {
         db: args.db.clone(),
         seed: args.seed,
         same_seed: false,
+        until: None,
     })
 }
 

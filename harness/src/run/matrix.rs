@@ -34,6 +34,9 @@ pub struct MatrixOptions {
     /// Every repeat uses `seed` itself rather than one derived per repeat (replaying a
     /// bundle: the same run again and again).
     pub same_seed: bool,
+    /// The outcome the run looks for (a replay: the bundle's failure): a signature that
+    /// decides it ends the cell at once. `None` for `kchaos run`.
+    pub until: Option<crate::analysis::trials::Target>,
 }
 
 /// The matrix of `opts`, as lines for `kchaos run --plan`.
@@ -171,6 +174,7 @@ fn job(loaded: &[Arc<LoadedScenario>], opts: &MatrixOptions, p: Planned) -> Job 
         repeat: p.repeat,
         repeats: opts.repeat,
         seed,
+        until: opts.until.clone(),
     }
 }
 

@@ -14,6 +14,7 @@ use kchaos_model::verdict::Verdict;
 use tokio::sync::{watch, OnceCell};
 
 use super::progress::Progress;
+use crate::analysis::trials::Target;
 use crate::cell::preboot::Preboot;
 use crate::cell::{self, requirements, CellEnv, CellSpec, DumpPolicy};
 use crate::error::error_chain;
@@ -90,6 +91,9 @@ pub struct Job {
     /// Repeats planned (the id names the repeat when there are several).
     pub repeats: u32,
     pub seed: u64,
+    /// The outcome the run stops at (trials, replay): a kernel-log signature that
+    /// decides it ends the cell at once. `None` for a matrix run.
+    pub until: Option<Target>,
 }
 
 impl Job {
@@ -275,6 +279,7 @@ impl Session {
             guest_log: self.opts.guest_log.clone(),
             boot_timeout: self.opts.boot_timeout,
             dump: self.opts.dump,
+            until: job.until.clone(),
         };
         let cell_progress = progress.cell(&id, &id);
         let mut result = cell::run(&spec, &env, &|u| cell_progress.update(&u)).await;

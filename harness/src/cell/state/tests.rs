@@ -13,6 +13,7 @@ use kchaos_model::units::Unit;
 use kchaos_model::verdict::{self, Verdict};
 
 use super::*;
+use crate::analysis::trials::Target;
 
 const SCENARIO: &str = r#"
 [scenario]
@@ -122,9 +123,14 @@ struct Ran {
     notes: Vec<String>,
     outcome_boot_ms: Option<u64>,
     fingerprint: bool,
+    first_signature_ms: Option<u64>,
 }
 
 fn run(steps: Vec<Step>, stderr: &str) -> Ran {
+    run_with(Endings::default(), steps, stderr)
+}
+
+fn run_with(endings: Endings, steps: Vec<Step>, stderr: &str) -> Ran {
     let s = scenario();
     let units = s
         .metric_catalog()
@@ -133,7 +139,7 @@ fn run(steps: Vec<Step>, stderr: &str) -> Ran {
         .collect();
     let watch = Watch::new(SignatureSet::new(&s.signatures).unwrap(), units);
     let t0 = Instant::now();
-    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, t0);
+    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, endings, t0);
     let mut now = t0;
     let mut actions = Vec::new();
     for step in steps {
@@ -168,6 +174,7 @@ fn run(steps: Vec<Step>, stderr: &str) -> Ran {
         notes: outcome.notes,
         outcome_boot_ms: outcome.boot_ms,
         fingerprint: outcome.fingerprint.is_some(),
+        first_signature_ms: outcome.first_signature_ms,
     }
 }
 
@@ -443,7 +450,7 @@ fn deadlines_follow_the_stage() {
         Default::default(),
     );
     let t0 = Instant::now();
-    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, t0);
+    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, Endings::default(), t0);
     assert_eq!(state.deadline(), Some(t0 + Duration::from_secs(60)), "boot");
     state.handle(Event::Connected, t0);
     let h = t0 + Duration::from_secs(2);
@@ -471,4 +478,147 @@ fn deadlines_follow_the_stage() {
     );
     assert!(!state.is_done(gone));
     assert!(state.is_done(gone + Duration::from_secs(3)));
+}
+
+/// Issue #14, time to a hit: a run looking for an outcome ends a cell as soon as a
+/// signature decides it (evidence first), instead of at the scenario's duration; a
+/// plain run, or a signature that does not decide the target, changes nothing.
+#[test]
+fn a_decided_target_ends_the_cell_at_once() {
+    const LEAK: &str = "unregister_netdevice: waiting for veth3 to become free. Usage count = 1";
+    let ok = || {
+        vec![
+            At(100, Event::Connected),
+            At(2000, hello(PROTOCOL_VERSION)),
+            At(3000, phase(Phase::Workload)),
+        ]
+    };
+    // The signature, then the evidence end game of a hang, without the silence.
+    let ended_at_once = |signature: Event| {
+        [
+            ok(),
+            vec![
+                At(5000, signature),
+                At(5100, heartbeat()),
+                At(5400, Event::SysrqSent),
+                At(5500, console("sysrq: Show Blocked State")),
+                Deadline,
+                At(9600, exited("signal: 9 (SIGKILL)")),
+            ],
+        ]
+        .concat()
+    };
+    // The same signature, but the run goes on to its report.
+    let runs_its_course = |signature: Event| {
+        [
+            ok(),
+            vec![
+                At(5000, signature),
+                At(9000, finished(2)),
+                At(9500, exited("exit status: 0")),
+            ],
+        ]
+        .concat()
+    };
+    let until = |t: &str| Endings {
+        until: Some(Target::parse(t)),
+    };
+    let plain = Endings::default;
+    // (what happened, endings, events, verdict, a reason, actions, ended early)
+    type Case = (
+        &'static str,
+        Endings,
+        Vec<Step>,
+        Verdict,
+        &'static str,
+        Vec<&'static str>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "--until any: the leak in kmsg ends the cell",
+            until("any"),
+            ended_at_once(kmsg(LEAK)),
+            Verdict::Fail,
+            "kernel log [unregister-netdevice]: unregister_netdevice: waiting for veth3",
+            vec!["send-run", "sysrq", "write-sysrq", "dump", "kill"],
+            true,
+        ),
+        (
+            "--until TEXT: the console line names it",
+            until("Usage count"),
+            ended_at_once(console(&format!("[    5.3] {LEAK}"))),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "sysrq", "write-sysrq", "dump", "kill"],
+            true,
+        ),
+        (
+            "kchaos run: a failure signature does not end a cell",
+            plain(),
+            runs_its_course(kmsg(LEAK)),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+        (
+            "--until crash: a failure signature does not decide it",
+            until("crash"),
+            runs_its_course(kmsg(LEAK)),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+        (
+            "--until TEXT: another signature does not decide it",
+            until("soft lockup"),
+            runs_its_course(kmsg(LEAK)),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+        (
+            "--until fail: after the report the cell is ending anyway",
+            until("fail"),
+            [
+                ok(),
+                vec![
+                    At(9000, finished(2)),
+                    At(9100, kmsg(LEAK)),
+                    At(9500, exited("exit status: 0")),
+                ],
+            ]
+            .concat(),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+    ];
+    for (name, endings, steps, want, reason, want_actions, early) in cases {
+        let ran = run_with(endings, steps, "");
+        assert_eq!(ran.verdict, want, "{name}: {}", ran.reasons);
+        assert!(
+            ran.reasons.contains(reason),
+            "{name}: wanted `{reason}` in `{}`",
+            ran.reasons
+        );
+        assert_eq!(kinds(&ran.actions), want_actions, "{name}");
+        assert_eq!(
+            ran.notes.iter().any(|n| n.starts_with("ended at once")),
+            early,
+            "{name}: {:?}",
+            ran.notes
+        );
+        // Time to a hit, from QEMU's start, whether or not the cell ended at once.
+        let first = if name.contains("after the report") {
+            9100
+        } else {
+            5000
+        };
+        assert_eq!(ran.first_signature_ms, Some(first), "{name}");
+    }
 }
