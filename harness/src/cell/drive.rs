@@ -73,8 +73,12 @@ pub(super) async fn drive(
     let sock = sockets.path().join("ctl.sock");
     let qmp_sock = sockets.path().join("qmp.sock");
     let listener = channel::listen(&sock)?;
-    // With a memory dump wanted, a panicked kernel must stay up to be dumped.
+    // With a memory dump wanted, a panicked kernel must stay up to be dumped, and one
+    // that has not panicked is made to panic by an NMI before the dump (see `state`).
     let mut cmdline = QemuCommand::base_cmdline(&cell.id, env.dump.is_none());
+    if env.dump.is_some() {
+        cmdline.push("unknown_nmi_panic".to_owned());
+    }
     if let Some(level) = &env.guest_log {
         cmdline.push(format!("kchaos.log={level}"));
     }
@@ -136,6 +140,7 @@ pub(super) async fn drive(
     let watch = Watch::new(SignatureSet::new(&scenario.signatures)?, units);
     let endings = Endings {
         until: env.until.clone(),
+        dump: env.dump.is_some(),
     };
     let mut state = CellState::new(
         scenario, &cell.id, cell.seed, timeouts, watch, endings, spawned_at,
@@ -218,6 +223,9 @@ pub(super) async fn drive(
                     evidence::send_sysrq(&qmp_sock, &mut notes).await;
                     notes.into_iter().for_each(|n| state.note(n));
                     Some(Event::SysrqSent)
+                }
+                Action::InjectNmi => {
+                    Some(Event::NmiInjected(evidence::inject_nmi(&qmp_sock).await))
                 }
                 Action::WriteSysrq(lines) => {
                     evidence.sysrq = evidence::write_sysrq(&cell.dir, &lines);

@@ -7,7 +7,10 @@
 //! the runner has said), the end games of a hang (verify QEMU is alive, send sysrq,
 //! collect the dumps) and of a crash (grace for the rest of the report), killed, exited.
 //! A run looking for an outcome (`repro --until`) ends a cell as soon as a signature
-//! decides it, through the same evidence end game as a hang ([`Endings`]).
+//! decides it, through the same evidence end game as a hang ([`Endings`]). Before a
+//! memory dump of a kernel that has not panicked, an NMI makes it panic: a live guest's
+//! vCPU is caught anywhere (often on its entry stack, where `crash` cannot walk), a
+//! panicked one is parked in `panic()` with every CPU stopped.
 //!
 //! (Over 500 lines on purpose: it is the one place a cell's verdict path is decided,
 //! and reads best whole; its table tests live in `state/tests.rs`.)
@@ -37,7 +40,15 @@ pub struct Endings {
     /// the scenario's duration. `None` (`kchaos run`): every cell runs its course, and
     /// only a crash ends one early.
     pub until: Option<Target>,
+    /// Guest memory is dumped at the end (`--dump-memory`; the kernel then runs with
+    /// `panic=0 unknown_nmi_panic`, so an injected NMI panics it and it stays up).
+    pub dump: bool,
 }
+
+/// The line a panicking kernel ends its report with.
+const PANIC_END: &str = "---[ end Kernel panic";
+/// The line a panic starts with.
+const PANIC_START: &str = "Kernel panic - not syncing";
 
 /// What the driver saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +78,8 @@ pub enum Event {
     Liveness(Result<(), String>),
     /// [`Action::SendSysrq`] is done.
     SysrqSent,
+    /// The answer to [`Action::InjectNmi`].
+    NmiInjected(Result<(), String>),
     /// A message could not be sent to the guest.
     SendFailed {
         message: &'static str,
@@ -85,6 +98,8 @@ pub enum Action {
     CheckLiveness,
     /// Send the sysrq task-dump keys; answer with [`Event::SysrqSent`].
     SendSysrq,
+    /// Inject an NMI (the kernel panics on it); answer with [`Event::NmiInjected`].
+    InjectNmi,
     /// Keep these console lines (the sysrq dumps) as `sysrq.txt`.
     WriteSysrq(Vec<String>),
     /// Dump guest memory if the run asked for it (`--dump-memory`).
@@ -109,6 +124,9 @@ enum Stage {
     },
     /// A crash signature was seen: the rest of the report prints until `until`.
     CrashGrace { until: Instant },
+    /// Before the dump: an NMI was injected and the kernel is panicking on it; its
+    /// report is evidence, not a finding. Dump at the report's end or at `until`.
+    Panicking { until: Instant },
     /// Killed by the harness; waiting for QEMU to exit.
     Killed,
     /// QEMU exited; what it wrote last is delivered until `drain_until`.
@@ -143,6 +161,8 @@ pub struct CellState {
     endings: Endings,
     /// When the first failure or crash signature was seen (time to a hit).
     first_signature_at: Option<Instant>,
+    /// The kernel printed its panic line: it stopped every CPU itself.
+    panicked: bool,
 }
 
 /// What a finished cell saw, for the verdict and the result.
@@ -201,6 +221,7 @@ impl CellState {
             interrupted: false,
             endings,
             first_signature_at: None,
+            panicked: false,
         }
     }
 
@@ -254,7 +275,7 @@ impl CellState {
             Stage::Collecting {
                 started, last_line, ..
             } => Some(after(*last_line, t.evidence_quiet).min(after(*started, t.evidence_max))),
-            Stage::CrashGrace { until } => Some(*until),
+            Stage::CrashGrace { until } | Stage::Panicking { until } => Some(*until),
             Stage::Live => Some(match (self.hello_at, self.finished_at) {
                 (None, _) => after(self.spawned_at, t.boot),
                 (Some(_), Some(done)) => after(done, t.poweroff),
@@ -298,9 +319,24 @@ impl CellState {
                 if let Stage::Collecting { last_line, .. } = &mut self.stage {
                     *last_line = now;
                 }
-                hit = self.watch.console(line);
+                if line.contains(PANIC_START) {
+                    self.panicked = true;
+                }
+                if let Stage::Panicking { .. } = self.stage {
+                    let over = line.contains(PANIC_END);
+                    self.watch.console_unjudged(line);
+                    if over {
+                        actions.push(Action::DumpMemory);
+                        self.kill(&mut actions);
+                    }
+                } else {
+                    hit = self.watch.console(line);
+                }
             }
             Event::ConsoleClosed => self.console_open = false,
+            // The harness's own panic is not the kernel's finding.
+            Event::Guest(GuestMessage::Kmsg(_))
+                if matches!(self.stage, Stage::Panicking { .. }) => {}
             Event::Guest(msg) => {
                 self.last_seen = now;
                 hit = self.guest(msg, now, &mut actions);
@@ -358,6 +394,15 @@ impl CellState {
                         mark,
                         last_line: now,
                     };
+                }
+            }
+            Event::NmiInjected(answer) => {
+                if let (Stage::Panicking { .. }, Err(why)) = (&self.stage, answer) {
+                    self.watch
+                        .notes
+                        .push(format!("no NMI ({why}): guest memory dumped as it was"));
+                    actions.push(Action::DumpMemory);
+                    self.kill(&mut actions);
                 }
             }
             Event::SendFailed { message, error } => {
@@ -473,6 +518,21 @@ impl CellState {
         hit
     }
 
+    /// The last evidence, then the end: with a dump wanted, a kernel that has not
+    /// panicked is made to panic first (every CPU's registers saved, its stack walkable
+    /// by `crash`), then its memory is dumped.
+    fn dump_and_end(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        if self.endings.dump && !self.panicked {
+            self.stage = Stage::Panicking {
+                until: after(now, self.timeouts.evidence_max),
+            };
+            actions.push(Action::InjectNmi);
+            return;
+        }
+        actions.push(Action::DumpMemory);
+        self.kill(actions);
+    }
+
     fn timer(&mut self, now: Instant, actions: &mut Vec<Action>) {
         match std::mem::replace(&mut self.stage, Stage::Live) {
             stage @ (Stage::Exited { .. }
@@ -490,10 +550,14 @@ impl CellState {
                     .unwrap_or_default()
                     .to_vec();
                 actions.push(Action::WriteSysrq(dumps));
-                actions.push(Action::DumpMemory);
-                self.kill(actions);
+                self.dump_and_end(now, actions);
             }
-            Stage::CrashGrace { .. } => {
+            Stage::CrashGrace { .. } => self.dump_and_end(now, actions),
+            Stage::Panicking { .. } => {
+                self.watch.notes.push(format!(
+                    "the kernel did not finish panicking within {:?} of the NMI: guest memory dumped as it was",
+                    self.timeouts.evidence_max
+                ));
                 actions.push(Action::DumpMemory);
                 self.kill(actions);
             }

@@ -92,6 +92,17 @@ impl Watch {
         } else {
             self.classify(&line, LogSource::Console, index)
         };
+        self.record_console(line);
+        hit
+    }
+
+    /// A console line kept as evidence but not judged: what the kernel prints after the
+    /// harness made it panic is the harness's doing, not a finding.
+    pub fn console_unjudged(&mut self, line: String) {
+        self.record_console(line);
+    }
+
+    fn record_console(&mut self, line: String) {
         if self.console_tail.len() == CONSOLE_TAIL {
             self.console_tail.pop_front();
         }
@@ -99,7 +110,6 @@ impl Watch {
         if self.console_lines.len() < MAX_LINES {
             self.console_lines.push(line);
         }
-        hit
     }
 
     /// A `/dev/kmsg` record from the runner; returns the signature it carried, if new.

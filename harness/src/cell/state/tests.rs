@@ -190,6 +190,7 @@ fn kinds(actions: &[Action]) -> Vec<&'static str> {
             Action::Update(_) => "update",
             Action::CheckLiveness => "check-liveness",
             Action::SendSysrq => "sysrq",
+            Action::InjectNmi => "nmi",
             Action::WriteSysrq(_) => "write-sysrq",
             Action::DumpMemory => "dump",
         })
@@ -522,6 +523,7 @@ fn a_decided_target_ends_the_cell_at_once() {
     };
     let until = |t: &str| Endings {
         until: Some(Target::parse(t)),
+        ..Endings::default()
     };
     let plain = Endings::default;
     // (what happened, endings, events, verdict, a reason, actions, ended early)
@@ -620,5 +622,209 @@ fn a_decided_target_ends_the_cell_at_once() {
             5000
         };
         assert_eq!(ran.first_signature_ms, Some(first), "{name}");
+    }
+}
+
+/// Issue #13, walkable hang dumps: before a memory dump of a kernel that has not
+/// panicked, an NMI makes it panic (so `crash` finds every CPU parked in `panic()`);
+/// that panic is the harness's doing and never turns a hang into a crash.
+#[test]
+fn a_dump_of_a_live_kernel_panics_it_first() {
+    let dump = || Endings {
+        dump: true,
+        ..Endings::default()
+    };
+    let ok = || {
+        vec![
+            At(100, Event::Connected),
+            At(2000, hello(PROTOCOL_VERSION)),
+            At(3000, phase(Phase::Workload)),
+        ]
+    };
+    // The hang's end game up to the sysrq dumps being written.
+    let hung = || {
+        [
+            ok(),
+            vec![
+                Deadline,
+                At(36_000, Event::Liveness(Ok(()))),
+                At(37_000, Event::SysrqSent),
+                At(37_100, console("sysrq: Show Blocked State")),
+                Deadline,
+            ],
+        ]
+        .concat()
+    };
+    let nmi_panic = || {
+        vec![
+            At(42_000, Event::NmiInjected(Ok(()))),
+            At(
+                42_100,
+                console("[   41.0] Kernel panic - not syncing: NMI: Not continuing"),
+            ),
+            At(
+                42_200,
+                console("[   41.0] CPU: 0 PID: 77 Comm: kchaos-wedge-0"),
+            ),
+            At(
+                42_300,
+                console("[   41.1] ---[ end Kernel panic - not syncing: NMI: Not continuing ]---"),
+            ),
+            At(42_400, exited("signal: 9 (SIGKILL)")),
+        ]
+    };
+    // (what happened, endings, events, verdict, a reason, actions, a note)
+    type Case = (
+        &'static str,
+        Endings,
+        Vec<Step>,
+        Verdict,
+        &'static str,
+        Vec<&'static str>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "a hang: NMI, the panic report, then the dump",
+            dump(),
+            [hung(), nmi_panic()].concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec![
+                "send-run",
+                "check-liveness",
+                "sysrq",
+                "write-sysrq",
+                "nmi",
+                "dump",
+                "kill",
+            ],
+            "",
+        ),
+        (
+            "a hang without --dump-memory: no NMI",
+            Endings::default(),
+            [hung(), vec![At(42_400, exited("signal: 9 (SIGKILL)"))]].concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec![
+                "send-run",
+                "check-liveness",
+                "sysrq",
+                "write-sysrq",
+                "dump",
+                "kill",
+            ],
+            "",
+        ),
+        (
+            "a panic: already parked, dumped at once",
+            dump(),
+            [
+                ok(),
+                vec![
+                    At(
+                        5000,
+                        console("[ 5.0] Kernel panic - not syncing: sysrq triggered crash"),
+                    ),
+                    Deadline,
+                    At(14_000, exited("signal: 9 (SIGKILL)")),
+                ],
+            ]
+            .concat(),
+            Verdict::Crash,
+            "sysrq triggered crash",
+            vec!["send-run", "dump", "kill"],
+            "",
+        ),
+        (
+            "an Oops the kernel survived: made to panic before the dump",
+            dump(),
+            [
+                ok(),
+                vec![
+                    At(5000, console("[ 5.0] Oops: 0000 [#1] PREEMPT SMP NOPTI")),
+                    Deadline,
+                ],
+                nmi_panic(),
+            ]
+            .concat(),
+            Verdict::Crash,
+            "kernel log [oops]: Oops: 0000",
+            vec!["send-run", "nmi", "dump", "kill"],
+            "",
+        ),
+        (
+            "QEMU refuses the NMI: dumped as it was",
+            dump(),
+            [
+                hung(),
+                vec![
+                    At(
+                        42_000,
+                        Event::NmiInjected(Err("QEMU refused `inject-nmi`".into())),
+                    ),
+                    At(42_400, exited("signal: 9 (SIGKILL)")),
+                ],
+            ]
+            .concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec![
+                "send-run",
+                "check-liveness",
+                "sysrq",
+                "write-sysrq",
+                "nmi",
+                "dump",
+                "kill",
+            ],
+            "no NMI (QEMU refused `inject-nmi`)",
+        ),
+        (
+            "the kernel ignores the NMI: dumped after the bound",
+            dump(),
+            [
+                hung(),
+                vec![
+                    At(42_000, Event::NmiInjected(Ok(()))),
+                    Deadline,
+                    At(90_000, exited("signal: 9 (SIGKILL)")),
+                ],
+            ]
+            .concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec![
+                "send-run",
+                "check-liveness",
+                "sysrq",
+                "write-sysrq",
+                "nmi",
+                "dump",
+                "kill",
+            ],
+            "did not finish panicking within 40s of the NMI",
+        ),
+    ];
+    for (name, endings, steps, want, reason, want_actions, note) in cases {
+        let ran = run_with(endings, steps, "");
+        assert_eq!(ran.verdict, want, "{name}: {}", ran.reasons);
+        assert!(
+            ran.reasons.contains(reason),
+            "{name}: wanted `{reason}` in `{}`",
+            ran.reasons
+        );
+        assert!(
+            !ran.reasons.contains("NMI: Not continuing"),
+            "{name}: the harness's panic is no finding: {}",
+            ran.reasons
+        );
+        assert_eq!(kinds(&ran.actions), want_actions, "{name}");
+        assert!(
+            note.is_empty() || ran.notes.iter().any(|n| n.contains(note)),
+            "{name}: wanted `{note}` in {:?}",
+            ran.notes
+        );
     }
 }
