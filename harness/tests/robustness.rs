@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kchaos_harness::analysis::trials::Target;
-use kchaos_harness::cell::{self, CellEnv, CellSpec};
+use kchaos_harness::cell::{self, CellEnv, CellSpec, KeepPolicy, Keeper};
 use kchaos_harness::results::CellResult;
 use kchaos_harness::scenario::LoadedScenario;
 use kchaos_harness::vm::image::{GuestImage, ImageInfo};
@@ -102,6 +102,22 @@ fn main() {
             }
         }
     }
+    if filter
+        .as_deref()
+        .is_none_or(|f| "keep-on-failure".contains(f))
+    {
+        let start = Instant::now();
+        match std::panic::catch_unwind(|| runtime.block_on(case_keep_on_failure())) {
+            Ok(()) => println!(
+                "test keep-on-failure ... ok ({:.1}s)",
+                start.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                println!("test keep-on-failure ... FAILED");
+                failed += 1;
+            }
+        }
+    }
     if failed > 0 {
         println!("{failed} robustness case(s) failed");
         std::process::exit(1);
@@ -110,6 +126,45 @@ fn main() {
 
 async fn run_fake(mode: &str) -> CellResult {
     let dir = tempfile::tempdir().unwrap();
+    let (tx, cancel) = tokio::sync::watch::channel(false);
+    match mode {
+        // The user interrupts the run while the guest works.
+        "interrupt" => {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = tx.send(true);
+            });
+        }
+        // Nobody is left who could interrupt: that is not an interruption.
+        "cancel-dropped" => drop(tx),
+        _ => std::mem::forget(tx),
+    }
+    let mut env = fake_env(cancel);
+    // A repro looking for any failure.
+    env.until = (mode == "until-signature").then_some(Target::AnyFailure);
+    run_fake_cell(mode, &dir, &env).await
+}
+
+/// How the fake cells run: this binary as QEMU, short bounds.
+fn fake_env(cancel: tokio::sync::watch::Receiver<bool>) -> CellEnv {
+    CellEnv {
+        qemu: Qemu {
+            path: std::env::current_exe().unwrap(),
+            version: "fake".into(),
+        },
+        accel: Accel::Kvm,
+        cancel,
+        guest_log: None,
+        boot_timeout: Some(Duration::from_secs(2)),
+        dump: None,
+        until: None,
+        keep: KeepPolicy::Never,
+        keeper: Arc::new(Keeper::new(1)),
+    }
+}
+
+/// Runs one fake cell in `dir` (its `mode` file tells the fake QEMU what to do).
+async fn run_fake_cell(mode: &str, dir: &tempfile::TempDir, env: &CellEnv) -> CellResult {
     let kernel_file = dir.path().join("mode");
     std::fs::write(&kernel_file, mode).unwrap();
     let initrd = dir.path().join("initrd");
@@ -146,34 +201,7 @@ async fn run_fake(mode: &str) -> CellResult {
         results_dir: dir.path().to_path_buf(),
         dir: dir.path().join("cell"),
     };
-    let (tx, cancel) = tokio::sync::watch::channel(false);
-    match mode {
-        // The user interrupts the run while the guest works.
-        "interrupt" => {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let _ = tx.send(true);
-            });
-        }
-        // Nobody is left who could interrupt: that is not an interruption.
-        "cancel-dropped" => drop(tx),
-        _ => std::mem::forget(tx),
-    }
-    let qemu = Qemu {
-        path: std::env::current_exe().unwrap(),
-        version: "fake".into(),
-    };
-    let env = CellEnv {
-        qemu,
-        accel: Accel::Kvm,
-        cancel,
-        guest_log: None,
-        boot_timeout: Some(Duration::from_secs(2)),
-        dump: None,
-        // A repro looking for any failure.
-        until: (mode == "until-signature").then_some(Target::AnyFailure),
-    };
-    let result = cell::run(&spec, &env, &|_| {}).await;
+    let result = cell::run(&spec, env, &|_| {}).await;
     // The result is on disk too, whatever happened.
     let on_disk: CellResult =
         serde_json::from_slice(&std::fs::read(dir.path().join("cell/cell.json")).unwrap()).unwrap();
@@ -335,6 +363,48 @@ fn case_until_signature(r: CellResult, took: Duration) {
     assert!(first < r.duration_ms, "{first} ms of {}", r.duration_ms);
 }
 
+/// Issue #16, `--keep-on-failure`: a failing cell is recorded at once (no Ack: the
+/// runner keeps waiting), its QEMU stays alive in the keeper until the user interrupts,
+/// and is gone after that.
+async fn case_keep_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, cancel) = tokio::sync::watch::channel(false);
+    let mut env = fake_env(cancel);
+    env.keep = KeepPolicy::Failures;
+    let start = Instant::now();
+    let r = run_fake_cell("keep-fail", &dir, &env).await;
+    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
+    assert!(reasons(&r).contains("dying.last = 9"), "{}", reasons(&r));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the verdict does not wait for the release: {:?}",
+        start.elapsed()
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("kept for debugging")),
+        "{:?}",
+        r.notes
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("fake-qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert_eq!(env.keeper.kept(), 1);
+    // Still there a while later: nothing times it out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(alive(), "the kept QEMU must stay up until released");
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), env.keeper.wait())
+        .await
+        .expect("the kept VM is released within seconds of the interrupt");
+    assert!(
+        !alive(),
+        "the kept QEMU is gone (killed and reaped) after the release"
+    );
+}
+
 fn case_check_fails(r: CellResult, _: Duration) {
     assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
     assert!(reasons(&r).contains("dying.last = 9"), "{}", reasons(&r));
@@ -357,15 +427,30 @@ fn fake_qemu(args: &[String], mode_file: &str) {
         std::process::exit(1);
     }
     // QEMU's monitor: answers every command, as long as the process runs.
-    if let Some(qmp) = args.iter().find_map(|a| {
-        a.strip_prefix("unix:")
-            .and_then(|r| r.strip_suffix(",server=on,wait=off"))
-    }) {
+    if let Some(qmp) = args
+        .iter()
+        .position(|a| a == "-qmp")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|a| {
+            a.strip_prefix("unix:")
+                .and_then(|r| r.strip_suffix(",server=on,wait=off"))
+        })
+    {
         fake_qmp(PathBuf::from(qmp.replace(",,", ",")));
     }
+    let pid_file = Path::new(mode_file).with_file_name("fake-qemu.pid");
+    std::fs::write(pid_file, std::process::id().to_string()).unwrap();
     let mut guest = Guest::connect(&socket.unwrap());
     console("EFI stub: loaded initrd");
     match mode.as_str() {
+        "keep-fail" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.workload(9.0, "cgroup: all fine");
+            // As the runner with `kchaos.keep=1`: wait for the Ack as long as it takes.
+            guest.send_finished();
+            std::thread::sleep(Duration::from_secs(120));
+        }
         "pass" | "kmsg-lockup" | "check-fails" => {
             guest.hello(PROTOCOL_VERSION);
             let run = guest.expect_run();
@@ -613,6 +698,11 @@ impl Guest {
 
     /// Reports results and waits for the Ack, as the runner does.
     fn finish(&mut self) {
+        self.send_finished();
+        self.expect_ack();
+    }
+
+    fn send_finished(&mut self) {
         let mut report = RunReport::default();
         report.metrics.insert(
             "stat_read".into(),
@@ -634,6 +724,5 @@ impl Guest {
             ..Default::default()
         });
         self.send(&GuestMessage::Finished(report));
-        self.expect_ack();
     }
 }

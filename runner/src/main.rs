@@ -8,6 +8,7 @@ mod channel;
 mod child;
 mod heartbeat;
 mod histogram;
+mod keep;
 mod kmsg;
 mod limits;
 mod modules;
@@ -119,6 +120,7 @@ fn run(
     if pid1 {
         mounts::early().context("mounting the early filesystems")?;
     }
+    keep::init(cmdline);
     let loaded = match modules {
         Some(handle) => handle
             .join()

@@ -9,20 +9,23 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use kchaos_model::protocol::HostMessage;
+use kchaos_model::protocol::{GuestMessage, HostMessage};
 use kchaos_model::signature::SignatureSet;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::evidence;
+use super::keep::{self, Access, KeepPolicy};
 use super::state::{kmsg_line, Action, CellState, Endings, Event, Outcome};
 use super::watch::Watch;
 use super::{CellEnv, CellSpec, CellUpdate, Timeouts};
 use crate::error::error_chain;
 use crate::vm::channel::{self, ChannelEvent};
+use crate::vm::command::SHELL_TTY;
 use crate::vm::console::{self, ConsoleEvent};
 use crate::vm::process::GroupGuard;
 use crate::vm::sockets::SocketDir;
-use crate::vm::QemuCommand;
+use crate::vm::{DebugAccess, QemuCommand};
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum LaunchError {
@@ -73,11 +76,24 @@ pub(super) async fn drive(
     let sock = sockets.path().join("ctl.sock");
     let qmp_sock = sockets.path().join("qmp.sock");
     let listener = channel::listen(&sock)?;
+    let keeping = env.keep != KeepPolicy::Never;
+    let mut debug = DebugAccess::default();
+    if keeping {
+        debug.monitor = Some(sockets.path().join("monitor.sock"));
+        debug.shell = Some(sockets.path().join("shell.sock"));
+    }
     // With a memory dump wanted, a panicked kernel must stay up to be dumped, and one
-    // that has not panicked is made to panic by an NMI before the dump (see `state`).
-    let mut cmdline = QemuCommand::base_cmdline(&cell.id, env.dump.is_none());
+    // that has not panicked is made to panic by an NMI before the dump (see `state`);
+    // a VM to keep must stay up in its panic too.
+    let mut cmdline = QemuCommand::base_cmdline(&cell.id, env.dump.is_none() && !keeping);
     if env.dump.is_some() {
         cmdline.push("unknown_nmi_panic".to_owned());
+    }
+    if keeping {
+        // The runner then waits for the Ack without a bound (no Ack: the VM is kept)
+        // and starts a shell on the second console.
+        cmdline.push("kchaos.keep=1".to_owned());
+        cmdline.push(format!("kchaos.shell={SHELL_TTY}"));
     }
     if let Some(level) = &env.guest_log {
         cmdline.push(format!("kchaos.log={level}"));
@@ -93,6 +109,7 @@ pub(super) async fn drive(
         cmdline,
         control_socket: Some(sock),
         qmp_socket: Some(qmp_sock.clone()),
+        debug: debug.clone(),
     };
     let args = command.args();
     let printable: Vec<String> = std::iter::once(env.qemu.path.display().to_string())
@@ -141,6 +158,7 @@ pub(super) async fn drive(
     let endings = Endings {
         until: env.until.clone(),
         dump: env.dump.is_some(),
+        keep: env.keep,
     };
     let mut state = CellState::new(
         scenario, &cell.id, cell.seed, timeouts, watch, endings, spawned_at,
@@ -175,7 +193,7 @@ pub(super) async fn drive(
             },
             ev = chan_rx.recv(), if state.channel_live() => match ev {
                 Some(ChannelEvent::Message(msg)) => {
-                    if let kchaos_model::protocol::GuestMessage::Kmsg(record) = msg.as_ref() {
+                    if let GuestMessage::Kmsg(record) = msg.as_ref() {
                         // Logging is best effort: a full disk must not stop classification.
                         let _ = writeln!(kmsg_log, "{}", kmsg_line(record));
                     }
@@ -211,6 +229,7 @@ pub(super) async fn drive(
                     group.kill();
                     None
                 }
+                Action::Keep => env.keeper.admit().err().map(Event::KeepRefused),
                 Action::Update(u) => {
                     update(u);
                     None
@@ -244,6 +263,40 @@ pub(super) async fn drive(
         }
     }
 
+    if state.kept() {
+        let access = Access {
+            cell: cell.id.clone(),
+            console_log: cell.dir.join("console.log"),
+            monitor: debug.monitor.clone(),
+            qmp: qmp_sock.clone(),
+            shell: match keep::shell_missing(
+                scenario.vm.image,
+                &scenario.vm.tools,
+                state.panicked(),
+            ) {
+                Some(why) => Err(why),
+                None => debug
+                    .shell
+                    .clone()
+                    .ok_or_else(|| "no second console".to_owned()),
+            },
+            gdb: None,
+        };
+        update(CellUpdate::Info(access.describe()));
+        let kept = KeptVm {
+            child,
+            group,
+            sockets,
+            console: console_rx,
+            channel: chan_rx,
+            sender,
+            kmsg_log,
+            stderr,
+            cancel: env.cancel.clone(),
+        };
+        env.keeper.hold(kept.hold());
+        return Ok(state.finish(""));
+    }
     let stderr_text = match stderr {
         Some(handle) => handle.await.unwrap_or_default(),
         None => String::new(),
@@ -252,6 +305,62 @@ pub(super) async fn drive(
     outcome.sysrq = evidence.sysrq;
     outcome.vmcore = evidence.vmcore;
     Ok(outcome)
+}
+
+/// A kept VM: everything that must live as long as its QEMU does (the sockets the
+/// engineer connects to, the streams that must be drained or QEMU blocks writing them).
+struct KeptVm {
+    child: tokio::process::Child,
+    group: GroupGuard,
+    sockets: SocketDir,
+    console: mpsc::UnboundedReceiver<ConsoleEvent>,
+    channel: mpsc::UnboundedReceiver<ChannelEvent>,
+    /// The host's end of the control channel, held open: the runner waits on it.
+    sender: Option<channel::Sender>,
+    kmsg_log: File,
+    stderr: Option<JoinHandle<String>>,
+    cancel: watch::Receiver<bool>,
+}
+
+impl KeptVm {
+    /// Keeps the VM until the user interrupts (Ctrl-C) or QEMU exits (`quit` in its
+    /// monitor, a guest powered off from its shell); then kills it. Meanwhile the
+    /// console still goes to `console.log` and the kernel log to `kmsg.log`.
+    async fn hold(mut self) {
+        let (mut console_open, mut channel_open) = (true, true);
+        let mut release = *self.cancel.borrow();
+        while !release {
+            tokio::select! {
+                _ = self.child.wait() => {
+                    self.group.disarm();
+                    break;
+                }
+                ev = self.console.recv(), if console_open => {
+                    console_open = matches!(ev, Some(ConsoleEvent::Line(_)));
+                }
+                ev = self.channel.recv(), if channel_open => match ev {
+                    Some(ChannelEvent::Message(msg)) => {
+                        if let GuestMessage::Kmsg(record) = msg.as_ref() {
+                            let _ = writeln!(self.kmsg_log, "{}", kmsg_line(record));
+                        }
+                    }
+                    Some(ChannelEvent::Corrupt { .. }) => {}
+                    Some(ChannelEvent::Closed) | None => channel_open = false,
+                },
+                // A dropped sender: nobody can release the VM any more, so end it now.
+                changed = self.cancel.changed() => {
+                    release = changed.is_err() || *self.cancel.borrow();
+                }
+            }
+        }
+        self.group.kill();
+        let _ = self.child.wait().await;
+        if let Some(stderr) = self.stderr.take() {
+            let _ = stderr.await;
+        }
+        drop(self.sender.take());
+        tracing::info!("released the kept VM ({})", self.sockets.path().display());
+    }
 }
 
 /// Evidence files written while the cell ended.

@@ -5,6 +5,7 @@
 
 mod drive;
 mod evidence;
+pub mod keep;
 pub mod preboot;
 pub mod requirements;
 pub mod state;
@@ -21,6 +22,7 @@ use kchaos_model::verdict::{self, Verdict};
 use tokio::sync::watch as tokio_watch;
 
 pub use self::evidence::DumpPolicy;
+pub use self::keep::{KeepPolicy, Keeper};
 use crate::error::error_chain;
 use crate::results::{write_json, Artifacts, CellResult, KernelInfo};
 use crate::scenario::LoadedScenario;
@@ -54,6 +56,10 @@ pub struct CellEnv {
     pub dump: Option<DumpPolicy>,
     /// The outcome the run stops at: a signature that decides it ends the cell at once.
     pub until: Option<crate::analysis::trials::Target>,
+    /// Which decided cells keep their VM up for the engineer (`--keep-on-failure`).
+    pub keep: KeepPolicy,
+    /// Holds the kept VMs until the user releases them (one per session).
+    pub keeper: Arc<Keeper>,
 }
 
 /// Bounds for one cell, scaled for the accelerator.
@@ -106,6 +112,8 @@ pub enum CellUpdate {
         done: u64,
         total: Option<u64>,
     },
+    /// Something the user must read now (how to reach a kept VM, a debugger).
+    Info(String),
 }
 
 /// Runs the cell and writes `cell.json`. Never fails: problems become the verdict.

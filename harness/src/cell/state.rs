@@ -10,7 +10,9 @@
 //! decides it, through the same evidence end game as a hang ([`Endings`]). Before a
 //! memory dump of a kernel that has not panicked, an NMI makes it panic: a live guest's
 //! vCPU is caught anywhere (often on its entry stack, where `crash` cannot walk), a
-//! panicked one is parked in `panic()` with every CPU stopped.
+//! panicked one is parked in `panic()` with every CPU stopped. With `--keep-on-failure`
+//! a decided cell's VM is kept instead of killed ([`Stage::Kept`]); the driver hands it
+//! to the session's keeper after the verdict is recorded.
 //!
 //! (Over 500 lines on purpose: it is the one place a cell's verdict path is decided,
 //! and reads best whole; its table tests live in `state/tests.rs`.)
@@ -26,8 +28,9 @@ use kchaos_model::protocol::{
 };
 use kchaos_model::scenario::Scenario;
 use kchaos_model::signature::{Severity, SignatureHit};
-use kchaos_model::verdict::Observations;
+use kchaos_model::verdict::{self, Observations};
 
+use super::keep::KeepPolicy;
 use super::watch::Watch;
 use super::{CellUpdate, Timeouts};
 use crate::analysis::trials::Target;
@@ -43,6 +46,10 @@ pub struct Endings {
     /// Guest memory is dumped at the end (`--dump-memory`; the kernel then runs with
     /// `panic=0 unknown_nmi_panic`, so an injected NMI panics it and it stays up).
     pub dump: bool,
+    /// Which decided cells keep their VM for the engineer instead of killing it (the
+    /// runner then waits for the host's `Ack` without a bound, and a panicked kernel
+    /// stays up: `panic=0`).
+    pub keep: KeepPolicy,
 }
 
 /// The line a panicking kernel ends its report with.
@@ -80,6 +87,8 @@ pub enum Event {
     SysrqSent,
     /// The answer to [`Action::InjectNmi`].
     NmiInjected(Result<(), String>),
+    /// The answer to [`Action::Keep`] when the VM cannot be kept.
+    KeepRefused(String),
     /// A message could not be sent to the guest.
     SendFailed {
         message: &'static str,
@@ -93,6 +102,9 @@ pub enum Action {
     Send(HostMessage),
     /// Kill QEMU's process group.
     Kill,
+    /// The cell is decided: hand its live VM to the keeper instead of killing it;
+    /// answer [`Event::KeepRefused`] if the keeper has no room.
+    Keep,
     Update(CellUpdate),
     /// Ask QEMU's monitor whether QEMU itself still runs; answer with [`Event::Liveness`].
     CheckLiveness,
@@ -129,6 +141,9 @@ enum Stage {
     Panicking { until: Instant },
     /// Killed by the harness; waiting for QEMU to exit.
     Killed,
+    /// Decided, and the VM is kept up for the engineer: the cell is over for the
+    /// harness while QEMU runs on.
+    Kept,
     /// QEMU exited; what it wrote last is delivered until `drain_until`.
     Exited { drain_until: Instant },
 }
@@ -256,9 +271,11 @@ impl CellState {
         !self.exited() && !self.interrupted
     }
 
-    /// The cell is over: QEMU exited and its last words arrived (or stopped arriving).
+    /// The cell is over: QEMU exited and its last words arrived (or stopped arriving),
+    /// or its VM is kept.
     pub fn is_done(&self, now: Instant) -> bool {
         match self.stage {
+            Stage::Kept => true,
             Stage::Exited { drain_until } => {
                 (!self.console_open && !self.channel_open) || now >= drain_until
             }
@@ -271,7 +288,9 @@ impl CellState {
         let t = &self.timeouts;
         match &self.stage {
             Stage::Exited { drain_until } => Some(*drain_until),
-            Stage::Killed | Stage::Verifying { .. } | Stage::SendingSysrq { .. } => None,
+            Stage::Killed | Stage::Kept | Stage::Verifying { .. } | Stage::SendingSysrq { .. } => {
+                None
+            }
             Stage::Collecting {
                 started, last_line, ..
             } => Some(after(*last_line, t.evidence_quiet).min(after(*started, t.evidence_max))),
@@ -294,6 +313,40 @@ impl CellState {
         &self.watch.console_lines
     }
 
+    /// Whether the VM is kept (the cell is over, QEMU runs on).
+    pub fn kept(&self) -> bool {
+        self.stage == Stage::Kept
+    }
+
+    /// Whether the kernel printed its panic line (a kept guest then has no shell).
+    pub fn panicked(&self) -> bool {
+        self.panicked
+    }
+
+    /// Whether a VM that ends now is kept, by the policy and the verdict it will get.
+    fn keeps(&self) -> bool {
+        if self.exited() || self.interrupted {
+            return false;
+        }
+        match self.endings.keep {
+            KeepPolicy::Never => false,
+            KeepPolicy::Always => true,
+            KeepPolicy::Failures => verdict::decide(&self.scenario, &self.observations(None))
+                .verdict
+                .is_failure(),
+        }
+    }
+
+    /// The cell is decided: keep its VM if asked to, else kill it.
+    fn end(&mut self, actions: &mut Vec<Action>) {
+        if self.stage != Stage::Kept && self.keeps() {
+            self.stage = Stage::Kept;
+            actions.push(Action::Keep);
+        } else {
+            self.kill(actions);
+        }
+    }
+
     fn kill(&mut self, actions: &mut Vec<Action>) {
         if !self.killed && !self.exited() {
             actions.push(Action::Kill);
@@ -313,7 +366,7 @@ impl CellState {
             Event::ConnectFailed(why) => {
                 self.watch.obs.infra.push(why);
                 self.channel_open = false;
-                self.kill(&mut actions);
+                self.end(&mut actions);
             }
             Event::Console(line) => {
                 if let Stage::Collecting { last_line, .. } = &mut self.stage {
@@ -327,7 +380,7 @@ impl CellState {
                     self.watch.console_unjudged(line);
                     if over {
                         actions.push(Action::DumpMemory);
-                        self.kill(&mut actions);
+                        self.end(&mut actions);
                     }
                 } else {
                     hit = self.watch.console(line);
@@ -402,6 +455,13 @@ impl CellState {
                         .notes
                         .push(format!("no NMI ({why}): guest memory dumped as it was"));
                     actions.push(Action::DumpMemory);
+                    self.end(&mut actions);
+                }
+            }
+            Event::KeepRefused(why) => {
+                if self.stage == Stage::Kept {
+                    self.watch.notes.push(format!("VM not kept: {why}"));
+                    self.stage = Stage::Live;
                     self.kill(&mut actions);
                 }
             }
@@ -470,7 +530,7 @@ impl CellState {
                         "the runner speaks protocol {} but this harness {}; rebuild the runner",
                         hello.protocol, PROTOCOL_VERSION
                     ));
-                    self.kill(actions);
+                    self.end(actions);
                 } else {
                     actions.push(Action::Send(HostMessage::Run(Box::new(RunRequest {
                         protocol: PROTOCOL_VERSION,
@@ -506,37 +566,59 @@ impl CellState {
             GuestMessage::Finished(report) => {
                 self.finished_at = Some(now);
                 self.watch.obs.report = Some(report);
-                // The guest powers off either way; a lost Ack only delays it.
-                actions.push(Action::Send(HostMessage::Ack));
+                self.reported(actions);
             }
         }
         let gave_up = self.watch.obs.skip.is_some() || self.watch.obs.fatal.is_some();
         if gave_up && self.finished_at.is_none() {
             self.finished_at = Some(now);
-            actions.push(Action::Send(HostMessage::Ack));
+            self.reported(actions);
         }
         hit
+    }
+
+    /// The runner reported (or gave up) and waits for the `Ack` to power off (a lost
+    /// Ack only delays that). A VM to keep gets none: with `kchaos.keep` the runner
+    /// waits for it without a bound.
+    fn reported(&mut self, actions: &mut Vec<Action>) {
+        match self.stage {
+            Stage::Live if self.keeps() => self.end(actions),
+            Stage::Live | Stage::Exited { .. } => actions.push(Action::Send(HostMessage::Ack)),
+            // Another end game (a crash's grace, a hang's evidence) decides; under a
+            // keep policy the guest must not power off beneath it.
+            _ if self.endings.keep == KeepPolicy::Never => {
+                actions.push(Action::Send(HostMessage::Ack));
+            }
+            _ => {}
+        }
     }
 
     /// The last evidence, then the end: with a dump wanted, a kernel that has not
     /// panicked is made to panic first (every CPU's registers saved, its stack walkable
     /// by `crash`), then its memory is dumped.
     fn dump_and_end(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let keeping = self.keeps();
         if self.endings.dump && !self.panicked {
-            self.stage = Stage::Panicking {
-                until: after(now, self.timeouts.evidence_max),
-            };
-            actions.push(Action::InjectNmi);
-            return;
+            if !keeping {
+                self.stage = Stage::Panicking {
+                    until: after(now, self.timeouts.evidence_max),
+                };
+                actions.push(Action::InjectNmi);
+                return;
+            }
+            self.watch.notes.push(
+                "guest memory dumped live, without the NMI panic, to keep the guest as it was: `crash`'s bt may not walk a CPU caught on an entry stack (the monitor's `nmi`, then `dump-guest-memory`, gives a walkable dump)".to_owned(),
+            );
         }
         actions.push(Action::DumpMemory);
-        self.kill(actions);
+        self.end(actions);
     }
 
     fn timer(&mut self, now: Instant, actions: &mut Vec<Action>) {
         match std::mem::replace(&mut self.stage, Stage::Live) {
             stage @ (Stage::Exited { .. }
             | Stage::Killed
+            | Stage::Kept
             | Stage::Verifying { .. }
             | Stage::SendingSysrq { .. }) => {
                 // Nothing is timed here (or the driver is mid-way through an action).
@@ -559,7 +641,7 @@ impl CellState {
                     self.timeouts.evidence_max
                 ));
                 actions.push(Action::DumpMemory);
-                self.kill(actions);
+                self.end(actions);
             }
             Stage::Live => match (self.hello_at, self.finished_at) {
                 (None, _) => {
@@ -570,7 +652,7 @@ impl CellState {
                             self.watch.tail()
                         ));
                     }
-                    self.kill(actions);
+                    self.end(actions);
                 }
                 (Some(_), Some(_)) => {
                     self.watch.notes.push(format!(
@@ -603,53 +685,70 @@ impl CellState {
         }
     }
 
-    /// The cell is over: what it saw. `qemu_stderr` is what QEMU printed.
-    pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
-        let w = &mut self.watch;
+    /// What the cell saw, as the verdict reads it. `qemu_stderr` is what QEMU printed
+    /// once it is gone; `None` while the cell is still deciding (whether to keep its VM).
+    fn observations(&self, qemu_stderr: Option<&str>) -> Observations {
+        let w = &self.watch;
+        let mut obs = w.obs.clone();
         if w.corrupt_bytes > 0 {
-            w.obs.infra.push(format!(
+            obs.infra.push(format!(
                 "the control channel carried {} corrupt bytes (first: {})",
                 w.corrupt_bytes,
-                w.corrupt_first.take().unwrap_or_default()
+                w.corrupt_first.clone().unwrap_or_default()
             ));
         }
-        let ended_cleanly = w.obs.report.is_some() || w.obs.skip.is_some() || w.obs.fatal.is_some();
-        if !self.killed && !ended_cleanly && !w.has_crash() {
-            let status = self.exit_status.as_deref().unwrap_or("unknown");
-            let qemu_said = qemu_stderr
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| format!("; QEMU said: {}", l.trim()))
-                .unwrap_or_default();
-            let when = if self.hello_at.is_some() {
-                "before the runner reported results"
-            } else {
-                "before the guest reached the runner"
-            };
-            w.obs.infra.push(format!(
-                "QEMU exited ({status}) {when}{qemu_said}; {}",
-                w.tail()
-            ));
+        let ended_cleanly = obs.report.is_some() || obs.skip.is_some() || obs.fatal.is_some();
+        let ended_by_harness = self.killed || self.kept();
+        if let Some(stderr) = qemu_stderr.filter(|_| !ended_by_harness) {
+            if !ended_cleanly && !w.has_crash() {
+                let status = self.exit_status.as_deref().unwrap_or("unknown");
+                let qemu_said = stderr
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .map(|l| format!("; QEMU said: {}", l.trim()))
+                    .unwrap_or_default();
+                let when = if self.hello_at.is_some() {
+                    "before the runner reported results"
+                } else {
+                    "before the guest reached the runner"
+                };
+                obs.infra.push(format!(
+                    "QEMU exited ({status}) {when}{qemu_said}; {}",
+                    w.tail()
+                ));
+            }
         }
-        let mut metrics: BTreeMap<String, Metric> = w
-            .obs
+        let mut metrics: BTreeMap<String, Metric> = obs
             .report
             .as_ref()
             .map(|r| r.metrics.clone())
             .unwrap_or_default();
-        for (name, series) in std::mem::take(&mut w.series) {
-            metrics.insert(name, Metric::Series(series));
+        for (name, series) in &w.series {
+            metrics.insert(name.clone(), Metric::Series(series.clone()));
         }
-        w.obs.metrics = metrics;
-        let fingerprint = w.fingerprint();
+        obs.metrics = metrics;
+        obs
+    }
+
+    /// The cell is over: what it saw. `qemu_stderr` is what QEMU printed (nothing yet
+    /// for a kept VM).
+    pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
+        let obs = self.observations(Some(qemu_stderr));
         let since_start = |t: Instant| super::millis(t.saturating_duration_since(self.spawned_at));
+        let w = &mut self.watch;
+        if self.stage == Stage::Kept {
+            w.notes.push(
+                "the VM was kept for debugging after the verdict (--keep-on-failure / --keep)"
+                    .to_owned(),
+            );
+        }
         Outcome {
-            obs: std::mem::take(&mut w.obs),
+            obs,
             boot_ms: self.hello_at.map(since_start),
             guest_ready_ms: self.guest_ready_ms,
             release: self.release,
+            fingerprint: w.fingerprint(),
             notes: std::mem::take(&mut w.notes),
-            fingerprint,
             sysrq: None,
             vmcore: None,
             first_signature_ms: self.first_signature_at.map(since_start),

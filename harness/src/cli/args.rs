@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use kchaos_harness::cell::DumpPolicy;
+use kchaos_harness::cell::{DumpPolicy, KeepPolicy};
 use kchaos_harness::run::session::SessionOptions;
 use kchaos_harness::run::DEFAULT_KERNEL;
 use kchaos_harness::vm::{Accel, AccelChoice};
@@ -118,6 +118,15 @@ pub struct VmArgs {
     /// Largest guest (MiB of RAM) whose memory is dumped.
     #[arg(long, value_name = "MIB", default_value_t = 2048)]
     pub dump_max: u64,
+    /// Do not kill the VM of a cell that ends in fail, crash or hang: keep it up (a
+    /// crashed guest in its panic) until Ctrl-C, with its console, QEMU's monitor and a
+    /// shell on a second console (from the scenario's [vm] tools) reachable; how is
+    /// printed. The verdict is recorded first. At most one kept VM per --jobs slot.
+    #[arg(long, conflicts_with = "keep")]
+    pub keep_on_failure: bool,
+    /// Like --keep-on-failure, for every cell whatever its verdict (a pass too).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 impl VmArgs {
@@ -138,6 +147,13 @@ impl VmArgs {
                 max_mib: self.dump_max,
                 timeout: Duration::from_secs(600),
             }),
+            keep: if self.keep {
+                KeepPolicy::Always
+            } else if self.keep_on_failure {
+                KeepPolicy::Failures
+            } else {
+                KeepPolicy::Never
+            },
             jobs: self.jobs(),
             cache: cache.clone(),
         }

@@ -168,6 +168,7 @@ pub fn repro(args: ReproArgs, cache: Cache) -> Result<Exit, CliError> {
     if results.len() > 1 {
         print_sweep(&results);
     }
+    rt.block_on(session.wait_kept());
     let judged = results.iter().any(|(_, t)| t.runs > 0);
     let hit = results.iter().any(|(_, t)| t.hits > 0);
     Ok(if !wrote {
@@ -260,11 +261,13 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
         );
     }
     let rt = runtime()?;
-    let outcome = rt.block_on(async {
+    let (session, outcome) = rt.block_on(async {
         let session = Arc::new(Session::open(vm.session(&cache)).await);
         describe_session(&session);
-        matrix::run(&session, &opts).await
-    })?;
+        let outcome = matrix::run(&session, &opts).await;
+        (session, outcome)
+    });
+    let outcome = outcome?;
     let mut recurred = 0u32;
     let mut judged = 0u32;
     for cell in &outcome.results.cells {
@@ -328,6 +331,7 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
     for f in &outcome.write_failures {
         eprintln!("kchaos: error: results not written: {f}");
     }
+    rt.block_on(session.wait_kept());
     Ok(if outcome.interrupted {
         Exit::Interrupted
     } else if !outcome.write_failures.is_empty() {
@@ -461,6 +465,7 @@ pub fn bisect(args: BisectArgs, cache: Cache) -> Result<Exit, CliError> {
         );
         Ok(Exit::Ok)
     })();
+    rt.block_on(session.wait_kept());
     match outcome {
         Ok(_) if !wrote => Ok(Exit::Infrastructure),
         other => other,

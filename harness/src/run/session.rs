@@ -16,7 +16,7 @@ use tokio::sync::{watch, OnceCell};
 use super::progress::Progress;
 use crate::analysis::trials::Target;
 use crate::cell::preboot::Preboot;
-use crate::cell::{self, requirements, CellEnv, CellSpec, DumpPolicy};
+use crate::cell::{self, requirements, CellEnv, CellSpec, DumpPolicy, KeepPolicy, Keeper};
 use crate::error::error_chain;
 use crate::results::CellResult;
 use crate::scenario::LoadedScenario;
@@ -34,6 +34,8 @@ pub struct SessionOptions {
     pub boot_timeout: Option<Duration>,
     /// Dump guest memory of crashed or hung guests (`--dump-memory`).
     pub dump: Option<DumpPolicy>,
+    /// Which decided cells keep their VM up for debugging (`--keep-on-failure`, `--keep`).
+    pub keep: KeepPolicy,
     /// VMs at once.
     pub jobs: usize,
     pub cache: Cache,
@@ -79,6 +81,8 @@ pub struct Session {
     /// One image build at a time: two cells wanting the same new image build it once.
     image_lock: tokio::sync::Mutex<()>,
     interrupt: watch::Receiver<bool>,
+    /// The VMs kept for debugging, up to one per slot, until the user interrupts.
+    keeper: Arc<Keeper>,
 }
 
 /// One cell to run.
@@ -118,13 +122,31 @@ impl Session {
     pub async fn open(opts: SessionOptions) -> Session {
         let infra = prepare_infra(&opts).await.map_err(Arc::new);
         Session {
-            opts,
             infra,
             kernels: Mutex::new(HashMap::new()),
             runner: OnceCell::new(),
             image_lock: tokio::sync::Mutex::new(()),
             interrupt: interrupt_signal(),
+            keeper: Arc::new(Keeper::new(opts.jobs)),
+            opts,
         }
+    }
+
+    /// Waits until the VMs kept for debugging are released: the user interrupts
+    /// (Ctrl-C) or ends them from their monitor. Call after the results are written;
+    /// returns at once when none is kept.
+    pub async fn wait_kept(&self) {
+        let kept = self.keeper.kept();
+        if kept == 0 {
+            return;
+        }
+        eprintln!(
+            "kchaos: {kept} VM{} kept for debugging (see above how to reach {}); results are written; press Ctrl-C to end {}",
+            if kept == 1 { "" } else { "s" },
+            if kept == 1 { "it" } else { "them" },
+            if kept == 1 { "it" } else { "them" },
+        );
+        self.keeper.wait().await;
     }
 
     pub fn infra(&self) -> Result<&Infra, &InfraError> {
@@ -280,6 +302,8 @@ impl Session {
             boot_timeout: self.opts.boot_timeout,
             dump: self.opts.dump,
             until: job.until.clone(),
+            keep: self.opts.keep,
+            keeper: Arc::clone(&self.keeper),
         };
         let cell_progress = progress.cell(&id, &id);
         let mut result = cell::run(&spec, &env, &|u| cell_progress.update(&u)).await;

@@ -14,6 +14,7 @@ use kchaos_model::verdict::{self, Verdict};
 
 use super::*;
 use crate::analysis::trials::Target;
+use crate::cell::keep::KeepPolicy;
 
 const SCENARIO: &str = r#"
 [scenario]
@@ -154,7 +155,10 @@ fn run_with(endings: Endings, steps: Vec<Step>, stderr: &str) -> Ran {
         };
         assert!(at >= now, "steps go forward in time");
         now = at;
-        assert!(!state.is_done(now), "the cell ended before {event:?}");
+        // (A refused keep is the driver's reply to the Keep that ended the cell.)
+        if !matches!(event, Event::KeepRefused(_)) {
+            assert!(!state.is_done(now), "the cell ended before {event:?}");
+        }
         actions.extend(state.handle(event, now));
     }
     // QEMU's streams close after it exits; then the cell is over.
@@ -187,6 +191,7 @@ fn kinds(actions: &[Action]) -> Vec<&'static str> {
             Action::Send(HostMessage::Ack) => "send-ack",
             Action::Send(HostMessage::Abort { .. }) => "send-abort",
             Action::Kill => "kill",
+            Action::Keep => "keep",
             Action::Update(_) => "update",
             Action::CheckLiveness => "check-liveness",
             Action::SendSysrq => "sysrq",
@@ -824,6 +829,185 @@ fn a_dump_of_a_live_kernel_panics_it_first() {
         assert!(
             note.is_empty() || ran.notes.iter().any(|n| n.contains(note)),
             "{name}: wanted `{note}` in {:?}",
+            ran.notes
+        );
+    }
+}
+
+/// Issue #16, `--keep-on-failure` / `--keep`: a decided cell's VM is kept instead of
+/// killed — failures only, or every verdict — and the runner gets no Ack, so it waits
+/// instead of powering off. Interrupts, frozen QEMUs and a full keeper still kill.
+#[test]
+fn a_decided_cell_keeps_its_vm_when_asked() {
+    let keep = |policy| Endings {
+        keep: policy,
+        ..Endings::default()
+    };
+    let on_failure = || keep(KeepPolicy::Failures);
+    let ok = || {
+        vec![
+            At(100, Event::Connected),
+            At(2000, hello(PROTOCOL_VERSION)),
+            At(3000, phase(Phase::Workload)),
+        ]
+    };
+    let panic = || console("[ 5.0] Kernel panic - not syncing: sysrq triggered crash");
+    // (what happened, endings, events, verdict, a reason, actions, kept)
+    type Case = (
+        &'static str,
+        Endings,
+        Vec<Step>,
+        Verdict,
+        &'static str,
+        Vec<&'static str>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "a crash: kept in its panic after the grace",
+            on_failure(),
+            [ok(), vec![At(5000, panic()), Deadline]].concat(),
+            Verdict::Crash,
+            "sysrq triggered crash",
+            vec!["send-run", "dump", "keep"],
+            true,
+        ),
+        (
+            "a failed check: no Ack, the runner waits",
+            on_failure(),
+            [ok(), vec![At(9000, finished(25))]].concat(),
+            Verdict::Fail,
+            "stat_read.p99",
+            vec!["send-run", "keep"],
+            true,
+        ),
+        (
+            "a pass is not kept on failure",
+            on_failure(),
+            [ok(), vec![At(9000, finished(2)), At(9500, exited("exit status: 0"))]].concat(),
+            Verdict::Pass,
+            "",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+        (
+            "--keep keeps a pass too",
+            keep(KeepPolicy::Always),
+            [ok(), vec![At(9000, finished(2))]].concat(),
+            Verdict::Pass,
+            "",
+            vec!["send-run", "keep"],
+            true,
+        ),
+        (
+            "a hang with a dump: dumped live (no NMI), kept as it was",
+            Endings { dump: true, ..on_failure() },
+            [ok(), vec![
+                Deadline,
+                At(36_000, Event::Liveness(Ok(()))),
+                At(37_000, Event::SysrqSent),
+                Deadline,
+            ]].concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec!["send-run", "check-liveness", "sysrq", "write-sysrq", "dump", "keep"],
+            true,
+        ),
+        (
+            "a decided target ends the cell and keeps it",
+            Endings { until: Some(Target::AnyFailure), ..on_failure() },
+            [ok(), vec![
+                At(5000, kmsg("unregister_netdevice: waiting for veth3 to become free. Usage count = 1")),
+                At(5400, Event::SysrqSent),
+                Deadline,
+            ]].concat(),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "sysrq", "write-sysrq", "dump", "keep"],
+            true,
+        ),
+        (
+            "the report comes during a crash's grace: no Ack under a keep policy",
+            on_failure(),
+            [ok(), vec![At(5000, panic()), At(5100, finished(2)), Deadline]].concat(),
+            Verdict::Crash,
+            "sysrq triggered crash",
+            vec!["send-run", "dump", "keep"],
+            true,
+        ),
+        (
+            "the keeper is full: killed, and said so",
+            on_failure(),
+            [ok(), vec![
+                At(5000, panic()),
+                Deadline,
+                At(13_100, Event::KeepRefused("2 VMs are kept already".into())),
+                At(13_200, exited("signal: 9 (SIGKILL)")),
+            ]].concat(),
+            Verdict::Crash,
+            "sysrq triggered crash",
+            vec!["send-run", "dump", "keep", "kill"],
+            false,
+        ),
+        (
+            "an interrupt releases, never keeps",
+            on_failure(),
+            [ok(), vec![At(5000, Event::Interrupted), At(5100, exited("signal: 9 (SIGKILL)"))]].concat(),
+            Verdict::Error,
+            "interrupted",
+            vec!["send-run", "send-abort", "kill"],
+            false,
+        ),
+        (
+            "a frozen QEMU is killed: nothing to debug there",
+            keep(KeepPolicy::Always),
+            [ok(), vec![
+                Deadline,
+                At(36_000, Event::Liveness(Err("its process is stopped".into()))),
+                At(36_100, exited("signal: 9 (SIGKILL)")),
+            ]].concat(),
+            Verdict::Error,
+            "QEMU itself stopped responding",
+            vec!["send-run", "check-liveness", "kill"],
+            false,
+        ),
+        (
+            "a boot that never reached the runner is no failure to keep",
+            on_failure(),
+            vec![At(100, Event::Connected), Deadline, At(61_000, exited("signal: 9 (SIGKILL)"))],
+            Verdict::Error,
+            "did not reach the kchaos runner",
+            vec!["kill"],
+            false,
+        ),
+        (
+            "--keep keeps it though: a boot to debug",
+            keep(KeepPolicy::Always),
+            vec![At(100, Event::Connected), Deadline],
+            Verdict::Error,
+            "did not reach the kchaos runner",
+            vec!["keep"],
+            true,
+        ),
+    ];
+    for (name, endings, steps, want, reason, want_actions, kept) in cases {
+        let ran = run_with(endings, steps, "");
+        assert_eq!(ran.verdict, want, "{name}: {}", ran.reasons);
+        assert!(
+            ran.reasons.contains(reason),
+            "{name}: wanted `{reason}` in `{}`",
+            ran.reasons
+        );
+        assert!(
+            !ran.reasons.contains("QEMU exited"),
+            "{name}: a kept QEMU has not exited: {}",
+            ran.reasons
+        );
+        assert_eq!(kinds(&ran.actions), want_actions, "{name}");
+        assert_eq!(
+            ran.notes.iter().any(|n| n.contains("kept for debugging")),
+            kept,
+            "{name}: {:?}",
             ran.notes
         );
     }
