@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kchaos_harness::analysis::trials::Target;
-use kchaos_harness::cell::{self, CellEnv, CellSpec, KeepPolicy, Keeper};
+use kchaos_harness::cell::{self, CellEnv, CellSpec, Gdb, KeepPolicy, Keeper};
 use kchaos_harness::results::CellResult;
 use kchaos_harness::scenario::LoadedScenario;
 use kchaos_harness::vm::image::{GuestImage, ImageInfo};
@@ -86,6 +86,7 @@ fn main() {
         ("interrupt", case_interrupt),
         ("cancel-dropped", case_cancel_dropped),
         ("until-signature", case_until_signature),
+        ("gdb-wait", case_gdb_wait),
     ];
     for (name, check) in cases {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -142,6 +143,12 @@ async fn run_fake(mode: &str) -> CellResult {
     let mut env = fake_env(cancel);
     // A repro looking for any failure.
     env.until = (mode == "until-signature").then_some(Target::AnyFailure);
+    if mode == "gdb-wait" {
+        env.gdb = Some(Gdb {
+            wait: true,
+            vmlinux: Err("none in a fake".into()),
+        });
+    }
     run_fake_cell(mode, &dir, &env).await
 }
 
@@ -160,6 +167,7 @@ fn fake_env(cancel: tokio::sync::watch::Receiver<bool>) -> CellEnv {
         until: None,
         keep: KeepPolicy::Never,
         keeper: Arc::new(Keeper::new(1)),
+        gdb: None,
     }
 }
 
@@ -405,6 +413,16 @@ async fn case_keep_on_failure() {
     );
 }
 
+/// Issue #16, `--gdb-wait`: QEMU starts paused and the guest only boots once the
+/// debugger lets it (here after 3s, beyond the 2s boot bound): the boot clock runs
+/// from then, so the cell passes and its boot time does not include the wait.
+fn case_gdb_wait(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Pass, "{}", reasons(&r));
+    assert!(took > FAKE_DEBUGGER, "{took:?}");
+    let boot = r.boot_ms.unwrap();
+    assert!(boot < 2500, "boot time counts from the resume: {boot} ms");
+}
+
 fn case_check_fails(r: CellResult, _: Duration) {
     assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
     assert!(reasons(&r).contains("dying.last = 9"), "{}", reasons(&r));
@@ -436,7 +454,12 @@ fn fake_qemu(args: &[String], mode_file: &str) {
                 .and_then(|r| r.strip_suffix(",server=on,wait=off"))
         })
     {
-        fake_qmp(PathBuf::from(qmp.replace(",,", ",")));
+        // Started with -S: a debugger lets the guest run after a while.
+        let paused_until = args
+            .iter()
+            .any(|a| a == "-S")
+            .then(|| Instant::now() + FAKE_DEBUGGER);
+        fake_qmp(PathBuf::from(qmp.replace(",,", ",")), paused_until);
     }
     let pid_file = Path::new(mode_file).with_file_name("fake-qemu.pid");
     std::fs::write(pid_file, std::process::id().to_string()).unwrap();
@@ -450,6 +473,16 @@ fn fake_qemu(args: &[String], mode_file: &str) {
             // As the runner with `kchaos.keep=1`: wait for the Ack as long as it takes.
             guest.send_finished();
             std::thread::sleep(Duration::from_secs(120));
+        }
+        "gdb-wait" => {
+            assert!(args.iter().any(|a| a == "-S"), "QEMU must start paused");
+            assert!(args.iter().any(|a| a == "chardev:kchaos-gdb"), "{args:?}");
+            // The guest boots once resumed, which takes it a second.
+            std::thread::sleep(FAKE_DEBUGGER + Duration::from_secs(1));
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.workload(2.0, "cgroup: all fine");
+            guest.finish();
         }
         "pass" | "kmsg-lockup" | "check-fails" => {
             guest.hello(PROTOCOL_VERSION);
@@ -590,7 +623,10 @@ fn fake_qemu(args: &[String], mode_file: &str) {
 }
 
 /// A QMP server that greets and answers every command with an empty return.
-fn fake_qmp(path: PathBuf) {
+/// How long the fake debugger holds a guest started with `-S`.
+const FAKE_DEBUGGER: Duration = Duration::from_secs(3);
+
+fn fake_qmp(path: PathBuf, paused_until: Option<Instant>) {
     let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -603,10 +639,15 @@ fn fake_qmp(path: PathBuf) {
                 );
                 let reader = std::io::BufReader::new(stream.try_clone().unwrap());
                 for line in reader.lines() {
-                    if line.is_err() {
-                        return;
+                    let Ok(line) = line else { return };
+                    let paused = paused_until.is_some_and(|t| Instant::now() < t);
+                    if line.contains("query-status") && paused {
+                        let _ = writeln!(stream, r#"{{"return": {{"status": "prelaunch"}}}}"#);
+                    } else if line.contains("query-status") {
+                        let _ = writeln!(stream, r#"{{"return": {{"status": "running"}}}}"#);
+                    } else {
+                        let _ = writeln!(stream, r#"{{"return": {{}}}}"#);
                     }
-                    let _ = writeln!(stream, r#"{{"return": {{}}}}"#);
                 }
             });
         }

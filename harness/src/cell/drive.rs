@@ -24,6 +24,7 @@ use crate::vm::channel::{self, ChannelEvent};
 use crate::vm::command::SHELL_TTY;
 use crate::vm::console::{self, ConsoleEvent};
 use crate::vm::process::GroupGuard;
+use crate::vm::qmp::Qmp;
 use crate::vm::sockets::SocketDir;
 use crate::vm::{DebugAccess, QemuCommand};
 
@@ -95,6 +96,12 @@ pub(super) async fn drive(
         cmdline.push("kchaos.keep=1".to_owned());
         cmdline.push(format!("kchaos.shell={SHELL_TTY}"));
     }
+    if let Some(gdb) = &env.gdb {
+        debug.gdb = Some(sockets.path().join("gdb.sock"));
+        debug.wait_for_debugger = gdb.wait;
+        // The symbols of the debug vmlinux are where they say only without KASLR.
+        cmdline.push("nokaslr".to_owned());
+    }
     if let Some(level) = &env.guest_log {
         cmdline.push(format!("kchaos.log={level}"));
     }
@@ -148,6 +155,15 @@ pub(super) async fn drive(
         console::spawn(stdout, console_log, console_tx);
     }
     let stderr = child.stderr.take().map(|s| console::collect(s, qemu_log));
+    if let (Some(gdb), Some(sock)) = (&env.gdb, &debug.gdb) {
+        update(CellUpdate::Info(gdb.describe(sock)));
+    }
+    // With --gdb-wait the boot clock starts when the guest first runs.
+    let (resumed_tx, mut resumed_rx) = tokio::sync::oneshot::channel();
+    let mut awaiting_resume = debug.wait_for_debugger;
+    if awaiting_resume {
+        tokio::spawn(watch_resume(qmp_sock.clone(), resumed_tx));
+    }
 
     let units = scenario
         .metric_catalog()
@@ -159,6 +175,7 @@ pub(super) async fn drive(
         until: env.until.clone(),
         dump: env.dump.is_some(),
         keep: env.keep,
+        wait_for_debugger: env.gdb.as_ref().is_some_and(|g| g.wait),
     };
     let mut state = CellState::new(
         scenario, &cell.id, cell.seed, timeouts, watch, endings, spawned_at,
@@ -218,6 +235,13 @@ pub(super) async fn drive(
                     continue;
                 }
             },
+            resumed = &mut resumed_rx, if awaiting_resume => {
+                awaiting_resume = false;
+                match resumed {
+                    Ok(()) => Event::Resumed,
+                    Err(_) => continue,
+                }
+            },
             () = sleep_until(deadline), if deadline.is_some() => Event::Timer,
             else => break,
         };
@@ -234,9 +258,13 @@ pub(super) async fn drive(
                     update(u);
                     None
                 }
-                Action::CheckLiveness => Some(Event::Liveness(
-                    liveness(&qmp_sock, pid, LIVENESS_TIMEOUT).await,
-                )),
+                Action::CheckLiveness => {
+                    Some(match liveness(&qmp_sock, pid, LIVENESS_TIMEOUT).await {
+                        Ok(status) if STOPPED.contains(&status.as_str()) => Event::Stopped(status),
+                        Ok(_) => Event::Liveness(Ok(())),
+                        Err(why) => Event::Liveness(Err(why)),
+                    })
+                }
                 Action::SendSysrq => {
                     let mut notes = Vec::new();
                     evidence::send_sysrq(&qmp_sock, &mut notes).await;
@@ -265,7 +293,6 @@ pub(super) async fn drive(
 
     if state.kept() {
         let access = Access {
-            cell: cell.id.clone(),
             console_log: cell.dir.join("console.log"),
             monitor: debug.monitor.clone(),
             qmp: qmp_sock.clone(),
@@ -280,7 +307,11 @@ pub(super) async fn drive(
                     .clone()
                     .ok_or_else(|| "no second console".to_owned()),
             },
-            gdb: None,
+            gdb: env
+                .gdb
+                .as_ref()
+                .zip(debug.gdb.as_ref())
+                .map(|(g, sock)| g.command(sock)),
         };
         update(CellUpdate::Info(access.describe()));
         let kept = KeptVm {
@@ -399,23 +430,63 @@ async fn send(sender: &mut Option<channel::Sender>, msg: &HostMessage) -> Option
     }
 }
 
+/// QEMU run states in which the guest is held on purpose (a gdb session, the monitor's
+/// `stop`): a silent guest then is not hung.
+const STOPPED: &[&str] = &["debug", "paused"];
+
 /// Is QEMU itself alive? Its monitor answers `query-status` unless the process is
-/// stopped (SIGSTOP), wedged or gone; a stopped process is named as such.
-async fn liveness(qmp_sock: &Path, pid: Option<u32>, timeout: Duration) -> Result<(), String> {
+/// stopped (SIGSTOP), wedged or gone; a stopped process is named as such. The answer is
+/// QEMU's run state (`running`, `debug`, ...).
+async fn liveness(qmp_sock: &Path, pid: Option<u32>, timeout: Duration) -> Result<String, String> {
     let state = pid.and_then(process_state);
     if state == Some('T') || state == Some('t') {
         return Err("its process is stopped".to_owned());
     }
     let asked = tokio::time::timeout(timeout, async {
-        let mut qmp = crate::vm::qmp::Qmp::connect(qmp_sock).await?;
+        let mut qmp = Qmp::connect(qmp_sock).await?;
         qmp.execute("query-status", serde_json::json!({}), timeout)
             .await
     })
     .await;
     match asked {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(status)) => Ok(run_state(&status)),
         Ok(Err(e)) => Err(format!("its monitor failed: {}", error_chain(&e))),
         Err(_) => Err(format!("its monitor did not answer within {timeout:?}")),
+    }
+}
+
+/// The run state in a `query-status` answer; `running` when QEMU does not say.
+fn run_state(status: &serde_json::Value) -> String {
+    status
+        .get("status")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("running")
+        .to_owned()
+}
+
+/// Waits until QEMU, started with `-S`, runs its guest (a debugger said `continue`, or
+/// the monitor `cont`), then says so. Gives up when the cell no longer listens.
+async fn watch_resume(qmp_sock: PathBuf, resumed: tokio::sync::oneshot::Sender<()>) {
+    const POLL: Duration = Duration::from_millis(250);
+    let mut qmp: Option<Qmp> = None;
+    while !resumed.is_closed() {
+        tokio::time::sleep(POLL).await;
+        if qmp.is_none() {
+            // QEMU may not be listening yet; try again at the next poll.
+            qmp = Qmp::connect(&qmp_sock).await.ok();
+        }
+        let Some(q) = qmp.as_mut() else { continue };
+        match q
+            .execute("query-status", serde_json::json!({}), POLL * 8)
+            .await
+        {
+            Ok(status) if run_state(&status) == "running" => {
+                let _ = resumed.send(());
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => qmp = None,
+        }
     }
 }
 

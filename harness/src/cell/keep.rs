@@ -3,6 +3,7 @@
 //! and the cgroup files at the moment of failure, attach gdb, or poke QEMU's monitor.
 //! The verdict is recorded first (results never wait for a debugging session); the VM
 //! stays up until the user interrupts (Ctrl-C), QEMU exits, or the harness is killed.
+//! With `--gdb` any cell, kept or not, has QEMU's gdb stub ([`Gdb`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,10 +73,40 @@ impl Keeper {
     }
 }
 
+/// QEMU's gdb stub for a cell (`--gdb`): whether the guest waits for the debugger
+/// before it boots, and the kernel's symbols (or why there are none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gdb {
+    pub wait: bool,
+    pub vmlinux: Result<PathBuf, String>,
+}
+
+impl Gdb {
+    /// The command line to paste: gdb with the kernel's symbols, attached to the stub
+    /// on `socket` (the kernel boots with `nokaslr`, so the symbols' addresses hold).
+    pub fn command(&self, socket: &Path) -> String {
+        let target = format!("-ex 'target remote {}'", socket.display());
+        match &self.vmlinux {
+            Ok(vmlinux) => format!("gdb {} {target}", quote(vmlinux)),
+            Err(why) => format!("gdb {target}   (no kernel symbols: {why})"),
+        }
+    }
+
+    /// What is printed when the stub is up.
+    pub fn describe(&self, socket: &Path) -> String {
+        let mut text = format!("gdb stub ready; attach with:\n    {}", self.command(socket));
+        if self.wait {
+            text.push_str(
+                "\n    the guest waits for the debugger: `continue` in gdb boots it (the boot timeout starts then)",
+            );
+        }
+        text
+    }
+}
+
 /// How an engineer reaches a kept VM (the paths live in the cell's socket directory).
 #[derive(Debug, Clone)]
 pub struct Access {
-    pub cell: String,
     pub console_log: PathBuf,
     pub monitor: Option<PathBuf>,
     pub qmp: PathBuf,
@@ -89,10 +120,7 @@ pub struct Access {
 impl Access {
     /// What is printed when the VM is kept: one command per way in.
     pub fn describe(&self) -> String {
-        let mut out = format!(
-            "keeping the VM of {} until Ctrl-C (its verdict is recorded); reach it with:\n",
-            self.cell
-        );
+        let mut out = "VM kept until Ctrl-C (its verdict is recorded); reach it with:\n".to_owned();
         let mut line = |what: &str, how: String| {
             out.push_str(&format!("    {what:<8} {how}\n"));
         };
@@ -204,7 +232,6 @@ mod tests {
     #[test]
     fn access_is_printed_as_commands_to_paste() {
         let access = Access {
-            cell: "selftest-panic/debian-6.1.0-56-cloud".into(),
             console_log: "/r/selftest-panic/debian-6.1.0-56-cloud/console.log".into(),
             monitor: Some("/tmp/kchaos-1-a/monitor.sock".into()),
             qmp: "/tmp/kchaos-1-a/qmp.sock".into(),
@@ -220,5 +247,27 @@ mod tests {
         );
         assert!(text.contains("gdb      gdb /v -ex"), "{text}");
         assert_eq!(quote(Path::new("/a b/c'd")), r"'/a b/c'\''d'");
+    }
+
+    #[test]
+    fn the_gdb_command_names_the_symbols_or_why_there_are_none() {
+        let sock = Path::new("/tmp/kchaos-1-a/gdb.sock");
+        let with = Gdb {
+            wait: true,
+            vmlinux: Ok("/c/vmlinux-6.1.0-56-cloud-amd64".into()),
+        };
+        assert_eq!(
+            with.command(sock),
+            "gdb /c/vmlinux-6.1.0-56-cloud-amd64 -ex 'target remote /tmp/kchaos-1-a/gdb.sock'"
+        );
+        assert!(with.describe(sock).contains("`continue` in gdb boots it"));
+        let without = Gdb {
+            wait: false,
+            vmlinux: Err("apt offers no linux-image-x-dbg".into()),
+        };
+        assert!(without
+            .command(sock)
+            .ends_with("(no kernel symbols: apt offers no linux-image-x-dbg)"));
+        assert!(!without.describe(sock).contains("continue"));
     }
 }

@@ -22,7 +22,7 @@ use kchaos_model::verdict::{self, Verdict};
 use tokio::sync::watch as tokio_watch;
 
 pub use self::evidence::DumpPolicy;
-pub use self::keep::{KeepPolicy, Keeper};
+pub use self::keep::{Gdb, KeepPolicy, Keeper};
 use crate::error::error_chain;
 use crate::results::{write_json, Artifacts, CellResult, KernelInfo};
 use crate::scenario::LoadedScenario;
@@ -60,6 +60,8 @@ pub struct CellEnv {
     pub keep: KeepPolicy,
     /// Holds the kept VMs until the user releases them (one per session).
     pub keeper: Arc<Keeper>,
+    /// QEMU's gdb stub and the kernel's symbols (`--gdb`).
+    pub gdb: Option<Gdb>,
 }
 
 /// Bounds for one cell, scaled for the accelerator.

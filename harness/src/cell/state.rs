@@ -50,6 +50,9 @@ pub struct Endings {
     /// runner then waits for the host's `Ack` without a bound, and a panicked kernel
     /// stays up: `panic=0`).
     pub keep: KeepPolicy,
+    /// QEMU starts paused until a debugger resumes it (`--gdb-wait`): the boot clock
+    /// starts at [`Event::Resumed`], not at QEMU's start.
+    pub wait_for_debugger: bool,
 }
 
 /// The line a panicking kernel ends its report with.
@@ -83,6 +86,11 @@ pub enum Event {
     Timer,
     /// The answer to [`Action::CheckLiveness`]: QEMU's monitor answered, or why not.
     Liveness(Result<(), String>),
+    /// The answer to [`Action::CheckLiveness`] when QEMU answers but its guest is
+    /// stopped (run state `debug`: a gdb session; `paused`: the monitor's `stop`).
+    Stopped(String),
+    /// The guest started running (after `--gdb-wait`).
+    Resumed,
     /// [`Action::SendSysrq`] is done.
     SysrqSent,
     /// The answer to [`Action::InjectNmi`].
@@ -176,6 +184,11 @@ pub struct CellState {
     endings: Endings,
     /// When the first failure or crash signature was seen (time to a hit).
     first_signature_at: Option<Instant>,
+    /// When the guest started to run: QEMU's start, or its resume by a debugger;
+    /// `None` while it waits for one.
+    boot_from: Option<Instant>,
+    /// Time the guest spent stopped by a debugger: added to the run's budget.
+    stopped_for: Duration,
     /// The kernel printed its panic line: it stopped every CPU itself.
     panicked: bool,
 }
@@ -234,18 +247,22 @@ impl CellState {
             exit_status: None,
             killed: false,
             interrupted: false,
-            endings,
             first_signature_at: None,
+            boot_from: (!endings.wait_for_debugger).then_some(spawned_at),
+            stopped_for: Duration::ZERO,
             panicked: false,
+            endings,
         }
     }
 
-    /// How long the workload may run: the scenario's duration and settle plus a margin.
+    /// How long the workload may run: the scenario's duration and settle plus a margin,
+    /// and whatever time a debugger held the guest stopped.
     fn run_budget(&self) -> Duration {
         self.scenario
             .duration
             .saturating_add(self.scenario.settle)
             .saturating_add(self.timeouts.overrun)
+            .saturating_add(self.stopped_for)
     }
 
     /// Whether the driver should still wait for QEMU to connect the channel.
@@ -295,11 +312,14 @@ impl CellState {
                 started, last_line, ..
             } => Some(after(*last_line, t.evidence_quiet).min(after(*started, t.evidence_max))),
             Stage::CrashGrace { until } | Stage::Panicking { until } => Some(*until),
-            Stage::Live => Some(match (self.hello_at, self.finished_at) {
-                (None, _) => after(self.spawned_at, t.boot),
-                (Some(_), Some(done)) => after(done, t.poweroff),
-                (Some(h), None) => after(self.last_seen, t.hang).min(after(h, self.run_budget())),
-            }),
+            Stage::Live => match (self.hello_at, self.finished_at) {
+                // No boot clock while QEMU waits for a debugger.
+                (None, _) => self.boot_from.map(|b| after(b, t.boot)),
+                (Some(_), Some(done)) => Some(after(done, t.poweroff)),
+                (Some(h), None) => {
+                    Some(after(self.last_seen, t.hang).min(after(h, self.run_budget())))
+                }
+            },
         }
     }
 
@@ -439,6 +459,23 @@ impl CellState {
                         }
                     }
                 }
+            }
+            Event::Stopped(status) => {
+                if let Stage::Verifying { .. } = self.stage {
+                    // Silent because a debugger (or the monitor) holds it: not a hang.
+                    if self.stopped_for.is_zero() {
+                        self.watch.notes.push(format!(
+                            "the guest was stopped (QEMU run state `{status}`, a debugger or the monitor): stopped time is not silence"
+                        ));
+                    }
+                    let silent = now.saturating_duration_since(self.last_seen);
+                    self.stopped_for = self.stopped_for.saturating_add(silent);
+                    self.last_seen = now;
+                    self.stage = Stage::Live;
+                }
+            }
+            Event::Resumed => {
+                self.boot_from.get_or_insert(now);
             }
             Event::SysrqSent => {
                 if let Stage::SendingSysrq { mark } = self.stage {
@@ -735,6 +772,7 @@ impl CellState {
     pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
         let obs = self.observations(Some(qemu_stderr));
         let since_start = |t: Instant| super::millis(t.saturating_duration_since(self.spawned_at));
+        let boot_from = self.boot_from.unwrap_or(self.spawned_at);
         let w = &mut self.watch;
         if self.stage == Stage::Kept {
             w.notes.push(
@@ -744,7 +782,9 @@ impl CellState {
         }
         Outcome {
             obs,
-            boot_ms: self.hello_at.map(since_start),
+            boot_ms: self
+                .hello_at
+                .map(|h| super::millis(h.saturating_duration_since(boot_from))),
             guest_ready_ms: self.guest_ready_ms,
             release: self.release,
             fingerprint: w.fingerprint(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 use kchaos_harness::cell::{DumpPolicy, KeepPolicy};
-use kchaos_harness::run::session::SessionOptions;
+use kchaos_harness::run::session::{GdbWait, SessionOptions};
 use kchaos_harness::run::DEFAULT_KERNEL;
 use kchaos_harness::vm::{Accel, AccelChoice};
 use kchaos_images::kernel_list::KernelList;
@@ -127,6 +127,15 @@ pub struct VmArgs {
     /// Like --keep-on-failure, for every cell whatever its verdict (a pass too).
     #[arg(long)]
     pub keep: bool,
+    /// QEMU's gdb stub on a Unix socket for every cell, the kernel booted with nokaslr;
+    /// prints a ready-to-paste gdb command line with the kernel's debug vmlinux (fetched
+    /// as `kchaos analyze` does: Debian's -dbg package, or a local build's vmlinux).
+    #[arg(long)]
+    pub gdb: bool,
+    /// Like --gdb, and the guest waits for the debugger before it boots (`continue` in
+    /// gdb starts it; the boot timeout runs from then).
+    #[arg(long)]
+    pub gdb_wait: bool,
 }
 
 impl VmArgs {
@@ -154,6 +163,7 @@ impl VmArgs {
             } else {
                 KeepPolicy::Never
             },
+            gdb: (self.gdb || self.gdb_wait).then_some(GdbWait(self.gdb_wait)),
             jobs: self.jobs(),
             cache: cache.clone(),
         }

@@ -55,7 +55,14 @@ pub struct DebugAccess {
     /// A second serial port, `ttyS1` in the guest (built into every kernel, no module
     /// to load), where the runner starts a shell when asked (`kchaos.shell=ttyS1`).
     pub shell: Option<PathBuf>,
+    /// QEMU's gdb stub (`gdb -ex 'target remote SOCKET'`).
+    pub gdb: Option<PathBuf>,
+    /// Start with the vCPUs stopped (`-S`) until a debugger (or the monitor's `cont`)
+    /// resumes them.
+    pub wait_for_debugger: bool,
 }
+
+pub const GDB_CHARDEV: &str = "kchaos-gdb";
 
 /// The guest's name for [`DebugAccess::shell`]'s port.
 pub const SHELL_TTY: &str = "ttyS1";
@@ -107,6 +114,21 @@ impl QemuCommand {
         push(&["-serial", "stdio"]);
         if let Some(socket) = &self.debug.shell {
             push(&["-serial", &listen(socket)]);
+        }
+        if let Some(socket) = &self.debug.gdb {
+            let chardev = format!(
+                "socket,id={GDB_CHARDEV},path={},server=on,wait=off",
+                escape(socket)
+            );
+            push(&[
+                "-chardev",
+                &chardev,
+                "-gdb",
+                &format!("chardev:{GDB_CHARDEV}"),
+            ]);
+        }
+        if self.debug.wait_for_debugger {
+            push(&["-S"]);
         }
         a.push("-kernel".into());
         a.push(self.kernel.clone().into());
@@ -231,6 +253,8 @@ mod tests {
             debug: DebugAccess {
                 monitor: Some("/s/monitor.sock".into()),
                 shell: Some("/s/shell.sock".into()),
+                gdb: Some("/s/gdb.sock".into()),
+                wait_for_debugger: true,
             },
         };
         let joined = cmd
@@ -248,6 +272,14 @@ mod tests {
             joined.contains("-serial stdio -serial unix:/s/shell.sock,server=on,wait=off"),
             "{joined}"
         );
+        assert!(
+            joined.contains(
+                "-chardev socket,id=kchaos-gdb,path=/s/gdb.sock,server=on,wait=off -gdb chardev:kchaos-gdb"
+            ),
+            "{joined}"
+        );
+        assert!(joined.split(' ').any(|a| a == "-S"), "{joined}");
+        assert!(!plain.split(' ').any(|a| a == "-S"), "{plain}");
     }
 
     #[test]

@@ -1012,3 +1012,94 @@ fn a_decided_cell_keeps_its_vm_when_asked() {
         );
     }
 }
+
+/// Issue #16, `--gdb`: a guest held by a debugger (QEMU run state `debug`) is silent
+/// but not hung; the time it was held extends the run's budget.
+#[test]
+fn a_guest_stopped_in_the_debugger_is_not_hung() {
+    let ran = run(
+        vec![
+            At(100, Event::Connected),
+            At(2000, hello(PROTOCOL_VERSION)),
+            At(3000, phase(Phase::Workload)),
+            // Silent from 3s: checked at 35s, held by gdb.
+            Deadline,
+            At(35_100, Event::Stopped("debug".into())),
+            // Held again at the next silence bound; then it runs on and reports.
+            Deadline,
+            At(67_200, Event::Stopped("debug".into())),
+            At(70_000, heartbeat()),
+            At(75_000, finished(2)),
+            At(75_500, exited("exit status: 0")),
+        ],
+        "",
+    );
+    assert_eq!(ran.verdict, Verdict::Pass, "{}", ran.reasons);
+    assert_eq!(
+        kinds(&ran.actions),
+        ["send-run", "check-liveness", "check-liveness", "send-ack"]
+    );
+    let noted: Vec<_> = ran
+        .notes
+        .iter()
+        .filter(|n| n.contains("QEMU run state `debug`"))
+        .collect();
+    assert_eq!(noted.len(), 1, "said once: {:?}", ran.notes);
+}
+
+#[test]
+fn waiting_for_the_debugger_stops_the_boot_clock_and_stopped_time_extends_the_budget() {
+    let s = scenario();
+    let watch = Watch::new(
+        SignatureSet::new(&s.signatures).unwrap(),
+        Default::default(),
+    );
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let endings = Endings {
+        wait_for_debugger: true,
+        ..Endings::default()
+    };
+    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, endings, t0);
+    state.handle(Event::Connected, at(100));
+    assert_eq!(
+        state.deadline(),
+        None,
+        "no boot clock before the debugger lets go"
+    );
+    state.handle(Event::Resumed, at(100_000));
+    assert_eq!(
+        state.deadline(),
+        Some(at(160_000)),
+        "boot bound from the resume"
+    );
+    state.handle(hello(PROTOCOL_VERSION), at(102_000));
+    // Budget: 10s + 1s + 60s from Hello; silence: 32s.
+    assert_eq!(state.deadline(), Some(at(134_000)), "silence");
+    state.handle(Event::Timer, at(134_000));
+    state.handle(Event::Stopped("paused".into()), at(134_000));
+    assert_eq!(
+        state.deadline(),
+        Some(at(166_000)),
+        "silence, from the check"
+    );
+    // 32s stopped: the run may end 32s later than without the debugger.
+    for t in (140_000..=200_000).step_by(10_000) {
+        state.handle(heartbeat(), at(t));
+    }
+    assert_eq!(
+        state.deadline(),
+        Some(at(102_000 + 71_000 + 32_000)),
+        "budget"
+    );
+    state.handle(finished(2), at(201_000));
+    state.handle(exited("exit status: 0"), at(201_500));
+    for event in [Event::ConsoleClosed, Event::ChannelClosed] {
+        state.handle(event, at(201_500));
+    }
+    assert_eq!(
+        state.finish("").boot_ms,
+        Some(2000),
+        "boot time from the resume"
+    );
+}
