@@ -14,17 +14,16 @@ use kchaos_model::signature::SignatureSet;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::evidence;
 use super::keep::{self, Access, KeepPolicy};
 use super::state::{kmsg_line, Action, CellState, Endings, Event, Outcome};
 use super::watch::Watch;
+use super::{evidence, monitor};
 use super::{CellEnv, CellSpec, CellUpdate, Timeouts};
 use crate::error::error_chain;
 use crate::vm::channel::{self, ChannelEvent};
 use crate::vm::command::SHELL_TTY;
 use crate::vm::console::{self, ConsoleEvent};
 use crate::vm::process::GroupGuard;
-use crate::vm::qmp::Qmp;
 use crate::vm::sockets::SocketDir;
 use crate::vm::{DebugAccess, QemuCommand};
 
@@ -162,7 +161,7 @@ pub(super) async fn drive(
     let (resumed_tx, mut resumed_rx) = tokio::sync::oneshot::channel();
     let mut awaiting_resume = debug.wait_for_debugger;
     if awaiting_resume {
-        tokio::spawn(watch_resume(qmp_sock.clone(), resumed_tx));
+        tokio::spawn(monitor::watch_resume(qmp_sock.clone(), resumed_tx));
     }
 
     let units = scenario
@@ -258,13 +257,15 @@ pub(super) async fn drive(
                     update(u);
                     None
                 }
-                Action::CheckLiveness => {
-                    Some(match liveness(&qmp_sock, pid, LIVENESS_TIMEOUT).await {
-                        Ok(status) if STOPPED.contains(&status.as_str()) => Event::Stopped(status),
+                Action::CheckLiveness => Some(
+                    match monitor::liveness(&qmp_sock, pid, LIVENESS_TIMEOUT).await {
+                        Ok(status) if monitor::STOPPED.contains(&status.as_str()) => {
+                            Event::Stopped(status)
+                        }
                         Ok(_) => Event::Liveness(Ok(())),
                         Err(why) => Event::Liveness(Err(why)),
-                    })
-                }
+                    },
+                ),
                 Action::SendSysrq => {
                     let mut notes = Vec::new();
                     evidence::send_sysrq(&qmp_sock, &mut notes).await;
@@ -430,74 +431,6 @@ async fn send(sender: &mut Option<channel::Sender>, msg: &HostMessage) -> Option
     }
 }
 
-/// QEMU run states in which the guest is held on purpose (a gdb session, the monitor's
-/// `stop`): a silent guest then is not hung.
-const STOPPED: &[&str] = &["debug", "paused"];
-
-/// Is QEMU itself alive? Its monitor answers `query-status` unless the process is
-/// stopped (SIGSTOP), wedged or gone; a stopped process is named as such. The answer is
-/// QEMU's run state (`running`, `debug`, ...).
-async fn liveness(qmp_sock: &Path, pid: Option<u32>, timeout: Duration) -> Result<String, String> {
-    let state = pid.and_then(process_state);
-    if state == Some('T') || state == Some('t') {
-        return Err("its process is stopped".to_owned());
-    }
-    let asked = tokio::time::timeout(timeout, async {
-        let mut qmp = Qmp::connect(qmp_sock).await?;
-        qmp.execute("query-status", serde_json::json!({}), timeout)
-            .await
-    })
-    .await;
-    match asked {
-        Ok(Ok(status)) => Ok(run_state(&status)),
-        Ok(Err(e)) => Err(format!("its monitor failed: {}", error_chain(&e))),
-        Err(_) => Err(format!("its monitor did not answer within {timeout:?}")),
-    }
-}
-
-/// The run state in a `query-status` answer; `running` when QEMU does not say.
-fn run_state(status: &serde_json::Value) -> String {
-    status
-        .get("status")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("running")
-        .to_owned()
-}
-
-/// Waits until QEMU, started with `-S`, runs its guest (a debugger said `continue`, or
-/// the monitor `cont`), then says so. Gives up when the cell no longer listens.
-async fn watch_resume(qmp_sock: PathBuf, resumed: tokio::sync::oneshot::Sender<()>) {
-    const POLL: Duration = Duration::from_millis(250);
-    let mut qmp: Option<Qmp> = None;
-    while !resumed.is_closed() {
-        tokio::time::sleep(POLL).await;
-        if qmp.is_none() {
-            // QEMU may not be listening yet; try again at the next poll.
-            qmp = Qmp::connect(&qmp_sock).await.ok();
-        }
-        let Some(q) = qmp.as_mut() else { continue };
-        match q
-            .execute("query-status", serde_json::json!({}), POLL * 8)
-            .await
-        {
-            Ok(status) if run_state(&status) == "running" => {
-                let _ = resumed.send(());
-                return;
-            }
-            Ok(_) => {}
-            Err(_) => qmp = None,
-        }
-    }
-}
-
-/// The state letter of `/proc/PID/stat` (`R`, `S`, `D`, `T`, ...).
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain anything; the state follows
-    // the last `)`.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 async fn dump(
     env: &CellEnv,
     qmp_sock: &Path,
@@ -513,16 +446,4 @@ async fn dump(
         notes,
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_process_state_is_read_past_the_command_name() {
-        let me = std::process::id();
-        assert!(matches!(process_state(me), Some('R' | 'S')));
-        assert_eq!(process_state(u32::MAX), None);
-    }
 }

@@ -6,6 +6,7 @@
 mod drive;
 mod evidence;
 pub mod keep;
+mod monitor;
 pub mod preboot;
 pub mod requirements;
 pub mod state;

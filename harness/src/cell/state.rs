@@ -15,45 +15,19 @@
 //! to the session's keeper after the verdict is recorded.
 //!
 //! (Over 500 lines on purpose: it is the one place a cell's verdict path is decided,
-//! and reads best whole; its table tests live in `state/tests.rs`.)
+//! and reads best whole. The endings besides a cell's course are in `state/endings.rs`,
+//! what it saw in `state/outcome.rs`, the table tests in `state/tests.rs`.)
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kchaos_model::fingerprint::Fingerprint;
-use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::{
     GuestMessage, HostMessage, KmsgRecord, Phase, RunRequest, PROTOCOL_VERSION,
 };
 use kchaos_model::scenario::Scenario;
-use kchaos_model::signature::{Severity, SignatureHit};
-use kchaos_model::verdict::{self, Observations};
+use kchaos_model::signature::SignatureHit;
 
-use super::keep::KeepPolicy;
 use super::watch::Watch;
 use super::{CellUpdate, Timeouts};
-use crate::analysis::trials::Target;
-
-/// How a cell may end besides running its course; fixed when it starts.
-#[derive(Debug, Clone, Default)]
-pub struct Endings {
-    /// The outcome the run stops at (`repro`, `bisect`, `replay`): a kernel-log
-    /// signature that decides it ends the cell at once, evidence first, instead of at
-    /// the scenario's duration. `None` (`kchaos run`): every cell runs its course, and
-    /// only a crash ends one early.
-    pub until: Option<Target>,
-    /// Guest memory is dumped at the end (`--dump-memory`; the kernel then runs with
-    /// `panic=0 unknown_nmi_panic`, so an injected NMI panics it and it stays up).
-    pub dump: bool,
-    /// Which decided cells keep their VM for the engineer instead of killing it (the
-    /// runner then waits for the host's `Ack` without a bound, and a panicked kernel
-    /// stays up: `panic=0`).
-    pub keep: KeepPolicy,
-    /// QEMU starts paused until a debugger resumes it (`--gdb-wait`): the boot clock
-    /// starts at [`Event::Resumed`], not at QEMU's start.
-    pub wait_for_debugger: bool,
-}
 
 /// The line a panicking kernel ends its report with.
 const PANIC_END: &str = "---[ end Kernel panic";
@@ -193,22 +167,6 @@ pub struct CellState {
     panicked: bool,
 }
 
-/// What a finished cell saw, for the verdict and the result.
-#[derive(Debug)]
-pub struct Outcome {
-    pub obs: Observations,
-    pub boot_ms: Option<u64>,
-    pub guest_ready_ms: Option<u64>,
-    pub release: Option<String>,
-    pub notes: Vec<String>,
-    pub fingerprint: Option<Fingerprint>,
-    /// The console lines, for evidence written after the end.
-    pub sysrq: Option<PathBuf>,
-    pub vmcore: Option<PathBuf>,
-    /// QEMU start → the first failure or crash signature.
-    pub first_signature_ms: Option<u64>,
-}
-
 /// `t + d`, or far in the future when that does not fit a clock (it cannot with
 /// validated scenarios; this keeps a decision from ever panicking).
 fn after(t: Instant, d: Duration) -> Instant {
@@ -341,30 +299,6 @@ impl CellState {
     /// Whether the kernel printed its panic line (a kept guest then has no shell).
     pub fn panicked(&self) -> bool {
         self.panicked
-    }
-
-    /// Whether a VM that ends now is kept, by the policy and the verdict it will get.
-    fn keeps(&self) -> bool {
-        if self.exited() || self.interrupted {
-            return false;
-        }
-        match self.endings.keep {
-            KeepPolicy::Never => false,
-            KeepPolicy::Always => true,
-            KeepPolicy::Failures => verdict::decide(&self.scenario, &self.observations(None))
-                .verdict
-                .is_failure(),
-        }
-    }
-
-    /// The cell is decided: keep its VM if asked to, else kill it.
-    fn end(&mut self, actions: &mut Vec<Action>) {
-        if self.stage != Stage::Kept && self.keeps() {
-            self.stage = Stage::Kept;
-            actions.push(Action::Keep);
-        } else {
-            self.kill(actions);
-        }
     }
 
     fn kill(&mut self, actions: &mut Vec<Action>) {
@@ -516,38 +450,6 @@ impl CellState {
         actions
     }
 
-    /// A new kernel-log signature: a crash ends the cell after a grace for the rest of
-    /// its report; a failure ends it only when it decides the run's target (and the
-    /// runner has not reported yet — then the cell is ending anyway).
-    fn signature(&mut self, hit: &SignatureHit, now: Instant, actions: &mut Vec<Action>) {
-        if matches!(hit.severity, Severity::Fail | Severity::Crash) {
-            self.first_signature_at.get_or_insert(now);
-        }
-        if self.stage != Stage::Live {
-            return;
-        }
-        if hit.severity == Severity::Crash {
-            self.stage = Stage::CrashGrace {
-                until: after(now, self.timeouts.crash_grace),
-            };
-            return;
-        }
-        let Some(target) = &self.endings.until else {
-            return;
-        };
-        if self.finished_at.is_none() && target.decided_by(hit) {
-            self.watch.notes.push(format!(
-                "ended at once: kernel log [{}] decides the target ({}) {:.1}s after QEMU started; evidence collected, the rest of the run skipped",
-                hit.id,
-                target.describe(),
-                now.saturating_duration_since(self.spawned_at).as_secs_f64()
-            ));
-            let mark = self.watch.console_lines.len();
-            self.stage = Stage::SendingSysrq { mark };
-            actions.push(Action::SendSysrq);
-        }
-    }
-
     /// A message from the runner; returns the new signature it carried, if any.
     fn guest(
         &mut self,
@@ -612,43 +514,6 @@ impl CellState {
             self.reported(actions);
         }
         hit
-    }
-
-    /// The runner reported (or gave up) and waits for the `Ack` to power off (a lost
-    /// Ack only delays that). A VM to keep gets none: with `kchaos.keep` the runner
-    /// waits for it without a bound.
-    fn reported(&mut self, actions: &mut Vec<Action>) {
-        match self.stage {
-            Stage::Live if self.keeps() => self.end(actions),
-            Stage::Live | Stage::Exited { .. } => actions.push(Action::Send(HostMessage::Ack)),
-            // Another end game (a crash's grace, a hang's evidence) decides; under a
-            // keep policy the guest must not power off beneath it.
-            _ if self.endings.keep == KeepPolicy::Never => {
-                actions.push(Action::Send(HostMessage::Ack));
-            }
-            _ => {}
-        }
-    }
-
-    /// The last evidence, then the end: with a dump wanted, a kernel that has not
-    /// panicked is made to panic first (every CPU's registers saved, its stack walkable
-    /// by `crash`), then its memory is dumped.
-    fn dump_and_end(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        let keeping = self.keeps();
-        if self.endings.dump && !self.panicked {
-            if !keeping {
-                self.stage = Stage::Panicking {
-                    until: after(now, self.timeouts.evidence_max),
-                };
-                actions.push(Action::InjectNmi);
-                return;
-            }
-            self.watch.notes.push(
-                "guest memory dumped live, without the NMI panic, to keep the guest as it was: `crash`'s bt may not walk a CPU caught on an entry stack (the monitor's `nmi`, then `dump-guest-memory`, gives a walkable dump)".to_owned(),
-            );
-        }
-        actions.push(Action::DumpMemory);
-        self.end(actions);
     }
 
     fn timer(&mut self, now: Instant, actions: &mut Vec<Action>) {
@@ -721,79 +586,6 @@ impl CellState {
             },
         }
     }
-
-    /// What the cell saw, as the verdict reads it. `qemu_stderr` is what QEMU printed
-    /// once it is gone; `None` while the cell is still deciding (whether to keep its VM).
-    fn observations(&self, qemu_stderr: Option<&str>) -> Observations {
-        let w = &self.watch;
-        let mut obs = w.obs.clone();
-        if w.corrupt_bytes > 0 {
-            obs.infra.push(format!(
-                "the control channel carried {} corrupt bytes (first: {})",
-                w.corrupt_bytes,
-                w.corrupt_first.clone().unwrap_or_default()
-            ));
-        }
-        let ended_cleanly = obs.report.is_some() || obs.skip.is_some() || obs.fatal.is_some();
-        let ended_by_harness = self.killed || self.kept();
-        if let Some(stderr) = qemu_stderr.filter(|_| !ended_by_harness) {
-            if !ended_cleanly && !w.has_crash() {
-                let status = self.exit_status.as_deref().unwrap_or("unknown");
-                let qemu_said = stderr
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .map(|l| format!("; QEMU said: {}", l.trim()))
-                    .unwrap_or_default();
-                let when = if self.hello_at.is_some() {
-                    "before the runner reported results"
-                } else {
-                    "before the guest reached the runner"
-                };
-                obs.infra.push(format!(
-                    "QEMU exited ({status}) {when}{qemu_said}; {}",
-                    w.tail()
-                ));
-            }
-        }
-        let mut metrics: BTreeMap<String, Metric> = obs
-            .report
-            .as_ref()
-            .map(|r| r.metrics.clone())
-            .unwrap_or_default();
-        for (name, series) in &w.series {
-            metrics.insert(name.clone(), Metric::Series(series.clone()));
-        }
-        obs.metrics = metrics;
-        obs
-    }
-
-    /// The cell is over: what it saw. `qemu_stderr` is what QEMU printed (nothing yet
-    /// for a kept VM).
-    pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
-        let obs = self.observations(Some(qemu_stderr));
-        let since_start = |t: Instant| super::millis(t.saturating_duration_since(self.spawned_at));
-        let boot_from = self.boot_from.unwrap_or(self.spawned_at);
-        let w = &mut self.watch;
-        if self.stage == Stage::Kept {
-            w.notes.push(
-                "the VM was kept for debugging after the verdict (--keep-on-failure / --keep)"
-                    .to_owned(),
-            );
-        }
-        Outcome {
-            obs,
-            boot_ms: self
-                .hello_at
-                .map(|h| super::millis(h.saturating_duration_since(boot_from))),
-            guest_ready_ms: self.guest_ready_ms,
-            release: self.release,
-            fingerprint: w.fingerprint(),
-            notes: std::mem::take(&mut w.notes),
-            sysrq: None,
-            vmcore: None,
-            first_signature_ms: self.first_signature_at.map(since_start),
-        }
-    }
 }
 
 /// How a kmsg record is written to `kmsg.log`.
@@ -817,5 +609,10 @@ fn phase_name(phase: Option<Phase>) -> &'static str {
     }
 }
 
+mod endings;
+mod outcome;
 #[cfg(test)]
 mod tests;
+
+pub use self::endings::Endings;
+pub use self::outcome::Outcome;
