@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
 
@@ -28,7 +28,8 @@ pub enum KeepPolicy {
 #[derive(Debug)]
 pub struct Keeper {
     capacity: usize,
-    admitted: AtomicUsize,
+    /// Places taken: admitted, and not yet released.
+    admitted: Arc<AtomicUsize>,
     held: Mutex<JoinSet<()>>,
 }
 
@@ -36,7 +37,7 @@ impl Keeper {
     pub fn new(capacity: usize) -> Keeper {
         Keeper {
             capacity: capacity.max(1),
-            admitted: AtomicUsize::new(0),
+            admitted: Arc::new(AtomicUsize::new(0)),
             held: Mutex::new(JoinSet::new()),
         }
     }
@@ -51,15 +52,21 @@ impl Keeper {
             .map_err(|n| format!("{n} VMs are kept already (at most one per --jobs slot)"))
     }
 
-    /// Runs `waiting` (a kept VM's wait for its release) until it ends.
+    /// Runs `waiting` (a kept VM's wait for its release, after [`Keeper::admit`])
+    /// until it ends; its place is free again then.
     pub fn hold(&self, waiting: impl std::future::Future<Output = ()> + Send + 'static) {
+        let admitted = Arc::clone(&self.admitted);
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held.spawn(waiting);
+        held.spawn(async move {
+            waiting.await;
+            admitted.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 
-    /// How many VMs are kept now.
+    /// How many VMs are kept now (released ones, ended from their monitor, not counted).
     pub fn kept(&self) -> usize {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while held.try_join_next().is_some() {}
         held.len()
     }
 
@@ -201,13 +208,27 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_keeper_admits_up_to_its_capacity() {
+    #[tokio::test]
+    async fn the_keeper_admits_up_to_its_capacity_and_frees_released_places() {
         let keeper = Keeper::new(2);
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
         assert!(keeper.admit().is_ok());
+        keeper.hold(async move {
+            let _ = released.await;
+        });
         assert!(keeper.admit().is_ok());
+        keeper.hold(std::future::pending());
         let refused = keeper.admit().unwrap_err();
         assert!(refused.contains("2 VMs are kept already"), "{refused}");
+        assert_eq!(keeper.kept(), 2);
+        // One VM is released (its QEMU quit): its place is free again.
+        release.send(()).unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while keeper.kept() != 1 {
+            assert!(tokio::time::Instant::now() < deadline, "never released");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(keeper.admit().is_ok());
     }
 
     #[test]
