@@ -374,15 +374,32 @@ fn case_until_signature(r: CellResult, took: Duration) {
 /// Issue #16, `--keep-on-failure`: a failing cell is recorded at once (no Ack: the
 /// runner keeps waiting), its QEMU stays alive in the keeper until the user interrupts,
 /// and is gone after that.
+/// The same for a repro's cell ended at its signature: kept with its evidence.
 async fn case_keep_on_failure() {
+    keep_on_failure("keep-fail", "dying.last = 9").await;
+    keep_on_failure("until-signature", "kernel log [unregister-netdevice]").await;
+}
+
+async fn keep_on_failure(mode: &str, reason: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (tx, cancel) = tokio::sync::watch::channel(false);
     let mut env = fake_env(cancel);
     env.keep = KeepPolicy::Failures;
+    if mode == "until-signature" {
+        env.until = Some(Target::AnyFailure);
+    }
     let start = Instant::now();
-    let r = run_fake_cell("keep-fail", &dir, &env).await;
+    let r = run_fake_cell(mode, &dir, &env).await;
     assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
-    assert!(reasons(&r).contains("dying.last = 9"), "{}", reasons(&r));
+    assert!(reasons(&r).contains(reason), "{}", reasons(&r));
+    if mode == "until-signature" {
+        let sysrq = r
+            .artifacts
+            .sysrq
+            .as_deref()
+            .expect("a kept cell keeps its evidence");
+        assert!(dir.path().join(sysrq).is_file(), "{sysrq}");
+    }
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "the verdict does not wait for the release: {:?}",

@@ -292,7 +292,8 @@ pub(super) async fn drive(
         }
     }
 
-    if state.kept() {
+    // A kept VM goes on writing its stderr: nothing to read from it yet.
+    let stderr_text = if state.kept() {
         let access = Access {
             console_log: cell.dir.join("console.log"),
             monitor: debug.monitor.clone(),
@@ -327,11 +328,12 @@ pub(super) async fn drive(
             cancel: env.cancel.clone(),
         };
         env.keeper.hold(kept.hold());
-        return Ok(state.finish(""));
-    }
-    let stderr_text = match stderr {
-        Some(handle) => handle.await.unwrap_or_default(),
-        None => String::new(),
+        String::new()
+    } else {
+        match stderr {
+            Some(handle) => handle.await.unwrap_or_default(),
+            None => String::new(),
+        }
     };
     let mut outcome = state.finish(&stderr_text);
     outcome.sysrq = evidence.sysrq;
