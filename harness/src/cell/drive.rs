@@ -155,7 +155,13 @@ pub(super) async fn drive(
     }
     let stderr = child.stderr.take().map(|s| console::collect(s, qemu_log));
     if let (Some(gdb), Some(sock)) = (&env.gdb, &debug.gdb) {
-        update(CellUpdate::Info(gdb.describe(sock)));
+        let mut text = gdb.describe(sock);
+        if !keeping {
+            text.push_str(
+                "\n    the VM ends with its cell; --keep-on-failure keeps a failed one for the debugger",
+            );
+        }
+        update(CellUpdate::Info(text));
     }
     // With --gdb-wait the boot clock starts when the guest first runs.
     let (resumed_tx, mut resumed_rx) = tokio::sync::oneshot::channel();
