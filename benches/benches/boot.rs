@@ -110,6 +110,7 @@ async fn raw_boot(
         cmdline: QemuCommand::base_cmdline("bench/raw", true),
         control_socket: None,
         qmp_socket: None,
+        debug: Default::default(),
     };
     let start = Instant::now();
     let mut child = tokio::process::Command::new(&q.path)

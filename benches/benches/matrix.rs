@@ -75,6 +75,8 @@ async fn bench(cells: u32, spec: &str) -> BenchResult<()> {
                 guest_log: None,
                 boot_timeout: None,
                 dump: None,
+                gdb: None,
+                keep: kchaos_harness::cell::KeepPolicy::Never,
                 jobs,
                 cache: cache.clone(),
             },
@@ -89,6 +91,7 @@ async fn bench(cells: u32, spec: &str) -> BenchResult<()> {
                 seed: None,
                 same_seed: false,
                 known: None,
+                until: None,
             },
         )
     };

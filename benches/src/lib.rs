@@ -176,6 +176,10 @@ impl BenchVm {
             guest_log: None,
             boot_timeout: None,
             dump: None,
+            until: None,
+            keep: cell::KeepPolicy::Never,
+            keeper: std::sync::Arc::new(cell::Keeper::new(1)),
+            gdb: None,
         };
         let spec = CellSpec {
             id: id.to_owned(),

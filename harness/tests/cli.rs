@@ -167,7 +167,7 @@ fn bad_kernel_spec_says_what_is_allowed() {
         "a malformed spec is a usage error"
     );
     assert!(
-        text(&out).contains("expected debian:<version>[-<flavour>] or path:<bzImage>"),
+        text(&out).contains("expected debian:<version>[-<flavour>]"),
         "{}",
         text(&out)
     );

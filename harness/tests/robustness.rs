@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kchaos_harness::cell::{self, CellEnv, CellSpec};
+use kchaos_harness::analysis::trials::Target;
+use kchaos_harness::cell::{self, CellEnv, CellSpec, Gdb, KeepPolicy, Keeper};
 use kchaos_harness::results::CellResult;
 use kchaos_harness::scenario::LoadedScenario;
 use kchaos_harness::vm::image::{GuestImage, ImageInfo};
@@ -84,6 +85,8 @@ fn main() {
         ("check-fails", case_check_fails),
         ("interrupt", case_interrupt),
         ("cancel-dropped", case_cancel_dropped),
+        ("until-signature", case_until_signature),
+        ("gdb-wait", case_gdb_wait),
     ];
     for (name, check) in cases {
         if filter.as_deref().is_some_and(|f| !name.contains(f)) {
@@ -100,6 +103,22 @@ fn main() {
             }
         }
     }
+    if filter
+        .as_deref()
+        .is_none_or(|f| "keep-on-failure".contains(f))
+    {
+        let start = Instant::now();
+        match std::panic::catch_unwind(|| runtime.block_on(case_keep_on_failure())) {
+            Ok(()) => println!(
+                "test keep-on-failure ... ok ({:.1}s)",
+                start.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                println!("test keep-on-failure ... FAILED");
+                failed += 1;
+            }
+        }
+    }
     if failed > 0 {
         println!("{failed} robustness case(s) failed");
         std::process::exit(1);
@@ -108,6 +127,52 @@ fn main() {
 
 async fn run_fake(mode: &str) -> CellResult {
     let dir = tempfile::tempdir().unwrap();
+    let (tx, cancel) = tokio::sync::watch::channel(false);
+    match mode {
+        // The user interrupts the run while the guest works.
+        "interrupt" => {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = tx.send(true);
+            });
+        }
+        // Nobody is left who could interrupt: that is not an interruption.
+        "cancel-dropped" => drop(tx),
+        _ => std::mem::forget(tx),
+    }
+    let mut env = fake_env(cancel);
+    // A repro looking for any failure.
+    env.until = (mode == "until-signature").then_some(Target::AnyFailure);
+    if mode == "gdb-wait" {
+        env.gdb = Some(Gdb {
+            wait: true,
+            vmlinux: Err("none in a fake".into()),
+        });
+    }
+    run_fake_cell(mode, &dir, &env).await
+}
+
+/// How the fake cells run: this binary as QEMU, short bounds.
+fn fake_env(cancel: tokio::sync::watch::Receiver<bool>) -> CellEnv {
+    CellEnv {
+        qemu: Qemu {
+            path: std::env::current_exe().unwrap(),
+            version: "fake".into(),
+        },
+        accel: Accel::Kvm,
+        cancel,
+        guest_log: None,
+        boot_timeout: Some(Duration::from_secs(2)),
+        dump: None,
+        until: None,
+        keep: KeepPolicy::Never,
+        keeper: Arc::new(Keeper::new(1)),
+        gdb: None,
+    }
+}
+
+/// Runs one fake cell in `dir` (its `mode` file tells the fake QEMU what to do).
+async fn run_fake_cell(mode: &str, dir: &tempfile::TempDir, env: &CellEnv) -> CellResult {
     let kernel_file = dir.path().join("mode");
     std::fs::write(&kernel_file, mode).unwrap();
     let initrd = dir.path().join("initrd");
@@ -145,32 +210,7 @@ async fn run_fake(mode: &str) -> CellResult {
         results_dir: dir.path().to_path_buf(),
         dir: dir.path().join("cell"),
     };
-    let (tx, cancel) = tokio::sync::watch::channel(false);
-    match mode {
-        // The user interrupts the run while the guest works.
-        "interrupt" => {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let _ = tx.send(true);
-            });
-        }
-        // Nobody is left who could interrupt: that is not an interruption.
-        "cancel-dropped" => drop(tx),
-        _ => std::mem::forget(tx),
-    }
-    let qemu = Qemu {
-        path: std::env::current_exe().unwrap(),
-        version: "fake".into(),
-    };
-    let env = CellEnv {
-        qemu,
-        accel: Accel::Kvm,
-        cancel,
-        guest_log: None,
-        boot_timeout: Some(Duration::from_secs(2)),
-        dump: None,
-    };
-    let result = cell::run(&spec, &env, &|_| {}).await;
+    let result = cell::run(&spec, env, &|_| {}).await;
     // The result is on disk too, whatever happened.
     let on_disk: CellResult =
         serde_json::from_slice(&std::fs::read(dir.path().join("cell/cell.json")).unwrap()).unwrap();
@@ -307,6 +347,100 @@ fn case_cancel_dropped(r: CellResult, _: Duration) {
     assert_eq!(r.verdict, Verdict::Pass, "{}", reasons(&r));
 }
 
+/// Issue #14: the guest prints a signature that decides the repro's target and keeps
+/// working (a stalled teardown keeps a workload alive for minutes): the cell ends within
+/// seconds, evidence first, not at its duration (5s + 15s of margin) or as a hang.
+fn case_until_signature(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
+    assert!(
+        reasons(&r).contains("kernel log [unregister-netdevice]"),
+        "{}",
+        reasons(&r)
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        r.notes.iter().any(|n| n.starts_with("ended at once")),
+        "{:?}",
+        r.notes
+    );
+    assert!(
+        r.artifacts.sysrq.is_some(),
+        "evidence first: {:?}",
+        r.artifacts
+    );
+    let first = r.first_signature_ms.unwrap();
+    assert!(first < r.duration_ms, "{first} ms of {}", r.duration_ms);
+}
+
+/// Issue #16, `--keep-on-failure`: a failing cell is recorded at once (no Ack: the
+/// runner keeps waiting), its QEMU stays alive in the keeper until the user interrupts,
+/// and is gone after that.
+/// The same for a repro's cell ended at its signature: kept with its evidence.
+async fn case_keep_on_failure() {
+    keep_on_failure("keep-fail", "dying.last = 9").await;
+    keep_on_failure("until-signature", "kernel log [unregister-netdevice]").await;
+}
+
+async fn keep_on_failure(mode: &str, reason: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, cancel) = tokio::sync::watch::channel(false);
+    let mut env = fake_env(cancel);
+    env.keep = KeepPolicy::Failures;
+    if mode == "until-signature" {
+        env.until = Some(Target::AnyFailure);
+    }
+    let start = Instant::now();
+    let r = run_fake_cell(mode, &dir, &env).await;
+    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
+    assert!(reasons(&r).contains(reason), "{}", reasons(&r));
+    if mode == "until-signature" {
+        let sysrq = r
+            .artifacts
+            .sysrq
+            .as_deref()
+            .expect("a kept cell keeps its evidence");
+        assert!(dir.path().join(sysrq).is_file(), "{sysrq}");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the verdict does not wait for the release: {:?}",
+        start.elapsed()
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("kept for debugging")),
+        "{:?}",
+        r.notes
+    );
+    let pid: i32 = std::fs::read_to_string(dir.path().join("fake-qemu.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert_eq!(env.keeper.kept(), 1);
+    // Still there a while later: nothing times it out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(alive(), "the kept QEMU must stay up until released");
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), env.keeper.wait())
+        .await
+        .expect("the kept VM is released within seconds of the interrupt");
+    assert!(
+        !alive(),
+        "the kept QEMU is gone (killed and reaped) after the release"
+    );
+}
+
+/// Issue #16, `--gdb-wait`: QEMU starts paused and the guest only boots once the
+/// debugger lets it (here after 3s, beyond the 2s boot bound): the boot clock runs
+/// from then, so the cell passes and its boot time does not include the wait.
+fn case_gdb_wait(r: CellResult, took: Duration) {
+    assert_eq!(r.verdict, Verdict::Pass, "{}", reasons(&r));
+    assert!(took > FAKE_DEBUGGER, "{took:?}");
+    let boot = r.boot_ms.unwrap();
+    assert!(boot < 2500, "boot time counts from the resume: {boot} ms");
+}
+
 fn case_check_fails(r: CellResult, _: Duration) {
     assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
     assert!(reasons(&r).contains("dying.last = 9"), "{}", reasons(&r));
@@ -329,15 +463,45 @@ fn fake_qemu(args: &[String], mode_file: &str) {
         std::process::exit(1);
     }
     // QEMU's monitor: answers every command, as long as the process runs.
-    if let Some(qmp) = args.iter().find_map(|a| {
-        a.strip_prefix("unix:")
-            .and_then(|r| r.strip_suffix(",server=on,wait=off"))
-    }) {
-        fake_qmp(PathBuf::from(qmp.replace(",,", ",")));
+    if let Some(qmp) = args
+        .iter()
+        .position(|a| a == "-qmp")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|a| {
+            a.strip_prefix("unix:")
+                .and_then(|r| r.strip_suffix(",server=on,wait=off"))
+        })
+    {
+        // Started with -S: a debugger lets the guest run after a while.
+        let paused_until = args
+            .iter()
+            .any(|a| a == "-S")
+            .then(|| Instant::now() + FAKE_DEBUGGER);
+        fake_qmp(PathBuf::from(qmp.replace(",,", ",")), paused_until);
     }
+    let pid_file = Path::new(mode_file).with_file_name("fake-qemu.pid");
+    std::fs::write(pid_file, std::process::id().to_string()).unwrap();
     let mut guest = Guest::connect(&socket.unwrap());
     console("EFI stub: loaded initrd");
     match mode.as_str() {
+        "keep-fail" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.workload(9.0, "cgroup: all fine");
+            // As the runner with `kchaos.keep=1`: wait for the Ack as long as it takes.
+            guest.send_finished();
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        "gdb-wait" => {
+            assert!(args.iter().any(|a| a == "-S"), "QEMU must start paused");
+            assert!(args.iter().any(|a| a == "chardev:kchaos-gdb"), "{args:?}");
+            // The guest boots once resumed, which takes it a second.
+            std::thread::sleep(FAKE_DEBUGGER + Duration::from_secs(1));
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.workload(2.0, "cgroup: all fine");
+            guest.finish();
+        }
         "pass" | "kmsg-lockup" | "check-fails" => {
             guest.hello(PROTOCOL_VERSION);
             let run = guest.expect_run();
@@ -382,6 +546,29 @@ fn fake_qemu(args: &[String], mode_file: &str) {
             std::thread::sleep(Duration::from_millis(300));
             guest.workload(2.0, "cgroup: all fine");
             guest.finish();
+        }
+        "until-signature" => {
+            guest.hello(PROTOCOL_VERSION);
+            guest.expect_run();
+            guest.send(&GuestMessage::Phase {
+                phase: Phase::Workload,
+            });
+            let leak = "unregister_netdevice: waiting for veth7 to become free. Usage count = 1";
+            guest.send(&GuestMessage::Kmsg(KmsgRecord {
+                seq: 1,
+                level: 0,
+                ts_us: 5,
+                text: leak.into(),
+            }));
+            console(&format!("[    5.300000] {leak}"));
+            // The teardown is stuck, the runner alive: beats until killed.
+            for seq in 0.. {
+                guest.send(&GuestMessage::Heartbeat {
+                    seq,
+                    uptime_ms: seq * 100,
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         "interrupt" => {
             guest.hello(PROTOCOL_VERSION);
@@ -454,7 +641,10 @@ fn fake_qemu(args: &[String], mode_file: &str) {
 }
 
 /// A QMP server that greets and answers every command with an empty return.
-fn fake_qmp(path: PathBuf) {
+/// How long the fake debugger holds a guest started with `-S`.
+const FAKE_DEBUGGER: Duration = Duration::from_secs(3);
+
+fn fake_qmp(path: PathBuf, paused_until: Option<Instant>) {
     let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -467,10 +657,15 @@ fn fake_qmp(path: PathBuf) {
                 );
                 let reader = std::io::BufReader::new(stream.try_clone().unwrap());
                 for line in reader.lines() {
-                    if line.is_err() {
-                        return;
+                    let Ok(line) = line else { return };
+                    let paused = paused_until.is_some_and(|t| Instant::now() < t);
+                    if line.contains("query-status") && paused {
+                        let _ = writeln!(stream, r#"{{"return": {{"status": "prelaunch"}}}}"#);
+                    } else if line.contains("query-status") {
+                        let _ = writeln!(stream, r#"{{"return": {{"status": "running"}}}}"#);
+                    } else {
+                        let _ = writeln!(stream, r#"{{"return": {{}}}}"#);
                     }
-                    let _ = writeln!(stream, r#"{{"return": {{}}}}"#);
                 }
             });
         }
@@ -562,6 +757,11 @@ impl Guest {
 
     /// Reports results and waits for the Ack, as the runner does.
     fn finish(&mut self) {
+        self.send_finished();
+        self.expect_ack();
+    }
+
+    fn send_finished(&mut self) {
         let mut report = RunReport::default();
         report.metrics.insert(
             "stat_read".into(),
@@ -583,6 +783,5 @@ impl Guest {
             ..Default::default()
         });
         self.send(&GuestMessage::Finished(report));
-        self.expect_ack();
     }
 }

@@ -342,6 +342,58 @@ fn a_wedged_guest_is_a_hang_within_its_bound_with_evidence() {
         "a real memory dump: {} bytes",
         vmcore.len()
     );
+    // Issue #13: the kernel was made to panic by an NMI before the dump (so every CPU
+    // is parked in panic()), and that panic is not a finding: still a hang.
+    let console = std::fs::read_to_string(r.artifact("console")).unwrap();
+    assert!(
+        console.contains("Kernel panic - not syncing: NMI: Not continuing"),
+        "{console}"
+    );
+    assert!(
+        r.cell()["signatures"].as_array().unwrap().is_empty(),
+        "{cell:#}"
+    );
+    // ... and `crash` walks the stuck CPU's stack in that dump.
+    if !tool_available("crash") {
+        return;
+    }
+    let analyze = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+        .arg("analyze")
+        .arg(r.artifact("dir"))
+        .output()
+        .unwrap();
+    assert!(
+        analyze.status.success(),
+        "{}",
+        String::from_utf8_lossy(&analyze.stderr)
+    );
+    let analysis = std::fs::read_to_string(r.artifact("dir").join("analysis.txt")).unwrap();
+    // `bt -a` prints after `set scroll off`, `runq -g` from its first `CPU N` line.
+    let bt = analysis
+        .split_once("scroll: off")
+        .map(|(_, rest)| rest.split("\nCPU ").next().unwrap_or_default())
+        .unwrap_or_default();
+    assert!(
+        !bt.contains("read of stack at"),
+        "bt -a must walk: {analysis}"
+    );
+    assert!(
+        bt.contains("kchaos-wedge-0") && bt.contains(" panic at ") && bt.contains("exc_nmi"),
+        "the wedged CPU's stack, from panic() down through the NMI: {bt}"
+    );
+}
+
+/// `false` (with a message) when `tool` is not installed; where VMs are required (CI,
+/// which installs it) that is a failure, never a skip.
+fn tool_available(tool: &str) -> bool {
+    if kchaos_harness::vm::find_in_path(tool).is_some() {
+        return true;
+    }
+    if std::env::var_os("KCHAOS_REQUIRE_VM").is_some() {
+        panic!("KCHAOS_REQUIRE_VM is set but `{tool}` is not installed");
+    }
+    eprintln!("SKIP: `{tool}` is not installed");
+    false
 }
 
 /// Incident 2 in miniature: pods with traffic, namespaces dropped, devices must go.
@@ -795,4 +847,158 @@ assert = "reclaim.dying.value <= 5"
     );
     assert_eq!(m["churn.populate"]["count"], 40);
     assert_eq!(m["reclaim.deleted"]["value"], 40.0);
+}
+
+/// Issue #16: `--keep-on-failure --gdb` on the panic self-test. The verdict is recorded
+/// while the crashed guest stays up in its panic; gdb, attached to the printed stub with
+/// the printed debug vmlinux, reads a kernel symbol that matches `uname -r`; SIGINT to
+/// the harness ends it, and QEMU is gone.
+#[test]
+fn a_kept_crashed_guest_answers_gdb_until_interrupted() {
+    use std::io::BufRead;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    if !vm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("res");
+    let mut harness = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+        .args([
+            "run",
+            "--kernel",
+            KERNEL,
+            "--keep-on-failure",
+            "--gdb",
+            "--out",
+        ])
+        .arg(&out)
+        .arg(shipped("scenarios/selftest/panic.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel();
+    let stderr = harness.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The first run downloads the debug vmlinux (about 300 MB) before booting.
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    let mut output = String::new();
+    while !output.contains("VM kept for debugging") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                output.push_str(&line);
+                output.push('\n');
+            }
+            Err(_) => {
+                let _ = harness.kill();
+                panic!("the VM was not kept: {output}");
+            }
+        }
+    }
+    // The verdict did not wait for the release.
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let cell = &results["cells"][0];
+    assert_eq!(cell["verdict"], "crash", "{output}\n{cell:#}");
+    let release = cell["kernel"]["release"].as_str().unwrap().to_owned();
+    // `    gdb VMLINUX -ex 'target remote SOCKET'`: the line a user pastes.
+    let gdb_line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with("gdb ") && l.contains("target remote"))
+        .unwrap_or_else(|| panic!("no gdb command printed: {output}"))
+        .trim()
+        .to_owned();
+    assert!(
+        !gdb_line.contains("no kernel symbols"),
+        "the debug vmlinux must be found: {gdb_line}"
+    );
+    let socket = gdb_line
+        .split("target remote ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('\'')
+        .to_owned();
+    let vmlinux = gdb_line.split_whitespace().nth(1).unwrap().to_owned();
+    let socket_dir = Path::new(&socket).parent().unwrap().to_owned();
+    let qemu = qemu_pid_using(&socket_dir).unwrap_or_else(|| panic!("no QEMU for {socket}"));
+    assert!(output.contains("monitor.sock"), "{output}");
+    assert!(
+        output.contains("shell    none: the kernel panicked"),
+        "a crashed guest has no shell, and says why: {output}"
+    );
+
+    if tool_available("gdb") {
+        let gdb = Command::new("gdb")
+            .args(["-batch", "-nx", &vmlinux])
+            .args(["-ex", &format!("target remote {socket}")])
+            .args(["-ex", "print init_uts_ns.name.release", "-ex", "detach"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&gdb.stdout);
+        assert!(
+            said.contains(&format!("= \"{release}\"")),
+            "gdb reads the running kernel's uname -r ({release}): {said}{}",
+            String::from_utf8_lossy(&gdb.stderr)
+        );
+    }
+
+    // Still kept after the debugger left; then Ctrl-C.
+    assert!(
+        process_alive(qemu),
+        "the kept QEMU must stay up until interrupted"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(harness.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let exited = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = harness.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < exited, "the harness must end on SIGINT");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1), "the run's exit code: a crash");
+    assert!(
+        !process_alive(qemu),
+        "QEMU must be gone after the interrupt"
+    );
+    assert!(!socket_dir.exists(), "its sockets are removed");
+}
+
+/// The QEMU whose command line names `socket_dir` (the cell's sockets).
+fn qemu_pid_using(socket_dir: &Path) -> Option<i32> {
+    let needle = socket_dir.display().to_string();
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        (cmdline.starts_with("qemu-system") || cmdline.contains("/qemu-system"))
+            .then_some(())
+            .filter(|()| cmdline.contains(&needle))
+            .map(|()| pid)
+    })
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
 }

@@ -238,7 +238,8 @@ async fn finish(
     inbox: &mut UnboundedReceiver<HostMessage>,
 ) -> Result<(), SessionError> {
     let _ = tokio::task::block_in_place(|| reporter.flush(ACK_WAIT));
-    let deadline = tokio::time::sleep(ACK_WAIT);
+    // Unbounded when the host may keep this VM: it withholds the Ack then.
+    let deadline = tokio::time::sleep(crate::keep::ack_wait(ACK_WAIT));
     tokio::pin!(deadline);
     loop {
         tokio::select! {

@@ -7,6 +7,7 @@ mod cfs_worker;
 mod channel;
 mod heartbeat;
 mod histogram;
+mod keep;
 mod kfile;
 mod kmsg;
 mod limits;
@@ -45,6 +46,11 @@ struct Cli {
     /// Run as a service under an existing init (the systemd image) instead of as PID 1.
     #[arg(long)]
     service: bool,
+    /// Words of the kernel command line the kernel itself does not know (`nokaslr`,
+    /// which only the decompressor reads): the kernel hands them to init as arguments.
+    /// They are not the runner's; refusing them would stop the VM before it began.
+    #[arg(hide = true, num_args = 0.., allow_hyphen_values = true)]
+    kernel_leftovers: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,10 @@ fn main() -> ExitCode {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let marker = safety::has_marker(&cmdline);
     let cli = Cli::parse();
+    init_tracing(&cmdline);
+    if !cli.kernel_leftovers.is_empty() {
+        tracing::debug!(words = ?cli.kernel_leftovers, "kernel command line words passed to init");
+    }
     let situation = safety::Situation {
         pid1,
         service: cli.service,
@@ -121,6 +131,7 @@ fn run(
     if pid1 {
         mounts::early().context("mounting the early filesystems")?;
     }
+    keep::init(cmdline);
     let loaded = match modules {
         Some(handle) => handle
             .join()
@@ -241,6 +252,16 @@ fn power_off() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `--gdb` boots with `nokaslr`, which the kernel passes to init as an
+    /// argument; the runner exited with a usage error and the guest panicked.
+    #[test]
+    fn kernel_words_passed_to_init_are_ignored() {
+        let cli = Cli::try_parse_from(["/init", "nokaslr", "-x"]).unwrap();
+        assert_eq!(cli.kernel_leftovers, ["nokaslr", "-x"]);
+        assert!(!cli.service);
+        assert!(Cli::try_parse_from(["/init", "--service"]).unwrap().service);
+    }
 
     #[test]
     fn cmdline_options_are_prefixed() {

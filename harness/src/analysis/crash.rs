@@ -1,14 +1,15 @@
 //! `kchaos analyze CELL_DIR`: runs the `crash` utility on a cell's memory dump with the
 //! commands an engineer types first — in incident 4 the trigger was found only by
 //! reading the dump's run queues (`runq -g`). Without a dump, the tool or the debug
-//! kernel, it says exactly what is missing and how to get it.
+//! kernel, it says exactly what is missing and how to get it. The debug kernel lookup
+//! ([`debug_vmlinux`]) is shared with `--gdb`, which needs the same symbols.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use kchaos_images::debian::{self, AptSource};
-use kchaos_images::Cache;
+use kchaos_images::{Cache, Kernel};
 
 use crate::error::error_chain;
 use crate::results::CellResult;
@@ -38,8 +39,8 @@ pub enum AnalyzeError {
     NoDump(String),
     #[error("The `crash` utility is not installed: apt-get install crash")]
     NoCrashTool,
-    #[error("No debug vmlinux for {kernel}: {detail}")]
-    NoVmlinux { kernel: String, detail: String },
+    #[error(transparent)]
+    NoVmlinux(#[from] NoVmlinux),
     #[error("Cannot run crash")]
     Spawn(#[source] std::io::Error),
     #[error("Cannot write {path}")]
@@ -48,6 +49,14 @@ pub enum AnalyzeError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a kernel has no debug vmlinux to offer.
+#[derive(Debug, thiserror::Error)]
+#[error("No debug vmlinux for {kernel}: {detail}")]
+pub struct NoVmlinux {
+    pub kernel: String,
+    pub detail: String,
 }
 
 /// Runs the analysis; returns the report's path.
@@ -71,7 +80,7 @@ pub fn analyze(dir: &Path, vmlinux: Option<&Path>, cache: &Cache) -> Result<Path
     let crash = find_in_path("crash").ok_or(AnalyzeError::NoCrashTool)?;
     let vmlinux = match vmlinux {
         Some(v) => v.to_path_buf(),
-        None => debug_vmlinux(&cell, cache)?,
+        None => cell_vmlinux(&cell, cache)?,
     };
     let mut child = Command::new(&crash)
         .args(["-s", "--kaslr", "auto"])
@@ -113,20 +122,30 @@ pub fn analyze(dir: &Path, vmlinux: Option<&Path>, cache: &Cache) -> Result<Path
     Ok(report)
 }
 
-/// The debug kernel of the cell: Debian's `-dbg` package, or a local build's vmlinux.
-fn debug_vmlinux(cell: &CellResult, cache: &Cache) -> Result<PathBuf, AnalyzeError> {
+/// The debug kernel of the cell: the kernel it recorded, resolved again.
+fn cell_vmlinux(cell: &CellResult, cache: &Cache) -> Result<PathBuf, NoVmlinux> {
     let spec = cell
         .kernel
         .resolved
         .clone()
         .unwrap_or_else(|| cell.kernel.spec.clone());
-    let no = |detail: String| AnalyzeError::NoVmlinux {
+    let kernel = kchaos_images::resolve(cache, &spec).map_err(|e| NoVmlinux {
         kernel: spec.clone(),
+        detail: error_chain(&e),
+    })?;
+    debug_vmlinux(&kernel, cache)
+}
+
+/// The vmlinux with symbols of `kernel`, which `crash` and `gdb` need (a bzImage has
+/// none): Debian's `-dbg` package (downloaded once, about 300 MB, and cached), or the
+/// vmlinux a local build leaves at the top of its tree.
+pub fn debug_vmlinux(kernel: &Kernel, cache: &Cache) -> Result<PathBuf, NoVmlinux> {
+    let no = |detail: String| NoVmlinux {
+        kernel: kernel.resolved.clone(),
         detail,
     };
-    let kernel = kchaos_images::resolve(cache, &spec).map_err(|e| no(error_chain(&e)))?;
     if kernel.package.is_some() {
-        return debian::debug_vmlinux(cache, &kernel, &AptSource).map_err(|e| no(error_chain(&e)));
+        return debian::debug_vmlinux(cache, kernel, &AptSource).map_err(|e| no(error_chain(&e)));
     }
     // A local build keeps vmlinux at the top of its tree, three levels above the bzImage.
     kernel

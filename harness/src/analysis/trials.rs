@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kchaos_model::signature::{Severity, SignatureHit};
 use kchaos_model::stats;
 use kchaos_model::verdict::Verdict;
 
@@ -46,6 +47,29 @@ impl Target {
                             .fingerprint
                             .as_ref()
                             .is_some_and(|f| has(&f.title) || has(&f.id)))
+            }
+        }
+    }
+
+    /// Whether a kernel-log signature, seen while the cell still runs, already decides
+    /// this target: the cell will be a hit whatever else happens, so it can end at once
+    /// instead of running to its duration (the stalled teardown of a netdev leak keeps a
+    /// workload alive for minutes after the kernel said `unregister_netdevice: waiting`).
+    /// Agrees with [`Target::hit`]: a failure signature makes the verdict `fail` (or
+    /// `crash`), and its line is one of the cell's signatures and reasons.
+    pub fn decided_by(&self, hit: &SignatureHit) -> bool {
+        let failing = matches!(hit.severity, Severity::Fail | Severity::Crash);
+        match self {
+            Target::AnyFailure => failing,
+            Target::Verdict(Verdict::Fail) => hit.severity == Severity::Fail,
+            Target::Verdict(Verdict::Crash) => hit.severity == Severity::Crash,
+            // A hang is decided by silence, never by a line; pass/skip/error are no
+            // targets a signature could reach.
+            Target::Verdict(_) => false,
+            Target::Text(t) => {
+                let t = t.to_lowercase();
+                failing
+                    && (hit.line.to_lowercase().contains(&t) || hit.id.to_lowercase().contains(&t))
             }
         }
     }
@@ -256,6 +280,46 @@ mod tests {
         // Text only counts on a failing cell: a pass that mentions it is no hit.
         cell.notes.push("lat.p99".into());
         assert!(!Target::parse("lat.p99").hit(&cell));
+    }
+
+    #[test]
+    fn signatures_decide_targets_they_cannot_miss() {
+        let hit = |id: &str, severity, line: &str| SignatureHit {
+            id: id.into(),
+            severity,
+            line: line.into(),
+            source: kchaos_model::signature::LogSource::Kmsg,
+        };
+        let leak = hit(
+            "unregister-netdevice",
+            Severity::Fail,
+            "unregister_netdevice: waiting for veth3 to become free. Usage count = 1",
+        );
+        let panic = hit("panic", Severity::Crash, "Kernel panic - not syncing: x");
+        let init = hit("init-exited", Severity::Infra, "Attempted to kill init!");
+        // (target, signature, decided)
+        let cases = [
+            ("any", &leak, true),
+            ("fail", &leak, true),
+            ("crash", &leak, false),
+            ("hang", &leak, false),
+            ("Unregister_Netdevice: waiting", &leak, true),
+            ("unregister-netdevice", &leak, true),
+            ("soft lockup", &leak, false),
+            ("any", &panic, true),
+            ("crash", &panic, true),
+            ("fail", &panic, false),
+            ("any", &init, false),
+            ("init", &init, false),
+        ];
+        for (target, sig, want) in cases {
+            assert_eq!(
+                Target::parse(target).decided_by(sig),
+                want,
+                "{target} by {}",
+                sig.line
+            );
+        }
     }
 
     #[test]

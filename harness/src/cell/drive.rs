@@ -9,20 +9,23 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use kchaos_model::protocol::HostMessage;
+use kchaos_model::protocol::{GuestMessage, HostMessage};
 use kchaos_model::signature::SignatureSet;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
-use super::evidence;
-use super::state::{kmsg_line, Action, CellState, Event, Outcome};
+use super::keep::{self, Access, KeepPolicy};
+use super::state::{kmsg_line, Action, CellState, Endings, Event, Outcome};
 use super::watch::Watch;
+use super::{evidence, monitor};
 use super::{CellEnv, CellSpec, CellUpdate, Timeouts};
 use crate::error::error_chain;
 use crate::vm::channel::{self, ChannelEvent};
+use crate::vm::command::SHELL_TTY;
 use crate::vm::console::{self, ConsoleEvent};
 use crate::vm::process::GroupGuard;
 use crate::vm::sockets::SocketDir;
-use crate::vm::QemuCommand;
+use crate::vm::{DebugAccess, QemuCommand};
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum LaunchError {
@@ -73,8 +76,31 @@ pub(super) async fn drive(
     let sock = sockets.path().join("ctl.sock");
     let qmp_sock = sockets.path().join("qmp.sock");
     let listener = channel::listen(&sock)?;
-    // With a memory dump wanted, a panicked kernel must stay up to be dumped.
-    let mut cmdline = QemuCommand::base_cmdline(&cell.id, env.dump.is_none());
+    let keeping = env.keep != KeepPolicy::Never;
+    let mut debug = DebugAccess::default();
+    if keeping {
+        debug.monitor = Some(sockets.path().join("monitor.sock"));
+        debug.shell = Some(sockets.path().join("shell.sock"));
+    }
+    // With a memory dump wanted, a panicked kernel must stay up to be dumped, and one
+    // that has not panicked is made to panic by an NMI before the dump (see `state`);
+    // a VM to keep must stay up in its panic too.
+    let mut cmdline = QemuCommand::base_cmdline(&cell.id, env.dump.is_none() && !keeping);
+    if env.dump.is_some() {
+        cmdline.push("unknown_nmi_panic".to_owned());
+    }
+    if keeping {
+        // The runner then waits for the Ack without a bound (no Ack: the VM is kept)
+        // and starts a shell on the second console.
+        cmdline.push("kchaos.keep=1".to_owned());
+        cmdline.push(format!("kchaos.shell={SHELL_TTY}"));
+    }
+    if let Some(gdb) = &env.gdb {
+        debug.gdb = Some(sockets.path().join("gdb.sock"));
+        debug.wait_for_debugger = gdb.wait;
+        // The symbols of the debug vmlinux are where they say only without KASLR.
+        cmdline.push("nokaslr".to_owned());
+    }
     if let Some(level) = &env.guest_log {
         cmdline.push(format!("kchaos.log={level}"));
     }
@@ -89,6 +115,7 @@ pub(super) async fn drive(
         cmdline,
         control_socket: Some(sock),
         qmp_socket: Some(qmp_sock.clone()),
+        debug: debug.clone(),
     };
     let args = command.args();
     let printable: Vec<String> = std::iter::once(env.qemu.path.display().to_string())
@@ -127,6 +154,21 @@ pub(super) async fn drive(
         console::spawn(stdout, console_log, console_tx);
     }
     let stderr = child.stderr.take().map(|s| console::collect(s, qemu_log));
+    if let (Some(gdb), Some(sock)) = (&env.gdb, &debug.gdb) {
+        let mut text = gdb.describe(sock);
+        if !keeping {
+            text.push_str(
+                "\n    the VM ends with its cell; --keep-on-failure keeps a failed one for the debugger",
+            );
+        }
+        update(CellUpdate::Info(text));
+    }
+    // With --gdb-wait the boot clock starts when the guest first runs.
+    let (resumed_tx, mut resumed_rx) = tokio::sync::oneshot::channel();
+    let mut awaiting_resume = debug.wait_for_debugger;
+    if awaiting_resume {
+        tokio::spawn(monitor::watch_resume(qmp_sock.clone(), resumed_tx));
+    }
 
     let units = scenario
         .metric_catalog()
@@ -134,7 +176,15 @@ pub(super) async fn drive(
         .map(|(k, v)| (k, v.unit))
         .collect();
     let watch = Watch::new(SignatureSet::new(&scenario.signatures)?, units);
-    let mut state = CellState::new(scenario, &cell.id, cell.seed, timeouts, watch, spawned_at);
+    let endings = Endings {
+        until: env.until.clone(),
+        dump: env.dump.is_some(),
+        keep: env.keep,
+        wait_for_debugger: env.gdb.as_ref().is_some_and(|g| g.wait),
+    };
+    let mut state = CellState::new(
+        scenario, &cell.id, cell.seed, timeouts, watch, endings, spawned_at,
+    );
     let (chan_tx, mut chan_rx) = mpsc::unbounded_channel();
     let mut sender: Option<channel::Sender> = None;
     let accept = channel::accept(&listener, timeouts.connect, chan_tx);
@@ -165,7 +215,7 @@ pub(super) async fn drive(
             },
             ev = chan_rx.recv(), if state.channel_live() => match ev {
                 Some(ChannelEvent::Message(msg)) => {
-                    if let kchaos_model::protocol::GuestMessage::Kmsg(record) = msg.as_ref() {
+                    if let GuestMessage::Kmsg(record) = msg.as_ref() {
                         // Logging is best effort: a full disk must not stop classification.
                         let _ = writeln!(kmsg_log, "{}", kmsg_line(record));
                     }
@@ -190,6 +240,13 @@ pub(super) async fn drive(
                     continue;
                 }
             },
+            resumed = &mut resumed_rx, if awaiting_resume => {
+                awaiting_resume = false;
+                match resumed {
+                    Ok(()) => Event::Resumed,
+                    Err(_) => continue,
+                }
+            },
             () = sleep_until(deadline), if deadline.is_some() => Event::Timer,
             else => break,
         };
@@ -201,18 +258,28 @@ pub(super) async fn drive(
                     group.kill();
                     None
                 }
+                Action::Keep => env.keeper.admit().err().map(Event::KeepRefused),
                 Action::Update(u) => {
                     update(u);
                     None
                 }
-                Action::CheckLiveness => Some(Event::Liveness(
-                    liveness(&qmp_sock, pid, LIVENESS_TIMEOUT).await,
-                )),
+                Action::CheckLiveness => Some(
+                    match monitor::liveness(&qmp_sock, pid, LIVENESS_TIMEOUT).await {
+                        Ok(status) if monitor::STOPPED.contains(&status.as_str()) => {
+                            Event::Stopped(status)
+                        }
+                        Ok(_) => Event::Liveness(Ok(())),
+                        Err(why) => Event::Liveness(Err(why)),
+                    },
+                ),
                 Action::SendSysrq => {
                     let mut notes = Vec::new();
                     evidence::send_sysrq(&qmp_sock, &mut notes).await;
                     notes.into_iter().for_each(|n| state.note(n));
                     Some(Event::SysrqSent)
+                }
+                Action::InjectNmi => {
+                    Some(Event::NmiInjected(evidence::inject_nmi(&qmp_sock).await))
                 }
                 Action::WriteSysrq(lines) => {
                     evidence.sysrq = evidence::write_sysrq(&cell.dir, &lines);
@@ -231,14 +298,109 @@ pub(super) async fn drive(
         }
     }
 
-    let stderr_text = match stderr {
-        Some(handle) => handle.await.unwrap_or_default(),
-        None => String::new(),
+    // A kept VM goes on writing its stderr: nothing to read from it yet.
+    let stderr_text = if state.kept() {
+        let access = Access {
+            console_log: cell.dir.join("console.log"),
+            monitor: debug.monitor.clone(),
+            qmp: qmp_sock.clone(),
+            shell: match keep::shell_missing(
+                scenario.vm.image,
+                &scenario.vm.tools,
+                state.panicked(),
+            ) {
+                Some(why) => Err(why),
+                None => debug
+                    .shell
+                    .clone()
+                    .ok_or_else(|| "no second console".to_owned()),
+            },
+            gdb: env
+                .gdb
+                .as_ref()
+                .zip(debug.gdb.as_ref())
+                .map(|(g, sock)| g.command(sock)),
+        };
+        update(CellUpdate::Info(access.describe()));
+        let kept = KeptVm {
+            child,
+            group,
+            sockets,
+            console: console_rx,
+            channel: chan_rx,
+            sender,
+            kmsg_log,
+            stderr,
+            cancel: env.cancel.clone(),
+        };
+        env.keeper.hold(kept.hold());
+        String::new()
+    } else {
+        match stderr {
+            Some(handle) => handle.await.unwrap_or_default(),
+            None => String::new(),
+        }
     };
     let mut outcome = state.finish(&stderr_text);
     outcome.sysrq = evidence.sysrq;
     outcome.vmcore = evidence.vmcore;
     Ok(outcome)
+}
+
+/// A kept VM: everything that must live as long as its QEMU does (the sockets the
+/// engineer connects to, the streams that must be drained or QEMU blocks writing them).
+struct KeptVm {
+    child: tokio::process::Child,
+    group: GroupGuard,
+    sockets: SocketDir,
+    console: mpsc::UnboundedReceiver<ConsoleEvent>,
+    channel: mpsc::UnboundedReceiver<ChannelEvent>,
+    /// The host's end of the control channel, held open: the runner waits on it.
+    sender: Option<channel::Sender>,
+    kmsg_log: File,
+    stderr: Option<JoinHandle<String>>,
+    cancel: watch::Receiver<bool>,
+}
+
+impl KeptVm {
+    /// Keeps the VM until the user interrupts (Ctrl-C) or QEMU exits (`quit` in its
+    /// monitor, a guest powered off from its shell); then kills it. Meanwhile the
+    /// console still goes to `console.log` and the kernel log to `kmsg.log`.
+    async fn hold(mut self) {
+        let (mut console_open, mut channel_open) = (true, true);
+        let mut release = *self.cancel.borrow();
+        while !release {
+            tokio::select! {
+                _ = self.child.wait() => {
+                    self.group.disarm();
+                    break;
+                }
+                ev = self.console.recv(), if console_open => {
+                    console_open = matches!(ev, Some(ConsoleEvent::Line(_)));
+                }
+                ev = self.channel.recv(), if channel_open => match ev {
+                    Some(ChannelEvent::Message(msg)) => {
+                        if let GuestMessage::Kmsg(record) = msg.as_ref() {
+                            let _ = writeln!(self.kmsg_log, "{}", kmsg_line(record));
+                        }
+                    }
+                    Some(ChannelEvent::Corrupt { .. }) => {}
+                    Some(ChannelEvent::Closed) | None => channel_open = false,
+                },
+                // A dropped sender: nobody can release the VM any more, so end it now.
+                changed = self.cancel.changed() => {
+                    release = changed.is_err() || *self.cancel.borrow();
+                }
+            }
+        }
+        self.group.kill();
+        let _ = self.child.wait().await;
+        if let Some(stderr) = self.stderr.take() {
+            let _ = stderr.await;
+        }
+        drop(self.sender.take());
+        tracing::info!("released the kept VM ({})", self.sockets.path().display());
+    }
 }
 
 /// Evidence files written while the cell ended.
@@ -277,34 +439,6 @@ async fn send(sender: &mut Option<channel::Sender>, msg: &HostMessage) -> Option
     }
 }
 
-/// Is QEMU itself alive? Its monitor answers `query-status` unless the process is
-/// stopped (SIGSTOP), wedged or gone; a stopped process is named as such.
-async fn liveness(qmp_sock: &Path, pid: Option<u32>, timeout: Duration) -> Result<(), String> {
-    let state = pid.and_then(process_state);
-    if state == Some('T') || state == Some('t') {
-        return Err("its process is stopped".to_owned());
-    }
-    let asked = tokio::time::timeout(timeout, async {
-        let mut qmp = crate::vm::qmp::Qmp::connect(qmp_sock).await?;
-        qmp.execute("query-status", serde_json::json!({}), timeout)
-            .await
-    })
-    .await;
-    match asked {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("its monitor failed: {}", error_chain(&e))),
-        Err(_) => Err(format!("its monitor did not answer within {timeout:?}")),
-    }
-}
-
-/// The state letter of `/proc/PID/stat` (`R`, `S`, `D`, `T`, ...).
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain anything; the state follows
-    // the last `)`.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 async fn dump(
     env: &CellEnv,
     qmp_sock: &Path,
@@ -320,16 +454,4 @@ async fn dump(
         notes,
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_process_state_is_read_past_the_command_name() {
-        let me = std::process::id();
-        assert!(matches!(process_state(me), Some('R' | 'S')));
-        assert_eq!(process_state(u32::MAX), None);
-    }
 }

@@ -30,6 +30,17 @@ pub async fn send_sysrq(qmp_socket: &Path, notes: &mut Vec<String>) {
     }
 }
 
+/// Injects an NMI, on which a kernel booted with `unknown_nmi_panic` panics: its
+/// report names every CPU, and the dump that follows catches each one parked in
+/// `panic()` instead of wherever it was (a vCPU caught on its entry stack defeats
+/// `crash`'s `bt`).
+pub async fn inject_nmi(qmp_socket: &Path) -> Result<(), String> {
+    let mut qmp = Qmp::connect(qmp_socket)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    qmp.inject_nmi().await.map_err(|e| error_chain(&e))
+}
+
 /// Writes the console lines the sysrq dumps produced.
 pub fn write_sysrq(dir: &Path, lines: &[String]) -> Option<PathBuf> {
     let path = dir.join("sysrq.txt");

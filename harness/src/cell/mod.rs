@@ -5,6 +5,8 @@
 
 mod drive;
 mod evidence;
+pub mod keep;
+mod monitor;
 pub mod preboot;
 pub mod requirements;
 pub mod state;
@@ -21,6 +23,7 @@ use kchaos_model::verdict::{self, Verdict};
 use tokio::sync::watch as tokio_watch;
 
 pub use self::evidence::DumpPolicy;
+pub use self::keep::{Gdb, KeepPolicy, Keeper};
 use crate::error::error_chain;
 use crate::results::{write_json, Artifacts, CellResult, KernelInfo};
 use crate::scenario::LoadedScenario;
@@ -52,6 +55,14 @@ pub struct CellEnv {
     pub boot_timeout: Option<Duration>,
     /// Dump guest memory when the guest crashes or hangs (`--dump-memory`).
     pub dump: Option<DumpPolicy>,
+    /// The outcome the run stops at: a signature that decides it ends the cell at once.
+    pub until: Option<crate::analysis::trials::Target>,
+    /// Which decided cells keep their VM up for the engineer (`--keep-on-failure`).
+    pub keep: KeepPolicy,
+    /// Holds the kept VMs until the user releases them (one per session).
+    pub keeper: Arc<Keeper>,
+    /// QEMU's gdb stub and the kernel's symbols (`--gdb`).
+    pub gdb: Option<Gdb>,
 }
 
 /// Bounds for one cell, scaled for the accelerator.
@@ -104,6 +115,8 @@ pub enum CellUpdate {
         done: u64,
         total: Option<u64>,
     },
+    /// Something the user must read now (how to reach a kept VM, a debugger).
+    Info(String),
 }
 
 /// Runs the cell and writes `cell.json`. Never fails: problems become the verdict.
@@ -139,6 +152,7 @@ pub async fn run(
                 result.fingerprint = o.fingerprint;
             }
             result.boot_ms = o.boot_ms;
+            result.first_signature_ms = o.first_signature_ms;
             result.guest_ready_ms = o.guest_ready_ms;
             result.metrics = o.obs.metrics;
             result.signatures = o.obs.hits;

@@ -6,24 +6,33 @@
 //! The stage is explicit: a live QEMU (booting, running, reported — told apart by what
 //! the runner has said), the end games of a hang (verify QEMU is alive, send sysrq,
 //! collect the dumps) and of a crash (grace for the rest of the report), killed, exited.
+//! A run looking for an outcome (`repro --until`) ends a cell as soon as a signature
+//! decides it, through the same evidence end game as a hang ([`Endings`]). Before a
+//! memory dump of a kernel that has not panicked, an NMI makes it panic: a live guest's
+//! vCPU is caught anywhere (often on its entry stack, where `crash` cannot walk), a
+//! panicked one is parked in `panic()` with every CPU stopped. With `--keep-on-failure`
+//! a decided cell's VM is kept instead of killed ([`Stage::Kept`]); the driver hands it
+//! to the session's keeper after the verdict is recorded.
 //!
 //! (Over 500 lines on purpose: it is the one place a cell's verdict path is decided,
-//! and reads best whole; its table tests live in `state/tests.rs`.)
+//! and reads best whole. The endings besides a cell's course are in `state/endings.rs`,
+//! what it saw in `state/outcome.rs`, the table tests in `state/tests.rs`.)
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kchaos_model::fingerprint::Fingerprint;
-use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::{
     GuestMessage, HostMessage, KmsgRecord, Phase, RunRequest, PROTOCOL_VERSION,
 };
 use kchaos_model::scenario::Scenario;
-use kchaos_model::verdict::Observations;
+use kchaos_model::signature::SignatureHit;
 
 use super::watch::Watch;
 use super::{CellUpdate, Timeouts};
+
+/// The line a panicking kernel ends its report with.
+const PANIC_END: &str = "---[ end Kernel panic";
+/// The line a panic starts with.
+const PANIC_START: &str = "Kernel panic - not syncing";
 
 /// What the driver saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +60,17 @@ pub enum Event {
     Timer,
     /// The answer to [`Action::CheckLiveness`]: QEMU's monitor answered, or why not.
     Liveness(Result<(), String>),
+    /// The answer to [`Action::CheckLiveness`] when QEMU answers but its guest is
+    /// stopped (run state `debug`: a gdb session; `paused`: the monitor's `stop`).
+    Stopped(String),
+    /// The guest started running (after `--gdb-wait`).
+    Resumed,
     /// [`Action::SendSysrq`] is done.
     SysrqSent,
+    /// The answer to [`Action::InjectNmi`].
+    NmiInjected(Result<(), String>),
+    /// The answer to [`Action::Keep`] when the VM cannot be kept.
+    KeepRefused(String),
     /// A message could not be sent to the guest.
     SendFailed {
         message: &'static str,
@@ -66,11 +84,16 @@ pub enum Action {
     Send(HostMessage),
     /// Kill QEMU's process group.
     Kill,
+    /// The cell is decided: hand its live VM to the keeper instead of killing it;
+    /// answer [`Event::KeepRefused`] if the keeper has no room.
+    Keep,
     Update(CellUpdate),
     /// Ask QEMU's monitor whether QEMU itself still runs; answer with [`Event::Liveness`].
     CheckLiveness,
     /// Send the sysrq task-dump keys; answer with [`Event::SysrqSent`].
     SendSysrq,
+    /// Inject an NMI (the kernel panics on it); answer with [`Event::NmiInjected`].
+    InjectNmi,
     /// Keep these console lines (the sysrq dumps) as `sysrq.txt`.
     WriteSysrq(Vec<String>),
     /// Dump guest memory if the run asked for it (`--dump-memory`).
@@ -95,8 +118,14 @@ enum Stage {
     },
     /// A crash signature was seen: the rest of the report prints until `until`.
     CrashGrace { until: Instant },
+    /// Before the dump: an NMI was injected and the kernel is panicking on it; its
+    /// report is evidence, not a finding. Dump at the report's end or at `until`.
+    Panicking { until: Instant },
     /// Killed by the harness; waiting for QEMU to exit.
     Killed,
+    /// Decided, and the VM is kept up for the engineer: the cell is over for the
+    /// harness while QEMU runs on.
+    Kept,
     /// QEMU exited; what it wrote last is delivered until `drain_until`.
     Exited { drain_until: Instant },
 }
@@ -126,20 +155,16 @@ pub struct CellState {
     exit_status: Option<String>,
     killed: bool,
     interrupted: bool,
-}
-
-/// What a finished cell saw, for the verdict and the result.
-#[derive(Debug)]
-pub struct Outcome {
-    pub obs: Observations,
-    pub boot_ms: Option<u64>,
-    pub guest_ready_ms: Option<u64>,
-    pub release: Option<String>,
-    pub notes: Vec<String>,
-    pub fingerprint: Option<Fingerprint>,
-    /// The console lines, for evidence written after the end.
-    pub sysrq: Option<PathBuf>,
-    pub vmcore: Option<PathBuf>,
+    endings: Endings,
+    /// When the first failure or crash signature was seen (time to a hit).
+    first_signature_at: Option<Instant>,
+    /// When the guest started to run: QEMU's start, or its resume by a debugger;
+    /// `None` while it waits for one.
+    boot_from: Option<Instant>,
+    /// Time the guest spent stopped by a debugger: added to the run's budget.
+    stopped_for: Duration,
+    /// The kernel printed its panic line: it stopped every CPU itself.
+    panicked: bool,
 }
 
 /// `t + d`, or far in the future when that does not fit a clock (it cannot with
@@ -157,6 +182,7 @@ impl CellState {
         seed: u64,
         timeouts: Timeouts,
         watch: Watch,
+        endings: Endings,
         spawned_at: Instant,
     ) -> CellState {
         CellState {
@@ -179,15 +205,22 @@ impl CellState {
             exit_status: None,
             killed: false,
             interrupted: false,
+            first_signature_at: None,
+            boot_from: (!endings.wait_for_debugger).then_some(spawned_at),
+            stopped_for: Duration::ZERO,
+            panicked: false,
+            endings,
         }
     }
 
-    /// How long the workload may run: the scenario's duration and settle plus a margin.
+    /// How long the workload may run: the scenario's duration and settle plus a margin,
+    /// and whatever time a debugger held the guest stopped.
     fn run_budget(&self) -> Duration {
         self.scenario
             .duration
             .saturating_add(self.scenario.settle)
             .saturating_add(self.timeouts.overrun)
+            .saturating_add(self.stopped_for)
     }
 
     /// Whether the driver should still wait for QEMU to connect the channel.
@@ -213,9 +246,11 @@ impl CellState {
         !self.exited() && !self.interrupted
     }
 
-    /// The cell is over: QEMU exited and its last words arrived (or stopped arriving).
+    /// The cell is over: QEMU exited and its last words arrived (or stopped arriving),
+    /// or its VM is kept.
     pub fn is_done(&self, now: Instant) -> bool {
         match self.stage {
+            Stage::Kept => true,
             Stage::Exited { drain_until } => {
                 (!self.console_open && !self.channel_open) || now >= drain_until
             }
@@ -228,16 +263,21 @@ impl CellState {
         let t = &self.timeouts;
         match &self.stage {
             Stage::Exited { drain_until } => Some(*drain_until),
-            Stage::Killed | Stage::Verifying { .. } | Stage::SendingSysrq { .. } => None,
+            Stage::Killed | Stage::Kept | Stage::Verifying { .. } | Stage::SendingSysrq { .. } => {
+                None
+            }
             Stage::Collecting {
                 started, last_line, ..
             } => Some(after(*last_line, t.evidence_quiet).min(after(*started, t.evidence_max))),
-            Stage::CrashGrace { until } => Some(*until),
-            Stage::Live => Some(match (self.hello_at, self.finished_at) {
-                (None, _) => after(self.spawned_at, t.boot),
-                (Some(_), Some(done)) => after(done, t.poweroff),
-                (Some(h), None) => after(self.last_seen, t.hang).min(after(h, self.run_budget())),
-            }),
+            Stage::CrashGrace { until } | Stage::Panicking { until } => Some(*until),
+            Stage::Live => match (self.hello_at, self.finished_at) {
+                // No boot clock while QEMU waits for a debugger.
+                (None, _) => self.boot_from.map(|b| after(b, t.boot)),
+                (Some(_), Some(done)) => Some(after(done, t.poweroff)),
+                (Some(h), None) => {
+                    Some(after(self.last_seen, t.hang).min(after(h, self.run_budget())))
+                }
+            },
         }
     }
 
@@ -249,6 +289,16 @@ impl CellState {
     /// The console lines seen so far (for sysrq evidence).
     pub fn console_lines(&self) -> &[String] {
         &self.watch.console_lines
+    }
+
+    /// Whether the VM is kept (the cell is over, QEMU runs on).
+    pub fn kept(&self) -> bool {
+        self.stage == Stage::Kept
+    }
+
+    /// Whether the kernel printed its panic line (a kept guest then has no shell).
+    pub fn panicked(&self) -> bool {
+        self.panicked
     }
 
     fn kill(&mut self, actions: &mut Vec<Action>) {
@@ -264,24 +314,39 @@ impl CellState {
     /// Decides what `event` means at `now`.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        let mut crash_seen = false;
+        let mut hit = None;
         match event {
             Event::Connected => self.connected = true,
             Event::ConnectFailed(why) => {
                 self.watch.obs.infra.push(why);
                 self.channel_open = false;
-                self.kill(&mut actions);
+                self.end(&mut actions);
             }
             Event::Console(line) => {
                 if let Stage::Collecting { last_line, .. } = &mut self.stage {
                     *last_line = now;
                 }
-                crash_seen = self.watch.console(line);
+                if line.contains(PANIC_START) {
+                    self.panicked = true;
+                }
+                if let Stage::Panicking { .. } = self.stage {
+                    let over = line.contains(PANIC_END);
+                    self.watch.console_unjudged(line);
+                    if over {
+                        actions.push(Action::DumpMemory);
+                        self.end(&mut actions);
+                    }
+                } else {
+                    hit = self.watch.console(line);
+                }
             }
             Event::ConsoleClosed => self.console_open = false,
+            // The harness's own panic is not the kernel's finding.
+            Event::Guest(GuestMessage::Kmsg(_))
+                if matches!(self.stage, Stage::Panicking { .. }) => {}
             Event::Guest(msg) => {
                 self.last_seen = now;
-                crash_seen = self.guest(msg, now, &mut actions);
+                hit = self.guest(msg, now, &mut actions);
             }
             Event::Corrupt { bytes, what } => self.watch.corrupt(bytes, what),
             Event::ChannelClosed => self.channel_open = false,
@@ -329,6 +394,23 @@ impl CellState {
                     }
                 }
             }
+            Event::Stopped(status) => {
+                if let Stage::Verifying { .. } = self.stage {
+                    // Silent because a debugger (or the monitor) holds it: not a hang.
+                    if self.stopped_for.is_zero() {
+                        self.watch.notes.push(format!(
+                            "the guest was stopped (QEMU run state `{status}`, a debugger or the monitor): stopped time is not silence"
+                        ));
+                    }
+                    let silent = now.saturating_duration_since(self.last_seen);
+                    self.stopped_for = self.stopped_for.saturating_add(silent);
+                    self.last_seen = now;
+                    self.stage = Stage::Live;
+                }
+            }
+            Event::Resumed => {
+                self.boot_from.get_or_insert(now);
+            }
             Event::SysrqSent => {
                 if let Stage::SendingSysrq { mark } = self.stage {
                     self.stage = Stage::Collecting {
@@ -336,6 +418,22 @@ impl CellState {
                         mark,
                         last_line: now,
                     };
+                }
+            }
+            Event::NmiInjected(answer) => {
+                if let (Stage::Panicking { .. }, Err(why)) = (&self.stage, answer) {
+                    self.watch
+                        .notes
+                        .push(format!("no NMI ({why}): guest memory dumped as it was"));
+                    actions.push(Action::DumpMemory);
+                    self.end(&mut actions);
+                }
+            }
+            Event::KeepRefused(why) => {
+                if self.stage == Stage::Kept {
+                    self.watch.notes.push(format!("VM not kept: {why}"));
+                    self.stage = Stage::Live;
+                    self.kill(&mut actions);
                 }
             }
             Event::SendFailed { message, error } => {
@@ -346,17 +444,20 @@ impl CellState {
                 }
             }
         }
-        if crash_seen && self.stage == Stage::Live {
-            self.stage = Stage::CrashGrace {
-                until: after(now, self.timeouts.crash_grace),
-            };
+        if let Some(hit) = hit {
+            self.signature(&hit, now, &mut actions);
         }
         actions
     }
 
-    /// A message from the runner; returns whether it carried a new crash sign.
-    fn guest(&mut self, msg: GuestMessage, now: Instant, actions: &mut Vec<Action>) -> bool {
-        let mut crash_seen = false;
+    /// A message from the runner; returns the new signature it carried, if any.
+    fn guest(
+        &mut self,
+        msg: GuestMessage,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> Option<SignatureHit> {
+        let mut hit = None;
         match msg {
             GuestMessage::Hello(hello) => {
                 self.hello_at = Some(now);
@@ -368,7 +469,7 @@ impl CellState {
                         "the runner speaks protocol {} but this harness {}; rebuild the runner",
                         hello.protocol, PROTOCOL_VERSION
                     ));
-                    self.kill(actions);
+                    self.end(actions);
                 } else {
                     actions.push(Action::Send(HostMessage::Run(Box::new(RunRequest {
                         protocol: PROTOCOL_VERSION,
@@ -383,7 +484,7 @@ impl CellState {
                 self.guest_phase = Some(phase);
                 actions.push(Action::Update(CellUpdate::Phase(phase)));
             }
-            GuestMessage::Kmsg(record) => crash_seen = self.watch.kmsg(&record),
+            GuestMessage::Kmsg(record) => hit = self.watch.kmsg(&record),
             GuestMessage::Sample {
                 metric,
                 t_ms,
@@ -404,22 +505,22 @@ impl CellState {
             GuestMessage::Finished(report) => {
                 self.finished_at = Some(now);
                 self.watch.obs.report = Some(report);
-                // The guest powers off either way; a lost Ack only delays it.
-                actions.push(Action::Send(HostMessage::Ack));
+                self.reported(actions);
             }
         }
         let gave_up = self.watch.obs.skip.is_some() || self.watch.obs.fatal.is_some();
         if gave_up && self.finished_at.is_none() {
             self.finished_at = Some(now);
-            actions.push(Action::Send(HostMessage::Ack));
+            self.reported(actions);
         }
-        crash_seen
+        hit
     }
 
     fn timer(&mut self, now: Instant, actions: &mut Vec<Action>) {
         match std::mem::replace(&mut self.stage, Stage::Live) {
             stage @ (Stage::Exited { .. }
             | Stage::Killed
+            | Stage::Kept
             | Stage::Verifying { .. }
             | Stage::SendingSysrq { .. }) => {
                 // Nothing is timed here (or the driver is mid-way through an action).
@@ -433,12 +534,16 @@ impl CellState {
                     .unwrap_or_default()
                     .to_vec();
                 actions.push(Action::WriteSysrq(dumps));
-                actions.push(Action::DumpMemory);
-                self.kill(actions);
+                self.dump_and_end(now, actions);
             }
-            Stage::CrashGrace { .. } => {
+            Stage::CrashGrace { .. } => self.dump_and_end(now, actions),
+            Stage::Panicking { .. } => {
+                self.watch.notes.push(format!(
+                    "the kernel did not finish panicking within {:?} of the NMI: guest memory dumped as it was",
+                    self.timeouts.evidence_max
+                ));
                 actions.push(Action::DumpMemory);
-                self.kill(actions);
+                self.end(actions);
             }
             Stage::Live => match (self.hello_at, self.finished_at) {
                 (None, _) => {
@@ -449,7 +554,7 @@ impl CellState {
                             self.watch.tail()
                         ));
                     }
-                    self.kill(actions);
+                    self.end(actions);
                 }
                 (Some(_), Some(_)) => {
                     self.watch.notes.push(format!(
@@ -481,59 +586,6 @@ impl CellState {
             },
         }
     }
-
-    /// The cell is over: what it saw. `qemu_stderr` is what QEMU printed.
-    pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
-        let w = &mut self.watch;
-        if w.corrupt_bytes > 0 {
-            w.obs.infra.push(format!(
-                "the control channel carried {} corrupt bytes (first: {})",
-                w.corrupt_bytes,
-                w.corrupt_first.take().unwrap_or_default()
-            ));
-        }
-        let ended_cleanly = w.obs.report.is_some() || w.obs.skip.is_some() || w.obs.fatal.is_some();
-        if !self.killed && !ended_cleanly && !w.has_crash() {
-            let status = self.exit_status.as_deref().unwrap_or("unknown");
-            let qemu_said = qemu_stderr
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| format!("; QEMU said: {}", l.trim()))
-                .unwrap_or_default();
-            let when = if self.hello_at.is_some() {
-                "before the runner reported results"
-            } else {
-                "before the guest reached the runner"
-            };
-            w.obs.infra.push(format!(
-                "QEMU exited ({status}) {when}{qemu_said}; {}",
-                w.tail()
-            ));
-        }
-        let mut metrics: BTreeMap<String, Metric> = w
-            .obs
-            .report
-            .as_ref()
-            .map(|r| r.metrics.clone())
-            .unwrap_or_default();
-        for (name, series) in std::mem::take(&mut w.series) {
-            metrics.insert(name, Metric::Series(series));
-        }
-        w.obs.metrics = metrics;
-        let fingerprint = w.fingerprint();
-        Outcome {
-            obs: std::mem::take(&mut w.obs),
-            boot_ms: self
-                .hello_at
-                .map(|h| super::millis(h.saturating_duration_since(self.spawned_at))),
-            guest_ready_ms: self.guest_ready_ms,
-            release: self.release,
-            notes: std::mem::take(&mut w.notes),
-            fingerprint,
-            sysrq: None,
-            vmcore: None,
-        }
-    }
 }
 
 /// How a kmsg record is written to `kmsg.log`.
@@ -557,5 +609,10 @@ fn phase_name(phase: Option<Phase>) -> &'static str {
     }
 }
 
+mod endings;
+mod outcome;
 #[cfg(test)]
 mod tests;
+
+pub use self::endings::Endings;
+pub use self::outcome::Outcome;

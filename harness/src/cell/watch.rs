@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use kchaos_model::fingerprint::{self, Fingerprint};
 use kchaos_model::metrics::Series;
 use kchaos_model::protocol::{KmsgRecord, RUNNER_CONSOLE_PREFIX};
-use kchaos_model::signature::{LogSource, Severity, SignatureSet};
+use kchaos_model::signature::{LogSource, Severity, SignatureHit, SignatureSet};
 use kchaos_model::units::Unit;
 use kchaos_model::verdict::Observations;
 
@@ -58,11 +58,10 @@ impl Watch {
         }
     }
 
-    /// Classifies a line; returns whether it was a new crash-level hit.
-    fn classify(&mut self, line: &str, source: LogSource, index: usize) -> bool {
-        let Some(hit) = self.signatures.classify(line, source) else {
-            return false;
-        };
+    /// Classifies a line; returns the hit if it is a new one (the same line twice, on
+    /// the console and in kmsg, is one hit).
+    fn classify(&mut self, line: &str, source: LogSource, index: usize) -> Option<SignatureHit> {
+        let hit = self.signatures.classify(line, source)?;
         let at = HitAt {
             source,
             index,
@@ -77,20 +76,33 @@ impl Watch {
             }
             Severity::Infra => {}
         }
-        let crash = hit.severity == Severity::Crash;
         if self.seen_hits.insert((hit.id.clone(), hit.line.clone())) {
-            self.obs.hits.push(hit);
-            return crash;
+            self.obs.hits.push(hit.clone());
+            return Some(hit);
         }
-        false
+        None
     }
 
-    /// A console line; returns whether it is the first sign of a crash.
-    pub fn console(&mut self, line: String) -> bool {
+    /// A console line; returns the signature it carried, if new.
+    pub fn console(&mut self, line: String) -> Option<SignatureHit> {
         let index = self.console_lines.len();
         // The runner's own lines are not the kernel's log.
-        let crash = !line.starts_with(RUNNER_CONSOLE_PREFIX)
-            && self.classify(&line, LogSource::Console, index);
+        let hit = if line.starts_with(RUNNER_CONSOLE_PREFIX) {
+            None
+        } else {
+            self.classify(&line, LogSource::Console, index)
+        };
+        self.record_console(line);
+        hit
+    }
+
+    /// A console line kept as evidence but not judged: what the kernel prints after the
+    /// harness made it panic is the harness's doing, not a finding.
+    pub fn console_unjudged(&mut self, line: String) {
+        self.record_console(line);
+    }
+
+    fn record_console(&mut self, line: String) {
         if self.console_tail.len() == CONSOLE_TAIL {
             self.console_tail.pop_front();
         }
@@ -98,17 +110,16 @@ impl Watch {
         if self.console_lines.len() < MAX_LINES {
             self.console_lines.push(line);
         }
-        crash
     }
 
-    /// A `/dev/kmsg` record from the runner; returns whether it is a crash sign.
-    pub fn kmsg(&mut self, record: &KmsgRecord) -> bool {
+    /// A `/dev/kmsg` record from the runner; returns the signature it carried, if new.
+    pub fn kmsg(&mut self, record: &KmsgRecord) -> Option<SignatureHit> {
         let index = self.kmsg_lines.len();
-        let crash = self.classify(&record.text, LogSource::Kmsg, index);
+        let hit = self.classify(&record.text, LogSource::Kmsg, index);
         if self.kmsg_lines.len() < MAX_LINES {
             self.kmsg_lines.push(record.text.clone());
         }
-        crash
+        hit
     }
 
     pub fn sample(&mut self, metric: String, t_ms: u64, value: f64) {

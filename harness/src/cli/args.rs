@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
-use kchaos_harness::cell::DumpPolicy;
-use kchaos_harness::run::session::SessionOptions;
+use kchaos_harness::cell::{DumpPolicy, KeepPolicy};
+use kchaos_harness::run::session::{GdbWait, SessionOptions};
 use kchaos_harness::run::DEFAULT_KERNEL;
 use kchaos_harness::vm::{Accel, AccelChoice};
 use kchaos_images::kernel_list::KernelList;
@@ -118,6 +118,24 @@ pub struct VmArgs {
     /// Largest guest (MiB of RAM) whose memory is dumped.
     #[arg(long, value_name = "MIB", default_value_t = 2048)]
     pub dump_max: u64,
+    /// Do not kill the VM of a cell that ends in fail, crash or hang: keep it up (a
+    /// crashed guest in its panic) until Ctrl-C, with its console, QEMU's monitor and a
+    /// shell on a second console (from the scenario's [vm] tools) reachable; how is
+    /// printed. The verdict is recorded first. At most one kept VM per --jobs slot.
+    #[arg(long, conflicts_with = "keep")]
+    pub keep_on_failure: bool,
+    /// Like --keep-on-failure, for every cell whatever its verdict (a pass too).
+    #[arg(long)]
+    pub keep: bool,
+    /// QEMU's gdb stub on a Unix socket for every cell, the kernel booted with nokaslr;
+    /// prints a ready-to-paste gdb command line with the kernel's debug vmlinux (fetched
+    /// as `kchaos analyze` does: Debian's -dbg package, or a local build's vmlinux).
+    #[arg(long)]
+    pub gdb: bool,
+    /// Like --gdb, and the guest waits for the debugger before it boots (`continue` in
+    /// gdb starts it; the boot timeout runs from then).
+    #[arg(long)]
+    pub gdb_wait: bool,
 }
 
 impl VmArgs {
@@ -138,6 +156,14 @@ impl VmArgs {
                 max_mib: self.dump_max,
                 timeout: Duration::from_secs(600),
             }),
+            keep: if self.keep {
+                KeepPolicy::Always
+            } else if self.keep_on_failure {
+                KeepPolicy::Failures
+            } else {
+                KeepPolicy::Never
+            },
+            gdb: (self.gdb || self.gdb_wait).then_some(GdbWait(self.gdb_wait)),
             jobs: self.jobs(),
             cache: cache.clone(),
         }

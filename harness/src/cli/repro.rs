@@ -168,6 +168,7 @@ pub fn repro(args: ReproArgs, cache: Cache) -> Result<Exit, CliError> {
     if results.len() > 1 {
         print_sweep(&results);
     }
+    rt.block_on(session.wait_kept());
     let judged = results.iter().any(|(_, t)| t.runs > 0);
     let hit = results.iter().any(|(_, t)| t.hits > 0);
     Ok(if !wrote {
@@ -237,6 +238,12 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
         same_seed: true,
         // A replay asks whether the failure recurs, known or not.
         known: None,
+        // The bundle's failure, seen again, ends a run at once (a signature that makes
+        // it `fail` needs no more of the scenario's duration).
+        until: manifest
+            .verdict
+            .is_failure()
+            .then_some(Target::Verdict(manifest.verdict)),
     };
     println!(
         "replaying {} ({}: {}) on {}, seed {}, {} run{}",
@@ -256,11 +263,13 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
         );
     }
     let rt = runtime()?;
-    let outcome = rt.block_on(async {
+    let (session, outcome) = rt.block_on(async {
         let session = Arc::new(Session::open(vm.session(&cache)).await);
         describe_session(&session);
-        matrix::run(&session, &opts).await
-    })?;
+        let outcome = matrix::run(&session, &opts).await;
+        (session, outcome)
+    });
+    let outcome = outcome?;
     let mut recurred = 0u32;
     let mut judged = 0u32;
     for cell in &outcome.results.cells {
@@ -324,6 +333,7 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
     for f in &outcome.write_failures {
         eprintln!("kchaos: error: results not written: {f}");
     }
+    rt.block_on(session.wait_kept());
     Ok(if outcome.interrupted {
         Exit::Interrupted
     } else if !outcome.write_failures.is_empty() {
@@ -457,6 +467,7 @@ pub fn bisect(args: BisectArgs, cache: Cache) -> Result<Exit, CliError> {
         );
         Ok(Exit::Ok)
     })();
+    rt.block_on(session.wait_kept());
     match outcome {
         Ok(_) if !wrote => Ok(Exit::Infrastructure),
         other => other,

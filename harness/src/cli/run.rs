@@ -67,11 +67,13 @@ pub fn run(args: RunArgs, cache: Cache) -> Result<Exit, CliError> {
         return Ok(Exit::Ok);
     }
     let rt = runtime()?;
-    let outcome = rt.block_on(async {
+    let (session, outcome) = rt.block_on(async {
         let session = Arc::new(Session::open(args.vm.session(&cache)).await);
         describe_session(&session);
-        matrix::run(&session, &opts).await
-    })?;
+        let outcome = matrix::run(&session, &opts).await;
+        (session, outcome)
+    });
+    let outcome = outcome?;
     print!("{}", summary_table(&outcome.results));
     if let Some(triage) = &outcome.results.triage {
         super::gate::print_triage(triage);
@@ -86,6 +88,8 @@ pub fn run(args: RunArgs, cache: Cache) -> Result<Exit, CliError> {
     }
     let exit_interrupted = outcome.interrupted;
     write_failed |= !results::after_run(&outcome);
+    // Everything is written: only now wait for the engineer to release kept VMs.
+    rt.block_on(session.wait_kept());
     Ok(Exit::of_run(
         &outcome.results,
         exit_interrupted,
@@ -110,6 +114,7 @@ fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliErr
             seed: args.seed.or(plan.seed),
             same_seed: false,
             known: args.known.load(&args.list)?,
+            until: None,
         });
     }
     let kernels = args.list.expand(&args.kernels)?;
@@ -146,6 +151,7 @@ fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliErr
         seed: args.seed,
         same_seed: false,
         known: args.known.load(&args.list)?,
+        until: None,
     })
 }
 

@@ -86,6 +86,10 @@ pub struct CellResult {
     pub guest_ready_ms: Option<u64>,
     /// Whole cell, from QEMU start to its exit.
     pub duration_ms: u64,
+    /// From QEMU start to the first kernel-log signature of a failure or crash, host
+    /// clock: the time to a hit (a run with `--until` ends the cell soon after it).
+    #[serde(default)]
+    pub first_signature_ms: Option<u64>,
     pub metrics: BTreeMap<String, Metric>,
     /// Every `[[check]]` with what was observed and the margin left, passing or not;
     /// empty when the runner never reported (and in results written before checks were
@@ -218,6 +222,7 @@ impl CellResult {
             boot_ms: None,
             guest_ready_ms: None,
             duration_ms: 0,
+            first_signature_ms: None,
             metrics: BTreeMap::new(),
             checks: Vec::new(),
             signatures: Vec::new(),
@@ -344,6 +349,7 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
         boot_ms: Some(3000),
         guest_ready_ms: Some(2500),
         duration_ms: 20_000,
+        first_signature_ms: None,
         metrics,
         checks,
         signatures: Vec::new(),

@@ -647,7 +647,7 @@ mod tests {
             assert_eq!(tables, 0, "a version 1 database has no checks table");
         }
         let mut store = Store::open(&path).unwrap();
-        assert_eq!(store.version(), 2);
+        assert_eq!(store.version(), SCHEMA_VERSION);
         assert_eq!(store.cells(Some(1)).unwrap(), vec![old]);
         let new = test_cell("memcg/new", kchaos_model::verdict::Verdict::Pass, 1e6);
         store.record_cell(1, &new).unwrap();
@@ -658,7 +658,7 @@ mod tests {
         assert_eq!(n, 1);
         // Opening it again migrates nothing twice.
         drop(store);
-        assert_eq!(Store::open(&path).unwrap().version(), 2);
+        assert_eq!(Store::open(&path).unwrap().version(), SCHEMA_VERSION);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct MatrixOptions {
     pub same_seed: bool,
     /// Known issues: failures they describe are recorded as known.
     pub known: Option<Arc<KnownIssues>>,
+    /// The outcome the run looks for (a replay: the bundle's failure): a signature that
+    /// decides it ends the cell at once. `None` for `kchaos run`.
+    pub until: Option<crate::analysis::trials::Target>,
 }
 
 /// The matrix of `opts`, as lines for `kchaos run --plan`.
@@ -185,6 +188,7 @@ fn job(loaded: &[Arc<LoadedScenario>], opts: &MatrixOptions, p: Planned) -> Job 
         repeat: p.repeat,
         repeats: opts.repeat,
         seed,
+        until: opts.until.clone(),
     }
 }
 

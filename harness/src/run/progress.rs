@@ -160,6 +160,10 @@ const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(10);
 impl CellProgress<'_> {
     pub fn update(&self, update: &CellUpdate) {
         let text = match update {
+            CellUpdate::Info(text) => {
+                self.progress.info(&format!("{}: {text}", self.id));
+                return;
+            }
             CellUpdate::Booting => "booting".to_owned(),
             CellUpdate::Phase(p) => match p {
                 Phase::Setup => "setting up".to_owned(),

@@ -248,6 +248,7 @@ mod tests {
                 repeat,
                 repeats: n,
                 seed: 1,
+                until: None,
             })
             .collect()
     }

@@ -14,8 +14,9 @@ use kchaos_model::verdict::Verdict;
 use tokio::sync::{watch, OnceCell};
 
 use super::progress::Progress;
+use crate::analysis::trials::Target;
 use crate::cell::preboot::Preboot;
-use crate::cell::{self, requirements, CellEnv, CellSpec, DumpPolicy};
+use crate::cell::{self, requirements, CellEnv, CellSpec, DumpPolicy, Gdb, KeepPolicy, Keeper};
 use crate::error::error_chain;
 use crate::results::CellResult;
 use crate::scenario::LoadedScenario;
@@ -33,10 +34,19 @@ pub struct SessionOptions {
     pub boot_timeout: Option<Duration>,
     /// Dump guest memory of crashed or hung guests (`--dump-memory`).
     pub dump: Option<DumpPolicy>,
+    /// Which decided cells keep their VM up for debugging (`--keep-on-failure`, `--keep`).
+    pub keep: KeepPolicy,
+    /// QEMU's gdb stub on every cell (`--gdb`), the guest waiting for the debugger
+    /// before it boots (`--gdb-wait`).
+    pub gdb: Option<GdbWait>,
     /// VMs at once.
     pub jobs: usize,
     pub cache: Cache,
 }
+
+/// `--gdb`: whether the guest waits for the debugger before booting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GdbWait(pub bool);
 
 /// Why no VM can boot in this session; recorded on every cell.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +77,7 @@ pub enum PrepareError {
 
 type Prepared<T> = Result<Arc<T>, Arc<PrepareError>>;
 type KernelCell = Arc<OnceCell<Prepared<Kernel>>>;
+type VmlinuxCell = Arc<OnceCell<Result<PathBuf, String>>>;
 
 #[derive(Debug)]
 pub struct Session {
@@ -78,6 +89,10 @@ pub struct Session {
     /// One image build at a time: two cells wanting the same new image build it once.
     image_lock: tokio::sync::Mutex<()>,
     interrupt: watch::Receiver<bool>,
+    /// The VMs kept for debugging, up to one per slot, until the user interrupts.
+    keeper: Arc<Keeper>,
+    /// Each kernel's debug vmlinux for `--gdb`, located (or downloaded) once.
+    vmlinux: Mutex<HashMap<String, VmlinuxCell>>,
 }
 
 /// One cell to run.
@@ -90,6 +105,9 @@ pub struct Job {
     /// Repeats planned (the id names the repeat when there are several).
     pub repeats: u32,
     pub seed: u64,
+    /// The outcome the run stops at (trials, replay): a kernel-log signature that
+    /// decides it ends the cell at once. `None` for a matrix run.
+    pub until: Option<Target>,
 }
 
 impl Job {
@@ -114,13 +132,32 @@ impl Session {
     pub async fn open(opts: SessionOptions) -> Session {
         let infra = prepare_infra(&opts).await.map_err(Arc::new);
         Session {
-            opts,
             infra,
             kernels: Mutex::new(HashMap::new()),
             runner: OnceCell::new(),
             image_lock: tokio::sync::Mutex::new(()),
             interrupt: interrupt_signal(),
+            keeper: Arc::new(Keeper::new(opts.jobs)),
+            vmlinux: Mutex::new(HashMap::new()),
+            opts,
         }
+    }
+
+    /// Waits until the VMs kept for debugging are released: the user interrupts
+    /// (Ctrl-C) or ends them from their monitor. Call after the results are written;
+    /// returns at once when none is kept.
+    pub async fn wait_kept(&self) {
+        let kept = self.keeper.kept();
+        if kept == 0 {
+            return;
+        }
+        eprintln!(
+            "kchaos: {kept} VM{} kept for debugging (see above how to reach {}); results are written; press Ctrl-C to end {}",
+            if kept == 1 { "" } else { "s" },
+            if kept == 1 { "it" } else { "them" },
+            if kept == 1 { "it" } else { "them" },
+        );
+        self.keeper.wait().await;
     }
 
     pub fn infra(&self) -> Result<&Infra, &InfraError> {
@@ -162,6 +199,33 @@ impl Session {
                     Ok(Arc::new(k))
                 }
                 Err(e) => Err(Arc::new(e)),
+            }
+        })
+        .await
+        .clone()
+    }
+
+    /// The symbols of `kernel` for gdb (the same lookup as `kchaos analyze`: Debian's
+    /// `-dbg` package, about 300 MB, downloaded once; a local build's vmlinux), or why
+    /// there are none. Once per kernel for the whole session.
+    async fn debug_vmlinux(
+        &self,
+        kernel: &Arc<Kernel>,
+        progress: &Progress,
+    ) -> Result<PathBuf, String> {
+        let cell = {
+            let mut all = self.vmlinux.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(all.entry(kernel.resolved.clone()).or_default())
+        };
+        cell.get_or_init(|| async {
+            progress.info(&format!(
+                "locating the debug vmlinux of {} for gdb (a Debian kernel's -dbg package is about 300 MB, downloaded once)",
+                kernel.resolved
+            ));
+            let (cache, k) = (self.opts.cache.clone(), Arc::clone(kernel));
+            match tokio::task::spawn_blocking(move || crate::analysis::crash::debug_vmlinux(&k, &cache)).await {
+                Ok(found) => found.map_err(|e| e.detail),
+                Err(e) => Err(format!("locating it failed unexpectedly: {e}")),
             }
         })
         .await
@@ -275,6 +339,16 @@ impl Session {
             guest_log: self.opts.guest_log.clone(),
             boot_timeout: self.opts.boot_timeout,
             dump: self.opts.dump,
+            until: job.until.clone(),
+            keep: self.opts.keep,
+            keeper: Arc::clone(&self.keeper),
+            gdb: match self.opts.gdb {
+                Some(GdbWait(wait)) => Some(Gdb {
+                    wait,
+                    vmlinux: self.debug_vmlinux(&kernel, progress).await,
+                }),
+                None => None,
+            },
         };
         let cell_progress = progress.cell(&id, &id);
         let mut result = cell::run(&spec, &env, &|u| cell_progress.update(&u)).await;
@@ -315,7 +389,7 @@ fn interrupt_signal() -> watch::Receiver<bool> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("kchaos: interrupted; stopping the running cells and keeping finished results");
+        eprintln!("kchaos: interrupted; stopping the running cells (and kept VMs), keeping finished results");
         let _ = tx.send(true);
         // Keep the flag's sender alive: a dropped sender is not an interruption.
         std::future::pending::<()>().await;

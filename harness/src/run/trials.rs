@@ -94,6 +94,9 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
             Some(seed) => seed,
             None => plan::cell_seed(fixed, repeat, random_seed),
         },
+        // A cell whose signature already makes it a hit ends at once: seconds, not the
+        // scenario's duration, per hit.
+        until: Some(opts.target.clone()),
     });
     let slots_u32 = u32::try_from(slots).unwrap_or(u32::MAX);
     let ended = scheduler::drive(session, slots, jobs, &opts.out, &progress, |cell| {

@@ -42,7 +42,30 @@ pub struct QemuCommand {
     pub control_socket: Option<PathBuf>,
     /// QEMU's monitor (QMP), for evidence from a guest that stopped answering.
     pub qmp_socket: Option<PathBuf>,
+    /// Ways in for an engineer (`--keep`, `--gdb`); none by default.
+    pub debug: DebugAccess,
 }
+
+/// What an engineer can reach besides the harness's own streams, each on a Unix socket
+/// QEMU listens on (without waiting: nobody has to connect).
+#[derive(Debug, Clone, Default)]
+pub struct DebugAccess {
+    /// QEMU's human monitor (HMP): `info registers`, `nmi`, `dump-guest-memory`, `quit`.
+    pub monitor: Option<PathBuf>,
+    /// A second serial port, `ttyS1` in the guest (built into every kernel, no module
+    /// to load), where the runner starts a shell when asked (`kchaos.shell=ttyS1`).
+    pub shell: Option<PathBuf>,
+    /// QEMU's gdb stub (`gdb -ex 'target remote SOCKET'`).
+    pub gdb: Option<PathBuf>,
+    /// Start with the vCPUs stopped (`-S`) until a debugger (or the monitor's `cont`)
+    /// resumes them.
+    pub wait_for_debugger: bool,
+}
+
+pub const GDB_CHARDEV: &str = "kchaos-gdb";
+
+/// The guest's name for [`DebugAccess::shell`]'s port.
+pub const SHELL_TTY: &str = "ttyS1";
 
 impl QemuCommand {
     /// The parameters every kchaos VM gets. `loglevel=5` puts warnings and worse on the
@@ -77,7 +100,11 @@ impl QemuCommand {
             "-no-user-config",
             "-no-reboot",
         ]);
-        push(&["-display", "none", "-monitor", "none", "-nic", "none"]);
+        push(&["-display", "none", "-nic", "none"]);
+        match &self.debug.monitor {
+            Some(socket) => push(&["-monitor", &listen(socket)]),
+            None => push(&["-monitor", "none"]),
+        }
         push(&[
             "-m",
             &self.memory_mib.to_string(),
@@ -85,6 +112,24 @@ impl QemuCommand {
             &self.cpus.to_string(),
         ]);
         push(&["-serial", "stdio"]);
+        if let Some(socket) = &self.debug.shell {
+            push(&["-serial", &listen(socket)]);
+        }
+        if let Some(socket) = &self.debug.gdb {
+            let chardev = format!(
+                "socket,id={GDB_CHARDEV},path={},server=on,wait=off",
+                escape(socket)
+            );
+            push(&[
+                "-chardev",
+                &chardev,
+                "-gdb",
+                &format!("chardev:{GDB_CHARDEV}"),
+            ]);
+        }
+        if self.debug.wait_for_debugger {
+            push(&["-S"]);
+        }
         a.push("-kernel".into());
         a.push(self.kernel.clone().into());
         let mut cmdline = self.cmdline.clone();
@@ -115,7 +160,7 @@ impl QemuCommand {
         a.push(cmdline.join(" ").into());
         if let Some(socket) = &self.qmp_socket {
             a.push("-qmp".into());
-            a.push(format!("unix:{},server=on,wait=off", escape(socket)).into());
+            a.push(listen(socket).into());
         }
         if let Some(socket) = &self.control_socket {
             a.push("-chardev".into());
@@ -130,6 +175,11 @@ impl QemuCommand {
         }
         a
     }
+}
+
+/// A Unix socket QEMU listens on without waiting for anyone to connect.
+fn listen(socket: &Path) -> String {
+    format!("unix:{},server=on,wait=off", escape(socket))
 }
 
 fn chardev(socket: &Path) -> String {
@@ -159,6 +209,7 @@ mod tests {
             cmdline: QemuCommand::base_cmdline("s/k", true),
             control_socket,
             qmp_socket: None,
+            debug: DebugAccess::default(),
         };
         let args: Vec<String> = cmd
             .args()
@@ -183,6 +234,52 @@ mod tests {
             !append.contains("root="),
             "an initramfs boot names no root device"
         );
+    }
+
+    #[test]
+    fn debug_access_listens_on_sockets_only_when_asked() {
+        let (plain, _) = render(BootMedia::Initrd("/k/i".into()), None);
+        assert!(plain.contains("-monitor none"), "{plain}");
+        assert_eq!(plain.matches("-serial").count(), 1);
+        let cmd = QemuCommand {
+            accel: Accel::Tcg,
+            memory_mib: 512,
+            cpus: 1,
+            kernel: "/k/vmlinuz".into(),
+            boot: BootMedia::Initrd("/k/i".into()),
+            cmdline: Vec::new(),
+            control_socket: None,
+            qmp_socket: None,
+            debug: DebugAccess {
+                monitor: Some("/s/monitor.sock".into()),
+                shell: Some("/s/shell.sock".into()),
+                gdb: Some("/s/gdb.sock".into()),
+                wait_for_debugger: true,
+            },
+        };
+        let joined = cmd
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            joined.contains("-monitor unix:/s/monitor.sock,server=on,wait=off"),
+            "{joined}"
+        );
+        // The console stays ttyS0; the shell's port comes second, so it is ttyS1.
+        assert!(
+            joined.contains("-serial stdio -serial unix:/s/shell.sock,server=on,wait=off"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains(
+                "-chardev socket,id=kchaos-gdb,path=/s/gdb.sock,server=on,wait=off -gdb chardev:kchaos-gdb"
+            ),
+            "{joined}"
+        );
+        assert!(joined.split(' ').any(|a| a == "-S"), "{joined}");
+        assert!(!plain.split(' ').any(|a| a == "-S"), "{plain}");
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub mod runner_cargo;
 pub mod sockets;
 
 pub use self::accel::{detect as detect_accel, Accel, AccelChoice, AccelDecision};
-pub use self::command::{BootMedia, QemuCommand, CONTROL_CHARDEV};
+pub use self::command::{BootMedia, DebugAccess, QemuCommand, CONTROL_CHARDEV};
 pub use self::qemu::{find_in_path, Qemu, QemuError};

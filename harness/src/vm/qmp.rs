@@ -112,6 +112,14 @@ impl Qmp {
             .map(|_| ())
     }
 
+    /// A non-maskable interrupt on every vCPU (x86). With `unknown_nmi_panic` the guest
+    /// kernel panics on it, wherever its CPUs were, even with interrupts off.
+    pub async fn inject_nmi(&mut self) -> Result<(), QmpError> {
+        self.execute("inject-nmi", json!({}), Duration::from_secs(5))
+            .await
+            .map(|_| ())
+    }
+
     /// Writes guest memory to `path` as a zlib-compressed kdump file, which the `crash`
     /// utility reads. Blocks until QEMU has finished.
     pub async fn dump_memory(&mut self, path: &Path, timeout: Duration) -> Result<(), QmpError> {

@@ -14,6 +14,8 @@ use kchaos_model::verdict::{self, Verdict};
 
 use super::*;
 
+mod endings;
+
 const SCENARIO: &str = r#"
 [scenario]
 name = "s"
@@ -122,9 +124,14 @@ struct Ran {
     notes: Vec<String>,
     outcome_boot_ms: Option<u64>,
     fingerprint: bool,
+    first_signature_ms: Option<u64>,
 }
 
 fn run(steps: Vec<Step>, stderr: &str) -> Ran {
+    run_with(Endings::default(), steps, stderr)
+}
+
+fn run_with(endings: Endings, steps: Vec<Step>, stderr: &str) -> Ran {
     let s = scenario();
     let units = s
         .metric_catalog()
@@ -133,7 +140,7 @@ fn run(steps: Vec<Step>, stderr: &str) -> Ran {
         .collect();
     let watch = Watch::new(SignatureSet::new(&s.signatures).unwrap(), units);
     let t0 = Instant::now();
-    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, t0);
+    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, endings, t0);
     let mut now = t0;
     let mut actions = Vec::new();
     for step in steps {
@@ -148,7 +155,10 @@ fn run(steps: Vec<Step>, stderr: &str) -> Ran {
         };
         assert!(at >= now, "steps go forward in time");
         now = at;
-        assert!(!state.is_done(now), "the cell ended before {event:?}");
+        // (A refused keep is the driver's reply to the Keep that ended the cell.)
+        if !matches!(event, Event::KeepRefused(_)) {
+            assert!(!state.is_done(now), "the cell ended before {event:?}");
+        }
         actions.extend(state.handle(event, now));
     }
     // QEMU's streams close after it exits; then the cell is over.
@@ -168,6 +178,7 @@ fn run(steps: Vec<Step>, stderr: &str) -> Ran {
         notes: outcome.notes,
         outcome_boot_ms: outcome.boot_ms,
         fingerprint: outcome.fingerprint.is_some(),
+        first_signature_ms: outcome.first_signature_ms,
     }
 }
 
@@ -180,9 +191,11 @@ fn kinds(actions: &[Action]) -> Vec<&'static str> {
             Action::Send(HostMessage::Ack) => "send-ack",
             Action::Send(HostMessage::Abort { .. }) => "send-abort",
             Action::Kill => "kill",
+            Action::Keep => "keep",
             Action::Update(_) => "update",
             Action::CheckLiveness => "check-liveness",
             Action::SendSysrq => "sysrq",
+            Action::InjectNmi => "nmi",
             Action::WriteSysrq(_) => "write-sysrq",
             Action::DumpMemory => "dump",
         })
@@ -443,7 +456,7 @@ fn deadlines_follow_the_stage() {
         Default::default(),
     );
     let t0 = Instant::now();
-    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, t0);
+    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, Endings::default(), t0);
     assert_eq!(state.deadline(), Some(t0 + Duration::from_secs(60)), "boot");
     state.handle(Event::Connected, t0);
     let h = t0 + Duration::from_secs(2);

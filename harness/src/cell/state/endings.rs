@@ -1,0 +1,134 @@
+//! How a cell ends besides running its course: at a signature that decides the run's
+//! target, through the evidence end game (an NMI panic before a dump), and with its VM
+//! kept for the engineer instead of killed. Part of [`CellState`]'s decisions, kept
+//! apart so the main state machine reads as events and stages.
+
+use std::time::Instant;
+
+use kchaos_model::protocol::HostMessage;
+use kchaos_model::signature::{Severity, SignatureHit};
+use kchaos_model::verdict;
+
+use super::{after, Action, CellState, Stage};
+use crate::analysis::trials::Target;
+use crate::cell::keep::KeepPolicy;
+
+/// How a cell may end besides running its course; fixed when it starts.
+#[derive(Debug, Clone, Default)]
+pub struct Endings {
+    /// The outcome the run stops at (`repro`, `bisect`, `replay`): a kernel-log
+    /// signature that decides it ends the cell at once, evidence first, instead of at
+    /// the scenario's duration. `None` (`kchaos run`): every cell runs its course, and
+    /// only a crash ends one early.
+    pub until: Option<Target>,
+    /// Guest memory is dumped at the end (`--dump-memory`; the kernel then runs with
+    /// `panic=0 unknown_nmi_panic`, so an injected NMI panics it and it stays up).
+    pub dump: bool,
+    /// Which decided cells keep their VM for the engineer instead of killing it (the
+    /// runner then waits for the host's `Ack` without a bound, and a panicked kernel
+    /// stays up: `panic=0`).
+    pub keep: KeepPolicy,
+    /// QEMU starts paused until a debugger resumes it (`--gdb-wait`): the boot clock
+    /// starts at [`Event::Resumed`], not at QEMU's start.
+    pub wait_for_debugger: bool,
+}
+
+impl CellState {
+    /// Whether a VM that ends now is kept, by the policy and the verdict it will get.
+    pub(super) fn keeps(&self) -> bool {
+        if self.exited() || self.interrupted {
+            return false;
+        }
+        match self.endings.keep {
+            KeepPolicy::Never => false,
+            KeepPolicy::Always => true,
+            KeepPolicy::Failures => verdict::decide(&self.scenario, &self.observations(None))
+                .verdict
+                .is_failure(),
+        }
+    }
+
+    /// The cell is decided: keep its VM if asked to, else kill it.
+    pub(super) fn end(&mut self, actions: &mut Vec<Action>) {
+        if self.stage != Stage::Kept && self.keeps() {
+            self.stage = Stage::Kept;
+            actions.push(Action::Keep);
+        } else {
+            self.kill(actions);
+        }
+    }
+
+    /// A new kernel-log signature: a crash ends the cell after a grace for the rest of
+    /// its report; a failure ends it only when it decides the run's target (and the
+    /// runner has not reported yet — then the cell is ending anyway).
+    pub(super) fn signature(
+        &mut self,
+        hit: &SignatureHit,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) {
+        if matches!(hit.severity, Severity::Fail | Severity::Crash) {
+            self.first_signature_at.get_or_insert(now);
+        }
+        if self.stage != Stage::Live {
+            return;
+        }
+        if hit.severity == Severity::Crash {
+            self.stage = Stage::CrashGrace {
+                until: after(now, self.timeouts.crash_grace),
+            };
+            return;
+        }
+        let Some(target) = &self.endings.until else {
+            return;
+        };
+        if self.finished_at.is_none() && target.decided_by(hit) {
+            self.watch.notes.push(format!(
+                "ended at once: kernel log [{}] decides the target ({}) {:.1}s after QEMU started; evidence collected, the rest of the run skipped",
+                hit.id,
+                target.describe(),
+                now.saturating_duration_since(self.spawned_at).as_secs_f64()
+            ));
+            let mark = self.watch.console_lines.len();
+            self.stage = Stage::SendingSysrq { mark };
+            actions.push(Action::SendSysrq);
+        }
+    }
+
+    /// The runner reported (or gave up) and waits for the `Ack` to power off (a lost
+    /// Ack only delays that). A VM to keep gets none: with `kchaos.keep` the runner
+    /// waits for it without a bound.
+    pub(super) fn reported(&mut self, actions: &mut Vec<Action>) {
+        match self.stage {
+            Stage::Live if self.keeps() => self.end(actions),
+            Stage::Live | Stage::Exited { .. } => actions.push(Action::Send(HostMessage::Ack)),
+            // Another end game (a crash's grace, a hang's evidence) decides; under a
+            // keep policy the guest must not power off beneath it.
+            _ if self.endings.keep == KeepPolicy::Never => {
+                actions.push(Action::Send(HostMessage::Ack));
+            }
+            _ => {}
+        }
+    }
+
+    /// The last evidence, then the end: with a dump wanted, a kernel that has not
+    /// panicked is made to panic first (every CPU's registers saved, its stack walkable
+    /// by `crash`), then its memory is dumped.
+    pub(super) fn dump_and_end(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        let keeping = self.keeps();
+        if self.endings.dump && !self.panicked {
+            if !keeping {
+                self.stage = Stage::Panicking {
+                    until: after(now, self.timeouts.evidence_max),
+                };
+                actions.push(Action::InjectNmi);
+                return;
+            }
+            self.watch.notes.push(
+                "guest memory dumped live, without the NMI panic, to keep the guest as it was: `crash`'s bt may not walk a CPU caught on an entry stack (the monitor's `nmi`, then `dump-guest-memory`, gives a walkable dump)".to_owned(),
+            );
+        }
+        actions.push(Action::DumpMemory);
+        self.end(actions);
+    }
+}

@@ -1,0 +1,104 @@
+//! What a cell saw, as the verdict reads it: while it still runs (to decide whether its
+//! VM is kept) and once it is over.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use kchaos_model::fingerprint::Fingerprint;
+use kchaos_model::metrics::Metric;
+use kchaos_model::verdict::Observations;
+
+use super::{CellState, Stage};
+
+/// What a finished cell saw, for the verdict and the result.
+#[derive(Debug)]
+pub struct Outcome {
+    pub obs: Observations,
+    pub boot_ms: Option<u64>,
+    pub guest_ready_ms: Option<u64>,
+    pub release: Option<String>,
+    pub notes: Vec<String>,
+    pub fingerprint: Option<Fingerprint>,
+    /// The console lines, for evidence written after the end.
+    pub sysrq: Option<PathBuf>,
+    pub vmcore: Option<PathBuf>,
+    /// QEMU start → the first failure or crash signature.
+    pub first_signature_ms: Option<u64>,
+}
+
+impl CellState {
+    /// What the cell saw, as the verdict reads it. `qemu_stderr` is what QEMU printed
+    /// once it is gone; `None` while the cell is still deciding (whether to keep its VM).
+    pub(super) fn observations(&self, qemu_stderr: Option<&str>) -> Observations {
+        let w = &self.watch;
+        let mut obs = w.obs.clone();
+        if w.corrupt_bytes > 0 {
+            obs.infra.push(format!(
+                "the control channel carried {} corrupt bytes (first: {})",
+                w.corrupt_bytes,
+                w.corrupt_first.clone().unwrap_or_default()
+            ));
+        }
+        let ended_cleanly = obs.report.is_some() || obs.skip.is_some() || obs.fatal.is_some();
+        let ended_by_harness = self.killed || self.kept();
+        if let Some(stderr) = qemu_stderr.filter(|_| !ended_by_harness) {
+            if !ended_cleanly && !w.has_crash() {
+                let status = self.exit_status.as_deref().unwrap_or("unknown");
+                let qemu_said = stderr
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .map(|l| format!("; QEMU said: {}", l.trim()))
+                    .unwrap_or_default();
+                let when = if self.hello_at.is_some() {
+                    "before the runner reported results"
+                } else {
+                    "before the guest reached the runner"
+                };
+                obs.infra.push(format!(
+                    "QEMU exited ({status}) {when}{qemu_said}; {}",
+                    w.tail()
+                ));
+            }
+        }
+        let mut metrics: BTreeMap<String, Metric> = obs
+            .report
+            .as_ref()
+            .map(|r| r.metrics.clone())
+            .unwrap_or_default();
+        for (name, series) in &w.series {
+            metrics.insert(name.clone(), Metric::Series(series.clone()));
+        }
+        obs.metrics = metrics;
+        obs
+    }
+
+    /// The cell is over: what it saw. `qemu_stderr` is what QEMU printed (nothing yet
+    /// for a kept VM).
+    pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
+        let obs = self.observations(Some(qemu_stderr));
+        let since_start =
+            |t: Instant| crate::cell::millis(t.saturating_duration_since(self.spawned_at));
+        let boot_from = self.boot_from.unwrap_or(self.spawned_at);
+        let w = &mut self.watch;
+        if self.stage == Stage::Kept {
+            w.notes.push(
+                "the VM was kept for debugging after the verdict (--keep-on-failure / --keep)"
+                    .to_owned(),
+            );
+        }
+        Outcome {
+            obs,
+            boot_ms: self
+                .hello_at
+                .map(|h| crate::cell::millis(h.saturating_duration_since(boot_from))),
+            guest_ready_ms: self.guest_ready_ms,
+            release: self.release,
+            fingerprint: w.fingerprint(),
+            notes: std::mem::take(&mut w.notes),
+            sysrq: None,
+            vmcore: None,
+            first_signature_ms: self.first_signature_at.map(since_start),
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! The endings besides a cell's course, as table tests: a decided target, the NMI
+//! before a dump, kept VMs, a guest held by a debugger.
+
+use super::*;
+use crate::analysis::trials::Target;
+use crate::cell::keep::KeepPolicy;
+
+/// Issue #14, time to a hit: a run looking for an outcome ends a cell as soon as a
+/// signature decides it (evidence first), instead of at the scenario's duration; a
+/// plain run, or a signature that does not decide the target, changes nothing.
+#[test]
+fn a_decided_target_ends_the_cell_at_once() {
+    const LEAK: &str = "unregister_netdevice: waiting for veth3 to become free. Usage count = 1";
+    let ok = || {
+        vec![
+            At(100, Event::Connected),
+            At(2000, hello(PROTOCOL_VERSION)),
+            At(3000, phase(Phase::Workload)),
+        ]
+    };
+    // The signature, then the evidence end game of a hang, without the silence.
+    let ended_at_once = |signature: Event| {
+        [
+            ok(),
+            vec![
+                At(5000, signature),
+                At(5100, heartbeat()),
+                At(5400, Event::SysrqSent),
+                At(5500, console("sysrq: Show Blocked State")),
+                Deadline,
+                At(9600, exited("signal: 9 (SIGKILL)")),
+            ],
+        ]
+        .concat()
+    };
+    // The same signature, but the run goes on to its report.
+    let runs_its_course = |signature: Event| {
+        [
+            ok(),
+            vec![
+                At(5000, signature),
+                At(9000, finished(2)),
+                At(9500, exited("exit status: 0")),
+            ],
+        ]
+        .concat()
+    };
+    let until = |t: &str| Endings {
+        until: Some(Target::parse(t)),
+        ..Endings::default()
+    };
+    let plain = Endings::default;
+    // (what happened, endings, events, verdict, a reason, actions, ended early)
+    type Case = (
+        &'static str,
+        Endings,
+        Vec<Step>,
+        Verdict,
+        &'static str,
+        Vec<&'static str>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "--until any: the leak in kmsg ends the cell",
+            until("any"),
+            ended_at_once(kmsg(LEAK)),
+            Verdict::Fail,
+            "kernel log [unregister-netdevice]: unregister_netdevice: waiting for veth3",
+            vec!["send-run", "sysrq", "write-sysrq", "dump", "kill"],
+            true,
+        ),
+        (
+            "--until TEXT: the console line names it",
+            until("Usage count"),
+            ended_at_once(console(&format!("[    5.3] {LEAK}"))),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "sysrq", "write-sysrq", "dump", "kill"],
+            true,
+        ),
+        (
+            "kchaos run: a failure signature does not end a cell",
+            plain(),
+            runs_its_course(kmsg(LEAK)),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+        (
+            "--until crash: a failure signature does not decide it",
+            until("crash"),
+            runs_its_course(kmsg(LEAK)),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+        (
+            "--until TEXT: another signature does not decide it",
+            until("soft lockup"),
+            runs_its_course(kmsg(LEAK)),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+        (
+            "--until fail: after the report the cell is ending anyway",
+            until("fail"),
+            [
+                ok(),
+                vec![
+                    At(9000, finished(2)),
+                    At(9100, kmsg(LEAK)),
+                    At(9500, exited("exit status: 0")),
+                ],
+            ]
+            .concat(),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+    ];
+    for (name, endings, steps, want, reason, want_actions, early) in cases {
+        let ran = run_with(endings, steps, "");
+        assert_eq!(ran.verdict, want, "{name}: {}", ran.reasons);
+        assert!(
+            ran.reasons.contains(reason),
+            "{name}: wanted `{reason}` in `{}`",
+            ran.reasons
+        );
+        assert_eq!(kinds(&ran.actions), want_actions, "{name}");
+        assert_eq!(
+            ran.notes.iter().any(|n| n.starts_with("ended at once")),
+            early,
+            "{name}: {:?}",
+            ran.notes
+        );
+        // Time to a hit, from QEMU's start, whether or not the cell ended at once.
+        let first = if name.contains("after the report") {
+            9100
+        } else {
+            5000
+        };
+        assert_eq!(ran.first_signature_ms, Some(first), "{name}");
+    }
+}
+
+/// Issue #13, walkable hang dumps: before a memory dump of a kernel that has not
+/// panicked, an NMI makes it panic (so `crash` finds every CPU parked in `panic()`);
+/// that panic is the harness's doing and never turns a hang into a crash.
+#[test]
+fn a_dump_of_a_live_kernel_panics_it_first() {
+    let dump = || Endings {
+        dump: true,
+        ..Endings::default()
+    };
+    let ok = || {
+        vec![
+            At(100, Event::Connected),
+            At(2000, hello(PROTOCOL_VERSION)),
+            At(3000, phase(Phase::Workload)),
+        ]
+    };
+    // The hang's end game up to the sysrq dumps being written.
+    let hung = || {
+        [
+            ok(),
+            vec![
+                Deadline,
+                At(36_000, Event::Liveness(Ok(()))),
+                At(37_000, Event::SysrqSent),
+                At(37_100, console("sysrq: Show Blocked State")),
+                Deadline,
+            ],
+        ]
+        .concat()
+    };
+    let nmi_panic = || {
+        vec![
+            At(42_000, Event::NmiInjected(Ok(()))),
+            At(
+                42_100,
+                console("[   41.0] Kernel panic - not syncing: NMI: Not continuing"),
+            ),
+            At(
+                42_200,
+                console("[   41.0] CPU: 0 PID: 77 Comm: kchaos-wedge-0"),
+            ),
+            At(
+                42_300,
+                console("[   41.1] ---[ end Kernel panic - not syncing: NMI: Not continuing ]---"),
+            ),
+            At(42_400, exited("signal: 9 (SIGKILL)")),
+        ]
+    };
+    // (what happened, endings, events, verdict, a reason, actions, a note)
+    type Case = (
+        &'static str,
+        Endings,
+        Vec<Step>,
+        Verdict,
+        &'static str,
+        Vec<&'static str>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "a hang: NMI, the panic report, then the dump",
+            dump(),
+            [hung(), nmi_panic()].concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec![
+                "send-run",
+                "check-liveness",
+                "sysrq",
+                "write-sysrq",
+                "nmi",
+                "dump",
+                "kill",
+            ],
+            "",
+        ),
+        (
+            "a hang without --dump-memory: no NMI",
+            Endings::default(),
+            [hung(), vec![At(42_400, exited("signal: 9 (SIGKILL)"))]].concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec![
+                "send-run",
+                "check-liveness",
+                "sysrq",
+                "write-sysrq",
+                "dump",
+                "kill",
+            ],
+            "",
+        ),
+        (
+            "a panic: already parked, dumped at once",
+            dump(),
+            [
+                ok(),
+                vec![
+                    At(
+                        5000,
+                        console("[ 5.0] Kernel panic - not syncing: sysrq triggered crash"),
+                    ),
+                    Deadline,
+                    At(14_000, exited("signal: 9 (SIGKILL)")),
+                ],
+            ]
+            .concat(),
+            Verdict::Crash,
+            "sysrq triggered crash",
+            vec!["send-run", "dump", "kill"],
+            "",
+        ),
+        (
+            "an Oops the kernel survived: made to panic before the dump",
+            dump(),
+            [
+                ok(),
+                vec![
+                    At(5000, console("[ 5.0] Oops: 0000 [#1] PREEMPT SMP NOPTI")),
+                    Deadline,
+                ],
+                nmi_panic(),
+            ]
+            .concat(),
+            Verdict::Crash,
+            "kernel log [oops]: Oops: 0000",
+            vec!["send-run", "nmi", "dump", "kill"],
+            "",
+        ),
+        (
+            "QEMU refuses the NMI: dumped as it was",
+            dump(),
+            [
+                hung(),
+                vec![
+                    At(
+                        42_000,
+                        Event::NmiInjected(Err("QEMU refused `inject-nmi`".into())),
+                    ),
+                    At(42_400, exited("signal: 9 (SIGKILL)")),
+                ],
+            ]
+            .concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec![
+                "send-run",
+                "check-liveness",
+                "sysrq",
+                "write-sysrq",
+                "nmi",
+                "dump",
+                "kill",
+            ],
+            "no NMI (QEMU refused `inject-nmi`)",
+        ),
+        (
+            "the kernel ignores the NMI: dumped after the bound",
+            dump(),
+            [
+                hung(),
+                vec![
+                    At(42_000, Event::NmiInjected(Ok(()))),
+                    Deadline,
+                    At(90_000, exited("signal: 9 (SIGKILL)")),
+                ],
+            ]
+            .concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec![
+                "send-run",
+                "check-liveness",
+                "sysrq",
+                "write-sysrq",
+                "nmi",
+                "dump",
+                "kill",
+            ],
+            "did not finish panicking within 40s of the NMI",
+        ),
+    ];
+    for (name, endings, steps, want, reason, want_actions, note) in cases {
+        let ran = run_with(endings, steps, "");
+        assert_eq!(ran.verdict, want, "{name}: {}", ran.reasons);
+        assert!(
+            ran.reasons.contains(reason),
+            "{name}: wanted `{reason}` in `{}`",
+            ran.reasons
+        );
+        assert!(
+            !ran.reasons.contains("NMI: Not continuing"),
+            "{name}: the harness's panic is no finding: {}",
+            ran.reasons
+        );
+        assert_eq!(kinds(&ran.actions), want_actions, "{name}");
+        assert!(
+            note.is_empty() || ran.notes.iter().any(|n| n.contains(note)),
+            "{name}: wanted `{note}` in {:?}",
+            ran.notes
+        );
+    }
+}
+
+/// Issue #16, `--keep-on-failure` / `--keep`: a decided cell's VM is kept instead of
+/// killed — failures only, or every verdict — and the runner gets no Ack, so it waits
+/// instead of powering off. Interrupts, frozen QEMUs and a full keeper still kill.
+#[test]
+fn a_decided_cell_keeps_its_vm_when_asked() {
+    let keep = |policy| Endings {
+        keep: policy,
+        ..Endings::default()
+    };
+    let on_failure = || keep(KeepPolicy::Failures);
+    let ok = || {
+        vec![
+            At(100, Event::Connected),
+            At(2000, hello(PROTOCOL_VERSION)),
+            At(3000, phase(Phase::Workload)),
+        ]
+    };
+    let panic = || console("[ 5.0] Kernel panic - not syncing: sysrq triggered crash");
+    // (what happened, endings, events, verdict, a reason, actions, kept)
+    type Case = (
+        &'static str,
+        Endings,
+        Vec<Step>,
+        Verdict,
+        &'static str,
+        Vec<&'static str>,
+        bool,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "a crash: kept in its panic after the grace",
+            on_failure(),
+            [ok(), vec![At(5000, panic()), Deadline]].concat(),
+            Verdict::Crash,
+            "sysrq triggered crash",
+            vec!["send-run", "dump", "keep"],
+            true,
+        ),
+        (
+            "a failed check: no Ack, the runner waits",
+            on_failure(),
+            [ok(), vec![At(9000, finished(25))]].concat(),
+            Verdict::Fail,
+            "stat_read.p99",
+            vec!["send-run", "keep"],
+            true,
+        ),
+        (
+            "a pass is not kept on failure",
+            on_failure(),
+            [ok(), vec![At(9000, finished(2)), At(9500, exited("exit status: 0"))]].concat(),
+            Verdict::Pass,
+            "",
+            vec!["send-run", "send-ack"],
+            false,
+        ),
+        (
+            "--keep keeps a pass too",
+            keep(KeepPolicy::Always),
+            [ok(), vec![At(9000, finished(2))]].concat(),
+            Verdict::Pass,
+            "",
+            vec!["send-run", "keep"],
+            true,
+        ),
+        (
+            "a hang with a dump: dumped live (no NMI), kept as it was",
+            Endings { dump: true, ..on_failure() },
+            [ok(), vec![
+                Deadline,
+                At(36_000, Event::Liveness(Ok(()))),
+                At(37_000, Event::SysrqSent),
+                Deadline,
+            ]].concat(),
+            Verdict::Hang,
+            "the guest sent nothing for 32s",
+            vec!["send-run", "check-liveness", "sysrq", "write-sysrq", "dump", "keep"],
+            true,
+        ),
+        (
+            "a decided target ends the cell and keeps it",
+            Endings { until: Some(Target::AnyFailure), ..on_failure() },
+            [ok(), vec![
+                At(5000, kmsg("unregister_netdevice: waiting for veth3 to become free. Usage count = 1")),
+                At(5400, Event::SysrqSent),
+                Deadline,
+            ]].concat(),
+            Verdict::Fail,
+            "unregister-netdevice",
+            vec!["send-run", "sysrq", "write-sysrq", "dump", "keep"],
+            true,
+        ),
+        (
+            "the report comes during a crash's grace: no Ack under a keep policy",
+            on_failure(),
+            [ok(), vec![At(5000, panic()), At(5100, finished(2)), Deadline]].concat(),
+            Verdict::Crash,
+            "sysrq triggered crash",
+            vec!["send-run", "dump", "keep"],
+            true,
+        ),
+        (
+            "the keeper is full: killed, and said so",
+            on_failure(),
+            [ok(), vec![
+                At(5000, panic()),
+                Deadline,
+                At(13_100, Event::KeepRefused("2 VMs are kept already".into())),
+                At(13_200, exited("signal: 9 (SIGKILL)")),
+            ]].concat(),
+            Verdict::Crash,
+            "sysrq triggered crash",
+            vec!["send-run", "dump", "keep", "kill"],
+            false,
+        ),
+        (
+            "an interrupt releases, never keeps",
+            on_failure(),
+            [ok(), vec![At(5000, Event::Interrupted), At(5100, exited("signal: 9 (SIGKILL)"))]].concat(),
+            Verdict::Error,
+            "interrupted",
+            vec!["send-run", "send-abort", "kill"],
+            false,
+        ),
+        (
+            "a frozen QEMU is killed: nothing to debug there",
+            keep(KeepPolicy::Always),
+            [ok(), vec![
+                Deadline,
+                At(36_000, Event::Liveness(Err("its process is stopped".into()))),
+                At(36_100, exited("signal: 9 (SIGKILL)")),
+            ]].concat(),
+            Verdict::Error,
+            "QEMU itself stopped responding",
+            vec!["send-run", "check-liveness", "kill"],
+            false,
+        ),
+        (
+            "a boot that never reached the runner is no failure to keep",
+            on_failure(),
+            vec![At(100, Event::Connected), Deadline, At(61_000, exited("signal: 9 (SIGKILL)"))],
+            Verdict::Error,
+            "did not reach the kchaos runner",
+            vec!["kill"],
+            false,
+        ),
+        (
+            "--keep keeps it though: a boot to debug",
+            keep(KeepPolicy::Always),
+            vec![At(100, Event::Connected), Deadline],
+            Verdict::Error,
+            "did not reach the kchaos runner",
+            vec!["keep"],
+            true,
+        ),
+    ];
+    for (name, endings, steps, want, reason, want_actions, kept) in cases {
+        let ran = run_with(endings, steps, "");
+        assert_eq!(ran.verdict, want, "{name}: {}", ran.reasons);
+        assert!(
+            ran.reasons.contains(reason),
+            "{name}: wanted `{reason}` in `{}`",
+            ran.reasons
+        );
+        assert!(
+            !ran.reasons.contains("QEMU exited"),
+            "{name}: a kept QEMU has not exited: {}",
+            ran.reasons
+        );
+        assert_eq!(kinds(&ran.actions), want_actions, "{name}");
+        assert_eq!(
+            ran.notes.iter().any(|n| n.contains("kept for debugging")),
+            kept,
+            "{name}: {:?}",
+            ran.notes
+        );
+    }
+}
+
+/// Issue #16, `--gdb`: a guest held by a debugger (QEMU run state `debug`) is silent
+/// but not hung; the time it was held extends the run's budget.
+#[test]
+fn a_guest_stopped_in_the_debugger_is_not_hung() {
+    let ran = run(
+        vec![
+            At(100, Event::Connected),
+            At(2000, hello(PROTOCOL_VERSION)),
+            At(3000, phase(Phase::Workload)),
+            // Silent from 3s: checked at 35s, held by gdb.
+            Deadline,
+            At(35_100, Event::Stopped("debug".into())),
+            // Held again at the next silence bound; then it runs on and reports.
+            Deadline,
+            At(67_200, Event::Stopped("debug".into())),
+            At(70_000, heartbeat()),
+            At(75_000, finished(2)),
+            At(75_500, exited("exit status: 0")),
+        ],
+        "",
+    );
+    assert_eq!(ran.verdict, Verdict::Pass, "{}", ran.reasons);
+    assert_eq!(
+        kinds(&ran.actions),
+        ["send-run", "check-liveness", "check-liveness", "send-ack"]
+    );
+    let noted: Vec<_> = ran
+        .notes
+        .iter()
+        .filter(|n| n.contains("QEMU run state `debug`"))
+        .collect();
+    assert_eq!(noted.len(), 1, "said once: {:?}", ran.notes);
+}
+
+#[test]
+fn waiting_for_the_debugger_stops_the_boot_clock_and_stopped_time_extends_the_budget() {
+    let s = scenario();
+    let watch = Watch::new(
+        SignatureSet::new(&s.signatures).unwrap(),
+        Default::default(),
+    );
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let endings = Endings {
+        wait_for_debugger: true,
+        ..Endings::default()
+    };
+    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, endings, t0);
+    state.handle(Event::Connected, at(100));
+    assert_eq!(
+        state.deadline(),
+        None,
+        "no boot clock before the debugger lets go"
+    );
+    state.handle(Event::Resumed, at(100_000));
+    assert_eq!(
+        state.deadline(),
+        Some(at(160_000)),
+        "boot bound from the resume"
+    );
+    state.handle(hello(PROTOCOL_VERSION), at(102_000));
+    // Budget: 10s + 1s + 60s from Hello; silence: 32s.
+    assert_eq!(state.deadline(), Some(at(134_000)), "silence");
+    state.handle(Event::Timer, at(134_000));
+    state.handle(Event::Stopped("paused".into()), at(134_000));
+    assert_eq!(
+        state.deadline(),
+        Some(at(166_000)),
+        "silence, from the check"
+    );
+    // 32s stopped: the run may end 32s later than without the debugger.
+    for t in (140_000..=200_000).step_by(10_000) {
+        state.handle(heartbeat(), at(t));
+    }
+    assert_eq!(
+        state.deadline(),
+        Some(at(102_000 + 71_000 + 32_000)),
+        "budget"
+    );
+    state.handle(finished(2), at(201_000));
+    state.handle(exited("exit status: 0"), at(201_500));
+    for event in [Event::ConsoleClosed, Event::ChannelClosed] {
+        state.handle(event, at(201_500));
+    }
+    assert_eq!(
+        state.finish("").boot_ms,
+        Some(2000),
+        "boot time from the resume"
+    );
+}
