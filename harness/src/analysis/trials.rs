@@ -20,7 +20,21 @@ pub enum Target {
     Verdict(Verdict),
     /// Text in a reason, a kernel-log signature or the fingerprint (case-insensitive).
     Text(String),
+    /// A regular expression over the same (`kchaos detect`: the defect's mechanism).
+    Pattern(Pattern),
 }
+
+/// A regular expression that compares by its text (targets are compared in tests).
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
 
 impl Target {
     pub fn parse(text: &str) -> Target {
@@ -48,6 +62,7 @@ impl Target {
                             .as_ref()
                             .is_some_and(|f| has(&f.title) || has(&f.id)))
             }
+            Target::Pattern(p) => crate::analysis::detect::names_mechanism(cell, &p.0).is_some(),
         }
     }
 
@@ -71,6 +86,7 @@ impl Target {
                 failing
                     && (hit.line.to_lowercase().contains(&t) || hit.id.to_lowercase().contains(&t))
             }
+            Target::Pattern(p) => failing && (p.0.is_match(&hit.line) || p.0.is_match(&hit.id)),
         }
     }
 
@@ -79,6 +95,7 @@ impl Target {
             Target::AnyFailure => "fail, crash or hang".to_owned(),
             Target::Verdict(v) => v.to_string(),
             Target::Text(t) => format!("`{t}`"),
+            Target::Pattern(p) => format!("/{}/", p.0.as_str()),
         }
     }
 }
