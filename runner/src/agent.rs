@@ -12,9 +12,9 @@ use kchaos_model::scenario::{ImageKind, ProbeSpec, Scenario, Workload, WorkloadS
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
-use crate::channel::Reporter;
-use crate::mounts::{self, CgroupSetupError};
-use crate::setup::{self, Applied};
+use crate::boot::mounts::{self, CgroupSetupError};
+use crate::boot::setup::{self, Applied};
+use crate::link::channel::Reporter;
 use crate::workloads::{self, Env};
 use crate::{probes, VERSION};
 
@@ -312,6 +312,6 @@ pub fn hello(kernel_release: String) -> GuestMessage {
         protocol: PROTOCOL_VERSION,
         runner_version: VERSION.to_owned(),
         kernel_release,
-        uptime_ms: crate::heartbeat::uptime_ms(),
+        uptime_ms: crate::link::heartbeat::uptime_ms(),
     })
 }

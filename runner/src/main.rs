@@ -3,24 +3,16 @@
 //! reports, powers off.
 
 mod agent;
-mod cfs_worker;
-mod channel;
-mod heartbeat;
+mod boot;
 mod histogram;
 mod keep;
 mod kfile;
-mod kmsg;
 mod limits;
-mod modules;
-mod mounts;
+mod link;
 mod netns;
-mod populate;
 mod probes;
-mod safety;
-mod setup;
 mod spawn;
 mod systemd;
-mod wakeup;
 mod workloads;
 
 use std::ffi::OsString;
@@ -54,40 +46,40 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let entered_ms = heartbeat::uptime_ms();
+    let entered_ms = link::heartbeat::uptime_ms();
     let args: Vec<OsString> = std::env::args_os().collect();
     // The process a transient scope adopts (systemd-units): runs until stdin closes.
     if args.get(1).and_then(|a| a.to_str()) == Some(HOLD_SUBCOMMAND) {
-        cfs_worker::wait_for_eof(std::io::stdin());
+        spawn::cfs_worker::wait_for_eof(std::io::stdin());
         return ExitCode::SUCCESS;
     }
     let pid1 = std::process::id() == 1;
     if pid1 {
         // /proc is needed to read the command line for the safety check.
-        if let Err(e) = mounts::proc_only() {
+        if let Err(e) = boot::mounts::proc_only() {
             eprintln!("kchaos-runner: {e}");
         }
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let marker = safety::has_marker(&cmdline);
+    let marker = boot::safety::has_marker(&cmdline);
     let cli = Cli::parse();
     init_tracing(&cmdline);
     if !cli.kernel_leftovers.is_empty() {
         tracing::debug!(words = ?cli.kernel_leftovers, "kernel command line words passed to init");
     }
-    let situation = safety::Situation {
+    let situation = boot::safety::Situation {
         pid1,
         service: cli.service,
         marker,
     };
-    let allowed = safety::check(situation, cli.force_outside_vm);
+    let allowed = boot::safety::check(situation, cli.force_outside_vm);
     // The zygote every child process is forked from must be a copy of the runner while
     // it is single-threaded: before the module loader, the tracing subscriber, tokio.
     let zygote = allowed.is_ok().then(spawn::start_zygote);
     // Module loading is the longest step of the boot (signature checks under TCG) and
     // needs nothing else mounted: once this is known to be a kchaos VM, start it,
     // overlapping everything up to the control port.
-    let modules = (pid1 && marker).then(|| std::thread::spawn(modules::load_all));
+    let modules = (pid1 && marker).then(|| std::thread::spawn(boot::modules::load_all));
     init_tracing(&cmdline);
     if let Some(Err(e)) = zygote {
         // Workloads that need child processes will report it; the rest can run.
@@ -118,7 +110,7 @@ fn main() -> ExitCode {
 }
 
 type ModuleLoad =
-    std::thread::JoinHandle<Result<Vec<(String, Duration)>, modules::ModuleLoadError>>;
+    std::thread::JoinHandle<Result<Vec<(String, Duration)>, boot::modules::ModuleLoadError>>;
 
 fn run(
     pid1: bool,
@@ -126,17 +118,17 @@ fn run(
     entered_ms: u64,
     modules: Option<ModuleLoad>,
 ) -> anyhow::Result<()> {
-    let uptime = heartbeat::uptime_ms;
+    let uptime = link::heartbeat::uptime_ms;
     tracing::debug!(uptime_ms = uptime(), entered_ms, "runner started");
     if pid1 {
-        mounts::early().context("mounting the early filesystems")?;
+        boot::mounts::early().context("mounting the early filesystems")?;
     }
     keep::init(cmdline);
     let loaded = match modules {
         Some(handle) => handle
             .join()
             .map_err(|_| anyhow::anyhow!("the module loader panicked"))?,
-        None => modules::load_all(),
+        None => boot::modules::load_all(),
     }
     .context("loading kernel modules")?;
     for (module, took) in &loaded {
@@ -152,15 +144,15 @@ fn run(
         "modules loaded"
     );
     let port_name = cmdline_option(cmdline, "port").unwrap_or(CONTROL_PORT_NAME);
-    let port = channel::find_port(port_name, Duration::from_secs(20))?;
+    let port = link::channel::find_port(port_name, Duration::from_secs(20))?;
     tracing::debug!(uptime_ms = uptime(), port = %port.display(), "control port found");
-    let (reporter, inbox) = channel::open(&port)?;
+    let (reporter, inbox) = link::channel::open(&port)?;
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
     reporter.send(agent::hello(release));
-    heartbeat::spawn(reporter.clone()).context("starting the heartbeat thread")?;
-    if let Err(e) = kmsg::spawn(reporter.clone()) {
+    link::heartbeat::spawn(reporter.clone()).context("starting the heartbeat thread")?;
+    if let Err(e) = link::kmsg::spawn(reporter.clone()) {
         reporter.note(format!(
             "cannot read /dev/kmsg ({e}); the kernel log comes from the console only"
         ));

@@ -16,9 +16,9 @@ use kchaos_model::scenario::{Probe, ProbeSpec};
 use tokio::sync::watch;
 
 pub use self::counter::parse_counter;
-use crate::channel::Reporter;
+use crate::boot::mounts::CgroupLayout;
 use crate::histogram::Latency;
-use crate::mounts::CgroupLayout;
+use crate::link::channel::Reporter;
 
 /// Error samples kept per probe (the count is exact, the text is for people).
 const MAX_ERROR_SAMPLES: usize = 5;

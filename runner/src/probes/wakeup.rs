@@ -8,9 +8,9 @@ use std::time::Duration;
 use kchaos_model::metrics::{Gauge, Metric};
 use kchaos_model::units::Unit;
 
-use crate::mounts::CgroupLayout;
+use crate::boot::mounts::CgroupLayout;
+use crate::spawn::wakeup::{self, WakeupReport};
 use crate::spawn::{Job, Running as Child, SpawnError, Spawner, Target};
-use crate::wakeup::{self, WakeupReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WakeupProbeError {

@@ -14,9 +14,12 @@
 //! it is born inside it (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7+); on v1 and
 //! hybrid, and for jobs that create threads, it writes `0` to each `cgroup.procs` first.
 
+pub mod cfs_worker;
 mod clone;
+pub mod populate;
 mod raw;
 mod server;
+pub mod wakeup;
 mod wire;
 
 use std::fs::File;
@@ -148,13 +151,13 @@ impl Job {
                 sleep_us,
             } => {
                 let stop = io.stop.ok_or("no stop pipe")?;
-                crate::cfs_worker::run(*burners, *sleepers, *run_us, *sleep_us, stop);
+                cfs_worker::run(*burners, *sleepers, *run_us, *sleep_us, stop);
                 Ok(())
             }
             Job::Wakeup { interval_us } => {
                 let stop = io.stop.ok_or("no stop pipe")?;
                 let out = io.out.ok_or("no output pipe")?;
-                crate::wakeup::run_child(*interval_us, stop, out).map_err(|e| e.to_string())
+                wakeup::run_child(*interval_us, stop, out).map_err(|e| e.to_string())
             }
         }
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use super::Target;
-use crate::populate::PopulateError;
+use crate::spawn::populate::PopulateError;
 
 /// Largest block written at once (files are written in blocks of this size).
 const MAX_BLOCK: usize = 64 * 1024;

@@ -83,7 +83,7 @@ fn long_running_jobs_stop_when_asked_and_report() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     let out = wakeup.stop(false).unwrap();
-    let report: crate::wakeup::WakeupReport = serde_json::from_slice(&out).unwrap();
+    let report: wakeup::WakeupReport = serde_json::from_slice(&out).unwrap();
     assert!(report.summary.count > 10, "{}", report.summary.count);
 
     let worker = Spawner::new()

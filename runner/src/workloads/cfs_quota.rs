@@ -19,10 +19,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{Env, Errors};
+use crate::boot::mounts;
 use crate::histogram::Latency;
 use crate::kfile::{self, read_key, KernelFileError};
+use crate::limits;
 use crate::spawn::{Job, Running, Spawner, Target};
-use crate::{limits, mounts};
 
 /// The tree: inner nodes (below the parent) and leaves, as paths relative to the roots.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,11 +14,11 @@ use kchaos_model::scenario::{CgroupMode, Workload};
 use kchaos_model::units::Unit;
 
 use super::{Env, Errors};
+use crate::boot::mounts::{self, CgroupError, CgroupLayout};
 use crate::error_chain;
 use crate::histogram::Latency;
 use crate::kfile::{self, KernelFileError};
 use crate::limits::LimitError;
-use crate::mounts::{self, CgroupError, CgroupLayout};
 use crate::spawn::{Job, SpawnError, Spawner, Target};
 
 /// Every this many cgroups, the page cache charged to one is read from its

@@ -13,9 +13,9 @@ use kchaos_model::scenario::{CgroupMode, CounterSelect, Workload};
 use kchaos_model::units::Unit;
 
 use super::{Env, Errors};
+use crate::boot::mounts::CgroupLayout;
 use crate::error_chain;
 use crate::kfile::{self, KernelFileError};
-use crate::mounts::CgroupLayout;
 
 /// How often the dying count is read while waiting.
 const POLL: Duration = Duration::from_millis(100);

@@ -17,8 +17,8 @@ use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::WorkloadReport;
 use kchaos_model::scenario::{Workload, WorkloadSpec};
 
-use crate::channel::Reporter;
-use crate::mounts::CgroupLayout;
+use crate::boot::mounts::CgroupLayout;
+use crate::link::channel::Reporter;
 
 /// Error samples kept per workload (the count is exact, the text is for people).
 pub const MAX_ERROR_SAMPLES: usize = 5;
@@ -38,7 +38,7 @@ pub struct Env {
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
     #[error("Cannot prepare the workload's cgroups")]
-    Cgroup(#[from] crate::mounts::CgroupError),
+    Cgroup(#[from] crate::boot::mounts::CgroupError),
     #[error("Cannot set the workload's limits")]
     Limit(#[from] crate::limits::LimitError),
 }

@@ -191,7 +191,7 @@ async fn setup() -> Result<(NetnsFactory, Handle), String> {
 async fn sample_inflight(
     inflight: Arc<AtomicU64>,
     name: String,
-    reporter: crate::channel::Reporter,
+    reporter: crate::link::channel::Reporter,
     start: Instant,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));

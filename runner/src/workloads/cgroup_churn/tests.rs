@@ -5,8 +5,8 @@ use std::time::Duration;
 use kchaos_model::scenario::{self, WorkloadSpec};
 
 use super::*;
-use crate::channel::Reporter;
-use crate::mounts::CgroupLayout;
+use crate::boot::mounts::CgroupLayout;
+use crate::link::channel::Reporter;
 
 /// cgroupfs in a tempdir, with injectable mkdir failures.
 struct FakeOps {

@@ -6,7 +6,7 @@ use kchaos_model::metrics::Stat;
 use kchaos_model::scenario::{self, WorkloadSpec};
 
 use super::*;
-use crate::channel::Reporter;
+use crate::link::channel::Reporter;
 
 /// A kernel whose dying count falls by `step` per read after the caches are dropped,
 /// down to `floor` (a leak pins `floor` cgroups forever).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kchaos_model::protocol::GuestMessage;
 
-use crate::channel::Reporter;
+use crate::link::channel::Reporter;
 
 pub const INTERVAL: Duration = Duration::from_secs(1);
 

@@ -77,7 +77,7 @@ pub fn run_child(interval_us: u64, stop: File, mut out: File) -> Result<(), Wake
     let done = AtomicBool::new(false);
     let wakeups = std::thread::scope(|s| {
         let worker = s.spawn(|| measure(Duration::from_micros(interval_us), &done));
-        crate::cfs_worker::wait_for_eof(stop);
+        crate::spawn::cfs_worker::wait_for_eof(stop);
         done.store(true, Ordering::Relaxed);
         worker.join().unwrap_or_default()
     });

@@ -6,7 +6,7 @@ use std::io::Read;
 
 use kchaos_model::protocol::{GuestMessage, KmsgRecord};
 
-use crate::channel::Reporter;
+use crate::link::channel::Reporter;
 
 pub fn spawn(reporter: Reporter) -> std::io::Result<()> {
     let mut file = File::open("/dev/kmsg")?;
