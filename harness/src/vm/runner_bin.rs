@@ -57,11 +57,11 @@ pub fn locate(explicit: Option<&Path>) -> Result<RunnerBinary, RunnerBinError> {
     }
     if let Some(bytes) = embedded() {
         let path = PathBuf::from("(embedded in kchaos)");
-        check_static(&path, bytes)?;
-        return Ok(RunnerBinary {
-            path,
-            bytes: bytes.to_vec(),
-        });
+        // Copied first: `include_bytes!` data has alignment 1, and the ELF parser
+        // refuses a header that is not 8-byte aligned (a heap copy always is).
+        let bytes = bytes.to_vec();
+        check_static(&path, &bytes)?;
+        return Ok(RunnerBinary { path, bytes });
     }
     if let Some(root) = workspace_root() {
         return load(&build(&root)?);
@@ -148,5 +148,26 @@ mod tests {
         let junk = dir.path().join("junk");
         std::fs::write(&junk, b"#!/bin/sh\n").unwrap();
         assert!(matches!(load(&junk), Err(RunnerBinError::NotElf { .. })));
+    }
+
+    #[test]
+    fn a_static_binary_is_accepted_at_any_alignment() {
+        // A minimal static ELF64 header: no program interpreter. Checked at an odd
+        // offset too, as `include_bytes!` data may be: the caller must copy it.
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2; // 64-bit
+        elf[5] = 1; // little-endian
+        elf[6] = 1; // version
+        elf[16] = 2; // ET_EXEC
+        elf[18] = 62; // EM_X86_64
+        elf[20] = 1;
+        elf[52] = 64; // e_ehsize
+        let path = Path::new("x");
+        check_static(path, &elf).unwrap();
+        let mut shifted = vec![0u8; 65];
+        shifted[1..].copy_from_slice(&elf);
+        let copy = shifted[1..].to_vec();
+        check_static(path, &copy).unwrap();
     }
 }
