@@ -107,10 +107,17 @@ async fn raw_boot(
         cpus: 1,
         kernel: kernel.to_path_buf(),
         boot: BootMedia::Initrd(initrd.to_path_buf()),
-        cmdline: QemuCommand::base_cmdline("bench/raw", true),
+        // A plain boot: QEMU's default firmware and only what makes the console
+        // comparable, none of kchaos's boot-time choices.
+        cmdline: vec![
+            "console=ttyS0".to_owned(),
+            "loglevel=5".to_owned(),
+            "panic=-1".to_owned(),
+        ],
         control_socket: None,
         qmp_socket: None,
         debug: Default::default(),
+        firmware: None,
     };
     let start = Instant::now();
     let mut child = tokio::process::Command::new(&q.path)

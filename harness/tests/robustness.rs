@@ -158,6 +158,7 @@ fn fake_env(cancel: tokio::sync::watch::Receiver<bool>) -> CellEnv {
         qemu: Qemu {
             path: std::env::current_exe().unwrap(),
             version: "fake".into(),
+            firmware: None,
         },
         accel: Accel::Kvm,
         cancel,

@@ -116,6 +116,7 @@ pub(super) async fn drive(
         control_socket: Some(sock),
         qmp_socket: Some(qmp_sock.clone()),
         debug: debug.clone(),
+        firmware: env.qemu.firmware.clone(),
     };
     let args = command.args();
     let printable: Vec<String> = std::iter::once(env.qemu.path.display().to_string())

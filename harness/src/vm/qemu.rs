@@ -20,6 +20,9 @@ pub enum QemuError {
 pub struct Qemu {
     pub path: PathBuf,
     pub version: String,
+    /// The firmware cells boot with: qboot when QEMU ships it (it hands the kernel over
+    /// in a fraction of SeaBIOS's time under TCG), else QEMU's default (`None`).
+    pub firmware: Option<PathBuf>,
 }
 
 const BINARY: &str = "qemu-system-x86_64";
@@ -48,8 +51,32 @@ impl Qemu {
             .and_then(|v| v.split_whitespace().next())
             .unwrap_or("unknown")
             .to_owned();
-        Ok(Qemu { path, version })
+        let firmware = firmware(&path);
+        Ok(Qemu {
+            path,
+            version,
+            firmware,
+        })
     }
+}
+
+/// Where distributions put qboot (Debian's qemu-system-data: /usr/share/qemu).
+const QBOOT: &[&str] = &["share/qemu/qboot.rom", "share/qemu-kvm/qboot.rom"];
+
+/// `$KCHAOS_FIRMWARE` (a file, or `default` for QEMU's own), else qboot from the data
+/// directory next to QEMU's binary, else `None`.
+fn firmware(qemu: &std::path::Path) -> Option<PathBuf> {
+    match std::env::var_os("KCHAOS_FIRMWARE").filter(|v| !v.is_empty()) {
+        Some(v) if v == "default" => return None,
+        Some(v) => return Some(PathBuf::from(v)),
+        None => {}
+    }
+    let canonical = std::fs::canonicalize(qemu).unwrap_or_else(|_| qemu.to_path_buf());
+    let prefix = canonical.parent()?.parent()?.to_path_buf();
+    [prefix.as_path(), std::path::Path::new("/usr")]
+        .iter()
+        .flat_map(|p| QBOOT.iter().map(move |q| p.join(q)))
+        .find(|p| p.is_file())
 }
 
 pub use kchaos_images::tools::find_program as find_in_path;
