@@ -165,7 +165,7 @@ mod tests {
         elf[52] = 64; // e_ehsize
         let path = Path::new("x");
         check_static(path, &elf).unwrap();
-        let mut shifted = vec![0u8; 65];
+        let mut shifted = [0u8; 65];
         shifted[1..].copy_from_slice(&elf);
         let copy = shifted[1..].to_vec();
         check_static(path, &copy).unwrap();
