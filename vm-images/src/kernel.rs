@@ -9,6 +9,7 @@ use crate::bzimage::{self, BzImageError};
 use crate::cache::{Cache, CacheError};
 use crate::command::CommandError;
 use crate::debian::{self, AptSource, PackageSource};
+use crate::recipe::{self, RecipeError};
 use crate::spec::{KernelSpec, SpecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ pub enum KernelError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
 }
 
 /// A resolved kernel.
@@ -108,6 +111,16 @@ pub fn resolve_with(
             modules,
             config,
         } => local(spec, &bzimage, modules.as_deref(), config.as_deref()),
+        KernelSpec::Build {
+            recipe,
+            source_version,
+        } => Ok(recipe::resolve(
+            cache,
+            spec,
+            &recipe,
+            source_version.as_deref(),
+            &recipe::AptHost::new(source),
+        )?),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Builds what kchaos boots: kernels from Debian's apt or local builds, the module
+//! Builds what kchaos boots: kernels from Debian's apt, local builds or kchaos's own
+//! recipe builds (the defect kernel), the module
 //! closure a scenario needs, the initramfs with the runner as `/init`, and the systemd
 //! disk image with the runner as a service.
 //!
@@ -13,6 +14,7 @@ pub mod kernel;
 pub mod kernel_list;
 pub mod modules;
 pub mod payload;
+pub mod recipe;
 pub mod spec;
 pub mod systemd;
 pub mod tools;
