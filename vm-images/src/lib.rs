@@ -1,5 +1,5 @@
 //! Builds what kchaos boots: kernels from Debian's apt, local builds or kchaos's own
-//! recipe builds (the defect kernel), the module
+//! recipe builds (with the defect patches listed in `defects.toml`), the module
 //! closure a scenario needs, the initramfs with the runner as `/init`, and the systemd
 //! disk image with the runner as a service.
 //!
@@ -9,6 +9,7 @@ pub mod bzimage;
 pub mod cache;
 pub mod command;
 pub mod debian;
+pub mod defects;
 pub mod initramfs;
 pub mod kernel;
 pub mod kernel_list;
