@@ -51,6 +51,10 @@ const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../../recipes/kernel/defects.config"),
     ),
     (
+        "debuginfo.config",
+        include_bytes!("../../recipes/kernel/debuginfo.config"),
+    ),
+    (
         "debug.config",
         include_bytes!("../../recipes/kernel/debug.config"),
     ),
@@ -79,10 +83,12 @@ const FILES: &[(&str, &[u8])] = &[
 /// Every recipe `build:` knows.
 pub const RECIPES: &[KernelRecipe] = &[KernelRecipe {
     name: "defects",
-    description: "Debian's 6.1 source, minimal VM config, fault injection, and every kchaos \
-                  defect patch (each off until its kchaos_defect.* boot parameter is given)",
+    description: "Debian's 6.1 source, minimal VM config, fault injection, DWARF, and every \
+                  kchaos defect patch (each off until its kchaos_defect.* boot parameter is given)",
     source_package: "linux-source-6.1",
-    fragments: &["defects.config"],
+    // Debug information: the defect kernels are the ones whose crashes and hangs get
+    // analysed with `crash` and gdb.
+    fragments: &["defects.config", "debuginfo.config"],
     patches: &[
         "patches/6.1/0001-netdev-ref-leak.patch",
         "patches/6.1/0002-memcg-ref-leak.patch",
