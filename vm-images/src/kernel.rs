@@ -5,6 +5,7 @@ use std::path::Path;
 use crate::bzimage::{self, BzImageError};
 use crate::cache::Cache;
 use crate::debian::{self, AptSource, DebianError, PackageSource};
+use crate::recipe::{self, RecipeError};
 pub use crate::resolved::{DebianPackage, Kernel};
 use crate::spec::{KernelSpec, SpecError};
 
@@ -26,6 +27,8 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
 }
 
 /// Resolves a spec, downloading and unpacking Debian packages into the cache as needed.
@@ -51,6 +54,16 @@ pub fn resolve_with(
             modules,
             config,
         } => local(spec, &bzimage, modules.as_deref(), config.as_deref()),
+        KernelSpec::Build {
+            recipe,
+            source_version,
+        } => Ok(recipe::resolve(
+            cache,
+            spec,
+            &recipe,
+            source_version.as_deref(),
+            &recipe::AptHost::new(cache, source),
+        )?),
     }
 }
 

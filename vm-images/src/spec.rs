@@ -9,6 +9,10 @@
 //!   whose own kernel it is (see `debian::release`).
 //! - `path:<bzImage>[,modules=<dir>][,config=<file>]`: a local build. `modules` is the
 //!   `lib/modules/<release>` directory `make modules_install` produced.
+//! - `build:<recipe>[@<source version>]`: a kernel kchaos builds itself from a compiled-in
+//!   recipe (`vm-images/recipes/kernel/`, e.g. `build:defects`) and Debian's kernel
+//!   source package, once, then from the cache. Without `@`, the source version is the
+//!   one apt offers (recorded exactly in the results: `build:defects@6.1.192-2`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -28,6 +32,12 @@ pub enum KernelSpec {
         bzimage: PathBuf,
         modules: Option<PathBuf>,
         config: Option<PathBuf>,
+    },
+    Build {
+        /// A recipe name from [`crate::recipe::RECIPES`].
+        recipe: String,
+        /// The Debian source package version, when pinned.
+        source_version: Option<String>,
     },
 }
 
@@ -105,8 +115,38 @@ impl KernelSpec {
                 config,
             });
         }
-        Err(err("expected debian:<version>[-<flavour>][@<release>] or path:<bzImage>[,modules=<dir>][,config=<file>]"))
+        if let Some(rest) = spec.strip_prefix("build:") {
+            return parse_build(rest).map_err(|reason| err(&reason));
+        }
+        Err(err("expected debian:<version>[-<flavour>][@<release>], path:<bzImage>[,modules=<dir>][,config=<file>] or build:<recipe>[@<source version>]"))
     }
+}
+
+fn parse_build(rest: &str) -> Result<KernelSpec, String> {
+    let (recipe, version) = match rest.split_once('@') {
+        Some((r, v)) => (r, Some(v)),
+        None => (rest, None),
+    };
+    let known = crate::recipe::names().join(", ");
+    if crate::recipe::find(recipe).is_none() {
+        return Err(format!(
+            "unknown kernel recipe `{recipe}`; known recipes: {known}"
+        ));
+    }
+    if let Some(v) = version {
+        let valid = v.starts_with(|c: char| c.is_ascii_digit())
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | '~' | ':'));
+        if !valid {
+            return Err(format!(
+                "`{v}` is not a Debian package version; expected e.g. build:{recipe}@6.1.192-2"
+            ));
+        }
+    }
+    Ok(KernelSpec::Build {
+        recipe: recipe.to_owned(),
+        source_version: version.map(str::to_owned),
+    })
 }
 
 impl fmt::Display for KernelSpec {
@@ -137,6 +177,16 @@ impl fmt::Display for KernelSpec {
                 }
                 if let Some(c) = config {
                     write!(f, ",config={}", c.display())?;
+                }
+                Ok(())
+            }
+            KernelSpec::Build {
+                recipe,
+                source_version,
+            } => {
+                write!(f, "build:{recipe}")?;
+                if let Some(v) = source_version {
+                    write!(f, "@{v}")?;
                 }
                 Ok(())
             }
@@ -249,7 +299,7 @@ mod tests {
             ),
             (
                 "ubuntu:6.8",
-                "expected debian:<version>[-<flavour>][@<release>] or path:",
+                "expected debian:<version>[-<flavour>][@<release>], path:",
             ),
         ];
         for (spec, why) in table {
@@ -275,5 +325,35 @@ mod tests {
         let e = KernelSpec::parse("path:/k/bzImage,modz=/x").unwrap_err();
         assert!(e.to_string().contains("unknown option `modz=/x`"));
         assert!(KernelSpec::parse("path:").is_err());
+    }
+
+    #[test]
+    fn build_specs() {
+        assert_eq!(
+            KernelSpec::parse("build:defects"),
+            Ok(KernelSpec::Build {
+                recipe: "defects".into(),
+                source_version: None
+            })
+        );
+        let pinned = KernelSpec::parse("build:defects@6.1.192-2").unwrap();
+        assert_eq!(
+            pinned,
+            KernelSpec::Build {
+                recipe: "defects".into(),
+                source_version: Some("6.1.192-2".into())
+            }
+        );
+        assert_eq!(pinned.to_string(), "build:defects@6.1.192-2");
+        let e = KernelSpec::parse("build:nope").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown kernel recipe `nope`; known recipes: defects"),
+            "{e}"
+        );
+        let e = KernelSpec::parse("build:defects@latest")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a Debian package version"), "{e}");
+        assert!(KernelSpec::parse("build:").is_err());
     }
 }

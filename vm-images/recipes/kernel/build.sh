@@ -1,39 +1,86 @@
 #!/bin/sh
-# Builds a kernel from a source tree with what kchaos scenarios need, and prints the
-# `path:` spec to run it with:
+# Builds a kernel with what kchaos guests need, and nothing else, and prints the `path:`
+# spec to run it with:
 #
 #   vm-images/recipes/kernel/build.sh SRC [OUT] [FRAGMENT...]
 #   cargo kchaos run --kernel "$(vm-images/recipes/kernel/build.sh ~/linux)"
 #
-# SRC is a kernel source tree (a git checkout, or `apt-get install linux-source-6.1`
-# and unpack /usr/src/linux-source-6.1.tar.xz). OUT defaults to SRC/kchaos-build.
-# FRAGMENTs (e.g. debug.config next to this script) are merged after kchaos.config.
+# SRC is a kernel source tree (a git checkout, or Debian's linux-source-6.1 unpacked).
+# OUT defaults to SRC/kchaos-build. The configuration starts from `tinyconfig` plus
+# `kvm_guest.config` (virtme-ng's idea: a VM needs few drivers) and adds kchaos.config;
+# FRAGMENTs (file names next to this script, e.g. defects.config or debug.config, or
+# paths) are merged after it. That is a few minutes on two cores where x86_64_defconfig
+# took a quarter of an hour.
+#
+# This script is the one implementation of the build: `--kernel build:defects` runs it
+# too (kchaos embeds it with the fragments and patches, see docs/kernels.md).
+#
+# Every option a fragment sets that the kernel's Kconfig did not take (unknown on this
+# version, unmet dependencies, overridden) is reported as a line starting with
+# `build.sh: not set as asked:`, so a missing feature is never a surprise.
+#
 # Progress goes to stderr; stdout is only the spec, so `git bisect run` scripts can
-# capture it. Needs: gcc, make, flex, bison, bc, libelf-dev, libssl-dev.
+# capture it. KCHAOS_BUILD_JOBS overrides `make -j` (default: nproc).
+# Needs: gcc, make, flex, bison, bc, libelf-dev, libssl-dev.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "${1:?usage: build.sh SRC [OUT] [FRAGMENT...]}" && pwd)
 out=${2:-$src/kchaos-build}
 [ $# -ge 2 ] && shift 2 || shift $#
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
+jobs=${KCHAOS_BUILD_JOBS:-$(nproc)}
 fragments="$here/kchaos.config"
 for f in "$@"; do
     case $f in /*) fragments="$fragments $f" ;; *) fragments="$fragments $here/$f" ;; esac
 done
+# ARCH=x86_64, not the default x86: tinyconfig would otherwise pick a 32-bit kernel.
+mk() { make -C "$src" O="$out" ARCH=x86_64 "$@"; }
+
+# Whether the source tree's Kconfig defines SYMBOL at all.
+known() {
+    find "$src" -name 'Kconfig*' -not -path "$out/*" -exec \
+        grep -Eqs "^[[:space:]]*(menu)?config[[:space:]]+$1[[:space:]]*\$" {} + 2>/dev/null
+}
+
+# One line per fragment option the final .config does not honour.
+check_config() {
+    for f in $fragments; do
+        grep -E '^CONFIG_[A-Za-z0-9_]+=|^# CONFIG_[A-Za-z0-9_]+ is not set' "$f" |
+            while IFS= read -r line; do
+                case $line in
+                '# '*)
+                    sym=${line#\# CONFIG_}
+                    sym=${sym%% *}
+                    grep -q "^CONFIG_$sym=" "$out/.config" || continue
+                    ;;
+                *)
+                    sym=${line#CONFIG_}
+                    sym=${sym%%=*}
+                    grep -qxF "$line" "$out/.config" && continue
+                    ;;
+                esac
+                if known "$sym"; then
+                    why="refused by Kconfig: unmet dependency, or selected by another option"
+                else
+                    why="unknown to this kernel version"
+                fi
+                echo "build.sh: not set as asked: $line ($why; from $(basename "$f"))"
+            done
+    done
+}
+
 {
-    make -C "$src" O="$out" x86_64_defconfig kvm_guest.config
+    mk tinyconfig
+    mk kvm_guest.config
     # shellcheck disable=SC2086
     "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" $fragments
-    make -C "$src" O="$out" olddefconfig
-    # What the fragments asked for and the kernel's Kconfig refused (unknown on this
-    # version, or unmet dependencies), so a missing feature is never a surprise.
-    for f in $fragments; do
-        grep -E '^CONFIG_[A-Z0-9_]+=' "$f" | while IFS= read -r line; do
-            grep -qx "$line" "$out/.config" || echo "build.sh: not set as asked: $line" >&2
-        done
-    done
-    make -C "$src" O="$out" -j"$(nproc)" bzImage modules
-    make -C "$src" O="$out" INSTALL_MOD_PATH="$out/mods" modules_install
+    mk olddefconfig
+    check_config
+    mk -j"$jobs" bzImage modules
+    mk INSTALL_MOD_PATH="$out/mods" modules_install
+    # The build/source links modules_install leaves point back into the tree.
+    rm -f "$out/mods/lib/modules"/*/build "$out/mods/lib/modules"/*/source
 } 1>&2
-release=$(make -s -C "$src" O="$out" kernelrelease)
+release=$(mk -s kernelrelease)
 echo "path:$out/arch/x86/boot/bzImage,modules=$out/mods/lib/modules/$release,config=$out/.config"
