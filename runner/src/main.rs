@@ -165,6 +165,18 @@ fn run(
     outcome.map_err(Into::into)
 }
 
+/// An error and its sources on one line, `outer: inner: innermost`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// `kchaos.<name>=<value>` from the kernel command line.
 fn cmdline_option<'a>(cmdline: &'a str, name: &str) -> Option<&'a str> {
     cmdline.split_whitespace().find_map(|p| {

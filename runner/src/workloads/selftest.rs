@@ -38,7 +38,9 @@ pub fn run(workload: &Workload, spec: &Selftest, env: &Env) -> WorkloadReport {
             env.reporter.silence();
             Ok(())
         }
-        SelftestAction::FreezeSystemd => crate::systemd::freeze_init(),
+        SelftestAction::FreezeSystemd => {
+            crate::systemd::freeze_init().map_err(|e| crate::error_chain(&e))
+        }
     };
     report.iterations = 1;
     if let Err(e) = result {
