@@ -37,8 +37,8 @@ pub enum SessionError {
     Sysctl(#[from] setup::SysctlError),
     #[error(transparent)]
     Mount(#[from] mounts::MountError),
-    #[error("{0}")]
-    Systemd(String),
+    #[error(transparent)]
+    Systemd(#[from] crate::systemd::SystemdError),
     #[error("Aborted by the host: {0}")]
     Aborted(String),
 }
@@ -52,7 +52,7 @@ pub async fn session(
     let result = run(&reporter, &mut inbox, cgroups_mounted).await;
     if let Err(e) = &result {
         reporter.send(GuestMessage::Fatal {
-            message: e.to_string(),
+            message: crate::error_chain(e),
         });
     }
     result
@@ -83,9 +83,7 @@ async fn run(
         }
     }
     if scenario.vm.image == ImageKind::Systemd {
-        let version = crate::systemd::wait_ready(SYSTEMD_WAIT)
-            .await
-            .map_err(SessionError::Systemd)?;
+        let version = crate::systemd::wait_ready(SYSTEMD_WAIT).await?;
         tracing::info!(%version, "systemd answers");
     }
     let controllers = controllers_needed(scenario);

@@ -16,8 +16,8 @@ pub enum SelftestError {
     Write(#[from] KernelFileError),
     #[error("Cannot start a wedge thread")]
     Thread(#[source] std::io::Error),
-    #[error("{0}")]
-    Systemd(String),
+    #[error(transparent)]
+    Systemd(#[from] crate::systemd::SystemdError),
 }
 
 pub fn run(workload: &Workload, spec: &Selftest, env: &Env) -> WorkloadReport {

@@ -2,9 +2,15 @@
 //! do (incident 3). Each unit: `StartTransientUnit`, wait for its job's `JobRemoved`,
 //! stay up `lifetime`, `StopUnit`, wait again. Latencies are call + job completion, what
 //! a runtime waits for. A unit still loaded after its stop is a leak.
+//!
+//! Besides latencies the flood reads systemd's D-Bus cookie off every signal it gets
+//! (the counter whose overflow was the incident) and the longest time systemd said
+//! nothing while the flood waited on it: both judge systemd, not the host's speed.
+
+mod clock;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -13,16 +19,100 @@ use kchaos_model::protocol::WorkloadReport;
 use kchaos_model::scenario::workload::{SystemdUnits, UnitKind};
 use kchaos_model::scenario::Workload;
 use kchaos_model::units::Unit;
-use zbus::zvariant::{OwnedValue, Value};
+use tokio::sync::mpsc;
+use zbus::zvariant::{self, OwnedObjectPath, OwnedValue, Value};
 use zbus_systemd::systemd1::ManagerProxy;
 
+use self::clock::{CookieClock, Silence, UnloadPoll, Unloading};
 use super::{Env, Errors, Iterations};
 use crate::histogram::Latency;
+use crate::systemd::SystemdError;
 
 /// Name prefixes of the units this workload makes: what it waits for and counts.
 const PREFIXES: [&str; 2] = ["kchaos_", "libcontainer_"];
-/// How long stopped units may take to be unloaded before they count as leaked.
+/// How long the count of stopped-but-loaded units may stand still before the rest
+/// count as leaked …
 const LEAK_GRACE: Duration = Duration::from_secs(5);
+/// … and the longest wait for them in all.
+const LEAK_CAP: Duration = Duration::from_secs(30);
+
+/// Why the flood could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FloodError {
+    #[error("No tokio runtime to run the flood on")]
+    NoRuntime(#[source] tokio::runtime::TryCurrentError),
+    #[error(transparent)]
+    Connect(#[from] SystemdError),
+    #[error("Subscribe failed (systemd sends job signals only to subscribers)")]
+    Subscribe(#[source] zbus::Error),
+    #[error("Cannot receive JobRemoved signals")]
+    Listen(#[source] zbus::Error),
+    #[error("ListUnitsByPatterns failed")]
+    List(#[source] zbus::Error),
+}
+
+/// A unit's start or stop, as its errors name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Start,
+    Stop,
+}
+
+impl Op {
+    fn call(self) -> &'static str {
+        match self {
+            Op::Start => "StartTransientUnit",
+            Op::Stop => "StopUnit",
+        }
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Start => "start",
+            Op::Stop => "stop",
+        })
+    }
+}
+
+/// One unit that did not go through. The first few are quoted in the cell's reasons:
+/// a job that ended other than `done` names the unit and its result.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error("Cannot start the process {unit} is to adopt")]
+    Hold {
+        unit: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Cannot encode the unit property {property}")]
+    Encode {
+        property: &'static str,
+        #[source]
+        source: zvariant::Error,
+    },
+    #[error("{} {unit} failed", .op.call())]
+    Call {
+        op: Op,
+        unit: String,
+        /// Boxed: zbus's error is large and this type travels in every result.
+        #[source]
+        source: Box<zbus::Error>,
+    },
+    #[error("{op} job of {unit} ended `{result}`")]
+    Job {
+        op: Op,
+        unit: String,
+        result: String,
+    },
+    #[error("{op} job of {unit}: no JobRemoved within {timeout:?}")]
+    NoJobRemoved {
+        op: Op,
+        unit: String,
+        timeout: Duration,
+    },
+}
 
 #[derive(Debug, Default)]
 struct Stats {
@@ -41,54 +131,63 @@ impl Stats {
     }
 }
 
+/// Everything the flood observed.
+#[derive(Debug, Default)]
+struct Outcome {
+    stats: Stats,
+    leaked: Vec<String>,
+    heard: Heard,
+}
+
 pub fn run(
     workload: &Workload,
     spec: &SystemdUnits,
     env: &Env,
 ) -> (WorkloadReport, Vec<(String, Metric)>) {
-    let (stats, leaked) = match tokio::runtime::Handle::try_current() {
+    let outcome = match tokio::runtime::Handle::try_current() {
         Ok(rt) => rt.block_on(flood(workload, spec, env)),
         Err(e) => {
-            let mut s = Stats::default();
-            s.errors.push(format!("no async runtime: {e}"));
-            (s, Vec::new())
+            let mut outcome = Outcome::default();
+            outcome
+                .stats
+                .errors
+                .push(crate::error_chain(&FloodError::NoRuntime(e)));
+            outcome
         }
     };
-    let name = &workload.name;
-    let count = |v: f64| {
-        Metric::Value(Gauge {
-            unit: Unit::Count,
-            value: v,
-        })
-    };
-    if !leaked.is_empty() {
-        let shown: Vec<&str> = leaked.iter().take(10).map(String::as_str).collect();
+    if !outcome.leaked.is_empty() {
+        let shown: Vec<&str> = outcome.leaked.iter().take(10).map(String::as_str).collect();
         env.reporter.note(format!(
-            "{} units still loaded {LEAK_GRACE:?} after their stop: {}{}",
-            leaked.len(),
+            "{} units still loaded after their stop (their count stood still for {LEAK_GRACE:?}): {}{}",
+            outcome.leaked.len(),
             shown.join(", "),
-            if leaked.len() > shown.len() {
+            if outcome.leaked.len() > shown.len() {
                 ", …"
             } else {
                 ""
             }
         ));
     }
-    let metrics = vec![
-        (
-            format!("{name}.start"),
-            Metric::Histogram(stats.start.summary()),
-        ),
-        (
-            format!("{name}.stop"),
-            Metric::Histogram(stats.stop.summary()),
-        ),
-        (format!("{name}.units"), count(stats.units as f64)),
-        (format!("{name}.leaked"), count(leaked.len() as f64)),
-    ];
+    if let Some(limit) = workload.iterations.filter(|&l| outcome.stats.units < l) {
+        if Instant::now() >= env.deadline {
+            // Not a failure: a slow host makes fewer units, systemd is judged on those.
+            env.reporter.note(format!(
+                "{}: the flood reached its time limit after {} of {limit} units",
+                workload.name, outcome.stats.units
+            ));
+        }
+    }
+    if outcome.heard.cookie.cycled() {
+        env.reporter.note(format!(
+            "systemd's D-Bus cookie passed 0xffffffff during the flood and cycled to {:#x}",
+            outcome.heard.cookie.newest().unwrap_or_default()
+        ));
+    }
+    let metrics = metrics(&workload.name, &outcome);
+    let stats = outcome.stats;
     (
         WorkloadReport {
-            name: name.clone(),
+            name: workload.name.clone(),
             iterations: stats.units,
             errors: stats.errors.count,
             error_samples: stats.errors.samples,
@@ -97,55 +196,152 @@ pub fn run(
     )
 }
 
-/// Job completions of one connection, matched to the calls that created the jobs. A
-/// job can finish before its `StartTransientUnit` reply is processed: its result waits
-/// here until claimed.
-#[derive(Debug, Default)]
-struct Jobs {
-    slots: Mutex<HashMap<String, Slot>>,
+fn metrics(name: &str, outcome: &Outcome) -> Vec<(String, Metric)> {
+    let value = |unit, v: f64| Metric::Value(Gauge { unit, value: v });
+    let stats = &outcome.stats;
+    let heard = &outcome.heard;
+    let mut metrics = vec![
+        (
+            format!("{name}.start"),
+            Metric::Histogram(stats.start.summary()),
+        ),
+        (
+            format!("{name}.stop"),
+            Metric::Histogram(stats.stop.summary()),
+        ),
+        (format!("{name}.units"), value(Unit::Count, stats.units as f64)),
+        (
+            format!("{name}.leaked"),
+            value(Unit::Count, outcome.leaked.len() as f64),
+        ),
+        (
+            format!("{name}.silence"),
+            value(Unit::Ns, heard.silence.longest().as_nanos() as f64),
+        ),
+    ];
+    // Without a signal there is no cookie to report; a check on them then fails as
+    // "no data" instead of passing on a zero.
+    if let Some(cookie) = heard.cookie.newest() {
+        metrics.push((format!("{name}.cookie"), value(Unit::Count, f64::from(cookie))));
+        metrics.push((
+            format!("{name}.messages"),
+            value(Unit::Count, heard.cookie.messages() as f64),
+        ));
+    }
+    if let Some(rate) = heard.cookie.rate() {
+        metrics.push((format!("{name}.message_rate"), value(Unit::Count, rate)));
+    }
+    metrics
 }
 
+/// What systemd's messages told the flood, shared by every connection's listener and
+/// every unit.
+#[derive(Debug, Default)]
+struct Heard {
+    cookie: CookieClock,
+    silence: Silence,
+}
+
+#[derive(Debug, Default)]
+struct Watch(Mutex<Heard>);
+
+impl Watch {
+    fn lock(&self) -> MutexGuard<'_, Heard> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A message from systemd; `cookie` is its serial where the flood has the message.
+    fn heard(&self, cookie: Option<u32>) {
+        let now = Instant::now();
+        let mut h = self.lock();
+        h.silence.heard(now);
+        if let Some(c) = cookie {
+            h.cookie.observe(c, now);
+        }
+    }
+
+    /// The flood waits on systemd until the guard is dropped.
+    fn waiting(&self) -> Waiting<'_> {
+        self.lock().silence.begin(Instant::now());
+        Waiting(self)
+    }
+
+    fn take(&self) -> Heard {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+struct Waiting<'a>(&'a Watch);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().silence.end(Instant::now());
+    }
+}
+
+/// Units of one connection whose job the flood waits for, by unit name: registered
+/// before the call, so a job that finishes before the call's reply is processed is
+/// not lost, and signals about anyone else's units are dropped at once.
+#[derive(Debug, Default)]
+struct Jobs {
+    waiting: Mutex<HashMap<String, mpsc::UnboundedSender<Removed>>>,
+}
+
+/// A `JobRemoved` signal: the job's path and its result (`done`, `failed`, …).
 #[derive(Debug)]
-enum Slot {
-    Waiting(tokio::sync::oneshot::Sender<String>),
-    Done(String),
+struct Removed {
+    job: String,
+    result: String,
 }
 
 impl Jobs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Removed>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn removed(&self, job: String, result: String) {
-        let mut slots = self.lock();
-        match slots.remove(&job) {
-            Some(Slot::Waiting(tx)) => {
-                let _ = tx.send(result);
-            }
-            _ => {
-                slots.insert(job, Slot::Done(result));
-            }
+    fn expect(&self, unit: &str) -> Expected<'_> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().insert(unit.to_owned(), tx);
+        Expected {
+            jobs: self,
+            unit: unit.to_owned(),
+            rx,
         }
     }
 
-    /// The job's result (`done`, `failed`, `timeout`, …), or `None` after `timeout`.
-    async fn wait(&self, job: &str, timeout: Duration) -> Option<String> {
-        let rx = {
-            let mut slots = self.lock();
-            if let Some(Slot::Done(result)) = slots.remove(job) {
-                return Some(result);
+    fn removed(&self, unit: &str, removed: Removed) {
+        if let Some(tx) = self.lock().get(unit) {
+            let _ = tx.send(removed);
+        }
+    }
+}
+
+/// The job signals of one unit until dropped.
+struct Expected<'a> {
+    jobs: &'a Jobs,
+    unit: String,
+    rx: mpsc::UnboundedReceiver<Removed>,
+}
+
+impl Expected<'_> {
+    /// The result of `job`, or `None` after `timeout`. Other jobs of the unit (systemd
+    /// may queue its own) are skipped.
+    async fn result(&mut self, job: &str, timeout: Duration) -> Option<String> {
+        let wait = async {
+            while let Some(r) = self.rx.recv().await {
+                if r.job == job {
+                    return Some(r.result);
+                }
             }
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            slots.insert(job.to_owned(), Slot::Waiting(tx));
-            rx
+            None
         };
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => Some(result),
-            _ => {
-                self.lock().remove(job);
-                None
-            }
-        }
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+}
+
+impl Drop for Expected<'_> {
+    fn drop(&mut self) {
+        self.jobs.lock().remove(&self.unit);
     }
 }
 
@@ -156,24 +352,30 @@ struct Bus {
     listener: tokio::task::JoinHandle<()>,
 }
 
-async fn connect() -> Result<Bus, String> {
+async fn connect(watch: &Arc<Watch>) -> Result<Bus, FloodError> {
     let (_conn, manager) = crate::systemd::manager().await?;
     // systemd sends job signals only to subscribed clients.
-    manager
-        .subscribe()
-        .await
-        .map_err(|e| format!("Subscribe: {e}"))?;
+    manager.subscribe().await.map_err(FloodError::Subscribe)?;
     let mut removed = manager
         .receive_job_removed()
         .await
-        .map_err(|e| format!("JobRemoved subscription: {e}"))?;
+        .map_err(FloodError::Listen)?;
     let jobs = Arc::new(Jobs::default());
     let sink = Arc::clone(&jobs);
+    let watch = Arc::clone(watch);
     let listener = tokio::spawn(async move {
         while let Some(signal) = removed.next().await {
+            let cookie = signal.message().primary_header().serial_num().get();
+            watch.heard(Some(cookie));
             let Ok(args) = signal.args() else { continue };
             if PREFIXES.iter().any(|p| args.unit.starts_with(p)) {
-                sink.removed(args.job.to_string(), args.result);
+                sink.removed(
+                    &args.unit,
+                    Removed {
+                        job: args.job.to_string(),
+                        result: args.result,
+                    },
+                );
             }
         }
     });
@@ -188,17 +390,22 @@ struct Shared<'a> {
     spec: &'a SystemdUnits,
     buses: Vec<Bus>,
     iterations: Iterations<'a>,
+    watch: Arc<Watch>,
 }
 
-async fn flood(workload: &Workload, spec: &SystemdUnits, env: &Env) -> (Stats, Vec<String>) {
-    let mut total = Stats::default();
+async fn flood(workload: &Workload, spec: &SystemdUnits, env: &Env) -> Outcome {
+    let mut outcome = Outcome::default();
+    let watch = Arc::new(Watch::default());
     let mut buses = Vec::new();
     for _ in 0..spec.connections.max(1) {
-        match connect().await {
+        match connect(&watch).await {
             Ok(bus) => buses.push(bus),
             Err(e) => {
-                total.errors.push(e);
-                return (total, Vec::new());
+                outcome.stats.errors.push(crate::error_chain(&e));
+                for bus in &buses {
+                    bus.listener.abort();
+                }
+                return outcome;
             }
         }
     }
@@ -206,22 +413,23 @@ async fn flood(workload: &Workload, spec: &SystemdUnits, env: &Env) -> (Stats, V
         spec,
         buses,
         iterations: Iterations::new(workload, env, spec.rate),
+        watch,
     };
     let slots = (0..spec.concurrency).map(|slot| slot_loop(&shared, slot));
     for s in futures::future::join_all(slots).await {
-        total.merge(s);
+        outcome.stats.merge(s);
     }
-    let leaked = match shared.buses.first().map(|b| leftovers(&b.manager)) {
-        Some(check) => check.await.unwrap_or_else(|e| {
-            total.errors.push(e);
-            Vec::new()
-        }),
-        None => Vec::new(),
-    };
+    if let Some(bus) = shared.buses.first() {
+        match leftovers(&bus.manager).await {
+            Ok(units) => outcome.leaked = units,
+            Err(e) => outcome.stats.errors.push(crate::error_chain(&e)),
+        }
+    }
     for bus in &shared.buses {
         bus.listener.abort();
     }
-    (total, leaked)
+    outcome.heard = shared.watch.take();
+    outcome
 }
 
 async fn slot_loop(sh: &Shared<'_>, slot: u32) -> Stats {
@@ -229,17 +437,17 @@ async fn slot_loop(sh: &Shared<'_>, slot: u32) -> Stats {
     let Some(bus) = sh.buses.get(slot as usize % sh.buses.len().max(1)) else {
         return stats;
     };
+    let kinds = &sh.spec.kinds;
     while let Some(n) = sh.iterations.claim().await {
-        let kinds = &sh.spec.kinds;
+        // Validation guarantees at least one kind.
         let Some(&kind) = usize::try_from(n)
             .ok()
             .and_then(|n| kinds.get(n % kinds.len().max(1)))
         else {
-            stats.errors.push("no unit kinds to start".to_owned());
             return stats;
         };
         if let Err(e) = unit(sh, bus, kind, n, &mut stats).await {
-            stats.errors.push(e);
+            stats.errors.push(crate::error_chain(&e));
         }
         sh.iterations.done(n);
     }
@@ -257,24 +465,27 @@ fn unit_name(kind: UnitKind, n: u64) -> String {
     }
 }
 
-fn value<'a>(v: impl Into<Value<'a>>) -> Result<OwnedValue, String> {
+fn value<'a>(property: &'static str, v: impl Into<Value<'a>>) -> Result<OwnedValue, UnitError> {
     v.into()
         .try_to_owned()
-        .map_err(|e| format!("encode property: {e}"))
+        .map_err(|source| UnitError::Encode { property, source })
 }
 
 /// `StartTransientUnit` properties of a unit of `kind`.
-fn properties(kind: UnitKind, pid: Option<u32>) -> Result<Vec<(String, OwnedValue)>, String> {
+fn properties(kind: UnitKind, pid: Option<u32>) -> Result<Vec<(String, OwnedValue)>, UnitError> {
     let mut props = vec![(
         "Description".to_owned(),
-        value(format!("kchaos systemd-units ({kind:?})"))?,
+        value(
+            "Description",
+            format!("kchaos systemd-units ({kind:?})"),
+        )?,
     )];
     match kind {
         UnitKind::Slice | UnitKind::RuncCheck => {}
         UnitKind::Scope => {
-            props.push(("PIDs".to_owned(), value(vec![pid.unwrap_or_default()])?));
+            props.push(("PIDs".to_owned(), value("PIDs", vec![pid.unwrap_or_default()])?));
             // As runc asks for its containers.
-            props.push(("Delegate".to_owned(), value(true)?));
+            props.push(("Delegate".to_owned(), value("Delegate", true)?));
         }
         UnitKind::Service => {
             let exec: Vec<(String, Vec<String>, bool)> = vec![(
@@ -282,7 +493,7 @@ fn properties(kind: UnitKind, pid: Option<u32>) -> Result<Vec<(String, OwnedValu
                 vec!["sleep".to_owned(), "3600".to_owned()],
                 false,
             )];
-            props.push(("ExecStart".to_owned(), value(exec)?));
+            props.push(("ExecStart".to_owned(), value("ExecStart", exec)?));
         }
     }
     Ok(props)
@@ -295,7 +506,7 @@ async fn unit(
     kind: UnitKind,
     n: u64,
     stats: &mut Stats,
-) -> Result<(), String> {
+) -> Result<(), UnitError> {
     let name = unit_name(kind, n);
     // A scope adopts a process that already exists: a child of the runner's own binary
     // waiting for its stdin to close (systemd's SIGTERM at stop ends it first).
@@ -306,71 +517,104 @@ async fn unit(
                 .stdin(std::process::Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| format!("start a process for {name}: {e}"))?,
+                .map_err(|source| UnitError::Hold {
+                    unit: name.clone(),
+                    source,
+                })?,
         ),
         _ => None,
     };
     let props = properties(kind, held.as_ref().and_then(|c| c.id()))?;
-    let timeout = sh.spec.job_timeout;
 
     let t = Instant::now();
-    let job = bus
-        .manager
-        .start_transient_unit(name.clone(), "replace".to_owned(), props, Vec::new())
-        .await
-        .map_err(|e| format!("StartTransientUnit {name}: {e}"))?;
-    let result = bus.jobs.wait(job.as_str(), timeout).await;
+    let started = job(sh, bus, Op::Start, &name, |m| {
+        m.start_transient_unit(name.clone(), "replace".to_owned(), props, Vec::new())
+    })
+    .await;
     stats.start.record(t.elapsed());
-    match result.as_deref() {
-        Some("done") => stats.units += 1,
-        Some(other) => return Err(format!("start job of {name}: result `{other}`")),
-        None => {
-            return Err(format!(
-                "start job of {name}: no JobRemoved within {timeout:?}"
-            ))
-        }
-    }
+    started?;
+    stats.units += 1;
 
     tokio::time::sleep(sh.spec.lifetime).await;
 
     let t = Instant::now();
-    let job = bus
-        .manager
-        .stop_unit(name.clone(), "replace".to_owned())
-        .await
-        .map_err(|e| format!("StopUnit {name}: {e}"))?;
-    let result = bus.jobs.wait(job.as_str(), timeout).await;
+    let stopped = job(sh, bus, Op::Stop, &name, |m| {
+        m.stop_unit(name.clone(), "replace".to_owned())
+    })
+    .await;
     stats.stop.record(t.elapsed());
     if let Some(child) = held.as_mut() {
         drop(child.stdin.take());
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
     }
-    match result.as_deref() {
-        Some("done") => Ok(()),
-        Some(other) => Err(format!("stop job of {name}: result `{other}`")),
-        None => Err(format!(
-            "stop job of {name}: no JobRemoved within {timeout:?}"
-        )),
+    stopped
+}
+
+/// A call that creates a job, then the job's `JobRemoved`: `Ok` only if it ended `done`.
+async fn job<'m, F, Fut>(
+    sh: &Shared<'_>,
+    bus: &'m Bus,
+    op: Op,
+    unit: &str,
+    call: F,
+) -> Result<(), UnitError>
+where
+    F: FnOnce(&'m ManagerProxy<'static>) -> Fut,
+    Fut: std::future::Future<Output = zbus::Result<OwnedObjectPath>>,
+{
+    let timeout = sh.spec.job_timeout;
+    let _waiting = sh.watch.waiting();
+    let mut expected = bus.jobs.expect(unit);
+    let path = match call(&bus.manager).await {
+        Ok(path) => {
+            sh.watch.heard(None);
+            path
+        }
+        Err(source) => {
+            if matches!(source, zbus::Error::MethodError(..)) {
+                // An error reply is an answer too.
+                sh.watch.heard(None);
+            }
+            return Err(UnitError::Call {
+                op,
+                unit: unit.to_owned(),
+                source: Box::new(source),
+            });
+        }
+    };
+    match expected.result(path.as_str(), timeout).await {
+        Some(result) if result == "done" => Ok(()),
+        Some(result) => Err(UnitError::Job {
+            op,
+            unit: unit.to_owned(),
+            result,
+        }),
+        None => Err(UnitError::NoJobRemoved {
+            op,
+            unit: unit.to_owned(),
+            timeout,
+        }),
     }
 }
 
-/// The workload's units still loaded, after giving systemd [`LEAK_GRACE`] to unload
-/// the stopped ones.
-async fn leftovers(manager: &ManagerProxy<'static>) -> Result<Vec<String>, String> {
+/// The workload's units still loaded once systemd has unloaded what it will: listed
+/// until none are left or their count stood still for [`LEAK_GRACE`].
+async fn leftovers(manager: &ManagerProxy<'static>) -> Result<Vec<String>, FloodError> {
     let patterns: Vec<String> = PREFIXES.iter().map(|p| format!("{p}*")).collect();
-    let deadline = Instant::now() + LEAK_GRACE;
+    let mut unloading = Unloading::new(Instant::now(), LEAK_GRACE, LEAK_CAP);
     loop {
         let units: Vec<String> = manager
             .list_units_by_patterns(Vec::new(), patterns.clone())
             .await
-            .map_err(|e| format!("ListUnitsByPatterns: {e}"))?
+            .map_err(FloodError::List)?
             .into_iter()
             .map(|u| u.0)
             .collect();
-        if units.is_empty() || Instant::now() >= deadline {
-            return Ok(units);
+        match unloading.observe(units.len(), Instant::now()) {
+            UnloadPoll::Clean => return Ok(Vec::new()),
+            UnloadPoll::Leaked => return Ok(units),
+            UnloadPoll::Wait => tokio::time::sleep(Duration::from_millis(200)).await,
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -400,20 +644,43 @@ mod tests {
         assert_eq!(pids.value_signature().to_string(), "au");
     }
 
+    #[test]
+    fn errors_name_the_unit_and_the_job_result() {
+        let e = UnitError::Job {
+            op: Op::Start,
+            unit: "kchaos_3.service".into(),
+            result: "failed".into(),
+        };
+        assert_eq!(e.to_string(), "start job of kchaos_3.service ended `failed`");
+        let e = UnitError::Call {
+            op: Op::Stop,
+            unit: "kchaos_3.service".into(),
+            source: Box::new(zbus::Error::InvalidReply),
+        };
+        assert!(crate::error_chain(&e).starts_with("StopUnit kchaos_3.service failed: "));
+    }
+
     #[tokio::test]
-    async fn a_job_that_finishes_before_it_is_awaited_is_not_lost() {
+    async fn a_job_that_finishes_before_its_reply_is_not_lost() {
         let jobs = Jobs::default();
-        jobs.removed("/job/1".into(), "done".into());
+        let mut expected = jobs.expect("kchaos_1.slice");
+        // Another unit's signal and an earlier job of the same unit are not this job.
+        let removed = |job: &str, result: &str| Removed {
+            job: job.into(),
+            result: result.into(),
+        };
+        jobs.removed("kchaos_2.slice", removed("/job/2", "failed"));
+        jobs.removed("kchaos_1.slice", removed("/job/0", "canceled"));
+        jobs.removed("kchaos_1.slice", removed("/job/1", "done"));
         assert_eq!(
-            jobs.wait("/job/1", Duration::from_millis(10))
-                .await
-                .as_deref(),
-            Some("done")
+            expected.result("/job/1", Duration::from_millis(10)).await,
+            Some("done".to_owned())
         );
-        assert_eq!(jobs.wait("/job/2", Duration::from_millis(10)).await, None);
-        assert!(
-            jobs.lock().is_empty(),
-            "a timed-out wait leaves nothing behind"
+        assert_eq!(
+            expected.result("/job/9", Duration::from_millis(10)).await,
+            None
         );
+        drop(expected);
+        assert!(jobs.lock().is_empty(), "a finished wait leaves nothing behind");
     }
 }

@@ -20,6 +20,13 @@ pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
     ("stop", MetricKind::Histogram, Unit::Ns),
     ("units", MetricKind::Value, Unit::Count),
     ("leaked", MetricKind::Value, Unit::Count),
+    // The longest time systemd sent nothing while the flood waited on it.
+    ("silence", MetricKind::Value, Unit::Ns),
+    // systemd's D-Bus cookie (sd-bus message serial) on its system-bus connection: the
+    // newest seen, how far it advanced during the flood, and per second.
+    ("cookie", MetricKind::Value, Unit::Count),
+    ("messages", MetricKind::Value, Unit::Count),
+    ("message_rate", MetricKind::Value, Unit::Count),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
