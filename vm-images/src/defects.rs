@@ -156,6 +156,8 @@ struct RawDefect {
     #[serde(default)]
     scenarios: Vec<ScenarioName>,
     description: Spanned<String>,
+    #[serde(default)]
+    expect: Option<Spanned<String>>,
 }
 
 /// One defect, validated.
@@ -174,6 +176,9 @@ pub struct Defect {
     /// Scenarios declared to catch it.
     pub scenarios: Vec<ScenarioName>,
     pub description: String,
+    /// What a detection must name (a regular expression matched against the failing
+    /// cell's reasons, signature lines and fingerprint); `None`: the family's default.
+    pub expect: Option<String>,
 }
 
 /// A parsed `defects.toml`, defects in name order.
@@ -183,7 +188,21 @@ pub struct DefectList {
     pub path: PathBuf,
 }
 
+/// The list shipped in the binary, for an installed kchaos.
+pub const BUILTIN: &str = include_str!("../defects.toml");
+const BUILTIN_NAME: &str = "(built-in) vm-images/defects.toml";
+
 impl DefectList {
+    /// The list at [`DEFAULT_PATH`] if it exists (a checkout), else the shipped one.
+    pub fn load_default(kernels: &KernelList) -> Result<DefectList, DefectListError> {
+        let path = Path::new(DEFAULT_PATH);
+        if path.exists() {
+            DefectList::load(path, kernels)
+        } else {
+            DefectList::parse(Path::new(BUILTIN_NAME), BUILTIN, kernels)
+        }
+    }
+
     /// Reads and validates `path`; kernel names are looked up in `kernels`.
     pub fn load(path: &Path, kernels: &KernelList) -> Result<DefectList, DefectListError> {
         let text = std::fs::read_to_string(path).map_err(|source| DefectListError::Read {
@@ -261,7 +280,17 @@ impl DefectList {
                     "one non-empty line".to_owned(),
                 ));
             }
+            let expect = match raw.expect {
+                Some(e) => {
+                    if let Err(err) = regex::Regex::new(e.get_ref()) {
+                        return Err(at(e.span(), key("expect"), err.to_string()));
+                    }
+                    Some(e.into_inner())
+                }
+                None => None,
+            };
             defects.push(Defect {
+                expect,
                 name,
                 incident: raw.incident,
                 family: raw.family,
@@ -419,6 +448,13 @@ description = "unbounded period timer"
             (
                 GOOD.replace("incident = \"4\"", "incident = \"5\""),
                 "d.toml:11:12: defects.cfs-period-lockup.incident: unknown variant `5`",
+            ),
+            (
+                GOOD.replace(
+                    "description = \"neighbours",
+                    "expect = \"(unclosed\"\ndescription = \"neighbours",
+                ),
+                "d.toml:8:10: defects.netdev-ref-leak.expect: regex parse error",
             ),
             (
                 GOOD.replace("[defects.netdev-ref-leak]", "[defects.Netdev]"),

@@ -118,6 +118,57 @@ pub fn names_mechanism(cell: &CellResult, expect: &Regex) -> Option<String> {
         })
 }
 
+impl Attempt {
+    /// The attempt `cells` (one scenario's runs on one defect, in order) add up to:
+    /// detected when a cell names the mechanism, with that cell's evidence; else the
+    /// last reason seen, marked as not naming it. `runs` counts runs made, errors
+    /// included; `seconds_to_detect` is the trials engine's time to the first hit.
+    pub fn from_cells(
+        scenario: &str,
+        cells: &[CellResult],
+        expect: &Regex,
+        runs: u32,
+        seconds_to_detect: Option<f64>,
+        results: String,
+    ) -> Attempt {
+        let hit = cells
+            .iter()
+            .find_map(|c| names_mechanism(c, expect).map(|e| (c, e)));
+        let unnamed = cells
+            .iter()
+            .filter(|c| c.verdict.is_failure() && names_mechanism(c, expect).is_none())
+            .count();
+        let detected = hit.is_some();
+        let (verdict, evidence, fingerprint) = match hit {
+            Some((c, evidence)) => (
+                Some(c.verdict),
+                Some(evidence),
+                c.fingerprint.as_ref().map(|f| f.id.clone()),
+            ),
+            None => (
+                cells.last().map(|c| c.verdict),
+                cells
+                    .iter()
+                    .rev()
+                    .find_map(|c| c.reasons.first())
+                    .map(|r| format!("not named: {r}")),
+                None,
+            ),
+        };
+        Attempt {
+            scenario: scenario.to_owned(),
+            detected,
+            runs,
+            seconds_to_detect: seconds_to_detect.filter(|_| detected),
+            verdict,
+            evidence,
+            fingerprint,
+            results,
+            unnamed_failures: u32::try_from(unnamed).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// The false-alarm rate of stock cells (errors and skips are not judged).
 pub fn false_alarms(stock: &[StockCell]) -> FalseAlarms {
     let judged = stock
@@ -322,6 +373,52 @@ mod tests {
             None,
             "only failures name it"
         );
+    }
+
+    #[test]
+    fn an_attempt_is_detected_only_by_a_run_that_names_the_mechanism() {
+        let expect = Regex::new("dying").unwrap();
+        let mut throughput = test_cell("m/k", Verdict::Fail, 1e6);
+        throughput.reasons = vec!["check `churn.cgroups.value >= 1000` failed".into()];
+        let mut named = test_cell("m/k", Verdict::Fail, 1e6);
+        named.reasons = vec!["check `reclaim.dying.value <= 2` failed: 75".into()];
+        let pass = test_cell("m/k", Verdict::Pass, 1e6);
+
+        let a = Attempt::from_cells(
+            "m",
+            &[throughput.clone(), pass.clone()],
+            &expect,
+            2,
+            Some(9.0),
+            "d/m".into(),
+        );
+        assert!(!a.detected);
+        assert_eq!(a.unnamed_failures, 1);
+        assert_eq!(a.seconds_to_detect, None);
+        assert_eq!(a.verdict, Some(Verdict::Pass));
+        assert!(a
+            .evidence
+            .as_deref()
+            .is_some_and(|e| e.starts_with("not named: check `churn")));
+
+        let a = Attempt::from_cells(
+            "m",
+            &[throughput, named],
+            &expect,
+            2,
+            Some(9.0),
+            "d/m".into(),
+        );
+        assert!(a.detected);
+        assert_eq!(a.verdict, Some(Verdict::Fail));
+        assert_eq!(a.seconds_to_detect, Some(9.0));
+        assert!(a
+            .evidence
+            .as_deref()
+            .is_some_and(|e| e.contains("reclaim.dying")));
+
+        let a = Attempt::from_cells("m", &[], &expect, 0, None, "d/m".into());
+        assert!(!a.detected && a.verdict.is_none() && a.evidence.is_none());
     }
 
     #[test]

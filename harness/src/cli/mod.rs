@@ -3,6 +3,7 @@
 //! stay thin: they turn arguments into the library's options, call it, print.
 
 pub mod args;
+pub mod detect;
 pub mod exit;
 pub mod gate;
 pub mod host;
@@ -129,6 +130,11 @@ pub enum Command {
     Replay(Box<repro::ReplayArgs>),
     /// Find the first bad kernel of an ordered list, given a good and a bad one.
     Bisect(Box<repro::BisectArgs>),
+    /// The kill matrix: every scenario on each defect it is declared to catch
+    /// (vm-images/defects.toml) until it names the mechanism, and on the defect
+    /// kernel without the defect (and --stock-kernel), where it must pass; writes
+    /// detection.json and detection.html; exit 1 on an escape or a false alarm.
+    Detect(Box<detect::DetectArgs>),
     /// Merge results directories (e.g. the shards of a matrix) into a new one, with
     /// one database, report and JUnit file.
     Merge {
@@ -169,6 +175,7 @@ pub fn dispatch(command: Command, cache: Cache) -> Result<Exit, CliError> {
         Command::Repro(args) => repro::repro(*args, cache),
         Command::Replay(args) => repro::replay(*args, cache),
         Command::Bisect(args) => repro::bisect(*args, cache),
+        Command::Detect(args) => detect::detect(&args, &cache),
     }
 }
 

@@ -1,0 +1,324 @@
+//! `kchaos detect`: the kill matrix. Every scenario declared to catch a defect runs on
+//! the defect's kernel with the defect switched on (its kernel parameters appended to
+//! the scenario's `[vm] cmdline`), repeating until it names the mechanism or the budget
+//! is spent; every declared scenario also runs on the same kernel without the defect
+//! (its stock twin) and on the stock kernels asked for, which must pass. One session
+//! serves every trial: each kernel is built or fetched once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use kchaos_harness::analysis::detect::{self, Attempt, DefectRow, Detection, StockCell};
+use kchaos_harness::analysis::trials::{Pattern, Target};
+use kchaos_harness::error::error_chain;
+use kchaos_harness::results::now_rfc3339;
+use kchaos_harness::run::matrix::{self, MatrixOptions};
+use kchaos_harness::run::session::Session;
+use kchaos_harness::run::trials::{run_trials, TrialOptions};
+use kchaos_images::defects::{DefectList, Family};
+use kchaos_images::Cache;
+use regex::Regex;
+
+use super::args::{default_out, KernelListArgs, VmArgs};
+use super::exit::{CliError, Exit};
+use super::{describe_session, run_error, runtime};
+
+#[derive(Debug, clap::Args)]
+pub struct DetectArgs {
+    /// The defect list [default: vm-images/defects.toml, else the one built in].
+    #[arg(long, value_name = "FILE")]
+    pub defects: Option<PathBuf>,
+    /// Only these defects (repeatable) [default: all].
+    #[arg(long = "defect", value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Where the declared scenarios are found [default: ./scenarios, else the built-in].
+    #[arg(long, value_name = "DIR")]
+    pub scenarios: Option<PathBuf>,
+    /// Runs per (defect, scenario) before it counts as escaped.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_runs: u32,
+    /// Stock kernels every declared scenario must pass on, besides each defect kernel
+    /// without its defect (repeatable: specs, names, @sets) [default: none].
+    #[arg(long = "stock-kernel", value_name = "SPEC|NAME|@SET")]
+    pub stock_kernels: Vec<String>,
+    /// Repeats of each scenario on the stock kernels (the false-alarm sample).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub stock_repeat: u32,
+    #[command(flatten)]
+    pub list: KernelListArgs,
+    /// Results directory [default: results/detect-<timestamp>].
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+/// What a detection must name, per family, when the defect list says nothing: the
+/// kernel's signature or the check that names the leaked object, starving group or
+/// stalled operation — never a throughput bound or the run's overrun.
+pub fn default_expect(family: Family) -> &'static str {
+    match family {
+        Family::Netdev => r"unregister_netdevice|net_devices|leaked|teardown|D state",
+        Family::Memcg => {
+            r"dying|SLUB: Unable to allocate|page allocation failure|Cannot allocate memory|mkdir|rmdir|D state|hung_task|blocked"
+        }
+        Family::Cfs => r"share_min|share_max|throttl|starv|lockup|LOCKUP|rcu.*stall|RCU",
+        Family::Systemd => {
+            r"systemd unresponsive|silence|job of .* ended|no JobRemoved|leaked|Operation not supported"
+        }
+    }
+}
+
+pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
+    let kernels = args.list.load()?;
+    let list = match &args.defects {
+        Some(path) => DefectList::load(path, &kernels),
+        None => DefectList::load_default(&kernels),
+    }
+    .map_err(|e| CliError::usage(error_chain(&e)))?;
+    let defects: Vec<_> = list
+        .defects
+        .iter()
+        .filter(|d| args.only.is_empty() || args.only.contains(&d.name))
+        .collect();
+    if defects.is_empty() {
+        return Err(CliError::usage(format!(
+            "no defects to try (known: {})",
+            list.defects
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let scenario_dir = match &args.scenarios {
+        Some(d) => d.clone(),
+        None if Path::new("scenarios").is_dir() => PathBuf::from("scenarios"),
+        None => kchaos_harness::scenario::builtin_dir(cache)
+            .map_err(|e| CliError::Infrastructure(anyhow::anyhow!(error_chain(&e))))?,
+    };
+    let loaded = kchaos_harness::scenario::load_all(std::slice::from_ref(&scenario_dir))
+        .map_err(CliError::Scenarios)?;
+    let find = |name: &str| -> Result<PathBuf, CliError> {
+        loaded
+            .iter()
+            .find(|s| s.model.name == name)
+            .map(|s| s.path.clone())
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "the defect list declares scenario `{name}`, which {} does not have",
+                    scenario_dir.display()
+                ))
+            })
+    };
+    let stock_specs = if args.stock_kernels.is_empty() {
+        Vec::new()
+    } else {
+        args.list.expand(&args.stock_kernels)?
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(Some("detect")));
+    std::fs::create_dir_all(out.join("variants"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    let rt = runtime()?;
+    let session = Arc::new(rt.block_on(Session::open(args.vm.session(cache))));
+    describe_session(&session);
+    let started_at = now_rfc3339();
+    let mut rows = Vec::new();
+    let mut twins: Vec<(String, PathBuf)> = Vec::new();
+    for d in &defects {
+        let expect_text = d
+            .expect
+            .clone()
+            .unwrap_or_else(|| default_expect(d.family).to_owned());
+        let expect = Regex::new(&expect_text)
+            .map_err(|e| CliError::usage(format!("defect {}: expect: {e}", d.name)))?;
+        let cmdline: Vec<String> = d.cmdline.iter().map(|p| p.as_str().to_owned()).collect();
+        let mut attempts = Vec::new();
+        for scenario in &d.scenarios {
+            let file = find(scenario.as_str())?;
+            if !twins.iter().any(|(k, f)| *k == d.kernel_spec && *f == file) {
+                twins.push((d.kernel_spec.clone(), file.clone()));
+            }
+            let variant = with_cmdline(&file, &cmdline, &out.join("variants").join(&d.name))
+                .map_err(CliError::Usage)?;
+            let rel = format!("{}/{}", d.name, scenario.as_str());
+            eprintln!(
+                "kchaos: detect: {} on {} with {}",
+                scenario.as_str(),
+                d.name,
+                cmdline.join(" ")
+            );
+            let started = Instant::now();
+            let trials = rt
+                .block_on(run_trials(
+                    &session,
+                    &TrialOptions {
+                        scenario: variant,
+                        kernel: d.kernel_spec.clone(),
+                        target: Target::Pattern(Pattern(expect.clone())),
+                        max_runs: args.max_runs,
+                        stop_at_first: true,
+                        out: out.join(&rel),
+                        seed: None,
+                    },
+                ))
+                .map_err(run_error)?;
+            if trials.interrupted {
+                return Ok(Exit::Interrupted);
+            }
+            let cells = kchaos_harness::results::sources::load_dir(&out.join(&rel))
+                .map(|r| r.results.cells)
+                .unwrap_or_default();
+            attempts.push(Attempt::from_cells(
+                scenario.as_str(),
+                &cells,
+                &expect,
+                trials.runs + trials.errors,
+                trials
+                    .first_hit
+                    .as_ref()
+                    .map(|(_, _, after)| after.as_secs_f64())
+                    .or_else(|| Some(started.elapsed().as_secs_f64())),
+                rel,
+            ));
+        }
+        rows.push(DefectRow {
+            defect: d.name.clone(),
+            incident: d.incident.as_str().to_owned(),
+            family: d.family.to_string(),
+            kernel: d.kernel_spec.clone(),
+            cmdline,
+            expect: expect_text,
+            attempts,
+        });
+    }
+    // The stock twins (each defect kernel without a defect) and the stock kernels.
+    let mut stock = Vec::new();
+    let mut matrices: Vec<(Vec<String>, Vec<PathBuf>, u32, String)> = Vec::new();
+    let mut twin_kernels: Vec<String> = twins.iter().map(|(k, _)| k.clone()).collect();
+    twin_kernels.dedup();
+    for k in &twin_kernels {
+        let files: Vec<PathBuf> = twins
+            .iter()
+            .filter(|(t, _)| t == k)
+            .map(|(_, f)| f.clone())
+            .collect();
+        matrices.push((
+            vec![k.clone()],
+            files,
+            1,
+            format!("stock-twin-{}", sanitize(k)),
+        ));
+    }
+    if !stock_specs.is_empty() {
+        let mut files: Vec<PathBuf> = twins.iter().map(|(_, f)| f.clone()).collect();
+        files.sort();
+        files.dedup();
+        matrices.push((stock_specs, files, args.stock_repeat, "stock".to_owned()));
+    }
+    for (kernels, files, repeat, dir) in matrices {
+        let opts = MatrixOptions {
+            scenarios: files,
+            kernels,
+            repeat,
+            shard: None,
+            resume: false,
+            out: out.join(&dir),
+            db: None,
+            seed: None,
+            same_seed: false,
+            known: None,
+            until: None,
+        };
+        let outcome = rt
+            .block_on(matrix::run(&session, &opts))
+            .map_err(run_error)?;
+        if outcome.interrupted {
+            return Ok(Exit::Interrupted);
+        }
+        stock.extend(outcome.results.cells.iter().map(|c| {
+            StockCell {
+                scenario: c.scenario.clone(),
+                kernel: c
+                    .kernel
+                    .resolved
+                    .clone()
+                    .unwrap_or_else(|| c.kernel.spec.clone()),
+                repeat: c.repeat,
+                verdict: c.verdict,
+                reasons: c.reasons.clone(),
+            }
+        }));
+    }
+    let detection = Detection {
+        kchaos_version: kchaos_model::VERSION.to_owned(),
+        started_at,
+        false_alarms: detect::false_alarms(&stock),
+        defects: rows,
+        stock,
+    };
+    print!("{}", detect::table(&detection));
+    let json = serde_json::to_string_pretty(&detection).context("encoding the detection")?;
+    let mut wrote = true;
+    for (name, bytes) in [
+        ("detection.json", json + "\n"),
+        ("detection.html", detect::html(&detection)),
+    ] {
+        if let Err(e) = Cache::write_atomic(&out.join(name), bytes.as_bytes()) {
+            eprintln!("kchaos: error: {}", error_chain(&e));
+            wrote = false;
+        } else {
+            println!("{name}: {}", out.join(name).display());
+        }
+    }
+    Ok(if !wrote {
+        Exit::Infrastructure
+    } else if detection.failed() {
+        Exit::Failures
+    } else {
+        Exit::Ok
+    })
+}
+
+/// A copy of scenario `file` with `params` appended to its `[vm] cmdline`, in `dir`.
+fn with_cmdline(file: &Path, params: &[String], dir: &Path) -> Result<PathBuf, String> {
+    let text = kchaos_harness::scenario::read_source(file).map_err(|e| e.to_string())?;
+    let mut doc: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    let vm = doc
+        .entry("vm")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(vm) = vm.as_table_mut() else {
+        return Err(format!("{}: `vm` is not a table", file.display()));
+    };
+    let cmdline = vm
+        .entry("cmdline")
+        .or_insert_with(|| toml::Value::Array(Vec::new()));
+    let Some(list) = cmdline.as_array_mut() else {
+        return Err(format!("{}: `vm.cmdline` is not an array", file.display()));
+    };
+    list.extend(params.iter().cloned().map(toml::Value::String));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = file
+        .file_name()
+        .map_or_else(|| "scenario.toml".into(), |n| n.to_owned());
+    let path = dir.join(name);
+    let body = toml::to_string(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &path,
+        format!("# {} with {}\n{body}", file.display(), params.join(" ")),
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    // The variant must still be a valid scenario.
+    kchaos_model::scenario::parse(&path.display().to_string(), &body).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+fn sanitize(text: &str) -> String {
+    kchaos_harness::cell::preboot::sanitize(text)
+}
