@@ -83,7 +83,11 @@ fn rows(shipped: &SystemdUnits) -> Vec<Row> {
         concurrency,
         connections,
     };
-    let mut rows = vec![native("shipped_a", shipped.concurrency, shipped.connections)];
+    let mut rows = vec![native(
+        "shipped_a",
+        shipped.concurrency,
+        shipped.connections,
+    )];
     for (c, k) in [
         (1, 1),
         (2, 1),
@@ -102,7 +106,11 @@ fn rows(shipped: &SystemdUnits) -> Vec<Row> {
             loops,
         });
     }
-    rows.push(native("shipped_b", shipped.concurrency, shipped.connections));
+    rows.push(native(
+        "shipped_b",
+        shipped.concurrency,
+        shipped.connections,
+    ));
     rows
 }
 

@@ -209,7 +209,10 @@ fn metrics(name: &str, outcome: &Outcome) -> Vec<(String, Metric)> {
             format!("{name}.stop"),
             Metric::Histogram(stats.stop.summary()),
         ),
-        (format!("{name}.units"), value(Unit::Count, stats.units as f64)),
+        (
+            format!("{name}.units"),
+            value(Unit::Count, stats.units as f64),
+        ),
         (
             format!("{name}.leaked"),
             value(Unit::Count, outcome.leaked.len() as f64),
@@ -222,7 +225,10 @@ fn metrics(name: &str, outcome: &Outcome) -> Vec<(String, Metric)> {
     // Without a signal there is no cookie to report; a check on them then fails as
     // "no data" instead of passing on a zero.
     if let Some(cookie) = heard.cookie.newest() {
-        metrics.push((format!("{name}.cookie"), value(Unit::Count, f64::from(cookie))));
+        metrics.push((
+            format!("{name}.cookie"),
+            value(Unit::Count, f64::from(cookie)),
+        ));
         metrics.push((
             format!("{name}.messages"),
             value(Unit::Count, heard.cookie.messages() as f64),
@@ -475,15 +481,15 @@ fn value<'a>(property: &'static str, v: impl Into<Value<'a>>) -> Result<OwnedVal
 fn properties(kind: UnitKind, pid: Option<u32>) -> Result<Vec<(String, OwnedValue)>, UnitError> {
     let mut props = vec![(
         "Description".to_owned(),
-        value(
-            "Description",
-            format!("kchaos systemd-units ({kind:?})"),
-        )?,
+        value("Description", format!("kchaos systemd-units ({kind:?})"))?,
     )];
     match kind {
         UnitKind::Slice | UnitKind::RuncCheck => {}
         UnitKind::Scope => {
-            props.push(("PIDs".to_owned(), value("PIDs", vec![pid.unwrap_or_default()])?));
+            props.push((
+                "PIDs".to_owned(),
+                value("PIDs", vec![pid.unwrap_or_default()])?,
+            ));
             // As runc asks for its containers.
             props.push(("Delegate".to_owned(), value("Delegate", true)?));
         }
@@ -651,7 +657,10 @@ mod tests {
             unit: "kchaos_3.service".into(),
             result: "failed".into(),
         };
-        assert_eq!(e.to_string(), "start job of kchaos_3.service ended `failed`");
+        assert_eq!(
+            e.to_string(),
+            "start job of kchaos_3.service ended `failed`"
+        );
         let e = UnitError::Call {
             op: Op::Stop,
             unit: "kchaos_3.service".into(),
@@ -681,6 +690,9 @@ mod tests {
             None
         );
         drop(expected);
-        assert!(jobs.lock().is_empty(), "a finished wait leaves nothing behind");
+        assert!(
+            jobs.lock().is_empty(),
+            "a finished wait leaves nothing behind"
+        );
     }
 }
