@@ -39,8 +39,8 @@ pub struct DetectArgs {
     /// Runs per (defect, scenario) before it counts as escaped.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_runs: u32,
-    /// Stock kernels every declared scenario must pass on, besides each defect kernel
-    /// without its defect (repeatable: specs, names, @sets) [default: none].
+    /// Stock kernels every scenario in the directory must pass on, besides each defect
+    /// kernel without its defect (repeatable: specs, names, @sets) [default: none].
     #[arg(long = "stock-kernel", value_name = "SPEC|NAME|@SET")]
     pub stock_kernels: Vec<String>,
     /// Repeats of each scenario on the stock kernels (the false-alarm sample).
@@ -216,7 +216,9 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
         ));
     }
     if !stock_specs.is_empty() {
-        let mut files: Vec<PathBuf> = twins.iter().map(|(_, f)| f.clone()).collect();
+        // The false-alarm sample: every scenario in the directory, declared for a
+        // defect or not (a scenario that catches nothing must still stay quiet).
+        let mut files: Vec<PathBuf> = loaded.iter().map(|s| s.path.clone()).collect();
         files.sort();
         files.dedup();
         matrices.push((stock_specs, files, args.stock_repeat, "stock".to_owned()));
