@@ -10,7 +10,7 @@ use std::time::Instant;
 use kchaos_model::metrics::{Gauge, Metric};
 use kchaos_model::protocol::{GuestMessage, WorkloadReport};
 use kchaos_model::scenario::workload::CgroupChurn;
-use kchaos_model::scenario::{CgroupMode, Workload};
+use kchaos_model::scenario::{CgroupMode, CounterSelect, Workload};
 use kchaos_model::units::Unit;
 
 use super::{Env, Errors};
@@ -123,12 +123,20 @@ impl ChurnOps for RealOps {
         result
     }
 
+    /// The page cache in `memory.stat`; when that reads 0, the cgroup's page counter.
+    /// Before 5.13 `memory.stat` is batched per CPU (up to 32 pages per CPU not yet
+    /// folded in), so a cgroup whose process wrote one page reads `file 0` on 5.10 while
+    /// the page counter, charged at once, already holds it.
     fn file_charged(&self, dir: &Path) -> Result<f64, KernelFileError> {
-        let key = match self.mode {
-            CgroupMode::V2 => "file",
-            CgroupMode::V1 | CgroupMode::Hybrid => "cache",
+        let (key, counter) = match self.mode {
+            CgroupMode::V2 => ("file", "memory.current"),
+            CgroupMode::V1 | CgroupMode::Hybrid => ("cache", "memory.usage_in_bytes"),
         };
-        kfile::read_key(&dir.join("memory.stat"), key)
+        let stat = kfile::read_key(&dir.join("memory.stat"), key)?;
+        if stat > 0.0 {
+            return Ok(stat);
+        }
+        kfile::read_number(&dir.join(counter), &CounterSelect::Whole).or(Ok(stat))
     }
 
     fn remove_files(&self, dir: &Path) -> std::io::Result<()> {
