@@ -19,7 +19,10 @@ fn defect_kernel_available() -> bool {
     let have_qemu = kchaos_harness::vm::Qemu::find().is_ok();
     let required = std::env::var_os("KCHAOS_REQUIRE_VM").is_some();
     if !have_qemu {
-        assert!(!required, "KCHAOS_REQUIRE_VM is set but QEMU is not installed");
+        assert!(
+            !required,
+            "KCHAOS_REQUIRE_VM is set but QEMU is not installed"
+        );
         eprintln!("SKIP: qemu-system-x86_64 is not installed (run `kchaos setup`)");
         return false;
     }
@@ -60,7 +63,15 @@ fn detect(defect: &str) -> (Option<i32>, String, Value) {
     let out = dir.path().join("det");
     let run = Command::new(env!("CARGO_BIN_EXE_kchaos"))
         .current_dir(workspace())
-        .args(["detect", "--defect", defect, "--max-runs", "2", "--jobs", "1"])
+        .args([
+            "detect",
+            "--defect",
+            defect,
+            "--max-runs",
+            "2",
+            "--jobs",
+            "1",
+        ])
         .arg("--out")
         .arg(&out)
         .output()
@@ -86,7 +97,12 @@ fn assert_caught(defect: &str, named: &[&str]) {
     assert!(!attempts.is_empty(), "{output}");
     for a in &attempts {
         let evidence = a["evidence"].as_str().unwrap_or_default();
-        assert_eq!(a["detected"], Value::Bool(true), "{}: {evidence}\n{output}", a["scenario"]);
+        assert_eq!(
+            a["detected"],
+            Value::Bool(true),
+            "{}: {evidence}\n{output}",
+            a["scenario"]
+        );
         assert!(
             named.iter().any(|n| evidence.contains(n)),
             "{}: the evidence `{evidence}` names none of {named:?}",
@@ -98,9 +114,16 @@ fn assert_caught(defect: &str, named: &[&str]) {
         );
     }
     let stock = json["stock"].as_array().cloned().unwrap_or_default();
-    assert_eq!(stock.len(), attempts.len(), "one stock twin per scenario: {output}");
+    assert_eq!(
+        stock.len(),
+        attempts.len(),
+        "one stock twin per scenario: {output}"
+    );
     for cell in &stock {
-        assert_eq!(cell["verdict"], "pass", "a false alarm on the stock twin: {cell}");
+        assert_eq!(
+            cell["verdict"], "pass",
+            "a false alarm on the stock twin: {cell}"
+        );
     }
     assert_eq!(json["false_alarms"]["failed"], 0);
     assert_eq!(code, Some(0), "{output}");

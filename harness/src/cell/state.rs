@@ -324,7 +324,9 @@ impl CellState {
             }
             Event::Console(line) => {
                 if let Stage::Collecting { last_line, .. } = &mut self.stage {
-                    *last_line = now;
+                    if !self.watch.repeats_signature(&line) {
+                        *last_line = now;
+                    }
                 }
                 if line.contains(PANIC_START) {
                     self.panicked = true;

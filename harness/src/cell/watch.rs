@@ -83,6 +83,15 @@ impl Watch {
         None
     }
 
+    /// Whether `line` repeats a kernel-log signature line already seen (timestamps
+    /// aside): a defect that keeps printing (`unregister_netdevice: waiting for …`
+    /// every 2 s) says nothing new, so it must not hold the evidence window open.
+    pub fn repeats_signature(&self, line: &str) -> bool {
+        self.signatures
+            .classify(line, LogSource::Console)
+            .is_some_and(|h| self.seen_hits.contains(&(h.id, h.line)))
+    }
+
     /// A console line; returns the signature it carried, if new.
     pub fn console(&mut self, line: String) -> Option<SignatureHit> {
         let index = self.console_lines.len();

@@ -149,6 +149,35 @@ fn a_decided_target_ends_the_cell_at_once() {
     }
 }
 
+/// A defect that keeps printing its signature (the netdev leak: every 2 s, for ever)
+/// must not hold the evidence window open to its maximum: only new lines extend it.
+/// Before, such a cell collected for 40 s (evidence_max) after ending "at once".
+#[test]
+fn a_repeating_signature_does_not_hold_the_evidence_window_open() {
+    const LEAK: &str = "unregister_netdevice: waiting for veth3 to become free. Usage count = 1";
+    let endings = Endings {
+        until: Some(Target::parse("any")),
+        ..Endings::default()
+    };
+    let steps = vec![
+        At(100, Event::Connected),
+        At(2000, hello(PROTOCOL_VERSION)),
+        At(3000, phase(Phase::Workload)),
+        At(5000, console(&format!("[    5.0] {LEAK}"))),
+        At(5400, Event::SysrqSent),
+        At(5500, console("sysrq: Show Blocked State")),
+        // The repeats, each 2 s apart (new timestamps, same line).
+        At(7000, console(&format!("[    7.0] {LEAK}"))),
+        At(9000, console(&format!("[    9.0] {LEAK}"))),
+        // Quiet since the sysrq output at 5500: the window closes at 9500, not 13000.
+        Deadline,
+        At(9600, exited("signal: 9 (SIGKILL)")),
+    ];
+    let ran = run_with(endings, steps, "");
+    assert_eq!(ran.verdict, Verdict::Fail, "{}", ran.reasons);
+    assert!(kinds(&ran.actions).contains(&"kill"));
+}
+
 /// Issue #13, walkable hang dumps: before a memory dump of a kernel that has not
 /// panicked, an NMI makes it panic (so `crash` finds every CPU parked in `panic()`);
 /// that panic is the harness's doing and never turns a hang into a crash.
