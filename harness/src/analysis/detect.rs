@@ -23,7 +23,9 @@ pub struct Attempt {
     pub detected: bool,
     /// Runs made (up to the first detection, or the budget).
     pub runs: u32,
-    /// Wall time from the first run's start to the detection.
+    /// VM time to the detection: the wall times of the runs up to and including the
+    /// first that named the mechanism (boot included; host preparation, such as
+    /// building the runner, not).
     pub seconds_to_detect: Option<f64>,
     /// The detecting cell's verdict, else the last run's.
     pub verdict: Option<Verdict>,
@@ -122,15 +124,23 @@ impl Attempt {
     /// The attempt `cells` (one scenario's runs on one defect, in order) add up to:
     /// detected when a cell names the mechanism, with that cell's evidence; else the
     /// last reason seen, marked as not naming it. `runs` counts runs made, errors
-    /// included; `seconds_to_detect` is the trials engine's time to the first hit.
+    /// included.
     pub fn from_cells(
         scenario: &str,
         cells: &[CellResult],
         expect: &Regex,
         runs: u32,
-        seconds_to_detect: Option<f64>,
         results: String,
     ) -> Attempt {
+        let first = cells
+            .iter()
+            .position(|c| names_mechanism(c, expect).is_some());
+        let seconds_to_detect = first.map(|i| {
+            cells[..=i]
+                .iter()
+                .map(|c| c.duration_ms as f64 / 1000.0)
+                .sum::<f64>()
+        });
         let hit = cells
             .iter()
             .find_map(|c| names_mechanism(c, expect).map(|e| (c, e)));
@@ -159,7 +169,7 @@ impl Attempt {
             scenario: scenario.to_owned(),
             detected,
             runs,
-            seconds_to_detect: seconds_to_detect.filter(|_| detected),
+            seconds_to_detect,
             verdict,
             evidence,
             fingerprint,
@@ -389,7 +399,6 @@ mod tests {
             &[throughput.clone(), pass.clone()],
             &expect,
             2,
-            Some(9.0),
             "d/m".into(),
         );
         assert!(!a.detected);
@@ -401,23 +410,17 @@ mod tests {
             .as_deref()
             .is_some_and(|e| e.starts_with("not named: check `churn")));
 
-        let a = Attempt::from_cells(
-            "m",
-            &[throughput, named],
-            &expect,
-            2,
-            Some(9.0),
-            "d/m".into(),
-        );
+        let a = Attempt::from_cells("m", &[throughput, named], &expect, 2, "d/m".into());
         assert!(a.detected);
         assert_eq!(a.verdict, Some(Verdict::Fail));
-        assert_eq!(a.seconds_to_detect, Some(9.0));
+        // Both runs' wall time: the one that did not name it counts too.
+        assert_eq!(a.seconds_to_detect, Some(40.0));
         assert!(a
             .evidence
             .as_deref()
             .is_some_and(|e| e.contains("reclaim.dying")));
 
-        let a = Attempt::from_cells("m", &[], &expect, 0, None, "d/m".into());
+        let a = Attempt::from_cells("m", &[], &expect, 0, "d/m".into());
         assert!(!a.detected && a.verdict.is_none() && a.evidence.is_none());
     }
 

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use kchaos_harness::analysis::detect::{self, Attempt, DefectRow, Detection, StockCell};
@@ -153,7 +152,6 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
                 d.name,
                 cmdline.join(" ")
             );
-            let started = Instant::now();
             let trials = rt
                 .block_on(run_trials(
                     &session,
@@ -179,11 +177,6 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
                 &cells,
                 &expect,
                 trials.runs + trials.errors,
-                trials
-                    .first_hit
-                    .as_ref()
-                    .map(|(_, _, after)| after.as_secs_f64())
-                    .or_else(|| Some(started.elapsed().as_secs_f64())),
                 rel,
             ));
         }
