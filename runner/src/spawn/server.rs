@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
@@ -22,8 +22,27 @@ use super::{join_how, ChildIo, Job, Join, Reply, Request, ZygoteReply, ZygoteReq
 /// Exit code of a child whose job panicked (as Rust's runtime uses).
 const PANIC_EXIT: i32 = 101;
 
+/// Closes every descriptor the zygote inherited but stdio and its socket. It lives as long
+/// as the runner: a pipe's write end it kept by accident (another thread's, open at the
+/// fork) would keep that pipe's reader from ever seeing end-of-file.
+fn close_inherited(sock: &OwnedFd) {
+    let keep = u32::try_from(sock.as_raw_fd()).unwrap_or(u32::MAX);
+    let ranges = [
+        (3, keep.saturating_sub(1)),
+        (keep.saturating_add(1), u32::MAX),
+    ];
+    for (first, last) in ranges {
+        if first <= last && first >= 3 {
+            // SAFETY: close_range(2) only closes descriptors; none of those in range is
+            // used by this single-threaded process. ENOSYS (before 5.9) leaves them open.
+            unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+        }
+    }
+}
+
 /// The zygote: serves `Helper` requests until the runner closes its socket.
 pub(super) fn zygote_main(sock: OwnedFd) -> ! {
+    close_inherited(&sock);
     // Helpers exit when their client hangs up; with SIGCHLD ignored the kernel reaps
     // them, so nobody has to wait here.
     // SAFETY: installs SIG_IGN, no handler code runs; this process is single-threaded.
