@@ -26,7 +26,7 @@ fn defect_kernel_available() -> bool {
         eprintln!("SKIP: qemu-system-x86_64 is not installed (run `kchaos setup`)");
         return false;
     }
-    let built = cache_dir()
+    let built = kchaos_images::Cache::default_root()
         .join("kernels/build")
         .read_dir()
         .map(|entries| {
@@ -40,14 +40,6 @@ fn defect_kernel_available() -> bool {
         eprintln!("SKIP: the defect kernel is not built (`kchaos fetch build:defects`)");
     }
     built || required
-}
-
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KCHAOS_CACHE").filter(|v| !v.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").unwrap_or_default();
-    Path::new(&home).join(".cache/kchaos")
 }
 
 fn workspace() -> PathBuf {

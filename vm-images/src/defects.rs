@@ -222,7 +222,7 @@ impl DefectList {
             DefectListError::Parse(kchaos_model::scenario::locate_toml_error(&file, text, &e))
         })?;
         let at = |span: Range<usize>, key: String, message: String| {
-            let (line, column) = line_col(text, span.start);
+            let (line, column) = kchaos_model::scenario::line_col(text, span.start);
             DefectListError::Parse(ScenarioError {
                 file: file.clone(),
                 line,
@@ -317,14 +317,6 @@ impl DefectList {
             .iter()
             .filter(move |d| d.scenarios.iter().any(|s| s.as_str() == scenario))
     }
-}
-
-fn line_col(source: &str, offset: usize) -> (usize, usize) {
-    let before = source.get(..offset.min(source.len())).unwrap_or(source);
-    let line = before.matches('\n').count() + 1;
-    let start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

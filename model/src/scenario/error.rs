@@ -141,7 +141,9 @@ fn explain_toml_message(message: &str) -> String {
     message.to_owned()
 }
 
-fn line_col(source: &str, offset: usize) -> (usize, usize) {
+/// The 1-based line and column (in characters) of byte `offset` in `source`; for every
+/// file kchaos reports errors in as `FILE:LINE:COL`.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let before = source.get(..offset).unwrap_or(source);
     let line = before.matches('\n').count() + 1;

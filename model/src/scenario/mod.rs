@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use self::check::{margin, Check, CheckOutcome, CheckResult, CheckStatus, CmpOp};
-pub use self::error::{error_at, locate_toml_error, ScenarioError, ScenarioErrors};
+pub use self::error::{error_at, line_col, locate_toml_error, ScenarioError, ScenarioErrors};
 pub use self::parse::{parse, parse_for, AnyHost, Host};
 pub use self::probe::{CounterSelect, Probe, ProbeSpec};
 pub use self::workload::{Workload, WorkloadSpec};
