@@ -34,6 +34,8 @@ struct Stats {
     delete: Latency,
     teardown: Latency,
     pairs: u64,
+    /// Sends retried after a transient refusal (see [`retryable_send_error`]).
+    send_retries: u64,
     leaked: Vec<String>,
     errors: Errors,
 }
@@ -112,6 +114,10 @@ pub fn run(
             Metric::Histogram(stats.teardown.summary()),
         ),
         (format!("{name}.pairs"), value(stats.pairs as f64)),
+        (
+            format!("{name}.send_retries"),
+            value(stats.send_retries as f64),
+        ),
         (format!("{name}.leaked"), value(stats.leaked.len() as f64)),
         (format!("{name}.errors"), value(stats.errors.count as f64)),
     ];
@@ -166,6 +172,7 @@ async fn storm(workload: &Workload, spec: &VethStorm, env: &Env) -> Stats {
         total.delete.merge(&s.delete);
         total.teardown.merge(&s.teardown);
         total.pairs += s.pairs;
+        total.send_retries += s.send_retries;
         total.leaked.extend(s.leaked);
         total.errors.merge(s.errors);
     }
@@ -262,7 +269,7 @@ async fn pod(sh: &Shared<'_>, slot: u32, n: u64, stats: &mut Stats) -> Result<()
     let mut result = Ok(());
     if spec.traffic {
         let t = Instant::now();
-        result = traffic(sh, &ns, slot)
+        result = traffic(sh, &ns, slot, &mut stats.send_retries)
             .await
             .map_err(|e| format!("traffic over {name}: {e}"));
         stats.traffic.record(t.elapsed());
@@ -377,7 +384,12 @@ async fn index_of(handle: &Handle, name: &str) -> Result<u32, String> {
 
 /// UDP both ways between the pod and the host end, over IPv4 (and IPv6): routes,
 /// neighbour entries and cached dsts now reference the devices.
-async fn traffic(sh: &Shared<'_>, ns: &OwnedFd, slot: u32) -> Result<(), String> {
+async fn traffic(
+    sh: &Shared<'_>,
+    ns: &OwnedFd,
+    slot: u32,
+    retries: &mut u64,
+) -> Result<(), String> {
     let (host4, pod4, host6, pod6) = addresses(slot);
     let mut pairs = vec![(IpAddr::V4(host4), IpAddr::V4(pod4))];
     if sh.spec.ipv6 {
@@ -398,8 +410,8 @@ async fn traffic(sh: &Shared<'_>, ns: &OwnedFd, slot: u32) -> Result<(), String>
         let host_sock = udp(host_std)?;
         let (host_addr, pod_addr) = (local(&host_sock)?, local(&pod_sock)?);
         for _ in 0..sh.spec.packets {
-            exchange(&pod_sock, &host_sock, host_addr).await?;
-            exchange(&host_sock, &pod_sock, pod_addr).await?;
+            exchange(&pod_sock, &host_sock, host_addr, retries).await?;
+            exchange(&host_sock, &pod_sock, pod_addr, retries).await?;
         }
     }
     Ok(())
@@ -414,14 +426,51 @@ fn local(s: &tokio::net::UdpSocket) -> Result<SocketAddr, String> {
     s.local_addr().map_err(|e| e.to_string())
 }
 
+/// How long a send refused with a transient error is retried before it counts as a
+/// workload error.
+const SEND_RETRY_WINDOW: Duration = Duration::from_secs(1);
+
+/// Whether a refused send is worth retrying. Under a storm the kernel's route lookup can
+/// miss a route that is configured (the IPv6 FIB is rebuilt by every pod coming and
+/// going), and queues can be briefly full; the incident is about devices that never go
+/// away, not about one lookup that misses. Each retry is counted (`send_retries`), so a
+/// scenario that cares can check it.
+fn retryable_send_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENOBUFS)
+    )
+}
+
 async fn exchange(
     from: &tokio::net::UdpSocket,
     to: &tokio::net::UdpSocket,
     to_addr: SocketAddr,
+    retries: &mut u64,
 ) -> Result<(), String> {
-    from.send_to(b"kchaos", to_addr)
-        .await
-        .map_err(|e| format!("send to {to_addr}: {e}"))?;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    let mut attempts = 0u64;
+    loop {
+        match from.send_to(b"kchaos", to_addr).await {
+            Ok(_) => break,
+            Err(e) if retryable_send_error(&e) && started.elapsed() < SEND_RETRY_WINDOW => {
+                attempts += 1;
+                *retries += 1;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(match attempts {
+                    0 => format!("send to {to_addr}: {e}"),
+                    n => format!(
+                        "send to {to_addr}: {e} (still, after {n} retries over {:?})",
+                        started.elapsed()
+                    ),
+                })
+            }
+        }
+    }
     let mut buf = [0u8; 16];
     match tokio::time::timeout(Duration::from_secs(2), to.recv_from(&mut buf)).await {
         Ok(Ok(_)) => Ok(()),
@@ -487,6 +536,23 @@ async fn destroy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_transient_send_refusals_are_retried() {
+        use std::io::Error;
+        let cases = [
+            (Error::from_raw_os_error(libc::ENETUNREACH), true),
+            (Error::from_raw_os_error(libc::EHOSTUNREACH), true),
+            (Error::from_raw_os_error(libc::ENOBUFS), true),
+            (Error::from_raw_os_error(libc::EADDRNOTAVAIL), false),
+            (Error::from_raw_os_error(libc::EINVAL), false),
+            (Error::from_raw_os_error(libc::EPERM), false),
+            (Error::other("not an errno"), false),
+        ];
+        for (e, want) in cases {
+            assert_eq!(retryable_send_error(&e), want, "{e}");
+        }
+    }
 
     #[test]
     fn slots_get_disjoint_subnets() {

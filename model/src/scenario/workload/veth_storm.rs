@@ -24,6 +24,7 @@ pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
     ("teardown", MetricKind::Histogram, Unit::Ns),
     ("pairs", MetricKind::Value, Unit::Count),
     ("leaked", MetricKind::Value, Unit::Count),
+    ("send_retries", MetricKind::Value, Unit::Count),
     ("inflight", MetricKind::Series, Unit::Count),
 ];
 
