@@ -91,6 +91,15 @@ pub fn plan(scenarios: usize, kernels: usize, repeats: u32, shard: Option<Shard>
     }
 }
 
+/// Reorders cells for the VM slots: longest expected first within each kernel
+/// (longest-processing-time scheduling), so the longest cell does not start last and
+/// leave one slot running alone at the end. Kernels keep their order (a kernel is still
+/// prepared before its cells), equal estimates keep plan order, and results are
+/// recorded in plan order whatever the run order.
+pub fn longest_first(cells: &mut [Planned], estimate: impl Fn(&Planned) -> std::time::Duration) {
+    cells.sort_by_cached_key(|p| (p.kernel, std::cmp::Reverse(estimate(p))));
+}
+
 /// A cell's id and directory (relative to the results directory): `scenario/kernel`,
 /// with `/rN` when the run repeats cells.
 pub fn cell_id(scenario: &str, kernel_label: &str, repeat: u32, repeats: u32) -> String {
@@ -117,6 +126,44 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    #[test]
+    fn longest_cells_start_first_within_each_kernel() {
+        use std::time::Duration;
+        let order = |cells: &[Planned]| -> Vec<Cell> {
+            cells
+                .iter()
+                .map(|p| (p.kernel, p.scenario, p.repeat))
+                .collect()
+        };
+        // (scenario seconds, planned cells) -> run order as (kernel, scenario, repeat)
+        type Cell = (usize, usize, u32);
+        let cases: &[(&[u64], usize, u32, &[Cell])] = &[
+            // One kernel: the 120 s scenario first, the 30 s one last.
+            (&[30, 120, 60], 1, 1, &[(0, 1, 0), (0, 2, 0), (0, 0, 0)]),
+            // Repeats of one scenario stay together and in repeat order.
+            (
+                &[10, 50],
+                1,
+                2,
+                &[(0, 1, 0), (0, 1, 1), (0, 0, 0), (0, 0, 1)],
+            ),
+            // Equal estimates keep plan order.
+            (&[5, 5, 5], 1, 1, &[(0, 0, 0), (0, 1, 0), (0, 2, 0)]),
+            // Kernels keep their order; each is sorted on its own.
+            (
+                &[30, 120],
+                2,
+                1,
+                &[(0, 1, 0), (0, 0, 0), (1, 1, 0), (1, 0, 0)],
+            ),
+        ];
+        for (durations, kernels, repeats, want) in cases {
+            let mut cells = plan(durations.len(), *kernels, *repeats, None);
+            longest_first(&mut cells, |p| Duration::from_secs(durations[p.scenario]));
+            assert_eq!(order(&cells), want.to_vec(), "{durations:?}");
+        }
+    }
 
     #[test]
     fn shards_cover_every_cell_exactly_once_for_any_count() {

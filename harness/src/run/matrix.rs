@@ -10,6 +10,7 @@ use super::progress::Progress;
 use super::recorder::{was_interrupted, Recorder};
 use super::scheduler::{self, Ended, Flow};
 use super::session::{random_seed, Job, Session};
+use super::timings::Timings;
 use super::{RunError, RunOutcome};
 use crate::analysis::known::{triage_cell, Day, KnownIssues, Triage, TriageSummary};
 use crate::plan::{self, CellKey, Planned, Shard};
@@ -117,11 +118,18 @@ pub async fn run(session: &Arc<Session>, opts: &MatrixOptions) -> Result<RunOutc
             .collect();
     }
     let finished: HashSet<CellKey> = results.cells.iter().map(|c| c.key()).collect();
-    let todo: Vec<Planned> = planned
+    let mut todo: Vec<Planned> = planned
         .iter()
         .copied()
         .filter(|p| !finished.contains(&key(p)))
         .collect();
+    // Longest cells first, by what they took here before, else the scenario's own
+    // duration cap (a pessimistic guess puts an unknown scenario early).
+    let mut timings = Timings::load(&session.opts.cache);
+    plan::longest_first(&mut todo, |p| {
+        let model = &loaded[p.scenario].model;
+        timings.estimate(&model.name).unwrap_or(model.duration)
+    });
     let plan_json = serde_json::to_string(&plan_info).unwrap_or_default();
     let mut rec = Recorder::open(&opts.out, opts.db.as_deref(), results, &plan_json, order);
 
@@ -150,6 +158,8 @@ pub async fn run(session: &Arc<Session>, opts: &MatrixOptions) -> Result<RunOutc
     progress.finish();
     let interrupted = ended == Ended::Interrupted;
     rec.finish(interrupted);
+    timings.learn(&rec.results.cells);
+    timings.save();
     drop(lock);
     Ok(RunOutcome {
         write_failures: rec.failures().to_vec(),

@@ -10,6 +10,7 @@ pub mod progress;
 pub mod recorder;
 pub mod scheduler;
 pub mod session;
+pub mod timings;
 pub mod trials;
 
 use std::path::PathBuf;

@@ -91,6 +91,13 @@ impl QemuCommand {
             // The crypto self-tests are the longest initcall under TCG (~0.3-0.6 s of a
             // ~2.5 s boot); they test the crypto code, not what scenarios exercise.
             "cryptomgr.notests".to_owned(),
+            // Two more self-tests, outside cryptomgr, that run as built-in initcalls of
+            // Debian's 6.1 kernels: the SP800-108 KDF's (hmac(sha256), 75-105 ms under
+            // TCG) and BLAKE2s's (~10 ms). Their initcalls do nothing else; a kernel
+            // without them ignores the names.
+            "initcall_blacklist=crypto_kdf108_init,blake2s_mod_init".to_owned(),
+            // No BIOS disk-geometry probe in the real-mode stub: a kchaos VM has no disk.
+            "edd=off".to_owned(),
             VM_MARKER.to_owned(),
             format!("kchaos.cell={cell}"),
         ]

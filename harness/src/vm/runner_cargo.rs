@@ -27,7 +27,13 @@ pub fn command(cargo: &std::ffi::OsStr, root: &Path, target_dir: &Path) -> Comma
             TARGET,
         ])
         .env("CARGO_TARGET_DIR", target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // A classic static executable, not a static PIE: nothing to self-relocate at
+        // each boot (~14k relocations) and 0.35 MiB less to unpack into every VM; the
+        // guest has no use for ASLR of its init.
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C relocation-model=static",
+        )
         // Set by an outer cargo (cargo test/run/build scripts); it would override
         // RUSTFLAGS.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
