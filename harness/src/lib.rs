@@ -9,7 +9,6 @@
 
 pub mod analysis;
 pub mod cell;
-pub mod error;
 pub mod plan;
 pub mod report;
 pub mod results;

@@ -232,7 +232,7 @@ impl Host for ThisHost {
         // libraries.
         kchaos_images::tools::collect(&[name.to_owned()])
             .map(|_| ())
-            .map_err(|e| crate::error::error_chain(&e))
+            .map_err(|e| kchaos_model::error_chain(&e))
     }
 
     fn memory_bytes(&self) -> Option<u64> {

@@ -24,6 +24,23 @@ pub fn derive_seed(seed: u64, label: &str) -> u64 {
     seed ^ (u64::from(crc32fast::hash(label.as_bytes())) << 16)
 }
 
+/// An error with all its causes on one line, `outer: inner: innermost`, the way a cell's
+/// reasons, the runner's error samples and the terminal show it. A cause whose text its
+/// parent already includes is left out; control characters are escaped.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    escape_controls(&text).into_owned()
+}
+
 /// `text` with control characters written as escapes (`\n`, `\t`, `\u{1b}`), so a name
 /// from a file or the guest can never break a one-line message or a terminal.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
@@ -51,5 +68,39 @@ mod tests {
     fn control_characters_are_escaped_and_the_rest_kept() {
         assert_eq!(escape_controls("plain µs"), "plain µs");
         assert_eq!(escape_controls("a\nb\tc\u{1b}[0m"), "a\\nb\\tc\\u{1b}[0m");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("Cannot write {path}")]
+    struct Outer {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("netns for kcv1: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn causes_are_joined_on_one_line() {
+        let cases: [(&dyn std::error::Error, &str); 3] = [
+            (
+                &Outer {
+                    path: "/x\ny".into(),
+                    source: std::io::Error::other("disk full"),
+                },
+                "Cannot write /x\\ny: disk full",
+            ),
+            // A cause its parent already prints is not repeated.
+            (
+                &Repeats(std::io::Error::other("out of memory")),
+                "netns for kcv1: out of memory",
+            ),
+            (&std::io::Error::other("alone"), "alone"),
+        ];
+        for (e, want) in cases {
+            assert_eq!(error_chain(e), want);
+        }
     }
 }

@@ -52,7 +52,7 @@ pub async fn session(
     let result = run(&reporter, &mut inbox, cgroups_mounted).await;
     if let Err(e) = &result {
         reporter.send(GuestMessage::Fatal {
-            message: crate::error_chain(e),
+            message: kchaos_model::error_chain(e),
         });
     }
     result
@@ -113,7 +113,10 @@ async fn run(
         match tokio::task::spawn_blocking(move || workloads::prepare(&w, &prepare_env)).await {
             Ok(Ok(())) => ready.push((index, workload)),
             Ok(Err(e)) => {
-                results.push((index, workloads::failed(&workload, crate::error_chain(&e))));
+                results.push((
+                    index,
+                    workloads::failed(&workload, kchaos_model::error_chain(&e)),
+                ));
             }
             Err(e) => results.push((
                 index,

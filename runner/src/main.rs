@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     init_tracing(&cmdline);
     if let Some(Err(e)) = zygote {
         // Workloads that need child processes will report it; the rest can run.
-        eprintln!("kchaos-runner: {}", error_chain(&e));
+        eprintln!("kchaos-runner: {}", kchaos_model::error_chain(&e));
     }
     if let Err(why) = allowed {
         eprintln!("kchaos-runner: refusing to run: {why}");
@@ -168,18 +168,6 @@ fn run(
     let outcome = runtime.block_on(agent::session(reporter.clone(), inbox, cgroups_mounted));
     reporter.shutdown(Duration::from_secs(5));
     outcome.map_err(Into::into)
-}
-
-/// An error and its sources on one line, `outer: inner: innermost`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// `kchaos.<name>=<value>` from the kernel command line.

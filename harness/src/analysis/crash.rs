@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use kchaos_images::debian::{self, AptSource};
 use kchaos_images::{Cache, Kernel};
 
-use crate::error::error_chain;
 use crate::results::CellResult;
 use crate::vm::find_in_path;
+use kchaos_model::error_chain;
 
 /// What `crash` is asked, in order: every CPU's stack, the run queues with their task
 /// groups (throttled cgroups show here), the kernel log.

@@ -19,13 +19,13 @@ use super::state::{kmsg_line, Action, CellState, Endings, Event, Outcome};
 use super::watch::Watch;
 use super::{evidence, monitor};
 use super::{CellEnv, CellSpec, CellUpdate, Timeouts};
-use crate::error::error_chain;
 use crate::vm::channel::{self, ChannelEvent};
 use crate::vm::command::SHELL_TTY;
 use crate::vm::console::{self, ConsoleEvent};
 use crate::vm::process::GroupGuard;
 use crate::vm::sockets::SocketDir;
 use crate::vm::{DebugAccess, QemuCommand};
+use kchaos_model::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum LaunchError {

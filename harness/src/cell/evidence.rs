@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::error_chain;
 use crate::vm::qmp::Qmp;
+use kchaos_model::error_chain;
 
 /// `w`: blocked (D state) tasks; `t`: every task with its stack; `l`: backtraces of
 /// every active CPU.

@@ -24,10 +24,10 @@ use tokio::sync::watch as tokio_watch;
 
 pub use self::evidence::DumpPolicy;
 pub use self::keep::{Gdb, KeepPolicy, Keeper};
-use crate::error::error_chain;
 use crate::results::{write_json, Artifacts, CellResult, KernelInfo};
 use crate::scenario::LoadedScenario;
 use crate::vm::{Accel, Qemu};
+use kchaos_model::error_chain;
 
 /// Everything needed to run one cell.
 #[derive(Debug, Clone)]

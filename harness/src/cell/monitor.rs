@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::error_chain;
 use crate::vm::qmp::Qmp;
+use kchaos_model::error_chain;
 
 /// QEMU run states in which the guest is held on purpose (a gdb session, the monitor's
 /// `stop`): a silent guest then is not hung.

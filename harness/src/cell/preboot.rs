@@ -71,7 +71,7 @@ impl Preboot<'_> {
         };
         if std::fs::create_dir_all(&cell_dir).is_ok() {
             if let Err(e) = write_json(&cell_dir.join("cell.json"), &result) {
-                tracing::warn!("{}", crate::error::error_chain(&e));
+                tracing::warn!("{}", kchaos_model::error_chain(&e));
             }
         }
         result

@@ -48,7 +48,7 @@ impl KernelListArgs {
             Some(path) => KernelList::load(path),
             None => KernelList::load_default(),
         };
-        list.map_err(|e| CliError::usage(kchaos_harness::error::error_chain(&e)))
+        list.map_err(|e| CliError::usage(kchaos_model::error_chain(&e)))
     }
 
     /// `kernels` (specs, names, @sets) as specs in order, each checked for syntax: a
@@ -66,7 +66,7 @@ impl KernelListArgs {
         };
         let specs = list
             .expand(&wanted)
-            .map_err(|e| CliError::usage(kchaos_harness::error::error_chain(&e)))?;
+            .map_err(|e| CliError::usage(kchaos_model::error_chain(&e)))?;
         check_specs(&specs)?;
         Ok(specs)
     }
@@ -243,7 +243,7 @@ impl KnownArgs {
                     .collect::<Vec<_>>()
                     .join("\n"),
             )),
-            Err(e) => Err(CliError::usage(kchaos_harness::error::error_chain(&e))),
+            Err(e) => Err(CliError::usage(kchaos_model::error_chain(&e))),
         }
     }
 }

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use kchaos_harness::analysis::detect::{self, Attempt, DefectRow, Detection, StockCell};
 use kchaos_harness::analysis::trials::{Pattern, Target};
-use kchaos_harness::error::error_chain;
 use kchaos_harness::results::now_rfc3339;
 use kchaos_harness::run::matrix::{self, MatrixOptions};
 use kchaos_harness::run::session::Session;
 use kchaos_harness::run::trials::{run_trials, TrialOptions};
 use kchaos_images::defects::{DefectList, Family};
 use kchaos_images::Cache;
+use kchaos_model::error_chain;
 use regex::Regex;
 
 use super::args::{default_out, KernelListArgs, VmArgs};

@@ -9,9 +9,9 @@ use anyhow::Context;
 use kchaos_harness::analysis::compare::{is_results_path, Side};
 use kchaos_harness::analysis::gate::{self, GateExit};
 use kchaos_harness::analysis::known::{triage_cell, Day, Triage, TriageSummary};
-use kchaos_harness::error::error_chain;
 use kchaos_harness::results::sources::{self, LoadedRun};
 use kchaos_harness::results::CellResult;
+use kchaos_model::error_chain;
 
 use super::args::{KernelListArgs, KnownArgs};
 use super::exit::{CliError, Exit};

@@ -5,9 +5,9 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::Context;
-use kchaos_harness::error::error_chain;
 use kchaos_harness::vm::{self, find_in_path, runner_bin, AccelChoice, Qemu};
 use kchaos_images::Cache;
+use kchaos_model::error_chain;
 
 use super::args::KernelListArgs;
 use super::exit::{CliError, Exit};

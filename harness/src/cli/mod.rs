@@ -15,9 +15,9 @@ pub mod sweep;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use kchaos_harness::error::error_chain;
 use kchaos_harness::run::RunError;
 use kchaos_images::Cache;
+use kchaos_model::error_chain;
 
 use self::args::{CompareArgs, KernelListArgs};
 use self::exit::{CliError, Exit};

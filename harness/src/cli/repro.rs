@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kchaos_harness::analysis::trials::{summary, Target, Trials};
-use kchaos_harness::error::error_chain;
 use kchaos_harness::results::bundle;
 use kchaos_harness::run::matrix::{self, MatrixOptions};
 use kchaos_harness::run::session::Session;
@@ -14,6 +13,7 @@ use kchaos_harness::run::trials::{run_trials, TrialOptions};
 use kchaos_harness::run::DEFAULT_KERNEL;
 use kchaos_images::Cache;
 use kchaos_model::bisect::{runs_needed, Bisection};
+use kchaos_model::error_chain;
 use kchaos_model::stats;
 use kchaos_model::verdict::Verdict;
 

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kchaos_harness::analysis::compare::{self, CompareOptions, Comparison, Side};
-use kchaos_harness::error::error_chain;
 use kchaos_harness::report::{self as reporting, KernelNames, Written};
 use kchaos_harness::results::merge as merging;
 use kchaos_harness::results::sources::{self, LoadedRun};
 use kchaos_harness::run::RunOutcome;
 use kchaos_images::kernel_list::KernelList;
+use kchaos_model::error_chain;
 
 use super::args::{CompareArgs, KernelListArgs};
 use super::exit::{CliError, Exit};

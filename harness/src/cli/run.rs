@@ -125,7 +125,7 @@ fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliErr
     } else {
         // Outside a checkout: the scenarios shipped with this build.
         let dir = scenario::builtin_dir(cache).map_err(|e| {
-            CliError::Infrastructure(anyhow::anyhow!(kchaos_harness::error::error_chain(&e)))
+            CliError::Infrastructure(anyhow::anyhow!(kchaos_model::error_chain(&e)))
         })?;
         eprintln!(
             "kchaos: no ./scenarios here: running the {} scenarios shipped with kchaos ({})",
@@ -204,7 +204,7 @@ fn validate_known(path: &std::path::Path) -> bool {
     let kernels = match kchaos_images::kernel_list::KernelList::load_default() {
         Ok(k) => k,
         Err(e) => {
-            println!("{}", kchaos_harness::error::error_chain(&e));
+            println!("{}", kchaos_model::error_chain(&e));
             return false;
         }
     };

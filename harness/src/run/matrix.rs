@@ -68,7 +68,7 @@ pub fn stored_plan(dir: &Path) -> Result<(PlanInfo, RunResults), RunError> {
     if !dir.is_dir() {
         return Err(err("no such results directory".to_owned()));
     }
-    let loaded = sources::load_dir(dir).map_err(|e| err(crate::error::error_chain(&e)))?;
+    let loaded = sources::load_dir(dir).map_err(|e| err(kchaos_model::error_chain(&e)))?;
     let plan = loaded.results.plan.clone().ok_or_else(|| {
         err("its results.json records no plan (written by an older kchaos)".to_owned())
     })?;

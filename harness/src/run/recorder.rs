@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use kchaos_model::verdict::Verdict;
 
-use crate::error::error_chain;
 use crate::plan::CellKey;
 use crate::results::store::Store;
 use crate::results::{bundle, now_rfc3339, write_json, CellResult, RunResults};
+use kchaos_model::error_chain;
 
 #[derive(Debug)]
 pub struct Recorder {

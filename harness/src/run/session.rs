@@ -17,11 +17,11 @@ use super::progress::Progress;
 use crate::analysis::trials::Target;
 use crate::cell::preboot::Preboot;
 use crate::cell::{self, requirements, CellEnv, CellSpec, DumpPolicy, Gdb, KeepPolicy, Keeper};
-use crate::error::error_chain;
 use crate::results::CellResult;
 use crate::scenario::LoadedScenario;
 use crate::vm::runner_bin::{self, RunnerBinError, RunnerBinary};
 use crate::vm::{self, image, AccelChoice, AccelDecision, Qemu, QemuError};
+use kchaos_model::error_chain;
 
 /// How the session's VMs are run: the options every command that boots shares.
 #[derive(Debug, Clone)]

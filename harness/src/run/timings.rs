@@ -75,7 +75,7 @@ impl Timings {
             }
         };
         if let Err(e) = Cache::write_atomic(&self.path, &bytes) {
-            tracing::warn!(path = %self.path.display(), error = %crate::error::error_chain(&e), "cannot save cell timings (the next run orders its cells without them)");
+            tracing::warn!(path = %self.path.display(), error = %kchaos_model::error_chain(&e), "cannot save cell timings (the next run orders its cells without them)");
         }
     }
 }

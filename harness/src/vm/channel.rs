@@ -10,7 +10,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
-use crate::error::error_chain;
+use kchaos_model::error_chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {

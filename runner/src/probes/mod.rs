@@ -139,7 +139,7 @@ impl RunningProbe {
                 let result = tokio::task::spawn_blocking(move || wakeup::finish(&name, running))
                     .await
                     .map_err(|e| format!("probe panicked: {e}"))
-                    .and_then(|r| r.map_err(|e| crate::error_chain(&e)));
+                    .and_then(|r| r.map_err(|e| kchaos_model::error_chain(&e)));
                 let mut report = ProbeReport {
                     name: self.probe.name.clone(),
                     ..ProbeReport::default()

@@ -65,7 +65,7 @@ pub async fn run(
                 st.reads += 1;
                 st.latency.record(took);
             }
-            Err(e) => st.error(crate::error_chain(&e)),
+            Err(e) => st.error(kchaos_model::error_chain(&e)),
         }
     }
 }

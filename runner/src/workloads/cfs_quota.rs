@@ -240,7 +240,7 @@ pub fn run(
             Err(e) => errors.push(format!(
                 "start worker in {}: {}",
                 leaf.rel,
-                crate::error_chain(&e)
+                kchaos_model::error_chain(&e)
             )),
         }
     }
@@ -326,7 +326,7 @@ pub fn run(
                 errors.push(format!(
                     "worker in {}: {}",
                     leaf.rel,
-                    crate::error_chain(&e)
+                    kchaos_model::error_chain(&e)
                 ));
             }
         }
@@ -390,7 +390,7 @@ fn apply(leaves: &[Leaf], bandwidth: &[Bandwidth], mode: CgroupMode, errors: &mu
         if let Err(e) =
             limits::set_cpu_bandwidth(mode, &leaf.rel, micros(bw.quota), micros(bw.period))
         {
-            errors.push(crate::error_chain(&e));
+            errors.push(kchaos_model::error_chain(&e));
         }
     }
 }
@@ -430,7 +430,7 @@ fn settle_interval(
                 last_usage[i] = Some(now_us);
             }
             (Ok(now_us), None) => last_usage[i] = Some(now_us),
-            (Err(e), _) => errors.push(crate::error_chain(&e)),
+            (Err(e), _) => errors.push(kchaos_model::error_chain(&e)),
         }
     }
     *last_at = now;
@@ -463,12 +463,12 @@ fn churn_once(
     let parent = parents[rng.random_range(0..parents.len())];
     let rel = format!("{parent}/churn-{n}");
     if let Err(e) = mounts::create_cgroup(&env.layout, &rel, &spec.controllers, false) {
-        errors.push(crate::error_chain(&e));
+        errors.push(kchaos_model::error_chain(&e));
         return;
     }
     let bw = Bandwidth::pick(spec, rng);
     if let Err(e) = limits::set_cpu_bandwidth(mode, &rel, micros(bw.quota), micros(bw.period)) {
-        errors.push(crate::error_chain(&e));
+        errors.push(kchaos_model::error_chain(&e));
     }
     let dirs = env.layout.dirs(&spec.controllers, &rel);
     let burner = Job::CfsWorker {
@@ -481,10 +481,16 @@ fn churn_once(
         Ok(c) => {
             std::thread::sleep(bw.period * 3);
             if let Err(e) = c.stop(true) {
-                errors.push(format!("worker in {rel}: {}", crate::error_chain(&e)));
+                errors.push(format!(
+                    "worker in {rel}: {}",
+                    kchaos_model::error_chain(&e)
+                ));
             }
         }
-        Err(e) => errors.push(format!("start worker in {rel}: {}", crate::error_chain(&e))),
+        Err(e) => errors.push(format!(
+            "start worker in {rel}: {}",
+            kchaos_model::error_chain(&e)
+        )),
     }
     for dir in dirs.iter().rev() {
         let start = Instant::now();

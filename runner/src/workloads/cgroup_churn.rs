@@ -15,11 +15,11 @@ use kchaos_model::units::Unit;
 
 use super::{Env, Errors};
 use crate::boot::mounts::{self, CgroupError, CgroupLayout};
-use crate::error_chain;
 use crate::histogram::Latency;
 use crate::kfile::{self, KernelFileError};
 use crate::limits::LimitError;
 use crate::spawn::{Job, SpawnError, Spawner, Target};
+use kchaos_model::error_chain;
 
 /// Every this many cgroups, the page cache charged to one is read from its
 /// `memory.stat` just before its removal (`<name>.file_charged_min`): the proof that

@@ -27,7 +27,7 @@ pub fn run(workload: &Workload, spec: &Exec, env: &Env) -> (WorkloadReport, Vec<
     {
         match run_once(&workload.name, runs, spec, env.deadline) {
             Ok(took) => elapsed.record(took),
-            Err(e) => errors.push(crate::error_chain(&e)),
+            Err(e) => errors.push(kchaos_model::error_chain(&e)),
         }
         runs += 1;
     }

@@ -14,8 +14,8 @@ use kchaos_model::units::Unit;
 
 use super::{Env, Errors};
 use crate::boot::mounts::CgroupLayout;
-use crate::error_chain;
 use crate::kfile::{self, KernelFileError};
+use kchaos_model::error_chain;
 
 /// How often the dying count is read while waiting.
 const POLL: Duration = Duration::from_millis(100);

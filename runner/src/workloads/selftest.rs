@@ -55,7 +55,7 @@ pub fn run(workload: &Workload, spec: &Selftest, env: &Env) -> WorkloadReport {
     report.iterations = 1;
     if let Err(e) = result {
         report.errors = 1;
-        report.error_samples.push(crate::error_chain(&e));
+        report.error_samples.push(kchaos_model::error_chain(&e));
         return report;
     }
     if matches!(

@@ -151,7 +151,7 @@ pub fn run(
             outcome
                 .stats
                 .errors
-                .push(crate::error_chain(&FloodError::NoRuntime(e)));
+                .push(kchaos_model::error_chain(&FloodError::NoRuntime(e)));
             outcome
         }
     };
@@ -407,7 +407,7 @@ async fn flood(workload: &Workload, spec: &SystemdUnits, env: &Env) -> Outcome {
         match connect(&watch).await {
             Ok(bus) => buses.push(bus),
             Err(e) => {
-                outcome.stats.errors.push(crate::error_chain(&e));
+                outcome.stats.errors.push(kchaos_model::error_chain(&e));
                 for bus in &buses {
                     bus.listener.abort();
                 }
@@ -428,7 +428,7 @@ async fn flood(workload: &Workload, spec: &SystemdUnits, env: &Env) -> Outcome {
     if let Some(bus) = shared.buses.first() {
         match leftovers(&bus.manager).await {
             Ok(units) => outcome.leaked = units,
-            Err(e) => outcome.stats.errors.push(crate::error_chain(&e)),
+            Err(e) => outcome.stats.errors.push(kchaos_model::error_chain(&e)),
         }
     }
     for bus in &shared.buses {
@@ -453,7 +453,7 @@ async fn slot_loop(sh: &Shared<'_>, slot: u32) -> Stats {
             return stats;
         };
         if let Err(e) = unit(sh, bus, kind, n, &mut stats).await {
-            stats.errors.push(crate::error_chain(&e));
+            stats.errors.push(kchaos_model::error_chain(&e));
         }
         sh.iterations.done(n);
     }
@@ -666,7 +666,7 @@ mod tests {
             unit: "kchaos_3.service".into(),
             source: Box::new(zbus::Error::InvalidReply),
         };
-        assert!(crate::error_chain(&e).starts_with("StopUnit kchaos_3.service failed: "));
+        assert!(kchaos_model::error_chain(&e).starts_with("StopUnit kchaos_3.service failed: "));
     }
 
     #[tokio::test]

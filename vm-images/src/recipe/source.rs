@@ -41,14 +41,7 @@ impl<'a, P: PackageSource + ?Sized> AptHost<'a, P> {
 }
 
 fn from_debian(e: DebianError) -> RecipeError {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    RecipeError::Apt(text)
+    RecipeError::Apt(kchaos_model::error_chain(&e))
 }
 
 impl<P: PackageSource + ?Sized> SourceHost for AptHost<'_, P> {
