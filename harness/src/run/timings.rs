@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kchaos_images::Cache;
+use kchaos_model::stats;
 use kchaos_model::verdict::Verdict;
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +49,7 @@ impl Timings {
     /// Takes each scenario's median cell time from `cells`. Cells that say nothing about
     /// how long the scenario runs (skipped, or ended by infrastructure) are left out.
     pub fn learn(&mut self, cells: &[CellResult]) {
-        let mut by_scenario: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        let mut by_scenario: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         for cell in cells {
             if matches!(cell.verdict, Verdict::Skip | Verdict::Error) {
                 continue;
@@ -56,12 +57,16 @@ impl Timings {
             by_scenario
                 .entry(cell.scenario.as_str())
                 .or_default()
-                .push(cell.duration_ms);
+                .push(cell.duration_ms as f64);
         }
-        for (scenario, mut ms) in by_scenario {
-            ms.sort_unstable();
-            let median = ms[ms.len() / 2];
-            self.stored.cell_ms.insert(scenario.to_owned(), median);
+        for (scenario, ms) in by_scenario {
+            if let Some(median) = stats::median(&ms) {
+                // A median of millisecond counts: finite, non-negative, within u64.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                self.stored
+                    .cell_ms
+                    .insert(scenario.to_owned(), median.round() as u64);
+            }
         }
         self.stored.version = VERSION;
     }
