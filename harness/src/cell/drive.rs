@@ -273,9 +273,9 @@ pub(super) async fn drive(
                         Err(why) => Event::Liveness(Err(why)),
                     },
                 ),
-                Action::SendSysrq => {
+                Action::SendSysrq(keys) => {
                     let mut notes = Vec::new();
-                    evidence::send_sysrq(&qmp_sock, &mut notes).await;
+                    evidence::send_sysrq(&qmp_sock, &keys, &mut notes).await;
                     notes.into_iter().for_each(|n| state.note(n));
                     Some(Event::SysrqSent)
                 }

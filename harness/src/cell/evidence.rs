@@ -8,12 +8,43 @@ use std::time::Duration;
 use crate::vm::qmp::Qmp;
 use kchaos_model::error_chain;
 
-/// `w`: blocked (D state) tasks; `t`: every task with its stack; `l`: backtraces of
-/// every active CPU.
-pub const SYSRQ_KEYS: [char; 3] = ['w', 't', 'l'];
+/// The task dumps asked of a hung guest, each key with the header the kernel prints on
+/// the console when it handles it (`sysrq: ` and the key's action, the same text from
+/// 4.x to 6.x): `w`, blocked (D state) tasks; `t`, every task with its stack; `l`,
+/// backtraces of every active CPU.
+pub const SYSRQ_DUMPS: [(char, &str); 3] = [
+    ('w', "Show Blocked State"),
+    ('t', "Show State"),
+    ('l', "Show backtrace of all active CPUs"),
+];
 
-/// Sends the sysrq keys. Errors become notes: evidence is best effort.
-pub async fn send_sysrq(qmp_socket: &Path, notes: &mut Vec<String>) {
+/// Every key of [`SYSRQ_DUMPS`], in order.
+pub fn sysrq_keys() -> Vec<char> {
+    SYSRQ_DUMPS.iter().map(|(key, _)| *key).collect()
+}
+
+/// How many times a key whose dump never showed is pressed in all.
+pub const SYSRQ_ATTEMPTS: u8 = 3;
+
+/// The keys of [`SYSRQ_DUMPS`] whose header is not among the console `lines`. A key
+/// pressed while the guest stalls can be lost (the emulated keyboard's queue is short,
+/// and a stalled guest does not drain it), which once left a hang without its blocked
+/// tasks; the harness presses those keys again.
+pub fn missing_dumps(lines: &[String]) -> Vec<char> {
+    SYSRQ_DUMPS
+        .iter()
+        .filter(|(_, header)| {
+            !lines.iter().any(|line| {
+                let line = line.trim_end();
+                line.to_ascii_lowercase().contains("sysrq") && line.ends_with(header)
+            })
+        })
+        .map(|(key, _)| *key)
+        .collect()
+}
+
+/// Sends sysrq `keys`. Errors become notes: evidence is best effort.
+pub async fn send_sysrq(qmp_socket: &Path, keys: &[char], notes: &mut Vec<String>) {
     let mut qmp = match Qmp::connect(qmp_socket).await {
         Ok(q) => q,
         Err(e) => {
@@ -21,7 +52,7 @@ pub async fn send_sysrq(qmp_socket: &Path, notes: &mut Vec<String>) {
             return;
         }
     };
-    for key in SYSRQ_KEYS {
+    for &key in keys {
         if let Err(e) = qmp.sysrq(key).await {
             notes.push(format!("sysrq {key} failed: {}", error_chain(&e)));
         }
@@ -87,6 +118,53 @@ pub async fn dump_memory(
         Err(e) => {
             notes.push(format!("memory dump failed: {}", error_chain(&e)));
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dumps_missing_from_the_console_are_pressed_again() {
+        let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // (console lines since the keys were sent, keys to press again)
+        let cases: Vec<(Vec<String>, Vec<char>)> = vec![
+            (lines(&[]), vec!['w', 't', 'l']),
+            (
+                lines(&[
+                    "[   40.1] sysrq: Show Blocked State",
+                    "[   40.2] task:kworker state:D",
+                    "[   40.5] sysrq: Show State",
+                    "[   41.0] sysrq: Show backtrace of all active CPUs",
+                ]),
+                vec![],
+            ),
+            // The flaky CI run: `w` lost while the guest stalled, `t` and `l` printed.
+            (
+                lines(&[
+                    "[   40.5] sysrq: Show State\r",
+                    "[   41.0] sysrq: Show backtrace of all active CPUs",
+                ]),
+                vec!['w'],
+            ),
+            // 4.x spelling; "Show State" is not "Show Blocked State".
+            (
+                lines(&["SysRq : Show Blocked State", "SysRq : Show Blocked State"]),
+                vec!['t', 'l'],
+            ),
+            // The words alone, without the sysrq header, are not the dump.
+            (
+                lines(&[
+                    "kchaos: Show State",
+                    "echo Show backtrace of all active CPUs",
+                ]),
+                vec!['w', 't', 'l'],
+            ),
+        ];
+        for (console, missing) in cases {
+            assert_eq!(missing_dumps(&console), missing, "{console:?}");
         }
     }
 }

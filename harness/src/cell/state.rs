@@ -26,6 +26,7 @@ use kchaos_model::protocol::{
 use kchaos_model::scenario::Scenario;
 use kchaos_model::signature::SignatureHit;
 
+use super::evidence;
 use super::watch::Watch;
 use super::{CellUpdate, Timeouts};
 
@@ -90,8 +91,8 @@ pub enum Action {
     Update(CellUpdate),
     /// Ask QEMU's monitor whether QEMU itself still runs; answer with [`Event::Liveness`].
     CheckLiveness,
-    /// Send the sysrq task-dump keys; answer with [`Event::SysrqSent`].
-    SendSysrq,
+    /// Press these sysrq task-dump keys; answer with [`Event::SysrqSent`].
+    SendSysrq(Vec<char>),
     /// Inject an NMI (the kernel panics on it); answer with [`Event::NmiInjected`].
     InjectNmi,
     /// Keep these console lines (the sysrq dumps) as `sysrq.txt`.
@@ -108,13 +109,20 @@ enum Stage {
     Live,
     /// The guest went silent or overran: is QEMU itself alive before it is called hung?
     Verifying { reason: String },
-    /// Hung: the sysrq keys are being sent; dumps start at console line `mark`.
-    SendingSysrq { mark: usize },
+    /// Hung: the sysrq keys are being sent (for the `attempt`th time; keys whose dump
+    /// did not show are pressed again); dumps start at console line `mark`; `started`
+    /// is when the first keys went out (the evidence window's maximum counts from it).
+    SendingSysrq {
+        mark: usize,
+        attempt: u8,
+        started: Option<Instant>,
+    },
     /// Hung: the console's task dumps are collected until it goes quiet.
     Collecting {
         started: Instant,
         mark: usize,
         last_line: Instant,
+        attempt: u8,
     },
     /// A crash signature was seen: the rest of the report prints until `until`.
     CrashGrace { until: Instant },
@@ -382,9 +390,7 @@ impl CellState {
                         Ok(()) => {
                             // QEMU runs and its monitor answers: the guest itself hung.
                             self.watch.obs.hang = Some(reason);
-                            let mark = self.watch.console_lines.len();
-                            self.stage = Stage::SendingSysrq { mark };
-                            actions.push(Action::SendSysrq);
+                            self.send_sysrq(&mut actions);
                         }
                         Err(why) => {
                             // A frozen QEMU is the host's fault, not the kernel's.
@@ -414,11 +420,17 @@ impl CellState {
                 self.boot_from.get_or_insert(now);
             }
             Event::SysrqSent => {
-                if let Stage::SendingSysrq { mark } = self.stage {
+                if let Stage::SendingSysrq {
+                    mark,
+                    attempt,
+                    started,
+                } = self.stage
+                {
                     self.stage = Stage::Collecting {
-                        started: now,
+                        started: started.unwrap_or(now),
                         mark,
                         last_line: now,
+                        attempt,
                     };
                 }
             }
@@ -528,13 +540,35 @@ impl CellState {
                 // Nothing is timed here (or the driver is mid-way through an action).
                 self.stage = stage;
             }
-            Stage::Collecting { mark, .. } => {
+            Stage::Collecting {
+                mark,
+                started,
+                attempt,
+                ..
+            } => {
                 let dumps = self
                     .watch
                     .console_lines
                     .get(mark..)
                     .unwrap_or_default()
                     .to_vec();
+                let missing = evidence::missing_dumps(&dumps);
+                let window_left = now < after(started, self.timeouts.evidence_max);
+                if !missing.is_empty() && attempt < evidence::SYSRQ_ATTEMPTS && window_left {
+                    self.stage = Stage::SendingSysrq {
+                        mark,
+                        attempt: attempt + 1,
+                        started: Some(started),
+                    };
+                    actions.push(Action::SendSysrq(missing));
+                    return;
+                }
+                if !missing.is_empty() {
+                    let keys: String = missing.iter().collect();
+                    self.watch.notes.push(format!(
+                        "no sysrq dump on the console for key(s) `{keys}` after {attempt} attempt(s): the guest did not handle them"
+                    ));
+                }
                 actions.push(Action::WriteSysrq(dumps));
                 self.dump_and_end(now, actions);
             }

@@ -9,7 +9,7 @@ use kchaos_model::protocol::HostMessage;
 use kchaos_model::signature::{Severity, SignatureHit};
 use kchaos_model::verdict;
 
-use super::{after, Action, CellState, Stage};
+use super::{after, evidence, Action, CellState, Stage};
 use crate::analysis::trials::Target;
 use crate::cell::keep::KeepPolicy;
 
@@ -89,9 +89,7 @@ impl CellState {
                 target.describe(),
                 now.saturating_duration_since(self.spawned_at).as_secs_f64()
             ));
-            let mark = self.watch.console_lines.len();
-            self.stage = Stage::SendingSysrq { mark };
-            actions.push(Action::SendSysrq);
+            self.send_sysrq(actions);
         }
     }
 
@@ -114,6 +112,16 @@ impl CellState {
     /// The last evidence, then the end: with a dump wanted, a kernel that has not
     /// panicked is made to panic first (every CPU's registers saved, its stack walkable
     /// by `crash`), then its memory is dumped.
+    /// The hang's (or a decided target's) evidence: every sysrq dump, the first time.
+    pub(super) fn send_sysrq(&mut self, actions: &mut Vec<Action>) {
+        self.stage = Stage::SendingSysrq {
+            mark: self.watch.console_lines.len(),
+            attempt: 1,
+            started: None,
+        };
+        actions.push(Action::SendSysrq(evidence::sysrq_keys()));
+    }
+
     pub(super) fn dump_and_end(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let keeping = self.keeps();
         if self.endings.dump && !self.panicked {

@@ -27,6 +27,8 @@ fn a_decided_target_ends_the_cell_at_once() {
                 At(5100, heartbeat()),
                 At(5400, Event::SysrqSent),
                 At(5500, console("sysrq: Show Blocked State")),
+                At(5500, console("sysrq: Show State")),
+                At(5500, console("sysrq: Show backtrace of all active CPUs")),
                 Deadline,
                 At(9600, exited("signal: 9 (SIGKILL)")),
             ],
@@ -166,6 +168,8 @@ fn a_repeating_signature_does_not_hold_the_evidence_window_open() {
         At(5000, console(&format!("[    5.0] {LEAK}"))),
         At(5400, Event::SysrqSent),
         At(5500, console("sysrq: Show Blocked State")),
+        At(5500, console("sysrq: Show State")),
+        At(5500, console("sysrq: Show backtrace of all active CPUs")),
         // The repeats, each 2 s apart (new timestamps, same line).
         At(7000, console(&format!("[    7.0] {LEAK}"))),
         At(9000, console(&format!("[    9.0] {LEAK}"))),
@@ -203,6 +207,8 @@ fn a_dump_of_a_live_kernel_panics_it_first() {
                 At(36_000, Event::Liveness(Ok(()))),
                 At(37_000, Event::SysrqSent),
                 At(37_100, console("sysrq: Show Blocked State")),
+                At(37_100, console("sysrq: Show State")),
+                At(37_100, console("sysrq: Show backtrace of all active CPUs")),
                 Deadline,
             ],
         ]
@@ -454,6 +460,9 @@ fn a_decided_cell_keeps_its_vm_when_asked() {
                 Deadline,
                 At(36_000, Event::Liveness(Ok(()))),
                 At(37_000, Event::SysrqSent),
+                At(37_100, console("sysrq: Show Blocked State")),
+                At(37_100, console("sysrq: Show State")),
+                At(37_100, console("sysrq: Show backtrace of all active CPUs")),
                 Deadline,
             ]].concat(),
             Verdict::Hang,
@@ -467,6 +476,9 @@ fn a_decided_cell_keeps_its_vm_when_asked() {
             [ok(), vec![
                 At(5000, kmsg("unregister_netdevice: waiting for veth3 to become free. Usage count = 1")),
                 At(5400, Event::SysrqSent),
+                At(5500, console("sysrq: Show Blocked State")),
+                At(5500, console("sysrq: Show State")),
+                At(5500, console("sysrq: Show backtrace of all active CPUs")),
                 Deadline,
             ]].concat(),
             Verdict::Fail,
@@ -650,4 +662,118 @@ fn waiting_for_the_debugger_stops_the_boot_clock_and_stopped_time_extends_the_bu
         Some(2000),
         "boot time from the resume"
     );
+}
+
+/// A sysrq key pressed while the guest stalls can be lost (seen in CI: a hang's
+/// `sysrq.txt` without the blocked tasks, `t` and `l` present). Keys whose dump header
+/// did not show are pressed again, up to `SYSRQ_ATTEMPTS` in all and within the
+/// evidence window; a dump that never shows is a note, and the rest is still written.
+#[test]
+fn a_lost_sysrq_key_is_pressed_again() {
+    let hung = || {
+        vec![
+            At(100, Event::Connected),
+            At(2000, hello(PROTOCOL_VERSION)),
+            At(3000, phase(Phase::Workload)),
+            Deadline,
+            At(36_000, Event::Liveness(Ok(()))),
+            At(37_000, Event::SysrqSent),
+        ]
+    };
+    let blocked = || console("[ 37.0] sysrq: Show Blocked State");
+    let state = || console("[ 37.1] sysrq: Show State");
+    let cpus = || console("[ 37.2] sysrq: Show backtrace of all active CPUs");
+    // (what happened, events after the first keys, keys pressed per attempt, lines
+    // written, a note)
+    type Case = (
+        &'static str,
+        Vec<Step>,
+        Vec<Vec<char>>,
+        usize,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "every dump showed: pressed once",
+            vec![
+                At(37_100, blocked()),
+                At(37_100, state()),
+                At(37_100, cpus()),
+                Deadline,
+            ],
+            vec![vec!['w', 't', 'l']],
+            3,
+            None,
+        ),
+        (
+            "`w` was lost: pressed again, then all three are written",
+            vec![
+                At(37_100, state()),
+                At(37_200, cpus()),
+                Deadline,
+                At(41_300, Event::SysrqSent),
+                At(41_400, blocked()),
+                Deadline,
+            ],
+            vec![vec!['w', 't', 'l'], vec!['w']],
+            3,
+            None,
+        ),
+        (
+            "a guest that never handles the keys: three attempts, then a note",
+            vec![
+                Deadline,
+                At(41_100, Event::SysrqSent),
+                Deadline,
+                At(45_200, Event::SysrqSent),
+                Deadline,
+            ],
+            vec![
+                vec!['w', 't', 'l'],
+                vec!['w', 't', 'l'],
+                vec!['w', 't', 'l'],
+            ],
+            0,
+            Some("no sysrq dump on the console for key(s) `wtl` after 3 attempt(s)"),
+        ),
+    ];
+    for (what, tail, pressed, written, note) in cases {
+        let steps = [
+            hung(),
+            tail,
+            vec![At(60_000, exited("signal: 9 (SIGKILL)"))],
+        ]
+        .concat();
+        let ran = run(steps, "");
+        assert_eq!(ran.verdict, Verdict::Hang, "{what}: {}", ran.reasons);
+        let keys: Vec<Vec<char>> = ran
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SendSysrq(keys) => Some(keys.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, pressed, "{what}");
+        let lines = ran.actions.iter().find_map(|a| match a {
+            Action::WriteSysrq(lines) => Some(lines.len()),
+            _ => None,
+        });
+        assert_eq!(lines, Some(written), "{what}");
+        match note {
+            Some(n) => assert!(
+                ran.notes.iter().any(|x| x.contains(n)),
+                "{what}: {:?}",
+                ran.notes
+            ),
+            None => assert!(
+                !ran.notes.iter().any(|x| x.contains("no sysrq dump")),
+                "{what}"
+            ),
+        }
+        assert!(
+            kinds(&ran.actions).ends_with(&["write-sysrq", "dump", "kill"]),
+            "{what}"
+        );
+    }
 }
