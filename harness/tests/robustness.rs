@@ -189,7 +189,7 @@ async fn run_fake_cell(mode: &str, dir: &tempfile::TempDir, env: &CellEnv) -> Ce
         release: "6.1.0-fake".into(),
         package: None,
         debian: None,
-        bzimage: kernel_file,
+        bzimage: kernel_file.clone(),
         modules_dir: None,
         config_path: None,
     });
@@ -198,6 +198,10 @@ async fn run_fake_cell(mode: &str, dir: &tempfile::TempDir, env: &CellEnv) -> Ce
         scenario,
         kernel,
         image: GuestImage {
+            kernel: kchaos_images::pvh::BootKernel {
+                path: kernel_file,
+                fallback: Some("a fake kernel".into()),
+            },
             media: BootMedia::Initrd(initrd),
             cmdline: Vec::new(),
             info: ImageInfo {

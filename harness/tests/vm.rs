@@ -170,6 +170,19 @@ fn memcg_dying_cgroups_passes_on_debian_6_1_with_latency_metrics() {
         "kmsg.log should start at boot"
     );
     assert!(Path::new(&r.artifact("console")).exists());
+    // The guest was entered through the kernel's PVH entry: QEMU got the ELF kchaos
+    // took out of the bzImage (Debian's kernels have the note), not the bzImage.
+    let cmdline =
+        std::fs::read_to_string(r.artifact("console").with_file_name("qemu.cmdline")).unwrap();
+    let booted = cmdline
+        .split_whitespace()
+        .skip_while(|a| *a != "-kernel")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        booted.contains("/kernels/pvh/") && booted.ends_with(".vmlinux"),
+        "{cmdline}"
+    );
 }
 
 #[test]

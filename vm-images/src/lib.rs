@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod kernel_list;
 pub mod modules;
 pub mod payload;
+pub mod pvh;
 pub mod recipe;
 pub mod resolved;
 pub mod spec;

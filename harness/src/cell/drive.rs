@@ -110,7 +110,7 @@ pub(super) async fn drive(
         accel: env.accel,
         memory_mib: scenario.vm.memory_mib,
         cpus: scenario.vm.cpus,
-        kernel: cell.kernel.bzimage.clone(),
+        kernel: cell.image.kernel.path.clone(),
         boot: cell.image.media.clone(),
         cmdline,
         control_socket: Some(sock),

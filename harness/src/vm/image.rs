@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use kchaos_images::modules::{LoadableModule, ModuleError, ModuleTree};
 use kchaos_images::payload::Payload;
+use kchaos_images::pvh::{self, BootKernel};
 use kchaos_images::{initramfs, systemd, Cache, Kernel};
 use kchaos_model::scenario::{ImageKind, Scenario};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,31 @@ pub enum ImageError {
     Systemd(#[from] systemd::SystemdImageError),
     #[error("Kernel {release} has {option}=m but no modules directory was given (path:<bzImage>,modules=<dir>)")]
     NeedsModules { release: String, option: String },
+    #[error("KCHAOS_BOOT is `{0}`: it must be `pvh` (the default: the kernel's PVH entry when it has one) or `bzimage`")]
+    BootChoice(String),
+}
+
+/// How QEMU enters the kernel, from `KCHAOS_BOOT`: the PVH entry when the kernel has
+/// one (the default), or always the bzImage (its real-mode setup, decompressor and
+/// KASLR, as on hardware).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootEntry {
+    Pvh,
+    BzImage,
+}
+
+impl BootEntry {
+    pub fn from_env() -> Result<BootEntry, ImageError> {
+        BootEntry::parse(std::env::var("KCHAOS_BOOT").ok().as_deref())
+    }
+
+    fn parse(value: Option<&str>) -> Result<BootEntry, ImageError> {
+        match value.map(str::trim) {
+            None | Some("" | "pvh") => Ok(BootEntry::Pvh),
+            Some("bzimage") => Ok(BootEntry::BzImage),
+            Some(other) => Err(ImageError::BootChoice(other.to_owned())),
+        }
+    }
 }
 
 /// The kernel options behind the channel modules, to explain a missing modules dir.
@@ -31,6 +57,8 @@ const CHANNEL_OPTIONS: &[&str] = &["CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE"]
 /// What a cell boots, ready for QEMU.
 #[derive(Debug, Clone)]
 pub struct GuestImage {
+    /// The file QEMU's `-kernel` boots: the kernel's PVH ELF, or its bzImage.
+    pub kernel: BootKernel,
     pub media: BootMedia,
     /// Kernel parameters the image needs.
     pub cmdline: Vec<String>,
@@ -53,6 +81,16 @@ pub fn image_for(
     runner: &[u8],
     scenario: &Scenario,
 ) -> Result<GuestImage, ImageError> {
+    let boot_kernel = match BootEntry::from_env()? {
+        BootEntry::Pvh => pvh::boot_kernel(cache, &kernel.bzimage),
+        BootEntry::BzImage => BootKernel {
+            path: kernel.bzimage.clone(),
+            fallback: Some("KCHAOS_BOOT=bzimage".to_owned()),
+        },
+    };
+    if let Some(why) = &boot_kernel.fallback {
+        tracing::debug!(kernel = %kernel.release, "booting the bzImage, not the PVH entry: {why}");
+    }
     let tools = kchaos_images::tools::collect(&scenario.vm.tools)?;
     let modules = modules_for(kernel, &scenario.modules())?;
     let payload = Payload {
@@ -65,6 +103,7 @@ pub fn image_for(
         ImageKind::Initramfs => {
             let built = initramfs::build(cache, &payload)?;
             GuestImage {
+                kernel: boot_kernel,
                 media: BootMedia::Initrd(built.path),
                 cmdline: Vec::new(),
                 info: ImageInfo {
@@ -77,6 +116,7 @@ pub fn image_for(
         ImageKind::Systemd => {
             let built = systemd::build(cache, &payload)?;
             GuestImage {
+                kernel: boot_kernel,
                 media: BootMedia::Disk(built.path),
                 cmdline: built.cmdline,
                 info: ImageInfo {
@@ -124,6 +164,33 @@ fn modules_for(
                 .into());
             }
             Ok(Vec::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kchaos_boot_chooses_the_entry_or_says_what_is_allowed() {
+        let cases: Vec<(Option<&str>, Result<BootEntry, String>)> = vec![
+            (None, Ok(BootEntry::Pvh)),
+            (Some(""), Ok(BootEntry::Pvh)),
+            (Some("pvh"), Ok(BootEntry::Pvh)),
+            (Some(" bzimage\n"), Ok(BootEntry::BzImage)),
+            (
+                Some("bzImage"),
+                Err("KCHAOS_BOOT is `bzImage`: it must be `pvh`".to_owned()),
+            ),
+            (Some("uefi"), Err("KCHAOS_BOOT is `uefi`".to_owned())),
+        ];
+        for (value, want) in cases {
+            match (BootEntry::parse(value), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{value:?}"),
+                (Err(e), Err(want)) => assert!(e.to_string().starts_with(&want), "{e}"),
+                (got, want) => panic!("{value:?}: {got:?}, wanted {want:?}"),
+            }
         }
     }
 }
