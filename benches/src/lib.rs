@@ -242,6 +242,24 @@ pub fn invoked_as_benchmark() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// The drift-corrected fraction of saturation the reference settings reach, from rates
+/// measured alternately: the reference at even positions of `rates`, the curve's rows
+/// at odd ones. Each row is judged against the mean of the two reference runs around it
+/// (on a host whose speed drifts, a row and its neighbours saw the same host); the
+/// answer is the best row's position and 1 / its ratio, at most 1.0 (no row beat the
+/// reference). `None` without a complete triple.
+pub fn paired_fraction(rates: &[f64]) -> Option<(usize, f64)> {
+    let best = (1..rates.len().saturating_sub(1))
+        .step_by(2)
+        .filter_map(|i| {
+            let around = (rates.get(i - 1)? + rates.get(i + 1)?) / 2.0;
+            let ratio = rates.get(i)? / around;
+            ratio.is_finite().then_some((i, ratio))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))?;
+    Some((best.0, 1.0 / best.1.max(1.0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +273,36 @@ mod tests {
         assert_eq!(parse_uptime_line("[    0.04] tsc: x"), None);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn each_row_is_judged_against_the_reference_runs_around_it() {
+        // (rates: reference, row, reference, row, reference…; the answer)
+        let cases: Vec<(Vec<f64>, Option<(usize, f64)>)> = vec![
+            // A row 10% faster than the runs around it: 0.91 of saturation.
+            (vec![10.0, 11.0, 10.0], Some((1, 10.0 / 11.0))),
+            // The host slowed down between the first and the last run: the fast first
+            // reference does not hide that the last row beat its own neighbours.
+            (vec![12.0, 9.0, 8.0, 8.8, 8.0], Some((3, 8.0 / 8.8))),
+            // No row beats the reference: 1.0, the best row named anyway.
+            (vec![10.0, 5.0, 10.0, 9.0, 10.0], Some((3, 1.0))),
+            // An unfinished row (infinite or NaN rate) is no evidence.
+            (
+                vec![10.0, f64::NAN, 10.0, 10.5, 10.0],
+                Some((3, 10.0 / 10.5)),
+            ),
+            (vec![10.0, 11.0], None),
+            (vec![], None),
+        ];
+        for (rates, want) in cases {
+            let got = paired_fraction(&rates);
+            match (got, want) {
+                (Some((i, f)), Some((wi, wf))) => {
+                    assert_eq!(i, wi, "{rates:?}");
+                    assert!((f - wf).abs() < 1e-9, "{rates:?}: {f} vs {wf}");
+                }
+                (got, want) => assert_eq!(got, want, "{rates:?}"),
+            }
+        }
     }
 }
