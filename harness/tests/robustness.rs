@@ -270,6 +270,13 @@ fn case_hang(r: CellResult, took: Duration) {
         took < Duration::from_secs(10),
         "the hang must be declared within its bound: {took:?}"
     );
+    // The fake kernel handles every sysrq key: all dumps came, none was pressed twice.
+    assert!(r.artifacts.sysrq.is_some(), "{:?}", r.artifacts);
+    assert!(
+        !r.notes.iter().any(|n| n.contains("no sysrq dump")),
+        "{:?}",
+        r.notes
+    );
 }
 
 /// Issue #11: a SIGSTOPped QEMU is the host's problem, not a kernel hang.
@@ -645,10 +652,22 @@ fn fake_qemu(args: &[String], mode_file: &str) {
     }
 }
 
-/// A QMP server that greets and answers every command with an empty return.
 /// How long the fake debugger holds a guest started with `-S`.
 const FAKE_DEBUGGER: Duration = Duration::from_secs(3);
 
+/// What a kernel prints on its console when it handles a sysrq key (drivers/tty/sysrq.c).
+fn sysrq_header(key: &str) -> Option<&'static str> {
+    match key {
+        "w" => Some("sysrq: Show Blocked State"),
+        "t" => Some("sysrq: Show State"),
+        "l" => Some("sysrq: Show backtrace of all active CPUs"),
+        _ => None,
+    }
+}
+
+/// A QMP server that greets and answers every command with an empty return; a sysrq
+/// key press (`send-key` alt+sysrq+KEY) is handled as a kernel would, its dump header
+/// printed on the console.
 fn fake_qmp(path: PathBuf, paused_until: Option<Instant>) {
     let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
@@ -668,6 +687,18 @@ fn fake_qmp(path: PathBuf, paused_until: Option<Instant>) {
                         let _ = writeln!(stream, r#"{{"return": {{"status": "prelaunch"}}}}"#);
                     } else if line.contains("query-status") {
                         let _ = writeln!(stream, r#"{{"return": {{"status": "running"}}}}"#);
+                    } else if line.contains("send-key") {
+                        let command: serde_json::Value =
+                            serde_json::from_str(&line).unwrap_or_default();
+                        let key = command["arguments"]["keys"]
+                            .as_array()
+                            .and_then(|keys| keys.last())
+                            .and_then(|k| k["data"].as_str())
+                            .unwrap_or_default();
+                        if let Some(header) = sysrq_header(key) {
+                            console(&format!("[   12.345678] {header}"));
+                        }
+                        let _ = writeln!(stream, r#"{{"return": {{}}}}"#);
                     } else {
                         let _ = writeln!(stream, r#"{{"return": {{}}}}"#);
                     }
