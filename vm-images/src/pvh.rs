@@ -26,6 +26,10 @@ const FORMAT: &str = "pvh-1";
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the note that makes an ELF kernel PVH-bootable.
 const PHYS32_ENTRY: u32 = 18;
 
+/// PVH kernels kept (~50 MB each; a bisection makes one per step): the most recently
+/// used stay.
+pub const KEEP_PVH_KERNELS: usize = 12;
+
 /// No x86 kernel decompresses to more than this; a larger claim is a corrupt payload.
 const MAX_KERNEL: usize = 512 << 20;
 
@@ -105,6 +109,7 @@ pub fn boot_kernel(cache: &Cache, bzimage: &Path) -> BootKernel {
     let elf_path = dir.join(format!("{key}.vmlinux"));
     let none_path = dir.join(format!("{key}.none"));
     if elf_path.is_file() {
+        crate::cache::touch(&elf_path);
         return BootKernel {
             path: elf_path,
             fallback: None,
@@ -117,6 +122,7 @@ pub fn boot_kernel(cache: &Cache, bzimage: &Path) -> BootKernel {
     match extract(&data) {
         Ok(elf) => match Cache::write_atomic(&elf_path, &elf) {
             Ok(()) => {
+                crate::cache::evict_lru(&dir, "vmlinux", KEEP_PVH_KERNELS, Some(&elf_path));
                 tracing::debug!(
                     bzimage = %bzimage.display(),
                     elf = %elf_path.display(),
