@@ -86,6 +86,8 @@ pub const BOOT_SCENARIO: &str =
 #[derive(Debug)]
 pub struct BenchVm {
     pub kernel: std::sync::Arc<kchaos_images::Kernel>,
+    /// The file QEMU boots for it (the PVH ELF, or the bzImage), chosen once.
+    pub boot: kchaos_images::pvh::BootKernel,
     pub qemu: kchaos_harness::vm::Qemu,
     pub accel: kchaos_harness::vm::Accel,
     /// The image of a scenario with no extra modules or tools (boot comparisons).
@@ -111,10 +113,12 @@ impl BenchVm {
         let runner = kchaos_harness::vm::runner_bin::locate(None)?.bytes;
         let boot_scenario =
             kchaos_model::scenario::parse("boot", BOOT_SCENARIO).map_err(|e| e.to_string())?;
+        let boot = kchaos_harness::vm::image::boot_kernel(&cache, &kernel)?;
         let initramfs =
-            kchaos_harness::vm::image::image_for(&cache, &kernel, &runner, &boot_scenario)?;
+            kchaos_harness::vm::image::image_for(&cache, &kernel, &boot, &runner, &boot_scenario)?;
         Ok(BenchVm {
             kernel,
+            boot,
             qemu: q,
             accel,
             initramfs,
@@ -161,8 +165,13 @@ impl BenchVm {
         use kchaos_harness::cell::{self, CellEnv, CellSpec};
         use kchaos_harness::scenario::LoadedScenario;
         let model = kchaos_model::scenario::parse(id, toml).map_err(|e| e.to_string())?;
-        let image =
-            kchaos_harness::vm::image::image_for(&self.cache, &self.kernel, &self.runner, &model)?;
+        let image = kchaos_harness::vm::image::image_for(
+            &self.cache,
+            &self.kernel,
+            &self.boot,
+            &self.runner,
+            &model,
+        )?;
         let scenario = std::sync::Arc::new(LoadedScenario {
             path: id.into(),
             source: toml.to_owned(),

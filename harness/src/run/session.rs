@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kchaos_images::pvh::BootKernel;
 use kchaos_images::{Cache, Kernel, KernelError};
 use kchaos_model::scenario::WorkloadSpec;
 use kchaos_model::verdict::Verdict;
@@ -78,6 +79,7 @@ pub enum PrepareError {
 type Prepared<T> = Result<Arc<T>, Arc<PrepareError>>;
 type KernelCell = Arc<OnceCell<Prepared<Kernel>>>;
 type VmlinuxCell = Arc<OnceCell<Result<PathBuf, String>>>;
+type BootCell = Arc<OnceCell<Result<BootKernel, String>>>;
 
 #[derive(Debug)]
 pub struct Session {
@@ -93,6 +95,9 @@ pub struct Session {
     keeper: Arc<Keeper>,
     /// Each kernel's debug vmlinux for `--gdb`, located (or downloaded) once.
     vmlinux: Mutex<HashMap<String, VmlinuxCell>>,
+    /// Each kernel's file for QEMU (its PVH ELF or bzImage), chosen once: finding it
+    /// reads and hashes the whole bzImage.
+    boot: Mutex<HashMap<String, BootCell>>,
 }
 
 /// One cell to run.
@@ -139,6 +144,7 @@ impl Session {
             interrupt: interrupt_signal(),
             keeper: Arc::new(Keeper::new(opts.jobs)),
             vmlinux: Mutex::new(HashMap::new()),
+            boot: Mutex::new(HashMap::new()),
             opts,
         }
     }
@@ -232,6 +238,23 @@ impl Session {
         .clone()
     }
 
+    /// The file QEMU boots for `kernel` ([`image::boot_kernel`]), once per kernel.
+    async fn boot_kernel(&self, kernel: &Arc<Kernel>) -> Result<BootKernel, String> {
+        let cell = {
+            let mut all = self.boot.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(all.entry(kernel.resolved.clone()).or_default())
+        };
+        cell.get_or_init(|| async {
+            let (cache, k) = (self.opts.cache.clone(), Arc::clone(kernel));
+            match tokio::task::spawn_blocking(move || image::boot_kernel(&cache, &k)).await {
+                Ok(found) => found.map_err(|e| error_chain(&e)),
+                Err(e) => Err(format!("choosing the kernel file to boot failed: {e}")),
+            }
+        })
+        .await
+        .clone()
+    }
+
     /// The guest runner, located (or built) when the first cell needs to boot: a
     /// session whose cells are all skipped or lack a kernel never waits for a build.
     async fn runner(&self, progress: &Progress) -> Prepared<RunnerBinary> {
@@ -294,6 +317,10 @@ impl Session {
             Ok(r) => r,
             Err(e) => return decided(pre.result(Verdict::Error, error_chain(e.as_ref()))),
         };
+        let boot = match self.boot_kernel(&kernel).await {
+            Ok(b) => b,
+            Err(e) => return decided(pre.result(Verdict::Error, e)),
+        };
         let kind = scenario.model.vm.image;
         let built = {
             let _one_build_at_a_time = self.image_lock.lock().await;
@@ -303,8 +330,10 @@ impl Session {
                 Arc::clone(&runner),
                 Arc::clone(scenario),
             );
-            tokio::task::spawn_blocking(move || image::image_for(&cache, &k, &r.bytes, &s.model))
-                .await
+            tokio::task::spawn_blocking(move || {
+                image::image_for(&cache, &k, &boot, &r.bytes, &s.model)
+            })
+            .await
         };
         let image = match built {
             Ok(Ok(image)) => image,

@@ -74,23 +74,32 @@ pub struct ImageInfo {
     pub key: String,
 }
 
-/// Builds (or finds in the cache) the image `scenario` runs in on `kernel`.
-pub fn image_for(
-    cache: &Cache,
-    kernel: &Kernel,
-    runner: &[u8],
-    scenario: &Scenario,
-) -> Result<GuestImage, ImageError> {
-    let boot_kernel = match BootEntry::from_env()? {
+/// The file QEMU boots for `kernel`, as `KCHAOS_BOOT` says: its PVH ELF when it has
+/// one, else its bzImage. Reads and hashes the whole bzImage: once per kernel and run,
+/// not per cell.
+pub fn boot_kernel(cache: &Cache, kernel: &Kernel) -> Result<BootKernel, ImageError> {
+    let boot = match BootEntry::from_env()? {
         BootEntry::Pvh => pvh::boot_kernel(cache, &kernel.bzimage),
         BootEntry::BzImage => BootKernel {
             path: kernel.bzimage.clone(),
             fallback: Some("KCHAOS_BOOT=bzimage".to_owned()),
         },
     };
-    if let Some(why) = &boot_kernel.fallback {
+    if let Some(why) = &boot.fallback {
         tracing::debug!(kernel = %kernel.release, "booting the bzImage, not the PVH entry: {why}");
     }
+    Ok(boot)
+}
+
+/// Builds (or finds in the cache) the image `scenario` runs in on `kernel`, booted
+/// from `boot` (see [`boot_kernel`]).
+pub fn image_for(
+    cache: &Cache,
+    kernel: &Kernel,
+    boot: &BootKernel,
+    runner: &[u8],
+    scenario: &Scenario,
+) -> Result<GuestImage, ImageError> {
     let tools = kchaos_images::tools::collect(&scenario.vm.tools)?;
     let modules = modules_for(kernel, &scenario.modules())?;
     let payload = Payload {
@@ -103,7 +112,7 @@ pub fn image_for(
         ImageKind::Initramfs => {
             let built = initramfs::build(cache, &payload)?;
             GuestImage {
-                kernel: boot_kernel,
+                kernel: boot.clone(),
                 media: BootMedia::Initrd(built.path),
                 cmdline: Vec::new(),
                 info: ImageInfo {
@@ -116,7 +125,7 @@ pub fn image_for(
         ImageKind::Systemd => {
             let built = systemd::build(cache, &payload)?;
             GuestImage {
-                kernel: boot_kernel,
+                kernel: boot.clone(),
                 media: BootMedia::Disk(built.path),
                 cmdline: built.cmdline,
                 info: ImageInfo {

@@ -109,9 +109,6 @@ impl CellState {
         }
     }
 
-    /// The last evidence, then the end: with a dump wanted, a kernel that has not
-    /// panicked is made to panic first (every CPU's registers saved, its stack walkable
-    /// by `crash`), then its memory is dumped.
     /// The hang's (or a decided target's) evidence: every sysrq dump, the first time.
     pub(super) fn send_sysrq(&mut self, actions: &mut Vec<Action>) {
         self.stage = Stage::SendingSysrq {
@@ -122,6 +119,9 @@ impl CellState {
         actions.push(Action::SendSysrq(evidence::sysrq_keys()));
     }
 
+    /// The last evidence, then the end: with a dump wanted, a kernel that has not
+    /// panicked is made to panic first (every CPU's registers saved, its stack walkable
+    /// by `crash`), then its memory is dumped.
     pub(super) fn dump_and_end(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let keeping = self.keeps();
         if self.endings.dump && !self.panicked {
