@@ -53,6 +53,7 @@ pub fn resolve_with(
             bzimage,
             modules,
             config,
+            ..
         } => local(spec, &bzimage, modules.as_deref(), config.as_deref()),
         KernelSpec::Build {
             recipe,

@@ -7,8 +7,11 @@
 //!   `generic`. `@<release>` (`bullseye`, `bookworm`, `bookworm-backports`, `trixie`,
 //!   `trixie-backports`) says where to look; without it a series resolves in the release
 //!   whose own kernel it is (see `debian::release`).
-//! - `path:<bzImage>[,modules=<dir>][,config=<file>]`: a local build. `modules` is the
-//!   `lib/modules/<release>` directory `make modules_install` produced.
+//! - `path:<bzImage>[,modules=<dir>][,config=<file>][,tree=<name>][,repo=<url>]
+//!   [,branch=<name>][,commit=<sha1>]`: a local build. `modules` is the
+//!   `lib/modules/<release>` directory `make modules_install` produced. The git options
+//!   say where its source came from (nothing reads them to boot): a local build has no
+//!   other record of it, and reports to kernel CI (KCIDB's checkouts) group by it.
 //! - `build:<recipe>[@<source version>]`: a kernel kchaos builds itself from a compiled-in
 //!   recipe (`vm-images/recipes/kernel/`, e.g. `build:defects`) and Debian's kernel
 //!   source package, once, then from the cache. Without `@`, the source version is the
@@ -32,6 +35,8 @@ pub enum KernelSpec {
         bzimage: PathBuf,
         modules: Option<PathBuf>,
         config: Option<PathBuf>,
+        /// Where the build's source came from, as the user said.
+        source: GitSource,
     },
     Build {
         /// A recipe name from [`crate::recipe::RECIPES`].
@@ -39,6 +44,48 @@ pub enum KernelSpec {
         /// The Debian source package version, when pinned.
         source_version: Option<String>,
     },
+}
+
+/// The git checkout a local build was made from, each part optional: the tree's
+/// widely known name (`mainline`, `net-next`), the repository (an `https://` URL, the
+/// only kind KCIDB takes), the branch, and the full commit hash (lower-case hex).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitSource {
+    pub tree: Option<String>,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+}
+
+impl GitSource {
+    /// Reads one `key=value` option of a `path:` spec into `self`; `Ok(false)` when the
+    /// key is not a git option.
+    fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let slot = match key {
+            "tree" => &mut self.tree,
+            "branch" => &mut self.branch,
+            "repo" => {
+                if !value.starts_with("https://") || value.len() == "https://".len() {
+                    return Err(format!(
+                        "repo=`{value}` is not an https:// URL (the only kind KCIDB takes)"
+                    ));
+                }
+                &mut self.repo
+            }
+            "commit" => {
+                if value.len() != 40 || !value.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "commit=`{value}` is not a full commit hash (40 hex digits, as `git rev-parse HEAD` prints)"
+                    ));
+                }
+                self.commit = Some(value.to_ascii_lowercase());
+                return Ok(true);
+            }
+            _ => return Ok(false),
+        };
+        *slot = Some(value.to_owned());
+        Ok(true)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -96,15 +143,17 @@ impl KernelSpec {
                 .ok_or_else(|| err("path: needs the bzImage path"))?;
             let mut modules = None;
             let mut config = None;
+            let mut source = GitSource::default();
             for part in parts {
                 match part.split_once('=') {
                     Some(("modules", dir)) if !dir.is_empty() => modules = Some(PathBuf::from(dir)),
                     Some(("config", file)) if !file.is_empty() => {
                         config = Some(PathBuf::from(file));
                     }
+                    Some((key, value)) if !value.is_empty() && source.set(key, value).map_err(|e| err(&e))? => {}
                     _ => {
                         return Err(err(&format!(
-                            "unknown option `{part}`; allowed: modules=<dir>, config=<file>"
+                            "unknown option `{part}`; allowed: modules=<dir>, config=<file>, tree=<name>, repo=<https URL>, branch=<name>, commit=<sha1>"
                         )))
                     }
                 }
@@ -113,12 +162,13 @@ impl KernelSpec {
                 bzimage: PathBuf::from(bzimage),
                 modules,
                 config,
+                source,
             });
         }
         if let Some(rest) = spec.strip_prefix("build:") {
             return parse_build(rest).map_err(|reason| err(&reason));
         }
-        Err(err("expected debian:<version>[-<flavour>][@<release>], path:<bzImage>[,modules=<dir>][,config=<file>] or build:<recipe>[@<source version>]"))
+        Err(err("expected debian:<version>[-<flavour>][@<release>], path:<bzImage>[,modules=<dir>][,config=<file>][,commit=<sha1>,...] or build:<recipe>[@<source version>]"))
     }
 }
 
@@ -170,6 +220,7 @@ impl fmt::Display for KernelSpec {
                 bzimage,
                 modules,
                 config,
+                source,
             } => {
                 write!(f, "path:{}", bzimage.display())?;
                 if let Some(m) = modules {
@@ -177,6 +228,16 @@ impl fmt::Display for KernelSpec {
                 }
                 if let Some(c) = config {
                     write!(f, ",config={}", c.display())?;
+                }
+                for (key, value) in [
+                    ("tree", &source.tree),
+                    ("repo", &source.repo),
+                    ("branch", &source.branch),
+                    ("commit", &source.commit),
+                ] {
+                    if let Some(v) = value {
+                        write!(f, ",{key}={v}")?;
+                    }
                 }
                 Ok(())
             }
@@ -319,12 +380,47 @@ mod tests {
             Ok(KernelSpec::Path {
                 bzimage: "/k/bzImage".into(),
                 modules: Some("/k/mods".into()),
-                config: None
+                config: None,
+                source: GitSource::default(),
             })
         );
         let e = KernelSpec::parse("path:/k/bzImage,modz=/x").unwrap_err();
         assert!(e.to_string().contains("unknown option `modz=/x`"));
         assert!(KernelSpec::parse("path:").is_err());
+    }
+
+    #[test]
+    fn path_specs_carry_where_their_source_came_from() {
+        let text = "path:/k/bzImage,tree=mainline,repo=https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git,branch=master,commit=0123456789ABCDEF0123456789abcdef01234567";
+        let spec = KernelSpec::parse(text).unwrap();
+        let KernelSpec::Path { source, .. } = &spec else {
+            panic!("{spec:?}");
+        };
+        assert_eq!(
+            source,
+            &GitSource {
+                tree: Some("mainline".into()),
+                repo: Some(
+                    "https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git".into()
+                ),
+                branch: Some("master".into()),
+                commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            }
+        );
+        // Printed back in a fixed order, the hash in lower case: parsing it again
+        // gives the same spec.
+        assert_eq!(KernelSpec::parse(&spec.to_string()).unwrap(), spec);
+        for (bad, why) in [
+            ("path:/k/bzImage,commit=abc123", "not a full commit hash"),
+            (
+                "path:/k/bzImage,repo=git://x/linux.git",
+                "not an https:// URL",
+            ),
+            ("path:/k/bzImage,tree=", "unknown option `tree=`"),
+        ] {
+            let e = KernelSpec::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub struct RunArgs {
     #[arg(value_name = "SCENARIO|DIR")]
     pub scenarios: Vec<PathBuf>,
     /// Kernel to run on (repeatable, in matrix order): a spec, debian:<version>[-<flavour>]
-    /// or path:<bzImage>[,modules=<dir>][,config=<file>]; a name from the kernel list; or
+    /// or path:<bzImage>[,modules=<dir>][,config=<file>][,commit=<sha1>,tree=,repo=,branch=];
+    /// a name from the kernel list; or
     /// @SET for a set of it [default: the list's `default` set, else debian:6.1-cloud].
     #[arg(short, long = "kernel", value_name = "SPEC|NAME|@SET")]
     pub kernels: Vec<String>,
