@@ -1,9 +1,10 @@
 //! Rendering results for people and CI systems: the self-contained HTML report with its
-//! plots, JUnit XML, and the terminal's summary table. Reports are derived from
-//! `results.json`; rendering them never changes a result.
+//! plots, JUnit XML, KCIDB I/O JSON for KernelCI, and the terminal's summary table.
+//! Reports are derived from `results.json`; rendering them never changes a result.
 
 pub mod html;
 pub mod junit;
+pub mod kcidb;
 pub mod labels;
 pub mod plot;
 pub mod table;
