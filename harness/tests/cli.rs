@@ -672,3 +672,95 @@ fn the_gate_classifies_and_known_issues_excuse_only_what_they_describe() {
         );
     }
 }
+
+/// Issue #24: `report --kcidb` writes KernelCI's objects: a test per cell, triaged with
+/// the known-issues file as `gate` is; the same again gives the same bytes; what KCIDB
+/// cannot take is refused before anything is written.
+#[test]
+fn report_exports_kcidb_and_refuses_what_kcidb_cannot_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let lockup = "kernel log: [soft-lockup] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!";
+    results_dir(
+        dir.path(),
+        "run",
+        &[
+            ("a", "debian:6.1.0-56-cloud", "pass", ""),
+            ("b", "debian:6.1.0-56-cloud", "fail", lockup),
+            ("c", "debian:6.1.0-56-cloud", "error", "QEMU died"),
+        ],
+    );
+    std::fs::write(
+        dir.path().join("known-issues.toml"),
+        "[[issue]]\nid = \"lockup-1\"\nlink = \"https://bugs.example/1\"\nmatch = \"soft lockup\"\nnote = \"seen since 6.1.0-50\"\n",
+    )
+    .unwrap();
+    let export = |file: &str, extra: &[&str]| {
+        let mut args = vec!["report", "run", "--kcidb", file];
+        args.extend_from_slice(extra);
+        kchaos(&args, dir.path())
+    };
+    let out = export("k1.json", &["--kcidb-origin", "lab_1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("kcidb: k1.json (3 tests, 0 of them checks; 1 incidents)"),
+        "{}",
+        text(&out)
+    );
+    assert!(dir.path().join("run/report.html").is_file());
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("k1.json")).unwrap()).unwrap();
+    let statuses: Vec<(&str, &str)> = json["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap(), t["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("lab_1:20261123T000000Z:a/k/r0", "PASS"),
+            ("lab_1:20261123T000000Z:b/k/r1", "FAIL"),
+            ("lab_1:20261123T000000Z:c/k/r2", "ERROR"),
+        ]
+    );
+    assert_eq!(json["issues"][0]["id"], "lab_1:lockup-1");
+    assert_eq!(json["issues"][0]["comment"], "seen since 6.1.0-50");
+    assert_eq!(
+        json["incidents"][0]["test_id"],
+        "lab_1:20261123T000000Z:b/k/r1"
+    );
+    // Exported again: the same bytes.
+    let out = export("k2.json", &["--kcidb-origin", "lab_1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(dir.path().join("k1.json")).unwrap(),
+        std::fs::read(dir.path().join("k2.json")).unwrap()
+    );
+    // Without the file, nothing is known: no issue, no incident.
+    let out = export("k3.json", &["--no-known-issues"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("0 incidents"), "{}", text(&out));
+    // Usage errors, each before anything is written.
+    results_dir(dir.path(), "other", &[("a", "deb", "pass", "")]);
+    for (args, why) in [
+        (vec!["--kcidb-origin", "My-Lab"], "is not a KCIDB origin"),
+        (
+            vec!["--kcidb-base-url", "ci.example/r"],
+            "not an absolute URL",
+        ),
+        (
+            vec!["other", "--kcidb-base-url", "https://ci.example/r"],
+            "put {dir} where each run's directory name goes",
+        ),
+    ] {
+        let out = export("bad.json", &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(why), "{args:?}: {}", text(&out));
+        assert!(!dir.path().join("bad.json").exists());
+    }
+    // A file that cannot be written fails the command (3).
+    std::fs::create_dir_all(dir.path().join("taken.json/x")).unwrap();
+    let out = export("taken.json", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("taken.json"), "{}", text(&out));
+}

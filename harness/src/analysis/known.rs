@@ -413,6 +413,27 @@ pub fn triage_cell(known: &KnownIssues, cell: &crate::results::CellResult, today
     )
 }
 
+/// Triages every cell with the list as it is on `today`, replacing what each cell
+/// recorded (the list is versioned with the tests, not with the runs), and sums it up.
+pub fn retriage<'a>(
+    known: &KnownIssues,
+    cells: impl IntoIterator<Item = &'a mut crate::results::CellResult>,
+    today: Day,
+) -> TriageSummary {
+    let triaged: Vec<Triage> = cells
+        .into_iter()
+        .map(|cell| {
+            let t = triage_cell(known, cell, today);
+            cell.known = match &t {
+                Triage::Known(m) => Some(m.clone()),
+                _ => None,
+            };
+            t
+        })
+        .collect();
+    TriageSummary::of(known, &triaged)
+}
+
 impl TriageSummary {
     /// Summarises the triage of every cell of a run.
     pub fn of<'a>(

@@ -247,3 +247,46 @@ impl KnownArgs {
         }
     }
 }
+
+/// The KCIDB export of `kchaos report`: where to, under which origin, linking where.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KcidbArgs {
+    /// Also write the results as KCIDB I/O JSON (KernelCI's schema v5.3) to FILE, for
+    /// `kcidb-submit` or any KCIDB client (docs/results.md).
+    #[arg(long, value_name = "FILE")]
+    pub kcidb: Option<PathBuf>,
+    /// The origin of every KCIDB object: this lab's name as KCIDB knows it (lower-case
+    /// letters, digits, `_`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "kchaos",
+        requires = "kcidb"
+    )]
+    pub kcidb_origin: String,
+    /// Where the results directory is published: each test then links its files;
+    /// `{dir}` stands for each run directory's name.
+    #[arg(long, value_name = "URL", requires = "kcidb")]
+    pub kcidb_base_url: Option<String>,
+}
+
+impl KcidbArgs {
+    /// The file and the export's options, checked before anything is written.
+    pub fn options(
+        &self,
+    ) -> Result<Option<(PathBuf, kchaos_harness::report::kcidb::Options)>, CliError> {
+        use kchaos_harness::report::kcidb::{BaseUrl, Options, Origin};
+        let Some(path) = &self.kcidb else {
+            return Ok(None);
+        };
+        let usage = |e: kchaos_harness::report::kcidb::KcidbError| CliError::usage(e.to_string());
+        let origin = Origin::parse(&self.kcidb_origin).map_err(usage)?;
+        let base_url = self
+            .kcidb_base_url
+            .as_deref()
+            .map(BaseUrl::parse)
+            .transpose()
+            .map_err(usage)?;
+        Ok(Some((path.clone(), Options { origin, base_url })))
+    }
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use kchaos_harness::analysis::compare::{is_results_path, Side};
 use kchaos_harness::analysis::gate::{self, GateExit};
-use kchaos_harness::analysis::known::{triage_cell, Day, Triage, TriageSummary};
+use kchaos_harness::analysis::known::{retriage, Day, TriageSummary};
 use kchaos_harness::results::sources::{self, LoadedRun};
 use kchaos_harness::results::CellResult;
 use kchaos_model::error_chain;
@@ -103,18 +103,8 @@ pub fn gate(args: &GateArgs) -> Result<Exit, CliError> {
     let today = Day::today();
     let mut summary = None;
     if let Some(k) = &known {
-        let mut triaged = Vec::new();
-        for cells in std::iter::once(&mut candidate).chain(baseline.iter_mut()) {
-            for cell in cells.iter_mut() {
-                let t = triage_cell(k, cell, today);
-                cell.known = match &t {
-                    Triage::Known(m) => Some(m.clone()),
-                    _ => None,
-                };
-                triaged.push(t);
-            }
-        }
-        summary = Some(TriageSummary::of(k, &triaged));
+        let cells = candidate.iter_mut().chain(baseline.iter_mut().flatten());
+        summary = Some(retriage(k, cells, today));
     }
     let cand_refs: Vec<&CellResult> = candidate.iter().collect();
     let base_refs: Option<Vec<&CellResult>> = baseline.as_ref().map(|b| b.iter().collect());

@@ -86,18 +86,9 @@ pub enum Command {
         action: Option<host::CacheAction>,
     },
     /// Write report.html (self-contained) and junit.xml for results directories or
-    /// databases; `kchaos run` writes both at the end of every run.
-    Report {
-        #[arg(required = true, value_name = "DIR|DB")]
-        sources: Vec<PathBuf>,
-        /// Where to write them [default: the results directory, when there is one].
-        #[arg(short, long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        #[command(flatten)]
-        compare: CompareArgs,
-        #[command(flatten)]
-        list: KernelListArgs,
-    },
+    /// databases; `kchaos run` writes both at the end of every run. With --kcidb, also
+    /// the results as KCIDB I/O JSON for KernelCI.
+    Report(Box<results::ReportArgs>),
     /// Compare a candidate kernel (or run) against a baseline; exit 1 on a regression.
     Compare {
         /// Results directories or databases holding both kernels (not needed when
@@ -156,12 +147,7 @@ pub fn dispatch(command: Command, cache: Cache) -> Result<Exit, CliError> {
         Command::Setup { dry_run, yes } => host::setup(dry_run, yes),
         Command::Doctor => host::doctor(&cache),
         Command::Cache { action } => host::cache(action, &cache),
-        Command::Report {
-            sources,
-            out,
-            compare,
-            list,
-        } => results::report(&sources, out, &compare, &list),
+        Command::Report(args) => results::report(*args),
         Command::Compare {
             sources,
             compare,

@@ -1,10 +1,13 @@
-//! `kchaos report`, `compare` and `merge`, and the report written after a run:
-//! argument handling and terminal output around the library's modules.
+//! `kchaos report` (HTML, JUnit, KCIDB), `compare` and `merge`, and the report written
+//! after a run: argument handling and terminal output around the library's modules.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kchaos_harness::analysis::compare::{self, CompareOptions, Comparison, Side};
+use kchaos_harness::analysis::known::{retriage, Day};
+use kchaos_harness::report::kcidb::schema::TestMisc;
+use kchaos_harness::report::kcidb::{self, IssueEntry};
 use kchaos_harness::report::{self as reporting, KernelNames, Written};
 use kchaos_harness::results::merge as merging;
 use kchaos_harness::results::sources::{self, LoadedRun};
@@ -12,7 +15,7 @@ use kchaos_harness::run::RunOutcome;
 use kchaos_images::kernel_list::KernelList;
 use kchaos_model::error_chain;
 
-use super::args::{CompareArgs, KernelListArgs};
+use super::args::{CompareArgs, KcidbArgs, KernelListArgs, KnownArgs};
 use super::exit::{CliError, Exit};
 
 /// Prints what was written and what failed; returns whether everything was written.
@@ -58,35 +61,93 @@ fn load(sources: &[PathBuf]) -> Result<Vec<LoadedRun>, CliError> {
     sources::load_all(sources).map_err(|e| CliError::usage(error_chain(&e)))
 }
 
-pub fn report(
-    sources: &[PathBuf],
-    out: Option<PathBuf>,
-    args: &CompareArgs,
-    list: &KernelListArgs,
-) -> Result<Exit, CliError> {
-    let runs = load(sources)?;
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    #[arg(required = true, value_name = "DIR|DB")]
+    pub sources: Vec<PathBuf>,
+    /// Where to write report.html and junit.xml [default: the results directory, when
+    /// there is one; with --kcidb and no such place, only the KCIDB file is written].
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub compare: CompareArgs,
+    #[command(flatten)]
+    pub list: KernelListArgs,
+    #[command(flatten)]
+    pub known: KnownArgs,
+    #[command(flatten)]
+    pub kcidb: KcidbArgs,
+}
+
+pub fn report(args: ReportArgs) -> Result<Exit, CliError> {
+    let ReportArgs {
+        sources,
+        out,
+        compare: compare_args,
+        list,
+        known,
+        kcidb,
+    } = args;
+    let sources = sources.as_slice();
+    let mut runs = load(sources)?;
+    let kcidb = kcidb.options()?;
     let out = match out {
-        Some(o) => o,
-        None if sources.len() == 1 && sources[0].is_dir() => sources[0].clone(),
+        Some(o) => Some(o),
+        None if sources.len() == 1 && sources[0].is_dir() => Some(sources[0].clone()),
+        None if kcidb.is_some() => None,
         None => {
             return Err(CliError::usage(
                 "several sources or a database: say where with --out DIR",
             ))
         }
     };
-    let comparison = match (&args.baseline, &args.candidate) {
-        (Some(b), Some(c)) => Some(comparison(sources, &runs, b, c, args, list)?.0),
-        (Some(_), None) => return Err(CliError::usage("--baseline needs --candidate")),
-        _ => None,
-    };
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let names = kernel_names(list)?;
-    let written = reporting::write_named(&runs, comparison.as_ref(), &out, &names);
-    Ok(if print_written(&written) {
-        Exit::Ok
-    } else {
-        Exit::Infrastructure
-    })
+    // Failures are triaged with the known-issues file as it is today, as `gate` does;
+    // without one, each cell keeps what its run recorded.
+    let known = known.load(&list)?;
+    if let Some(k) = &known {
+        let cells = runs.iter_mut().flat_map(|r| r.results.cells.iter_mut());
+        retriage(k, cells, Day::today());
+    }
+    let mut ok = true;
+    if let Some(out) = out {
+        let comparison = match (&compare_args.baseline, &compare_args.candidate) {
+            (Some(b), Some(c)) => Some(comparison(sources, &runs, b, c, &compare_args, &list)?.0),
+            (Some(_), None) => return Err(CliError::usage("--baseline needs --candidate")),
+            _ => None,
+        };
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let names = kernel_names(&list)?;
+        let written = reporting::write_named(&runs, comparison.as_ref(), &out, &names);
+        ok &= print_written(&written);
+    }
+    if let Some((path, opts)) = kcidb {
+        let issues: Vec<IssueEntry> = known
+            .iter()
+            .flat_map(|k| k.issues.iter().map(IssueEntry::of))
+            .collect();
+        let report =
+            kcidb::export(&runs, &issues, &opts).map_err(|e| CliError::usage(error_chain(&e)))?;
+        match kcidb::write(&report, &path) {
+            Ok(()) => {
+                let checks = report
+                    .tests
+                    .iter()
+                    .filter(|t| matches!(t.misc, TestMisc::Check(_)));
+                println!(
+                    "kcidb: {} ({} tests, {} of them checks; {} incidents)",
+                    path.display(),
+                    report.tests.len(),
+                    checks.count(),
+                    report.incidents.len()
+                );
+            }
+            Err(e) => {
+                eprintln!("kchaos: error: {}", error_chain(&e));
+                ok = false;
+            }
+        }
+    }
+    Ok(if ok { Exit::Ok } else { Exit::Infrastructure })
 }
 
 pub fn compare(
