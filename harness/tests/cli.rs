@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 fn kchaos(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kchaos"))
         .args(args)
@@ -140,6 +142,7 @@ fn a_missing_local_kernel_is_a_recorded_error_verdict() {
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("res/results.json")).unwrap())
             .unwrap();
+    common::keep_results(&dir.path().join("res"));
     let cell = &results["cells"][0];
     assert_eq!(cell["verdict"], "error");
     let reason = cell["reasons"][0].as_str().unwrap();

@@ -9,6 +9,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+
 const KERNEL: &str = "debian:6.1-cloud";
 
 /// `false` (with a message) when this machine cannot boot VMs. Where a VM is required
@@ -55,6 +57,7 @@ fn run_file(file: &Path, extra: &[&str], dir: tempfile::TempDir) -> Run {
     let results = std::fs::read(dir.path().join("res/results.json"))
         .map(|b| serde_json::from_slice(&b).unwrap())
         .unwrap_or(Value::Null);
+    common::keep_results(&dir.path().join("res"));
     Run {
         code: out.status.code(),
         output,
