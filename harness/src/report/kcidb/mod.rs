@@ -10,6 +10,8 @@
 //! a run twice gives objects KCIDB merges instead of duplicates. Submitting is the
 //! user's (`kcidb-submit`, docs/results.md): kchaos sends nothing over the network.
 
+mod cell;
+mod kernel;
 pub mod names;
 pub mod schema;
 #[cfg(test)]
@@ -18,20 +20,14 @@ mod tests;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kchaos_images::spec::KernelSpec;
-use kchaos_model::scenario::{CheckOutcome, CheckResult, CheckStatus};
-use kchaos_model::units::Unit;
-use kchaos_model::verdict::Verdict;
-
+use self::cell::{cell_test, check_test};
+pub use self::cell::{check_status, number, status};
+use self::kernel::{build, checkout};
 pub use self::names::{BaseUrl, Origin};
-use self::schema::{
-    Build, BuildMisc, CellMisc, CheckMisc, Checkout, CheckoutMisc, DebianMisc, Environment,
-    EnvironmentMisc, FingerprintMisc, Incident, Issue, IssueMisc, Number, Prefix, Report, Resource,
-    SchemaVersion, Status, Test, TestMisc,
-};
+use self::schema::{Build, Checkout, Incident, Issue, IssueMisc, Report, SchemaVersion, Test};
 use crate::analysis::known::KnownIssue;
 use crate::results::sources::LoadedRun;
-use crate::results::{CellResult, KernelInfo};
+use crate::results::CellResult;
 
 /// kchaos boots `qemu-system-x86_64` guests only.
 pub const ARCHITECTURE: &str = "x86_64";
@@ -91,46 +87,6 @@ impl IssueEntry {
             expires: issue.expires.map(|d| d.to_string()),
         }
     }
-}
-
-/// kchaos's verdict as KCIDB's status. A failure a known issue describes keeps its
-/// status (what the kernel did); its incident says it is known.
-pub fn status(verdict: Verdict) -> Status {
-    match verdict {
-        Verdict::Pass => Status::Pass,
-        Verdict::Fail | Verdict::Crash | Verdict::Hang => Status::Fail,
-        Verdict::Error => Status::Error,
-        Verdict::Skip => Status::Skip,
-    }
-}
-
-/// A check's status: a missing value never passes, so `no-data` is a FAIL too, as it
-/// fails the cell.
-pub fn check_status(status: CheckStatus) -> Status {
-    match status {
-        CheckStatus::Pass => Status::Pass,
-        CheckStatus::Fail | CheckStatus::NoData => Status::Fail,
-    }
-}
-
-/// A value in kchaos's base unit as KCIDB shows it: nanoseconds as seconds with metric
-/// prefixes (ms, µs), bytes with binary ones (KiB, MiB), counts with metric ones.
-/// `None` for a value that is not a finite number (KCIDB has no NaN).
-pub fn number(unit: Unit, value: f64) -> Option<Number> {
-    if !value.is_finite() {
-        return None;
-    }
-    let (value, unit, prefix) = match unit {
-        Unit::Ns => (value / 1e9, Some("s"), Some(Prefix::Metric)),
-        Unit::Bytes => (value, Some("B"), Some(Prefix::Binary)),
-        Unit::Count => (value, None, Some(Prefix::Metric)),
-        Unit::Ratio => (value, None, None),
-    };
-    Some(Number {
-        value,
-        unit: unit.map(str::to_owned),
-        prefix,
-    })
 }
 
 /// The KCIDB objects of `runs`, each list in id order. `issues` are the known issues
@@ -294,280 +250,6 @@ fn unique<T: HasId + PartialEq>(
             map.insert(object.id().to_owned(), object);
             Ok(())
         }
-    }
-}
-
-/// The spec a kernel resolved to, parsed (`None` for one that never resolved and
-/// does not parse).
-fn parsed_spec(kernel: &KernelInfo) -> Option<KernelSpec> {
-    KernelSpec::parse(kernel.resolved.as_deref().unwrap_or(&kernel.spec)).ok()
-}
-
-fn checkout(kernel: &KernelInfo, id: &str, origin: &Origin) -> Checkout {
-    let mut out = Checkout {
-        id: id.to_owned(),
-        origin: origin.as_str().to_owned(),
-        tree_name: None,
-        git_repository_url: None,
-        git_repository_branch: None,
-        git_commit_hash: None,
-        comment: None,
-        valid: kernel.resolved.is_some().then_some(true),
-        misc: CheckoutMisc {
-            debian: None,
-            recipe: None,
-            source_version: None,
-        },
-    };
-    let debian = kernel.debian.as_ref().map_or_else(
-        || {
-            // Results from before `debian` was recorded carry "name version".
-            kernel.package.as_deref().and_then(|p| {
-                p.split_once(' ').map(|(name, version)| DebianMisc {
-                    package: name.to_owned(),
-                    version: version.to_owned(),
-                    suite: None,
-                })
-            })
-        },
-        |d| {
-            Some(DebianMisc {
-                package: d.name.clone(),
-                version: d.version.clone(),
-                suite: d.suite.clone(),
-            })
-        },
-    );
-    if let Some(d) = debian {
-        out.comment = Some(match &d.suite {
-            Some(suite) => format!("Debian {} {} from {suite}", d.package, d.version),
-            None => format!("Debian {} {}", d.package, d.version),
-        });
-        out.misc.debian = Some(d);
-        return out;
-    }
-    match parsed_spec(kernel) {
-        Some(KernelSpec::Path { source, .. }) => {
-            out.tree_name = source.tree;
-            out.git_repository_url = source.repo.map(|r| names::link(&r));
-            out.git_repository_branch = source.branch;
-            out.git_commit_hash = source.commit;
-            out.comment = Some(match &kernel.release {
-                Some(release) => format!("a local build of {release}"),
-                None => "a local build".to_owned(),
-            });
-        }
-        Some(KernelSpec::Build {
-            recipe,
-            source_version,
-        }) => {
-            out.comment = Some(match &source_version {
-                Some(v) => format!("Debian's kernel source {v} with kchaos's recipe `{recipe}`"),
-                None => format!("Debian's kernel source with kchaos's recipe `{recipe}`"),
-            });
-            out.misc.recipe = Some(recipe);
-            out.misc.source_version = source_version;
-        }
-        _ => {
-            out.comment = Some(match &kernel.resolved {
-                Some(resolved) => resolved.clone(),
-                None => format!("{} (not resolved)", kernel.spec),
-            });
-        }
-    }
-    out
-}
-
-fn build(kernel: &KernelInfo, id: &str, origin: &Origin) -> Build {
-    let config_name = match parsed_spec(kernel) {
-        Some(KernelSpec::Debian { flavour, .. }) => Some(flavour.as_str().to_owned()),
-        Some(KernelSpec::Build { recipe, .. }) => Some(recipe),
-        _ => None,
-    };
-    Build {
-        id: id.to_owned(),
-        checkout_id: id.to_owned(),
-        origin: origin.as_str().to_owned(),
-        architecture: Some(ARCHITECTURE.to_owned()),
-        config_name,
-        comment: Some(
-            kernel
-                .resolved
-                .clone()
-                .unwrap_or_else(|| kernel.spec.clone()),
-        ),
-        // A kernel that resolved is one that exists to boot; one that did not is
-        // unknown, not a failed build.
-        status: kernel.resolved.is_some().then_some(Status::Pass),
-        misc: BuildMisc {
-            spec: kernel.spec.clone(),
-            resolved: kernel.resolved.clone(),
-            release: kernel.release.clone(),
-        },
-    }
-}
-
-fn cell_test(
-    cell: &CellResult,
-    id: &str,
-    build_id: &str,
-    origin: &Origin,
-    links: Option<(&BaseUrl, &Path)>,
-) -> Test {
-    let kernel = cell.kernel.resolved.as_deref().unwrap_or(&cell.kernel.spec);
-    let mut comment = format!(
-        "{} on {kernel}, repeat {}: {}",
-        cell.scenario, cell.repeat, cell.verdict
-    );
-    if let Some(k) = cell.known.as_ref().filter(|_| cell.verdict.is_failure()) {
-        comment.push_str(&format!(" (known issue {})", k.id));
-    }
-    let (log_url, output_files) =
-        links.map_or((None, Vec::new()), |(base, dir)| files(cell, base, dir));
-    Test {
-        id: id.to_owned(),
-        build_id: build_id.to_owned(),
-        origin: origin.as_str().to_owned(),
-        path: format!("{}.{}", names::PATH_ROOT, names::path_part(&cell.scenario)),
-        status: status(cell.verdict),
-        comment: Some(names::excerpt(&comment, LOG_EXCERPT_MAX)),
-        number: None,
-        start_time: names::start_time(&cell.started_at),
-        duration: Some(seconds(cell.duration_ms)),
-        environment: Some(Environment {
-            comment: format!(
-                "QEMU {ARCHITECTURE} VM ({})",
-                cell.accel.as_deref().unwrap_or("no accelerator recorded")
-            ),
-            misc: EnvironmentMisc {
-                accel: cell.accel.clone(),
-                image: cell.image.as_ref().map(|i| i.kind.to_string()),
-            },
-        }),
-        log_excerpt: cell_excerpt(cell),
-        log_url,
-        output_files,
-        misc: TestMisc::Cell(CellMisc {
-            cell: cell.id.clone(),
-            verdict: cell.verdict.as_str().to_owned(),
-            reasons: cell.reasons.clone(),
-            known: cell.known.clone().filter(|_| cell.verdict.is_failure()),
-            fingerprint: cell.fingerprint.as_ref().map(|f| FingerprintMisc {
-                id: f.id.clone(),
-                title: f.title.clone(),
-            }),
-            scenario_file: cell.scenario_file.clone(),
-            seed: cell.seed,
-            repeat: cell.repeat,
-            boot_ms: cell.boot_ms,
-            first_signature_ms: cell.first_signature_ms,
-        }),
-    }
-}
-
-/// Milliseconds as seconds (exact for any duration a cell can have: below 2^52 ms).
-#[allow(clippy::cast_precision_loss)]
-fn seconds(ms: u64) -> f64 {
-    ms as f64 / 1000.0
-}
-
-/// What decided a cell that did not pass, most important first: its reasons, the
-/// fingerprint with its frames, the kernel-log lines that matched a signature (each
-/// line once: a signature's line is often its reason too).
-fn cell_excerpt(cell: &CellResult) -> Option<String> {
-    if cell.verdict == Verdict::Pass {
-        return None;
-    }
-    let mut lines: Vec<String> = Vec::new();
-    let mut add = |line: String| {
-        if !lines.contains(&line) {
-            lines.push(line);
-        }
-    };
-    cell.reasons.iter().cloned().for_each(&mut add);
-    if let Some(fp) = &cell.fingerprint {
-        add(format!("fingerprint {}: {}", fp.id, fp.title));
-        fp.frames
-            .iter()
-            .map(|f| format!("  {f}"))
-            .for_each(&mut add);
-    }
-    cell.signatures
-        .iter()
-        .map(ToString::to_string)
-        .for_each(&mut add);
-    (!lines.is_empty()).then(|| names::excerpt(&(lines.join("\n") + "\n"), LOG_EXCERPT_MAX))
-}
-
-/// The console as the log and every other file of the cell, as links.
-fn files(cell: &CellResult, base: &BaseUrl, dir: &Path) -> (Option<String>, Vec<Resource>) {
-    let a = &cell.artifacts;
-    let cell_json = a.dir.as_ref().map(|d| format!("{d}/cell.json"));
-    let mut out = Vec::new();
-    for path in [
-        &cell_json,
-        &a.console,
-        &a.kmsg,
-        &a.qemu_log,
-        &a.sysrq,
-        &a.vmcore,
-        &a.bundle,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let name = path.rsplit('/').next().unwrap_or(path).replace('\0', "?");
-        if !name.is_empty() {
-            out.push(Resource {
-                name,
-                url: base.file(dir, path),
-            });
-        }
-    }
-    let log = a.console.as_ref().map(|c| base.file(dir, c));
-    (log, out)
-}
-
-fn check_test(
-    cell: &CellResult,
-    check: &CheckResult,
-    name: &str,
-    id: String,
-    build_id: &str,
-    origin: &Origin,
-) -> Test {
-    let excerpt = match check.outcome() {
-        CheckOutcome::Pass => None,
-        CheckOutcome::Violated(m) | CheckOutcome::NoData(m) => {
-            Some(names::excerpt(&(m + "\n"), LOG_EXCERPT_MAX))
-        }
-    };
-    Test {
-        id,
-        build_id: build_id.to_owned(),
-        origin: origin.as_str().to_owned(),
-        path: format!(
-            "{}.{}.{name}",
-            names::PATH_ROOT,
-            names::path_part(&cell.scenario)
-        ),
-        status: check_status(check.status),
-        comment: Some(names::excerpt(&check.assert, LOG_EXCERPT_MAX)),
-        number: check.observed.and_then(|v| number(check.unit, v)),
-        start_time: None,
-        duration: None,
-        environment: None,
-        log_excerpt: excerpt,
-        log_url: None,
-        output_files: Vec::new(),
-        misc: TestMisc::Check(CheckMisc {
-            assert: check.assert.clone(),
-            because: check.because.clone(),
-            op: check.op.as_str().to_owned(),
-            bound: number(check.unit, check.bound),
-            check_status: check.status.as_str().to_owned(),
-            margin: check.margin.filter(|m| m.is_finite()),
-        }),
     }
 }
 

@@ -1,12 +1,16 @@
 use std::path::PathBuf;
 
 use kchaos_model::fingerprint::Fingerprint;
+use kchaos_model::scenario::CheckStatus;
 use kchaos_model::signature::{LogSource, Severity, SignatureHit};
+use kchaos_model::units::Unit;
+use kchaos_model::verdict::Verdict;
 use serde_json::json;
 
+use super::schema::{Status, TestMisc};
 use super::*;
 use crate::results::store::empty_results;
-use crate::results::{test_cell, KnownMatch, RunResults};
+use crate::results::{test_cell, KernelInfo, KnownMatch, RunResults};
 
 const START: &str = "2026-11-23T03:34:00Z";
 const RUN: &str = "20261123T033400Z";
