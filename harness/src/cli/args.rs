@@ -228,8 +228,12 @@ impl KnownArgs {
         list: &KernelListArgs,
     ) -> Result<Option<std::sync::Arc<kchaos_harness::analysis::known::KnownIssues>>, CliError>
     {
-        use kchaos_harness::analysis::known::{KnownError, KnownIssues};
-        if self.no_known_issues {
+        use kchaos_harness::analysis::known::{KnownError, KnownIssues, DEFAULT_PATH};
+        let none_applies =
+            self.known_issues.is_none() && !std::path::Path::new(DEFAULT_PATH).is_file();
+        if self.no_known_issues || none_applies {
+            // No list to read: the kernel list is not needed either (`report` of a
+            // run elsewhere does not depend on this checkout's kernels.toml).
             return Ok(None);
         }
         let kernels = list.load()?;
