@@ -19,13 +19,14 @@ use kchaos_model::protocol::WorkloadReport;
 use kchaos_model::scenario::workload::{SystemdUnits, UnitKind};
 use kchaos_model::scenario::Workload;
 use kchaos_model::units::Unit;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use zbus::zvariant::{self, OwnedObjectPath, OwnedValue, Value};
 use zbus_systemd::systemd1::ManagerProxy;
 
-use self::clock::{CookieClock, Silence, UnloadPoll, Unloading};
+use self::clock::{CookieClock, Overflow, Silence, UnloadPoll, Unloading};
 use super::{Env, Errors, Iterations};
 use crate::histogram::Latency;
+use crate::systemd::cookie::{self, CookieError, FastForward};
 use crate::systemd::SystemdError;
 
 /// Name prefixes of the units this workload makes: what it waits for and counts.
@@ -35,6 +36,11 @@ const PREFIXES: [&str; 2] = ["kchaos_", "libcontainer_"];
 const LEAK_GRACE: Duration = Duration::from_secs(5);
 /// … and the longest wait for them in all.
 const LEAK_CAP: Duration = Duration::from_secs(30);
+/// systemd silent this long with its cookie at the top of the space is its overflow:
+/// the flood stops waiting (the scenario's own silence bound, 5s, judges it too).
+const OVERFLOW_SILENCE: Duration = Duration::from_secs(5);
+/// How often the flood looks for that stall.
+const STALL_POLL: Duration = Duration::from_millis(250);
 
 /// Why the flood could not run at all.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +55,12 @@ pub enum FloodError {
     Listen(#[source] zbus::Error),
     #[error("ListUnitsByPatterns failed")]
     List(#[source] zbus::Error),
+    #[error("Cookie fast-forward to {start:#x} failed, so the flood would not reach the overflow")]
+    FastForward {
+        start: u32,
+        #[source]
+        source: CookieError,
+    },
 }
 
 /// A unit's start or stop, as its errors name it.
@@ -137,6 +149,10 @@ struct Outcome {
     stats: Stats,
     leaked: Vec<String>,
     heard: Heard,
+    /// The cookie fast-forward, when `cookie_start` asked for one.
+    forward: Option<FastForward>,
+    /// systemd's cookie overflowed without the fix and the flood stopped.
+    overflowed: Option<Overflow>,
 }
 
 pub fn run(
@@ -177,9 +193,16 @@ pub fn run(
             ));
         }
     }
+    if let Some(f) = &outcome.forward {
+        env.reporter.note(format!(
+            "systemd's D-Bus cookie moved from {:#x} to {:#x} before the flood (found at {:#x} in {} rounds; the next reply had serial {:#x})",
+            f.before, f.start, f.address, f.rounds, f.verified_serial
+        ));
+    }
     if outcome.heard.cookie.cycled() {
         env.reporter.note(format!(
-            "systemd's D-Bus cookie passed 0xffffffff during the flood and cycled to {:#x}",
+            "systemd's D-Bus cookie passed 0xffffffff during the flood and cycled; {} messages after it, the newest {:#x}",
+            outcome.heard.cookie.after_cycle(),
             outcome.heard.cookie.newest().unwrap_or_default()
         ));
     }
@@ -237,6 +260,26 @@ fn metrics(name: &str, outcome: &Outcome) -> Vec<(String, Metric)> {
     if let Some(rate) = heard.cookie.rate() {
         metrics.push((format!("{name}.message_rate"), value(Unit::Count, rate)));
     }
+    // Only a flood that moved the cookie reports where it started and whether it
+    // cycled: elsewhere a check on them fails as "no data", never passes on a zero.
+    if let Some(f) = &outcome.forward {
+        metrics.push((
+            format!("{name}.cookie_before"),
+            value(Unit::Count, f.before as f64),
+        ));
+        metrics.push((
+            format!("{name}.cookie_start"),
+            value(Unit::Count, f64::from(f.start)),
+        ));
+        metrics.push((
+            format!("{name}.cookie_cycles"),
+            value(Unit::Count, f64::from(heard.cookie.cycles())),
+        ));
+        metrics.push((
+            format!("{name}.messages_after_cycle"),
+            value(Unit::Count, heard.cookie.after_cycle() as f64),
+        ));
+    }
     metrics
 }
 
@@ -274,6 +317,14 @@ impl Watch {
 
     fn take(&self) -> Heard {
         std::mem::take(&mut *self.lock())
+    }
+
+    /// Whether systemd's cookie overflowed without the fix: its connection restarted
+    /// from the top, or it has been silent there for [`OVERFLOW_SILENCE`] while the
+    /// flood waits on it.
+    fn overflowed(&self, now: Instant) -> Option<Overflow> {
+        let h = self.lock();
+        clock::overflow(&h.cookie, h.silence.current(now), OVERFLOW_SILENCE)
     }
 }
 
@@ -415,17 +466,64 @@ async fn flood(workload: &Workload, spec: &SystemdUnits, env: &Env) -> Outcome {
             }
         }
     }
+    if let (Some(start), Some(bus)) = (spec.cookie_start, buses.first()) {
+        match cookie::fast_forward(bus.manager.inner().connection(), start).await {
+            Ok(f) => {
+                // The flood's first signal can come hundreds of messages later, past
+                // the top: the verified reply is where its clock starts.
+                let floor = u32::try_from(f.before).unwrap_or(u32::MAX);
+                watch
+                    .lock()
+                    .cookie
+                    .seed(f.verified_serial, floor, Instant::now());
+                outcome.forward = Some(f);
+            }
+            Err(source) => {
+                let e = FloodError::FastForward { start, source };
+                outcome.stats.errors.push(kchaos_model::error_chain(&e));
+                for bus in &buses {
+                    bus.listener.abort();
+                }
+                return outcome;
+            }
+        }
+    }
     let shared = Shared {
         spec,
         buses,
         iterations: Iterations::new(workload, env, spec.rate),
         watch,
     };
-    let slots = (0..spec.concurrency).map(|slot| slot_loop(&shared, slot));
-    for s in futures::future::join_all(slots).await {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = futures::future::join_all(
+        (0..spec.concurrency).map(|slot| slot_loop(&shared, slot, stop_rx.clone())),
+    );
+    // An overflowed systemd answers nothing more: stop waiting on it instead of
+    // running every unit into its job timeout.
+    let stall = async {
+        loop {
+            tokio::time::sleep(STALL_POLL).await;
+            if shared.watch.overflowed(Instant::now()).is_some() {
+                let _ = stop_tx.send(true);
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let slot_stats = tokio::select! {
+        stats = slots => stats,
+        () = stall => Vec::new(),
+    };
+    // Seen by the watch above, or in the last signals before the flood ended.
+    outcome.overflowed = shared.watch.overflowed(Instant::now());
+    if let Some(overflow) = outcome.overflowed {
+        // The mechanism first: the units it cost follow as their own errors.
+        outcome.stats.errors.push(overflow_message(overflow));
+    }
+    for s in slot_stats {
         outcome.stats.merge(s);
     }
-    if let Some(bus) = shared.buses.first() {
+    let silent = matches!(outcome.overflowed, Some(Overflow::Silent { .. }));
+    if let (Some(bus), false) = (shared.buses.first(), silent) {
         match leftovers(&bus.manager).await {
             Ok(units) => outcome.leaked = units,
             Err(e) => outcome.stats.errors.push(kchaos_model::error_chain(&e)),
@@ -438,7 +536,24 @@ async fn flood(workload: &Workload, spec: &SystemdUnits, env: &Env) -> Outcome {
     outcome
 }
 
-async fn slot_loop(sh: &Shared<'_>, slot: u32) -> Stats {
+/// What a cell says when systemd's cookie overflowed: the mechanism first, then the
+/// evidence.
+fn overflow_message(overflow: Overflow) -> String {
+    const WHY: &str = "sd-bus cannot seal a message with a cookie above 0xffffffff (EOPNOTSUPP)";
+    match overflow {
+        Overflow::Silent { at } => format!(
+            "systemd's D-Bus cookie overflowed: systemd fell silent at serial {at:#x} ({} short of 0xffffffff) and never cycled to 0x80000000; {WHY}, so org.freedesktop.systemd1 stopped answering (silent {}s+ while the flood waited)",
+            u32::MAX - at,
+            OVERFLOW_SILENCE.as_secs()
+        ),
+        Overflow::Reconnected { from, to } => format!(
+            "systemd's D-Bus cookie overflowed: its system-bus connection broke after serial {from:#x} (the last the flood saw, {} short of 0xffffffff) instead of cycling to 0x80000000; {WHY}, so sd-bus closed the connection, the jobs in flight lost their JobRemoved, and systemd reconnected with a fresh cookie ({to:#x})",
+            u32::MAX - from
+        ),
+    }
+}
+
+async fn slot_loop(sh: &Shared<'_>, slot: u32, mut stop: watch::Receiver<bool>) -> Stats {
     let mut stats = Stats::default();
     let Some(bus) = sh.buses.get(slot as usize % sh.buses.len().max(1)) else {
         return stats;
@@ -452,8 +567,18 @@ async fn slot_loop(sh: &Shared<'_>, slot: u32) -> Stats {
         else {
             return stats;
         };
-        if let Err(e) = unit(sh, bus, kind, n, &mut stats).await {
-            stats.errors.push(kchaos_model::error_chain(&e));
+        if *stop.borrow() {
+            break;
+        }
+        let result = tokio::select! {
+            r = unit(sh, bus, kind, n, &mut stats) => Some(r),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        match result {
+            Some(Err(e)) => stats.errors.push(kchaos_model::error_chain(&e)),
+            Some(Ok(())) => {}
+            // Abandoned: the overflow is the reason, not this unit.
+            None => break,
         }
         sh.iterations.done(n);
     }

@@ -1,6 +1,8 @@
 //! The runner's side of systemd (systemd image only): system-bus connections to the
 //! manager, as container runtimes hold them, and the freezer that stops PID 1.
 
+pub mod cookie;
+
 use std::time::{Duration, Instant};
 
 use zbus::proxy::CacheProperties;
