@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kchaos_model::protocol::{
     GuestMessage, HostMessage, Phase, RunReport, RunRequest, PROTOCOL_VERSION,
 };
-use kchaos_model::scenario::{ImageKind, ProbeSpec, Scenario, Workload, WorkloadSpec};
+use kchaos_model::scenario::{ProbeSpec, Scenario, Workload, WorkloadSpec};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
@@ -82,7 +82,7 @@ async fn run(
             ));
         }
     }
-    if scenario.vm.image == ImageKind::Systemd {
+    if scenario.vm.image.runs_systemd() {
         let version = crate::systemd::wait_ready(SYSTEMD_WAIT).await?;
         tracing::info!(%version, "systemd answers");
     }

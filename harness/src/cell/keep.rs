@@ -189,7 +189,7 @@ pub fn shell_missing(
     if panicked {
         return Some("the kernel panicked (the monitor and gdb still work)".to_owned());
     }
-    let has_shell = image == kchaos_model::scenario::ImageKind::Systemd
+    let has_shell = image.runs_systemd()
         || tools.iter().any(|t| {
             let name = t.rsplit('/').next().unwrap_or(t);
             SHELLS.contains(&name)

@@ -3,7 +3,7 @@
 
 use kchaos_images::Kernel;
 use kchaos_model::kernel::{ConfigRequirement, KernelVersion};
-use kchaos_model::scenario::{ImageKind, Scenario};
+use kchaos_model::scenario::Scenario;
 
 /// The systemd image boots from an ext4 disk on NVMe with no initramfs to load drivers:
 /// both must be built in (they are in Debian's cloud flavour; `=m` is not enough).
@@ -28,7 +28,7 @@ pub fn check(scenario: &Scenario, kernel: &Kernel) -> Result<Vec<String>, String
         }
     }
     let mut wanted: Vec<ConfigRequirement> = scenario.requires.config.clone();
-    if scenario.vm.image == ImageKind::Systemd {
+    if scenario.vm.image.runs_systemd() {
         wanted.extend(
             DISK_BOOT_CONFIG
                 .iter()

@@ -13,8 +13,26 @@ use super::args::KernelListArgs;
 use super::exit::{CliError, Exit};
 
 pub fn fetch(kernels: &[String], list: &KernelListArgs, cache: &Cache) -> Result<Exit, CliError> {
-    let specs = list.expand(kernels)?;
+    // `image:<kind>` builds a guest root filesystem instead of fetching a kernel.
+    let (images, kernels): (Vec<&String>, Vec<&String>) =
+        kernels.iter().partition(|k| k.starts_with("image:"));
     let mut failed = false;
+    for spec in images {
+        match fetch_image(spec, cache) {
+            Ok(dir) => println!("{spec} -> {}", dir.display()),
+            Err(e) => {
+                eprintln!("kchaos: {spec}: {e}");
+                failed = true;
+            }
+        }
+    }
+    let kernels: Vec<String> = kernels.into_iter().cloned().collect();
+    // Images alone fetch no kernel (an empty list would expand to the default set).
+    let specs = if kernels.is_empty() {
+        Vec::new()
+    } else {
+        list.expand(&kernels)?
+    };
     for spec in specs {
         match kchaos_images::resolve(cache, &spec) {
             Ok(k) => println!(
@@ -34,6 +52,24 @@ pub fn fetch(kernels: &[String], list: &KernelListArgs, cache: &Cache) -> Result
     } else {
         Exit::Ok
     })
+}
+
+/// Builds the root filesystem of `image:<kind>` (`systemd`, `systemd-defects`); the
+/// disk made from it per runner build takes a second.
+fn fetch_image(spec: &str, cache: &Cache) -> Result<std::path::PathBuf, String> {
+    use kchaos_images::systemd;
+    let kind = spec.trim_start_matches("image:");
+    let recipe = systemd::Recipe::builtin().map_err(|e| error_chain(&e))?;
+    let stock = || systemd::rootfs(cache, &recipe).map_err(|e| error_chain(&e));
+    match kind {
+        "systemd" => Ok(stock()?.dir),
+        "systemd-defects" => systemd::defects::rootfs(cache, &stock()?)
+            .map(|r| r.dir)
+            .map_err(|e| error_chain(&e)),
+        other => Err(format!(
+            "no image `{other}` to build; images: image:systemd, image:systemd-defects (the initramfs is made per cell in a second)"
+        )),
+    }
 }
 
 pub fn analyze(dir: &Path, vmlinux: Option<&Path>, cache: &Cache) -> Result<Exit, CliError> {

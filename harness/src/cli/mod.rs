@@ -48,9 +48,10 @@ pub enum Command {
         #[arg(required = true, value_name = "SCENARIO|DIR")]
         files: Vec<PathBuf>,
     },
-    /// Download and unpack kernels into the cache (for offline runs and CI warm-up).
+    /// Download and unpack kernels into the cache, or build guest images
+    /// (`image:systemd`, `image:systemd-defects`), for offline runs and CI warm-up.
     Fetch {
-        #[arg(required = true, value_name = "SPEC|NAME|@SET")]
+        #[arg(required = true, value_name = "SPEC|NAME|@SET|image:KIND")]
         kernels: Vec<String>,
         #[command(flatten)]
         list: KernelListArgs,

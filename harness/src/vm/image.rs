@@ -122,14 +122,19 @@ pub fn image_for(
                 size: built.size,
             }
         }
-        ImageKind::Systemd => {
-            let built = systemd::build(cache, &payload)?;
+        kind @ (ImageKind::Systemd | ImageKind::SystemdDefects) => {
+            let variant = if kind == ImageKind::SystemdDefects {
+                systemd::Variant::Defects
+            } else {
+                systemd::Variant::Stock
+            };
+            let built = systemd::build(cache, &payload, variant)?;
             GuestImage {
                 kernel: boot.clone(),
                 media: BootMedia::Disk(built.path),
                 cmdline: built.cmdline,
                 info: ImageInfo {
-                    kind: ImageKind::Systemd,
+                    kind,
                     key: built.key,
                 },
                 size: built.size,

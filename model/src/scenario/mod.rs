@@ -85,6 +85,19 @@ pub enum ImageKind {
     Initramfs,
     /// A Debian bookworm root filesystem with systemd and dbus; the runner is a service.
     Systemd,
+    /// The systemd image with PID 1 rebuilt by kchaos from the same Debian source with
+    /// the systemd defect patches (`vm-images/recipes/systemd-defects/`), each dormant
+    /// until its `kchaos_defect.*` boot parameter: the defects' stock twin and every
+    /// defect in one image, as `build:defects` is for the kernel.
+    #[serde(rename = "systemd-defects")]
+    SystemdDefects,
+}
+
+impl ImageKind {
+    /// Whether the guest boots systemd (the runner is then its service).
+    pub fn runs_systemd(self) -> bool {
+        matches!(self, ImageKind::Systemd | ImageKind::SystemdDefects)
+    }
 }
 
 impl std::fmt::Display for ImageKind {
@@ -92,6 +105,7 @@ impl std::fmt::Display for ImageKind {
         f.write_str(match self {
             ImageKind::Initramfs => "initramfs",
             ImageKind::Systemd => "systemd",
+            ImageKind::SystemdDefects => "systemd-defects",
         })
     }
 }

@@ -102,7 +102,7 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
     let settle = ctx.duration(&raw.scenario.settle).unwrap_or(Duration::ZERO);
     let vm = validate_vm(&mut ctx, &raw.vm, host);
     if let Some(image) = &raw.vm.image {
-        if *image.get_ref() == ImageKind::Systemd && vm.cgroup != CgroupMode::V2 {
+        if image.get_ref().runs_systemd() && vm.cgroup != CgroupMode::V2 {
             ctx.error(
                 image.span(),
                 "the systemd image runs systemd's unified hierarchy: set `cgroup = \"v2\"`",

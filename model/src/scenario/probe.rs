@@ -8,7 +8,7 @@ use toml::de::DeValue;
 use toml::Spanned;
 
 use super::ctx::{check_name, Ctx};
-use super::{ImageKind, VmSpec};
+use super::VmSpec;
 use crate::metrics::{MetricInfo, MetricKind};
 use crate::units::{duration_ms, Unit};
 
@@ -174,7 +174,7 @@ impl Probe {
             "systemd-call" => {
                 let raw: RawSystemdCall = ctx.deserialize(value)?;
                 let name = probe_name(ctx, &raw.name)?;
-                if vm.image != ImageKind::Systemd {
+                if !vm.image.runs_systemd() {
                     ctx.error(
                         kind.span(),
                         "a `systemd-call` probe needs systemd: set `[vm] image = \"systemd\"`",

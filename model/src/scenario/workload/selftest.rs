@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::{Common, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
-use crate::scenario::{ImageKind, VmSpec};
+use crate::scenario::VmSpec;
 use crate::units::{duration_ms, Unit};
 
 pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[];
@@ -95,7 +95,7 @@ pub(super) fn parse(
         ("wedge", None) => SelftestAction::Wedge,
         ("silence", None) => SelftestAction::Silence,
         ("freeze-systemd", None) => {
-            if vm.image != ImageKind::Systemd {
+            if !vm.image.runs_systemd() {
                 ctx.error(
                     raw.action.span(),
                     "`freeze-systemd` needs systemd: set `[vm] image = \"systemd\"`",

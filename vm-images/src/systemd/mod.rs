@@ -6,6 +6,8 @@
 //! always builds the image its runner was written for, and every byte of the recipe is
 //! part of the root filesystem's cache key.
 
+pub mod defects;
+
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
@@ -30,19 +32,22 @@ const HEADROOM_MIB: u64 = 512;
 const RECIPE: &[(&str, &str)] = &[
     (
         "recipe.toml",
-        include_str!("../recipes/systemd/recipe.toml"),
+        include_str!("../../recipes/systemd/recipe.toml"),
     ),
     (
         "kchaos.target",
-        include_str!("../recipes/systemd/kchaos.target"),
+        include_str!("../../recipes/systemd/kchaos.target"),
     ),
     (
         "kchaos-runner.service",
-        include_str!("../recipes/systemd/kchaos-runner.service"),
+        include_str!("../../recipes/systemd/kchaos-runner.service"),
     ),
-    ("fstab", include_str!("../recipes/systemd/fstab")),
-    ("hostname", include_str!("../recipes/systemd/hostname")),
-    ("machine-id", include_str!("../recipes/systemd/machine-id")),
+    ("fstab", include_str!("../../recipes/systemd/fstab")),
+    ("hostname", include_str!("../../recipes/systemd/hostname")),
+    (
+        "machine-id",
+        include_str!("../../recipes/systemd/machine-id"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,23 @@ pub enum SystemdImageError {
     },
     #[error("Refusing to write {path} in the image: {why}")]
     UnsafePath { path: String, why: String },
+    #[error("Building the systemd-defects image failed (log: {log}); it ends with:\n{tail}")]
+    Build {
+        log: String,
+        tail: String,
+        #[source]
+        source: CommandError,
+    },
+}
+
+/// Which systemd the image runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Debian's packages as debootstrap installs them.
+    Stock,
+    /// PID 1 rebuilt with the defect patches, each off until its boot parameter
+    /// ([`defects`]).
+    Defects,
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SystemdImageError {
@@ -151,9 +173,16 @@ pub struct Disk {
 }
 
 /// Builds (or finds in the cache) the disk image for this payload.
-pub fn build(cache: &Cache, payload: &Payload<'_>) -> Result<Disk, SystemdImageError> {
+pub fn build(
+    cache: &Cache,
+    payload: &Payload<'_>,
+    variant: Variant,
+) -> Result<Disk, SystemdImageError> {
     let recipe = Recipe::builtin()?;
-    let rootfs = rootfs(cache, &recipe)?;
+    let rootfs = match variant {
+        Variant::Stock => rootfs(cache, &recipe)?,
+        Variant::Defects => defects::rootfs(cache, &rootfs(cache, &recipe)?)?,
+    };
     let mut h = KeyHasher::new(DISK_FORMAT);
     h.field(rootfs.key.as_bytes())
         .field(payload.key(DISK_FORMAT).as_bytes());
