@@ -2,9 +2,10 @@
 //! declared to catch a defect fail on it naming the mechanism, and pass on the same
 //! kernel without the defect (its stock twin). Each test is one `kchaos detect` run.
 //!
-//! The kernel takes a quarter of an hour to build the first time: CI builds it in
-//! `.ci/run` (`kchaos fetch build:defects`), cached by its inputs. Elsewhere these tests
-//! skip unless the kernel is already built or KCHAOS_REQUIRE_VM is set.
+//! The kernel takes a quarter of an hour to build the first time, the systemd-defects
+//! image about five minutes: CI builds both in `.ci/run` (`kchaos fetch build:defects
+//! image:systemd-defects`), cached by their inputs. Elsewhere these tests skip unless
+//! they are already built or KCHAOS_REQUIRE_VM is set.
 
 // Test code: a broken expectation should panic at the line that broke.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -38,6 +39,37 @@ fn defect_kernel_available() -> bool {
         .unwrap_or(false);
     if !built && !required {
         eprintln!("SKIP: the defect kernel is not built (`kchaos fetch build:defects`)");
+    }
+    built || required
+}
+
+/// Whether the systemd-defects image (PID 1 rebuilt with the systemd defect patches)
+/// can be used here without a surprise build.
+fn defect_image_available() -> bool {
+    let have_qemu = kchaos_harness::vm::Qemu::find().is_ok();
+    let required = std::env::var_os("KCHAOS_REQUIRE_VM").is_some();
+    if !have_qemu {
+        assert!(
+            !required,
+            "KCHAOS_REQUIRE_VM is set but QEMU is not installed"
+        );
+        eprintln!("SKIP: qemu-system-x86_64 is not installed (run `kchaos setup`)");
+        return false;
+    }
+    let built = kchaos_images::Cache::default_root()
+        .join("images/systemd")
+        .read_dir()
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("defects-")
+                    && e.path().join(".complete").exists()
+            })
+        })
+        .unwrap_or(false);
+    if !built && !required {
+        eprintln!(
+            "SKIP: the systemd-defects image is not built (`kchaos fetch image:systemd-defects`)"
+        );
     }
     built || required
 }
@@ -157,4 +189,64 @@ fn cfs_over_throttling_fails_the_quota_scenario_naming_the_starving_group() {
     if defect_kernel_available() {
         assert_caught("cfs-over-throttle", &["share_min"]);
     }
+}
+
+#[test]
+fn a_systemd_without_the_cookie_overflow_fix_is_caught_naming_the_overflow() {
+    if defect_image_available() {
+        assert_caught("sd-bus-cookie-overrun", &["cookie overflowed"]);
+    }
+}
+
+/// The reversal: the same broken systemd without the fast-forward passes the flood, so
+/// the cookie's overflow, not the rebuilt PID 1, is what the detection catches.
+#[test]
+fn the_broken_systemd_passes_the_flood_when_its_cookie_is_not_moved() {
+    if !defect_image_available() {
+        return;
+    }
+    let shipped =
+        std::fs::read_to_string(workspace().join("scenarios/systemd-transient-flood.toml"))
+            .unwrap();
+    let mut doc: toml::Table = toml::from_str(&shipped).unwrap();
+    let vm = doc["vm"].as_table_mut().unwrap();
+    vm.insert("image".into(), "systemd-defects".into());
+    vm.insert(
+        "cmdline".into(),
+        toml::Value::Array(vec!["kchaos_defect.sd_bus_cookie_overrun=1".into()]),
+    );
+    let workload = doc["workload"].as_array_mut().unwrap()[0]
+        .as_table_mut()
+        .unwrap();
+    assert!(workload.remove("cookie_start").is_some(), "{shipped}");
+    // The defect is dormant: fewer units prove it as well as 600.
+    workload.insert("iterations".into(), 150.into());
+    // The crossing checks belong to runs that move the cookie.
+    doc["check"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| !c["assert"].as_str().unwrap_or_default().contains("cycle"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flood-unmoved.toml");
+    std::fs::write(&file, toml::to_string(&doc).unwrap()).unwrap();
+    let out = dir.path().join("out");
+    let run = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+        .current_dir(workspace())
+        .arg("run")
+        .arg(&file)
+        .args(["--kernel", "deb61", "--jobs", "1", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let cell = &results["cells"][0];
+    assert_eq!(cell["image"]["kind"], "systemd-defects", "{output}");
+    assert_eq!(cell["verdict"], "pass", "{cell:#}\n{output}");
+    assert_eq!(run.status.code(), Some(0), "{output}");
 }

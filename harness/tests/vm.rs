@@ -513,7 +513,8 @@ fn systemd_image_available() -> bool {
     root && debootstrap
 }
 
-/// Incident 3 in miniature: 40 transient units of every kind through D-Bus.
+/// Incident 3 in miniature: 40 transient units of every kind through D-Bus, with
+/// systemd's cookie moved 256 messages below the overflow first.
 const SYSTEMD_SMALL: &str = r#"
 [scenario]
 name = "systemd-small"
@@ -527,6 +528,7 @@ kind = "systemd-units"
 name = "units"
 iterations = 40
 concurrency = 4
+cookie_start = "0xffffff00"
 
 [[probe]]
 kind = "systemd-call"
@@ -554,6 +556,20 @@ fn transient_units_flood_passes_in_the_systemd_image_with_job_latencies() {
     assert!(
         m["systemd_call"]["count"].as_u64().unwrap() > 0,
         "systemd answered the probe during the flood: {m:#}"
+    );
+    // The fast-forward happened, was verified, and the flood crossed 0xffffffff on the
+    // fixed systemd (bookworm's 252), which cycled to 0x80000000 and went on.
+    let value = |k: &str| m[format!("units.{k}")]["value"].as_f64().unwrap_or(-1.0);
+    assert_eq!(value("cookie_start"), f64::from(0xffff_ff00_u32), "{m:#}");
+    assert!(
+        (1.0..f64::from(0xffff_ff00_u32)).contains(&value("cookie_before")),
+        "{m:#}"
+    );
+    assert_eq!(value("cookie_cycles"), 1.0, "{m:#}");
+    assert!(value("messages_after_cycle") > 100.0, "{m:#}");
+    assert!(
+        (f64::from(0x8000_0000_u32)..f64::from(0x8001_0000_u32)).contains(&value("cookie")),
+        "the newest cookie is past the cycle: {m:#}"
     );
     // The runner's lines reach the console with their prefix, as under the initramfs.
     let console = std::fs::read_to_string(r.artifact("console")).unwrap();

@@ -9,7 +9,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use kchaos_model::scenario::ScenarioError;
+use kchaos_model::scenario::{ImageKind, ScenarioError};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -158,6 +158,8 @@ struct RawDefect {
     description: Spanned<String>,
     #[serde(default)]
     expect: Option<Spanned<String>>,
+    #[serde(default)]
+    image: Option<ImageKind>,
 }
 
 /// One defect, validated.
@@ -179,6 +181,10 @@ pub struct Defect {
     /// What a detection must name (a regular expression matched against the failing
     /// cell's reasons, signature lines and fingerprint); `None`: the family's default.
     pub expect: Option<String>,
+    /// The guest image that carries the defect, replacing the scenario's `[vm] image`
+    /// for the defect and its stock twin (`systemd-defects` for a systemd defect);
+    /// `None`: the scenario's own.
+    pub image: Option<ImageKind>,
 }
 
 /// A parsed `defects.toml`, defects in name order.
@@ -291,6 +297,7 @@ impl DefectList {
             };
             defects.push(Defect {
                 expect,
+                image: raw.image,
                 name,
                 incident: raw.incident,
                 family: raw.family,
@@ -355,7 +362,15 @@ description = "unbounded period timer"
         let list = DefectList::load(&dir.join("defects.toml"), &kernels).unwrap();
         assert!(list.defects.len() >= 5, "{list:?}");
         for d in &list.defects {
-            assert_eq!(d.kernel_spec, "build:defects", "{}", d.name);
+            // Kernel defects live in kchaos's kernel; systemd defects in its image, on a
+            // stock kernel.
+            match d.image {
+                Some(ImageKind::SystemdDefects) => {
+                    assert_eq!(d.family, Family::Systemd, "{}", d.name);
+                    assert!(d.kernel_spec.starts_with("debian:"), "{}", d.name);
+                }
+                _ => assert_eq!(d.kernel_spec, "build:defects", "{}", d.name),
+            }
             assert!(
                 d.cmdline
                     .iter()

@@ -18,6 +18,7 @@ use kchaos_harness::run::trials::{run_trials, TrialOptions};
 use kchaos_images::defects::{DefectList, Family};
 use kchaos_images::Cache;
 use kchaos_model::error_chain;
+use kchaos_model::scenario::ImageKind;
 use regex::Regex;
 
 use super::args::{default_out, KernelListArgs, VmArgs};
@@ -128,6 +129,8 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
     describe_session(&session);
     let started_at = now_rfc3339();
     let mut rows = Vec::new();
+    // (kernel, scenario file) of each stock twin: the original scenario, or for a
+    // defect that lives in an image, a variant on that image without the parameters.
     let mut twins: Vec<(String, PathBuf)> = Vec::new();
     for d in &defects {
         let expect_text = d
@@ -140,23 +143,39 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
         let mut attempts = Vec::new();
         for scenario in &d.scenarios {
             let file = find(scenario.as_str())?;
-            if !twins.iter().any(|(k, f)| *k == d.kernel_spec && *f == file) {
-                twins.push((d.kernel_spec.clone(), file.clone()));
+            let twin = match d.image {
+                Some(image) => variant(
+                    &file,
+                    Some(image),
+                    &[],
+                    &out.join("variants").join(format!("{image}-twin")),
+                )
+                .map_err(CliError::Usage)?,
+                None => file.clone(),
+            };
+            if !twins.iter().any(|(k, f)| *k == d.kernel_spec && *f == twin) {
+                twins.push((d.kernel_spec.clone(), twin));
             }
-            let variant = with_cmdline(&file, &cmdline, &out.join("variants").join(&d.name))
-                .map_err(CliError::Usage)?;
+            let defect_file = variant(
+                &file,
+                d.image,
+                &cmdline,
+                &out.join("variants").join(&d.name),
+            )
+            .map_err(CliError::Usage)?;
             let rel = format!("{}/{}", d.name, scenario.as_str());
             eprintln!(
-                "kchaos: detect: {} on {} with {}",
+                "kchaos: detect: {} on {} with {}{}",
                 scenario.as_str(),
                 d.name,
-                cmdline.join(" ")
+                cmdline.join(" "),
+                d.image.map(|i| format!(" (image {i})")).unwrap_or_default()
             );
             let trials = rt
                 .block_on(run_trials(
                     &session,
                     &TrialOptions {
-                        scenario: variant,
+                        scenario: defect_file,
                         kernel: d.kernel_spec.clone(),
                         target: Target::Pattern(Pattern(expect.clone())),
                         max_runs: args.max_runs,
@@ -280,8 +299,14 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
     })
 }
 
-/// A copy of scenario `file` with `params` appended to its `[vm] cmdline`, in `dir`.
-fn with_cmdline(file: &Path, params: &[String], dir: &Path) -> Result<PathBuf, String> {
+/// A copy of scenario `file` with `params` appended to its `[vm] cmdline` and, if
+/// given, `image` as its `[vm] image`, in `dir`.
+fn variant(
+    file: &Path,
+    image: Option<ImageKind>,
+    params: &[String],
+    dir: &Path,
+) -> Result<PathBuf, String> {
     let text = kchaos_harness::scenario::read_source(file).map_err(|e| e.to_string())?;
     let mut doc: toml::Table =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -298,15 +323,23 @@ fn with_cmdline(file: &Path, params: &[String], dir: &Path) -> Result<PathBuf, S
         return Err(format!("{}: `vm.cmdline` is not an array", file.display()));
     };
     list.extend(params.iter().cloned().map(toml::Value::String));
+    if let Some(image) = image {
+        vm.insert("image".to_owned(), toml::Value::String(image.to_string()));
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let name = file
         .file_name()
         .map_or_else(|| "scenario.toml".into(), |n| n.to_owned());
     let path = dir.join(name);
     let body = toml::to_string(&doc).map_err(|e| e.to_string())?;
+    let image_note = image.map(|i| format!(" on image {i}")).unwrap_or_default();
     std::fs::write(
         &path,
-        format!("# {} with {}\n{body}", file.display(), params.join(" ")),
+        format!(
+            "# {} with {}{image_note}\n{body}",
+            file.display(),
+            params.join(" ")
+        ),
     )
     .map_err(|e| format!("{}: {e}", path.display()))?;
     // The variant must still be a valid scenario.
