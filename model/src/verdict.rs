@@ -6,10 +6,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Metric;
+use crate::metrics::{Metric, Stat};
 use crate::protocol::RunReport;
-use crate::scenario::{CheckOutcome, CheckResult, Scenario};
+use crate::scenario::{CheckKind, CheckOutcome, CheckResult, Scenario};
 use crate::signature::{Severity, SignatureHit};
+use crate::units::Unit;
 
 /// Exactly one per cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -144,16 +145,29 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
         return decision(Verdict::Error, reasons);
     }
 
-    let mut failures = kernel_fail;
+    let mut told: Vec<(Tell, String)> = kernel_fail
+        .into_iter()
+        .map(|f| (Tell::Signature, f))
+        .collect();
     if let Some(report) = &obs.report {
-        failures.extend(report_failures(scenario, report));
-        for check in &checks {
-            match check.outcome() {
+        told.extend(report_failures(scenario, report));
+        told.extend(
+            stall_guards(scenario, &obs.metrics)
+                .into_iter()
+                .map(|s| (Tell::Stall, s)),
+        );
+        for (check, result) in scenario.checks.iter().zip(&checks) {
+            match result.outcome() {
                 CheckOutcome::Pass => {}
-                CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => failures.push(msg),
+                CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => {
+                    told.push((Tell::of_check(check.kind), msg));
+                }
             }
         }
     }
+    // Most telling first; within a class, in the order they were found.
+    told.sort_by_key(|(tell, _)| *tell);
+    let mut failures: Vec<String> = told.into_iter().map(|(_, msg)| msg).collect();
     if !failures.is_empty() {
         failures.extend(obs.infra.iter().cloned());
         return decision(Verdict::Fail, failures);
@@ -181,9 +195,72 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
     decision(Verdict::Pass, Vec::new())
 }
 
-/// Workload and probe errors beyond what the scenario tolerates.
-fn report_failures(scenario: &Scenario, report: &RunReport) -> Vec<String> {
+/// What a failure reason tells, most telling first: a failed cell's reasons are
+/// ordered so that the first names the mechanism (a kernel signature, a workload's own
+/// diagnosis, a stall, a leak) and the last says only that the run did not do enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tell {
+    Signature,
+    Finding,
+    Stall,
+    Leak,
+    WorkloadError,
+    Behaviour,
+    ProbeError,
+    Coverage,
+}
+
+impl Tell {
+    fn of_check(kind: CheckKind) -> Tell {
+        match kind {
+            CheckKind::Stall => Tell::Stall,
+            CheckKind::Leak => Tell::Leak,
+            CheckKind::Behaviour => Tell::Behaviour,
+            CheckKind::Coverage => Tell::Coverage,
+        }
+    }
+}
+
+/// The stall guard: every latency histogram the workloads and probes reported whose
+/// longest sample passed the scenario's `stall_bound`, unless the scenario bounds that
+/// metric's `max` itself. No scenario can forget to bound an operation that hangs.
+pub fn stall_guards(scenario: &Scenario, metrics: &BTreeMap<String, Metric>) -> Vec<String> {
+    let Some(bound) = scenario.stall_bound else {
+        return Vec::new();
+    };
+    let bound_ns = bound.as_nanos() as f64;
+    metrics
+        .iter()
+        .filter_map(|(name, metric)| match metric {
+            Metric::Histogram(h) if h.unit == Unit::Ns && h.count > 0 => Some((name, h.max)),
+            _ => None,
+        })
+        .filter(|(name, max)| {
+            *max as f64 > bound_ns
+                && !scenario
+                    .checks
+                    .iter()
+                    .any(|c| c.metric == **name && c.stat == Stat::Max)
+        })
+        .map(|(name, max)| {
+            format!(
+                "stall: `{name}` took {} at its longest, past the stall bound of {} (`[scenario] stall_bound`): the operation blocked in the kernel",
+                Unit::Ns.format(max as f64),
+                Unit::Ns.format(bound_ns)
+            )
+        })
+        .collect()
+}
+
+/// Workload and probe errors beyond what the scenario tolerates, and the workloads' own
+/// findings, each with what it tells.
+fn report_failures(scenario: &Scenario, report: &RunReport) -> Vec<(Tell, String)> {
     let mut out = Vec::new();
+    for w in &report.workloads {
+        for finding in &w.findings {
+            out.push((Tell::Finding, format!("workload `{}`: {finding}", w.name)));
+        }
+    }
     for w in &report.workloads {
         let allowed = scenario
             .workloads
@@ -196,9 +273,12 @@ fn report_failures(scenario: &Scenario, report: &RunReport) -> Vec<String> {
                 .first()
                 .map(|e| format!(", first: {e}"))
                 .unwrap_or_default();
-            out.push(format!(
-                "workload `{}`: {} errors (allowed {allowed}){first}",
-                w.name, w.errors
+            out.push((
+                Tell::WorkloadError,
+                format!(
+                    "workload `{}`: {} errors (allowed {allowed}){first}",
+                    w.name, w.errors
+                ),
             ));
         }
     }
@@ -209,11 +289,14 @@ fn report_failures(scenario: &Scenario, report: &RunReport) -> Vec<String> {
                 .first()
                 .map(|e| format!(", first: {e}"))
                 .unwrap_or_default();
-            out.push(format!(
-                "probe `{}`: {} of {} reads failed{first}",
-                p.name,
-                p.errors,
-                p.reads + p.errors
+            out.push((
+                Tell::ProbeError,
+                format!(
+                    "probe `{}`: {} of {} reads failed{first}",
+                    p.name,
+                    p.errors,
+                    p.reads + p.errors
+                ),
             ));
         }
     }

@@ -322,6 +322,7 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
         op: kchaos_model::scenario::CmpOp::Le,
         threshold: 4e6,
         unit: Unit::Ns,
+        kind: kchaos_model::scenario::CheckKind::Behaviour,
     };
     let checks = vec![check.result(&metrics)];
     CellResult {

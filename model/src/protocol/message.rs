@@ -96,6 +96,11 @@ pub struct WorkloadReport {
     pub errors: u64,
     /// The first few errors, verbatim (errno and path).
     pub error_samples: Vec<String>,
+    /// What the workload diagnosed from what it saw, naming a mechanism (systemd's
+    /// cookie overflowed): facts of the kind a kernel signature is, so a failed cell's
+    /// reasons put them first. Each also counts among `errors`.
+    #[serde(default)]
+    pub findings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

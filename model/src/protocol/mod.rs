@@ -16,7 +16,7 @@ pub use self::message::{
 
 /// Bumped on any incompatible change to [`message`]. The harness refuses a runner that
 /// speaks another version (rebuild the runner).
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The virtio-serial port name both sides agree on (`/sys/class/virtio-ports/*/name`).
 pub const CONTROL_PORT_NAME: &str = "org.kchaos.ctl";

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::check_kind::CheckKind;
 use super::ctx::Ctx;
 use super::raw::RawCheck;
 use crate::metrics::{Metric, MetricInfo, Stat};
@@ -77,6 +78,9 @@ pub struct Check {
     pub op: CmpOp,
     pub threshold: f64,
     pub unit: Unit,
+    /// What a failure of it tells (`kind = "..."`, else inferred): orders the reasons.
+    #[serde(default)]
+    pub kind: CheckKind,
 }
 
 /// The outcome of one check against a run's metrics, as the verdict rules need it.
@@ -276,6 +280,24 @@ impl Check {
                 return None;
             }
         };
+        let kind = match &raw.kind {
+            Some(k) => match CheckKind::parse(k.get_ref()) {
+                Some(kind) => kind,
+                None => {
+                    let allowed: Vec<&str> = CheckKind::ALL.iter().map(|k| k.as_str()).collect();
+                    ctx.error(
+                        k.span(),
+                        format!(
+                            "`{}` is not a kind of check; allowed: {}",
+                            k.get_ref(),
+                            allowed.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+            },
+            None => CheckKind::infer(stat, op, unit),
+        };
         Some(Check {
             text: text.to_owned(),
             because: raw.because.clone(),
@@ -284,6 +306,7 @@ impl Check {
             op,
             threshold,
             unit,
+            kind,
         })
     }
 
@@ -341,6 +364,7 @@ mod tests {
             op,
             threshold,
             unit: Unit::Count,
+            kind: CheckKind::infer(Stat::Value, op, Unit::Count),
         }
     }
 

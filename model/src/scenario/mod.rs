@@ -7,11 +7,13 @@
 //! plain data (serde, no I/O).
 
 mod check;
+mod check_kind;
 mod ctx;
 mod error;
 mod parse;
 mod probe;
 mod raw;
+mod testable;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use self::check::{margin, Check, CheckOutcome, CheckResult, CheckStatus, CmpOp};
+pub use self::check_kind::CheckKind;
 pub use self::error::{error_at, line_col, locate_toml_error, ScenarioError, ScenarioErrors};
 pub use self::parse::{parse, parse_for, AnyHost, Host};
 pub use self::probe::{CounterSelect, Probe, ProbeSpec};
@@ -27,6 +30,20 @@ pub use self::workload::{Workload, WorkloadSpec};
 use crate::kernel::{ConfigRequirement, VersionRange};
 use crate::metrics::MetricInfo;
 use crate::units::{duration_ms, opt_duration_ms};
+
+/// The default `stall_bound`: a cgroup, network device or unit operation, a probe's
+/// read or a wake-up that takes this long is a kernel stall, not load. Under TCG on a
+/// loaded two-core host the slowest stock operations seen were a few seconds (systemd
+/// answering in 1.9 s beside a kernel build).
+pub const DEFAULT_STALL_BOUND: Duration = Duration::from_secs(10);
+
+/// Sysctls every scenario gets unless it sets them: the kernel's hung-task detector
+/// compressed from its 120 s (longer than most runs) to 10 s, checked every 2 s, so a
+/// task blocked in D state is reported, with its stack, within the run.
+pub const DEFAULT_SYSCTL: &[(&str, &str)] = &[
+    ("kernel.hung_task_timeout_secs", "10"),
+    ("kernel.hung_task_check_interval_secs", "2"),
+];
 
 /// A validated scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +62,11 @@ pub struct Scenario {
     /// need time to be reclaimed; a leak is what is left after it).
     #[serde(with = "duration_ms")]
     pub settle: Duration,
+    /// The longest any operation the workloads or probes time may take before the cell
+    /// fails naming it (`[scenario] stall_bound`, default [`DEFAULT_STALL_BOUND`];
+    /// `None`: `"off"`). A check on the metric's own `max` replaces it for that metric.
+    #[serde(default, with = "opt_duration_ms")]
+    pub stall_bound: Option<Duration>,
     pub vm: VmSpec,
     pub requires: Requirements,
     pub workloads: Vec<Workload>,

@@ -14,7 +14,10 @@ use super::error::{Locator, ScenarioErrors};
 use super::probe::Probe;
 use super::raw::{RawFile, RawKind, RawRequires, RawSignatures, RawVm};
 use super::workload::Workload;
-use super::{CgroupMode, ImageKind, Requirements, Scenario, SignaturePolicy, VmSpec};
+use super::{
+    CgroupMode, ImageKind, Requirements, Scenario, SignaturePolicy, VmSpec, DEFAULT_STALL_BOUND,
+    DEFAULT_SYSCTL,
+};
 use crate::kernel::{ConfigRequirement, VersionRange};
 
 const DEFAULT_DURATION: Duration = Duration::from_secs(60);
@@ -23,6 +26,8 @@ const DEFAULT_MEMORY_MIB: u64 = 1024;
 const MIN_DURATION: Duration = Duration::from_secs(1);
 /// The guest sends a heartbeat every second; a silence of one beat is not a hang.
 const MIN_HANG_TIMEOUT: Duration = Duration::from_secs(2);
+/// The shortest stall bound: below it, ordinary scheduling delays under TCG would fail.
+const MIN_STALL_BOUND: Duration = Duration::from_millis(100);
 /// The smallest guest the runner and the kernels boot in, and the largest VM worth
 /// declaring (a disposable VM; the host's own memory is checked when it runs).
 const MIN_MEMORY: u64 = 128 << 20;
@@ -100,6 +105,13 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         .duration_in(&raw.scenario.duration, MIN_DURATION)
         .unwrap_or(DEFAULT_DURATION);
     let settle = ctx.duration(&raw.scenario.settle).unwrap_or(Duration::ZERO);
+    let stall_bound = match &raw.scenario.stall_bound {
+        Some(s) if s.get_ref().trim() == "off" => None,
+        Some(_) => ctx
+            .duration_in(&raw.scenario.stall_bound, MIN_STALL_BOUND)
+            .or(Some(DEFAULT_STALL_BOUND)),
+        None => Some(DEFAULT_STALL_BOUND),
+    };
     let vm = validate_vm(&mut ctx, &raw.vm, host);
     if let Some(image) = &raw.vm.image {
         if image.get_ref().runs_systemd() && vm.cgroup != CgroupMode::V2 {
@@ -135,6 +147,7 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         seed: raw.scenario.seed,
         duration,
         settle,
+        stall_bound,
         vm,
         requires,
         workloads,
@@ -148,6 +161,7 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         .iter()
         .filter_map(|c| Check::parse(&mut ctx, c, &catalog))
         .collect();
+    super::testable::check(&mut ctx, root.get_ref(), &scenario);
 
     if ctx.errors.is_empty() {
         Ok(scenario)
@@ -259,6 +273,11 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm, host: &dyn Host) -> VmSpec {
             }
         };
         sysctl.insert(key.clone(), text);
+    }
+    for (key, value) in DEFAULT_SYSCTL {
+        sysctl
+            .entry((*key).to_owned())
+            .or_insert_with(|| (*value).to_owned());
     }
     let mut modules = Vec::new();
     for m in &raw.modules {

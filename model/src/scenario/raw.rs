@@ -42,6 +42,8 @@ pub(crate) struct RawMeta {
     pub seed: Option<u64>,
     pub duration: Option<Spanned<String>>,
     pub settle: Option<Spanned<String>>,
+    /// A duration, or `"off"`: the longest any timed operation may take.
+    pub stall_bound: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +81,8 @@ pub(crate) struct RawCheck {
     pub expr: Spanned<String>,
     /// Why the bound matters; shown next to a failure.
     pub because: Option<String>,
+    /// What the check tells (orders a failed cell's reasons); inferred when absent.
+    pub kind: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

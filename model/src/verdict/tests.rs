@@ -3,7 +3,7 @@
 use super::*;
 use crate::metrics::{Gauge, Metric, Summary};
 use crate::protocol::{ProbeReport, WorkloadReport};
-use crate::scenario::{parse, CheckStatus};
+use crate::scenario::{parse, CheckStatus, CmpOp};
 use crate::signature::LogSource;
 use crate::units::Unit;
 
@@ -254,4 +254,223 @@ fn value_metrics_are_checked_too() {
         }),
     );
     assert_eq!(decide(&s, &obs).verdict, Verdict::Pass);
+}
+
+fn histogram(unit: Unit, max_ns: u64) -> Metric {
+    Metric::Histogram(Summary {
+        unit,
+        count: 10,
+        min: 1,
+        p50: 1,
+        p90: max_ns,
+        p99: max_ns,
+        p999: max_ns,
+        max: max_ns,
+        mean: 1.0,
+    })
+}
+
+/// Metrics that make every check of `s` hold exactly at its bound (or just inside).
+fn passing(s: &Scenario) -> BTreeMap<String, Metric> {
+    let mut metrics = BTreeMap::new();
+    for c in &s.checks {
+        let v = match c.op {
+            CmpOp::Lt => c.threshold - 1.0,
+            CmpOp::Gt | CmpOp::Ne => c.threshold + 1.0,
+            _ => c.threshold,
+        };
+        let info = &s.metric_catalog()[&c.metric];
+        let metric = match info.kind {
+            crate::metrics::MetricKind::Value => Metric::Value(Gauge {
+                unit: info.unit,
+                value: v,
+            }),
+            crate::metrics::MetricKind::Histogram => {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let n = v.max(0.0) as u64;
+                Metric::Histogram(Summary {
+                    unit: info.unit,
+                    count: 10,
+                    min: n,
+                    p50: n,
+                    p90: n,
+                    p99: n,
+                    p999: n,
+                    max: n,
+                    #[allow(clippy::cast_precision_loss)]
+                    mean: n as f64,
+                })
+            }
+            crate::metrics::MetricKind::Series => Metric::Series(crate::metrics::Series {
+                unit: info.unit,
+                samples: vec![(0, v)],
+            }),
+        };
+        metrics.entry(c.metric.clone()).or_insert(metric);
+    }
+    metrics
+}
+
+fn reported(metrics: BTreeMap<String, Metric>) -> Observations {
+    Observations {
+        reached_runner: true,
+        report: Some(RunReport::default()),
+        metrics,
+        ..Observations::default()
+    }
+}
+
+/// Issue 21: with a defect that made every Nth cgroup removal sleep 25 s holding
+/// cgroup_mutex, `cfs-quota-starvation` measured `cfs.churn_rmdir` p90 = 25.4 s and
+/// passed every check about it. The stall guard now fails it, naming the operation.
+#[test]
+fn the_cfs_scenario_can_no_longer_pass_a_25s_rmdir() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/cfs-quota-starvation.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let s = parse(path, &text).unwrap();
+    let mut metrics = passing(&s);
+    metrics.insert("cfs.churn_rmdir".into(), histogram(Unit::Ns, 1_000_000));
+    let d = decide(&s, &reported(metrics.clone()));
+    assert_eq!(d.verdict, Verdict::Pass, "{:?}", d.reasons);
+    metrics.insert(
+        "cfs.churn_rmdir".into(),
+        histogram(Unit::Ns, 25_400_000_000),
+    );
+    let d = decide(&s, &reported(metrics));
+    assert_eq!(d.verdict, Verdict::Fail);
+    assert!(
+        d.reasons[0].starts_with("stall: `cfs.churn_rmdir` took 25.40s"),
+        "{:?}",
+        d.reasons
+    );
+}
+
+#[test]
+fn the_stall_guard_yields_to_the_scenarios_own_bound_and_can_be_off() {
+    let src = |extra: &str| {
+        format!(
+            "[scenario]\nname = \"g\"\n{extra}\n[[workload]]\nkind = \"cgroup-churn\"\nname = \"c\"\n"
+        )
+    };
+    let slow = || {
+        BTreeMap::from([
+            ("c.rmdir".to_owned(), histogram(Unit::Ns, 12_000_000_000)),
+            // A count histogram is not an operation's time.
+            ("c.other".to_owned(), histogram(Unit::Count, 99_000_000_000)),
+        ])
+    };
+    let default = parse("g.toml", &src("")).unwrap();
+    let d = decide(&default, &reported(slow()));
+    assert_eq!(d.reasons.len(), 1, "{:?}", d.reasons);
+    assert!(
+        d.reasons[0].contains("`c.rmdir` took 12.00s"),
+        "{:?}",
+        d.reasons
+    );
+    let wider = parse("g.toml", &src("stall_bound = \"20s\"")).unwrap();
+    assert_eq!(decide(&wider, &reported(slow())).verdict, Verdict::Pass);
+    let off = parse("g.toml", &src("stall_bound = \"off\"")).unwrap();
+    assert_eq!(decide(&off, &reported(slow())).verdict, Verdict::Pass);
+    let own = parse(
+        "g.toml",
+        &(src("") + "[[check]]\nassert = \"c.rmdir.max <= 30s\"\n"),
+    )
+    .unwrap();
+    assert_eq!(decide(&own, &reported(slow())).verdict, Verdict::Pass);
+    assert!(parse("g.toml", &src("stall_bound = \"1ms\"")).is_err());
+}
+
+#[test]
+fn reasons_come_most_telling_first() {
+    let src = r#"
+[scenario]
+name = "o"
+[[workload]]
+kind = "cgroup-churn"
+name = "c"
+[[probe]]
+kind = "read-latency"
+name = "r"
+path = "/x"
+[[check]]
+assert = "c.cgroups.value >= 1000"
+[[check]]
+assert = "r.p99 <= 10ms"
+[[check]]
+assert = "c.cgroups.value <= 5"
+kind = "leak"
+[[check]]
+assert = "c.mkdir.max <= 1s"
+"#;
+    let s = parse("o.toml", src).unwrap();
+    let mut obs = reported(BTreeMap::from([
+        (
+            "c.cgroups".to_owned(),
+            Metric::Value(Gauge {
+                unit: Unit::Count,
+                value: 10.0,
+            }),
+        ),
+        ("r".to_owned(), latency(50)),
+        ("c.mkdir".to_owned(), histogram(Unit::Ns, 2_000_000_000)),
+    ]));
+    if let Some(r) = obs.report.as_mut() {
+        r.workloads = vec![WorkloadReport {
+            name: "c".into(),
+            errors: 3,
+            error_samples: vec!["mkdir: ENOSPC".into()],
+            findings: vec!["the mechanism, named".into()],
+            ..Default::default()
+        }];
+        r.probes = vec![ProbeReport {
+            name: "r".into(),
+            errors: 1,
+            ..Default::default()
+        }];
+    }
+    obs.hits.push(hit("hung-task", Severity::Fail));
+    let d = decide(&s, &obs);
+    let first_words: Vec<String> = d
+        .reasons
+        .iter()
+        .map(|r| r.chars().take(32).collect())
+        .collect();
+    let want = [
+        "kernel log [hung-task]",          // the kernel's own report
+        "workload `c`: the mechanism",     // the workload's diagnosis
+        "check `c.mkdir.max <= 1s`",       // a stall
+        "check `c.cgroups.value <= 5`",    // a leak
+        "workload `c`: 3 errors",          // errors
+        "check `r.p99 <= 10ms`",           // behaviour
+        "probe `r`: 1 of 1 reads failed",  // probe errors
+        "check `c.cgroups.value >= 1000`", // coverage, last
+    ];
+    assert_eq!(d.reasons.len(), want.len(), "{:#?}", d.reasons);
+    for (got, want) in first_words.iter().zip(want) {
+        assert!(
+            got.starts_with(want) || want.starts_with(got.as_str()),
+            "{got:?} should start {want:?}: {:#?}",
+            d.reasons
+        );
+    }
+}
+
+#[test]
+fn scenarios_get_the_hung_task_detector_compressed_unless_they_set_it() {
+    let body = "[[workload]]\nkind = \"cgroup-churn\"\nname = \"c\"\n";
+    let plain = parse("h.toml", &format!("[scenario]\nname = \"h\"\n{body}")).unwrap();
+    assert_eq!(plain.vm.sysctl["kernel.hung_task_timeout_secs"], "10");
+    assert_eq!(plain.vm.sysctl["kernel.hung_task_check_interval_secs"], "2");
+    let own = parse(
+        "h.toml",
+        &format!(
+            "[scenario]\nname = \"h\"\n[vm.sysctl]\n\"kernel.hung_task_timeout_secs\" = 30\n{body}"
+        ),
+    )
+    .unwrap();
+    assert_eq!(own.vm.sysctl["kernel.hung_task_timeout_secs"], "30");
+    assert_eq!(own.vm.sysctl["kernel.hung_task_check_interval_secs"], "2");
 }

@@ -381,6 +381,7 @@ pub fn run(
         iterations: retunes,
         errors: errors.count,
         error_samples: errors.samples,
+        findings: Vec::new(),
     };
     (report, metrics)
 }

@@ -234,6 +234,7 @@ pub fn run(
         iterations: total.created,
         errors: total.errors.count,
         error_samples: total.errors.samples,
+        findings: Vec::new(),
     };
     let mut metrics = vec![
         (

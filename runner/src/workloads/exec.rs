@@ -51,6 +51,7 @@ pub fn run(workload: &Workload, spec: &Exec, env: &Env) -> (WorkloadReport, Vec<
             iterations: runs,
             errors: errors.count,
             error_samples: errors.samples,
+            findings: Vec::new(),
         },
         metrics,
     )

@@ -289,6 +289,7 @@ pub fn run(
         iterations: 1,
         errors: errors.count,
         error_samples: errors.samples,
+        findings: Vec::new(),
     };
     (report, metrics)
 }

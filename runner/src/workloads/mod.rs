@@ -113,6 +113,7 @@ pub fn failed(workload: &Workload, error: String) -> (WorkloadReport, Vec<(Strin
             iterations: 0,
             errors: 1,
             error_samples: vec![error],
+            findings: Vec::new(),
         },
         Vec::new(),
     )

@@ -207,6 +207,11 @@ pub fn run(
         ));
     }
     let metrics = metrics(&workload.name, &outcome);
+    let findings = outcome
+        .overflowed
+        .map(overflow_message)
+        .into_iter()
+        .collect();
     let stats = outcome.stats;
     (
         WorkloadReport {
@@ -214,6 +219,7 @@ pub fn run(
             iterations: stats.units,
             errors: stats.errors.count,
             error_samples: stats.errors.samples,
+            findings,
         },
         metrics,
     )

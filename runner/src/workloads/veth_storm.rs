@@ -136,6 +136,7 @@ pub fn run(
             iterations: stats.pairs,
             errors: errors.count,
             error_samples: errors.samples,
+            findings: Vec::new(),
         },
         metrics,
     )
