@@ -79,6 +79,7 @@ async fn bench(cells: u32, spec: &str) -> BenchResult<()> {
                 keep: kchaos_harness::cell::KeepPolicy::Never,
                 jobs,
                 cache: cache.clone(),
+                full_duration: false,
             },
             MatrixOptions {
                 scenarios: vec![scenario.clone()],

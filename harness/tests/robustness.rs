@@ -167,6 +167,7 @@ fn fake_env(cancel: tokio::sync::watch::Receiver<bool>) -> CellEnv {
         dump: None,
         until: None,
         keep: KeepPolicy::Never,
+        full_duration: false,
         keeper: Arc::new(Keeper::new(1)),
         gdb: None,
     }
@@ -661,6 +662,7 @@ fn sysrq_header(key: &str) -> Option<&'static str> {
         "w" => Some("sysrq: Show Blocked State"),
         "t" => Some("sysrq: Show State"),
         "l" => Some("sysrq: Show backtrace of all active CPUs"),
+        "7" => Some("sysrq: Changing Loglevel"),
         _ => None,
     }
 }

@@ -4,6 +4,7 @@
 //! runner both depend on it, and everything here is unit-testable in isolation.
 
 pub mod bisect;
+pub mod blocked;
 pub mod fingerprint;
 pub mod image;
 pub mod kernel;

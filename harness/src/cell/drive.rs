@@ -182,6 +182,7 @@ pub(super) async fn drive(
         dump: env.dump.is_some(),
         keep: env.keep,
         wait_for_debugger: env.gdb.as_ref().is_some_and(|g| g.wait),
+        full_duration: env.full_duration,
     };
     let mut state = CellState::new(
         scenario, &cell.id, cell.seed, timeouts, watch, endings, spawned_at,

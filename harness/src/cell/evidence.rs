@@ -10,9 +10,12 @@ use kchaos_model::error_chain;
 
 /// The task dumps asked of a hung guest, each key with the header the kernel prints on
 /// the console when it handles it (`sysrq: ` and the key's action, the same text from
-/// 4.x to 6.x): `w`, blocked (D state) tasks; `t`, every task with its stack; `l`,
-/// backtraces of every active CPU.
-pub const SYSRQ_DUMPS: [(char, &str); 3] = [
+/// 4.x to 6.x): `7` first, the console's loglevel raised to 7 so the task lines
+/// (KERN_INFO) reach the console too, the witness that survives a runner that no
+/// longer forwards kmsg; `w`, blocked (D state) tasks; `t`, every task with its stack;
+/// `l`, backtraces of every active CPU.
+pub const SYSRQ_DUMPS: [(char, &str); 4] = [
+    ('7', "Changing Loglevel"),
     ('w', "Show Blocked State"),
     ('t', "Show State"),
     ('l', "Show backtrace of all active CPUs"),
@@ -70,6 +73,17 @@ pub async fn inject_nmi(qmp_socket: &Path) -> Result<(), String> {
         .await
         .map_err(|e| error_chain(&e))?;
     qmp.inject_nmi().await.map_err(|e| error_chain(&e))
+}
+
+/// `sysrq.txt`: the console lines of the dumps, then the kmsg records of the same
+/// window (the whole dump, whatever the console's loglevel let through).
+pub fn sysrq_text(console: Vec<String>, kmsg: Vec<String>) -> Vec<String> {
+    let mut lines = console;
+    if !kmsg.is_empty() {
+        lines.push("--- the same window in the kernel log (kmsg, every level) ---".to_owned());
+        lines.extend(kmsg);
+    }
+    lines
 }
 
 /// Writes the console lines the sysrq dumps produced.
@@ -131,9 +145,10 @@ mod tests {
         let lines = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // (console lines since the keys were sent, keys to press again)
         let cases: Vec<(Vec<String>, Vec<char>)> = vec![
-            (lines(&[]), vec!['w', 't', 'l']),
+            (lines(&[]), vec!['7', 'w', 't', 'l']),
             (
                 lines(&[
+                    "[   40.0] sysrq: Changing Loglevel",
                     "[   40.1] sysrq: Show Blocked State",
                     "[   40.2] task:kworker state:D",
                     "[   40.5] sysrq: Show State",
@@ -144,6 +159,7 @@ mod tests {
             // The flaky CI run: `w` lost while the guest stalled, `t` and `l` printed.
             (
                 lines(&[
+                    "[   40.4] sysrq: Changing Loglevel",
                     "[   40.5] sysrq: Show State\r",
                     "[   41.0] sysrq: Show backtrace of all active CPUs",
                 ]),
@@ -152,7 +168,7 @@ mod tests {
             // 4.x spelling; "Show State" is not "Show Blocked State".
             (
                 lines(&["SysRq : Show Blocked State", "SysRq : Show Blocked State"]),
-                vec!['t', 'l'],
+                vec!['7', 't', 'l'],
             ),
             // The words alone, without the sysrq header, are not the dump.
             (
@@ -160,7 +176,7 @@ mod tests {
                     "kchaos: Show State",
                     "echo Show backtrace of all active CPUs",
                 ]),
-                vec!['w', 't', 'l'],
+                vec!['7', 'w', 't', 'l'],
             ),
         ];
         for (console, missing) in cases {

@@ -59,6 +59,8 @@ pub struct CellEnv {
     pub until: Option<crate::analysis::trials::Target>,
     /// Which decided cells keep their VM up for the engineer (`--keep-on-failure`).
     pub keep: KeepPolicy,
+    /// Run to the end past a signature that decides the cell (`--full-duration`).
+    pub full_duration: bool,
     /// Holds the kept VMs until the user releases them (one per session).
     pub keeper: Arc<Keeper>,
     /// QEMU's gdb stub and the kernel's symbols (`--gdb`).

@@ -113,14 +113,14 @@ enum Stage {
     /// did not show are pressed again); dumps start at console line `mark`; `started`
     /// is when the first keys went out (the evidence window's maximum counts from it).
     SendingSysrq {
-        mark: usize,
+        mark: Mark,
         attempt: u8,
         started: Option<Instant>,
     },
     /// Hung: the console's task dumps are collected until it goes quiet.
     Collecting {
         started: Instant,
-        mark: usize,
+        mark: Mark,
         last_line: Instant,
         attempt: u8,
     },
@@ -136,6 +136,15 @@ enum Stage {
     Kept,
     /// QEMU exited; what it wrote last is delivered until `drain_until`.
     Exited { drain_until: Instant },
+}
+
+/// Where the evidence window began: the console line and the kmsg record the dumps
+/// start after (the console shows what its loglevel lets through; kmsg has it all
+/// while the runner still forwards it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    console: usize,
+    kmsg: usize,
 }
 
 /// What QEMU wrote before dying still arrives this long after its exit.
@@ -173,6 +182,8 @@ pub struct CellState {
     stopped_for: Duration,
     /// The kernel printed its panic line: it stopped every CPU itself.
     panicked: bool,
+    /// Where the task dumps showed the kernel stuck (the end of a hang's evidence).
+    stuck: Option<kchaos_model::blocked::Stuck>,
 }
 
 /// `t + d`, or far in the future when that does not fit a clock (it cannot with
@@ -217,6 +228,7 @@ impl CellState {
             boot_from: (!endings.wait_for_debugger).then_some(spawned_at),
             stopped_for: Duration::ZERO,
             panicked: false,
+            stuck: None,
             endings,
         }
     }
@@ -549,7 +561,7 @@ impl CellState {
                 let dumps = self
                     .watch
                     .console_lines
-                    .get(mark..)
+                    .get(mark.console..)
                     .unwrap_or_default()
                     .to_vec();
                 let missing = evidence::missing_dumps(&dumps);
@@ -569,7 +581,14 @@ impl CellState {
                         "no sysrq dump on the console for key(s) `{keys}` after {attempt} attempt(s): the guest did not handle them"
                     ));
                 }
-                actions.push(Action::WriteSysrq(dumps));
+                let kmsg = self
+                    .watch
+                    .kmsg_lines()
+                    .get(mark.kmsg..)
+                    .unwrap_or_default()
+                    .to_vec();
+                self.name_where_stuck(&dumps, &kmsg);
+                actions.push(Action::WriteSysrq(evidence::sysrq_text(dumps, kmsg)));
                 self.dump_and_end(now, actions);
             }
             Stage::CrashGrace { .. } => self.dump_and_end(now, actions),

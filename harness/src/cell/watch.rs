@@ -131,6 +131,11 @@ impl Watch {
         hit
     }
 
+    /// The kmsg records' text so far.
+    pub fn kmsg_lines(&self) -> &[String] {
+        &self.kmsg_lines
+    }
+
     pub fn sample(&mut self, metric: String, t_ms: u64, value: f64) {
         let unit = self.units.get(&metric).copied().unwrap_or_default();
         self.series

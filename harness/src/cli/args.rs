@@ -136,6 +136,11 @@ pub struct VmArgs {
     /// gdb starts it; the boot timeout runs from then).
     #[arg(long)]
     pub gdb_wait: bool,
+    /// Run every cell to the end of its scenario even after a kernel-log signature has
+    /// decided that it fails; by default such a cell collects its evidence (the sysrq
+    /// dumps) and ends at once, so a bad kernel is judged as fast as a good one.
+    #[arg(long)]
+    pub full_duration: bool,
 }
 
 impl VmArgs {
@@ -166,6 +171,7 @@ impl VmArgs {
             gdb: (self.gdb || self.gdb_wait).then_some(GdbWait(self.gdb_wait)),
             jobs: self.jobs(),
             cache: cache.clone(),
+            full_duration: self.full_duration,
         }
     }
 }

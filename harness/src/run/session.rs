@@ -43,6 +43,9 @@ pub struct SessionOptions {
     /// VMs at once.
     pub jobs: usize,
     pub cache: Cache,
+    /// Run every cell to its end even once a kernel-log signature has decided it
+    /// fails (`--full-duration`); by default the cell collects its evidence and ends.
+    pub full_duration: bool,
 }
 
 /// `--gdb`: whether the guest waits for the debugger before booting.
@@ -370,6 +373,7 @@ impl Session {
             dump: self.opts.dump,
             until: job.until.clone(),
             keep: self.opts.keep,
+            full_duration: self.opts.full_duration,
             keeper: Arc::clone(&self.keeper),
             gdb: match self.opts.gdb {
                 Some(GdbWait(wait)) => Some(Gdb {

@@ -9,7 +9,7 @@ use kchaos_model::protocol::HostMessage;
 use kchaos_model::signature::{Severity, SignatureHit};
 use kchaos_model::verdict;
 
-use super::{after, evidence, Action, CellState, Stage};
+use super::{after, evidence, Action, CellState, Mark, Stage};
 use crate::analysis::trials::Target;
 use crate::cell::keep::KeepPolicy;
 
@@ -31,6 +31,10 @@ pub struct Endings {
     /// QEMU starts paused until a debugger resumes it (`--gdb-wait`): the boot clock
     /// starts at [`Event::Resumed`], not at QEMU's start.
     pub wait_for_debugger: bool,
+    /// Run to the scenario's end past a failure signature (`--full-duration`). Without
+    /// it, in every command, a kernel-log signature that fails the cell decides it: the
+    /// evidence is collected and the cell ends, instead of running out its duration.
+    pub full_duration: bool,
 }
 
 impl CellState {
@@ -70,6 +74,26 @@ impl CellState {
         if matches!(hit.severity, Severity::Fail | Severity::Crash) {
             self.first_signature_at.get_or_insert(now);
         }
+        // A crash while the dumps of a failure or a hang are being collected: what was
+        // collected is kept, and the crash's report decides the rest.
+        if hit.severity == Severity::Crash {
+            if let Stage::SendingSysrq { mark, .. } | Stage::Collecting { mark, .. } = self.stage {
+                let console = self
+                    .watch
+                    .console_lines
+                    .get(mark.console..)
+                    .unwrap_or_default()
+                    .to_vec();
+                let kmsg = self
+                    .watch
+                    .kmsg_lines()
+                    .get(mark.kmsg..)
+                    .unwrap_or_default()
+                    .to_vec();
+                actions.push(Action::WriteSysrq(evidence::sysrq_text(console, kmsg)));
+                self.stage = Stage::Live;
+            }
+        }
         if self.stage != Stage::Live {
             return;
         }
@@ -79,17 +103,30 @@ impl CellState {
             };
             return;
         }
-        let Some(target) = &self.endings.until else {
+        if self.finished_at.is_some() {
+            // The runner reported: the cell is ending anyway.
             return;
-        };
-        if self.finished_at.is_none() && target.decided_by(hit) {
-            self.watch.notes.push(format!(
-                "ended at once: kernel log [{}] decides the target ({}) {:.1}s after QEMU started; evidence collected, the rest of the run skipped",
-                hit.id,
-                target.describe(),
-                now.saturating_duration_since(self.spawned_at).as_secs_f64()
-            ));
-            self.send_sysrq(actions);
+        }
+        let after_s = now.saturating_duration_since(self.spawned_at).as_secs_f64();
+        match &self.endings.until {
+            Some(target) if target.decided_by(hit) => {
+                self.watch.notes.push(format!(
+                    "ended at once: kernel log [{}] decides the target ({}) {after_s:.1}s after QEMU started; evidence collected, the rest of the run skipped",
+                    hit.id,
+                    target.describe(),
+                ));
+                self.send_sysrq(actions);
+            }
+            // Looking for something else: the cell runs on.
+            Some(_) => {}
+            None if hit.severity == Severity::Fail && !self.endings.full_duration => {
+                self.watch.notes.push(format!(
+                    "ended at once: kernel log [{}] fails the cell {after_s:.1}s after QEMU started; evidence collected, the rest of the run skipped (--full-duration runs it out)",
+                    hit.id,
+                ));
+                self.send_sysrq(actions);
+            }
+            None => {}
         }
     }
 
@@ -112,11 +149,30 @@ impl CellState {
     /// The hang's (or a decided target's) evidence: every sysrq dump, the first time.
     pub(super) fn send_sysrq(&mut self, actions: &mut Vec<Action>) {
         self.stage = Stage::SendingSysrq {
-            mark: self.watch.console_lines.len(),
+            mark: Mark {
+                console: self.watch.console_lines.len(),
+                kmsg: self.watch.kmsg_lines().len(),
+            },
             attempt: 1,
             started: None,
         };
         actions.push(Action::SendSysrq(evidence::sysrq_keys()));
+    }
+
+    /// Reads the task dumps for where the kernel is stuck: a hang's reason then names
+    /// it first, and it fingerprints the hang; a cell ended early for a decided target
+    /// keeps it as a note.
+    pub(super) fn name_where_stuck(&mut self, console: &[String], kmsg: &[String]) {
+        let mut lines = console.to_vec();
+        lines.extend(kmsg.iter().cloned());
+        let stuck = kchaos_model::blocked::parse(&lines);
+        if let Some(summary) = stuck.summary() {
+            match &mut self.watch.obs.hang {
+                Some(reason) => *reason = format!("stuck in the kernel: {summary}; {reason}"),
+                None => self.watch.notes.push(format!("task dumps: {summary}")),
+            }
+        }
+        self.stuck = Some(stuck);
     }
 
     /// The last evidence, then the end: with a dump wanted, a kernel that has not

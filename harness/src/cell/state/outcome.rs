@@ -77,6 +77,7 @@ impl CellState {
     /// for a kept VM).
     pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
         let obs = self.observations(Some(qemu_stderr));
+        let hung = obs.hang.is_some();
         let since_start =
             |t: Instant| crate::cell::millis(t.saturating_duration_since(self.spawned_at));
         let boot_from = self.boot_from.unwrap_or(self.spawned_at);
@@ -94,7 +95,14 @@ impl CellState {
                 .map(|h| crate::cell::millis(h.saturating_duration_since(boot_from))),
             guest_ready_ms: self.guest_ready_ms,
             release: self.release,
-            fingerprint: w.fingerprint(),
+            // A kernel report's stack first; a hang without one is fingerprinted by
+            // where its dumps showed the kernel stuck.
+            fingerprint: w.fingerprint().or_else(|| {
+                self.stuck
+                    .as_ref()
+                    .filter(|_| hung)
+                    .and_then(kchaos_model::blocked::Stuck::fingerprint)
+            }),
             notes: std::mem::take(&mut w.notes),
             sysrq: None,
             vmcore: None,

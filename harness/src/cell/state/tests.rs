@@ -262,7 +262,7 @@ fn every_ending_gives_its_verdict() {
                 Deadline,
                 At(36_000, Event::Liveness(Ok(()))),
                 At(37_000, Event::SysrqSent),
-                At(37_100, console("sysrq: Show Blocked State")),
+                At(37_100, console("sysrq: Changing Loglevel")), At(37_100, console("sysrq: Show Blocked State")),
                 At(37_100, console("sysrq: Show State")),
                 At(37_100, console("sysrq: Show backtrace of all active CPUs")),
                 At(37_200, console("task:kworker/0:1 state:D stack:0 pid:12")),
@@ -280,7 +280,7 @@ fn every_ending_gives_its_verdict() {
                 let mut beats = vec![At(3000, phase(Phase::Workload))];
                 // A beat every 20 s, never silent for the 32 s hang bound, past the budget.
                 beats.extend((1..=3).map(|i| At(2000 + i * 20_000, heartbeat())));
-                beats.extend([Deadline, At(84_000, Event::Liveness(Ok(()))), At(84_500, Event::SysrqSent), At(84_600, console("sysrq: Show Blocked State")), At(84_600, console("sysrq: Show State")), At(84_600, console("sysrq: Show backtrace of all active CPUs")), Deadline, At(90_000, exited("signal: 9 (SIGKILL)"))]);
+                beats.extend([Deadline, At(84_000, Event::Liveness(Ok(()))), At(84_500, Event::SysrqSent), At(84_600, console("sysrq: Changing Loglevel")), At(84_600, console("sysrq: Show Blocked State")), At(84_600, console("sysrq: Show State")), At(84_600, console("sysrq: Show backtrace of all active CPUs")), Deadline, At(90_000, exited("signal: 9 (SIGKILL)"))]);
                 beats
             }].concat(),
             "",

@@ -26,6 +26,7 @@ fn a_decided_target_ends_the_cell_at_once() {
                 At(5000, signature),
                 At(5100, heartbeat()),
                 At(5400, Event::SysrqSent),
+                At(5500, console("sysrq: Changing Loglevel")),
                 At(5500, console("sysrq: Show Blocked State")),
                 At(5500, console("sysrq: Show State")),
                 At(5500, console("sysrq: Show backtrace of all active CPUs")),
@@ -82,8 +83,20 @@ fn a_decided_target_ends_the_cell_at_once() {
             true,
         ),
         (
-            "kchaos run: a failure signature does not end a cell",
+            "kchaos run: a failure signature decides the cell, which ends at once",
             plain(),
+            ended_at_once(kmsg(LEAK)),
+            Verdict::Fail,
+            "kernel log [unregister-netdevice]: unregister_netdevice: waiting for veth3",
+            vec!["send-run", "sysrq", "write-sysrq", "dump", "kill"],
+            true,
+        ),
+        (
+            "kchaos run --full-duration: a failure signature does not end a cell",
+            Endings {
+                full_duration: true,
+                ..Endings::default()
+            },
             runs_its_course(kmsg(LEAK)),
             Verdict::Fail,
             "unregister-netdevice",
@@ -167,6 +180,7 @@ fn a_repeating_signature_does_not_hold_the_evidence_window_open() {
         At(3000, phase(Phase::Workload)),
         At(5000, console(&format!("[    5.0] {LEAK}"))),
         At(5400, Event::SysrqSent),
+        At(5500, console("sysrq: Changing Loglevel")),
         At(5500, console("sysrq: Show Blocked State")),
         At(5500, console("sysrq: Show State")),
         At(5500, console("sysrq: Show backtrace of all active CPUs")),
@@ -206,6 +220,7 @@ fn a_dump_of_a_live_kernel_panics_it_first() {
                 Deadline,
                 At(36_000, Event::Liveness(Ok(()))),
                 At(37_000, Event::SysrqSent),
+                At(37_100, console("sysrq: Changing Loglevel")),
                 At(37_100, console("sysrq: Show Blocked State")),
                 At(37_100, console("sysrq: Show State")),
                 At(37_100, console("sysrq: Show backtrace of all active CPUs")),
@@ -460,7 +475,7 @@ fn a_decided_cell_keeps_its_vm_when_asked() {
                 Deadline,
                 At(36_000, Event::Liveness(Ok(()))),
                 At(37_000, Event::SysrqSent),
-                At(37_100, console("sysrq: Show Blocked State")),
+                At(37_100, console("sysrq: Changing Loglevel")), At(37_100, console("sysrq: Show Blocked State")),
                 At(37_100, console("sysrq: Show State")),
                 At(37_100, console("sysrq: Show backtrace of all active CPUs")),
                 Deadline,
@@ -476,7 +491,7 @@ fn a_decided_cell_keeps_its_vm_when_asked() {
             [ok(), vec![
                 At(5000, kmsg("unregister_netdevice: waiting for veth3 to become free. Usage count = 1")),
                 At(5400, Event::SysrqSent),
-                At(5500, console("sysrq: Show Blocked State")),
+                At(5500, console("sysrq: Changing Loglevel")), At(5500, console("sysrq: Show Blocked State")),
                 At(5500, console("sysrq: Show State")),
                 At(5500, console("sysrq: Show backtrace of all active CPUs")),
                 Deadline,
@@ -680,6 +695,7 @@ fn a_lost_sysrq_key_is_pressed_again() {
             At(37_000, Event::SysrqSent),
         ]
     };
+    let loglevel = || console("[ 37.0] sysrq: Changing Loglevel");
     let blocked = || console("[ 37.0] sysrq: Show Blocked State");
     let state = || console("[ 37.1] sysrq: Show State");
     let cpus = || console("[ 37.2] sysrq: Show backtrace of all active CPUs");
@@ -696,18 +712,20 @@ fn a_lost_sysrq_key_is_pressed_again() {
         (
             "every dump showed: pressed once",
             vec![
+                At(37_100, loglevel()),
                 At(37_100, blocked()),
                 At(37_100, state()),
                 At(37_100, cpus()),
                 Deadline,
             ],
-            vec![vec!['w', 't', 'l']],
-            3,
+            vec![vec!['7', 'w', 't', 'l']],
+            4,
             None,
         ),
         (
             "`w` was lost: pressed again, then all three are written",
             vec![
+                At(37_100, loglevel()),
                 At(37_100, state()),
                 At(37_200, cpus()),
                 Deadline,
@@ -715,8 +733,8 @@ fn a_lost_sysrq_key_is_pressed_again() {
                 At(41_400, blocked()),
                 Deadline,
             ],
-            vec![vec!['w', 't', 'l'], vec!['w']],
-            3,
+            vec![vec!['7', 'w', 't', 'l'], vec!['w']],
+            4,
             None,
         ),
         (
@@ -729,12 +747,12 @@ fn a_lost_sysrq_key_is_pressed_again() {
                 Deadline,
             ],
             vec![
-                vec!['w', 't', 'l'],
-                vec!['w', 't', 'l'],
-                vec!['w', 't', 'l'],
+                vec!['7', 'w', 't', 'l'],
+                vec!['7', 'w', 't', 'l'],
+                vec!['7', 'w', 't', 'l'],
             ],
             0,
-            Some("no sysrq dump on the console for key(s) `wtl` after 3 attempt(s)"),
+            Some("no sysrq dump on the console for key(s) `7wtl` after 3 attempt(s)"),
         ),
     ];
     for (what, tail, pressed, written, note) in cases {
@@ -776,4 +794,65 @@ fn a_lost_sysrq_key_is_pressed_again() {
             "{what}"
         );
     }
+}
+
+/// Issue 21: a hang says where the kernel is stuck, from the blocked tasks the sysrq
+/// `w` dump shows (here only in kmsg, as when the console's loglevel filtered them),
+/// and is fingerprinted by that stack; sysrq.txt keeps the kmsg side of the window.
+#[test]
+fn a_hang_names_the_blocked_tasks_and_is_fingerprinted_by_them() {
+    let steps = vec![
+        At(100, Event::Connected),
+        At(2000, hello(PROTOCOL_VERSION)),
+        At(3000, phase(Phase::Workload)),
+        Deadline,
+        At(36_000, Event::Liveness(Ok(()))),
+        At(37_000, Event::SysrqSent),
+        At(37_100, console("[ 37.0] sysrq: Changing Loglevel")),
+        At(37_100, console("[ 37.0] sysrq: Show Blocked State")),
+        At(
+            37_100,
+            kmsg("task:exe             state:D stack:0     pid:45    ppid:1      flags:0x00004002"),
+        ),
+        At(37_100, kmsg("Call Trace:")),
+        At(37_100, kmsg(" __schedule+0x34d/0x9e0")),
+        At(37_100, kmsg(" schedule+0x5a/0xd0")),
+        At(37_100, kmsg(" msleep+0x2d/0x40")),
+        At(37_100, kmsg(" cgroup_rmdir+0x5a/0x140")),
+        At(37_100, kmsg(" kernfs_iop_rmdir+0x76/0xc0")),
+        At(37_100, kmsg(" vfs_rmdir+0x9a/0x1e0")),
+        At(37_100, kmsg(" do_syscall_64+0x58/0xc0")),
+        At(37_100, console("[ 37.1] sysrq: Show State")),
+        At(
+            37_100,
+            console("[ 37.2] sysrq: Show backtrace of all active CPUs"),
+        ),
+        Deadline,
+        At(60_000, exited("signal: 9 (SIGKILL)")),
+    ];
+    let ran = run(steps, "");
+    assert_eq!(ran.verdict, Verdict::Hang);
+    assert!(
+        ran.reasons.starts_with(
+            "stuck in the kernel: 1 task blocked in D state: `exe` (pid 45) in msleep <- cgroup_rmdir <- kernfs_iop_rmdir <- vfs_rmdir; the guest sent nothing"
+        ),
+        "{}",
+        ran.reasons
+    );
+    assert!(
+        ran.fingerprint,
+        "a hang with a blocked stack is fingerprinted"
+    );
+    let written = ran
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::WriteSysrq(lines) => Some(lines.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert!(
+        written.iter().any(|l| l.contains("cgroup_rmdir+0x5a")),
+        "sysrq.txt has the kmsg dump: {written:#?}"
+    );
 }

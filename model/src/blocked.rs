@@ -1,0 +1,501 @@
+//! Where a stuck kernel is stuck, read from the task dumps a hang collects: the tasks
+//! that sysrq `w` (or a hung-task report) shows blocked in D state with their stacks,
+//! and the CPUs that sysrq `l` shows busy in the kernel. A `hang` verdict then names
+//! the code path (`msleep <- cgroup_rmdir <- kernfs_iop_rmdir <- vfs_rmdir`) instead of
+//! "a workload is stuck", and its fingerprint lets repro, gate and known issues match it.
+//!
+//! Pure: lines in, a summary out. The dump formats are the kernel's (`sched_show_task`
+//! since 5.8 `task:comm state:D stack:0 pid:45 …`, before it `comm D 0 45 2 0x…`;
+//! `NMI backtrace for cpu N`), with the log prefixes of the console or kmsg.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use crate::fingerprint::Fingerprint;
+use crate::signature::strip_log_prefix;
+
+/// Frames that only say a task sleeps: the code that made it sleep comes after them.
+const SLEEPING: &[&str] = &[
+    "__schedule",
+    "schedule",
+    "schedule_timeout",
+    "schedule_timeout_uninterruptible",
+    "schedule_preempt_disabled",
+    "schedule_hrtimeout_range_clock",
+    "schedule_hrtimeout_range",
+    "schedule_hrtimeout",
+    "io_schedule",
+    "io_schedule_timeout",
+    "__wait_for_common",
+    "wait_for_common",
+    "preempt_schedule_common",
+    "__cond_resched",
+];
+
+/// Frames of the dump's own machinery (sysrq `l`'s NMI handler) or of an idle CPU.
+const MACHINERY: &[&str] = &[
+    "nmi_cpu_backtrace",
+    "nmi_cpu_backtrace_handler",
+    "nmi_handle",
+    "default_do_nmi",
+    "exc_nmi",
+    "end_repeat_nmi",
+    "show_regs",
+    "dump_stack",
+    "dump_stack_lvl",
+    "arch_trigger_cpumask_backtrace",
+    "nmi_trigger_cpumask_backtrace",
+    "sysrq_handle_showallcpus",
+    "__handle_sysrq",
+];
+const IDLE: &[&str] = &[
+    "default_idle",
+    "default_idle_call",
+    "do_idle",
+    "cpu_startup_entry",
+    "cpuidle_enter_state",
+    "native_safe_halt",
+    "arch_cpu_idle",
+    "acpi_idle_do_entry",
+    "mwait_idle",
+    "poll_idle",
+];
+
+/// Frames named in a summary per task or CPU.
+const SHOWN_FRAMES: usize = 4;
+/// Distinct stacks named in a summary.
+const SHOWN_STACKS: usize = 3;
+
+/// A task the dump shows blocked in uninterruptible sleep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedTask {
+    pub comm: String,
+    pub pid: u32,
+    /// Innermost first, sleeping machinery dropped, names without offsets.
+    pub frames: Vec<String>,
+    /// It entered the kernel through a system call: a process's own request is stuck,
+    /// not only a kernel thread's background work.
+    pub in_syscall: bool,
+}
+
+/// A CPU a backtrace shows running kernel code (not idle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyCpu {
+    pub cpu: u32,
+    pub frames: Vec<String>,
+}
+
+/// Everything a dump says about where the kernel is stuck.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stuck {
+    pub blocked: Vec<BlockedTask>,
+    pub busy: Vec<BusyCpu>,
+}
+
+fn regex(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+    cell.get_or_init(|| Regex::new(pattern).unwrap_or_else(|_| unreachable_regex()))
+}
+
+/// The patterns are literals exercised by the tests; this cannot run.
+#[allow(clippy::panic)]
+fn unreachable_regex() -> Regex {
+    panic!("blocked-task regexes are valid")
+}
+
+/// `task:comm state:D stack:0 pid:45 …` (5.8+) or `comm D 0 45 2 0x…` (older).
+fn task_header(line: &str) -> Option<(String, char, u32)> {
+    static NEW: OnceLock<Regex> = OnceLock::new();
+    static OLD: OnceLock<Regex> = OnceLock::new();
+    let new = regex(
+        &NEW,
+        r"^task:(.{1,16}?)\s+state:(\S)\s+stack:\s*\d+\s+pid:\s*(\d+)",
+    );
+    let old = regex(
+        &OLD,
+        r"^(\S.{0,15}?)\s+([RSDTtXZPI])\s+\d+\s+(\d+)\s+\d+\s+0x[0-9a-f]+",
+    );
+    let c = new.captures(line).or_else(|| old.captures(line))?;
+    let state = c[2].chars().next()?;
+    Some((c[1].trim().to_owned(), state, c[3].parse().ok()?))
+}
+
+/// A stack frame's function (`msleep+0x2d/0x40` → `msleep`, `__mutex_lock.constprop.0`
+/// → `__mutex_lock`); `None` for a `?` guess or a line that is no frame.
+fn frame(line: &str) -> Option<String> {
+    static FRAME: OnceLock<Regex> = OnceLock::new();
+    let re = regex(
+        &FRAME,
+        r"^(?:\[<[0-9a-f]+>\]\s*)?(\? )?([A-Za-z0-9_.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[([A-Za-z0-9_]+)\])?\s*$",
+    );
+    let c = re.captures(line)?;
+    if c.get(1).is_some() {
+        return Some(String::new());
+    }
+    let base = c[2].split('.').next().unwrap_or(&c[2]).to_owned();
+    Some(match c.get(3) {
+        Some(m) => format!("{base} [{}]", m.as_str()),
+        None => base,
+    })
+}
+
+/// Lines a stack may have besides frames without ending.
+fn stack_noise(line: &str) -> bool {
+    matches!(
+        line,
+        "Call Trace:" | "<TASK>" | "</TASK>" | "<IRQ>" | "</IRQ>" | "<NMI>" | "</NMI>"
+    ) || line.starts_with("Workqueue:")
+        || line.starts_with("CPU:")
+        || line.starts_with("Hardware name:")
+        || line.starts_with("RIP:")
+        || line.starts_with("RSP:")
+        || line.starts_with("Code:")
+        || line.starts_with("R") && line.len() > 3 && line.as_bytes().get(3) == Some(&b':')
+        || line.starts_with("FS:")
+        || line.starts_with("CS:")
+        || line.starts_with("CR2:")
+        || line.starts_with("DR")
+        || line.starts_with("PKRU:")
+        || line.starts_with("EFLAGS")
+}
+
+fn base_of(frame: &str) -> &str {
+    frame.split(' ').next().unwrap_or(frame)
+}
+
+/// Reads every blocked task and busy CPU in `lines` (console or kmsg, prefixes and all);
+/// a task shown twice (`w` and `t`) counts once.
+pub fn parse(lines: &[String]) -> Stuck {
+    static NMI: OnceLock<Regex> = OnceLock::new();
+    static RIP: OnceLock<Regex> = OnceLock::new();
+    let nmi = regex(&NMI, r"NMI backtrace for cpu (\d+)");
+    let rip = regex(&RIP, r"^RIP: 0010:([A-Za-z0-9_.$]+)\+0x");
+    let mut stuck = Stuck::default();
+    #[derive(Clone, Copy)]
+    enum Reading {
+        Nothing,
+        Task(usize),
+        Cpu(usize),
+    }
+    let mut reading = Reading::Nothing;
+    let mut raw_cpu: Vec<Vec<String>> = Vec::new();
+    for raw in lines {
+        let line = strip_log_prefix(raw).trim();
+        if let Some((comm, state, pid)) = task_header(line) {
+            reading = Reading::Nothing;
+            if state == 'D' && !stuck.blocked.iter().any(|t| t.pid == pid) {
+                stuck.blocked.push(BlockedTask {
+                    comm,
+                    pid,
+                    frames: Vec::new(),
+                    in_syscall: false,
+                });
+                reading = Reading::Task(stuck.blocked.len() - 1);
+            }
+            continue;
+        }
+        if let Some(c) = nmi.captures(line) {
+            let cpu = c[1].parse().unwrap_or(0);
+            stuck.busy.push(BusyCpu {
+                cpu,
+                frames: Vec::new(),
+            });
+            raw_cpu.push(Vec::new());
+            reading = Reading::Cpu(stuck.busy.len() - 1);
+            continue;
+        }
+        match reading {
+            Reading::Nothing => {}
+            Reading::Task(i) => match frame(line) {
+                Some(f) if f.is_empty() => {}
+                Some(f) => {
+                    let t = &mut stuck.blocked[i];
+                    if f.starts_with("do_syscall_64") || f.starts_with("entry_SYSCALL") {
+                        t.in_syscall = true;
+                    }
+                    let sleeping = t.frames.is_empty() && SLEEPING.contains(&base_of(&f));
+                    if !sleeping && !t.frames.contains(&f) {
+                        t.frames.push(f);
+                    }
+                }
+                None if stack_noise(line) => {}
+                None => reading = Reading::Nothing,
+            },
+            Reading::Cpu(i) => {
+                if let Some(c) = rip.captures(line) {
+                    let f = c[1].split('.').next().unwrap_or(&c[1]).to_owned();
+                    raw_cpu[i].push(f);
+                    continue;
+                }
+                match frame(line) {
+                    Some(f) if f.is_empty() => {}
+                    Some(f) => {
+                        if !raw_cpu[i].contains(&f) {
+                            raw_cpu[i].push(f);
+                        }
+                    }
+                    None if stack_noise(line) || line.starts_with("Sending NMI") => {}
+                    None => reading = Reading::Nothing,
+                }
+            }
+        }
+    }
+    // A CPU is busy unless its stack is an idle loop; the dump's own frames go.
+    for (cpu, frames) in stuck.busy.iter_mut().zip(raw_cpu) {
+        let idle = frames.iter().any(|f| IDLE.contains(&base_of(f)));
+        cpu.frames = if idle {
+            Vec::new()
+        } else {
+            frames
+                .into_iter()
+                .filter(|f| !MACHINERY.contains(&base_of(f)))
+                .collect()
+        };
+    }
+    stuck.busy.retain(|c| !c.frames.is_empty());
+    stuck
+}
+
+impl Stuck {
+    pub fn is_empty(&self) -> bool {
+        self.blocked.is_empty() && self.busy.is_empty()
+    }
+
+    /// Blocked tasks, a process's own system call first (the workload stuck in the
+    /// kernel), then kernel threads; tasks with the same stack grouped.
+    fn groups(&self) -> Vec<(Vec<&BlockedTask>, &[String])> {
+        let mut ordered: Vec<&BlockedTask> = self.blocked.iter().collect();
+        ordered.sort_by_key(|t| !t.in_syscall);
+        let mut groups: Vec<(Vec<&BlockedTask>, &[String])> = Vec::new();
+        for t in ordered {
+            let top = &t.frames[..t.frames.len().min(SHOWN_FRAMES)];
+            match groups.iter_mut().find(|(_, f)| *f == top) {
+                Some((tasks, _)) => tasks.push(t),
+                None => groups.push((vec![t], top)),
+            }
+        }
+        groups
+    }
+
+    /// One line for a verdict's reason: `2 tasks blocked in D state: `exe` (pid 45) in
+    /// msleep <- cgroup_rmdir <- kernfs_iop_rmdir <- vfs_rmdir; `kworker/0:1` (pid 12)
+    /// in __mutex_lock <- css_killed_work_fn` (then busy CPUs), or `None` when the
+    /// dumps show nothing stuck.
+    pub fn summary(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if !self.blocked.is_empty() {
+            let groups = self.groups();
+            let shown: Vec<String> = groups
+                .iter()
+                .take(SHOWN_STACKS)
+                .map(|(tasks, frames)| {
+                    let who = match tasks.as_slice() {
+                        [one] => format!("`{}` (pid {})", one.comm, one.pid),
+                        [first, rest @ ..] => {
+                            format!(
+                                "`{}` (pid {}) and {} more",
+                                first.comm,
+                                first.pid,
+                                rest.len()
+                            )
+                        }
+                        [] => String::new(),
+                    };
+                    if frames.is_empty() {
+                        who
+                    } else {
+                        format!("{who} in {}", frames.join(" <- "))
+                    }
+                })
+                .collect();
+            let more = groups.len().saturating_sub(SHOWN_STACKS);
+            let n = self.blocked.len();
+            parts.push(format!(
+                "{n} task{} blocked in D state: {}{}",
+                if n == 1 { "" } else { "s" },
+                shown.join("; "),
+                if more > 0 {
+                    format!("; {more} more stacks")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        for c in self.busy.iter().take(SHOWN_STACKS) {
+            let top = &c.frames[..c.frames.len().min(SHOWN_FRAMES)];
+            parts.push(format!("CPU {} busy in {}", c.cpu, top.join(" <- ")));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    /// A fingerprint of the hang: the first blocked stack (a system call's first), else
+    /// the first busy CPU's; stable across runs (names only).
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        let (title, frames) = if let Some((_, frames)) = self.groups().first() {
+            ("hang: task blocked in D state", frames.to_vec())
+        } else {
+            let cpu = self.busy.first()?;
+            (
+                "hang: CPU busy in the kernel",
+                cpu.frames[..cpu.frames.len().min(SHOWN_FRAMES)].to_vec(),
+            )
+        };
+        let mut key = title.to_owned();
+        for f in &frames {
+            key.push('|');
+            key.push_str(f);
+        }
+        Some(Fingerprint {
+            id: format!("{:08x}", crc32fast::hash(key.as_bytes())),
+            title: title.to_owned(),
+            frames,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    /// The issue's case: a cgroup removal sleeping 25 s under cgroup_mutex, as sysrq `w`
+    /// prints it on Debian's 6.1 (console prefixes), and a kworker waiting for the
+    /// mutex.
+    const RMDIR_STALL: &str = "\
+[   40.100000] sysrq: Show Blocked State
+[   40.100100] task:exe             state:D stack:0     pid:45    ppid:1      flags:0x00004002
+[   40.100200] Call Trace:
+[   40.100300]  <TASK>
+[   40.100400]  __schedule+0x34d/0x9e0
+[   40.100500]  schedule+0x5a/0xd0
+[   40.100600]  schedule_timeout+0x95/0x150
+[   40.100700]  ? __bpf_trace_tick_stop+0x10/0x10
+[   40.100800]  msleep+0x2d/0x40
+[   40.100900]  cgroup_rmdir+0x5a/0x140
+[   40.101000]  kernfs_iop_rmdir+0x76/0xc0
+[   40.101100]  vfs_rmdir+0x9a/0x1e0
+[   40.101200]  do_rmdir+0x176/0x190
+[   40.101300]  __x64_sys_rmdir+0x3d/0x70
+[   40.101400]  do_syscall_64+0x58/0xc0
+[   40.101500]  entry_SYSCALL_64_after_hwframe+0x64/0xce
+[   40.101600] RIP: 0033:0x7f3a1c2b3f57
+[   40.101700] RSP: 002b:00007ffd8c6b1e68 EFLAGS: 00000246 ORIG_RAX: 0000000000000054
+[   40.101800]  </TASK>
+[   40.101900] task:kworker/0:2     state:D stack:0     pid:12    ppid:2      flags:0x00004000
+[   40.102000] Workqueue: cgroup_destroy css_killed_work_fn
+[   40.102100] Call Trace:
+[   40.102200]  <TASK>
+[   40.102300]  __schedule+0x34d/0x9e0
+[   40.102400]  schedule+0x5a/0xd0
+[   40.102500]  schedule_preempt_disabled+0x11/0x20
+[   40.102600]  __mutex_lock.constprop.0+0x3b4/0x700
+[   40.102700]  css_killed_work_fn+0x2b/0xf0
+[   40.102800]  process_one_work+0x1c4/0x380
+[   40.102900]  worker_thread+0x4d/0x380
+[   40.103000]  kthread+0xd7/0x100
+[   40.103100]  ret_from_fork+0x1f/0x30
+[   40.103200]  </TASK>
+[   40.103300] task:kworker/1:1     state:I stack:0     pid:20    ppid:2      flags:0x00004000";
+
+    #[test]
+    fn a_cgroup_rmdir_stall_is_named_where_it_sleeps() {
+        let stuck = parse(&lines(RMDIR_STALL));
+        assert_eq!(stuck.blocked.len(), 2, "{stuck:?}");
+        assert_eq!(
+            stuck.summary().unwrap(),
+            "2 tasks blocked in D state: `exe` (pid 45) in msleep <- cgroup_rmdir <- kernfs_iop_rmdir <- vfs_rmdir; `kworker/0:2` (pid 12) in __mutex_lock <- css_killed_work_fn <- process_one_work <- worker_thread"
+        );
+        let fp = stuck.fingerprint().unwrap();
+        assert_eq!(fp.frames[..2], ["msleep", "cgroup_rmdir"]);
+        assert_eq!(fp.title, "hang: task blocked in D state");
+    }
+
+    #[test]
+    fn the_same_stall_from_kmsg_and_in_another_run_has_the_same_fingerprint() {
+        // kmsg records carry no console prefix; another run has other pids and offsets.
+        let kmsg: Vec<String> = RMDIR_STALL
+            .lines()
+            .map(|l| strip_log_prefix(l).to_owned())
+            .collect();
+        let other = RMDIR_STALL
+            .replace("pid:45", "pid:301")
+            .replace("+0x5a/0x140", "+0x61/0x140");
+        let fp = |l: &[String]| parse(l).fingerprint().unwrap().id;
+        assert_eq!(fp(&kmsg), fp(&lines(RMDIR_STALL)));
+        assert_eq!(fp(&lines(&other)), fp(&lines(RMDIR_STALL)));
+    }
+
+    #[test]
+    fn a_task_in_both_dumps_counts_once_and_same_stacks_group() {
+        let twice = format!("{RMDIR_STALL}\n[   41.0] sysrq: Show State\n{RMDIR_STALL}");
+        assert_eq!(parse(&lines(&twice)).blocked.len(), 2);
+        let two_workers = RMDIR_STALL.replace(
+            "task:kworker/1:1     state:I stack:0     pid:20",
+            "task:exe             state:D stack:0     pid:46    ppid:1      flags:0x0\n Call Trace:\n msleep+0x2d/0x40\n cgroup_rmdir+0x5a/0x140\n kernfs_iop_rmdir+0x76/0xc0\n vfs_rmdir+0x9a/0x1e0\n do_syscall_64+0x58/0xc0",
+        );
+        let summary = parse(&lines(&two_workers)).summary().unwrap();
+        assert!(
+            summary.starts_with("3 tasks blocked in D state: `exe` (pid 45) and 1 more in msleep"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn the_pre_5_8_format_is_read_too() {
+        let old = "\
+[  120.0] kworker/u2:1    D    0    35      2 0x80000000
+[  120.0] Call Trace:
+[  120.0]  [<ffffffff8109a3b5>] schedule+0x35/0x80
+[  120.0]  [<ffffffff810a12c3>] rtnl_lock+0x15/0x20
+[  120.0]  [<ffffffff81634567>] cleanup_net+0x45/0x2b0";
+        let stuck = parse(&lines(old));
+        assert_eq!(stuck.blocked[0].comm, "kworker/u2:1");
+        assert_eq!(stuck.blocked[0].frames, ["rtnl_lock", "cleanup_net"]);
+    }
+
+    #[test]
+    fn a_busy_cpu_is_named_and_idle_ones_are_not() {
+        let l = "\
+[   50.0] sysrq: Show backtrace of all active CPUs
+[   50.0] NMI backtrace for cpu 0
+[   50.0] CPU: 0 PID: 0 Comm: swapper/0 Not tainted 6.1.0 #1
+[   50.0] RIP: 0010:native_safe_halt+0xb/0x10
+[   50.0] Call Trace:
+[   50.0]  <TASK>
+[   50.0]  default_idle+0x9/0x20
+[   50.0]  do_idle+0x1f4/0x270
+[   50.0]  </TASK>
+[   50.0] NMI backtrace for cpu 1
+[   50.0] CPU: 1 PID: 55 Comm: exe Not tainted 6.1.0 #1
+[   50.0] RIP: 0010:sched_cfs_period_timer+0xa9/0x1f0
+[   50.0] Call Trace:
+[   50.0]  <IRQ>
+[   50.0]  __hrtimer_run_queues+0x112/0x2b0
+[   50.0]  hrtimer_interrupt+0xfe/0x220
+[   50.0]  __sysvec_apic_timer_interrupt+0x5f/0x110
+[   50.0]  </IRQ>";
+        let stuck = parse(&lines(l));
+        assert!(stuck.blocked.is_empty());
+        assert_eq!(
+            stuck.summary().unwrap(),
+            "CPU 1 busy in sched_cfs_period_timer <- __hrtimer_run_queues <- hrtimer_interrupt <- __sysvec_apic_timer_interrupt"
+        );
+        assert_eq!(
+            stuck.fingerprint().unwrap().title,
+            "hang: CPU busy in the kernel"
+        );
+    }
+
+    #[test]
+    fn nothing_stuck_says_nothing() {
+        let stuck = parse(&lines(
+            "[ 1.0] sysrq: Show Blocked State\n[ 1.1] sysrq: Show State",
+        ));
+        assert!(stuck.is_empty());
+        assert_eq!(stuck.summary(), None);
+        assert_eq!(stuck.fingerprint(), None);
+    }
+}
