@@ -83,6 +83,10 @@ pub struct Observations {
     pub hits: Vec<SignatureHit>,
     /// All metrics: the runner's summaries plus series the host assembled from samples.
     pub metrics: BTreeMap<String, Metric>,
+    /// Where the task dumps showed the kernel stuck ([`crate::blocked::Stuck::summary`])
+    /// when a failure, not a hang, ended the cell early: it names the code path right
+    /// after the kernel's own report (a hang carries it in its own reason).
+    pub stuck: Option<String>,
 }
 
 /// A verdict with the reasons, most important first, and every check's outcome.
@@ -149,6 +153,11 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
         .into_iter()
         .map(|f| (Tell::Signature, f))
         .collect();
+    if !told.is_empty() {
+        if let Some(stuck) = &obs.stuck {
+            told.push((Tell::Finding, format!("stuck in the kernel: {stuck}")));
+        }
+    }
     if let Some(report) = &obs.report {
         told.extend(report_failures(scenario, report));
         told.extend(

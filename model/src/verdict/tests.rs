@@ -474,3 +474,20 @@ fn scenarios_get_the_hung_task_detector_compressed_unless_they_set_it() {
     assert_eq!(own.vm.sysctl["kernel.hung_task_timeout_secs"], "30");
     assert_eq!(own.vm.sysctl["kernel.hung_task_check_interval_secs"], "2");
 }
+
+#[test]
+fn where_the_kernel_was_stuck_follows_the_kernels_own_report() {
+    let mut obs = finished(5);
+    obs.stuck = Some("1 task blocked in D state: `exe` (pid 45) in msleep <- cgroup_rmdir".into());
+    // Without a failure it changes nothing.
+    assert_eq!(decide(&scenario(), &obs).verdict, Verdict::Pass);
+    obs.hits.push(hit("hung-task", Severity::Fail));
+    let d = decide(&scenario(), &obs);
+    assert_eq!(d.verdict, Verdict::Fail);
+    assert!(d.reasons[0].contains("[hung-task]"), "{:?}", d.reasons);
+    assert!(
+        d.reasons[1].starts_with("stuck in the kernel: 1 task blocked in D state: `exe`"),
+        "{:?}",
+        d.reasons
+    );
+}

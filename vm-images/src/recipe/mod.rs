@@ -78,6 +78,18 @@ const FILES: &[(&str, &[u8])] = &[
         "patches/6.1/0005-fault-memcg.patch",
         include_bytes!("../../recipes/kernel/patches/6.1/0005-fault-memcg.patch"),
     ),
+    (
+        "patches/6.1/0008-cgroup-rmdir-stall.patch",
+        include_bytes!("../../recipes/kernel/patches/6.1/0008-cgroup-rmdir-stall.patch"),
+    ),
+    (
+        "patches/6.1/0010-memcg-id-hold.patch",
+        include_bytes!("../../recipes/kernel/patches/6.1/0010-memcg-id-hold.patch"),
+    ),
+    (
+        "patches/6.1/0011-netns-rtnl-stall.patch",
+        include_bytes!("../../recipes/kernel/patches/6.1/0011-netns-rtnl-stall.patch"),
+    ),
 ];
 
 /// Every recipe `build:` knows.
@@ -95,6 +107,9 @@ pub const RECIPES: &[KernelRecipe] = &[KernelRecipe {
         "patches/6.1/0003-cfs-over-throttle.patch",
         "patches/6.1/0004-cfs-period-lockup.patch",
         "patches/6.1/0005-fault-memcg.patch",
+        "patches/6.1/0008-cgroup-rmdir-stall.patch",
+        "patches/6.1/0010-memcg-id-hold.patch",
+        "patches/6.1/0011-netns-rtnl-stall.patch",
     ],
 }];
 

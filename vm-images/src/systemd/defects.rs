@@ -41,6 +41,10 @@ const RECIPE: &[(&str, &str)] = &[
         "patches/0001-sd-bus-cookie-overrun.patch",
         include_str!("../../recipes/systemd-defects/patches/0001-sd-bus-cookie-overrun.patch"),
     ),
+    (
+        "patches/0002-transient-slice-leak.patch",
+        include_str!("../../recipes/systemd-defects/patches/0002-transient-slice-leak.patch"),
+    ),
 ];
 
 /// The cache key of the defects tree built on `stock`.

@@ -169,7 +169,7 @@ impl CellState {
         if let Some(summary) = stuck.summary() {
             match &mut self.watch.obs.hang {
                 Some(reason) => *reason = format!("stuck in the kernel: {summary}; {reason}"),
-                None => self.watch.notes.push(format!("task dumps: {summary}")),
+                None => self.watch.obs.stuck = Some(summary),
             }
         }
         self.stuck = Some(stuck);
