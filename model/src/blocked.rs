@@ -49,6 +49,9 @@ const MACHINERY: &[&str] = &[
     "sysrq_handle_showallcpus",
     "__handle_sysrq",
 ];
+/// A CPU whose stack has one of these is not stuck: it is handling the very sysrq key
+/// that asked for the dump, or switching tasks.
+const NOT_STUCK: &[&str] = &["sysrq_filter", "__handle_sysrq", "__schedule", "schedule"];
 const IDLE: &[&str] = &[
     "default_idle",
     "default_idle_call",
@@ -240,9 +243,12 @@ pub fn parse(lines: &[String]) -> Stuck {
             }
         }
     }
-    // A CPU is busy unless its stack is an idle loop; the dump's own frames go.
+    // A CPU is busy unless its stack is an idle loop, the dump's own key or a task
+    // switch; the dump's own frames go.
     for (cpu, frames) in stuck.busy.iter_mut().zip(raw_cpu) {
-        let idle = frames.iter().any(|f| IDLE.contains(&base_of(f)));
+        let idle = frames
+            .iter()
+            .any(|f| IDLE.contains(&base_of(f)) || NOT_STUCK.contains(&base_of(f)));
         cpu.frames = if idle {
             Vec::new()
         } else {
@@ -253,6 +259,13 @@ pub fn parse(lines: &[String]) -> Stuck {
         };
     }
     stuck.busy.retain(|c| !c.frames.is_empty());
+    // A CPU shown twice (the key pressed again) counts once.
+    let mut seen = Vec::new();
+    stuck.busy.retain(|c| {
+        let new = !seen.contains(&c.cpu);
+        seen.push(c.cpu);
+        new
+    });
     stuck
 }
 
@@ -321,9 +334,13 @@ impl Stuck {
                 }
             ));
         }
-        for c in self.busy.iter().take(SHOWN_STACKS) {
-            let top = &c.frames[..c.frames.len().min(SHOWN_FRAMES)];
-            parts.push(format!("CPU {} busy in {}", c.cpu, top.join(" <- ")));
+        // Busy CPUs explain a hang that has no blocked task; beside blocked tasks they
+        // are wherever the NMI caught them.
+        if self.blocked.is_empty() {
+            for c in self.busy.iter().take(SHOWN_STACKS) {
+                let top = &c.frames[..c.frames.len().min(SHOWN_FRAMES)];
+                parts.push(format!("CPU {} busy in {}", c.cpu, top.join(" <- ")));
+            }
         }
         (!parts.is_empty()).then(|| parts.join("; "))
     }
@@ -486,6 +503,40 @@ mod tests {
         assert_eq!(
             stuck.fingerprint().unwrap().title,
             "hang: CPU busy in the kernel"
+        );
+    }
+
+    /// From a real run (veth storm on the netdev-leak defect kernel): beside the
+    /// blocked task, the `l` dump showed the CPU handling the sysrq key and one in a
+    /// task switch; neither is where the kernel is stuck.
+    #[test]
+    fn the_cpu_handling_the_key_and_a_task_switch_are_not_stuck() {
+        let l = "\
+[  250.0] task:tokio-rt-worker state:D stack:0     pid:48    ppid:1      flags:0x00004002
+[  250.0] Call Trace:
+[  250.0]  __schedule+0x34d/0x9e0
+[  250.0]  schedule+0x5a/0xd0
+[  250.0]  schedule_timeout+0x95/0x150
+[  250.0]  msleep+0x2d/0x40
+[  250.0]  netdev_run_todo+0x187/0x590
+[  250.0]  rtnetlink_rcv_msg+0x14a/0x3c0
+[  250.0]  netlink_rcv_skb+0x51/0x100
+[  250.0] NMI backtrace for cpu 1
+[  250.0] RIP: 0010:sysrq_filter+0x30/0x3e0
+[  250.0] Call Trace:
+[  250.0]  input_to_handler+0x8e/0x110
+[  250.0] NMI backtrace for cpu 0
+[  250.0] RIP: 0010:put_prev_task_fair+0x1b/0x30
+[  250.0] Call Trace:
+[  250.0]  __schedule+0x1a1/0x9e0
+[  250.0]  schedule+0x5a/0xd0
+[  250.0] NMI backtrace for cpu 1
+[  250.0] RIP: 0010:sysrq_filter+0x30/0x3e0";
+        let stuck = parse(&lines(l));
+        assert!(stuck.busy.is_empty(), "{stuck:?}");
+        assert_eq!(
+            stuck.summary().unwrap(),
+            "1 task blocked in D state: `tokio-rt-worker` (pid 48) in msleep <- netdev_run_todo <- rtnetlink_rcv_msg <- netlink_rcv_skb"
         );
     }
 
