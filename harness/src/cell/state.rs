@@ -558,12 +558,7 @@ impl CellState {
                 attempt,
                 ..
             } => {
-                let dumps = self
-                    .watch
-                    .console_lines
-                    .get(mark.console..)
-                    .unwrap_or_default()
-                    .to_vec();
+                let (dumps, kmsg) = self.since(mark);
                 let missing = evidence::missing_dumps(&dumps);
                 let window_left = now < after(started, self.timeouts.evidence_max);
                 if !missing.is_empty() && attempt < evidence::SYSRQ_ATTEMPTS && window_left {
@@ -581,12 +576,6 @@ impl CellState {
                         "no sysrq dump on the console for key(s) `{keys}` after {attempt} attempt(s): the guest did not handle them"
                     ));
                 }
-                let kmsg = self
-                    .watch
-                    .kmsg_lines()
-                    .get(mark.kmsg..)
-                    .unwrap_or_default()
-                    .to_vec();
                 self.name_where_stuck(&dumps, &kmsg);
                 actions.push(Action::WriteSysrq(evidence::sysrq_text(dumps, kmsg)));
                 self.dump_and_end(now, actions);

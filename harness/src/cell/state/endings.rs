@@ -78,18 +78,7 @@ impl CellState {
         // collected is kept, and the crash's report decides the rest.
         if hit.severity == Severity::Crash {
             if let Stage::SendingSysrq { mark, .. } | Stage::Collecting { mark, .. } = self.stage {
-                let console = self
-                    .watch
-                    .console_lines
-                    .get(mark.console..)
-                    .unwrap_or_default()
-                    .to_vec();
-                let kmsg = self
-                    .watch
-                    .kmsg_lines()
-                    .get(mark.kmsg..)
-                    .unwrap_or_default()
-                    .to_vec();
+                let (console, kmsg) = self.since(mark);
                 actions.push(Action::WriteSysrq(evidence::sysrq_text(console, kmsg)));
                 self.stage = Stage::Live;
             }
@@ -157,6 +146,16 @@ impl CellState {
             started: None,
         };
         actions.push(Action::SendSysrq(evidence::sysrq_keys()));
+    }
+
+    /// The console lines and kmsg records since `mark`: the evidence window's.
+    pub(super) fn since(&self, mark: Mark) -> (Vec<String>, Vec<String>) {
+        let console = self.watch.console_lines.get(mark.console..);
+        let kmsg = self.watch.kmsg_lines().get(mark.kmsg..);
+        (
+            console.unwrap_or_default().to_vec(),
+            kmsg.unwrap_or_default().to_vec(),
+        )
     }
 
     /// Reads the task dumps for where the kernel is stuck: a hang's reason then names
