@@ -189,6 +189,7 @@ impl BenchVm {
             keep: cell::KeepPolicy::Never,
             keeper: std::sync::Arc::new(cell::Keeper::new(1)),
             gdb: None,
+            full_duration: false,
         };
         let spec = CellSpec {
             id: id.to_owned(),
