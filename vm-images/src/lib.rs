@@ -24,4 +24,4 @@ pub mod tools;
 
 pub use cache::Cache;
 pub use kernel::{resolve, Kernel, KernelError};
-pub use resolved::DebianPackage;
+pub use resolved::{DebianPackage, SourceCommit};

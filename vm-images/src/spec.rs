@@ -7,8 +7,11 @@
 //!   `generic`. `@<release>` (`bullseye`, `bookworm`, `bookworm-backports`, `trixie`,
 //!   `trixie-backports`) says where to look; without it a series resolves in the release
 //!   whose own kernel it is (see `debian::release`).
-//! - `path:<bzImage>[,modules=<dir>][,config=<file>]`: a local build. `modules` is the
-//!   `lib/modules/<release>` directory `make modules_install` produced.
+//! - `path:<bzImage>[,modules=<dir>][,config=<file>][,commit=<rev>]`: a local build.
+//!   `modules` is the `lib/modules/<release>` directory `make modules_install` produced;
+//!   `commit` the git commit it was built from (`build.sh` adds it when it builds a
+//!   clean git tree), recorded in the results so a failing nightly cell names the commit
+//!   `kchaos bisect --source` starts from.
 //! - `build:<recipe>[@<source version>]`: a kernel kchaos builds itself from a compiled-in
 //!   recipe (`vm-images/recipes/kernel/`, e.g. `build:defects`) and Debian's kernel
 //!   source package, once, then from the cache. Without `@`, the source version is the
@@ -32,6 +35,8 @@ pub enum KernelSpec {
         bzimage: PathBuf,
         modules: Option<PathBuf>,
         config: Option<PathBuf>,
+        /// The git commit the kernel was built from, when known.
+        commit: Option<String>,
     },
     Build {
         /// A recipe name from [`crate::recipe::RECIPES`].
@@ -96,15 +101,22 @@ impl KernelSpec {
                 .ok_or_else(|| err("path: needs the bzImage path"))?;
             let mut modules = None;
             let mut config = None;
+            let mut commit = None;
             for part in parts {
                 match part.split_once('=') {
                     Some(("modules", dir)) if !dir.is_empty() => modules = Some(PathBuf::from(dir)),
                     Some(("config", file)) if !file.is_empty() => {
                         config = Some(PathBuf::from(file));
                     }
+                    Some(("commit", rev)) if is_git_rev(rev) => commit = Some(rev.to_owned()),
+                    Some(("commit", rev)) => {
+                        return Err(err(&format!(
+                            "`{rev}` is not a git revision; commit= takes a hash or a `git describe` name"
+                        )))
+                    }
                     _ => {
                         return Err(err(&format!(
-                            "unknown option `{part}`; allowed: modules=<dir>, config=<file>"
+                            "unknown option `{part}`; allowed: modules=<dir>, config=<file>, commit=<rev>"
                         )))
                     }
                 }
@@ -113,6 +125,7 @@ impl KernelSpec {
                 bzimage: PathBuf::from(bzimage),
                 modules,
                 config,
+                commit,
             });
         }
         if let Some(rest) = spec.strip_prefix("build:") {
@@ -120,6 +133,16 @@ impl KernelSpec {
         }
         Err(err("expected debian:<version>[-<flavour>][@<release>], path:<bzImage>[,modules=<dir>][,config=<file>] or build:<recipe>[@<source version>]"))
     }
+}
+
+/// A revision as `commit=` may name it: a hash or a `git describe` name. No spaces,
+/// commas (the spec's separator) or anything git refuses in a ref name.
+fn is_git_rev(rev: &str) -> bool {
+    !rev.is_empty()
+        && !rev.starts_with('-')
+        && rev.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '/' | '^' | '~')
+        })
 }
 
 fn parse_build(rest: &str) -> Result<KernelSpec, String> {
@@ -170,6 +193,7 @@ impl fmt::Display for KernelSpec {
                 bzimage,
                 modules,
                 config,
+                commit,
             } => {
                 write!(f, "path:{}", bzimage.display())?;
                 if let Some(m) = modules {
@@ -177,6 +201,9 @@ impl fmt::Display for KernelSpec {
                 }
                 if let Some(c) = config {
                     write!(f, ",config={}", c.display())?;
+                }
+                if let Some(c) = commit {
+                    write!(f, ",commit={c}")?;
                 }
                 Ok(())
             }
@@ -319,12 +346,35 @@ mod tests {
             Ok(KernelSpec::Path {
                 bzimage: "/k/bzImage".into(),
                 modules: Some("/k/mods".into()),
-                config: None
+                config: None,
+                commit: None,
             })
         );
         let e = KernelSpec::parse("path:/k/bzImage,modz=/x").unwrap_err();
         assert!(e.to_string().contains("unknown option `modz=/x`"));
         assert!(KernelSpec::parse("path:").is_err());
+        // (spec, commit recorded, or the error's words)
+        let table: &[(&str, Result<&str, &str>)] = &[
+            ("path:/k/bzImage,commit=3f2a9c1e", Ok("3f2a9c1e")),
+            (
+                "path:/k/bzImage,commit=v6.1-12-g3f2a9c1e",
+                Ok("v6.1-12-g3f2a9c1e"),
+            ),
+            ("path:/k/bzImage,commit=", Err("not a git revision")),
+            ("path:/k/bzImage,commit=a b", Err("not a git revision")),
+            ("path:/k/bzImage,commit=--all", Err("not a git revision")),
+        ];
+        for (spec, want) in table {
+            match (KernelSpec::parse(spec), want) {
+                (Ok(KernelSpec::Path { commit, .. }), Ok(c)) => {
+                    assert_eq!(commit.as_deref(), Some(*c), "{spec}");
+                }
+                (Err(e), Err(words)) => assert!(e.to_string().contains(words), "{spec}: {e}"),
+                (got, _) => panic!("{spec}: {got:?}"),
+            }
+        }
+        let full = "path:/k/bzImage,modules=/k/m,config=/k/c,commit=abc123";
+        assert_eq!(KernelSpec::parse(full).unwrap().to_string(), full);
     }
 
     #[test]

@@ -21,7 +21,8 @@
 #
 # Progress goes to stderr; stdout is only the spec, so `git bisect run` scripts can
 # capture it. KCHAOS_BUILD_JOBS overrides `make -j` (default: nproc).
-# Needs: gcc, make, flex, bison, bc, libelf-dev, libssl-dev.
+# When SRC is a clean git tree the spec ends with `,commit=<hash>` (see "Provenance").
+# Needs: gcc, make, flex, bison, bc, libelf-dev, libssl-dev (and git for provenance).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "${1:?usage: build.sh SRC [OUT] [FRAGMENT...]}" && pwd)
@@ -83,4 +84,20 @@ check_config() {
     rm -f "$out/mods/lib/modules"/*/build "$out/mods/lib/modules"/*/source
 } 1>&2
 release=$(mk -s kernelrelease)
-echo "path:$out/arch/x86/boot/bzImage,modules=$out/mods/lib/modules/$release,config=$out/.config"
+
+# Provenance: when SRC is the top of a git work tree, OUT/kchaos-source records its
+# commit, `git describe` and whether it had uncommitted changes, and a clean tree's spec
+# names the commit (`,commit=<hash>`), so results say which commit a kernel was built
+# from and `kchaos bisect` can start from two recorded runs.
+commit=
+rm -f "$out/kchaos-source"
+if top=$(git -C "$src" rev-parse --show-toplevel 2>/dev/null) &&
+    [ "$top" = "$(cd "$src" && pwd -P)" ] &&
+    head=$(git -C "$src" rev-parse -q --verify HEAD); then
+    dirty=0
+    git -C "$src" diff --quiet HEAD -- 2>/dev/null || dirty=1
+    printf 'commit=%s\ndescribe=%s\ndirty=%s\n' "$head" \
+        "$(git -C "$src" describe --always --dirty --abbrev=12)" "$dirty" >"$out/kchaos-source"
+    [ "$dirty" = 1 ] || commit=",commit=$head"
+fi
+echo "path:$out/arch/x86/boot/bzImage,modules=$out/mods/lib/modules/$release,config=$out/.config$commit"

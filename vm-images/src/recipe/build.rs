@@ -294,6 +294,7 @@ fn run_build(
             bzimage,
             modules,
             config: Some(config),
+            ..
         }) => {
             let release = crate::bzimage::release_of(&bzimage)?;
             Ok(Produced {

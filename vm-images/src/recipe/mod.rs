@@ -305,6 +305,7 @@ fn load(dir: &Path, spec: &str) -> Result<Kernel, RecipeError> {
         release,
         package: None,
         debian: None,
+        source: None,
         bzimage,
         modules_dir: modules.is_dir().then_some(modules),
         config_path: Some(dir.join("config")),
