@@ -21,6 +21,7 @@ pub mod resolved;
 pub mod spec;
 pub mod systemd;
 pub mod tools;
+pub mod tree;
 
 pub use cache::Cache;
 pub use kernel::{resolve, Kernel, KernelError};
