@@ -15,6 +15,7 @@
 //! resumed or repeated bisection does not build it again.
 
 pub mod ccache;
+mod evict;
 pub mod git;
 mod space;
 
