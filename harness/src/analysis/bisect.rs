@@ -280,6 +280,17 @@ impl BisectRecord {
     }
 }
 
+/// A duration for people: seconds below 90 s, else minutes and seconds (`68m47s`).
+pub fn duration_text(seconds: f64) -> String {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let whole = seconds.max(0.0).round() as u64;
+    if whole < 90 {
+        format!("{whole}s")
+    } else {
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    }
+}
+
 /// The first 12 characters of a commit hash; a kernel spec as it is.
 pub fn short(id: &str) -> &str {
     if id.len() >= 40 && id.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -286,6 +286,22 @@ fn steps_add_up_and_the_record_reads_back() {
 }
 
 #[test]
+fn durations_read_as_seconds_then_minutes() {
+    // (seconds, text): 239.6 s once read "3m60s".
+    for (s, want) in [
+        (0.4, "0s"),
+        (46.2, "46s"),
+        (89.4, "89s"),
+        (89.6, "1m30s"),
+        (239.6, "4m00s"),
+        (4127.3, "68m47s"),
+        (-1.0, "0s"),
+    ] {
+        assert_eq!(duration_text(s), want, "{s}");
+    }
+}
+
+#[test]
 fn commit_hashes_are_shown_short_and_specs_whole() {
     assert_eq!(short(&"a".repeat(40)), "aaaaaaaaaaaa");
     assert_eq!(short("debian:6.1.0-56-cloud"), "debian:6.1.0-56-cloud");

@@ -44,11 +44,7 @@ pub(super) fn print_header(r: &BisectRecord, target: &Target) {
 }
 
 pub(super) fn secs(s: f64) -> String {
-    if s >= 90.0 {
-        format!("{}m{:02}s", (s / 60.0).floor(), (s % 60.0).round())
-    } else {
-        format!("{s:.0}s")
-    }
+    kchaos_harness::analysis::bisect::duration_text(s)
 }
 
 /// Prints each step as it goes: what is built, how long it took, what the runs said.

@@ -27,11 +27,7 @@ fn phase(p: Phase) -> &'static str {
 }
 
 fn secs(s: f64) -> String {
-    if s >= 90.0 {
-        format!("{}m{:02}s", (s / 60.0).floor(), (s % 60.0).round())
-    } else {
-        format!("{s:.0}s")
-    }
+    crate::analysis::bisect::duration_text(s)
 }
 
 pub(super) fn section(out: &mut String, r: &BisectRecord) {
