@@ -190,6 +190,7 @@ async fn run_fake_cell(mode: &str, dir: &tempfile::TempDir, env: &CellEnv) -> Ce
         release: "6.1.0-fake".into(),
         package: None,
         debian: None,
+        source: None,
         bzimage: kernel_file.clone(),
         modules_dir: None,
         config_path: None,

@@ -6,7 +6,7 @@ use crate::bzimage::{self, BzImageError};
 use crate::cache::Cache;
 use crate::debian::{self, AptSource, DebianError, PackageSource};
 use crate::recipe::{self, RecipeError};
-pub use crate::resolved::{DebianPackage, Kernel};
+pub use crate::resolved::{DebianPackage, Kernel, SourceCommit};
 use crate::spec::{KernelSpec, SpecError};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +53,14 @@ pub fn resolve_with(
             bzimage,
             modules,
             config,
-            ..
-        } => local(spec, &bzimage, modules.as_deref(), config.as_deref()),
+            source,
+        } => local(
+            spec,
+            &bzimage,
+            modules.as_deref(),
+            config.as_deref(),
+            source.commit.as_deref(),
+        ),
         KernelSpec::Build {
             recipe,
             source_version,
@@ -73,6 +79,7 @@ fn local(
     bzimage: &Path,
     modules: Option<&Path>,
     config: Option<&Path>,
+    commit: Option<&str>,
 ) -> Result<Kernel, KernelError> {
     if !bzimage.is_file() {
         return Err(KernelError::MissingImage {
@@ -110,16 +117,87 @@ fn local(
             .map(|d| d.join(".config"))
             .find(|p| p.is_file()),
     };
+    let source = source_commit(commit, config_path.as_deref(), bzimage);
     Ok(Kernel {
         spec: spec.to_owned(),
         resolved: spec.to_owned(),
         release,
         package: None,
         debian: None,
+        source,
         bzimage: bzimage
             .canonicalize()
             .unwrap_or_else(|_| bzimage.to_path_buf()),
         modules_dir,
         config_path,
     })
+}
+
+/// The commit a local build came from: `commit=` in its spec, completed (or supplied)
+/// by the `kchaos-source` file `build.sh` leaves beside the `.config` it used.
+fn source_commit(
+    commit: Option<&str>,
+    config: Option<&Path>,
+    bzimage: &Path,
+) -> Option<SourceCommit> {
+    let beside_config = config
+        .and_then(Path::parent)
+        .map(|d| d.join(crate::resolved::SOURCE_FILE));
+    let above_image = bzimage
+        .ancestors()
+        .skip(1)
+        .take(4)
+        .map(|d| d.join(crate::resolved::SOURCE_FILE));
+    let recorded = beside_config
+        .into_iter()
+        .chain(above_image)
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| SourceCommit::parse(&t));
+    match (commit, recorded) {
+        // The file describes this build only if it names the same commit.
+        (Some(c), Some(r)) if r.commit == c || r.commit.starts_with(c) => Some(r),
+        (Some(c), _) => Some(SourceCommit {
+            commit: c.to_owned(),
+            describe: None,
+            dirty: false,
+        }),
+        (None, recorded) => recorded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_build_names_its_commit_from_its_spec_or_its_source_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let boot = out.join("arch/x86/boot");
+        std::fs::create_dir_all(&boot).unwrap();
+        let image = boot.join("bzImage");
+        let config = out.join(".config");
+        // No file, no commit=: nothing known.
+        assert_eq!(source_commit(None, Some(&config), &image), None);
+        // commit= alone.
+        let only = source_commit(Some("abc123"), Some(&config), &image).unwrap();
+        assert_eq!(
+            (only.commit.as_str(), only.describe, only.dirty),
+            ("abc123", None, false)
+        );
+        std::fs::write(
+            out.join(crate::resolved::SOURCE_FILE),
+            "commit=abc123def\ndescribe=v6.1-2-gabc123def\ndirty=0\n",
+        )
+        .unwrap();
+        // The file beside the config completes a commit= it agrees with ...
+        let both = source_commit(Some("abc123"), Some(&config), &image).unwrap();
+        assert_eq!(both.describe.as_deref(), Some("v6.1-2-gabc123def"));
+        // ... is ignored when it names another commit ...
+        let other = source_commit(Some("fff000"), Some(&config), &image).unwrap();
+        assert_eq!((other.commit.as_str(), other.describe), ("fff000", None));
+        // ... and serves alone, found above the bzImage when no config is named.
+        let found = source_commit(None, None, &image).unwrap();
+        assert_eq!(found.commit, "abc123def");
+    }
 }

@@ -21,7 +21,8 @@ pub mod resolved;
 pub mod spec;
 pub mod systemd;
 pub mod tools;
+pub mod tree;
 
 pub use cache::Cache;
 pub use kernel::{resolve, Kernel, KernelError};
-pub use resolved::DebianPackage;
+pub use resolved::{DebianPackage, SourceCommit};

@@ -24,6 +24,11 @@ pub struct Kernel {
     /// Where a Debian kernel came from; `None` for local builds.
     #[serde(default)]
     pub debian: Option<DebianPackage>,
+    /// The git commit a local build came from (`path:…,commit=`, or the
+    /// `kchaos-source` file `build.sh` leaves next to its `.config`); `None` for Debian
+    /// packages and trees that are not git checkouts.
+    #[serde(default)]
+    pub source: Option<SourceCommit>,
     pub bzimage: PathBuf,
     /// `lib/modules/<release>`, when modules exist.
     pub modules_dir: Option<PathBuf>,
@@ -41,6 +46,46 @@ pub struct DebianPackage {
     /// package an older kchaos unpacked (it did not record suites) that the lists no
     /// longer offer.
     pub suite: Option<String>,
+}
+
+/// Where in a git history a kernel was built, as the results record it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceCommit {
+    /// The full commit hash (or the revision `commit=` named).
+    pub commit: String,
+    /// `git describe --always --dirty` of the tree when it was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub describe: Option<String>,
+    /// Built from a tree with uncommitted changes: the commit alone does not rebuild it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dirty: bool,
+}
+
+/// The file `build.sh` writes into its output directory when the source is a git tree.
+pub const SOURCE_FILE: &str = "kchaos-source";
+
+impl SourceCommit {
+    /// Reads a `kchaos-source` file: `key=value` lines `commit`, `describe`, `dirty`
+    /// (`1` or `0`); unknown keys are ignored (fields are only added). `None` without a
+    /// commit.
+    pub fn parse(text: &str) -> Option<SourceCommit> {
+        let mut commit = None;
+        let mut describe = None;
+        let mut dirty = false;
+        for line in text.lines() {
+            match line.trim().split_once('=') {
+                Some(("commit", v)) if !v.is_empty() => commit = Some(v.to_owned()),
+                Some(("describe", v)) if !v.is_empty() => describe = Some(v.to_owned()),
+                Some(("dirty", v)) => dirty = v == "1",
+                _ => {}
+            }
+        }
+        Some(SourceCommit {
+            commit: commit?,
+            describe,
+            dirty,
+        })
+    }
 }
 
 impl Kernel {
@@ -68,5 +113,29 @@ impl Kernel {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_file_names_the_commit() {
+        let full = "commit=3f2a9c1e\ndescribe=v6.1-3-g3f2a9c1e-dirty\ndirty=1\nfuture=x\n";
+        assert_eq!(
+            SourceCommit::parse(full),
+            Some(SourceCommit {
+                commit: "3f2a9c1e".into(),
+                describe: Some("v6.1-3-g3f2a9c1e-dirty".into()),
+                dirty: true,
+            })
+        );
+        assert_eq!(
+            SourceCommit::parse("commit=abc\n").map(|s| (s.describe, s.dirty)),
+            Some((None, false))
+        );
+        assert_eq!(SourceCommit::parse("describe=v6.1\n"), None);
+        assert_eq!(SourceCommit::parse(""), None);
     }
 }

@@ -8,7 +8,7 @@
 //!   `trixie-backports`) says where to look; without it a series resolves in the release
 //!   whose own kernel it is (see `debian::release`).
 //! - `path:<bzImage>[,modules=<dir>][,config=<file>][,tree=<name>][,repo=<url>]
-//!   [,branch=<name>][,commit=<sha1>]`: a local build. `modules` is the
+//!   [,branch=<name>][,commit=<rev>]`: a local build. `modules` is the
 //!   `lib/modules/<release>` directory `make modules_install` produced. The git options
 //!   say where its source came from (nothing reads them to boot): a local build has no
 //!   other record of it, and reports to kernel CI (KCIDB's checkouts) group by it.
@@ -48,7 +48,9 @@ pub enum KernelSpec {
 
 /// The git checkout a local build was made from, each part optional: the tree's
 /// widely known name (`mainline`, `net-next`), the repository (an `https://` URL, the
-/// only kind KCIDB takes), the branch, and the full commit hash (lower-case hex).
+/// only kind KCIDB takes), the branch, and the commit: a full hash (stored in lower
+/// case) or any revision `git` names (`v6.1-12-g3f2a9c1e`), which `kchaos bisect`
+/// resolves in the tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GitSource {
     pub tree: Option<String>,
@@ -73,12 +75,16 @@ impl GitSource {
                 &mut self.repo
             }
             "commit" => {
-                if value.len() != 40 || !value.chars().all(|c| c.is_ascii_hexdigit()) {
+                if !is_git_rev(value) {
                     return Err(format!(
-                        "commit=`{value}` is not a full commit hash (40 hex digits, as `git rev-parse HEAD` prints)"
+                        "`{value}` is not a git revision; commit= takes a hash or a `git describe` name"
                     ));
                 }
-                self.commit = Some(value.to_ascii_lowercase());
+                self.commit = Some(if is_full_hash(value) {
+                    value.to_ascii_lowercase()
+                } else {
+                    value.to_owned()
+                });
                 return Ok(true);
             }
             _ => return Ok(false),
@@ -153,7 +159,7 @@ impl KernelSpec {
                     Some((key, value)) if !value.is_empty() && source.set(key, value).map_err(|e| err(&e))? => {}
                     _ => {
                         return Err(err(&format!(
-                            "unknown option `{part}`; allowed: modules=<dir>, config=<file>, tree=<name>, repo=<https URL>, branch=<name>, commit=<sha1>"
+                            "unknown option `{part}`; allowed: modules=<dir>, config=<file>, tree=<name>, repo=<https URL>, branch=<name>, commit=<rev>"
                         )))
                     }
                 }
@@ -170,6 +176,22 @@ impl KernelSpec {
         }
         Err(err("expected debian:<version>[-<flavour>][@<release>], path:<bzImage>[,modules=<dir>][,config=<file>][,commit=<sha1>,...] or build:<recipe>[@<source version>]"))
     }
+}
+
+/// A full commit hash (40 hex digits, as `git rev-parse HEAD` prints): the only form
+/// KCIDB takes as a checkout's commit.
+pub fn is_full_hash(rev: &str) -> bool {
+    rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// A revision as `commit=` may name it: a hash or a `git describe` name. No spaces,
+/// commas (the spec's separator) or anything git refuses in a ref name.
+fn is_git_rev(rev: &str) -> bool {
+    !rev.is_empty()
+        && !rev.starts_with('-')
+        && rev.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '/' | '^' | '~')
+        })
 }
 
 fn parse_build(rest: &str) -> Result<KernelSpec, String> {
@@ -387,6 +409,28 @@ mod tests {
         let e = KernelSpec::parse("path:/k/bzImage,modz=/x").unwrap_err();
         assert!(e.to_string().contains("unknown option `modz=/x`"));
         assert!(KernelSpec::parse("path:").is_err());
+        // (spec, commit recorded, or the error's words)
+        let table: &[(&str, Result<&str, &str>)] = &[
+            ("path:/k/bzImage,commit=3f2a9c1e", Ok("3f2a9c1e")),
+            (
+                "path:/k/bzImage,commit=v6.1-12-g3f2a9c1e",
+                Ok("v6.1-12-g3f2a9c1e"),
+            ),
+            ("path:/k/bzImage,commit=", Err("unknown option `commit=`")),
+            ("path:/k/bzImage,commit=a b", Err("not a git revision")),
+            ("path:/k/bzImage,commit=--all", Err("not a git revision")),
+        ];
+        for (spec, want) in table {
+            match (KernelSpec::parse(spec), want) {
+                (Ok(KernelSpec::Path { source, .. }), Ok(c)) => {
+                    assert_eq!(source.commit.as_deref(), Some(*c), "{spec}");
+                }
+                (Err(e), Err(words)) => assert!(e.to_string().contains(words), "{spec}: {e}"),
+                (got, _) => panic!("{spec}: {got:?}"),
+            }
+        }
+        let full = "path:/k/bzImage,modules=/k/m,config=/k/c,commit=abc123";
+        assert_eq!(KernelSpec::parse(full).unwrap().to_string(), full);
     }
 
     #[test]
@@ -411,7 +455,6 @@ mod tests {
         // gives the same spec.
         assert_eq!(KernelSpec::parse(&spec.to_string()).unwrap(), spec);
         for (bad, why) in [
-            ("path:/k/bzImage,commit=abc123", "not a full commit hash"),
             (
                 "path:/k/bzImage,repo=git://x/linux.git",
                 "not an https:// URL",

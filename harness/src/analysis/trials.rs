@@ -114,7 +114,14 @@ pub struct Trials {
     /// Runs that were judged (not `error` or `skip`).
     pub runs: u32,
     pub hits: u32,
+    /// Runs that could not be judged: infrastructure errors, and with
+    /// [`Trials::requiring_boot`] runs whose kernel never reached the runner.
     pub errors: u32,
+    /// Of `errors`, runs whose kernel did not boot (counted only when boot is required).
+    pub unbooted: u32,
+    /// A run whose kernel never reached the runner judges nothing (`bisect`: a kernel
+    /// that does not boot is skipped, as `git bisect run` exit 125).
+    pub require_boot: bool,
     /// Why runs were skipped, if they were (the kernel cannot run the scenario).
     pub skipped: Option<String>,
     /// The first hit: its cell, its seed, and the wall time from the start until it.
@@ -155,6 +162,8 @@ impl Trials {
             runs: 0,
             hits: 0,
             errors: 0,
+            unbooted: 0,
+            require_boot: false,
             skipped: None,
             first_hit: None,
             fingerprints: BTreeMap::new(),
@@ -163,6 +172,12 @@ impl Trials {
             seeds: Vec::new(),
             write_failures: Vec::new(),
         }
+    }
+
+    /// Trials where a run whose kernel never reached the runner counts as an error.
+    pub fn requiring_boot(mut self) -> Trials {
+        self.require_boot = true;
+        self
     }
 
     /// Counts one finished run, `elapsed` after the trials started; returns whether it
@@ -175,6 +190,11 @@ impl Trials {
             }
             Verdict::Skip => {
                 self.skipped = cell.reasons.first().cloned();
+                return false;
+            }
+            _ if self.require_boot && cell.boot_ms.is_none() => {
+                self.errors += 1;
+                self.unbooted += 1;
                 return false;
             }
             _ => {}
@@ -377,12 +397,31 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_that_does_not_boot_judges_nothing_when_boot_is_required() {
+        let target = Target::parse("any");
+        let mut crashed = test_cell("s/k/r0", Verdict::Crash, 1e6);
+        crashed.boot_ms = None;
+        // repro: a crash is a hit, booted or not.
+        let mut repro = Trials::new(PathBuf::new());
+        assert!(repro.record(&crashed, &target, Duration::ZERO));
+        // bisect: a kernel that panics before the runner starts is skipped, not bad.
+        let mut bisect = Trials::new(PathBuf::new()).requiring_boot();
+        assert!(!bisect.record(&crashed, &target, Duration::ZERO));
+        assert_eq!((bisect.runs, bisect.errors, bisect.unbooted), (0, 1, 1));
+        crashed.boot_ms = Some(3000);
+        assert!(bisect.record(&crashed, &target, Duration::ZERO));
+        assert_eq!((bisect.runs, bisect.hits), (1, 1));
+    }
+
+    #[test]
     fn probability_and_expected_time() {
         let t = Trials {
             dir: PathBuf::new(),
             runs: 20,
             hits: 5,
             errors: 0,
+            unbooted: 0,
+            require_boot: false,
             skipped: None,
             first_hit: None,
             fingerprints: BTreeMap::new(),

@@ -63,6 +63,7 @@ mod tests {
             release: release.into(),
             package: None,
             debian: None,
+            source: None,
             bzimage: "/k".into(),
             modules_dir: None,
             config_path: config.map(Into::into),

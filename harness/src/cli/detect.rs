@@ -182,6 +182,8 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
                         stop_at_first: true,
                         out: out.join(&rel),
                         seed: None,
+                        db: None,
+                        require_boot: false,
                     },
                 ))
                 .map_err(run_error)?;

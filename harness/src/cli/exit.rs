@@ -83,9 +83,6 @@ pub enum CliError {
     /// The host failed us.
     #[error(transparent)]
     Infrastructure(#[from] anyhow::Error),
-    /// The user interrupted a command made of several runs.
-    #[error("interrupted")]
-    Interrupted,
 }
 
 impl CliError {
@@ -111,7 +108,6 @@ impl CliError {
                 eprintln!("kchaos: error: {e:#}");
                 Exit::Infrastructure
             }
-            CliError::Interrupted => Exit::Interrupted,
         }
     }
 }

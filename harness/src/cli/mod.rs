@@ -3,6 +3,7 @@
 //! stay thin: they turn arguments into the library's options, call it, print.
 
 pub mod args;
+pub mod bisect;
 pub mod detect;
 pub mod exit;
 pub mod gate;
@@ -120,8 +121,10 @@ pub enum Command {
     Repro(Box<repro::ReproArgs>),
     /// Rerun the cell a replay bundle (replay.tar.gz) describes, exactly.
     Replay(Box<repro::ReplayArgs>),
-    /// Find the first bad kernel of an ordered list, given a good and a bad one.
-    Bisect(Box<repro::BisectArgs>),
+    /// Find the first bad kernel of an ordered list (--kernel), or the first bad commit
+    /// of a git tree (--source, each commit built incrementally), given a good and a bad
+    /// one; writes bisect.json and report.html after every step (--resume continues).
+    Bisect(Box<bisect::BisectArgs>),
     /// The kill matrix: every scenario on each defect it is declared to catch
     /// (vm-images/defects.toml) until it names the mechanism, and on the defect
     /// kernel without the defect (and --stock-kernel), where it must pass; writes
@@ -161,7 +164,7 @@ pub fn dispatch(command: Command, cache: Cache) -> Result<Exit, CliError> {
         Command::Gate(args) => gate::gate(&args),
         Command::Repro(args) => repro::repro(*args, cache),
         Command::Replay(args) => repro::replay(*args, cache),
-        Command::Bisect(args) => repro::bisect(*args, cache),
+        Command::Bisect(args) => bisect::bisect(*args, cache),
         Command::Detect(args) => detect::detect(&args, &cache),
     }
 }

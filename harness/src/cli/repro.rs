@@ -1,6 +1,7 @@
-//! `kchaos repro`, `replay` and `bisect`: trials of one scenario on one kernel at a
-//! time, all through one session (each kernel resolved once, the runner located once,
-//! slots refilled as cells finish), with terminal output around `analysis::trials`.
+//! `kchaos repro` and `replay`: trials of one scenario on one kernel at a time, all
+//! through one session (each kernel resolved once, the runner located once, slots
+//! refilled as cells finish), with terminal output around `analysis::trials`. `bisect`
+//! (`cli/bisect.rs`) runs its steps the same way.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +13,6 @@ use kchaos_harness::run::session::Session;
 use kchaos_harness::run::trials::{run_trials, TrialOptions};
 use kchaos_harness::run::DEFAULT_KERNEL;
 use kchaos_images::Cache;
-use kchaos_model::bisect::{runs_needed, Bisection};
 use kchaos_model::error_chain;
 use kchaos_model::stats;
 use kchaos_model::verdict::Verdict;
@@ -76,39 +76,6 @@ pub struct ReplayArgs {
     pub vm: VmArgs,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct BisectArgs {
-    #[arg(value_name = "SCENARIO")]
-    pub scenario: PathBuf,
-    /// The ordered kernels (specs, names, @set), oldest first.
-    #[arg(short, long = "kernel", value_name = "SPEC|NAME|@SET", required = true)]
-    pub kernels: Vec<String>,
-    #[command(flatten)]
-    pub list: KernelListArgs,
-    /// A kernel of the list known good.
-    #[arg(long, value_name = "KERNEL")]
-    pub good: String,
-    /// A kernel of the list known bad (reproduces).
-    #[arg(long, value_name = "KERNEL")]
-    pub bad: String,
-    /// Outcome that makes a kernel bad: fail, crash, hang, any, or text of a reason,
-    /// signature or fingerprint.
-    #[arg(long, default_value = "any")]
-    pub until: String,
-    /// Runs per step [default: from the reproduction probability measured on the
-    /// bad kernel and --confidence].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10000))]
-    pub runs: Option<u32>,
-    /// Runs on the bad kernel to measure its reproduction probability.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
-    pub calibrate: u32,
-    /// Wanted confidence in each good verdict.
-    #[arg(long, default_value_t = 0.95)]
-    pub confidence: f64,
-    #[command(flatten)]
-    pub trial: TrialArgs,
-}
-
 /// Results that could not be written fail the command like they fail a run.
 fn wrote_everything(t: &Trials) -> bool {
     for f in &t.write_failures {
@@ -148,6 +115,8 @@ pub fn repro(args: ReproArgs, cache: Cache) -> Result<Exit, CliError> {
             stop_at_first: !args.all,
             out: dir,
             seed: args.trial.seed,
+            db: None,
+            require_boot: false,
         };
         let trials = rt
             .block_on(run_trials(&session, &opts))
@@ -345,131 +314,4 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
     } else {
         Exit::CannotTest
     })
-}
-
-pub fn bisect(args: BisectArgs, cache: Cache) -> Result<Exit, CliError> {
-    let kernels = args.list.expand(&args.kernels)?;
-    let find = |k: &str| -> Result<usize, CliError> {
-        let spec = args.list.expand_one(k)?;
-        kernels.iter().position(|s| *s == spec).ok_or_else(|| {
-            CliError::usage(format!(
-                "`{k}` is not in the kernel list given: {}",
-                kernels.join(", ")
-            ))
-        })
-    };
-    let (good, bad) = (find(&args.good)?, find(&args.bad)?);
-    let mut state = Bisection::new(good, bad).map_err(|e| CliError::usage(e.to_string()))?;
-    if !(args.confidence > 0.0 && args.confidence < 1.0) {
-        return Err(CliError::usage("--confidence must be between 0 and 1"));
-    }
-    kchaos_harness::scenario::load_all(std::slice::from_ref(&args.scenario))
-        .map_err(CliError::Scenarios)?;
-    let target = Target::parse(&args.until);
-    let out = args
-        .trial
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(Some("bisect")));
-    let rt = runtime()?;
-    let session = Arc::new(rt.block_on(Session::open(args.trial.vm.session(&cache))));
-    describe_session(&session);
-    let mut wrote = true;
-    let mut trial = |index: usize, runs: u32, stop_at_first: bool, tag: &str| {
-        let opts = TrialOptions {
-            scenario: args.scenario.clone(),
-            kernel: kernels[index].clone(),
-            target: target.clone(),
-            max_runs: runs,
-            stop_at_first,
-            out: out.join(format!("{tag}-{index}")),
-            seed: args.trial.seed,
-        };
-        let t = rt
-            .block_on(run_trials(&session, &opts))
-            .map_err(run_error)?;
-        wrote &= wrote_everything(&t);
-        if t.interrupted {
-            return Err(CliError::Interrupted);
-        }
-        Ok(t)
-    };
-    println!(
-        "bisecting {} over {} kernels: good {} (#{good}), bad {} (#{bad}), until {}",
-        args.scenario.display(),
-        kernels.len(),
-        kernels[good],
-        kernels[bad],
-        target.describe()
-    );
-    let outcome = (|| -> Result<Exit, CliError> {
-        // The probability on the bad end sets the runs per step.
-        let cal = trial(bad, args.calibrate, false, "calibrate")?;
-        let (p, lo, hi) = cal.probability();
-        println!(
-            "calibration on {}: {}/{} hits, p {p:.2} (95% interval {lo:.2}-{hi:.2})",
-            kernels[bad], cal.hits, cal.runs
-        );
-        if cal.hits == 0 {
-            println!(
-                "the bad kernel did not reproduce in {} runs: nothing to bisect",
-                cal.runs
-            );
-            return Ok(Exit::CannotTest);
-        }
-        // Plan with the pessimistic end of the interval: fewer hits than measured must
-        // still be caught.
-        let runs = match args.runs {
-            Some(r) => r,
-            None => runs_needed(lo.max(1e-6), args.confidence).ok_or_else(|| {
-                CliError::usage("the reproduction probability is too low to plan runs")
-            })?,
-        };
-        println!(
-            "{runs} runs per step: a bad kernel with p >= {lo:.2} shows no hit in {runs} runs with probability <= {:.3}",
-            kchaos_model::bisect::miss_probability(lo, runs)
-        );
-        let good_check = trial(good, runs, true, "good")?;
-        if good_check.hits > 0 {
-            println!(
-                "the good kernel {} reproduces too: not a regression in this list",
-                kernels[good]
-            );
-            return Ok(Exit::CannotTest);
-        }
-        println!("  {} good: 0/{} hits", kernels[good], good_check.runs);
-        while let Some(i) = state.next() {
-            let t = trial(i, runs, true, "step")?;
-            if t.runs == 0 {
-                println!(
-                    "  {}: could not be judged ({}); stopping",
-                    kernels[i],
-                    t.skipped.as_deref().unwrap_or("errors")
-                );
-                return Ok(Exit::CannotTest);
-            }
-            state.record(i, t.runs, t.hits);
-            println!(
-                "  {}: {} ({}/{} hits)",
-                kernels[i],
-                if t.hits > 0 { "bad" } else { "good" },
-                t.hits,
-                t.runs
-            );
-        }
-        let first = state.first_bad().unwrap_or(bad);
-        println!(
-            "first bad kernel: {} (last good: {}); confidence >= {:.3} at p = {lo:.2}; results: {}",
-            kernels[first],
-            kernels[state.last_good()],
-            state.confidence(lo),
-            out.display()
-        );
-        Ok(Exit::Ok)
-    })();
-    rt.block_on(session.wait_kept());
-    match outcome {
-        Ok(_) if !wrote => Ok(Exit::Infrastructure),
-        other => other,
-    }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use kchaos_model::verdict::Verdict;
 
 use super::labels::{columns, kernel_key, KernelColumn, KernelNames};
+use crate::analysis::bisect::BisectRecord;
 use crate::analysis::compare::{Comparison, Outcome};
 use crate::results::sources::LoadedRun;
 use crate::results::CellResult;
@@ -58,6 +59,26 @@ pub fn render(
     report_dir: &Path,
     names: &KernelNames,
 ) -> String {
+    render_page(runs, comparison, None, report_dir, names)
+}
+
+/// [`render`] with a bisection's answer and steps above the cells of its steps.
+pub fn render_bisection(
+    runs: &[LoadedRun],
+    bisection: &BisectRecord,
+    report_dir: &Path,
+    names: &KernelNames,
+) -> String {
+    render_page(runs, None, Some(bisection), report_dir, names)
+}
+
+fn render_page(
+    runs: &[LoadedRun],
+    comparison: Option<&Comparison>,
+    bisection: Option<&BisectRecord>,
+    report_dir: &Path,
+    names: &KernelNames,
+) -> String {
     let cells: Vec<Cell<'_>> = runs
         .iter()
         .flat_map(|r| r.results.cells.iter().map(move |c| (r, c)))
@@ -73,6 +94,9 @@ pub fn render(
     let mut out = String::new();
     out.push_str(HEAD);
     let _ = writeln!(out, "<h1>kchaos report</h1>");
+    if let Some(b) = bisection {
+        bisect::section(&mut out, b);
+    }
     summary(&mut out, runs, &cells);
     kernel_table(&mut out, &kernels);
     grid(&mut out, &cells, &scenarios, &kernels);
@@ -414,6 +438,7 @@ details ul { margin: 0.2em 0; padding-left: 1.2em; }
 <body>
 "#;
 
+mod bisect;
 mod scenario;
 #[cfg(test)]
 mod tests;

@@ -159,6 +159,7 @@ mod tests {
             release: release.map(str::to_owned),
             package: None,
             debian: None,
+            source: None,
         }
     }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::analysis::compare::Comparison;
 use crate::results::sources::LoadedRun;
 
-pub use self::html::{escape, render, verdict_colour};
+pub use self::html::{escape, render, render_bisection, verdict_colour};
 pub use self::labels::KernelNames;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,21 @@ pub fn write_named(
     dir: &Path,
     names: &KernelNames,
 ) -> Written {
+    write_page(runs, dir, &|| render(runs, comparison, dir, names))
+}
+
+/// `junit.xml` and `report.html` of a bisection: its answer and steps, then every
+/// step's cells.
+pub fn write_bisection(
+    runs: &[LoadedRun],
+    bisection: &crate::analysis::bisect::BisectRecord,
+    dir: &Path,
+    names: &KernelNames,
+) -> Written {
+    write_page(runs, dir, &|| render_bisection(runs, bisection, dir, names))
+}
+
+fn write_page(runs: &[LoadedRun], dir: &Path, html: &dyn Fn() -> String) -> Written {
     let put = |path: PathBuf, bytes: Result<String, ReportError>| {
         let bytes = bytes?;
         kchaos_images::Cache::write_atomic(&path, bytes.as_bytes()).map_err(|source| {
@@ -78,9 +93,6 @@ pub fn write_named(
         dir.join("junit.xml"),
         junit::render(cells).map_err(Into::into),
     );
-    let html = put(
-        dir.join("report.html"),
-        Ok(render(runs, comparison, dir, names)),
-    );
+    let html = put(dir.join("report.html"), Ok(html()));
     Written { junit, html }
 }

@@ -44,6 +44,11 @@ pub struct KernelInfo {
     /// (`bookworm-security`); absent for local builds and older results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debian: Option<kchaos_images::DebianPackage>,
+    /// The git commit a local build came from (`commit`, `describe`, `dirty`): where a
+    /// nightly's failing cell sends `kchaos bisect --source`. Absent for Debian kernels
+    /// and builds of trees that are not git checkouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<kchaos_images::SourceCommit>,
 }
 
 /// Paths relative to the results directory.
@@ -192,6 +197,7 @@ impl KernelInfo {
             release: kernel.map(|k| k.release.clone()),
             package: kernel.and_then(|k| k.package.clone()),
             debian: kernel.and_then(|k| k.debian.clone()),
+            source: kernel.and_then(|k| k.source.clone()),
         }
     }
 }
@@ -335,6 +341,7 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
             release: Some(format!("{label}-amd64")),
             package: None,
             debian: None,
+            source: None,
         },
         accel: Some("tcg".to_owned()),
         image: None,

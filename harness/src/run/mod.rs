@@ -4,6 +4,7 @@
 //! ([`trials`], `repro`, `bisect`). Each results directory is locked for its run and
 //! recorded cell by cell ([`recorder`]).
 
+pub mod bisect;
 pub mod lock;
 pub mod matrix;
 pub mod progress;

@@ -33,6 +33,11 @@ pub struct TrialOptions {
     pub out: PathBuf,
     /// A fixed seed: every run uses exactly it (`repro --seed`, `replay`).
     pub seed: Option<u64>,
+    /// The database to record into [default: `out/results.db`]; a bisection keeps
+    /// every step's cells in one.
+    pub db: Option<PathBuf>,
+    /// A run whose kernel never reached the runner judges nothing (`bisect`).
+    pub require_boot: bool,
 }
 
 pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<Trials, RunError> {
@@ -77,10 +82,13 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
         .collect();
     let results = RunResults::starting(host_info(session), plan_info.clone());
     let plan_json = serde_json::to_string(&plan_info).unwrap_or_default();
-    let mut rec = Recorder::open(&opts.out, None, results, &plan_json, order);
+    let mut rec = Recorder::open(&opts.out, opts.db.as_deref(), results, &plan_json, order);
 
     let start = Instant::now();
     let mut trials = Trials::new(opts.out.clone());
+    if opts.require_boot {
+        trials = trials.requiring_boot();
+    }
     let slots = session.opts.jobs;
     let progress = Arc::new(Progress::new(opts.max_runs as usize));
     let fixed = opts.seed.or(scenario.model.seed);

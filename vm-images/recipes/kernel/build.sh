@@ -21,7 +21,9 @@
 #
 # Progress goes to stderr; stdout is only the spec, so `git bisect run` scripts can
 # capture it. KCHAOS_BUILD_JOBS overrides `make -j` (default: nproc).
-# Needs: gcc, make, flex, bison, bc, libelf-dev, libssl-dev.
+# KCHAOS_CCACHE=1 compiles through ccache (see "Compiler cache" below).
+# When SRC is a clean git tree the spec ends with `,commit=<hash>` (see "Provenance").
+# Needs: gcc, make, flex, bison, bc, libelf-dev, libssl-dev (and ccache, git for those).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "${1:?usage: build.sh SRC [OUT] [FRAGMENT...]}" && pwd)
@@ -36,6 +38,17 @@ for f in "$@"; do
 done
 # ARCH=x86_64, not the default x86: tinyconfig would otherwise pick a 32-bit kernel.
 mk() { make -C "$src" O="$out" ARCH=x86_64 "$@"; }
+
+# Compiler cache (kchaos sets it for `build:` recipes and `bisect --source` when ccache
+# is installed): with KCHAOS_CCACHE=1 every compile goes through ccache, configured by
+# the caller's CCACHE_* variables (its directory, size bound, base directory). Off by
+# default: a plain run builds exactly as before. Keep the same CC string from build to
+# build in one OUT, or Kbuild rebuilds everything whose command line changed.
+if [ -n "${KCHAOS_CCACHE:-}" ]; then
+    command -v ccache >/dev/null ||
+        { echo "build.sh: KCHAOS_CCACHE is set but ccache is not installed" >&2; exit 1; }
+    mk() { make -C "$src" O="$out" ARCH=x86_64 CC="ccache gcc" "$@"; }
+fi
 
 # Whether the source tree's Kconfig defines SYMBOL at all.
 known() {
@@ -83,4 +96,20 @@ check_config() {
     rm -f "$out/mods/lib/modules"/*/build "$out/mods/lib/modules"/*/source
 } 1>&2
 release=$(mk -s kernelrelease)
-echo "path:$out/arch/x86/boot/bzImage,modules=$out/mods/lib/modules/$release,config=$out/.config"
+
+# Provenance: when SRC is the top of a git work tree, OUT/kchaos-source records its
+# commit, `git describe` and whether it had uncommitted changes, and a clean tree's spec
+# names the commit (`,commit=<hash>`), so results say which commit a kernel was built
+# from and `kchaos bisect` can start from two recorded runs.
+commit=
+rm -f "$out/kchaos-source"
+if top=$(git -C "$src" rev-parse --show-toplevel 2>/dev/null) &&
+    [ "$top" = "$(cd "$src" && pwd -P)" ] &&
+    head=$(git -C "$src" rev-parse -q --verify HEAD); then
+    dirty=0
+    git -C "$src" diff --quiet HEAD -- 2>/dev/null || dirty=1
+    printf 'commit=%s\ndescribe=%s\ndirty=%s\n' "$head" \
+        "$(git -C "$src" describe --always --dirty --abbrev=12)" "$dirty" >"$out/kchaos-source"
+    [ "$dirty" = 1 ] || commit=",commit=$head"
+fi
+echo "path:$out/arch/x86/boot/bzImage,modules=$out/mods/lib/modules/$release,config=$out/.config$commit"

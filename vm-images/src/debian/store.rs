@@ -137,6 +137,7 @@ pub(super) fn unpack(
         release,
         package: Some(format!("{package} {version}")),
         debian: Some(debian),
+        source: None,
         bzimage: rel_path(&image),
         modules_dir: modules.as_deref().map(rel_path),
         config_path: config.as_deref().map(rel_path),

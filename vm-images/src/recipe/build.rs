@@ -2,23 +2,18 @@
 //! `build.sh` with progress on stderr (it takes minutes), keep its outputs.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use super::script::{self, minutes, Produced, Script, ScriptError};
 use super::source::{debs_dir, tarball_from_deb};
 use super::{io, BuildRecord, KernelRecipe, RecipeError, SourceHost, SourcePlan, CACHE_SUB};
 use crate::cache::Cache;
 use crate::command::{self, CommandError};
-use crate::spec::KernelSpec;
-
-/// How often a progress line is printed while the compiler runs.
-const PROGRESS_EVERY: Duration = Duration::from_secs(30);
-/// Lines of the build log quoted in an error.
-const TAIL_LINES: usize = 30;
+use crate::tree::{Ccache, CcacheCounts};
 
 /// Takes the build lock for one cache key, waiting for another kchaos that holds it.
 pub(super) fn lock(path: &Path) -> Result<Flock<File>, RecipeError> {
@@ -28,32 +23,6 @@ pub(super) fn lock(path: &Path) -> Result<Flock<File>, RecipeError> {
         path: path.display().to_string(),
         source: std::io::Error::from(errno),
     })
-}
-
-/// What one line of build.sh's stderr means for the progress display.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Line {
-    /// A fragment option Kconfig did not take.
-    ConfigWarning(String),
-    /// A compiler or assembler step (`  CC      mm/slub.o`).
-    Compiled,
-    /// A step worth a line of its own.
-    Phase(&'static str),
-    Other,
-}
-
-pub(super) fn classify(line: &str) -> Line {
-    if let Some(rest) = line.strip_prefix("build.sh: not set as asked: ") {
-        return Line::ConfigWarning(rest.to_owned());
-    }
-    let mut words = line.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some("LD"), Some("vmlinux")) => Line::Phase("linking vmlinux"),
-        (Some("Kernel:"), Some("arch/x86/boot/bzImage")) => Line::Phase("bzImage ready"),
-        (Some("INSTALL"), Some(p)) if p.ends_with(".ko") => Line::Phase("installing modules"),
-        (Some("CC" | "AS"), Some(_)) if line.starts_with("  ") => Line::Compiled,
-        _ => Line::Other,
-    }
 }
 
 /// Builds `recipe` from the source `plan` names and installs it as `final_dir`.
@@ -106,7 +75,24 @@ pub(super) fn build(
     }
     let out = work.join("out");
     let log_path = work.join("build.log");
-    let produced = run_build(spec, &recipe_dir, &src, &out, recipe, &log_path, final_dir)?;
+    let stats = work.join("ccache-stats.log");
+    let ccache = Ccache::find(cache);
+    let env = ccache
+        .as_ref()
+        .map(|c| c.env(work, &stats))
+        .unwrap_or_default();
+    let mut produced = run_build(
+        spec,
+        &recipe_dir,
+        &src,
+        &out,
+        recipe,
+        &env,
+        &log_path,
+        final_dir,
+    )?;
+    produced.ccache =
+        ccache.map(|_| CcacheCounts::parse(&std::fs::read_to_string(&stats).unwrap_or_default()));
     install(
         &produced,
         &out,
@@ -153,7 +139,10 @@ fn scratch_for(cache: &Cache, final_dir: &Path) -> Result<tempfile::TempDir, Rec
         .map_err(io("create a scratch directory in", &root))
 }
 
-/// Unpacks the source tarball into `work` and returns its top directory.
+/// Unpacks the source tarball into `work` and returns its top directory, `work/tree`:
+/// every kernel kchaos builds has its source in `tree/` beside its objects in `out/`, so
+/// ccache finds a file compiled here when a bisection builds the same source, and the
+/// other way round ([`crate::tree::Ccache::env`]).
 fn unpack(tarball: &Path, work: &Path) -> Result<PathBuf, RecipeError> {
     let dest = work.join("src");
     std::fs::create_dir_all(&dest).map_err(io("create", &dest))?;
@@ -171,7 +160,11 @@ fn unpack(tarball: &Path, work: &Path) -> Result<PathBuf, RecipeError> {
         .filter(|p| p.is_dir())
         .collect();
     match top.as_slice() {
-        [one] => Ok(one.clone()),
+        [one] => {
+            let tree = work.join("tree");
+            std::fs::rename(one, &tree).map_err(io("move", one))?;
+            Ok(tree)
+        }
         _ => Err(RecipeError::BadTarball {
             path: tarball.display().to_string(),
             detail: "it does not hold exactly one top directory".to_owned(),
@@ -205,114 +198,52 @@ fn apply_patch(
     }
 }
 
-/// What build.sh reported: the spec it printed, parsed, and the config warnings.
-struct Produced {
-    bzimage: PathBuf,
-    modules: Option<PathBuf>,
-    config: PathBuf,
-    release: String,
-    warnings: Vec<String>,
-}
-
+#[allow(clippy::too_many_arguments)]
 fn run_build(
     spec: &str,
     recipe_dir: &Path,
     src: &Path,
     out: &Path,
     recipe: &KernelRecipe,
+    env: &[(String, String)],
     log_path: &Path,
     final_dir: &Path,
 ) -> Result<Produced, RecipeError> {
-    let stdout_path = recipe_dir.join("spec.out");
-    let stdout = File::create(&stdout_path).map_err(io("create", &stdout_path))?;
-    let mut log = File::create(log_path).map_err(io("create", log_path))?;
-    let mut cmd = Command::new("sh");
-    cmd.arg(recipe_dir.join("build.sh"))
-        .arg(src)
-        .arg(out)
-        .args(recipe.fragments)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped());
-    let command = format!("{cmd:?}").replace('"', "");
-    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    tracing::info!(
-        "building kernel {spec}: configuring, then compiling (a few minutes on two cores); log: {}",
-        log_path.display()
-    );
-    let mut warnings = Vec::new();
-    let mut compiled = 0u64;
-    let started = Instant::now();
-    let mut last = Instant::now();
-    if let Some(stderr) = child.stderr.take() {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = writeln!(log, "{line}");
-            match classify(&line) {
-                Line::ConfigWarning(w) => {
-                    tracing::warn!("kernel {spec}: config option not set as asked: {w}");
-                    warnings.push(w);
-                }
-                Line::Compiled => compiled += 1,
-                Line::Phase(p) => {
-                    tracing::info!(
-                        "building kernel {spec}: {p} ({})",
-                        minutes(started.elapsed())
-                    );
-                }
-                Line::Other => {}
-            }
-            if last.elapsed() >= PROGRESS_EVERY {
-                last = Instant::now();
-                tracing::info!(
-                    "building kernel {spec}: {compiled} files compiled ({})",
-                    minutes(started.elapsed())
-                );
+    let fragments: Vec<String> = recipe.fragments.iter().map(|f| (*f).to_owned()).collect();
+    let run = script::run(&Script {
+        label: spec,
+        script: &recipe_dir.join("build.sh"),
+        src,
+        out,
+        fragments: &fragments,
+        env,
+        log: log_path,
+        stdout: &recipe_dir.join("spec.out"),
+        cancel: None,
+        started: None,
+    });
+    run.map_err(|e| match e {
+        ScriptError::Failed { status, tail } => {
+            let kept = final_dir.with_extension("failed.log");
+            let _ = std::fs::copy(log_path, &kept);
+            RecipeError::Build {
+                spec: spec.to_owned(),
+                status,
+                log: kept.display().to_string(),
+                tail,
             }
         }
-    }
-    let status = child
-        .wait()
-        .map_err(io("wait for", Path::new("build.sh")))?;
-    if !status.success() {
-        let kept = final_dir.with_extension("failed.log");
-        let _ = std::fs::copy(log_path, &kept);
-        return Err(RecipeError::Build {
+        ScriptError::Spawn(e) => e.into(),
+        ScriptError::BzImage(e) => e.into(),
+        ScriptError::BadOutput(p) => RecipeError::BadOutput(p),
+        ScriptError::Io { what, path, source } => RecipeError::Io { what, path, source },
+        ScriptError::Interrupted => RecipeError::Build {
             spec: spec.to_owned(),
-            status: status.to_string(),
-            log: kept.display().to_string(),
-            tail: tail(log_path),
-        });
-    }
-    let printed = std::fs::read_to_string(&stdout_path).map_err(io("read", &stdout_path))?;
-    let printed = printed.trim();
-    match KernelSpec::parse(printed) {
-        Ok(KernelSpec::Path {
-            bzimage,
-            modules,
-            config: Some(config),
-            ..
-        }) => {
-            let release = crate::bzimage::release_of(&bzimage)?;
-            Ok(Produced {
-                bzimage,
-                modules,
-                config,
-                release,
-                warnings,
-            })
-        }
-        _ => Err(RecipeError::BadOutput(printed.to_owned())),
-    }
-}
-
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+            status: "interrupted".to_owned(),
+            log: log_path.display().to_string(),
+            tail: String::new(),
+        },
+    })
 }
 
 /// Moves what the running kernel and `kchaos analyze` need into a staging directory and
@@ -352,7 +283,15 @@ fn install(
         release: produced.release.clone(),
         config_warnings: produced.warnings.clone(),
         build_seconds: took.as_secs(),
+        ccache: produced.ccache,
     };
+    if let Some(c) = produced.ccache {
+        tracing::info!(
+            "ccache: {} of {} compiled files were cache hits",
+            c.hits(),
+            c.hits() + c.misses
+        );
+    }
     let json = serde_json::to_vec_pretty(&record).map_err(|source| RecipeError::Corrupt {
         path: final_dir.display().to_string(),
         source,
@@ -361,50 +300,4 @@ fn install(
     Cache::write_atomic(&stage.join(".complete"), b"")?;
     Cache::install_dir(&stage, final_dir)?;
     Ok(())
-}
-
-fn minutes(d: Duration) -> String {
-    let s = d.as_secs();
-    format!("{}m{:02}s", s / 60, s % 60)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn build_lines_become_progress() {
-        let cases = [
-            ("  CC      mm/slub.o", Line::Compiled),
-            ("  CC [M]  drivers/net/veth.o", Line::Compiled),
-            ("  AS      arch/x86/entry/entry_64.o", Line::Compiled),
-            ("  LD      vmlinux", Line::Phase("linking vmlinux")),
-            (
-                "Kernel: arch/x86/boot/bzImage is ready  (#1)",
-                Line::Phase("bzImage ready"),
-            ),
-            (
-                "  INSTALL /x/mods/lib/modules/6.1.192-kchaos/kernel/drivers/net/veth.ko",
-                Line::Phase("installing modules"),
-            ),
-            (
-                "build.sh: not set as asked: CONFIG_MEMCG_V1=y (unknown to this kernel version; from kchaos.config)",
-                Line::ConfigWarning(
-                    "CONFIG_MEMCG_V1=y (unknown to this kernel version; from kchaos.config)"
-                        .into(),
-                ),
-            ),
-            ("make[1]: Entering directory '/x'", Line::Other),
-            ("CC is not a step without its indent", Line::Other),
-        ];
-        for (line, want) in cases {
-            assert_eq!(classify(line), want, "{line}");
-        }
-    }
-
-    #[test]
-    fn durations_read_as_minutes() {
-        assert_eq!(minutes(Duration::from_secs(272)), "4m32s");
-        assert_eq!(minutes(Duration::from_secs(5)), "0m05s");
-    }
 }

@@ -9,6 +9,7 @@
 //! what it produced.
 
 mod build;
+pub(crate) mod script;
 mod source;
 
 use std::path::Path;
@@ -121,6 +122,22 @@ pub fn find(name: &str) -> Option<&'static KernelRecipe> {
 /// Recipe names, for messages.
 pub fn names() -> Vec<&'static str> {
     RECIPES.iter().map(|r| r.name).collect()
+}
+
+/// A compiled-in recipe file by name (`build.sh`, `kchaos.config`, `defects.config`, a
+/// patch): builds of a git tree's commits ([`crate::tree`]) hand build.sh the same
+/// bytes `build:` recipes use.
+pub fn file(name: &str) -> Option<&'static [u8]> {
+    FILES.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}
+
+/// The compiled-in config fragments a build may add after `kchaos.config`.
+pub fn fragment_names() -> Vec<&'static str> {
+    FILES
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| n.ends_with(".config") && *n != "kchaos.config")
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +280,9 @@ pub struct BuildRecord {
     /// Fragment options Kconfig did not take, as build.sh reported them.
     pub config_warnings: Vec<String>,
     pub build_seconds: u64,
+    /// What ccache did (when the build went through it): hits and real compiles.
+    #[serde(default)]
+    pub ccache: Option<crate::tree::CcacheCounts>,
 }
 
 const CACHE_SUB: &str = "kernels/build";
@@ -320,6 +340,7 @@ fn load(dir: &Path, spec: &str) -> Result<Kernel, RecipeError> {
         release,
         package: None,
         debian: None,
+        source: None,
         bzimage,
         modules_dir: modules.is_dir().then_some(modules),
         config_path: Some(dir.join("config")),

@@ -63,7 +63,12 @@ pub(super) fn checkout(kernel: &KernelInfo, id: &str, origin: &Origin) -> Checko
             out.tree_name = source.tree;
             out.git_repository_url = source.repo.map(|r| names::link(&r));
             out.git_repository_branch = source.branch;
-            out.git_commit_hash = source.commit;
+            // KCIDB takes only a full hash; a `git describe` name or a short hash
+            // stays in the spec, which the build's misc records.
+            out.git_commit_hash = source
+                .commit
+                .filter(|c| kchaos_images::spec::is_full_hash(c))
+                .or_else(|| kernel.source.as_ref().map(|s| s.commit.clone()).filter(|c| kchaos_images::spec::is_full_hash(c)));
             out.comment = Some(match &kernel.release {
                 Some(release) => format!("a local build of {release}"),
                 None => "a local build".to_owned(),
