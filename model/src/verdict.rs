@@ -10,6 +10,7 @@ use crate::metrics::Metric;
 use crate::protocol::RunReport;
 use crate::scenario::{CheckOutcome, CheckResult, Scenario};
 use crate::signature::{Severity, SignatureHit};
+use crate::timeline::Measured;
 
 /// Exactly one per cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -108,11 +109,14 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
             .map(ToString::to_string)
     };
     let checks: Vec<CheckResult> = match &obs.report {
-        Some(_) => scenario
-            .checks
-            .iter()
-            .map(|c| c.result(&obs.metrics))
-            .collect(),
+        Some(report) => {
+            let measured = Measured::of(&obs.metrics, Some(report));
+            scenario
+                .checks
+                .iter()
+                .map(|c| c.result_in(&measured))
+                .collect()
+        }
         None => Vec::new(),
     };
     let decision = |verdict: Verdict, reasons: Vec<String>| Decision {
@@ -150,7 +154,9 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
         for check in &checks {
             match check.outcome() {
                 CheckOutcome::Pass => {}
-                CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => failures.push(msg),
+                CheckOutcome::Violated(msg)
+                | CheckOutcome::NoData(msg)
+                | CheckOutcome::NotTested(msg) => failures.push(msg),
             }
         }
     }

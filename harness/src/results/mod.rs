@@ -322,6 +322,8 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
         op: kchaos_model::scenario::CmpOp::Le,
         threshold: 4e6,
         unit: Unit::Ns,
+        window: None,
+        min_samples: None,
     };
     let checks = vec![check.result(&metrics)];
     CellResult {

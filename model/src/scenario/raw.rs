@@ -79,6 +79,8 @@ pub(crate) struct RawCheck {
     pub expr: Spanned<String>,
     /// Why the bound matters; shown next to a failure.
     pub because: Option<String>,
+    /// For a check over a window: the fewest samples it must hold to be judged.
+    pub min_samples: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
