@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kchaos_model::metrics::{Gauge, Metric};
+use std::time::Instant;
+
+use kchaos_model::metrics::{Gauge, Metric, Series};
 use kchaos_model::units::Unit;
 
 use crate::boot::mounts::CgroupLayout;
@@ -66,7 +68,8 @@ pub fn start(
         Some(cg) => {
             let target = Target::new(layout.mode, layout.dirs(controllers, cg));
             let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
-            match Spawner::new().and_then(|s| s.start(&target, Job::Wakeup { interval_us })) {
+            let job = Job::Wakeup { interval_us };
+            match Spawner::new().and_then(|s| s.start(&target, job)) {
                 Ok(child) => Running::Child {
                     cgroup: cg.to_owned(),
                     child,
@@ -80,8 +83,13 @@ pub fn start(
     }
 }
 
-/// Stops the probe and returns its metrics, or why there are none.
-pub fn finish(name: &str, running: Running) -> Result<Vec<(String, Metric)>, WakeupProbeError> {
+/// Stops the probe and returns its metrics and timeline (time zero at `epoch`), or why
+/// there are none.
+pub fn finish(
+    name: &str,
+    running: Running,
+    epoch: Instant,
+) -> Result<(Vec<(String, Metric)>, Series), WakeupProbeError> {
     let report = match running {
         Running::Failed(e) => return Err(e),
         Running::Thread { stop, handle } => {
@@ -108,7 +116,18 @@ pub fn finish(name: &str, running: Running) -> Result<Vec<(String, Metric)>, Wak
     } else {
         0.0
     };
-    Ok(vec![
+    // The samples carry the monotonic clock; the run's time zero is `epoch` on it.
+    let zero = wakeup::monotonic_ms()
+        .saturating_sub(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let timeline = Series {
+        unit: Unit::Ns,
+        samples: report
+            .samples
+            .iter()
+            .map(|&(at, ns)| (at.saturating_sub(zero), ns))
+            .collect(),
+    };
+    let metrics = vec![
         (name.to_owned(), Metric::Histogram(report.summary)),
         (
             format!("{name}.cpu_share"),
@@ -117,5 +136,6 @@ pub fn finish(name: &str, running: Running) -> Result<Vec<(String, Metric)>, Wak
                 value: share,
             }),
         ),
-    ])
+    ];
+    Ok((metrics, timeline))
 }
