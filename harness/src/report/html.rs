@@ -414,6 +414,7 @@ details ul { margin: 0.2em 0; padding-left: 1.2em; }
 <body>
 "#;
 
+mod phases;
 mod scenario;
 #[cfg(test)]
 mod tests;
