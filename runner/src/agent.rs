@@ -313,6 +313,7 @@ fn controllers_needed(scenario: &Scenario) -> Vec<String> {
             WorkloadSpec::Selftest(_)
             | WorkloadSpec::VethStorm(_)
             | WorkloadSpec::Exec(_)
+            | WorkloadSpec::Hold(_)
             | WorkloadSpec::SystemdUnits(_) => {}
         }
     }
