@@ -36,8 +36,13 @@ pub struct Probe {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ProbeSpec {
     /// Time a whole read of a file (open, read to the end, close), the way a monitoring
-    /// agent reads `memory.stat`. Recorded as a latency histogram.
-    ReadLatency { path: String },
+    /// agent reads `memory.stat`. Recorded as a latency histogram. With `cpu`, the reads
+    /// are made by a thread pinned to that CPU.
+    ReadLatency {
+        path: String,
+        #[serde(default)]
+        cpu: Option<u32>,
+    },
     /// Sample a number from a file into a time series.
     Counter {
         path: String,
@@ -50,6 +55,9 @@ pub enum ProbeSpec {
     WakeupLatency {
         cgroup: Option<String>,
         controllers: Vec<String>,
+        /// The CPU the probe is pinned to (its timer interrupts are that CPU's).
+        #[serde(default)]
+        cpu: Option<u32>,
     },
     /// Tasks in uninterruptible sleep (state `D`), counted over every thread: stuck
     /// kernel paths show up here before `hung_task` reports them.
@@ -130,10 +138,11 @@ impl Probe {
                 let interval = ctx
                     .duration_in(&raw.interval, MIN_INTERVAL)
                     .unwrap_or(Duration::from_millis(100));
+                let cpu = cpu(ctx, raw.cpu.as_ref(), vm);
                 Some(Probe {
                     name,
                     interval,
-                    spec: ProbeSpec::ReadLatency { path },
+                    spec: ProbeSpec::ReadLatency { path, cpu },
                 })
             }
             "counter" => {
@@ -218,12 +227,14 @@ impl Probe {
                     Some(list) => ctx.controllers(list),
                     None => vec!["cpu".to_owned()],
                 };
+                let cpu = cpu(ctx, raw.cpu.as_ref(), vm);
                 Some(Probe {
                     name,
                     interval,
                     spec: ProbeSpec::WakeupLatency {
                         cgroup,
                         controllers,
+                        cpu,
                     },
                 })
             }
@@ -239,6 +250,23 @@ impl Probe {
             }
         }
     }
+}
+
+/// A CPU of the VM: below `[vm] cpus`.
+fn cpu(ctx: &mut Ctx<'_>, cpu: Option<&Spanned<u32>>, vm: &VmSpec) -> Option<u32> {
+    let cpu = cpu?;
+    let n = *cpu.get_ref();
+    if n >= vm.cpus {
+        ctx.error(
+            cpu.span(),
+            format!(
+                "CPU {n} does not exist: the VM has {} (`[vm] cpus`), numbered from 0",
+                vm.cpus
+            ),
+        );
+        return None;
+    }
+    Some(n)
 }
 
 fn probe_name(ctx: &mut Ctx<'_>, name: &Spanned<String>) -> Option<String> {
@@ -271,6 +299,7 @@ struct RawReadLatency {
     name: Spanned<String>,
     path: Spanned<String>,
     interval: Option<Spanned<String>>,
+    cpu: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +326,7 @@ struct RawWakeup {
     interval: Option<Spanned<String>>,
     cgroup: Option<Spanned<String>>,
     controllers: Option<Vec<Spanned<String>>>,
+    cpu: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

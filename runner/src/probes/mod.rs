@@ -1,13 +1,14 @@
 //! Probes run as tokio tasks for the whole workload phase and the settle time. Each
 //! measurement is a blocking file read done on the blocking pool and timed there, so
-//! runtime scheduling is not part of the number. The wake-up probe runs on a thread
-//! (or in a process) of its own.
+//! runtime scheduling is not part of the number. A probe pinned to one CPU and the
+//! wake-up probe run on threads of their own.
 //!
 //! Every latency is also kept with the time it was taken ([`timeline`]), so the host can
 //! judge a phase or a condition of the run on its own.
 
 mod counter;
 mod dstate;
+mod pinned;
 mod systemd_call;
 pub mod timeline;
 mod wakeup;
@@ -102,8 +103,18 @@ enum How {
         state: Arc<Mutex<ProbeState>>,
         task: tokio::task::JoinHandle<()>,
     },
+    /// A read on a pinned thread.
+    Threads {
+        state: Arc<Mutex<ProbeState>>,
+        running: Threads,
+    },
     /// Wake-up latency: a thread or a child process of its own.
     Wakeup(wakeup::Running),
+}
+
+#[derive(Debug)]
+enum Threads {
+    Pinned(pinned::Running),
 }
 
 /// Starts a probe. `epoch` is time zero of series samples; `stop` ends polled probes.
@@ -120,12 +131,32 @@ pub async fn start(
         ProbeSpec::WakeupLatency {
             cgroup,
             controllers,
+            cpu,
         } => How::Wakeup(wakeup::start(
             probe.interval,
             cgroup.as_deref(),
             controllers,
+            *cpu,
             layout,
         )),
+        ProbeSpec::ReadLatency {
+            path,
+            cpu: Some(cpu),
+        } => {
+            let state = Arc::new(Mutex::new(ProbeState::new(epoch)));
+            let running = pinned::start_read(
+                &probe.name,
+                path.clone(),
+                *cpu,
+                probe.interval,
+                epoch,
+                Arc::clone(&state),
+            );
+            How::Threads {
+                state,
+                running: Threads::Pinned(running),
+            }
+        }
         ProbeSpec::ReadLatency { .. } | ProbeSpec::Counter { .. } | ProbeSpec::DState => {
             let state = Arc::new(Mutex::new(ProbeState::new(epoch)));
             if matches!(probe.spec, ProbeSpec::Counter { .. } | ProbeSpec::DState) {
@@ -166,9 +197,16 @@ impl RunningProbe {
                 let _ = task.await;
                 state
             }
+            How::Threads { state, running } => {
+                let _ = tokio::task::spawn_blocking(move || match running {
+                    Threads::Pinned(r) => r.stop(),
+                })
+                .await;
+                state
+            }
             How::Wakeup(running) => return finish_wakeup(name, running, epoch).await,
         };
-        let state = std::mem::take(&mut *state.lock().unwrap_or_else(|p| p.into_inner()));
+        let state = std::mem::take(&mut *pinned::lock(&state));
         let latency = matches!(
             self.probe.spec,
             ProbeSpec::ReadLatency { .. } | ProbeSpec::SystemdCall { .. }
@@ -303,7 +341,7 @@ enum Reading {
 /// One poll; blocking (file reads, a /proc scan).
 fn read_once(spec: &ProbeSpec) -> Result<Reading, String> {
     match spec {
-        ProbeSpec::ReadLatency { path } | ProbeSpec::Counter { path, .. } => {
+        ProbeSpec::ReadLatency { path, .. } | ProbeSpec::Counter { path, .. } => {
             std::fs::read_to_string(path)
                 .map(Reading::Text)
                 .map_err(|e| format!("read {path}: {e}"))

@@ -11,6 +11,7 @@ use kchaos_model::metrics::{Gauge, Metric, Series};
 use kchaos_model::units::Unit;
 
 use crate::boot::mounts::CgroupLayout;
+use crate::pin::{pin_current_thread, PinError};
 use crate::spawn::wakeup::{self, WakeupReport};
 use crate::spawn::{Job, Running as Child, SpawnError, Spawner, Target};
 
@@ -20,6 +21,8 @@ pub enum WakeupProbeError {
     Thread(#[source] std::io::Error),
     #[error("The probe thread panicked")]
     Panicked,
+    #[error(transparent)]
+    Pin(PinError),
     #[error("Wake-up probe in {cgroup}")]
     Child {
         cgroup: String,
@@ -38,7 +41,7 @@ pub enum WakeupProbeError {
 pub enum Running {
     Thread {
         stop: Arc<AtomicBool>,
-        handle: std::thread::JoinHandle<wakeup::Wakeups>,
+        handle: std::thread::JoinHandle<Result<wakeup::Wakeups, PinError>>,
     },
     Child {
         cgroup: String,
@@ -51,6 +54,7 @@ pub fn start(
     interval: Duration,
     cgroup: Option<&str>,
     controllers: &[String],
+    cpu: Option<u32>,
     layout: &CgroupLayout,
 ) -> Running {
     match cgroup {
@@ -59,8 +63,12 @@ pub fn start(
             let flag = Arc::clone(&stop);
             match std::thread::Builder::new()
                 .name("kchaos-wakeup".into())
-                .spawn(move || wakeup::measure(interval, &flag))
-            {
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu)?;
+                    }
+                    Ok(wakeup::measure(interval, &flag))
+                }) {
                 Ok(handle) => Running::Thread { stop, handle },
                 Err(e) => Running::Failed(WakeupProbeError::Thread(e)),
             }
@@ -68,7 +76,7 @@ pub fn start(
         Some(cg) => {
             let target = Target::new(layout.mode, layout.dirs(controllers, cg));
             let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
-            let job = Job::Wakeup { interval_us };
+            let job = Job::Wakeup { interval_us, cpu };
             match Spawner::new().and_then(|s| s.start(&target, job)) {
                 Ok(child) => Running::Child {
                     cgroup: cg.to_owned(),
@@ -97,6 +105,7 @@ pub fn finish(
             handle
                 .join()
                 .map_err(|_| WakeupProbeError::Panicked)?
+                .map_err(WakeupProbeError::Pin)?
                 .report()
         }
         Running::Child { cgroup, child } => {

@@ -12,6 +12,7 @@ use nix::time::{clock_gettime, ClockId};
 use serde::{Deserialize, Serialize};
 
 use crate::histogram::Latency;
+use crate::pin::pin_current_thread;
 use crate::probes::timeline::Timeline;
 
 /// What one probe run measured.
@@ -87,11 +88,22 @@ pub enum WakeupError {
     Encode(#[source] serde_json::Error),
     #[error("Cannot write the wake-up report to the probe's pipe")]
     Write(#[source] std::io::Error),
+    #[error(transparent)]
+    Pin(crate::pin::PinError),
 }
 
-/// The probe as a child inside a cgroup: measures until `stop` closes, then writes a
-/// [`WakeupReport`] as JSON to `out`.
-pub fn run_child(interval_us: u64, stop: File, mut out: File) -> Result<(), WakeupError> {
+/// The probe as a child inside a cgroup: measures (pinned to `cpu` when given) until
+/// `stop` closes, then writes a [`WakeupReport`] as JSON to `out`.
+pub fn run_child(
+    interval_us: u64,
+    cpu: Option<u32>,
+    stop: File,
+    mut out: File,
+) -> Result<(), WakeupError> {
+    if let Some(cpu) = cpu {
+        // Before the worker starts: it inherits the affinity.
+        pin_current_thread(cpu).map_err(WakeupError::Pin)?;
+    }
     let done = AtomicBool::new(false);
     let wakeups = std::thread::scope(|s| {
         let worker = s.spawn(|| measure(Duration::from_micros(interval_us), &done));
