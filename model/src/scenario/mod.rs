@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use self::check::{margin, Check, CheckOutcome, CheckResult, CheckStatus, CmpOp};
 pub use self::error::{error_at, line_col, locate_toml_error, ScenarioError, ScenarioErrors};
 pub use self::parse::{parse, parse_for, AnyHost, Host};
-pub use self::probe::{CounterSelect, Probe, ProbeSpec};
+pub use self::probe::{CounterSelect, NetLatency, NetMode, Probe, ProbeSpec};
 pub use self::window::{Over, Window};
 pub use self::workload::{Workload, WorkloadSpec};
 use crate::kernel::{ConfigRequirement, VersionRange};

@@ -1,12 +1,15 @@
 //! `[[probe]]` entries: what the runner measures while the workloads run and during the
 //! settle time.
 
+mod net;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 use toml::Spanned;
 
+pub use self::net::{NetLatency, NetMode};
 use super::ctx::{check_name, Ctx};
 use super::{ImageKind, VmSpec};
 use crate::metrics::{MetricInfo, MetricKind};
@@ -14,12 +17,13 @@ use crate::units::{duration_ms, Unit};
 
 /// The shortest sampling interval: a zero interval would make a probe spin (and once
 /// panicked the runner's timer).
-const MIN_INTERVAL: Duration = Duration::from_millis(1);
+pub(super) const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
 pub const KINDS: &[&str] = &[
     "read-latency",
     "counter",
     "wakeup-latency",
+    "net-latency",
     "d-state",
     "systemd-call",
 ];
@@ -59,6 +63,11 @@ pub enum ProbeSpec {
         #[serde(default)]
         cpu: Option<u32>,
     },
+    /// Network round trips over loopback, timed by the client: TCP handshakes or UDP
+    /// request/response. With `cpu`, the receiving side (the kernel's receive processing,
+    /// steered there with RPS as a NIC's interrupts would be, and the server) runs on that
+    /// CPU, so a CPU that cannot take interrupts shows up as packets that wait.
+    NetLatency(NetLatency),
     /// Tasks in uninterruptible sleep (state `D`), counted over every thread: stuck
     /// kernel paths show up here before `hung_task` reports them.
     DState,
@@ -103,7 +112,9 @@ impl Probe {
                     },
                 )]
             }
-            ProbeSpec::SystemdCall { .. } => vec![(self.name.clone(), hist)],
+            ProbeSpec::SystemdCall { .. } | ProbeSpec::NetLatency(_) => {
+                vec![(self.name.clone(), hist)]
+            }
             ProbeSpec::DState => vec![(
                 self.name.clone(),
                 MetricInfo {
@@ -236,6 +247,19 @@ impl Probe {
                         controllers,
                         cpu,
                     },
+                })
+            }
+            "net-latency" => {
+                let raw: net::RawNetLatency = ctx.deserialize(value)?;
+                let name = probe_name(ctx, &raw.name)?;
+                let interval = ctx
+                    .duration_in(&raw.interval, MIN_INTERVAL)
+                    .unwrap_or(Duration::from_millis(20));
+                let spec = net::parse(ctx, &raw, vm)?;
+                Some(Probe {
+                    name,
+                    interval,
+                    spec: ProbeSpec::NetLatency(spec),
                 })
             }
             other => {

@@ -1,13 +1,14 @@
 //! Probes run as tokio tasks for the whole workload phase and the settle time. Each
 //! measurement is a blocking file read done on the blocking pool and timed there, so
-//! runtime scheduling is not part of the number. A probe pinned to one CPU and the
-//! wake-up probe run on threads of their own.
+//! runtime scheduling is not part of the number. A probe pinned to one CPU, the
+//! wake-up probe and the network probe run on threads of their own.
 //!
 //! Every latency is also kept with the time it was taken ([`timeline`]), so the host can
 //! judge a phase or a condition of the run on its own.
 
 mod counter;
 mod dstate;
+mod net;
 mod pinned;
 mod systemd_call;
 pub mod timeline;
@@ -103,7 +104,7 @@ enum How {
         state: Arc<Mutex<ProbeState>>,
         task: tokio::task::JoinHandle<()>,
     },
-    /// A read on a pinned thread.
+    /// A read on a pinned thread, or the network probe's threads.
     Threads {
         state: Arc<Mutex<ProbeState>>,
         running: Threads,
@@ -115,6 +116,7 @@ enum How {
 #[derive(Debug)]
 enum Threads {
     Pinned(pinned::Running),
+    Net(net::Running),
 }
 
 /// Starts a probe. `epoch` is time zero of series samples; `stop` ends polled probes.
@@ -155,6 +157,14 @@ pub async fn start(
             How::Threads {
                 state,
                 running: Threads::Pinned(running),
+            }
+        }
+        ProbeSpec::NetLatency(spec) => {
+            let state = Arc::new(Mutex::new(ProbeState::new(epoch)));
+            let running = net::start(spec, probe.interval, epoch, Arc::clone(&state)).await;
+            How::Threads {
+                state,
+                running: Threads::Net(running),
             }
         }
         ProbeSpec::ReadLatency { .. } | ProbeSpec::Counter { .. } | ProbeSpec::DState => {
@@ -200,6 +210,7 @@ impl RunningProbe {
             How::Threads { state, running } => {
                 let _ = tokio::task::spawn_blocking(move || match running {
                     Threads::Pinned(r) => r.stop(),
+                    Threads::Net(r) => r.stop(),
                 })
                 .await;
                 state
@@ -209,7 +220,9 @@ impl RunningProbe {
         let state = std::mem::take(&mut *pinned::lock(&state));
         let latency = matches!(
             self.probe.spec,
-            ProbeSpec::ReadLatency { .. } | ProbeSpec::SystemdCall { .. }
+            ProbeSpec::ReadLatency { .. }
+                | ProbeSpec::SystemdCall { .. }
+                | ProbeSpec::NetLatency(_)
         );
         let report = ProbeReport {
             name: name.clone(),
@@ -347,9 +360,9 @@ fn read_once(spec: &ProbeSpec) -> Result<Reading, String> {
                 .map_err(|e| format!("read {path}: {e}"))
         }
         ProbeSpec::DState => dstate::count().map(Reading::Number),
-        ProbeSpec::WakeupLatency { .. } | ProbeSpec::SystemdCall { .. } => {
-            Err("this probe does not read files".to_owned())
-        }
+        ProbeSpec::WakeupLatency { .. }
+        | ProbeSpec::SystemdCall { .. }
+        | ProbeSpec::NetLatency(_) => Err("this probe does not read files".to_owned()),
     }
 }
 
