@@ -139,6 +139,13 @@ fn a_memcg_reference_leak_fails_the_memcg_scenarios_naming_the_dying_cgroups() {
 }
 
 #[test]
+fn a_memory_stat_read_that_stalls_per_dying_cgroup_fails_the_hold_naming_its_latency() {
+    if defect_kernel_available() {
+        assert_caught("memcg-stat-stall", &["memory_stat_read[", "net_rtt["]);
+    }
+}
+
+#[test]
 fn kmem_allocation_failures_fail_the_churn_naming_the_kernels_own_report() {
     if defect_kernel_available() {
         assert_caught(

@@ -78,6 +78,10 @@ const FILES: &[(&str, &[u8])] = &[
         "patches/6.1/0005-fault-memcg.patch",
         include_bytes!("../../recipes/kernel/patches/6.1/0005-fault-memcg.patch"),
     ),
+    (
+        "patches/6.1/0006-memcg-stat-stall.patch",
+        include_bytes!("../../recipes/kernel/patches/6.1/0006-memcg-stat-stall.patch"),
+    ),
 ];
 
 /// Every recipe `build:` knows.
@@ -95,6 +99,7 @@ pub const RECIPES: &[KernelRecipe] = &[KernelRecipe {
         "patches/6.1/0003-cfs-over-throttle.patch",
         "patches/6.1/0004-cfs-period-lockup.patch",
         "patches/6.1/0005-fault-memcg.patch",
+        "patches/6.1/0006-memcg-stat-stall.patch",
     ],
 }];
 
