@@ -248,7 +248,7 @@ fn saturation_scenario(
         matches!(r, Row::Native { concurrency, connections, .. }
             if *concurrency == spec.concurrency && *connections == spec.connections)
     };
-    if rows.len() % 2 == 0 || !rows.iter().step_by(2).all(is_shipped) {
+    if rows.len().is_multiple_of(2) || !rows.iter().step_by(2).all(is_shipped) {
         return Err("the shipped settings must run first, last and between every two rows".into());
     }
     let mut toml = format!(

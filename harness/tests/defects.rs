@@ -122,6 +122,7 @@ fn detect(defects: &[&str]) -> Run {
 const KERNEL_DEFECTS: &[&str] = &[
     "netdev-ref-leak",
     "memcg-ref-leak",
+    "memcg-stat-stall",
     "kmem-alloc-failures",
     "cfs-over-throttle",
     "cgroup-rmdir-stall",
@@ -205,6 +206,17 @@ fn a_netdev_reference_leak_fails_the_veth_storms_naming_unregister_netdevice() {
 fn a_memcg_reference_leak_fails_the_memcg_scenarios_naming_the_dying_cgroups() {
     if defect_kernel_available() {
         assert_caught(kernel_run(), "memcg-ref-leak", &["dying"]);
+    }
+}
+
+#[test]
+fn a_memory_stat_read_that_stalls_per_dying_cgroup_fails_the_hold_naming_its_latency() {
+    if defect_kernel_available() {
+        assert_caught(
+            kernel_run(),
+            "memcg-stat-stall",
+            &["memory_stat_read[", "net_rtt["],
+        );
     }
 }
 

@@ -214,6 +214,106 @@ fn a_violated_check_fails_the_cell_with_its_reason() {
     );
 }
 
+/// Incident 1b's dying state held for a phase of its own and judged there: the guest
+/// reports each workload's span and every sample's time, the host cuts the window; a
+/// window too thin for its statistic is "not tested", which fails the cell. The
+/// network probe's handshakes are timed on loopback, pinned like the reads.
+#[test]
+fn a_held_phase_is_judged_on_its_own_and_a_thin_window_is_not_tested() {
+    if !vm_available() {
+        return;
+    }
+    let scenario = r#"
+[scenario]
+name = "memcg-hold-small"
+duration = "60s"
+
+[vm]
+memory = "512MiB"
+
+[[workload]]
+kind = "cgroup-churn"
+name = "churn"
+iterations = 40
+batch = 40
+
+[[workload]]
+kind = "hold"
+name = "hold"
+after = "churn"
+duration = "3s"
+
+[[probe]]
+kind = "read-latency"
+name = "memory_stat_read"
+path = "/sys/fs/cgroup/kchaos/memory.stat"
+interval = "50ms"
+cpu = 0
+
+[[probe]]
+kind = "net-latency"
+name = "net_rtt"
+cpu = 0
+interval = "50ms"
+
+[[probe]]
+kind = "counter"
+name = "nr_dying_descendants"
+path = "/sys/fs/cgroup/cgroup.stat"
+key = "nr_dying_descendants"
+interval = "200ms"
+
+[[check]]
+assert = "nr_dying_descendants[hold].min >= 30"
+min_samples = 5
+
+[[check]]
+assert = "memory_stat_read[while nr_dying_descendants >= 30].count >= 20"
+
+[[check]]
+assert = "net_rtt[hold].p50 <= 10s"
+
+[[check]]
+assert = "memory_stat_read[hold].p99 <= 10s"
+"#;
+    let r = run("hold", scenario);
+    let cell = r.cell();
+    assert_eq!(cell["verdict"], "fail", "{}\n{:#}", r.output, cell);
+    let checks = cell["checks"].as_array().unwrap();
+    let status: Vec<&str> = checks
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        status,
+        ["pass", "pass", "pass", "not-tested"],
+        "{}",
+        r.reasons()
+    );
+    // About 60 reads in a 3 s hold: too few for a p99, which needs 100.
+    assert_eq!(checks[3]["window"], "hold");
+    assert_eq!(checks[3]["min_samples"], 100);
+    let n = checks[3]["samples"].as_u64().unwrap();
+    assert!((20..100).contains(&n), "{n}");
+    assert!(
+        r.reasons().contains("not tested: ") && r.reasons().contains("needed to judge p99"),
+        "{}",
+        r.reasons()
+    );
+    // The phases, with each probe's samples inside them.
+    let phases = cell["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["churn", "hold"]);
+    let hold = &phases[1]["latency"];
+    assert_eq!(hold["memory_stat_read"]["count"].as_u64(), Some(n));
+    assert!(hold["net_rtt"]["count"].as_u64().unwrap() >= 20, "{hold:#}");
+    let (start, end) = (
+        phases[1]["start_ms"].as_u64().unwrap(),
+        phases[1]["end_ms"].as_u64().unwrap(),
+    );
+    assert!((3000..4000).contains(&(end - start)), "{start}..{end}");
+}
+
 fn shipped(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

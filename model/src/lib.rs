@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod scenario;
 pub mod signature;
 pub mod stats;
+pub mod timeline;
 pub mod units;
 pub mod verdict;
 

@@ -10,6 +10,7 @@ use crate::metrics::{Metric, Stat};
 use crate::protocol::RunReport;
 use crate::scenario::{CheckKind, CheckOutcome, CheckResult, Scenario};
 use crate::signature::{Severity, SignatureHit};
+use crate::timeline::Measured;
 use crate::units::Unit;
 
 /// Exactly one per cell.
@@ -113,11 +114,14 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
             .map(ToString::to_string)
     };
     let checks: Vec<CheckResult> = match &obs.report {
-        Some(_) => scenario
-            .checks
-            .iter()
-            .map(|c| c.result(&obs.metrics))
-            .collect(),
+        Some(report) => {
+            let measured = Measured::of(&obs.metrics, Some(report));
+            scenario
+                .checks
+                .iter()
+                .map(|c| c.result_in(&measured))
+                .collect()
+        }
         None => Vec::new(),
     };
     let decision = |verdict: Verdict, reasons: Vec<String>| Decision {
@@ -171,6 +175,9 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
                 CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => {
                     told.push((Tell::of_check(check.kind), msg));
                 }
+                // Too few samples in the window: nothing was judged, which fails the
+                // cell but tells the least of all.
+                CheckOutcome::NotTested(msg) => told.push((Tell::Coverage, msg)),
             }
         }
     }

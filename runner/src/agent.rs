@@ -9,6 +9,7 @@ use kchaos_model::protocol::{
     GuestMessage, HostMessage, Phase, RunReport, RunRequest, PROTOCOL_VERSION,
 };
 use kchaos_model::scenario::{ProbeSpec, Scenario, Workload, WorkloadSpec};
+use kchaos_model::timeline::Span;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
@@ -156,9 +157,20 @@ async fn run(
         .into_iter()
         .partition(|(_, w)| w.after.as_ref().is_some_and(|a| !finished.contains(a)));
     let mut tasks = tokio::task::JoinSet::new();
+    // When each workload ran: its phase, for checks that judge one on its own.
+    let mut spans: Vec<Span> = Vec::new();
     let spawn = |tasks: &mut tokio::task::JoinSet<_>, index: usize, workload: Workload| {
         let env = env.clone();
-        tasks.spawn_blocking(move || (index, workloads::run(&workload, &env)));
+        tasks.spawn_blocking(move || {
+            let start_ms = since(epoch);
+            let result = workloads::run(&workload, &env);
+            let span = Span {
+                name: workload.name.clone(),
+                start_ms,
+                end_ms: since(epoch),
+            };
+            (index, result, span)
+        });
     };
     for (index, workload) in now {
         spawn(&mut tasks, index, workload);
@@ -167,9 +179,10 @@ async fn run(
     while !tasks.is_empty() {
         tokio::select! {
             done = tasks.join_next() => match done {
-                Some(Ok(r)) => {
-                    finished.insert(scenario.workloads[r.0].name.clone());
-                    results.push(r);
+                Some(Ok((index, result, span))) => {
+                    finished.insert(scenario.workloads[index].name.clone());
+                    results.push((index, result));
+                    spans.push(span);
                     let (start, still): (Vec<_>, Vec<_>) = std::mem::take(&mut waiting)
                         .into_iter()
                         .partition(|(_, w)| w.after.as_ref().is_some_and(|a| finished.contains(a)));
@@ -217,6 +230,7 @@ async fn run(
 
     let mut report = RunReport {
         workload_ms,
+        spans,
         ..RunReport::default()
     };
     results.sort_by_key(|(i, _)| *i);
@@ -225,9 +239,15 @@ async fn run(
         report.metrics.extend(metrics);
     }
     for probe in running {
-        let (p, metrics) = probe.finish().await;
-        report.probes.push(p);
-        report.metrics.extend(metrics);
+        let done = probe.finish().await;
+        if let Some(timeline) = done.timeline {
+            report.timelines.insert(done.report.name.clone(), timeline);
+        }
+        if let Some(note) = done.note {
+            reporter.note(note);
+        }
+        report.probes.push(done.report);
+        report.metrics.extend(done.metrics);
     }
     reporter.send(GuestMessage::Finished(report));
     finish(reporter, inbox).await
@@ -293,6 +313,7 @@ fn controllers_needed(scenario: &Scenario) -> Vec<String> {
             WorkloadSpec::Selftest(_)
             | WorkloadSpec::VethStorm(_)
             | WorkloadSpec::Exec(_)
+            | WorkloadSpec::Hold(_)
             | WorkloadSpec::SystemdUnits(_) => {}
         }
     }
@@ -300,12 +321,18 @@ fn controllers_needed(scenario: &Scenario) -> Vec<String> {
         if let ProbeSpec::WakeupLatency {
             cgroup: Some(_),
             controllers,
+            ..
         } = &p.spec
         {
             set.extend(controllers.iter().cloned());
         }
     }
     set.into_iter().collect()
+}
+
+/// Milliseconds since `epoch`: the time base of every sample and span.
+fn since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 pub fn hello(kernel_release: String) -> GuestMessage {

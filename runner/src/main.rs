@@ -10,6 +10,7 @@ mod kfile;
 mod limits;
 mod link;
 mod netns;
+mod pin;
 mod probes;
 mod spawn;
 mod systemd;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use kchaos_images::Kernel;
 use kchaos_model::protocol::Phase;
 use kchaos_model::scenario::Scenario;
+use kchaos_model::timeline::phase_stats;
 use kchaos_model::verdict::{self, Verdict};
 use tokio::sync::watch as tokio_watch;
 
@@ -156,6 +157,7 @@ pub async fn run(
             result.boot_ms = o.boot_ms;
             result.first_signature_ms = o.first_signature_ms;
             result.guest_ready_ms = o.guest_ready_ms;
+            result.phases = o.obs.report.as_ref().map(phase_stats).unwrap_or_default();
             result.metrics = o.obs.metrics;
             result.signatures = o.obs.hits;
             result.notes = o.notes;

@@ -439,6 +439,7 @@ details ul { margin: 0.2em 0; padding-left: 1.2em; }
 "#;
 
 mod bisect;
+mod phases;
 mod scenario;
 #[cfg(test)]
 mod tests;

@@ -99,7 +99,7 @@ fn case_name(cell: &CellResult) -> &str {
 fn check_case(cell: &CellResult, check: &CheckResult) -> TestCase {
     let mut status = match check.outcome() {
         CheckOutcome::Pass => TestCaseStatus::success(),
-        CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => {
+        CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) | CheckOutcome::NotTested(msg) => {
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
             s.set_message(msg);
             s.set_type(format!("check-{}", check.status));

@@ -16,6 +16,7 @@ use kchaos_model::fingerprint::Fingerprint;
 use kchaos_model::metrics::Metric;
 use kchaos_model::scenario::CheckResult;
 use kchaos_model::signature::SignatureHit;
+use kchaos_model::timeline::PhaseStats;
 use kchaos_model::verdict::Verdict;
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +102,10 @@ pub struct CellResult {
     /// recorded).
     #[serde(default)]
     pub checks: Vec<CheckResult>,
+    /// Each workload's phase with the latency statistics of every probe inside it;
+    /// absent when the runner reported no timed samples.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseStats>,
     pub signatures: Vec<SignatureHit>,
     pub notes: Vec<String>,
     pub artifacts: Artifacts,
@@ -231,6 +236,7 @@ impl CellResult {
             first_signature_ms: None,
             metrics: BTreeMap::new(),
             checks: Vec::new(),
+            phases: Vec::new(),
             signatures: Vec::new(),
             notes: Vec::new(),
             artifacts: Artifacts::default(),
@@ -329,6 +335,8 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
         threshold: 4e6,
         unit: Unit::Ns,
         kind: kchaos_model::scenario::CheckKind::Behaviour,
+        window: None,
+        min_samples: None,
     };
     let checks = vec![check.result(&metrics)];
     CellResult {
@@ -360,6 +368,7 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
         first_signature_ms: None,
         metrics,
         checks,
+        phases: Vec::new(),
         signatures: Vec::new(),
         notes: Vec::new(),
         artifacts: Artifacts {

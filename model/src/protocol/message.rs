@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Metric;
+use crate::metrics::{Metric, Series};
 use crate::scenario::Scenario;
+use crate::timeline::Span;
 
 /// Guest → host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +88,15 @@ pub struct RunReport {
     pub probes: Vec<ProbeReport>,
     /// How long the workload phase took, in milliseconds.
     pub workload_ms: u64,
+    /// When each workload ran (milliseconds since the workload phase began): the
+    /// phases a check may judge on their own (protocol 2).
+    #[serde(default)]
+    pub spans: Vec<Span>,
+    /// Every sample of the latency probes with the time it was taken (milliseconds
+    /// since the workload phase began, nanoseconds), so the host can cut them by phase
+    /// or condition; the histograms in `metrics` summarise the whole run (protocol 2).
+    #[serde(default)]
+    pub timelines: BTreeMap<String, Series>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,13 @@ pub use self::message::{
 
 /// Bumped on any incompatible change to [`message`]. The harness refuses a runner that
 /// speaks another version (rebuild the runner).
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 2: `WorkloadReport` carries `findings` (what a workload itself established, e.g.
+/// systemd's cookie overflowed), which fail a cell as the kernel's own signatures do.
+/// 3: `RunReport` carries the workloads' `spans` and the latency probes' `timelines`
+/// (timed samples), which windowed checks (`memory_stat_read[hold].p50`) need; an
+/// older runner would leave them empty and every such check "not tested".
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The virtio-serial port name both sides agree on (`/sys/class/virtio-ports/*/name`).
 pub const CONTROL_PORT_NAME: &str = "org.kchaos.ctl";

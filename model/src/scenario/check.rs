@@ -1,15 +1,22 @@
-//! `[[check]]` thresholds: `assert = "memory_stat_read.p99 <= 50ms"`.
+//! `[[check]]` thresholds: `assert = "memory_stat_read.p99 <= 50ms"`, or over a window
+//! of the run: `memory_stat_read[hold].p50 <= 20ms` (see [`super::window`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
 use super::check_kind::CheckKind;
 use super::ctx::Ctx;
 use super::raw::RawCheck;
-use crate::metrics::{Metric, MetricInfo, Stat};
+use super::window::{self, Window};
+use crate::metrics::{Metric, Stat};
+use crate::timeline::{self, Measured};
 use crate::units::{self, Unit};
+
+/// The most samples a check may demand of its window (`min_samples`).
+const MAX_MIN_SAMPLES: u64 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CmpOp {
@@ -49,6 +56,15 @@ impl CmpOp {
         }
     }
 
+    /// The first comparison in `text`, longest first where two start at one place (so
+    /// `<=` is not read as `<`): its spelling, the operator and where it starts.
+    pub fn find(text: &str) -> Option<(&'static str, CmpOp, usize)> {
+        CmpOp::ALL
+            .iter()
+            .filter_map(|&(t, op)| text.find(t).map(|at| (t, op, at)))
+            .min_by_key(|&(t, _, at)| (at, usize::MAX - t.len()))
+    }
+
     pub fn holds(self, left: f64, right: f64) -> bool {
         match self {
             CmpOp::Lt => left < right,
@@ -67,7 +83,8 @@ impl fmt::Display for CmpOp {
     }
 }
 
-/// A validated check: `metric.stat op threshold`, the threshold in the metric's base unit.
+/// A validated check: `metric[window].stat op threshold`, the threshold in the metric's
+/// base unit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Check {
     /// As written, for messages.
@@ -81,6 +98,12 @@ pub struct Check {
     /// What a failure of it tells (`kind = "..."`, else inferred): orders the reasons.
     #[serde(default)]
     pub kind: CheckKind,
+    /// The part of the run the statistic is computed over; `None`: the whole run.
+    #[serde(default)]
+    pub window: Option<Window>,
+    /// The fewest samples the window must hold to be judged, as the check asked.
+    #[serde(default)]
+    pub min_samples: Option<u64>,
 }
 
 /// The outcome of one check against a run's metrics, as the verdict rules need it.
@@ -93,6 +116,9 @@ pub enum CheckOutcome {
     /// There was nothing to compare (probe never read, histogram empty). Treated as a
     /// failure: a missing value must never pass as zero.
     NoData(String),
+    /// The check's window held too few samples to judge (or never happened). A failure
+    /// too: a window too thin to judge must never pass.
+    NotTested(String),
 }
 
 /// Whether a check held, in one word (`results.json`: `"pass"`, `"fail"`, `"no-data"`).
@@ -103,6 +129,8 @@ pub enum CheckStatus {
     Fail,
     /// Nothing to compare: fails the cell like a violated bound.
     NoData,
+    /// The window held too few samples to judge: fails the cell too.
+    NotTested,
 }
 
 impl CheckStatus {
@@ -111,6 +139,7 @@ impl CheckStatus {
             CheckStatus::Pass => "pass",
             CheckStatus::Fail => "fail",
             CheckStatus::NoData => "no-data",
+            CheckStatus::NotTested => "not-tested",
         }
     }
 }
@@ -156,6 +185,19 @@ pub struct CheckResult {
     pub headroom: Option<f64>,
     /// `headroom` as a fraction of `abs(bound)`; absent for a zero bound.
     pub margin: Option<f64>,
+    /// The window the statistic was computed over, as written (`hold`, `while
+    /// nr_dying_descendants >= 900`); absent for the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// How many samples the window held; absent for the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u64>,
+    /// The fewest it needed to be judged; absent for the whole run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<u64>,
+    /// Why a windowed check was not tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_tested: Option<String>,
 }
 
 impl CheckResult {
@@ -181,16 +223,34 @@ impl CheckResult {
             .unwrap_or_default()
     }
 
+    /// `memory_stat_read.p50`, or `memory_stat_read[hold].p50`.
+    pub fn statistic(&self) -> String {
+        match &self.window {
+            Some(w) => format!("{}[{w}].{}", self.metric, self.stat),
+            None => format!("{}.{}", self.metric, self.stat),
+        }
+    }
+
     /// What the verdict rules need: pass, or why not (the reason a failed cell shows).
     pub fn outcome(&self) -> CheckOutcome {
         match (self.status, self.observed) {
             (CheckStatus::Pass, _) => CheckOutcome::Pass,
+            (CheckStatus::NotTested, _) => CheckOutcome::NotTested(format!(
+                "check `{}` not tested: {} (a window too thin to judge never passes)",
+                self.assert,
+                self.not_tested
+                    .as_deref()
+                    .unwrap_or("too few samples in its window")
+            )),
             (CheckStatus::Fail, Some(value)) => {
+                let over = self
+                    .samples
+                    .map(|n| format!(" over {n} samples"))
+                    .unwrap_or_default();
                 let mut msg = format!(
-                    "check `{}` failed: {}.{} = {} (bound {})",
+                    "check `{}` failed: {} = {}{over} (bound {})",
                     self.assert,
-                    self.metric,
-                    self.stat,
+                    self.statistic(),
                     self.unit.format(value),
                     self.bound_text()
                 );
@@ -200,8 +260,9 @@ impl CheckResult {
                 CheckOutcome::Violated(msg)
             }
             (CheckStatus::Fail | CheckStatus::NoData, _) => CheckOutcome::NoData(format!(
-                "check `{}`: no value of {}.{} was recorded (a missing value never passes)",
-                self.assert, self.metric, self.stat
+                "check `{}`: no value of {} was recorded (a missing value never passes)",
+                self.assert,
+                self.statistic()
             )),
         }
     }
@@ -223,15 +284,35 @@ impl Check {
     pub(crate) fn parse(
         ctx: &mut Ctx<'_>,
         raw: &RawCheck,
-        catalog: &BTreeMap<String, MetricInfo>,
+        names: &window::Names<'_>,
     ) -> Option<Check> {
-        let text = raw.expr.get_ref().trim();
+        let written = raw.expr.get_ref();
+        let text = written.trim();
         let span = raw.expr.span();
-        let Some((op_text, op, at)) = CmpOp::ALL
-            .iter()
-            .filter_map(|&(t, op)| text.find(t).map(|at| (t, op, at)))
-            .min_by_key(|&(t, _, at)| (at, usize::MAX - t.len()))
-        else {
+        // Where byte `at` of `text` is in the file: inside the string when it is written
+        // verbatim, so an error in a window points at it.
+        let lead = written.len() - written.trim_start().len();
+        let source = ctx.loc.source();
+        let verbatim = span.len() == written.len() + 2
+            && source
+                .get(span.start + 1..span.end - 1)
+                .is_some_and(|inner| inner == written);
+        let at = |r: Range<usize>| {
+            if verbatim {
+                span.start + 1 + lead + r.start..span.start + 1 + lead + r.end
+            } else {
+                span.clone()
+            }
+        };
+        let (plain, window_text) = match window::split(text) {
+            Ok(Some((plain, w, from))) => (plain, Some((w, from))),
+            Ok(None) => (text.to_owned(), None),
+            Err((r, msg)) => {
+                ctx.error(at(r), msg);
+                return None;
+            }
+        };
+        let Some((op_text, op, op_at)) = CmpOp::find(&plain) else {
             ctx.error(
                 span,
                 format!(
@@ -240,8 +321,8 @@ impl Check {
             );
             return None;
         };
-        let left = text[..at].trim();
-        let right = text[at + op_text.len()..].trim();
+        let left = plain[..op_at].trim();
+        let right = plain[op_at + op_text.len()..].trim();
         let Some((metric, stat_text)) = left.rsplit_once('.') else {
             ctx.error(
                 span,
@@ -249,8 +330,8 @@ impl Check {
             );
             return None;
         };
-        let Some(info) = catalog.get(metric) else {
-            let known: Vec<&str> = catalog.keys().map(String::as_str).collect();
+        let Some(info) = names.catalog.get(metric) else {
+            let known: Vec<&str> = names.catalog.keys().map(String::as_str).collect();
             ctx.error(
                 span,
                 format!(
@@ -262,12 +343,12 @@ impl Check {
         };
         let allowed = Stat::allowed(info.kind);
         let Some(stat) = Stat::parse(stat_text).filter(|s| allowed.contains(s)) else {
-            let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+            let stats: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
             ctx.error(
                 span,
                 format!(
                     "`{stat_text}` is not a statistic of `{metric}`; allowed: {}",
-                    names.join(", ")
+                    stats.join(", ")
                 ),
             );
             return None;
@@ -298,6 +379,26 @@ impl Check {
             },
             None => CheckKind::infer(stat, op, unit),
         };
+        let window = match window_text {
+            Some((w, from)) => match window::parse(w, metric, names) {
+                Ok(window) => Some(window),
+                Err((r, msg)) => {
+                    ctx.error(at(from + r.start..from + r.end), msg);
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let min_samples = raw.min_samples.as_ref().and_then(|n| {
+            if window.is_none() {
+                ctx.error(
+                    n.span(),
+                    "`min_samples` is for a check over a window (`metric[hold].p50`); the whole run is judged on whatever it recorded",
+                );
+                return None;
+            }
+            ctx.count(&Some(n.clone()), 1, MAX_MIN_SAMPLES)
+        });
         Some(Check {
             text: text.to_owned(),
             because: raw.because.clone(),
@@ -307,17 +408,65 @@ impl Check {
             threshold,
             unit,
             kind,
+            window,
+            min_samples,
         })
     }
 
-    /// The check against a run's metrics, with the numbers. A metric that was not
-    /// recorded, a statistic with no data, or a value that is not a finite number (it
-    /// would compare false against anything) fails: a missing value never passes.
+    /// The check against a run's metrics, over the whole run; see [`Check::result_in`].
     pub fn result(&self, metrics: &BTreeMap<String, Metric>) -> CheckResult {
-        let observed = metrics
-            .get(&self.metric)
-            .and_then(|m| m.stat(self.stat))
-            .filter(|v| v.is_finite());
+        self.result_in(&Measured::of(metrics, None))
+    }
+
+    /// The check against what a run measured, with the numbers. A metric that was not
+    /// recorded, a statistic with no data, or a value that is not a finite number (it
+    /// would compare false against anything) fails: a missing value never passes. A
+    /// windowed check whose window holds fewer samples than it needs (or never
+    /// happened) is not tested, which fails too.
+    pub fn result_in(&self, data: &Measured<'_>) -> CheckResult {
+        let Some(window) = &self.window else {
+            let observed = data
+                .metrics
+                .get(&self.metric)
+                .and_then(|m| m.stat(self.stat));
+            return self.judge(observed);
+        };
+        let needed = window::needed(self.stat, self.min_samples);
+        let (samples, not_tested, observed) = match window::select(window, &self.metric, data) {
+            Err(why) => (0, Some(why), None),
+            Ok(selected) => {
+                let n = selected.samples.len() as u64;
+                if n < needed {
+                    let why = format!(
+                        "{n} samples of `{}` in its window `{window}`, {needed} needed to judge {}",
+                        self.metric, self.stat
+                    );
+                    (n, Some(why), None)
+                } else {
+                    let value = timeline::stat_of(
+                        &selected.samples,
+                        selected.unit,
+                        selected.latency,
+                        self.stat,
+                    );
+                    (n, None, value)
+                }
+            }
+        };
+        let mut result = self.judge(observed);
+        result.window = Some(window.text.clone());
+        result.samples = Some(samples);
+        result.min_samples = Some(needed);
+        if not_tested.is_some() {
+            result.status = CheckStatus::NotTested;
+            result.not_tested = not_tested;
+        }
+        result
+    }
+
+    /// `observed` held against the bound.
+    fn judge(&self, observed: Option<f64>) -> CheckResult {
+        let observed = observed.filter(|v| v.is_finite());
         let (status, headroom, margin) = match observed {
             None => (CheckStatus::NoData, None, None),
             Some(value) => {
@@ -342,6 +491,10 @@ impl Check {
             status,
             headroom,
             margin,
+            window: None,
+            samples: None,
+            min_samples: None,
+            not_tested: None,
         }
     }
 
@@ -351,112 +504,4 @@ impl Check {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::metrics::Gauge;
-
-    fn check(op: CmpOp, threshold: f64) -> Check {
-        Check {
-            text: format!("x.value {op} {threshold}"),
-            because: Some("why".into()),
-            metric: "x".into(),
-            stat: Stat::Value,
-            op,
-            threshold,
-            unit: Unit::Count,
-            kind: CheckKind::infer(Stat::Value, op, Unit::Count),
-        }
-    }
-
-    fn metrics(value: f64) -> BTreeMap<String, Metric> {
-        BTreeMap::from([(
-            "x".to_owned(),
-            Metric::Value(Gauge {
-                unit: Unit::Count,
-                value,
-            }),
-        )])
-    }
-
-    /// op, bound, observed, status, headroom, margin.
-    type Case = (CmpOp, f64, f64, CheckStatus, f64, Option<f64>);
-
-    /// Every operator, on the passing side, on the bound and past it; the margin is
-    /// positive with room left, zero on the bound, negative past it.
-    #[test]
-    fn margin_is_the_signed_room_left_as_a_fraction_of_the_bound() {
-        use CheckStatus::{Fail, Pass};
-        #[rustfmt::skip]
-        let table: &[Case] = &[
-            // op, bound, observed, status, headroom, margin
-            (CmpOp::Le, 50.0, 10.0, Pass, 40.0, Some(0.8)),
-            (CmpOp::Le, 50.0, 50.0, Pass, 0.0, Some(0.0)),
-            (CmpOp::Le, 50.0, 75.0, Fail, -25.0, Some(-0.5)),
-            (CmpOp::Lt, 50.0, 50.0, Fail, 0.0, Some(0.0)),
-            (CmpOp::Lt, 50.0, 25.0, Pass, 25.0, Some(0.5)),
-            (CmpOp::Ge, 10.0, 15.0, Pass, 5.0, Some(0.5)),
-            (CmpOp::Ge, 10.0, 9.0, Fail, -1.0, Some(-0.1)),
-            (CmpOp::Gt, 10.0, 10.0, Fail, 0.0, Some(0.0)),
-            (CmpOp::Eq, 4.0, 4.0, Pass, 0.0, Some(0.0)),
-            (CmpOp::Eq, 4.0, 5.0, Fail, -1.0, Some(-0.25)),
-            (CmpOp::Eq, 4.0, 3.0, Fail, -1.0, Some(-0.25)),
-            (CmpOp::Ne, 4.0, 6.0, Pass, 2.0, Some(0.5)),
-            (CmpOp::Ne, 4.0, 4.0, Fail, 0.0, Some(0.0)),
-            // A negative bound: the fraction is of its magnitude, so the sign still
-            // says which side of the bound the value is on.
-            (CmpOp::Ge, -10.0, -5.0, Pass, 5.0, Some(0.5)),
-            (CmpOp::Le, -10.0, -5.0, Fail, -5.0, Some(-0.5)),
-            // A zero bound has no fraction; the headroom alone says how far.
-            (CmpOp::Le, 0.0, 3.0, Fail, -3.0, None),
-            (CmpOp::Eq, 0.0, 0.0, Pass, 0.0, None),
-            (CmpOp::Ge, 0.0, 2.0, Pass, 2.0, None),
-        ];
-        for &(op, bound, observed, status, headroom, margin) in table {
-            let r = check(op, bound).result(&metrics(observed));
-            let case = format!("{observed} {op} {bound}: {r:?}");
-            assert_eq!(r.status, status, "{case}");
-            assert_eq!(r.observed, Some(observed), "{case}");
-            assert_eq!(r.bound, bound, "{case}");
-            assert_eq!(r.headroom, Some(headroom), "{case}");
-            match (r.margin, margin) {
-                (Some(got), Some(want)) => assert!((got - want).abs() < 1e-12, "{case}"),
-                (got, want) => assert_eq!(got, want, "{case}"),
-            }
-            // The verdict rules see the same answer.
-            assert_eq!(
-                matches!(r.outcome(), CheckOutcome::Pass),
-                status == Pass,
-                "{case}"
-            );
-        }
-    }
-
-    #[test]
-    fn no_value_or_a_non_finite_one_is_no_data_and_fails() {
-        let c = check(CmpOp::Ne, 1.0);
-        for metrics in [BTreeMap::new(), metrics(f64::NAN)] {
-            let r = c.result(&metrics);
-            assert_eq!(r.status, CheckStatus::NoData);
-            assert_eq!((r.observed, r.headroom, r.margin), (None, None, None));
-            assert!(matches!(r.outcome(), CheckOutcome::NoData(_)), "{r:?}");
-        }
-    }
-
-    #[test]
-    fn a_violation_names_the_value_the_bound_and_why() {
-        let r = check(CmpOp::Le, 50.0).result(&metrics(75.0));
-        let CheckOutcome::Violated(msg) = r.outcome() else {
-            panic!("{r:?}");
-        };
-        assert_eq!(
-            msg,
-            "check `x.value <= 50` failed: x.value = 75 (bound <= 50): why"
-        );
-        assert_eq!(r.margin_text(), "-50.0%");
-        // results.json spells the status and operator as people read them.
-        let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["status"], "fail");
-        assert_eq!(json["op"], "<=");
-        assert_eq!(json["margin"], -0.5);
-    }
-}
+mod tests;

@@ -65,6 +65,11 @@ impl<'a> Locator<'a> {
         }
     }
 
+    /// The file's text, for spans inside a value (a window inside a check).
+    pub fn source(&self) -> &'a str {
+        self.source
+    }
+
     pub fn with_root(mut self, root: &'a Spanned<DeTable<'a>>) -> Locator<'a> {
         self.root = Some(root);
         self

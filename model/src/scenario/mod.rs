@@ -14,6 +14,7 @@ mod parse;
 mod probe;
 mod raw;
 mod testable;
+pub mod window;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,8 @@ pub use self::check::{margin, Check, CheckOutcome, CheckResult, CheckStatus, Cmp
 pub use self::check_kind::CheckKind;
 pub use self::error::{error_at, line_col, locate_toml_error, ScenarioError, ScenarioErrors};
 pub use self::parse::{parse, parse_for, AnyHost, Host};
-pub use self::probe::{CounterSelect, Probe, ProbeSpec};
+pub use self::probe::{CounterSelect, NetLatency, NetMode, Probe, ProbeSpec};
+pub use self::window::{Over, Window};
 pub use self::workload::{Workload, WorkloadSpec};
 use crate::kernel::{ConfigRequirement, VersionRange};
 use crate::metrics::MetricInfo;

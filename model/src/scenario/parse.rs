@@ -156,10 +156,17 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         signatures,
     };
     let catalog = scenario.metric_catalog();
+    let phases: Vec<String> = scenario.workloads.iter().map(|w| w.name.clone()).collect();
+    let timed: BTreeSet<String> = scenario.probes.iter().map(|p| p.name.clone()).collect();
+    let names = super::window::Names {
+        catalog: &catalog,
+        phases: &phases,
+        timed: &timed,
+    };
     scenario.checks = raw
         .check
         .iter()
-        .filter_map(|c| Check::parse(&mut ctx, c, &catalog))
+        .filter_map(|c| Check::parse(&mut ctx, c, &names))
         .collect();
     super::testable::check(&mut ctx, root.get_ref(), &scenario);
 

@@ -1,12 +1,15 @@
 //! `[[probe]]` entries: what the runner measures while the workloads run and during the
 //! settle time.
 
+mod net;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toml::de::DeValue;
 use toml::Spanned;
 
+pub use self::net::{NetLatency, NetMode};
 use super::ctx::{check_name, Ctx};
 use super::VmSpec;
 use crate::metrics::{MetricInfo, MetricKind};
@@ -14,12 +17,13 @@ use crate::units::{duration_ms, Unit};
 
 /// The shortest sampling interval: a zero interval would make a probe spin (and once
 /// panicked the runner's timer).
-const MIN_INTERVAL: Duration = Duration::from_millis(1);
+pub(super) const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
 pub const KINDS: &[&str] = &[
     "read-latency",
     "counter",
     "wakeup-latency",
+    "net-latency",
     "d-state",
     "systemd-call",
 ];
@@ -36,8 +40,13 @@ pub struct Probe {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ProbeSpec {
     /// Time a whole read of a file (open, read to the end, close), the way a monitoring
-    /// agent reads `memory.stat`. Recorded as a latency histogram.
-    ReadLatency { path: String },
+    /// agent reads `memory.stat`. Recorded as a latency histogram. With `cpu`, the reads
+    /// are made by a thread pinned to that CPU.
+    ReadLatency {
+        path: String,
+        #[serde(default)]
+        cpu: Option<u32>,
+    },
     /// Sample a number from a file into a time series.
     Counter {
         path: String,
@@ -50,7 +59,15 @@ pub enum ProbeSpec {
     WakeupLatency {
         cgroup: Option<String>,
         controllers: Vec<String>,
+        /// The CPU the probe is pinned to (its timer interrupts are that CPU's).
+        #[serde(default)]
+        cpu: Option<u32>,
     },
+    /// Network round trips over loopback, timed by the client: TCP handshakes or UDP
+    /// request/response. With `cpu`, the receiving side (the kernel's receive processing,
+    /// steered there with RPS as a NIC's interrupts would be, and the server) runs on that
+    /// CPU, so a CPU that cannot take interrupts shows up as packets that wait.
+    NetLatency(NetLatency),
     /// Tasks in uninterruptible sleep (state `D`), counted over every thread: stuck
     /// kernel paths show up here before `hung_task` reports them.
     DState,
@@ -95,7 +112,9 @@ impl Probe {
                     },
                 )]
             }
-            ProbeSpec::SystemdCall { .. } => vec![(self.name.clone(), hist)],
+            ProbeSpec::SystemdCall { .. } | ProbeSpec::NetLatency(_) => {
+                vec![(self.name.clone(), hist)]
+            }
             ProbeSpec::DState => vec![(
                 self.name.clone(),
                 MetricInfo {
@@ -130,10 +149,11 @@ impl Probe {
                 let interval = ctx
                     .duration_in(&raw.interval, MIN_INTERVAL)
                     .unwrap_or(Duration::from_millis(100));
+                let cpu = cpu(ctx, raw.cpu.as_ref(), vm);
                 Some(Probe {
                     name,
                     interval,
-                    spec: ProbeSpec::ReadLatency { path },
+                    spec: ProbeSpec::ReadLatency { path, cpu },
                 })
             }
             "counter" => {
@@ -218,13 +238,28 @@ impl Probe {
                     Some(list) => ctx.controllers(list),
                     None => vec!["cpu".to_owned()],
                 };
+                let cpu = cpu(ctx, raw.cpu.as_ref(), vm);
                 Some(Probe {
                     name,
                     interval,
                     spec: ProbeSpec::WakeupLatency {
                         cgroup,
                         controllers,
+                        cpu,
                     },
+                })
+            }
+            "net-latency" => {
+                let raw: net::RawNetLatency = ctx.deserialize(value)?;
+                let name = probe_name(ctx, &raw.name)?;
+                let interval = ctx
+                    .duration_in(&raw.interval, MIN_INTERVAL)
+                    .unwrap_or(Duration::from_millis(20));
+                let spec = net::parse(ctx, &raw, vm)?;
+                Some(Probe {
+                    name,
+                    interval,
+                    spec: ProbeSpec::NetLatency(spec),
                 })
             }
             other => {
@@ -239,6 +274,23 @@ impl Probe {
             }
         }
     }
+}
+
+/// A CPU of the VM: below `[vm] cpus`.
+fn cpu(ctx: &mut Ctx<'_>, cpu: Option<&Spanned<u32>>, vm: &VmSpec) -> Option<u32> {
+    let cpu = cpu?;
+    let n = *cpu.get_ref();
+    if n >= vm.cpus {
+        ctx.error(
+            cpu.span(),
+            format!(
+                "CPU {n} does not exist: the VM has {} (`[vm] cpus`), numbered from 0",
+                vm.cpus
+            ),
+        );
+        return None;
+    }
+    Some(n)
 }
 
 fn probe_name(ctx: &mut Ctx<'_>, name: &Spanned<String>) -> Option<String> {
@@ -271,6 +323,7 @@ struct RawReadLatency {
     name: Spanned<String>,
     path: Spanned<String>,
     interval: Option<Spanned<String>>,
+    cpu: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +350,7 @@ struct RawWakeup {
     interval: Option<Spanned<String>>,
     cgroup: Option<Spanned<String>>,
     controllers: Option<Vec<Spanned<String>>>,
+    cpu: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -83,6 +83,8 @@ pub(crate) struct RawCheck {
     pub because: Option<String>,
     /// What the check tells (orders a failed cell's reasons); inferred when absent.
     pub kind: Option<Spanned<String>>,
+    /// For a check over a window: the fewest samples it must hold to be judged.
+    pub min_samples: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -38,7 +38,7 @@ fn entry_span(root: &DeTable<'_>, section: &str, name: &str, key: &str) -> Range
 /// Whether a probe reads one of memory's own cgroup files (`memory.stat`, ...).
 fn reads_memcg(spec: &ProbeSpec) -> bool {
     let path = match spec {
-        ProbeSpec::ReadLatency { path } | ProbeSpec::Counter { path, .. } => path,
+        ProbeSpec::ReadLatency { path, .. } | ProbeSpec::Counter { path, .. } => path,
         _ => return false,
     };
     path.rsplit('/')

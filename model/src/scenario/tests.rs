@@ -504,3 +504,27 @@ fn the_host_is_asked_about_tools_and_memory() {
     );
     assert!(parse("t.toml", src).is_ok(), "the file alone is fine");
 }
+
+#[test]
+fn probes_are_pinned_only_to_cpus_the_vm_has() {
+    let src = |cpus: u32, cpu: u32| {
+        format!(
+            "[scenario]\nname = \"p\"\n[vm]\ncpus = {cpus}\n[[probe]]\nkind = \"read-latency\"\nname = \"r\"\npath = \"/x\"\ncpu = {cpu}\n[[probe]]\nkind = \"wakeup-latency\"\nname = \"w\"\ncpu = {cpu}\n"
+        )
+    };
+    let s = parse_ok(&src(2, 1));
+    assert!(matches!(
+        s.probes[0].spec,
+        ProbeSpec::ReadLatency { cpu: Some(1), .. }
+    ));
+    assert!(matches!(
+        s.probes[1].spec,
+        ProbeSpec::WakeupLatency { cpu: Some(1), .. }
+    ));
+    let errors = parse_err(&src(1, 1));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("t.toml:9:7: probe[0].cpu: CPU 1 does not exist: the VM has 1"),
+        "{errors:?}"
+    );
+}

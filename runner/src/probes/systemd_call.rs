@@ -61,10 +61,7 @@ pub async fn run(
         }
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         match outcome {
-            Ok(took) => {
-                st.reads += 1;
-                st.latency.record(took);
-            }
+            Ok(took) => st.record_latency(took),
             Err(e) => st.error(kchaos_model::error_chain(&e)),
         }
     }

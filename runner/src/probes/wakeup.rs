@@ -5,10 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kchaos_model::metrics::{Gauge, Metric};
+use std::time::Instant;
+
+use kchaos_model::metrics::{Gauge, Metric, Series};
 use kchaos_model::units::Unit;
 
 use crate::boot::mounts::CgroupLayout;
+use crate::pin::{pin_current_thread, PinError};
 use crate::spawn::wakeup::{self, WakeupReport};
 use crate::spawn::{Job, Running as Child, SpawnError, Spawner, Target};
 
@@ -18,6 +21,8 @@ pub enum WakeupProbeError {
     Thread(#[source] std::io::Error),
     #[error("The probe thread panicked")]
     Panicked,
+    #[error(transparent)]
+    Pin(PinError),
     #[error("Wake-up probe in {cgroup}")]
     Child {
         cgroup: String,
@@ -36,7 +41,7 @@ pub enum WakeupProbeError {
 pub enum Running {
     Thread {
         stop: Arc<AtomicBool>,
-        handle: std::thread::JoinHandle<wakeup::Wakeups>,
+        handle: std::thread::JoinHandle<Result<wakeup::Wakeups, PinError>>,
     },
     Child {
         cgroup: String,
@@ -49,6 +54,7 @@ pub fn start(
     interval: Duration,
     cgroup: Option<&str>,
     controllers: &[String],
+    cpu: Option<u32>,
     layout: &CgroupLayout,
 ) -> Running {
     match cgroup {
@@ -57,8 +63,12 @@ pub fn start(
             let flag = Arc::clone(&stop);
             match std::thread::Builder::new()
                 .name("kchaos-wakeup".into())
-                .spawn(move || wakeup::measure(interval, &flag))
-            {
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu)?;
+                    }
+                    Ok(wakeup::measure(interval, &flag))
+                }) {
                 Ok(handle) => Running::Thread { stop, handle },
                 Err(e) => Running::Failed(WakeupProbeError::Thread(e)),
             }
@@ -66,7 +76,8 @@ pub fn start(
         Some(cg) => {
             let target = Target::new(layout.mode, layout.dirs(controllers, cg));
             let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
-            match Spawner::new().and_then(|s| s.start(&target, Job::Wakeup { interval_us })) {
+            let job = Job::Wakeup { interval_us, cpu };
+            match Spawner::new().and_then(|s| s.start(&target, job)) {
                 Ok(child) => Running::Child {
                     cgroup: cg.to_owned(),
                     child,
@@ -80,8 +91,13 @@ pub fn start(
     }
 }
 
-/// Stops the probe and returns its metrics, or why there are none.
-pub fn finish(name: &str, running: Running) -> Result<Vec<(String, Metric)>, WakeupProbeError> {
+/// Stops the probe and returns its metrics and timeline (time zero at `epoch`), or why
+/// there are none.
+pub fn finish(
+    name: &str,
+    running: Running,
+    epoch: Instant,
+) -> Result<(Vec<(String, Metric)>, Series), WakeupProbeError> {
     let report = match running {
         Running::Failed(e) => return Err(e),
         Running::Thread { stop, handle } => {
@@ -89,6 +105,7 @@ pub fn finish(name: &str, running: Running) -> Result<Vec<(String, Metric)>, Wak
             handle
                 .join()
                 .map_err(|_| WakeupProbeError::Panicked)?
+                .map_err(WakeupProbeError::Pin)?
                 .report()
         }
         Running::Child { cgroup, child } => {
@@ -108,7 +125,18 @@ pub fn finish(name: &str, running: Running) -> Result<Vec<(String, Metric)>, Wak
     } else {
         0.0
     };
-    Ok(vec![
+    // The samples carry the monotonic clock; the run's time zero is `epoch` on it.
+    let zero = wakeup::monotonic_ms()
+        .saturating_sub(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let timeline = Series {
+        unit: Unit::Ns,
+        samples: report
+            .samples
+            .iter()
+            .map(|&(at, ns)| (at.saturating_sub(zero), ns))
+            .collect(),
+    };
+    let metrics = vec![
         (name.to_owned(), Metric::Histogram(report.summary)),
         (
             format!("{name}.cpu_share"),
@@ -117,5 +145,6 @@ pub fn finish(name: &str, running: Running) -> Result<Vec<(String, Metric)>, Wak
                 value: share,
             }),
         ),
-    ])
+    ];
+    Ok((metrics, timeline))
 }

@@ -125,8 +125,9 @@ pub enum Job {
         run_us: u64,
         sleep_us: u64,
     },
-    /// wakeup-latency inside a cgroup: measure until stopped, then report as JSON.
-    Wakeup { interval_us: u64 },
+    /// wakeup-latency inside a cgroup: measure (pinned to `cpu` when given) until
+    /// stopped, then report as JSON.
+    Wakeup { interval_us: u64, cpu: Option<u32> },
 }
 
 impl Job {
@@ -154,10 +155,10 @@ impl Job {
                 cfs_worker::run(*burners, *sleepers, *run_us, *sleep_us, stop);
                 Ok(())
             }
-            Job::Wakeup { interval_us } => {
+            Job::Wakeup { interval_us, cpu } => {
                 let stop = io.stop.ok_or("no stop pipe")?;
                 let out = io.out.ok_or("no output pipe")?;
-                wakeup::run_child(*interval_us, stop, out).map_err(|e| e.to_string())
+                wakeup::run_child(*interval_us, *cpu, stop, out).map_err(|e| e.to_string())
             }
         }
     }

@@ -79,7 +79,13 @@ fn long_running_jobs_stop_when_asked_and_report() {
     zygote();
     let wakeup = Spawner::new()
         .unwrap()
-        .start(&nowhere(), Job::Wakeup { interval_us: 1000 })
+        .start(
+            &nowhere(),
+            Job::Wakeup {
+                interval_us: 1000,
+                cpu: None,
+            },
+        )
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     let out = wakeup.stop(false).unwrap();

@@ -4,6 +4,7 @@
 pub mod cfs_quota;
 pub mod cgroup_churn;
 pub mod exec;
+pub mod hold;
 pub mod memcg_reclaim;
 pub mod selftest;
 pub mod systemd_units;
@@ -54,6 +55,7 @@ pub fn prepare(workload: &Workload, env: &Env) -> Result<(), PrepareError> {
         WorkloadSpec::CfsQuota(spec) => cfs_quota::prepare(spec, env),
         WorkloadSpec::VethStorm(_)
         | WorkloadSpec::Exec(_)
+        | WorkloadSpec::Hold(_)
         | WorkloadSpec::SystemdUnits(_)
         | WorkloadSpec::MemcgReclaim(_) => Ok(()),
         WorkloadSpec::Selftest(_) => Ok(()),
@@ -101,6 +103,7 @@ fn run_kind(workload: &Workload, env: &Env) -> (WorkloadReport, Vec<(String, Met
         WorkloadSpec::VethStorm(spec) => veth_storm::run(workload, spec, &env),
         WorkloadSpec::SystemdUnits(spec) => systemd_units::run(workload, spec, &env),
         WorkloadSpec::Exec(spec) => exec::run(workload, spec, &env),
+        WorkloadSpec::Hold(_) => hold::run(workload, &env),
         WorkloadSpec::Selftest(spec) => (selftest::run(workload, spec, &env), Vec::new()),
     }
 }

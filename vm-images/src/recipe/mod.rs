@@ -80,6 +80,10 @@ const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../../recipes/kernel/patches/6.1/0005-fault-memcg.patch"),
     ),
     (
+        "patches/6.1/0006-memcg-stat-stall.patch",
+        include_bytes!("../../recipes/kernel/patches/6.1/0006-memcg-stat-stall.patch"),
+    ),
+    (
         "patches/6.1/0008-cgroup-rmdir-stall.patch",
         include_bytes!("../../recipes/kernel/patches/6.1/0008-cgroup-rmdir-stall.patch"),
     ),
@@ -108,6 +112,7 @@ pub const RECIPES: &[KernelRecipe] = &[KernelRecipe {
         "patches/6.1/0003-cfs-over-throttle.patch",
         "patches/6.1/0004-cfs-period-lockup.patch",
         "patches/6.1/0005-fault-memcg.patch",
+        "patches/6.1/0006-memcg-stat-stall.patch",
         "patches/6.1/0008-cgroup-rmdir-stall.patch",
         "patches/6.1/0010-memcg-id-hold.patch",
         "patches/6.1/0011-netns-rtnl-stall.patch",

@@ -1,5 +1,6 @@
 //! One scenario's section of the report: a legend of its kernels, its checks across
-//! kernels (observed, bound, margin), its plots, and its single values.
+//! kernels (observed, bound, margin), its latency per phase, its plots, and its single
+//! values.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +31,7 @@ pub(super) fn section(
     present.dedup();
     legend(out, &present, kernels);
     checks_table(out, mine, &present, kernels, &column_of);
+    super::phases::table(out, mine, &present, kernels, &column_of);
     // Metric names with their kind, in name order.
     let mut names: BTreeMap<&str, &Metric> = BTreeMap::new();
     for c in mine {
@@ -103,7 +105,7 @@ fn legend(out: &mut String, present: &[usize], kernels: &[KernelColumn]) {
 }
 
 /// `<th>` per kernel with the short label and the full spec as its tooltip.
-fn kernel_headers(out: &mut String, present: &[usize], kernels: &[KernelColumn]) {
+pub(super) fn kernel_headers(out: &mut String, present: &[usize], kernels: &[KernelColumn]) {
     for &i in present {
         let k = &kernels[i];
         let _ = write!(

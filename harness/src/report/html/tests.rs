@@ -42,6 +42,70 @@ fn the_report_has_the_grid_plots_and_links_and_escapes_text() {
     assert!(html.contains("href=\"/nonexistent/run/memcg/k2/console.log\""));
 }
 
+/// Each probe's latency per phase: the median p50 and the worst p99 over a kernel's
+/// repeats, with the samples they rest on; a phase without samples says so.
+#[test]
+fn latency_per_phase_shows_each_probe_in_each_workloads_phase() {
+    use kchaos_model::metrics::Summary;
+    use kchaos_model::timeline::PhaseStats;
+    use kchaos_model::units::Unit;
+    let summary = |count: u64, p50_ms: u64, p99_ms: u64| Summary {
+        unit: Unit::Ns,
+        count,
+        p50: p50_ms * 1_000_000,
+        p99: p99_ms * 1_000_000,
+        ..Summary::default()
+    };
+    let phases = |hold: Summary| {
+        vec![
+            PhaseStats {
+                name: "churn".into(),
+                start_ms: 0,
+                end_ms: 4000,
+                latency: [("stat".to_owned(), summary(40, 1, 2))].into(),
+            },
+            PhaseStats {
+                name: "hold".into(),
+                start_ms: 4000,
+                end_ms: 19000,
+                latency: [("stat".to_owned(), hold)].into(),
+            },
+        ]
+    };
+    let mut results = empty_results();
+    for (repeat, hold) in [(0, summary(150, 60, 90)), (1, summary(140, 50, 120))] {
+        let mut cell = test_cell("memcg/k1", Verdict::Fail, 1e6);
+        cell.id = format!("memcg/k1/r{repeat}");
+        cell.repeat = repeat;
+        cell.phases = phases(hold);
+        results.cells.push(cell);
+    }
+    let mut empty = test_cell("memcg/k2", Verdict::Pass, 1e6);
+    empty.phases = phases(Summary::default());
+    results.cells.push(empty);
+    let run = LoadedRun {
+        dir: "/nonexistent/run".into(),
+        results,
+    };
+    let html = render(
+        std::slice::from_ref(&run),
+        None,
+        Path::new("/elsewhere"),
+        &KernelNames::default(),
+    );
+    assert!(html.contains("<table class=\"phases\">"), "{html}");
+    assert!(
+        html.contains("<td>stat</td><td>hold</td><td><span title=\"r0: n=150 p50=60.00ms"),
+        "{html}"
+    );
+    // Median p50 of 60 and 50 ms, the worst p99, every sample counted.
+    assert!(
+        html.contains("p50 55.00ms · p99 120.00ms <span class=\"note\">(n=290)</span>"),
+        "{html}"
+    );
+    assert!(html.contains(">no samples</span>"), "{html}");
+}
+
 /// The report as a real browser draws it: Debian's chromium, headless, takes a
 /// screenshot; the verdict squares must be there in their colours, and the DOM the
 /// browser built must hold the grid and the plots.

@@ -28,11 +28,11 @@ pub fn status(verdict: Verdict) -> Status {
 }
 
 /// A check's status: a missing value never passes, so `no-data` is a FAIL too, as it
-/// fails the cell.
+/// fails the cell; so is `not-tested` (a window too thin to judge).
 pub fn check_status(status: CheckStatus) -> Status {
     match status {
         CheckStatus::Pass => Status::Pass,
-        CheckStatus::Fail | CheckStatus::NoData => Status::Fail,
+        CheckStatus::Fail | CheckStatus::NoData | CheckStatus::NotTested => Status::Fail,
     }
 }
 
@@ -187,7 +187,7 @@ pub(super) fn check_test(
 ) -> Test {
     let excerpt = match check.outcome() {
         CheckOutcome::Pass => None,
-        CheckOutcome::Violated(m) | CheckOutcome::NoData(m) => {
+        CheckOutcome::Violated(m) | CheckOutcome::NoData(m) | CheckOutcome::NotTested(m) => {
             Some(names::excerpt(&(m + "\n"), LOG_EXCERPT_MAX))
         }
     };

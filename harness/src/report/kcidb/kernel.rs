@@ -68,7 +68,13 @@ pub(super) fn checkout(kernel: &KernelInfo, id: &str, origin: &Origin) -> Checko
             out.git_commit_hash = source
                 .commit
                 .filter(|c| kchaos_images::spec::is_full_hash(c))
-                .or_else(|| kernel.source.as_ref().map(|s| s.commit.clone()).filter(|c| kchaos_images::spec::is_full_hash(c)));
+                .or_else(|| {
+                    kernel
+                        .source
+                        .as_ref()
+                        .map(|s| s.commit.clone())
+                        .filter(|c| kchaos_images::spec::is_full_hash(c))
+                });
             out.comment = Some(match &kernel.release {
                 Some(release) => format!("a local build of {release}"),
                 None => "a local build".to_owned(),

@@ -105,21 +105,46 @@ fn op_word(op: CmpOp) -> &'static str {
 /// The path-safe name of one check: `<metric>-<stat>-<op>-<bound as written>`, every
 /// character outside `[A-Za-z0-9_-]` (the dots of a metric name and of a number
 /// included) made `_`: `memory_stat_read.p99 <= 50ms` is `memory_stat_read-p99-le-50ms`,
-/// `cfs.share_min.value >= 0.5` is `cfs_share_min-value-ge-0_5`.
+/// `cfs.share_min.value >= 0.5` is `cfs_share_min-value-ge-0_5`. A check over a window
+/// has the window after the metric, its operators as words:
+/// `memory_stat_read[while nr_dying_descendants >= 900].p50 <= 20ms` is
+/// `memory_stat_read-while_nr_dying_descendants_ge_900-p50-le-20ms`.
 pub fn check_name(check: &CheckResult) -> String {
     let op = check.op.as_str();
+    // The last comparison is the check's own: a window may hold one too.
     let bound = check
         .assert
-        .split_once(op)
+        .rsplit_once(op)
         .map(|(_, right)| right.trim().to_owned())
         .filter(|b| !b.is_empty())
         .unwrap_or_else(|| format!("{}", check.bound));
+    let window = check
+        .window
+        .as_deref()
+        .map(|w| format!("-{}", window_words(w)))
+        .unwrap_or_default();
     path_part(&format!(
-        "{}-{}-{}-{bound}",
+        "{}{window}-{}-{}-{bound}",
         check.metric,
         check.stat,
         op_word(check.op)
     ))
+}
+
+/// `while nr_dying_descendants >= 900` as `while_nr_dying_descendants_ge_900`.
+fn window_words(window: &str) -> String {
+    let mut text = window.to_owned();
+    for (symbol, word) in [
+        ("<=", " le "),
+        (">=", " ge "),
+        ("==", " eq "),
+        ("!=", " ne "),
+        ("<", " lt "),
+        (">", " gt "),
+    ] {
+        text = text.replace(symbol, word);
+    }
+    text.split_whitespace().collect::<Vec<_>>().join("_")
 }
 
 /// The names of a cell's checks, in scenario order. Two checks that come out alike (the
@@ -308,6 +333,13 @@ mod tests {
             status: CheckStatus::Pass,
             headroom: None,
             margin: None,
+            window: assert
+                .split_once('[')
+                .and_then(|(_, w)| w.split_once(']'))
+                .map(|(w, _)| w.to_owned()),
+            samples: None,
+            min_samples: None,
+            not_tested: None,
         };
         let checks = [
             check(
@@ -327,6 +359,13 @@ mod tests {
             check("net.delta != -1", "net", Stat::Delta, CmpOp::Ne),
             check("lat.p50 < 1s", "lat", Stat::P50, CmpOp::Lt),
             check("x.max > 2 KiB", "x", Stat::Max, CmpOp::Gt),
+            check(
+                "lat[while dying <= 900].p50 <= 20ms",
+                "lat",
+                Stat::P50,
+                CmpOp::Le,
+            ),
+            check("lat[hold].p50 <= 20ms", "lat", Stat::P50, CmpOp::Le),
         ];
         assert_eq!(
             check_names(&checks),
@@ -338,6 +377,8 @@ mod tests {
                 "net-delta-ne--1",
                 "lat-p50-lt-1s",
                 "x-max-gt-2_KiB",
+                "lat-while_dying_le_900-p50-le-20ms",
+                "lat-hold-p50-le-20ms",
             ]
         );
         assert_eq!(path_part(""), "_");

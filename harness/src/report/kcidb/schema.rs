@@ -186,7 +186,8 @@ pub struct CheckMisc {
     /// The bound, in the unit of the test's `number`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound: Option<Number>,
-    /// `pass`, `fail` or `no-data` (nothing recorded to compare: KCIDB's FAIL).
+    /// `pass`, `fail`, `no-data` (nothing recorded to compare) or `not-tested` (its
+    /// window held too few samples): the last two are KCIDB's FAIL.
     pub check_status: String,
     /// Room left as a fraction of the bound (negative: how far past it).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -181,6 +181,7 @@ fn a_cell_field_by_field() {
             version: "6.1.192-2".into(),
             suite: Some("bookworm-security".into()),
         }),
+        source: None,
     };
     cell.known = known("bug-7");
     cell.fingerprint = Some(Fingerprint {
@@ -289,6 +290,7 @@ fn kernels_say_where_their_source_came_from() {
         release: Some("6.13.0".into()),
         package: None,
         debian: None,
+        source: None,
     };
     local.kernel.resolved = Some(local.kernel.spec.clone());
     let mut built = test_cell("s/build-defects_6.1.192-2", Verdict::Pass, 1e6);
@@ -298,6 +300,7 @@ fn kernels_say_where_their_source_came_from() {
         release: Some("6.1.192-kchaos".into()),
         package: None,
         debian: None,
+        source: None,
     };
     let mut missing = test_cell("s/nowhere", Verdict::Error, 1e6);
     missing.kernel = KernelInfo {
@@ -306,6 +309,7 @@ fn kernels_say_where_their_source_came_from() {
         release: None,
         package: None,
         debian: None,
+        source: None,
     };
     let report = export(
         &[run_of("r", vec![local, built, missing])],

@@ -37,6 +37,7 @@ macro_rules! raw_workload {
 pub mod cfs_quota;
 pub mod cgroup_churn;
 pub mod exec;
+pub mod hold;
 pub mod memcg_reclaim;
 pub mod selftest;
 pub mod systemd_units;
@@ -51,6 +52,7 @@ use toml::Spanned;
 pub use self::cfs_quota::CfsQuota;
 pub use self::cgroup_churn::CgroupChurn;
 pub use self::exec::Exec;
+pub use self::hold::Hold;
 pub use self::memcg_reclaim::MemcgReclaim;
 pub use self::selftest::{Selftest, SelftestAction};
 pub use self::systemd_units::{SystemdUnits, UnitKind};
@@ -68,6 +70,7 @@ pub const KINDS: &[&str] = &[
     "veth-storm",
     "systemd-units",
     "exec",
+    "hold",
     "selftest",
 ];
 
@@ -97,6 +100,7 @@ pub enum WorkloadSpec {
     VethStorm(VethStorm),
     SystemdUnits(SystemdUnits),
     Exec(Exec),
+    Hold(Hold),
     Selftest(Selftest),
 }
 
@@ -109,6 +113,7 @@ impl WorkloadSpec {
             WorkloadSpec::VethStorm(_) => "veth-storm",
             WorkloadSpec::SystemdUnits(_) => "systemd-units",
             WorkloadSpec::Exec(_) => "exec",
+            WorkloadSpec::Hold(_) => "hold",
             WorkloadSpec::Selftest(_) => "selftest",
         }
     }
@@ -121,6 +126,7 @@ impl WorkloadSpec {
             | WorkloadSpec::MemcgReclaim(_)
             | WorkloadSpec::CfsQuota(_)
             | WorkloadSpec::Exec(_)
+            | WorkloadSpec::Hold(_)
             | WorkloadSpec::SystemdUnits(_)
             | WorkloadSpec::Selftest(_) => &[],
         }
@@ -135,6 +141,7 @@ impl WorkloadSpec {
             WorkloadSpec::VethStorm(_) => veth_storm::METRICS,
             WorkloadSpec::SystemdUnits(_) => systemd_units::METRICS,
             WorkloadSpec::Exec(_) => exec::METRICS,
+            WorkloadSpec::Hold(_) => hold::METRICS,
             WorkloadSpec::Selftest(_) => selftest::METRICS,
         }
     }
@@ -183,6 +190,7 @@ impl Workload {
             "veth-storm" => veth_storm::parse(ctx, index, value),
             "systemd-units" => systemd_units::parse(ctx, index, kind, value, vm),
             "exec" => exec::parse(ctx, index, value),
+            "hold" => hold::parse(ctx, index, value),
             "selftest" => selftest::parse(ctx, index, value, vm),
             other => {
                 ctx.error(
