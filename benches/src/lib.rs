@@ -288,7 +288,8 @@ mod tests {
     #[test]
     fn each_row_is_judged_against_the_reference_runs_around_it() {
         // (rates: reference, row, reference, row, reference…; the answer)
-        let cases: Vec<(Vec<f64>, Option<(usize, f64)>)> = vec![
+        type Case = (Vec<f64>, Option<(usize, f64)>);
+        let cases: Vec<Case> = vec![
             // A row 10% faster than the runs around it: 0.91 of saturation.
             (vec![10.0, 11.0, 10.0], Some((1, 10.0 / 11.0))),
             // The host slowed down between the first and the last run: the fast first
