@@ -78,6 +78,14 @@ const FILES: &[(&str, &[u8])] = &[
         "patches/6.1/0005-fault-memcg.patch",
         include_bytes!("../../recipes/kernel/patches/6.1/0005-fault-memcg.patch"),
     ),
+    (
+        "patches/6.1/0007-cfs-cpu-unthrottle-skip.patch",
+        include_bytes!("../../recipes/kernel/patches/6.1/0007-cfs-cpu-unthrottle-skip.patch"),
+    ),
+    (
+        "patches/6.1/0009-cfs-remote-package-skip.patch",
+        include_bytes!("../../recipes/kernel/patches/6.1/0009-cfs-remote-package-skip.patch"),
+    ),
 ];
 
 /// Every recipe `build:` knows.
@@ -95,6 +103,8 @@ pub const RECIPES: &[KernelRecipe] = &[KernelRecipe {
         "patches/6.1/0003-cfs-over-throttle.patch",
         "patches/6.1/0004-cfs-period-lockup.patch",
         "patches/6.1/0005-fault-memcg.patch",
+        "patches/6.1/0007-cfs-cpu-unthrottle-skip.patch",
+        "patches/6.1/0009-cfs-remote-package-skip.patch",
     ],
 }];
 
