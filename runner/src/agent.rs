@@ -300,6 +300,7 @@ fn controllers_needed(scenario: &Scenario) -> Vec<String> {
         if let ProbeSpec::WakeupLatency {
             cgroup: Some(_),
             controllers,
+            ..
         } = &p.spec
         {
             set.extend(controllers.iter().cloned());

@@ -46,10 +46,14 @@ pub enum ProbeSpec {
     },
     /// Cyclictest-style: sleep `interval`, record how late the wake-up was. Runs inside
     /// `cgroup` (a process of its own joined to it) or, without one, in the runner.
-    /// Also reports the probe's own CPU use as `<name>.cpu_share`.
+    /// Also reports the probe's own CPU use as `<name>.cpu_share`. With `per_cpu`, one
+    /// thread pinned on each CPU, and `<name>.cpu_skew` / `<name>.worst_cpu_p50`: the
+    /// CPU that wakes latest against the others.
     WakeupLatency {
         cgroup: Option<String>,
         controllers: Vec<String>,
+        #[serde(default)]
+        per_cpu: bool,
     },
     /// Tasks in uninterruptible sleep (state `D`), counted over every thread: stuck
     /// kernel paths show up here before `hung_task` reports them.
@@ -103,16 +107,21 @@ impl Probe {
                     unit: Unit::Count,
                 },
             )],
-            ProbeSpec::WakeupLatency { .. } => vec![
-                (self.name.clone(), hist),
-                (
-                    format!("{}.cpu_share", self.name),
-                    MetricInfo {
-                        kind: MetricKind::Value,
-                        unit: Unit::Ratio,
-                    },
-                ),
-            ],
+            ProbeSpec::WakeupLatency { per_cpu, .. } => {
+                let value = |unit| MetricInfo {
+                    kind: MetricKind::Value,
+                    unit,
+                };
+                let mut out = vec![
+                    (self.name.clone(), hist),
+                    (format!("{}.cpu_share", self.name), value(Unit::Ratio)),
+                ];
+                if *per_cpu {
+                    out.push((format!("{}.cpu_skew", self.name), value(Unit::Ratio)));
+                    out.push((format!("{}.worst_cpu_p50", self.name), value(Unit::Ns)));
+                }
+                out
+            }
         }
     }
 
@@ -224,6 +233,7 @@ impl Probe {
                     spec: ProbeSpec::WakeupLatency {
                         cgroup,
                         controllers,
+                        per_cpu: raw.per_cpu.unwrap_or(false),
                     },
                 })
             }
@@ -297,6 +307,7 @@ struct RawWakeup {
     interval: Option<Spanned<String>>,
     cgroup: Option<Spanned<String>>,
     controllers: Option<Vec<Spanned<String>>>,
+    per_cpu: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,4 +327,20 @@ struct RawSystemdCall {
     name: Spanned<String>,
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scenario::parse;
+
+    #[test]
+    fn a_per_cpu_wakeup_probe_declares_its_skew() {
+        let probe =
+            "[scenario]\nname = \"w\"\n[[probe]]\nkind = \"wakeup-latency\"\nname = \"w\"\n";
+        let check = "[[check]]\nassert = \"w.cpu_skew.value <= 2\"\n";
+        let s = parse("t.toml", &format!("{probe}per_cpu = true\n{check}")).unwrap();
+        let names: Vec<String> = s.probes[0].metrics().into_iter().map(|m| m.0).collect();
+        assert_eq!(names, ["w", "w.cpu_share", "w.cpu_skew", "w.worst_cpu_p50"]);
+        assert!(parse("t.toml", &format!("{probe}{check}")).is_err());
+    }
 }

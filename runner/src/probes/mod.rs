@@ -54,8 +54,11 @@ enum How {
         state: Arc<Mutex<ProbeState>>,
         task: tokio::task::JoinHandle<()>,
     },
-    /// Wake-up latency: a thread or a child process of its own.
-    Wakeup(wakeup::Running),
+    /// Wake-up latency: a thread or a child process of its own (threads, per CPU).
+    Wakeup {
+        running: wakeup::Running,
+        reporter: Reporter,
+    },
 }
 
 /// Starts a probe. `epoch` is time zero of series samples; `stop` ends polled probes.
@@ -72,12 +75,17 @@ pub async fn start(
         ProbeSpec::WakeupLatency {
             cgroup,
             controllers,
-        } => How::Wakeup(wakeup::start(
-            probe.interval,
-            cgroup.as_deref(),
-            controllers,
-            layout,
-        )),
+            per_cpu,
+        } => How::Wakeup {
+            running: wakeup::start(
+                probe.interval,
+                cgroup.as_deref(),
+                controllers,
+                *per_cpu,
+                layout,
+            ),
+            reporter,
+        },
         ProbeSpec::ReadLatency { .. } | ProbeSpec::Counter { .. } | ProbeSpec::DState => {
             let state = Arc::new(Mutex::new(ProbeState::default()));
             if matches!(probe.spec, ProbeSpec::Counter { .. } | ProbeSpec::DState) {
@@ -135,7 +143,7 @@ impl RunningProbe {
                 };
                 (report, metrics)
             }
-            How::Wakeup(running) => {
+            How::Wakeup { running, reporter } => {
                 let result = tokio::task::spawn_blocking(move || wakeup::finish(&name, running))
                     .await
                     .map_err(|e| format!("probe panicked: {e}"))
@@ -145,7 +153,11 @@ impl RunningProbe {
                     ..ProbeReport::default()
                 };
                 match result {
-                    Ok(metrics) => {
+                    Ok(finished) => {
+                        if let Some(note) = finished.note {
+                            reporter.note(note);
+                        }
+                        let metrics = finished.metrics;
                         if let Some((_, Metric::Histogram(wakeups))) = metrics.first() {
                             report.reads = wakeups.count;
                         }

@@ -79,7 +79,13 @@ fn long_running_jobs_stop_when_asked_and_report() {
     zygote();
     let wakeup = Spawner::new()
         .unwrap()
-        .start(&nowhere(), Job::Wakeup { interval_us: 1000 })
+        .start(
+            &nowhere(),
+            Job::Wakeup {
+                interval_us: 1000,
+                per_cpu: false,
+            },
+        )
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     let out = wakeup.stop(false).unwrap();
@@ -95,10 +101,17 @@ fn long_running_jobs_stop_when_asked_and_report() {
                 sleepers: 1,
                 run_us: 100,
                 sleep_us: 100,
+                per_cpu: true,
             },
         )
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
+    // Per CPU: a burner and a sleeper pinned on each CPU.
+    let threads = crate::cpus::pinned_threads(worker.pid()).unwrap();
+    for cpu in crate::cpus::allowed() {
+        let on = threads.iter().filter(|t| t.cpu == cpu).count();
+        assert_eq!(on, 2, "cpu{cpu}: {threads:?}");
+    }
     // Killed at once: that is not an error when asked for.
     assert!(worker.stop(true).unwrap().is_empty());
 }

@@ -24,9 +24,21 @@ pub struct Wakeups {
 /// The form a child reports on stdout when stopped.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WakeupReport {
+    /// Every wake-up, on whichever CPU.
     pub summary: Summary,
+    /// CPU time of the probe's threads, together.
     pub cpu_ns: u64,
     pub wall_ns: u64,
+    /// With a thread pinned on each CPU: each CPU's own wake-ups.
+    #[serde(default)]
+    pub cpus: Vec<CpuWakeups>,
+}
+
+/// The wake-ups of the probe thread pinned on one CPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuWakeups {
+    pub cpu: usize,
+    pub summary: Summary,
 }
 
 impl Wakeups {
@@ -35,8 +47,60 @@ impl Wakeups {
             summary: self.latency.summary(),
             cpu_ns: nanos(self.cpu),
             wall_ns: nanos(self.wall),
+            cpus: Vec::new(),
         }
     }
+}
+
+/// One report of the threads pinned on each CPU: all wake-ups merged, their CPU time
+/// summed, each CPU's own summary kept.
+pub fn merged_report(per_cpu: &[(usize, Wakeups)]) -> WakeupReport {
+    let mut all = Latency::new();
+    let (mut cpu, mut wall) = (Duration::ZERO, Duration::ZERO);
+    for (_, w) in per_cpu {
+        all.merge(&w.latency);
+        cpu += w.cpu;
+        wall = wall.max(w.wall);
+    }
+    WakeupReport {
+        summary: all.summary(),
+        cpu_ns: nanos(cpu),
+        wall_ns: nanos(wall),
+        cpus: per_cpu
+            .iter()
+            .map(|(c, w)| CpuWakeups {
+                cpu: *c,
+                summary: w.latency.summary(),
+            })
+            .collect(),
+    }
+}
+
+/// A thread pinned on each CPU the caller may use, measuring until `stop`. A thread that
+/// cannot be pinned measures nothing and says why.
+pub fn measure_per_cpu(
+    interval: Duration,
+    stop: &AtomicBool,
+) -> Result<Vec<(usize, Wakeups)>, String> {
+    let cpus = crate::cpus::allowed();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = cpus
+            .iter()
+            .map(|&cpu| {
+                s.spawn(move || {
+                    crate::cpus::pin(cpu)?;
+                    Ok::<_, String>((cpu, measure(interval, stop)))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err("a probe thread panicked".to_owned()))
+            })
+            .collect()
+    })
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -69,19 +133,36 @@ pub enum WakeupError {
     Encode(#[source] serde_json::Error),
     #[error("Cannot write the wake-up report to the probe's pipe")]
     Write(#[source] std::io::Error),
+    #[error("Per-CPU wake-up probe: {0}")]
+    Pin(String),
 }
 
-/// The probe as a child inside a cgroup: measures until `stop` closes, then writes a
-/// [`WakeupReport`] as JSON to `out`.
-pub fn run_child(interval_us: u64, stop: File, mut out: File) -> Result<(), WakeupError> {
+/// The probe as a child inside a cgroup: measures (on each CPU with `per_cpu`) until
+/// `stop` closes, then writes a [`WakeupReport`] as JSON to `out`.
+pub fn run_child(
+    interval_us: u64,
+    per_cpu: bool,
+    stop: File,
+    mut out: File,
+) -> Result<(), WakeupError> {
     let done = AtomicBool::new(false);
-    let wakeups = std::thread::scope(|s| {
-        let worker = s.spawn(|| measure(Duration::from_micros(interval_us), &done));
+    let interval = Duration::from_micros(interval_us);
+    let report = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            if per_cpu {
+                measure_per_cpu(interval, &done).map(|w| merged_report(&w))
+            } else {
+                Ok(measure(interval, &done).report())
+            }
+        });
         crate::spawn::cfs_worker::wait_for_eof(stop);
         done.store(true, Ordering::Relaxed);
-        worker.join().unwrap_or_default()
-    });
-    let json = serde_json::to_vec(&wakeups.report()).map_err(WakeupError::Encode)?;
+        worker
+            .join()
+            .unwrap_or_else(|_| Err("the probe thread panicked".to_owned()))
+    })
+    .map_err(WakeupError::Pin)?;
+    let json = serde_json::to_vec(&report).map_err(WakeupError::Encode)?;
     out.write_all(&json).map_err(WakeupError::Write)
 }
 
@@ -108,5 +189,23 @@ mod tests {
         assert!(r.wall_ns > 0 && u128::from(r.wall_ns) <= elapsed.as_nanos());
         // Sleeping costs far less CPU than it takes wall time.
         assert!(r.cpu_ns < r.wall_ns / 2, "{} of {}", r.cpu_ns, r.wall_ns);
+    }
+
+    #[test]
+    fn per_cpu_threads_report_each_cpu_and_the_merge() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let worker =
+            std::thread::spawn(move || measure_per_cpu(Duration::from_millis(2), &s).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+        stop.store(true, Ordering::Relaxed);
+        let per_cpu = worker.join().unwrap();
+        let cpus: Vec<usize> = per_cpu.iter().map(|(c, _)| *c).collect();
+        assert_eq!(cpus, crate::cpus::allowed());
+        let r = merged_report(&per_cpu);
+        assert_eq!(r.cpus.len(), cpus.len());
+        let each: u64 = r.cpus.iter().map(|c| c.summary.count).sum();
+        assert_eq!(r.summary.count, each, "the merge holds every wake-up");
+        assert!(r.cpus.iter().all(|c| c.summary.count >= 5), "{:?}", r.cpus);
     }
 }
