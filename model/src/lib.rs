@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod scenario;
 pub mod signature;
 pub mod stats;
+pub mod topology;
 pub mod units;
 pub mod verdict;
 

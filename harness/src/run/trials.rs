@@ -62,6 +62,7 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
         repeat: opts.max_runs,
         shard: None,
         seed: opts.seed,
+        topologies: Vec::new(),
     };
     let order: HashMap<CellKey, usize> = (0..opts.max_runs)
         .map(|repeat| {
@@ -69,6 +70,7 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
                 CellKey {
                     scenario: scenario.model.name.clone(),
                     kernel: opts.kernel.clone(),
+                    topology: None,
                     repeat,
                 },
                 repeat as usize,
@@ -87,6 +89,7 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
     let jobs = (0..opts.max_runs).map(|repeat| Job {
         scenario: Arc::clone(&scenario),
         kernel: opts.kernel.clone(),
+        topology: None,
         repeat,
         repeats: opts.max_runs,
         // A fixed seed means exactly that run, again and again.
