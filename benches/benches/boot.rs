@@ -118,7 +118,7 @@ async fn raw_boot(
     let command = QemuCommand {
         accel,
         memory_mib: 1024,
-        cpus: 1,
+        topology: kchaos_model::topology::Topology::flat(1),
         kernel: kernel.to_path_buf(),
         boot: BootMedia::Initrd(initrd.to_path_buf()),
         // A plain boot: QEMU's default firmware and only what makes the console

@@ -84,6 +84,7 @@ async fn bench(cells: u32, spec: &str) -> BenchResult<()> {
             MatrixOptions {
                 scenarios: vec![scenario.clone()],
                 kernels: vec![spec.to_owned()],
+                topologies: Vec::new(),
                 repeat: cells,
                 shard: None,
                 resume: false,

@@ -197,6 +197,7 @@ impl BenchVm {
             kernel: std::sync::Arc::clone(&self.kernel),
             image,
             seed: 1,
+            topology: None,
             repeat: 0,
             results_dir: self.work.path().to_path_buf(),
             dir: self.work.path().join(id.replace('/', "-")),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use kchaos_model::escape_controls;
 use kchaos_model::scenario::{Host, Scenario, ScenarioError};
+use kchaos_model::topology::Topology;
 
 /// Scenario files are a few KiB; anything this large is not one (a symlink to
 /// `/dev/zero` once made `validate` read 5 GB).
@@ -54,6 +55,40 @@ pub struct LoadedScenario {
     pub path: PathBuf,
     pub source: String,
     pub model: Scenario,
+}
+
+impl LoadedScenario {
+    /// This scenario on `topology` (one column of a topology axis): its VM has that
+    /// shape, and its text, kept as the cell's `scenario.toml` and in replay bundles,
+    /// says so (`[vm] cpus` set, every comment kept), so a replay boots the same machine.
+    pub fn with_topology(&self, topology: Topology) -> Result<LoadedScenario, String> {
+        let mut doc: toml_edit::DocumentMut = self
+            .source
+            .parse()
+            .map_err(|e| format!("{}: {e}", shown(&self.path)))?;
+        let value = if topology.sockets == 1 && topology.threads == 1 {
+            toml_edit::value(i64::from(topology.cpus()))
+        } else {
+            toml_edit::value(topology.label())
+        };
+        // A `[vm]` table of its own when there is none (indexing would make an inline
+        // one at the top, before the file's header comment).
+        if !doc.contains_key("vm") {
+            doc.insert("vm", toml_edit::Item::Table(toml_edit::Table::new()));
+        }
+        doc["vm"]["cpus"] = value;
+        if let Some(v) = doc["vm"]["cpus"].as_value_mut() {
+            v.decor_mut()
+                .set_suffix(" # set by kchaos: this cell's column of the topology axis");
+        }
+        let mut model = self.model.clone();
+        model.vm = model.vm.with_topology(topology);
+        Ok(LoadedScenario {
+            path: self.path.clone(),
+            source: doc.to_string(),
+            model,
+        })
+    }
 }
 
 /// One problem with the scenarios given.
@@ -283,6 +318,47 @@ mod tests {
             read_source(&binary),
             Err(LoadError::NotText { .. })
         ));
+    }
+
+    #[test]
+    fn a_topology_column_is_in_the_model_and_the_text_kept_as_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, vm_line) in [
+            // A scenario without [vm], and one with its own list.
+            ("", None),
+            (
+                "[vm]\ncpus = [1, 2] # two columns\nmemory = \"512MiB\"\n",
+                Some("cpus"),
+            ),
+        ] {
+            let file = dir.path().join("t.toml");
+            let source = format!(
+                "# The incident this reproduces.\n[scenario]\nname = \"t\"\n{text}\
+                 [[probe]]\nkind = \"d-state\"\nname = \"d\"\n"
+            );
+            std::fs::write(&file, &source).unwrap();
+            let loaded = load_file(&file).unwrap();
+            let column = loaded
+                .with_topology(Topology::parse("2s1c").unwrap())
+                .unwrap();
+            assert_eq!(column.model.vm.cpus, 2);
+            assert!(column.model.vm.topologies.is_empty());
+            assert!(
+                column.source.starts_with("# The incident"),
+                "{}",
+                column.source
+            );
+            assert!(
+                column.source.contains("cpus = \"2s1c\""),
+                "{}",
+                column.source
+            );
+            // The text is the scenario as run: parsed again, it is the same machine.
+            let again = kchaos_model::scenario::parse("t.toml", &column.source).unwrap();
+            assert_eq!(again.vm, column.model.vm, "{vm_line:?}");
+            let flat = loaded.with_topology(Topology::flat(4)).unwrap();
+            assert!(flat.source.contains("cpus = 4"), "{}", flat.source);
+        }
     }
 
     #[test]

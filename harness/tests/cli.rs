@@ -105,7 +105,7 @@ fn outside_a_checkout_the_shipped_scenarios_and_kernel_list_are_used() {
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("shipped with kchaos"), "{t}");
     assert!(
-        t.contains("memcg-dying-cgroups\tdebian:6.1-cloud\t0"),
+        t.contains("memcg-dying-cgroups\tdebian:6.1-cloud\t-\t0"),
         "{t}"
     );
     assert!(
@@ -208,6 +208,62 @@ fn usage_errors_exit_2_before_anything_runs() {
             text(&out)
         );
     }
+}
+
+/// Topologies are a dimension of the matrix: `--topology` for every scenario, a
+/// scenario's own `cpus` list otherwise; bad lists are refused before anything runs.
+#[test]
+fn topologies_are_planned_like_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
+    let listed = GOOD.replace(
+        "[scenario]\nname = \"s\"",
+        "[scenario]\nname = \"listed\"\n[vm]\ncpus = [1, \"2s1c\"]",
+    );
+    assert_ne!(listed, GOOD);
+    std::fs::write(dir.path().join("l.toml"), &listed).unwrap();
+    let plan = |args: &[&str]| {
+        let mut all = vec!["run", "--kernel", "debian:6.1-cloud", "--plan"];
+        all.extend_from_slice(args);
+        let out = kchaos(&all, dir.path());
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Off any axis: the scenario's own `[vm] cpus`, no topology.
+    assert_eq!(
+        plan(&["s.toml"]),
+        "SCENARIO\tKERNEL\tTOPOLOGY\tREPEAT\ns\tdebian:6.1-cloud\t-\t0\n"
+    );
+    // A scenario's list is an axis of its own.
+    assert_eq!(
+        plan(&["l.toml"]),
+        "SCENARIO\tKERNEL\tTOPOLOGY\tREPEAT\nlisted\tdebian:6.1-cloud\t1\t0\nlisted\tdebian:6.1-cloud\t2s1c\t0\n"
+    );
+    // --topology puts every scenario on each, in the order given, before repeats.
+    let both = plan(&["s.toml", "l.toml", "--topology", "2s2c,4", "--repeat", "2"]);
+    let rows: Vec<&str> = both.lines().skip(1).collect();
+    assert_eq!(rows.len(), 8, "{both}");
+    assert_eq!(rows[0], "s\tdebian:6.1-cloud\t2s2c\t0");
+    assert_eq!(rows[1], "s\tdebian:6.1-cloud\t2s2c\t1");
+    assert_eq!(rows[2], "s\tdebian:6.1-cloud\t4\t0");
+    assert_eq!(rows[7], "listed\tdebian:6.1-cloud\t4\t1");
+    for (bad, why) in [
+        ("2x2", "`2x2` is not a topology"),
+        ("1,1", "`1` is listed twice"),
+        ("128", "`128` is 128 CPUs; a kchaos VM has at most 64"),
+        ("9s1c", "`9s1c`: at most 8 sockets"),
+        ("1,2,3,4,5,6,7,8,9", "9 topologies; at most 8 in one run"),
+    ] {
+        let out = kchaos(&["run", "s.toml", "--topology", bad, "--plan"], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("--topology: {why}")),
+            "{bad}: {}",
+            text(&out)
+        );
+    }
+    let out = kchaos(&["run", "--resume", "r", "--topology", "2"], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 /// Issue #11: `validate` never blocks on a FIFO or reads a device.
@@ -364,7 +420,10 @@ fn ci_examples_run_lines_plan_the_matrix() {
         );
         let plan = String::from_utf8_lossy(&out.stdout);
         // @nightly is four kernels, shard 1/4 a quarter of the matrix.
-        assert!(plan.starts_with("SCENARIO\tKERNEL\tREPEAT\n"), "{plan}");
+        assert!(
+            plan.starts_with("SCENARIO\tKERNEL\tTOPOLOGY\tREPEAT\n"),
+            "{plan}"
+        );
         assert!(text(&out).contains(" cells"), "{}", text(&out));
         // Merge and compare follow, on the shards' output.
         assert!(example.contains("kchaos merge ") && example.contains("kchaos compare "));

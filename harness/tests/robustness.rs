@@ -213,6 +213,7 @@ async fn run_fake_cell(mode: &str, dir: &tempfile::TempDir, env: &CellEnv) -> Ce
             size: 0,
         },
         seed: 7,
+        topology: None,
         repeat: 0,
         results_dir: dir.path().to_path_buf(),
         dir: dir.path().join("cell"),

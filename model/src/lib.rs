@@ -14,6 +14,7 @@ pub mod scenario;
 pub mod signature;
 pub mod stats;
 pub mod timeline;
+pub mod topology;
 pub mod units;
 pub mod verdict;
 

@@ -4,6 +4,7 @@
 
 mod agent;
 mod boot;
+mod cpus;
 mod histogram;
 mod keep;
 mod kfile;

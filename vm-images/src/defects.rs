@@ -10,6 +10,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use kchaos_model::scenario::{ImageKind, ScenarioError};
+use kchaos_model::topology::Topology;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -160,6 +161,8 @@ struct RawDefect {
     expect: Option<Spanned<String>>,
     #[serde(default)]
     image: Option<ImageKind>,
+    #[serde(default)]
+    topology: Option<Spanned<String>>,
 }
 
 /// One defect, validated.
@@ -185,6 +188,10 @@ pub struct Defect {
     /// for the defect and its stock twin (`systemd-defects` for a systemd defect);
     /// `None`: the scenario's own.
     pub image: Option<ImageKind>,
+    /// The CPU topology the defect needs to show (`2s1c`: a cross-socket defect does
+    /// nothing on one socket), replacing the scenario's `[vm] cpus` for the defect and
+    /// its stock twin; `None`: the scenario's own.
+    pub topology: Option<Topology>,
 }
 
 /// A parsed `defects.toml`, defects in name order.
@@ -295,9 +302,17 @@ impl DefectList {
                 }
                 None => None,
             };
+            let topology = match raw.topology {
+                Some(t) => match Topology::parse(t.get_ref()) {
+                    Ok(topology) => Some(topology),
+                    Err(why) => return Err(at(t.span(), key("topology"), why)),
+                },
+                None => None,
+            };
             defects.push(Defect {
                 expect,
                 image: raw.image,
+                topology,
                 name,
                 incident: raw.incident,
                 family: raw.family,
@@ -419,6 +434,14 @@ description = "unbounded period timer"
             ["netdev-ref-leak"]
         );
         assert!(list.get("cfs-period-lockup").unwrap().scenarios.is_empty());
+        assert_eq!(leak.topology, None);
+        let two = GOOD.replace(
+            "description = \"unbounded",
+            "topology = \"2s1c\"\ndescription = \"unbounded",
+        );
+        let list = DefectList::parse(Path::new("d.toml"), &two, &kernels()).unwrap();
+        let t = list.get("cfs-period-lockup").unwrap().topology.unwrap();
+        assert_eq!((t.sockets, t.cpus()), (2, 2));
     }
 
     #[test]
@@ -466,6 +489,13 @@ description = "unbounded period timer"
             (
                 GOOD.replace("[defects.netdev-ref-leak]", "[defects.Netdev]"),
                 "d.toml:2:1: defects.Netdev: a defect name is lowercase",
+            ),
+            (
+                GOOD.replace(
+                    "description = \"unbounded",
+                    "topology = \"2x2\"\ndescription = \"unbounded",
+                ),
+                "d.toml:15:12: defects.cfs-period-lockup.topology: `2x2` is not a topology",
             ),
         ];
         for (text, want) in cases {

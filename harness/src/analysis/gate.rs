@@ -113,10 +113,12 @@ impl Counts {
     }
 }
 
-/// One scenario's class.
+/// One scenario's class (on one topology, when the runs had a topology axis).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GateRow {
     pub scenario: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
     pub class: Class,
     pub baseline: Option<Counts>,
     pub candidate: Counts,
@@ -181,18 +183,17 @@ pub struct Gate {
 
 /// Classifies every scenario of the candidate (and those only the baseline has).
 pub fn gate(baseline: Option<(&str, &[&CellResult])>, candidate: (&str, &[&CellResult])) -> Gate {
+    // Per scenario and topology: a baseline and a candidate are matched per topology.
     let group = |cells: &[&CellResult]| {
-        let mut map: BTreeMap<String, Vec<CellResult>> = BTreeMap::new();
+        let mut map: BTreeMap<(String, Option<String>), Vec<CellResult>> = BTreeMap::new();
         for c in cells {
-            map.entry(c.scenario.clone())
-                .or_default()
-                .push((*c).clone());
+            map.entry(c.column()).or_default().push((*c).clone());
         }
         map
     };
     let cand = group(candidate.1);
     let base = baseline.map(|(_, cells)| group(cells));
-    let mut scenarios: Vec<String> = cand.keys().cloned().collect();
+    let mut scenarios: Vec<(String, Option<String>)> = cand.keys().cloned().collect();
     if let Some(b) = &base {
         scenarios.extend(b.keys().filter(|s| !cand.contains_key(*s)).cloned());
     }
@@ -211,9 +212,11 @@ pub fn gate(baseline: Option<(&str, &[&CellResult])>, candidate: (&str, &[&CellR
             .collect();
         known.sort();
         known.dedup();
+        let (scenario, topology) = scenario;
         rows.push(GateRow {
             class: classify(base_counts, counts),
             scenario,
+            topology,
             baseline: base_counts,
             candidate: counts,
             known,
@@ -265,7 +268,7 @@ pub fn table(gate: &Gate) -> String {
     ]];
     for r in &gate.rows {
         rows.push([
-            r.scenario.clone(),
+            crate::results::scenario_label(&r.scenario, r.topology.as_deref()),
             r.class.as_str().to_owned(),
             r.baseline.map_or_else(|| "-".to_owned(), |b| b.text()),
             r.candidate.text(),

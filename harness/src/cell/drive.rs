@@ -109,7 +109,7 @@ pub(super) async fn drive(
     let command = QemuCommand {
         accel: env.accel,
         memory_mib: scenario.vm.memory_mib,
-        cpus: scenario.vm.cpus,
+        topology: scenario.vm.topology,
         kernel: cell.image.kernel.path.clone(),
         boot: cell.image.media.clone(),
         cmdline,

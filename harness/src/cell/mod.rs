@@ -38,6 +38,8 @@ pub struct CellSpec {
     pub kernel: Arc<Kernel>,
     pub image: crate::vm::image::GuestImage,
     pub seed: u64,
+    /// The topology axis's column (the scenario's VM already has it), for the results.
+    pub topology: Option<kchaos_model::topology::Topology>,
     pub repeat: u32,
     /// Results directory and this cell's directory inside it.
     pub results_dir: PathBuf,
@@ -132,6 +134,7 @@ pub async fn run(
     let mut result = CellResult {
         accel: Some(env.accel.as_str().to_owned()),
         image: Some(cell.image.info.clone()),
+        topology: cell.topology.map(|t| t.label()),
         ..CellResult::new(
             cell.id.clone(),
             &cell.scenario,

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use kchaos_images::Kernel;
+use kchaos_model::topology::Topology;
 use kchaos_model::verdict::Verdict;
 
 use crate::plan;
@@ -21,6 +22,8 @@ pub struct Preboot<'a> {
     pub spec: &'a str,
     /// The kernel as resolved, when it was.
     pub kernel: Option<&'a Kernel>,
+    /// The topology axis's column, when the run has one.
+    pub topology: Option<Topology>,
     pub seed: u64,
     pub repeat: u32,
     /// Repeats in the run (the id names the repeat when there are several).
@@ -41,6 +44,7 @@ impl Preboot<'_> {
         plan::cell_id(
             &self.scenario.model.name,
             &self.label(),
+            self.topology,
             self.repeat,
             self.repeats,
         )
@@ -53,6 +57,7 @@ impl Preboot<'_> {
         let cell_dir = self.dir.join(&id);
         let result = CellResult {
             reasons: vec![reason],
+            topology: self.topology.map(|t| t.label()),
             artifacts: Artifacts {
                 dir: cell_dir
                     .strip_prefix(self.dir)

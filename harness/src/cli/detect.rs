@@ -19,6 +19,7 @@ use kchaos_images::defects::{DefectList, Family};
 use kchaos_images::Cache;
 use kchaos_model::error_chain;
 use kchaos_model::scenario::ImageKind;
+use kchaos_model::topology::Topology;
 use regex::Regex;
 
 use super::args::{default_out, KernelListArgs, VmArgs};
@@ -143,33 +144,48 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
         let mut attempts = Vec::new();
         for scenario in &d.scenarios {
             let file = find(scenario.as_str())?;
-            let twin = match d.image {
-                Some(image) => variant(
+            let twin = if d.image.is_some() || d.topology.is_some() {
+                let name = [
+                    d.image.map(|i| i.to_string()),
+                    d.topology.map(|t| format!("topo-{t}")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("-");
+                let shape = Shape {
+                    image: d.image,
+                    topology: d.topology,
+                };
+                variant(
                     &file,
-                    Some(image),
+                    shape,
                     &[],
-                    &out.join("variants").join(format!("{image}-twin")),
+                    &out.join("variants").join(format!("{name}-twin")),
                 )
-                .map_err(CliError::Usage)?,
-                None => file.clone(),
+                .map_err(CliError::Usage)?
+            } else {
+                file.clone()
             };
             if !twins.iter().any(|(k, f)| *k == d.kernel_spec && *f == twin) {
                 twins.push((d.kernel_spec.clone(), twin));
             }
-            let defect_file = variant(
-                &file,
-                d.image,
-                &cmdline,
-                &out.join("variants").join(&d.name),
-            )
-            .map_err(CliError::Usage)?;
+            let shape = Shape {
+                image: d.image,
+                topology: d.topology,
+            };
+            let defect_file = variant(&file, shape, &cmdline, &out.join("variants").join(&d.name))
+                .map_err(CliError::Usage)?;
             let rel = format!("{}/{}", d.name, scenario.as_str());
             eprintln!(
-                "kchaos: detect: {} on {} with {}{}",
+                "kchaos: detect: {} on {} with {}{}{}",
                 scenario.as_str(),
                 d.name,
                 cmdline.join(" "),
-                d.image.map(|i| format!(" (image {i})")).unwrap_or_default()
+                d.image.map(|i| format!(" (image {i})")).unwrap_or_default(),
+                d.topology
+                    .map(|t| format!(" (topology {t})"))
+                    .unwrap_or_default()
             );
             let trials = rt
                 .block_on(run_trials(
@@ -241,6 +257,8 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
         let opts = MatrixOptions {
             scenarios: files,
             kernels,
+            // A defect's topology is in its variant's `[vm] cpus`.
+            topologies: Vec::new(),
             repeat,
             shard: None,
             resume: false,
@@ -301,14 +319,18 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
     })
 }
 
-/// A copy of scenario `file` with `params` appended to its `[vm] cmdline` and, if
-/// given, `image` as its `[vm] image`, in `dir`.
-fn variant(
-    file: &Path,
+/// What a defect changes of the scenario's VM besides its command line.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
     image: Option<ImageKind>,
-    params: &[String],
-    dir: &Path,
-) -> Result<PathBuf, String> {
+    topology: Option<Topology>,
+}
+
+/// A copy of scenario `file` with `params` appended to its `[vm] cmdline` and, if
+/// given, the shape's image as its `[vm] image` and topology as its `[vm] cpus`, in
+/// `dir`.
+fn variant(file: &Path, shape: Shape, params: &[String], dir: &Path) -> Result<PathBuf, String> {
+    let Shape { image, topology } = shape;
     let text = kchaos_harness::scenario::read_source(file).map_err(|e| e.to_string())?;
     let mut doc: toml::Table =
         toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -328,13 +350,24 @@ fn variant(
     if let Some(image) = image {
         vm.insert("image".to_owned(), toml::Value::String(image.to_string()));
     }
+    if let Some(t) = topology {
+        let cpus = if t.sockets == 1 && t.threads == 1 {
+            toml::Value::Integer(i64::from(t.cpus()))
+        } else {
+            toml::Value::String(t.label())
+        };
+        vm.insert("cpus".to_owned(), cpus);
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let name = file
         .file_name()
         .map_or_else(|| "scenario.toml".into(), |n| n.to_owned());
     let path = dir.join(name);
     let body = toml::to_string(&doc).map_err(|e| e.to_string())?;
-    let image_note = image.map(|i| format!(" on image {i}")).unwrap_or_default();
+    let image_note = image.map(|i| format!(" on image {i}")).unwrap_or_default()
+        + &topology
+            .map(|t| format!(" on topology {t}"))
+            .unwrap_or_default();
     std::fs::write(
         &path,
         format!(
@@ -351,4 +384,47 @@ fn variant(
 
 fn sanitize(text: &str) -> String {
     kchaos_harness::cell::preboot::sanitize(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_defect_variant_carries_its_parameters_image_and_topology() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cfs.toml");
+        std::fs::write(
+            &file,
+            "[scenario]\nname = \"cfs\"\n[vm]\ncpus = 2\ncmdline = [\"quiet\"]\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n",
+        )
+        .unwrap();
+        let shape = Shape {
+            image: None,
+            topology: Topology::parse("2s1c").ok(),
+        };
+        let path = variant(
+            &file,
+            shape,
+            &["kchaos_defect.cfs_remote_package_skip=1".to_owned()],
+            &dir.path().join("v"),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let s = kchaos_model::scenario::parse("v.toml", &text).unwrap();
+        assert_eq!(s.vm.topology.label(), "2s1c");
+        assert_eq!(
+            s.vm.cmdline,
+            ["quiet", "kchaos_defect.cfs_remote_package_skip=1"]
+        );
+        assert!(
+            text.starts_with("# ") && text.contains("on topology 2s1c"),
+            "{text}"
+        );
+        // The stock twin: the topology, no parameters.
+        let twin = variant(&file, shape, &[], &dir.path().join("t")).unwrap();
+        let s = kchaos_model::scenario::parse("t.toml", &std::fs::read_to_string(twin).unwrap())
+            .unwrap();
+        assert_eq!((s.vm.cpus, s.vm.cmdline.len()), (2, 1));
+    }
 }

@@ -198,6 +198,8 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
     let opts = MatrixOptions {
         scenarios: vec![scenario],
         kernels: vec![kernel.clone()],
+        // The bundle's scenario is the one as run: its `[vm] cpus` is the cell's topology.
+        topologies: Vec::new(),
         repeat: runs,
         shard: None,
         resume: false,

@@ -9,6 +9,7 @@ use kchaos_harness::run::matrix::{self, MatrixOptions};
 use kchaos_harness::run::session::Session;
 use kchaos_harness::scenario;
 use kchaos_images::Cache;
+use kchaos_model::topology::Topology;
 
 use super::args::{default_out, KernelListArgs, KnownArgs, VmArgs};
 use super::exit::{CliError, Exit};
@@ -27,6 +28,12 @@ pub struct RunArgs {
     pub kernels: Vec<String>,
     #[command(flatten)]
     pub list: KernelListArgs,
+    /// CPU topologies every scenario runs on, each a column of the matrix
+    /// (comma-separated): a CPU count (`4`), or sockets and cores per socket (`2s2c`:
+    /// one NUMA node per socket), optionally threads per core (`2s2c2t`)
+    /// [default: each scenario's `[vm] cpus`].
+    #[arg(long, value_name = "LIST")]
+    pub topology: Option<String>,
     /// Cells per scenario and kernel (for latency distributions and `compare`).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub repeat: u32,
@@ -38,7 +45,7 @@ pub struct RunArgs {
     pub plan: bool,
     /// Continue the interrupted run in DIR: its finished cells are kept, the rest run
     /// with the plan it recorded.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["scenarios", "kernels", "repeat", "shard", "out"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["scenarios", "kernels", "topology", "repeat", "shard", "out"])]
     pub resume: Option<PathBuf>,
     /// Results directory [default: results/<timestamp>]. It must not hold results yet
     /// (use --resume to continue one); it is locked while the run writes it.
@@ -60,7 +67,7 @@ pub fn run(args: RunArgs, cache: Cache) -> Result<Exit, CliError> {
     let opts = matrix_options(&args, &cache)?;
     if args.plan {
         let lines = matrix::plan_lines(&opts).map_err(run_error)?;
-        println!("SCENARIO\tKERNEL\tREPEAT");
+        println!("SCENARIO\tKERNEL\tTOPOLOGY\tREPEAT");
         for l in &lines {
             println!("{l}");
         }
@@ -104,9 +111,18 @@ fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliErr
     if let Some(dir) = &args.resume {
         let (plan, _) = matrix::stored_plan(dir).map_err(run_error)?;
         super::args::check_specs(&plan.kernels)?;
+        let topologies = plan
+            .topologies
+            .iter()
+            .map(|t| Topology::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|why| {
+                CliError::usage(format!("{}: its plan's topology {why}", dir.display()))
+            })?;
         return Ok(MatrixOptions {
             scenarios: plan.scenarios.iter().map(PathBuf::from).collect(),
             kernels: plan.kernels,
+            topologies,
             repeat: plan.repeat,
             shard: plan.shard,
             resume: true,
@@ -141,9 +157,15 @@ fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliErr
             scenarios[0].display()
         )));
     }
+    let topologies = match &args.topology {
+        Some(list) => Topology::parse_list(list)
+            .map_err(|why| CliError::usage(format!("--topology: {why}")))?,
+        None => Vec::new(),
+    };
     Ok(MatrixOptions {
         scenarios,
         kernels,
+        topologies,
         repeat: args.repeat,
         shard: args.shard,
         resume: false,

@@ -1,4 +1,5 @@
-//! Short kernel labels for the report's column headers and legends.
+//! Short kernel labels for the report's column headers and legends (with the topology,
+//! on a topology axis: each kernel on each topology is a column).
 //!
 //! A `path:` spec is the whole command-line argument
 //! (`path:/…/arch/x86/boot/bzImage,modules=/…,config=/…`): as a column header or a legend
@@ -45,25 +46,29 @@ impl KernelNames {
 /// Longest label shown as is; longer ones are cut in the middle.
 const MAX_LABEL: usize = 32;
 
-/// A kernel as the report groups and shows it.
+/// A kernel as the report groups and shows it: on a topology axis, a kernel on one
+/// topology (the report shows topologies like kernels, a column each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelColumn {
-    /// What cells are grouped by: the kernel as resolved, else as asked.
+    /// What cells are grouped by: the kernel as resolved, else as asked, and the
+    /// topology when the cells have one.
     pub key: String,
-    /// What headers and legends show, unique among the columns.
+    /// What headers and legends show, unique among the columns (`deb61 [2s1c]`).
     pub label: String,
     /// The first cell's view of the kernel: spec, resolution, release, package.
     pub info: KernelInfo,
+    pub topology: Option<String>,
 }
 
 impl KernelColumn {
-    /// The tooltip: every name the kernel has.
+    /// The tooltip: every name the kernel has, and the topology.
     pub fn title(&self) -> String {
         let mut out = self.info.spec.clone();
         for (what, v) in [
             ("resolved", &self.info.resolved),
             ("release", &self.info.release),
             ("package", &self.info.package),
+            ("topology", &self.topology),
         ] {
             if let Some(v) = v {
                 out.push_str(&format!("\n{what}: {v}"));
@@ -73,12 +78,14 @@ impl KernelColumn {
     }
 }
 
-/// The key cells are grouped by.
+/// The key cells are grouped by: the kernel, and the topology when there is one.
 pub fn kernel_key(cell: &CellResult) -> String {
-    cell.kernel
+    let kernel = cell
+        .kernel
         .resolved
         .clone()
-        .unwrap_or_else(|| cell.kernel.spec.clone())
+        .unwrap_or_else(|| cell.kernel.spec.clone());
+    crate::results::scenario_label(&kernel, cell.topology.as_deref())
 }
 
 /// The kernels of `cells` in the order they first appear (the matrix order), labelled.
@@ -99,10 +106,16 @@ pub fn columns<'a>(
                 key,
                 label: String::new(),
                 info: cell.kernel.clone(),
+                topology: cell.topology.clone(),
             }),
         }
     }
-    let mut labels: Vec<String> = out.iter().map(|c| short_label(&c.info, names)).collect();
+    let mut labels: Vec<String> = out
+        .iter()
+        .map(|c| {
+            crate::results::scenario_label(&short_label(&c.info, names), c.topology.as_deref())
+        })
+        .collect();
     // Two local builds of one release: number them, in matrix order.
     for i in 0..labels.len() {
         let same: Vec<usize> = (i..labels.len())
@@ -230,5 +243,28 @@ mod tests {
         assert_eq!(labels, ["6.13.0 #1", "6.13.0 #2", "debian:6.1-cloud"]);
         assert!(cols[0].title().starts_with(LONG));
         assert!(cols[0].title().contains("release: 6.13.0"));
+    }
+
+    #[test]
+    fn a_kernel_on_each_topology_is_a_column_of_its_own() {
+        let cells: Vec<CellResult> = [("m/k/topo-1", Some("1")), ("m/k/topo-2s1c", Some("2s1c"))]
+            .into_iter()
+            .map(|(id, topology)| {
+                let mut c =
+                    crate::results::test_cell("m/k", kchaos_model::verdict::Verdict::Pass, 1e6);
+                id.clone_into(&mut c.id);
+                c.topology = topology.map(str::to_owned);
+                c
+            })
+            .collect();
+        let cols = columns(&cells, &KernelNames::default());
+        let labels: Vec<&str> = cols.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["debian:k [1]", "debian:k [2s1c]"]);
+        assert_ne!(kernel_key(&cells[0]), kernel_key(&cells[1]));
+        assert!(
+            cols[1].title().ends_with("topology: 2s1c"),
+            "{}",
+            cols[1].title()
+        );
     }
 }

@@ -100,7 +100,7 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<Merged, MergeError> {
 }
 
 /// The runs as one: earliest start, latest finish, cells in matrix order (kernel as
-/// planned, then scenario, then repeat).
+/// planned, then scenario, then topology, then repeat).
 fn combine(runs: &[LoadedRun]) -> RunResults {
     let first = runs.first().map(|r| &r.results);
     let plan: Option<PlanInfo> = first.and_then(|r| r.plan.clone()).map(|mut p| {
@@ -117,15 +117,20 @@ fn combine(runs: &[LoadedRun]) -> RunResults {
             .unwrap_or(usize::MAX)
     };
     let mut scenario_order: Vec<String> = Vec::new();
+    let mut topology_order: Vec<Option<String>> = Vec::new();
     for c in &cells {
         if !scenario_order.contains(&c.scenario) {
             scenario_order.push(c.scenario.clone());
+        }
+        if !topology_order.contains(&c.topology) {
+            topology_order.push(c.topology.clone());
         }
     }
     cells.sort_by_key(|c| {
         (
             kernel_pos(c),
             scenario_order.iter().position(|s| *s == c.scenario),
+            topology_order.iter().position(|t| *t == c.topology),
             c.repeat,
         )
     });
@@ -207,6 +212,7 @@ mod tests {
             repeat: 1,
             shard: Some(Shard { index, count: 2 }),
             seed: None,
+            topologies: Vec::new(),
         });
         for id in ids {
             let cell = test_cell(id, Verdict::Pass, 1e6);

@@ -79,6 +79,11 @@ pub struct CellResult {
     #[serde(default)]
     pub image: Option<crate::vm::image::ImageInfo>,
     pub seed: u64,
+    /// The VM's CPU topology (`2`, `2s2c`) when the run had a topology axis
+    /// (`--topology`, or a scenario's `cpus = [...]`); absent otherwise: the cell ran on
+    /// its scenario's `[vm] cpus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
     pub repeat: u32,
     pub verdict: Verdict,
     pub reasons: Vec<String>,
@@ -177,6 +182,18 @@ pub struct PlanInfo {
     pub shard: Option<crate::plan::Shard>,
     /// `--seed`, if one was fixed.
     pub seed: Option<u64>,
+    /// `--topology`, as labels (`2s2c`); absent when not given (each scenario's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topologies: Vec<String>,
+}
+
+/// How tables name a scenario on a topology: `cfs-quota-starvation [2s1c]`, or the
+/// scenario alone off any topology axis.
+pub fn scenario_label(scenario: &str, topology: Option<&str>) -> String {
+    match topology {
+        Some(t) => format!("{scenario} [{t}]"),
+        None => scenario.to_owned(),
+    }
 }
 
 pub fn now_rfc3339() -> String {
@@ -226,6 +243,7 @@ impl CellResult {
             accel: None,
             image: None,
             seed,
+            topology: None,
             repeat,
             verdict,
             reasons: Vec::new(),
@@ -250,12 +268,19 @@ impl CellResult {
         crate::plan::CellKey {
             scenario: self.scenario.clone(),
             kernel: self.kernel.spec.clone(),
+            topology: self.topology.clone(),
             repeat: self.repeat,
         }
     }
 
+    /// What is compared across kernels: the scenario, on its topology when the run had
+    /// a topology axis (a baseline and a candidate are matched per topology).
+    pub fn column(&self) -> (String, Option<String>) {
+        (self.scenario.clone(), self.topology.clone())
+    }
+
     /// The kernel part of the cell id (`debian-6.1.0-56-cloud`): the id is
-    /// `SCENARIO/KERNEL_LABEL[/rN]`.
+    /// `SCENARIO/KERNEL_LABEL[/topo-T][/rN]`.
     pub fn kernel_label(&self) -> &str {
         let rest = self
             .id
@@ -354,6 +379,7 @@ pub(crate) fn test_cell(id: &str, verdict: Verdict, p99_ns: f64) -> CellResult {
         accel: Some("tcg".to_owned()),
         image: None,
         seed: 42,
+        topology: None,
         repeat: 0,
         verdict,
         reasons: if verdict == Verdict::Pass {

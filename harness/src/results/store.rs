@@ -108,6 +108,11 @@ CREATE INDEX checks_by_assertion ON checks (assertion);
 ALTER TABLE cells ADD COLUMN known_issue TEXT;
 ALTER TABLE cells ADD COLUMN known_link TEXT;
 ",
+    // 4: the cell's CPU topology on a topology axis (`--topology`); NULL off any axis,
+    // and for every cell recorded before (they ran on their scenario's `[vm] cpus`).
+    "
+ALTER TABLE cells ADD COLUMN topology TEXT;
+",
 ];
 
 /// The version this kchaos writes.
@@ -266,9 +271,9 @@ impl Store {
             "INSERT INTO cells (run_id, cell, scenario, kernel_spec, kernel_resolved,
                  kernel_release, repeat, seed, verdict, reasons_json, fingerprint, boot_ms,
                  duration_ms, image_kind, image_key, started_at, result_json, known_issue,
-                 known_link)
+                 known_link, topology)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19)",
+                 ?18, ?19, ?20)",
             params![
                 run,
                 cell.id,
@@ -290,6 +295,7 @@ impl Store {
                 json,
                 cell.known.as_ref().map(|k| k.id.clone()),
                 cell.known.as_ref().map(|k| k.link.clone()),
+                cell.topology,
             ],
         )
         .map_err(err)?;
@@ -608,7 +614,7 @@ mod tests {
 
     /// A database written by a kchaos of schema version 1 (no `checks` table, cells
     /// without checks in their JSON) is migrated in place: its cells still read back,
-    /// new cells record their checks, and the version says 2.
+    /// new cells record their checks and topology, and the version is the newest.
     #[test]
     fn a_version_1_database_is_migrated_in_place() {
         let dir = tempfile::tempdir().unwrap();
@@ -649,13 +655,31 @@ mod tests {
         let mut store = Store::open(&path).unwrap();
         assert_eq!(store.version(), SCHEMA_VERSION);
         assert_eq!(store.cells(Some(1)).unwrap(), vec![old]);
-        let new = test_cell("memcg/new", kchaos_model::verdict::Verdict::Pass, 1e6);
+        let mut new = test_cell("memcg/new", kchaos_model::verdict::Verdict::Pass, 1e6);
+        new.topology = Some("2s1c".to_owned());
         store.record_cell(1, &new).unwrap();
         let n: i64 = store
             .conn
             .query_row("SELECT count(*) FROM checks", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
+        // The topology column: the new cell's, none for the cell recorded before.
+        let topologies: Vec<(String, Option<String>)> = store
+            .conn
+            .prepare("SELECT cell, topology FROM cells ORDER BY cell")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            topologies,
+            [
+                ("memcg/new".to_owned(), Some("2s1c".to_owned())),
+                ("memcg/old".to_owned(), None)
+            ]
+        );
+        assert_eq!(store.cells(Some(1)).unwrap()[1], new, "read back whole");
         // Opening it again migrates nothing twice.
         drop(store);
         assert_eq!(Store::open(&path).unwrap().version(), SCHEMA_VERSION);

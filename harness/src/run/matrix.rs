@@ -17,6 +17,7 @@ use crate::plan::{self, CellKey, Planned, Shard};
 use crate::results::sources;
 use crate::results::{HostInfo, PlanInfo, RunResults};
 use crate::scenario::{self, LoadedScenario};
+use kchaos_model::topology::Topology;
 
 /// What to run and where to record it.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct MatrixOptions {
     pub scenarios: Vec<PathBuf>,
     /// Kernel specs, in matrix order (names and sets already expanded).
     pub kernels: Vec<String>,
+    /// `--topology`: every scenario on each of these; empty: each scenario's own
+    /// (`[vm] cpus`, a list of several being an axis of its own).
+    pub topologies: Vec<Topology>,
     /// Cells per scenario × kernel.
     pub repeat: u32,
     pub shard: Option<Shard>,
@@ -43,20 +47,56 @@ pub struct MatrixOptions {
     pub until: Option<crate::analysis::trials::Target>,
 }
 
-/// The matrix of `opts`, as lines for `kchaos run --plan`.
+/// The matrix of `opts`, as lines for `kchaos run --plan` (scenario, kernel, topology
+/// or `-` off any axis, repeat).
 pub fn plan_lines(opts: &MatrixOptions) -> Result<Vec<String>, RunError> {
     let loaded = scenario::load_all(&opts.scenarios).map_err(RunError::Scenarios)?;
+    let columns = columns(&loaded, &opts.topologies)?;
+    let axes: Vec<usize> = columns.iter().map(Vec::len).collect();
     Ok(
-        plan::plan(loaded.len(), opts.kernels.len(), opts.repeat, opts.shard)
+        plan::plan(&axes, opts.kernels.len(), opts.repeat, opts.shard)
             .into_iter()
             .map(|p| {
+                let (topology, _) = &columns[p.scenario][p.topology];
                 format!(
-                    "{}\t{}\t{}",
-                    loaded[p.scenario].model.name, opts.kernels[p.kernel], p.repeat
+                    "{}\t{}\t{}\t{}",
+                    loaded[p.scenario].model.name,
+                    opts.kernels[p.kernel],
+                    topology.map_or_else(|| "-".to_owned(), |t| t.label()),
+                    p.repeat
                 )
             })
             .collect(),
     )
+}
+
+/// One column of a scenario's topology axis: the topology (`None` off any axis) and the
+/// scenario on it.
+type Column = (Option<Topology>, Arc<LoadedScenario>);
+
+/// Per scenario, its topology axis ([`plan::topology_axis`]) with the scenario on each.
+fn columns(
+    loaded: &[Arc<LoadedScenario>],
+    asked: &[Topology],
+) -> Result<Vec<Vec<Column>>, RunError> {
+    loaded
+        .iter()
+        .map(|s| {
+            plan::topology_axis(asked, &s.model.vm.topologies)
+                .into_iter()
+                .map(|t| match t {
+                    None => Ok((None, Arc::clone(s))),
+                    Some(t) => s
+                        .with_topology(t)
+                        .map(|v| (Some(t), Arc::new(v)))
+                        .map_err(|why| RunError::Topology {
+                            scenario: s.model.name.clone(),
+                            why,
+                        }),
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Reads the plan of an earlier run in `dir`, for `--resume`.
@@ -85,10 +125,13 @@ pub async fn run(session: &Arc<Session>, opts: &MatrixOptions) -> Result<RunOutc
             dir: opts.out.display().to_string(),
         });
     }
-    let planned = plan::plan(loaded.len(), opts.kernels.len(), opts.repeat, opts.shard);
+    let columns = columns(&loaded, &opts.topologies)?;
+    let axes: Vec<usize> = columns.iter().map(Vec::len).collect();
+    let planned = plan::plan(&axes, opts.kernels.len(), opts.repeat, opts.shard);
     let key = |p: &Planned| CellKey {
         scenario: loaded[p.scenario].model.name.clone(),
         kernel: opts.kernels[p.kernel].clone(),
+        topology: columns[p.scenario][p.topology].0.map(|t| t.label()),
         repeat: p.repeat,
     };
     let order: HashMap<CellKey, usize> = planned
@@ -106,6 +149,7 @@ pub async fn run(session: &Arc<Session>, opts: &MatrixOptions) -> Result<RunOutc
         repeat: opts.repeat,
         shard: opts.shard,
         seed: opts.seed,
+        topologies: opts.topologies.iter().map(|t| t.label()).collect(),
     };
     let mut results = RunResults::starting(host_info(session), plan_info.clone());
     if opts.resume {
@@ -142,7 +186,7 @@ pub async fn run(session: &Arc<Session>, opts: &MatrixOptions) -> Result<RunOutc
             todo.len()
         ));
     }
-    let jobs = todo.into_iter().map(|p| job(&loaded, opts, p));
+    let jobs = todo.into_iter().map(|p| job(&columns, opts, p));
     let ended = scheduler::drive(
         session,
         session.opts.jobs,
@@ -187,14 +231,16 @@ pub fn triage_all(
     TriageSummary::of(known, &triaged)
 }
 
-/// A planned cell as a job: its scenario, kernel and seed.
-fn job(loaded: &[Arc<LoadedScenario>], opts: &MatrixOptions, p: Planned) -> Job {
-    let scenario = Arc::clone(&loaded[p.scenario]);
+/// A planned cell as a job: its scenario (on its topology), kernel and seed.
+fn job(columns: &[Vec<Column>], opts: &MatrixOptions, p: Planned) -> Job {
+    let (topology, scenario) = &columns[p.scenario][p.topology];
+    let scenario = Arc::clone(scenario);
     let seed_repeat = if opts.same_seed { 0 } else { p.repeat };
     let seed = plan::cell_seed(opts.seed.or(scenario.model.seed), seed_repeat, random_seed);
     Job {
         scenario,
         kernel: opts.kernels[p.kernel].clone(),
+        topology: *topology,
         repeat: p.repeat,
         repeats: opts.repeat,
         seed,

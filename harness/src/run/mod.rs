@@ -35,6 +35,8 @@ pub enum RunError {
     Exists { dir: String },
     #[error("Cannot resume {path}: {why}")]
     Resume { path: String, why: String },
+    #[error("Cannot put scenario {scenario} on its topologies: {why}")]
+    Topology { scenario: String, why: String },
 }
 
 impl RunError {
@@ -42,7 +44,7 @@ impl RunError {
     /// host (exit 3).
     pub fn is_usage(&self) -> bool {
         match self {
-            RunError::Lock(lock::LockError::Io { .. }) => false,
+            RunError::Lock(lock::LockError::Io { .. }) | RunError::Topology { .. } => false,
             RunError::Scenarios(_)
             | RunError::NotOneScenario { .. }
             | RunError::Lock(_)

@@ -245,6 +245,7 @@ mod tests {
             .map(|repeat| Job {
                 scenario: Arc::clone(&scenario),
                 kernel: "debian:6.1-cloud".into(),
+                topology: None,
                 repeat,
                 repeats: n,
                 seed: 1,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use kchaos_images::pvh::BootKernel;
 use kchaos_images::{Cache, Kernel, KernelError};
 use kchaos_model::scenario::WorkloadSpec;
+use kchaos_model::topology::Topology;
 use kchaos_model::verdict::Verdict;
 use tokio::sync::{watch, OnceCell};
 
@@ -109,6 +110,9 @@ pub struct Job {
     pub scenario: Arc<LoadedScenario>,
     /// The kernel as asked.
     pub kernel: String,
+    /// The column of a topology axis this cell runs (its scenario already has that
+    /// topology as its VM's); `None` off any axis.
+    pub topology: Option<Topology>,
     pub repeat: u32,
     /// Repeats planned (the id names the repeat when there are several).
     pub repeats: u32,
@@ -126,6 +130,7 @@ impl Job {
             scenario: &self.scenario,
             spec: &self.kernel,
             kernel,
+            topology: self.topology,
             seed: self.seed,
             repeat: self.repeat,
             repeats: self.repeats,
@@ -360,6 +365,7 @@ impl Session {
             kernel: Arc::clone(&kernel),
             image,
             seed: job.seed,
+            topology: job.topology,
             repeat: job.repeat,
             results_dir: dir.to_path_buf(),
             dir: dir.join(&id),

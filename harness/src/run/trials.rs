@@ -67,6 +67,7 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
         repeat: opts.max_runs,
         shard: None,
         seed: opts.seed,
+        topologies: Vec::new(),
     };
     let order: HashMap<CellKey, usize> = (0..opts.max_runs)
         .map(|repeat| {
@@ -74,6 +75,7 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
                 CellKey {
                     scenario: scenario.model.name.clone(),
                     kernel: opts.kernel.clone(),
+                    topology: None,
                     repeat,
                 },
                 repeat as usize,
@@ -95,6 +97,7 @@ pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<T
     let jobs = (0..opts.max_runs).map(|repeat| Job {
         scenario: Arc::clone(&scenario),
         kernel: opts.kernel.clone(),
+        topology: None,
         repeat,
         repeats: opts.max_runs,
         // A fixed seed means exactly that run, again and again.

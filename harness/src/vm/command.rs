@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use kchaos_model::protocol::{CONTROL_PORT_NAME, VM_MARKER};
 
+use kchaos_model::topology::Topology;
+
 use super::accel::Accel;
 
 pub const CONTROL_CHARDEV: &str = "kchaos-ctl";
@@ -34,7 +36,8 @@ pub const ROOT_DEVICE: &str = "/dev/nvme0n1";
 pub struct QemuCommand {
     pub accel: Accel,
     pub memory_mib: u64,
-    pub cpus: u32,
+    /// vCPUs, and with several sockets one NUMA node per socket.
+    pub topology: Topology,
     pub kernel: PathBuf,
     pub boot: BootMedia,
     pub cmdline: Vec<String>,
@@ -122,12 +125,9 @@ impl QemuCommand {
             Some(socket) => push(&["-monitor", &listen(socket)]),
             None => push(&["-monitor", "none"]),
         }
-        push(&[
-            "-m",
-            &self.memory_mib.to_string(),
-            "-smp",
-            &self.cpus.to_string(),
-        ]);
+        let shape = machine_shape(self.memory_mib, self.topology);
+        a.extend(shape.iter().map(OsString::from));
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         push(&["-serial", "stdio"]);
         if let Some(socket) = &self.debug.shell {
             push(&["-serial", &listen(socket)]);
@@ -194,6 +194,42 @@ impl QemuCommand {
     }
 }
 
+/// `-m` and `-smp`, and for several sockets a NUMA node per socket, each with its
+/// share of the memory (the last takes what does not divide evenly): QEMU's newer
+/// machine types take node memory only as memory backends.
+pub fn machine_shape(memory_mib: u64, topology: Topology) -> Vec<String> {
+    let mut a = vec!["-m".to_owned(), memory_mib.to_string(), "-smp".to_owned()];
+    let cpus = topology.cpus();
+    if topology.sockets == 1 && topology.threads == 1 {
+        a.push(cpus.to_string());
+    } else {
+        a.push(format!(
+            "{cpus},sockets={},cores={},threads={}",
+            topology.sockets, topology.cores, topology.threads
+        ));
+    }
+    let nodes = u64::from(topology.numa_nodes());
+    if nodes > 1 {
+        let each = memory_mib / nodes;
+        for node in 0..nodes {
+            let size = if node + 1 == nodes {
+                memory_mib - each * (nodes - 1)
+            } else {
+                each
+            };
+            a.extend([
+                "-object".to_owned(),
+                format!("memory-backend-ram,id=kchaos-mem{node},size={size}M"),
+                "-numa".to_owned(),
+                format!("node,nodeid={node},memdev=kchaos-mem{node}"),
+                "-numa".to_owned(),
+                format!("cpu,node-id={node},socket-id={node}"),
+            ]);
+        }
+    }
+    a
+}
+
 /// A Unix socket QEMU listens on without waiting for anyone to connect.
 fn listen(socket: &Path) -> String {
     format!("unix:{},server=on,wait=off", escape(socket))
@@ -220,7 +256,7 @@ mod tests {
         let cmd = QemuCommand {
             accel: Accel::Tcg,
             memory_mib: 512,
-            cpus: 1,
+            topology: Topology::flat(1),
             kernel: "/k/vmlinuz".into(),
             boot,
             cmdline: QemuCommand::base_cmdline("s/k", true),
@@ -263,7 +299,7 @@ mod tests {
         let cmd = QemuCommand {
             accel: Accel::Tcg,
             memory_mib: 512,
-            cpus: 1,
+            topology: Topology::flat(1),
             kernel: "/k/vmlinuz".into(),
             boot: BootMedia::Initrd("/k/i".into()),
             cmdline: Vec::new(),
@@ -300,6 +336,23 @@ mod tests {
         );
         assert!(joined.split(' ').any(|a| a == "-S"), "{joined}");
         assert!(!plain.split(' ').any(|a| a == "-S"), "{plain}");
+    }
+
+    #[test]
+    fn topologies_become_smp_and_a_numa_node_per_socket() {
+        let shape = |mib, t: &str| machine_shape(mib, Topology::parse(t).unwrap()).join(" ");
+        assert_eq!(shape(1024, "2"), "-m 1024 -smp 2");
+        assert_eq!(
+            shape(1024, "1s2c2t"),
+            "-m 1024 -smp 4,sockets=1,cores=2,threads=2"
+        );
+        assert_eq!(
+            shape(1000, "3s1c"),
+            "-m 1000 -smp 3,sockets=3,cores=1,threads=1 \
+             -object memory-backend-ram,id=kchaos-mem0,size=333M -numa node,nodeid=0,memdev=kchaos-mem0 -numa cpu,node-id=0,socket-id=0 \
+             -object memory-backend-ram,id=kchaos-mem1,size=333M -numa node,nodeid=1,memdev=kchaos-mem1 -numa cpu,node-id=1,socket-id=1 \
+             -object memory-backend-ram,id=kchaos-mem2,size=334M -numa node,nodeid=2,memdev=kchaos-mem2 -numa cpu,node-id=2,socket-id=2"
+        );
     }
 
     #[test]

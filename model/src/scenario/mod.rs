@@ -31,6 +31,7 @@ pub use self::window::{Over, Window};
 pub use self::workload::{Workload, WorkloadSpec};
 use crate::kernel::{ConfigRequirement, VersionRange};
 use crate::metrics::MetricInfo;
+use crate::topology::Topology;
 use crate::units::{duration_ms, opt_duration_ms};
 
 /// The default `stall_bound`: a cgroup, network device or unit operation, a probe's
@@ -81,7 +82,16 @@ pub struct Scenario {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmSpec {
     pub memory_mib: u64,
+    /// vCPUs: `topology.cpus()`.
     pub cpus: u32,
+    /// The VM's CPU topology (`[vm] cpus`; the first of a list).
+    #[serde(default)]
+    pub topology: Topology,
+    /// With `cpus = [...]` of more than one topology: every topology the scenario runs
+    /// on, each a column of the matrix (`kchaos run --topology` overrides it). Empty
+    /// otherwise.
+    #[serde(default)]
+    pub topologies: Vec<Topology>,
     pub cgroup: CgroupMode,
     /// Extra kernel command-line parameters.
     pub cmdline: Vec<String>,
@@ -189,6 +199,18 @@ impl Default for SignaturePolicy {
             crash: Vec::new(),
             fail: Vec::new(),
             ignore: Vec::new(),
+        }
+    }
+}
+
+impl VmSpec {
+    /// This VM with `topology` (one column of a topology matrix): its CPUs, and no list.
+    pub fn with_topology(&self, topology: Topology) -> VmSpec {
+        VmSpec {
+            cpus: topology.cpus(),
+            topology,
+            topologies: Vec::new(),
+            ..self.clone()
         }
     }
 }

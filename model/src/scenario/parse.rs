@@ -19,6 +19,7 @@ use super::{
     DEFAULT_SYSCTL,
 };
 use crate::kernel::{ConfigRequirement, VersionRange};
+use crate::topology::Topology;
 
 const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 const DEFAULT_MEMORY_MIB: u64 = 1024;
@@ -49,8 +50,6 @@ const OWNED_PARAMS: &[&str] = &[
     "rootfstype=",
     "kchaos.",
 ];
-/// A disposable VM under TCG on a small host; more would only slow the boot.
-const MAX_CPUS: u64 = 64;
 
 /// What validation asks of the machine that will run the scenario. The model does no
 /// I/O: the harness answers from the host, so `kchaos validate` refuses a `[vm] tools`
@@ -229,8 +228,7 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm, host: &dyn Host) -> VmSpec {
             );
         }
     }
-    let cpus = ctx.count(&raw.cpus, 1, MAX_CPUS).unwrap_or(1);
-    let cpus = u32::try_from(cpus).unwrap_or(1);
+    let (topology, topologies) = validate_cpus(ctx, &raw.cpus);
     let mut cmdline = Vec::new();
     for param in &raw.cmdline {
         let p = param.get_ref();
@@ -315,7 +313,9 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm, host: &dyn Host) -> VmSpec {
     }
     VmSpec {
         memory_mib,
-        cpus,
+        cpus: topology.cpus(),
+        topology,
+        topologies,
         cgroup: raw.cgroup.unwrap_or(CgroupMode::V2),
         cmdline,
         sysctl,
@@ -326,6 +326,45 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm, host: &dyn Host) -> VmSpec {
             .image
             .as_ref()
             .map_or(ImageKind::Initramfs, |i| *i.get_ref()),
+    }
+}
+
+/// `[vm] cpus`: `2`, `"2s2c"`, or a list of them (`[1, 2, "2s2c"]`): the VM's topology
+/// (the list's first) and, for a list of more than one, the matrix's topologies.
+fn validate_cpus(
+    ctx: &mut Ctx<'_>,
+    raw: &Option<Spanned<toml::Value>>,
+) -> (Topology, Vec<Topology>) {
+    let Some(value) = raw else {
+        return (Topology::default(), Vec::new());
+    };
+    let one = |v: &toml::Value| match v {
+        toml::Value::Integer(n) => u32::try_from(*n)
+            .map_err(|_| format!("{n} is not a CPU count"))
+            .and_then(|n| Topology::parse(&n.to_string())),
+        toml::Value::String(s) => Topology::parse(s),
+        other => Err(format!(
+            "`{other}` is not a CPU count or a topology like \"2s2c\""
+        )),
+    };
+    let list = match value.get_ref() {
+        toml::Value::Array(items) => items
+            .iter()
+            .map(one)
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|l| crate::topology::check_list(&l).map(|()| l)),
+        single => one(single).map(|t| vec![t]),
+    };
+    match list {
+        Ok(list) => {
+            let first = list.first().copied().unwrap_or_default();
+            let axis = if list.len() > 1 { list } else { Vec::new() };
+            (first, axis)
+        }
+        Err(why) => {
+            ctx.error(value.span(), why);
+            (Topology::default(), Vec::new())
+        }
     }
 }
 

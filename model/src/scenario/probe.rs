@@ -55,13 +55,18 @@ pub enum ProbeSpec {
     },
     /// Cyclictest-style: sleep `interval`, record how late the wake-up was. Runs inside
     /// `cgroup` (a process of its own joined to it) or, without one, in the runner.
-    /// Also reports the probe's own CPU use as `<name>.cpu_share`.
+    /// Also reports the probe's own CPU use as `<name>.cpu_share`. With `per_cpu`, one
+    /// thread pinned on each CPU, and `<name>.cpu_skew` / `<name>.worst_cpu_p50`: the
+    /// CPU that wakes latest against the others.
     WakeupLatency {
         cgroup: Option<String>,
         controllers: Vec<String>,
         /// The CPU the probe is pinned to (its timer interrupts are that CPU's).
         #[serde(default)]
         cpu: Option<u32>,
+        /// A thread pinned on each CPU instead of one thread (never with `cpu`).
+        #[serde(default)]
+        per_cpu: bool,
     },
     /// Network round trips over loopback, timed by the client: TCP handshakes or UDP
     /// request/response. With `cpu`, the receiving side (the kernel's receive processing,
@@ -122,16 +127,21 @@ impl Probe {
                     unit: Unit::Count,
                 },
             )],
-            ProbeSpec::WakeupLatency { .. } => vec![
-                (self.name.clone(), hist),
-                (
-                    format!("{}.cpu_share", self.name),
-                    MetricInfo {
-                        kind: MetricKind::Value,
-                        unit: Unit::Ratio,
-                    },
-                ),
-            ],
+            ProbeSpec::WakeupLatency { per_cpu, .. } => {
+                let value = |unit| MetricInfo {
+                    kind: MetricKind::Value,
+                    unit,
+                };
+                let mut out = vec![
+                    (self.name.clone(), hist),
+                    (format!("{}.cpu_share", self.name), value(Unit::Ratio)),
+                ];
+                if *per_cpu {
+                    out.push((format!("{}.cpu_skew", self.name), value(Unit::Ratio)));
+                    out.push((format!("{}.worst_cpu_p50", self.name), value(Unit::Ns)));
+                }
+                out
+            }
         }
     }
 
@@ -239,6 +249,17 @@ impl Probe {
                     None => vec!["cpu".to_owned()],
                 };
                 let cpu = cpu(ctx, raw.cpu.as_ref(), vm);
+                let per_cpu = match (&raw.per_cpu, &raw.cpu) {
+                    (Some(p), Some(_)) if *p.get_ref() => {
+                        ctx.error(
+                            p.span(),
+                            "`per_cpu` measures on every CPU and `cpu` pins the probe to one: give one of them",
+                        );
+                        false
+                    }
+                    (Some(p), _) => *p.get_ref(),
+                    (None, _) => false,
+                };
                 Some(Probe {
                     name,
                     interval,
@@ -246,6 +267,7 @@ impl Probe {
                         cgroup,
                         controllers,
                         cpu,
+                        per_cpu,
                     },
                 })
             }
@@ -351,6 +373,7 @@ struct RawWakeup {
     cgroup: Option<Spanned<String>>,
     controllers: Option<Vec<Spanned<String>>>,
     cpu: Option<Spanned<u32>>,
+    per_cpu: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -370,4 +393,20 @@ struct RawSystemdCall {
     name: Spanned<String>,
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scenario::parse;
+
+    #[test]
+    fn a_per_cpu_wakeup_probe_declares_its_skew() {
+        let probe =
+            "[scenario]\nname = \"w\"\n[[probe]]\nkind = \"wakeup-latency\"\nname = \"w\"\n";
+        let check = "[[check]]\nassert = \"w.cpu_skew.value <= 2\"\n";
+        let s = parse("t.toml", &format!("{probe}per_cpu = true\n{check}")).unwrap();
+        let names: Vec<String> = s.probes[0].metrics().into_iter().map(|m| m.0).collect();
+        assert_eq!(names, ["w", "w.cpu_share", "w.cpu_skew", "w.worst_cpu_p50"]);
+        assert!(parse("t.toml", &format!("{probe}{check}")).is_err());
+    }
 }

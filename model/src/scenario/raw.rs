@@ -50,7 +50,8 @@ pub(crate) struct RawMeta {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawVm {
     pub memory: Option<Spanned<String>>,
-    pub cpus: Option<Spanned<u64>>,
+    /// A CPU count, a topology (`"2s2c"`), or a list of either (the matrix runs each).
+    pub cpus: Option<Spanned<toml::Value>>,
     pub cgroup: Option<CgroupMode>,
     #[serde(default)]
     pub cmdline: Vec<Spanned<String>>,

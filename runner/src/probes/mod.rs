@@ -134,11 +134,13 @@ pub async fn start(
             cgroup,
             controllers,
             cpu,
+            per_cpu,
         } => How::Wakeup(wakeup::start(
             probe.interval,
             cgroup.as_deref(),
             controllers,
             *cpu,
+            *per_cpu,
             layout,
         )),
         ProbeSpec::ReadLatency {
@@ -260,7 +262,11 @@ async fn finish_wakeup(name: String, running: wakeup::Running, epoch: Instant) -
         ..ProbeReport::default()
     };
     match result {
-        Ok((metrics, timeline)) => {
+        Ok(wakeup::Finished {
+            metrics,
+            timeline,
+            note: per_cpu,
+        }) => {
             if let Some((_, Metric::Histogram(wakeups))) = metrics.first() {
                 report.reads = wakeups.count;
             }
@@ -270,7 +276,11 @@ async fn finish_wakeup(name: String, running: wakeup::Running, epoch: Instant) -
             } else {
                 1
             };
-            let note = thinned(&report.name, stride);
+            // Each CPU's median (with `per_cpu`), then whether samples were thinned.
+            let note = match (per_cpu, thinned(&report.name, stride)) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
             Finished {
                 report,
                 metrics,

@@ -7,31 +7,69 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// `burners` busy threads and `sleepers` that run `run_us` then sleep `sleep_us`, until
-/// `stop` reaches end of file.
-pub fn run(burners: u32, sleepers: u32, run_us: u64, sleep_us: u64, stop: File) {
-    let run_for = Duration::from_micros(run_us);
-    let sleep_for = Duration::from_micros(sleep_us);
+/// What the worker's threads do.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub burners: u32,
+    pub sleepers: u32,
+    pub run_us: u64,
+    pub sleep_us: u64,
+    /// `burners` and `sleepers` on each CPU, each thread pinned to its CPU (else that
+    /// many in all, wherever the scheduler puts them).
+    pub per_cpu: bool,
+}
+
+/// `burners` busy threads and `sleepers` that run `run_us` then sleep `sleep_us` (per
+/// CPU with `per_cpu`), until `stop` reaches end of file. A thread that cannot be
+/// pinned does not run; the first such failure is the worker's error.
+pub fn run(shape: Shape, stop: File) -> Result<(), String> {
+    let run_for = Duration::from_micros(shape.run_us);
+    let sleep_for = Duration::from_micros(shape.sleep_us);
+    let cpus: Vec<Option<usize>> = if shape.per_cpu {
+        crate::cpus::allowed().into_iter().map(Some).collect()
+    } else {
+        vec![None]
+    };
     let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        for _ in 0..burners {
-            s.spawn(|| {
-                while !done.load(Ordering::Relaxed) {
-                    spin(Duration::from_millis(10));
-                }
-            });
+    let failed: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let pinned = |cpu: Option<usize>| match cpu.map(crate::cpus::pin) {
+        Some(Err(e)) => {
+            let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert(e);
+            false
         }
-        for _ in 0..sleepers {
-            s.spawn(|| {
-                while !done.load(Ordering::Relaxed) {
-                    spin(run_for);
-                    std::thread::sleep(sleep_for);
-                }
-            });
+        _ => true,
+    };
+    let (done, pinned) = (&done, &pinned);
+    std::thread::scope(|s| {
+        for &cpu in &cpus {
+            for _ in 0..shape.burners {
+                s.spawn(move || {
+                    if pinned(cpu) {
+                        while !done.load(Ordering::Relaxed) {
+                            spin(Duration::from_millis(10));
+                        }
+                    }
+                });
+            }
+            for _ in 0..shape.sleepers {
+                s.spawn(move || {
+                    if pinned(cpu) {
+                        while !done.load(Ordering::Relaxed) {
+                            spin(run_for);
+                            std::thread::sleep(sleep_for);
+                        }
+                    }
+                });
+            }
         }
         wait_for_eof(stop);
         done.store(true, Ordering::Relaxed);
     });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Blocks until the other end of `f` is closed (or the read fails).

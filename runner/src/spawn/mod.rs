@@ -118,16 +118,22 @@ impl Target {
 pub enum Job {
     /// cgroup-churn: write `files` files of `size` bytes under the fresh directory `dir`.
     Populate { dir: PathBuf, files: u32, size: u64 },
-    /// cfs-quota: threads that burn and threads that run in bursts, until stopped.
+    /// cfs-quota: threads that burn and threads that run in bursts (on each CPU, pinned,
+    /// with `per_cpu`), until stopped.
     CfsWorker {
         burners: u32,
         sleepers: u32,
         run_us: u64,
         sleep_us: u64,
+        per_cpu: bool,
     },
-    /// wakeup-latency inside a cgroup: measure (pinned to `cpu` when given) until
-    /// stopped, then report as JSON.
-    Wakeup { interval_us: u64, cpu: Option<u32> },
+    /// wakeup-latency inside a cgroup: measure (pinned to `cpu` when given, or a thread
+    /// pinned on each CPU with `per_cpu`) until stopped, then report as JSON.
+    Wakeup {
+        interval_us: u64,
+        cpu: Option<u32>,
+        per_cpu: bool,
+    },
 }
 
 impl Job {
@@ -150,15 +156,27 @@ impl Job {
                 sleepers,
                 run_us,
                 sleep_us,
+                per_cpu,
             } => {
                 let stop = io.stop.ok_or("no stop pipe")?;
-                cfs_worker::run(*burners, *sleepers, *run_us, *sleep_us, stop);
-                Ok(())
+                let shape = cfs_worker::Shape {
+                    burners: *burners,
+                    sleepers: *sleepers,
+                    run_us: *run_us,
+                    sleep_us: *sleep_us,
+                    per_cpu: *per_cpu,
+                };
+                cfs_worker::run(shape, stop)
             }
-            Job::Wakeup { interval_us, cpu } => {
+            Job::Wakeup {
+                interval_us,
+                cpu,
+                per_cpu,
+            } => {
                 let stop = io.stop.ok_or("no stop pipe")?;
                 let out = io.out.ok_or("no output pipe")?;
-                wakeup::run_child(*interval_us, *cpu, stop, out).map_err(|e| e.to_string())
+                wakeup::run_child(*interval_us, *cpu, *per_cpu, stop, out)
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -360,6 +378,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The child's pid (to read its threads in `/proc`).
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
     /// Tells the child to finish (`kill`: at once, with SIGKILL), reads what it wrote,
     /// and waits for its exit; a child that fails (or is killed, unless asked) is an
     /// error.

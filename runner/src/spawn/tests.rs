@@ -84,6 +84,7 @@ fn long_running_jobs_stop_when_asked_and_report() {
             Job::Wakeup {
                 interval_us: 1000,
                 cpu: None,
+                per_cpu: false,
             },
         )
         .unwrap();
@@ -101,10 +102,17 @@ fn long_running_jobs_stop_when_asked_and_report() {
                 sleepers: 1,
                 run_us: 100,
                 sleep_us: 100,
+                per_cpu: true,
             },
         )
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
+    // Per CPU: a burner and a sleeper pinned on each CPU.
+    let threads = crate::cpus::pinned_threads(worker.pid()).unwrap();
+    for cpu in crate::cpus::allowed() {
+        let on = threads.iter().filter(|t| t.cpu == cpu).count();
+        assert_eq!(on, 2, "cpu{cpu}: {threads:?}");
+    }
     // Killed at once: that is not an error when asked for.
     assert!(worker.stop(true).unwrap().is_empty());
 }

@@ -194,8 +194,10 @@ pub fn run(
             0.0
         }
     };
-    let thread_demand = f64::from(spec.burners) + f64::from(spec.sleepers) * duty;
     let cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    // With `per_cpu` every CPU runs the leaf's threads.
+    let threads_per = if spec.per_cpu { cpus } else { 1.0 };
+    let thread_demand = (f64::from(spec.burners) + f64::from(spec.sleepers) * duty) * threads_per;
     let mut leaves: Vec<Leaf> = t
         .leaves
         .iter()
@@ -234,6 +236,7 @@ pub fn run(
             sleepers: spec.sleepers,
             run_us: micros(spec.burst_run),
             sleep_us: micros(spec.burst_sleep),
+            per_cpu: spec.per_cpu,
         };
         match Spawner::new().and_then(|s| s.start(&target, job)) {
             Ok(c) => leaf.worker = Some(c),
@@ -293,7 +296,7 @@ pub fn run(
             });
         }
         if next_churn.is_some_and(|t| now >= t) {
-            churn_once(
+            churn::churn_once(
                 spec,
                 env,
                 &t,
@@ -320,6 +323,10 @@ pub fn run(
         &mut errors,
     );
     let stat1: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
+    // Per CPU, read while the workers still run (their threads vanish when stopped).
+    let per_cpu = spec
+        .per_cpu
+        .then(|| per_cpu_metrics(&workload.name, &leaves, env, &mut errors));
     for leaf in &mut leaves {
         if let Some(c) = leaf.worker.take() {
             if let Err(e) = c.stop(true) {
@@ -376,6 +383,7 @@ pub fn run(
             value(Unit::Ratio, throttled / periods),
         ));
     }
+    metrics.extend(per_cpu.into_iter().flatten());
     let report = WorkloadReport {
         name: name.clone(),
         iterations: retunes,
@@ -437,6 +445,58 @@ fn settle_interval(
     *last_at = now;
 }
 
+/// `percpu_share_min` / `_max` over the leaves' pinned threads, and a note with each
+/// CPU's totals and the starving (leaf, CPU). Nothing when no thread could be read.
+fn per_cpu_metrics(
+    name: &str,
+    leaves: &[Leaf],
+    env: &Env,
+    errors: &mut Errors,
+) -> Vec<(String, Metric)> {
+    let mut threads = Vec::with_capacity(leaves.len());
+    for leaf in leaves {
+        let Some(worker) = &leaf.worker else {
+            threads.push(Vec::new());
+            continue;
+        };
+        match crate::cpus::pinned_threads(worker.pid()) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                errors.push(format!(
+                    "per-CPU times of {}: {}",
+                    leaf.rel,
+                    kchaos_model::error_chain(&e)
+                ));
+                threads.push(Vec::new());
+            }
+        }
+    }
+    let Some((min, max)) = percpu::extremes(&threads) else {
+        return Vec::new();
+    };
+    let rel = |i: usize| leaves.get(i).map_or("?", |l| l.rel.as_str());
+    env.reporter.note(format!(
+        "{name} per CPU (the leaves' pinned threads): {}; lowest: {} on cpu{} at {:.2} of its other CPUs' median, highest: {} on cpu{} at {:.2}",
+        percpu::describe(&threads),
+        rel(min.leaf),
+        min.cpu,
+        min.ratio,
+        rel(max.leaf),
+        max.cpu,
+        max.ratio
+    ));
+    let value = |v| {
+        Metric::Value(Gauge {
+            unit: Unit::Ratio,
+            value: v,
+        })
+    };
+    vec![
+        (format!("{name}.percpu_share_min"), value(min.ratio)),
+        (format!("{name}.percpu_share_max"), value(max.ratio)),
+    ]
+}
+
 /// `(nr_periods, nr_throttled)`; zeros if unreadable (the usage read reports errors).
 fn throttle_counts(cpu_dir: &std::path::Path) -> (f64, f64) {
     let stat = cpu_dir.join("cpu.stat");
@@ -446,72 +506,7 @@ fn throttle_counts(cpu_dir: &std::path::Path) -> (f64, f64) {
     )
 }
 
-/// One extra cgroup under a random inner node (or the parent): given a quota, a
-/// burner moved in, left to be throttled for a few periods, then emptied and removed.
-fn churn_once(
-    spec: &CfsQuota,
-    env: &Env,
-    t: &Tree,
-    rng: &mut ChaCha8Rng,
-    n: u64,
-    rmdir: &mut Latency,
-    errors: &mut Errors,
-) {
-    let mode = env.layout.mode;
-    let parents: Vec<&String> = std::iter::once(&spec.parent)
-        .chain(t.inner.iter())
-        .collect();
-    let parent = parents[rng.random_range(0..parents.len())];
-    let rel = format!("{parent}/churn-{n}");
-    if let Err(e) = mounts::create_cgroup(&env.layout, &rel, &spec.controllers, false) {
-        errors.push(kchaos_model::error_chain(&e));
-        return;
-    }
-    let bw = Bandwidth::pick(spec, rng);
-    if let Err(e) = limits::set_cpu_bandwidth(mode, &rel, micros(bw.quota), micros(bw.period)) {
-        errors.push(kchaos_model::error_chain(&e));
-    }
-    let dirs = env.layout.dirs(&spec.controllers, &rel);
-    let burner = Job::CfsWorker {
-        burners: 1,
-        sleepers: 0,
-        run_us: 0,
-        sleep_us: 0,
-    };
-    match Spawner::new().and_then(|s| s.start(&Target::new(mode, dirs.clone()), burner)) {
-        Ok(c) => {
-            std::thread::sleep(bw.period * 3);
-            if let Err(e) = c.stop(true) {
-                errors.push(format!(
-                    "worker in {rel}: {}",
-                    kchaos_model::error_chain(&e)
-                ));
-            }
-        }
-        Err(e) => errors.push(format!(
-            "start worker in {rel}: {}",
-            kchaos_model::error_chain(&e)
-        )),
-    }
-    for dir in dirs.iter().rev() {
-        let start = Instant::now();
-        // The exited task can linger in the cgroup for a moment after it is reaped.
-        let mut result = std::fs::remove_dir(dir);
-        for _ in 0..50 {
-            match &result {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(Duration::from_millis(10));
-                    result = std::fs::remove_dir(dir);
-                }
-                _ => break,
-            }
-        }
-        match result {
-            Ok(()) => rmdir.record(start.elapsed()),
-            Err(e) => errors.push(format!("rmdir {} (throttled cgroup): {e}", dir.display())),
-        }
-    }
-}
-
+mod churn;
+mod percpu;
 #[cfg(test)]
 mod tests;

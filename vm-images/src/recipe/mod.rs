@@ -84,8 +84,16 @@ const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../../recipes/kernel/patches/6.1/0006-memcg-stat-stall.patch"),
     ),
     (
+        "patches/6.1/0007-cfs-cpu-unthrottle-skip.patch",
+        include_bytes!("../../recipes/kernel/patches/6.1/0007-cfs-cpu-unthrottle-skip.patch"),
+    ),
+    (
         "patches/6.1/0008-cgroup-rmdir-stall.patch",
         include_bytes!("../../recipes/kernel/patches/6.1/0008-cgroup-rmdir-stall.patch"),
+    ),
+    (
+        "patches/6.1/0009-cfs-remote-package-skip.patch",
+        include_bytes!("../../recipes/kernel/patches/6.1/0009-cfs-remote-package-skip.patch"),
     ),
     (
         "patches/6.1/0010-memcg-id-hold.patch",
@@ -113,7 +121,9 @@ pub const RECIPES: &[KernelRecipe] = &[KernelRecipe {
         "patches/6.1/0004-cfs-period-lockup.patch",
         "patches/6.1/0005-fault-memcg.patch",
         "patches/6.1/0006-memcg-stat-stall.patch",
+        "patches/6.1/0007-cfs-cpu-unthrottle-skip.patch",
         "patches/6.1/0008-cgroup-rmdir-stall.patch",
+        "patches/6.1/0009-cfs-remote-package-skip.patch",
         "patches/6.1/0010-memcg-id-hold.patch",
         "patches/6.1/0011-netns-rtnl-stall.patch",
     ],

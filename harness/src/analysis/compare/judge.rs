@@ -13,12 +13,10 @@ use super::{Cells, CompareOptions, Direction, Outcome, Row, RowKind, Side};
 use crate::results::sources::LoadedRun;
 use crate::results::CellResult;
 
-pub(super) fn by_scenario<'a>(side: &Side<'a>) -> BTreeMap<String, Cells<'a>> {
-    let mut map: BTreeMap<String, Cells<'a>> = BTreeMap::new();
+pub(super) fn by_scenario<'a>(side: &Side<'a>) -> BTreeMap<(String, Option<String>), Cells<'a>> {
+    let mut map: BTreeMap<(String, Option<String>), Cells<'a>> = BTreeMap::new();
     for &(run, cell) in &side.cells {
-        map.entry(cell.scenario.clone())
-            .or_default()
-            .push((run, cell));
+        map.entry(cell.column()).or_default().push((run, cell));
     }
     map
 }
@@ -238,6 +236,7 @@ fn judge(
     };
     let mut row = Row {
         scenario: scenario.to_owned(),
+        topology: None,
         kind: RowKind::Metric,
         what,
         unit,

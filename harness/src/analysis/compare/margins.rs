@@ -67,6 +67,7 @@ fn judge_margin(
     let test = stats::mann_whitney(&b, &c);
     let mut row = Row {
         scenario: scenario.to_owned(),
+        topology: None,
         kind: RowKind::Margin,
         what: format!("check {assert}"),
         unit: Unit::Ratio,

@@ -168,6 +168,10 @@ pub enum RowKind {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub scenario: String,
+    /// The topology both sides ran the scenario on, when the runs had a topology axis:
+    /// a baseline and a candidate are compared per topology.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
     pub kind: RowKind,
     /// `verdict`, `metric.stat` (`memory_stat_read.p99`), or `check ASSERTION`.
     pub what: String,
@@ -222,18 +226,23 @@ impl Comparison {
 
 pub fn compare(base: &Side<'_>, cand: &Side<'_>, opts: CompareOptions) -> Comparison {
     let (b, c) = (by_scenario(base), by_scenario(cand));
-    let scenarios: BTreeSet<&String> = b.keys().chain(c.keys()).collect();
+    let columns: BTreeSet<&(String, Option<String>)> = b.keys().chain(c.keys()).collect();
     let mut rows = Vec::new();
-    for scenario in scenarios {
+    for column in columns {
         let empty = Vec::new();
         let (bc, cc) = (
-            b.get(scenario).unwrap_or(&empty),
-            c.get(scenario).unwrap_or(&empty),
+            b.get(column).unwrap_or(&empty),
+            c.get(column).unwrap_or(&empty),
         );
+        let (scenario, topology) = column;
+        let first = rows.len();
         rows.push(verdict_row(scenario, bc, cc, opts));
         let directions = check_directions(bc.iter().chain(cc.iter()).copied());
         rows.extend(metric_rows(scenario, bc, cc, &directions, opts));
         rows.extend(margin_rows(scenario, bc, cc, opts));
+        for row in &mut rows[first..] {
+            row.topology.clone_from(topology);
+        }
     }
     Comparison {
         baseline: base.name.clone(),

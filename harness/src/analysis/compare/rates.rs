@@ -90,6 +90,7 @@ pub(super) fn verdict_row(
     let (bv, cv) = (verdict_counts(base), verdict_counts(cand));
     let mut row = Row {
         scenario: scenario.to_owned(),
+        topology: None,
         kind: RowKind::Verdict,
         what: "verdict".to_owned(),
         unit: Unit::Count,

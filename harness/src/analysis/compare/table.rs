@@ -91,7 +91,7 @@ pub fn table(cmp: &Comparison, all: bool) -> String {
             format!("{}: {}", r.outcome.as_str(), r.why)
         };
         rows.push([
-            r.scenario.clone(),
+            crate::results::scenario_label(&r.scenario, r.topology.as_deref()),
             r.what.clone(),
             r.baseline_text.clone(),
             r.candidate_text.clone(),

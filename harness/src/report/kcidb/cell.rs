@@ -85,12 +85,17 @@ pub(super) fn cell_test(
         duration: Some(seconds(cell.duration_ms)),
         environment: Some(Environment {
             comment: format!(
-                "QEMU {ARCHITECTURE} VM ({})",
-                cell.accel.as_deref().unwrap_or("no accelerator recorded")
+                "QEMU {ARCHITECTURE} VM ({}){}",
+                cell.accel.as_deref().unwrap_or("no accelerator recorded"),
+                cell.topology
+                    .as_deref()
+                    .map(|t| format!(", CPU topology {t}"))
+                    .unwrap_or_default()
             ),
             misc: EnvironmentMisc {
                 accel: cell.accel.clone(),
                 image: cell.image.as_ref().map(|i| i.kind.to_string()),
+                topology: cell.topology.clone(),
             },
         }),
         log_excerpt: cell_excerpt(cell),

@@ -225,6 +225,9 @@ pub struct EnvironmentMisc {
     /// `initramfs` or `systemd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The VM's CPU topology (`2`, `2s2c`) when the run had a topology axis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<String>,
 }
 
 /// A file with its URL.

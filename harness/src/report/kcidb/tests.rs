@@ -456,3 +456,51 @@ fn issues_come_from_the_file_or_from_the_cells() {
     );
     assert_eq!(report.incidents.len(), 1);
 }
+
+/// A kernel on two topologies: one build, a test per cell, each naming its topology in
+/// its environment.
+#[test]
+fn a_topology_is_in_the_test_environment() {
+    let cells: Vec<CellResult> = [("1", "cfs/k/topo-1"), ("2s1c", "cfs/k/topo-2s1c")]
+        .into_iter()
+        .map(|(t, id)| {
+            let mut c = test_cell("cfs/k", Verdict::Pass, 1e6);
+            id.clone_into(&mut c.id);
+            c.topology = Some(t.to_owned());
+            c
+        })
+        .collect();
+    let opts = Options {
+        origin: Origin::parse("kchaos").unwrap(),
+        base_url: None,
+    };
+    let report = export(&[run_of("r", cells)], &[], &opts).unwrap();
+    assert_eq!(
+        report.builds.len(),
+        1,
+        "one kernel, whatever its topologies"
+    );
+    let envs: Vec<(String, Option<String>)> = tests_of(&report, "kchaos.cfs")
+        .into_iter()
+        .filter(|t| t.path == "kchaos.cfs")
+        .map(|t| {
+            let env = t.environment.clone().unwrap();
+            (env.comment, env.misc.topology)
+        })
+        .collect();
+    assert_eq!(
+        envs,
+        [
+            (
+                "QEMU x86_64 VM (tcg), CPU topology 1".to_owned(),
+                Some("1".to_owned())
+            ),
+            (
+                "QEMU x86_64 VM (tcg), CPU topology 2s1c".to_owned(),
+                Some("2s1c".to_owned())
+            ),
+        ]
+    );
+    let json = render(&report).unwrap();
+    assert!(json.contains("\"topology\": \"2s1c\""), "{json}");
+}

@@ -24,6 +24,22 @@ pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
     ("churn_rmdir", MetricKind::Histogram, Unit::Ns),
 ];
 
+/// With `per_cpu`: per leaf, what its threads on each CPU received against the median
+/// of its other CPUs; the lowest and highest over every leaf and CPU.
+pub(crate) const PER_CPU_METRICS: &[(&str, MetricKind, Unit)] = &[
+    ("percpu_share_min", MetricKind::Value, Unit::Ratio),
+    ("percpu_share_max", MetricKind::Value, Unit::Ratio),
+];
+
+/// The metric suffixes a `cfs-quota` workload reports.
+pub(crate) fn metrics(spec: &CfsQuota) -> Vec<(&'static str, MetricKind, Unit)> {
+    let mut out = METRICS.to_vec();
+    if spec.per_cpu {
+        out.extend_from_slice(PER_CPU_METRICS);
+    }
+    out
+}
+
 /// One iteration = one retune round over every cgroup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CfsQuota {
@@ -57,6 +73,12 @@ pub struct CfsQuota {
     /// Hierarchies the tree lives in: `["cpu"]` on v2, `["cpu", "cpuacct"]` on v1 (usage
     /// comes from cpuacct there).
     pub controllers: Vec<String>,
+    /// Every leaf runs its `burners` and `sleepers` on each CPU of the VM, each thread
+    /// pinned to its CPU, and the workload compares what the leaf's threads received on
+    /// each CPU: a CPU whose run queue starves a group is invisible in the group's
+    /// totals (the other CPUs take its share).
+    #[serde(default)]
+    pub per_cpu: bool,
 }
 
 raw_workload! {
@@ -72,6 +94,7 @@ raw_workload! {
     burst_sleep: Option<Spanned<String>>,
     retune_every: Option<Spanned<String>>,
     churn_every: Option<Spanned<String>>,
+    per_cpu: Option<bool>,
 }
 
 /// The kernel refuses periods outside 1ms..1s and quotas below 1ms.
@@ -142,6 +165,7 @@ pub(super) fn parse(
         retune_every: ctx.duration_in(&raw.retune_every, Duration::from_millis(1)),
         churn_every: ctx.duration_in(&raw.churn_every, Duration::from_millis(1)),
         controllers,
+        per_cpu: raw.per_cpu.unwrap_or(false),
     };
     if spec.width.pow(spec.depth) > 64 {
         ctx.error(
@@ -171,5 +195,29 @@ mod range_us {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(Duration, Duration), D::Error> {
         let [lo, hi] = <[u64; 2]>::deserialize(d)?;
         Ok((Duration::from_micros(lo), Duration::from_micros(hi)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::scenario::{parse, WorkloadSpec};
+
+    const BASE: &str =
+        "[scenario]\nname = \"c\"\n[[workload]]\nkind = \"cfs-quota\"\nname = \"cfs\"\n";
+
+    #[test]
+    fn per_cpu_shares_can_be_checked_only_when_measured() {
+        let src = format!(
+            "{BASE}per_cpu = true\n[[check]]\nassert = \"cfs.percpu_share_min.value >= 0.6\"\n"
+        );
+        let s = parse("t.toml", &src).unwrap();
+        let WorkloadSpec::CfsQuota(c) = &s.workloads[0].spec else {
+            panic!("expected cfs-quota")
+        };
+        assert!(c.per_cpu);
+        // Without per_cpu there is nothing per CPU to check: refused before any run.
+        let src = format!("{BASE}[[check]]\nassert = \"cfs.percpu_share_min.value >= 0.6\"\n");
+        let errors = parse("t.toml", &src).unwrap_err().to_string();
+        assert!(errors.contains("percpu_share_min"), "{errors}");
     }
 }

@@ -132,17 +132,17 @@ impl WorkloadSpec {
         }
     }
 
-    /// Metric suffixes and shapes this kind reports, appended to the workload's name.
-    fn metric_suffixes(&self) -> &'static [(&'static str, MetricKind, Unit)] {
+    /// Metric suffixes and shapes this workload reports, appended to its name.
+    fn metric_suffixes(&self) -> Vec<(&'static str, MetricKind, Unit)> {
         match self {
-            WorkloadSpec::CgroupChurn(_) => cgroup_churn::METRICS,
-            WorkloadSpec::MemcgReclaim(_) => memcg_reclaim::METRICS,
-            WorkloadSpec::CfsQuota(_) => cfs_quota::METRICS,
-            WorkloadSpec::VethStorm(_) => veth_storm::METRICS,
-            WorkloadSpec::SystemdUnits(_) => systemd_units::METRICS,
-            WorkloadSpec::Exec(_) => exec::METRICS,
-            WorkloadSpec::Hold(_) => hold::METRICS,
-            WorkloadSpec::Selftest(_) => selftest::METRICS,
+            WorkloadSpec::CgroupChurn(_) => cgroup_churn::METRICS.to_vec(),
+            WorkloadSpec::MemcgReclaim(_) => memcg_reclaim::METRICS.to_vec(),
+            WorkloadSpec::CfsQuota(spec) => cfs_quota::metrics(spec),
+            WorkloadSpec::VethStorm(_) => veth_storm::METRICS.to_vec(),
+            WorkloadSpec::SystemdUnits(_) => systemd_units::METRICS.to_vec(),
+            WorkloadSpec::Exec(_) => exec::METRICS.to_vec(),
+            WorkloadSpec::Hold(_) => hold::METRICS.to_vec(),
+            WorkloadSpec::Selftest(_) => selftest::METRICS.to_vec(),
         }
     }
 }
@@ -154,8 +154,8 @@ impl Workload {
         let mut out: Vec<(String, MetricInfo)> = self
             .spec
             .metric_suffixes()
-            .iter()
-            .map(|&(suffix, kind, unit)| {
+            .into_iter()
+            .map(|(suffix, kind, unit)| {
                 (format!("{}.{suffix}", self.name), MetricInfo { kind, unit })
             })
             .collect();
