@@ -6,14 +6,12 @@
 //! serves every trial: each kernel is built or fetched once.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use kchaos_harness::analysis::detect::{self, Attempt, DefectRow, Detection, StockCell};
 use kchaos_harness::analysis::trials::{Pattern, Target};
 use kchaos_harness::results::now_rfc3339;
 use kchaos_harness::run::matrix::{self, MatrixOptions};
-use kchaos_harness::run::session::Session;
 use kchaos_harness::run::trials::{run_trials, TrialOptions};
 use kchaos_images::defects::{DefectList, Family};
 use kchaos_images::Cache;
@@ -24,7 +22,7 @@ use regex::Regex;
 
 use super::args::{default_out, KernelListArgs, VmArgs};
 use super::exit::{CliError, Exit};
-use super::{describe_session, run_error, runtime};
+use super::{run_error, with_session};
 
 #[derive(Debug, clap::Args)]
 pub struct DetectArgs {
@@ -125,197 +123,197 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
         .unwrap_or_else(|| default_out(Some("detect")));
     std::fs::create_dir_all(out.join("variants"))
         .with_context(|| format!("creating {}", out.display()))?;
-    let rt = runtime()?;
-    let session = Arc::new(rt.block_on(Session::open(args.vm.session(cache))));
-    describe_session(&session);
-    let started_at = now_rfc3339();
-    let mut rows = Vec::new();
-    // (kernel, scenario file) of each stock twin: the original scenario, or for a
-    // defect that lives in an image, a variant on that image without the parameters.
-    let mut twins: Vec<(String, PathBuf)> = Vec::new();
-    for d in &defects {
-        let expect_text = d
-            .expect
-            .clone()
-            .unwrap_or_else(|| default_expect(d.family).to_owned());
-        let expect = Regex::new(&expect_text)
-            .map_err(|e| CliError::usage(format!("defect {}: expect: {e}", d.name)))?;
-        let cmdline: Vec<String> = d.cmdline.iter().map(|p| p.as_str().to_owned()).collect();
-        let mut attempts = Vec::new();
-        for scenario in &d.scenarios {
-            let file = find(scenario.as_str())?;
-            let twin = if d.image.is_some() || d.topology.is_some() {
-                let name = [
-                    d.image.map(|i| i.to_string()),
-                    d.topology.map(|t| format!("topo-{t}")),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("-");
+    with_session(args.vm.session(cache), |rt, session| {
+        let started_at = now_rfc3339();
+        let mut rows = Vec::new();
+        // (kernel, scenario file) of each stock twin: the original scenario, or for a
+        // defect that lives in an image, a variant on that image without the parameters.
+        let mut twins: Vec<(String, PathBuf)> = Vec::new();
+        for d in &defects {
+            let expect_text = d
+                .expect
+                .clone()
+                .unwrap_or_else(|| default_expect(d.family).to_owned());
+            let expect = Regex::new(&expect_text)
+                .map_err(|e| CliError::usage(format!("defect {}: expect: {e}", d.name)))?;
+            let cmdline: Vec<String> = d.cmdline.iter().map(|p| p.as_str().to_owned()).collect();
+            let mut attempts = Vec::new();
+            for scenario in &d.scenarios {
+                let file = find(scenario.as_str())?;
+                let twin = if d.image.is_some() || d.topology.is_some() {
+                    let name = [
+                        d.image.map(|i| i.to_string()),
+                        d.topology.map(|t| format!("topo-{t}")),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("-");
+                    let shape = Shape {
+                        image: d.image,
+                        topology: d.topology,
+                    };
+                    variant(
+                        &file,
+                        shape,
+                        &[],
+                        &out.join("variants").join(format!("{name}-twin")),
+                    )
+                    .map_err(CliError::Usage)?
+                } else {
+                    file.clone()
+                };
+                if !twins.iter().any(|(k, f)| *k == d.kernel_spec && *f == twin) {
+                    twins.push((d.kernel_spec.clone(), twin));
+                }
                 let shape = Shape {
                     image: d.image,
                     topology: d.topology,
                 };
-                variant(
-                    &file,
-                    shape,
-                    &[],
-                    &out.join("variants").join(format!("{name}-twin")),
-                )
-                .map_err(CliError::Usage)?
-            } else {
-                file.clone()
-            };
-            if !twins.iter().any(|(k, f)| *k == d.kernel_spec && *f == twin) {
-                twins.push((d.kernel_spec.clone(), twin));
+                let defect_file =
+                    variant(&file, shape, &cmdline, &out.join("variants").join(&d.name))
+                        .map_err(CliError::Usage)?;
+                let rel = format!("{}/{}", d.name, scenario.as_str());
+                eprintln!(
+                    "kchaos: detect: {} on {} with {}{}{}",
+                    scenario.as_str(),
+                    d.name,
+                    cmdline.join(" "),
+                    d.image.map(|i| format!(" (image {i})")).unwrap_or_default(),
+                    d.topology
+                        .map(|t| format!(" (topology {t})"))
+                        .unwrap_or_default()
+                );
+                let trials = rt
+                    .block_on(run_trials(
+                        session,
+                        &TrialOptions {
+                            scenario: defect_file,
+                            kernel: d.kernel_spec.clone(),
+                            target: Target::Pattern(Pattern(expect.clone())),
+                            max_runs: args.max_runs,
+                            stop_at_first: true,
+                            out: out.join(&rel),
+                            seed: None,
+                            db: None,
+                            require_boot: false,
+                        },
+                    ))
+                    .map_err(run_error)?;
+                if trials.interrupted {
+                    return Ok(Exit::Interrupted);
+                }
+                let cells = kchaos_harness::results::sources::load_dir(&out.join(&rel))
+                    .map(|r| r.results.cells)
+                    .unwrap_or_default();
+                attempts.push(Attempt::from_cells(
+                    scenario.as_str(),
+                    &cells,
+                    &expect,
+                    trials.runs + trials.errors,
+                    rel,
+                ));
             }
-            let shape = Shape {
-                image: d.image,
-                topology: d.topology,
-            };
-            let defect_file = variant(&file, shape, &cmdline, &out.join("variants").join(&d.name))
-                .map_err(CliError::Usage)?;
-            let rel = format!("{}/{}", d.name, scenario.as_str());
-            eprintln!(
-                "kchaos: detect: {} on {} with {}{}{}",
-                scenario.as_str(),
-                d.name,
-                cmdline.join(" "),
-                d.image.map(|i| format!(" (image {i})")).unwrap_or_default(),
-                d.topology
-                    .map(|t| format!(" (topology {t})"))
-                    .unwrap_or_default()
-            );
-            let trials = rt
-                .block_on(run_trials(
-                    &session,
-                    &TrialOptions {
-                        scenario: defect_file,
-                        kernel: d.kernel_spec.clone(),
-                        target: Target::Pattern(Pattern(expect.clone())),
-                        max_runs: args.max_runs,
-                        stop_at_first: true,
-                        out: out.join(&rel),
-                        seed: None,
-                        db: None,
-                        require_boot: false,
-                    },
-                ))
-                .map_err(run_error)?;
-            if trials.interrupted {
-                return Ok(Exit::Interrupted);
-            }
-            let cells = kchaos_harness::results::sources::load_dir(&out.join(&rel))
-                .map(|r| r.results.cells)
-                .unwrap_or_default();
-            attempts.push(Attempt::from_cells(
-                scenario.as_str(),
-                &cells,
-                &expect,
-                trials.runs + trials.errors,
-                rel,
+            rows.push(DefectRow {
+                defect: d.name.clone(),
+                incident: d.incident.as_str().to_owned(),
+                family: d.family.to_string(),
+                kernel: d.kernel_spec.clone(),
+                cmdline,
+                expect: expect_text,
+                attempts,
+            });
+        }
+        // The stock twins (each defect kernel without a defect) and the stock kernels.
+        let mut stock = Vec::new();
+        let mut matrices: Vec<(Vec<String>, Vec<PathBuf>, u32, String)> = Vec::new();
+        let mut twin_kernels: Vec<String> = twins.iter().map(|(k, _)| k.clone()).collect();
+        twin_kernels.dedup();
+        for k in &twin_kernels {
+            let files: Vec<PathBuf> = twins
+                .iter()
+                .filter(|(t, _)| t == k)
+                .map(|(_, f)| f.clone())
+                .collect();
+            matrices.push((
+                vec![k.clone()],
+                files,
+                1,
+                format!("stock-twin-{}", sanitize(k)),
             ));
         }
-        rows.push(DefectRow {
-            defect: d.name.clone(),
-            incident: d.incident.as_str().to_owned(),
-            family: d.family.to_string(),
-            kernel: d.kernel_spec.clone(),
-            cmdline,
-            expect: expect_text,
-            attempts,
-        });
-    }
-    // The stock twins (each defect kernel without a defect) and the stock kernels.
-    let mut stock = Vec::new();
-    let mut matrices: Vec<(Vec<String>, Vec<PathBuf>, u32, String)> = Vec::new();
-    let mut twin_kernels: Vec<String> = twins.iter().map(|(k, _)| k.clone()).collect();
-    twin_kernels.dedup();
-    for k in &twin_kernels {
-        let files: Vec<PathBuf> = twins
-            .iter()
-            .filter(|(t, _)| t == k)
-            .map(|(_, f)| f.clone())
-            .collect();
-        matrices.push((
-            vec![k.clone()],
-            files,
-            1,
-            format!("stock-twin-{}", sanitize(k)),
-        ));
-    }
-    if !stock_specs.is_empty() {
-        // The false-alarm sample: every scenario in the directory, declared for a
-        // defect or not (a scenario that catches nothing must still stay quiet).
-        let mut files: Vec<PathBuf> = loaded.iter().map(|s| s.path.clone()).collect();
-        files.sort();
-        files.dedup();
-        matrices.push((stock_specs, files, args.stock_repeat, "stock".to_owned()));
-    }
-    for (kernels, files, repeat, dir) in matrices {
-        let opts = MatrixOptions {
-            scenarios: files,
-            kernels,
-            // A defect's topology is in its variant's `[vm] cpus`.
-            topologies: Vec::new(),
-            repeat,
-            shard: None,
-            resume: false,
-            out: out.join(&dir),
-            db: None,
-            seed: None,
-            same_seed: false,
-            known: None,
-            until: None,
-        };
-        let outcome = rt
-            .block_on(matrix::run(&session, &opts))
-            .map_err(run_error)?;
-        if outcome.interrupted {
-            return Ok(Exit::Interrupted);
+        if !stock_specs.is_empty() {
+            // The false-alarm sample: every scenario in the directory, declared for a
+            // defect or not (a scenario that catches nothing must still stay quiet).
+            let mut files: Vec<PathBuf> = loaded.iter().map(|s| s.path.clone()).collect();
+            files.sort();
+            files.dedup();
+            matrices.push((stock_specs, files, args.stock_repeat, "stock".to_owned()));
         }
-        stock.extend(outcome.results.cells.iter().map(|c| {
-            StockCell {
-                scenario: c.scenario.clone(),
-                kernel: c
-                    .kernel
-                    .resolved
-                    .clone()
-                    .unwrap_or_else(|| c.kernel.spec.clone()),
-                repeat: c.repeat,
-                verdict: c.verdict,
-                reasons: c.reasons.clone(),
+        for (kernels, files, repeat, dir) in matrices {
+            let opts = MatrixOptions {
+                scenarios: files,
+                kernels,
+                // A defect's topology is in its variant's `[vm] cpus`.
+                topologies: Vec::new(),
+                repeat,
+                shard: None,
+                resume: false,
+                out: out.join(&dir),
+                db: None,
+                seed: None,
+                same_seed: false,
+                known: None,
+                until: None,
+            };
+            let outcome = rt
+                .block_on(matrix::run(session, &opts))
+                .map_err(run_error)?;
+            if outcome.interrupted {
+                return Ok(Exit::Interrupted);
             }
-        }));
-    }
-    let detection = Detection {
-        kchaos_version: kchaos_model::VERSION.to_owned(),
-        started_at,
-        false_alarms: detect::false_alarms(&stock),
-        defects: rows,
-        stock,
-    };
-    print!("{}", detect::table(&detection));
-    let json = serde_json::to_string_pretty(&detection).context("encoding the detection")?;
-    let mut wrote = true;
-    for (name, bytes) in [
-        ("detection.json", json + "\n"),
-        ("detection.html", detect::html(&detection)),
-    ] {
-        if let Err(e) = Cache::write_atomic(&out.join(name), bytes.as_bytes()) {
-            eprintln!("kchaos: error: {}", error_chain(&e));
-            wrote = false;
-        } else {
-            println!("{name}: {}", out.join(name).display());
+            stock.extend(outcome.results.cells.iter().map(|c| {
+                StockCell {
+                    scenario: c.scenario.clone(),
+                    kernel: c
+                        .kernel
+                        .resolved
+                        .clone()
+                        .unwrap_or_else(|| c.kernel.spec.clone()),
+                    repeat: c.repeat,
+                    verdict: c.verdict,
+                    reasons: c.reasons.clone(),
+                }
+            }));
         }
-    }
-    Ok(if !wrote {
-        Exit::Infrastructure
-    } else if detection.failed() {
-        Exit::Failures
-    } else {
-        Exit::Ok
+        let detection = Detection {
+            kchaos_version: kchaos_model::VERSION.to_owned(),
+            started_at,
+            false_alarms: detect::false_alarms(&stock),
+            defects: rows,
+            stock,
+        };
+        print!("{}", detect::table(&detection));
+        let json = serde_json::to_string_pretty(&detection).context("encoding the detection")?;
+        let mut wrote = true;
+        for (name, bytes) in [
+            ("detection.json", json + "\n"),
+            ("detection.html", detect::html(&detection)),
+        ] {
+            if let Err(e) = Cache::write_atomic(&out.join(name), bytes.as_bytes()) {
+                eprintln!("kchaos: error: {}", error_chain(&e));
+                wrote = false;
+            } else {
+                println!("{name}: {}", out.join(name).display());
+            }
+        }
+        Ok(if !wrote {
+            Exit::Infrastructure
+        } else if detection.failed() {
+            Exit::Failures
+        } else {
+            Exit::Ok
+        })
     })
 }
 

@@ -219,10 +219,7 @@ pub fn doctor(cache: &Cache) -> Result<Exit, CliError> {
     match Qemu::find() {
         Ok(q) => {
             println!("qemu: {} ({})", q.path.display(), q.version);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = super::runtime()?;
             let dir = cache
                 .dir("accel")
                 .map_err(|e| anyhow::anyhow!(error_chain(&e)))?;

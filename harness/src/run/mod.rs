@@ -10,6 +10,7 @@ pub mod matrix;
 pub mod progress;
 pub mod recorder;
 pub mod scheduler;
+pub mod scope;
 pub mod session;
 pub mod timings;
 pub mod trials;
