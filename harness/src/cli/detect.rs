@@ -187,17 +187,13 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
                 let trials = rt
                     .block_on(run_trials(
                         session,
-                        &TrialOptions {
-                            scenario: defect_file,
-                            kernel: d.kernel_spec.clone(),
-                            target: Target::Pattern(Pattern(expect.clone())),
-                            max_runs: args.max_runs,
-                            stop_at_first: true,
-                            out: out.join(&rel),
-                            seed: None,
-                            db: None,
-                            require_boot: false,
-                        },
+                        &TrialOptions::new(
+                            defect_file,
+                            d.kernel_spec.clone(),
+                            Target::Pattern(Pattern(expect.clone())),
+                            args.max_runs,
+                            out.join(&rel),
+                        ),
                     ))
                     .map_err(run_error)?;
                 if trials.interrupted {
@@ -251,20 +247,10 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
             matrices.push((stock_specs, files, args.stock_repeat, "stock".to_owned()));
         }
         for (kernels, files, repeat, dir) in matrices {
+            // A defect's topology is in its variant's `[vm] cpus`: no topology axis.
             let opts = MatrixOptions {
-                scenarios: files,
-                kernels,
-                // A defect's topology is in its variant's `[vm] cpus`.
-                topologies: Vec::new(),
                 repeat,
-                shard: None,
-                resume: false,
-                out: out.join(&dir),
-                db: None,
-                seed: None,
-                same_seed: false,
-                known: None,
-                until: None,
+                ..MatrixOptions::new(files, kernels, out.join(&dir))
             };
             let outcome = rt
                 .block_on(matrix::run(session, &opts))

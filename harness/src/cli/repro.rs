@@ -103,15 +103,15 @@ pub fn repro(args: ReproArgs, cache: Cache) -> Result<Exit, CliError> {
                 _ => out.clone(),
             };
             let opts = TrialOptions {
-                scenario: file.clone(),
-                kernel: kernel.clone(),
-                target: target.clone(),
-                max_runs: args.max_runs,
                 stop_at_first: !args.all,
-                out: dir,
                 seed: args.trial.seed,
-                db: None,
-                require_boot: false,
+                ..TrialOptions::new(
+                    file.clone(),
+                    kernel.clone(),
+                    target.clone(),
+                    args.max_runs,
+                    dir,
+                )
             };
             let trials = rt.block_on(run_trials(session, &opts)).map_err(run_error)?;
             wrote &= wrote_everything(&trials);
@@ -188,26 +188,20 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
             _ => AccelArg::Auto,
         };
     }
+    // The bundle's scenario is the one as run: its `[vm] cpus` is the cell's topology
+    // (no topology axis); a replay asks whether the failure recurs, known or not (no
+    // known issues).
     let opts = MatrixOptions {
-        scenarios: vec![scenario],
-        kernels: vec![kernel.clone()],
-        // The bundle's scenario is the one as run: its `[vm] cpus` is the cell's topology.
-        topologies: Vec::new(),
         repeat: runs,
-        shard: None,
-        resume: false,
-        out: out.clone(),
-        db: None,
         seed: Some(manifest.seed),
         same_seed: true,
-        // A replay asks whether the failure recurs, known or not.
-        known: None,
         // The bundle's failure, seen again, ends a run at once (a signature that makes
         // it `fail` needs no more of the scenario's duration).
         until: manifest
             .verdict
             .is_failure()
             .then_some(Target::Verdict(manifest.verdict)),
+        ..MatrixOptions::new(vec![scenario], vec![kernel.clone()], out.clone())
     };
     println!(
         "replaying {} ({}: {}) on {}, seed {}, {} run{}",

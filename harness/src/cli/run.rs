@@ -111,18 +111,18 @@ fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliErr
                 CliError::usage(format!("{}: its plan's topology {why}", dir.display()))
             })?;
         return Ok(MatrixOptions {
-            scenarios: plan.scenarios.iter().map(PathBuf::from).collect(),
-            kernels: plan.kernels,
             topologies,
             repeat: plan.repeat,
             shard: plan.shard,
             resume: true,
-            out: dir.clone(),
             db: args.db.clone(),
             seed: args.seed.or(plan.seed),
-            same_seed: false,
             known: args.known.load(&args.list)?,
-            until: None,
+            ..MatrixOptions::new(
+                plan.scenarios.iter().map(PathBuf::from).collect(),
+                plan.kernels,
+                dir.clone(),
+            )
         });
     }
     let kernels = args.list.expand(&args.kernels)?;
@@ -154,18 +154,17 @@ fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliErr
         None => Vec::new(),
     };
     Ok(MatrixOptions {
-        scenarios,
-        kernels,
         topologies,
         repeat: args.repeat,
         shard: args.shard,
-        resume: false,
-        out: args.out.clone().unwrap_or_else(|| default_out(None)),
         db: args.db.clone(),
         seed: args.seed,
-        same_seed: false,
         known: args.known.load(&args.list)?,
-        until: None,
+        ..MatrixOptions::new(
+            scenarios,
+            kernels,
+            args.out.clone().unwrap_or_else(|| default_out(None)),
+        )
     })
 }
 

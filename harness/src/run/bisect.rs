@@ -348,15 +348,17 @@ impl PointRunner for SessionRunner<'_> {
         let trials = self.rt.block_on(run_trials(
             self.session,
             &TrialOptions {
-                scenario: self.scenario.clone(),
-                kernel: req.kernel.to_owned(),
-                target: self.target.clone(),
-                max_runs: req.runs,
                 stop_at_first: req.stop_at_first,
-                out: dir.clone(),
                 seed: self.seed,
                 db: Some(crate::results::store::Store::path_in(&self.out)),
                 require_boot: true,
+                ..TrialOptions::new(
+                    self.scenario.clone(),
+                    req.kernel.to_owned(),
+                    self.target.clone(),
+                    req.runs,
+                    dir.clone(),
+                )
             },
         ))?;
         self.write_failures

@@ -47,6 +47,29 @@ pub struct MatrixOptions {
     pub until: Option<crate::analysis::trials::Target>,
 }
 
+impl MatrixOptions {
+    /// Every scenario on every kernel once, recorded in `out`: each scenario's own
+    /// topologies, the whole matrix (no shard), a fresh directory and database, a
+    /// random seed per cell, no known issues, every cell run its course. Callers
+    /// change what their command asks for.
+    pub fn new(scenarios: Vec<PathBuf>, kernels: Vec<String>, out: PathBuf) -> MatrixOptions {
+        MatrixOptions {
+            scenarios,
+            kernels,
+            topologies: Vec::new(),
+            repeat: 1,
+            shard: None,
+            resume: false,
+            out,
+            db: None,
+            seed: None,
+            same_seed: false,
+            known: None,
+            until: None,
+        }
+    }
+}
+
 /// The matrix of `opts`, as lines for `kchaos run --plan` (scenario, kernel, topology
 /// or `-` off any axis, repeat).
 pub fn plan_lines(opts: &MatrixOptions) -> Result<Vec<String>, RunError> {

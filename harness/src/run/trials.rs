@@ -40,6 +40,31 @@ pub struct TrialOptions {
     pub require_boot: bool,
 }
 
+impl TrialOptions {
+    /// Up to `max_runs` runs of `scenario` on `kernel` until `target` shows up, recorded
+    /// in `out`, stopping at the first hit: a new seed per run, the directory's own
+    /// database, a run whose kernel never booted judged like any other.
+    pub fn new(
+        scenario: PathBuf,
+        kernel: String,
+        target: Target,
+        max_runs: u32,
+        out: PathBuf,
+    ) -> TrialOptions {
+        TrialOptions {
+            scenario,
+            kernel,
+            target,
+            max_runs,
+            stop_at_first: true,
+            out,
+            seed: None,
+            db: None,
+            require_boot: false,
+        }
+    }
+}
+
 pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<Trials, RunError> {
     let loaded =
         scenario::load_all(std::slice::from_ref(&opts.scenario)).map_err(RunError::Scenarios)?;
