@@ -14,9 +14,10 @@ use kchaos_model::signature::SignatureSet;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::keep::{self, Access, KeepPolicy};
+use super::keep::{self, Access};
 use super::state::{kmsg_line, Action, CellState, Endings, Event, Outcome};
 use super::watch::Watch;
+use super::KeepPolicy;
 use super::{evidence, monitor};
 use super::{CellEnv, CellSpec, CellUpdate, Timeouts};
 use crate::vm::channel::{self, ChannelEvent};

@@ -24,7 +24,8 @@ use kchaos_model::verdict::{self, Verdict};
 use tokio::sync::watch as tokio_watch;
 
 pub use self::evidence::DumpPolicy;
-pub use self::keep::{Gdb, KeepPolicy, Keeper};
+pub use self::keep::{Gdb, Keeper};
+pub use self::state::KeepPolicy;
 use crate::results::{write_json, Artifacts, CellResult, KernelInfo};
 use crate::scenario::LoadedScenario;
 use crate::vm::{Accel, Qemu};

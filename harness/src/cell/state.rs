@@ -26,7 +26,6 @@ use kchaos_model::protocol::{
 use kchaos_model::scenario::Scenario;
 use kchaos_model::signature::SignatureHit;
 
-use super::evidence;
 use super::watch::Watch;
 use super::{CellUpdate, Timeouts};
 
@@ -559,9 +558,9 @@ impl CellState {
                 ..
             } => {
                 let (dumps, kmsg) = self.since(mark);
-                let missing = evidence::missing_dumps(&dumps);
+                let missing = sysrq::missing_dumps(&dumps);
                 let window_left = now < after(started, self.timeouts.evidence_max);
-                if !missing.is_empty() && attempt < evidence::SYSRQ_ATTEMPTS && window_left {
+                if !missing.is_empty() && attempt < sysrq::SYSRQ_ATTEMPTS && window_left {
                     self.stage = Stage::SendingSysrq {
                         mark,
                         attempt: attempt + 1,
@@ -577,7 +576,7 @@ impl CellState {
                     ));
                 }
                 self.name_where_stuck(&dumps, &kmsg);
-                actions.push(Action::WriteSysrq(evidence::sysrq_text(dumps, kmsg)));
+                actions.push(Action::WriteSysrq(sysrq::sysrq_text(dumps, kmsg)));
                 self.dump_and_end(now, actions);
             }
             Stage::CrashGrace { .. } => self.dump_and_end(now, actions),
@@ -654,9 +653,12 @@ fn phase_name(phase: Option<Phase>) -> &'static str {
 }
 
 mod endings;
+mod keep_policy;
 mod outcome;
+pub mod sysrq;
 #[cfg(test)]
 mod tests;
 
 pub use self::endings::Endings;
+pub use self::keep_policy::KeepPolicy;
 pub use self::outcome::Outcome;

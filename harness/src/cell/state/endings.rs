@@ -9,9 +9,8 @@ use kchaos_model::protocol::HostMessage;
 use kchaos_model::signature::{Severity, SignatureHit};
 use kchaos_model::verdict;
 
-use super::{after, evidence, Action, CellState, Mark, Stage};
+use super::{after, sysrq, Action, CellState, KeepPolicy, Mark, Stage};
 use crate::analysis::trials::Target;
-use crate::cell::keep::KeepPolicy;
 
 /// How a cell may end besides running its course; fixed when it starts.
 #[derive(Debug, Clone, Default)]
@@ -40,16 +39,12 @@ pub struct Endings {
 impl CellState {
     /// Whether a VM that ends now is kept, by the policy and the verdict it will get.
     pub(super) fn keeps(&self) -> bool {
-        if self.exited() || self.interrupted {
+        if self.exited() || self.interrupted || self.endings.keep == KeepPolicy::Never {
             return false;
         }
-        match self.endings.keep {
-            KeepPolicy::Never => false,
-            KeepPolicy::Always => true,
-            KeepPolicy::Failures => verdict::decide(&self.scenario, &self.observations(None))
-                .verdict
-                .is_failure(),
-        }
+        self.endings
+            .keep
+            .keeps(verdict::decide(&self.scenario, &self.observations(None)).verdict)
     }
 
     /// The cell is decided: keep its VM if asked to, else kill it.
@@ -79,7 +74,7 @@ impl CellState {
         if hit.severity == Severity::Crash {
             if let Stage::SendingSysrq { mark, .. } | Stage::Collecting { mark, .. } = self.stage {
                 let (console, kmsg) = self.since(mark);
-                actions.push(Action::WriteSysrq(evidence::sysrq_text(console, kmsg)));
+                actions.push(Action::WriteSysrq(sysrq::sysrq_text(console, kmsg)));
                 self.stage = Stage::Live;
             }
         }
@@ -145,7 +140,7 @@ impl CellState {
             attempt: 1,
             started: None,
         };
-        actions.push(Action::SendSysrq(evidence::sysrq_keys()));
+        actions.push(Action::SendSysrq(sysrq::sysrq_keys()));
     }
 
     /// The console lines and kmsg records since `mark`: the evidence window's.

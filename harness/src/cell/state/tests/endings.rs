@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::analysis::trials::Target;
-use crate::cell::keep::KeepPolicy;
+use crate::cell::KeepPolicy;
 
 /// Issue #14, time to a hit: a run looking for an outcome ends a cell as soon as a
 /// signature decides it (evidence first), instead of at the scenario's duration; a
