@@ -1,7 +1,8 @@
 //! One cell, from spec to verdict: boot a disposable VM, hand the scenario to the
 //! runner, watch the console and the channel, collect evidence if the guest crashes or
-//! hangs, decide. [`state`] decides, [`drive`](self) does the I/O around it. Every way
-//! out of here yields exactly one result, written to `cell.json`.
+//! hangs, decide. [`state`] decides (the verdict included), `drive` does the I/O
+//! around it, `vm::launch` builds the VM it drives. Every way out of here yields
+//! exactly one result, written to `cell.json`.
 
 mod drive;
 mod evidence;
@@ -20,7 +21,7 @@ use kchaos_images::Kernel;
 use kchaos_model::protocol::Phase;
 use kchaos_model::scenario::Scenario;
 use kchaos_model::timeline::phase_stats;
-use kchaos_model::verdict::{self, Verdict};
+use kchaos_model::verdict::Verdict;
 use tokio::sync::watch as tokio_watch;
 
 pub use self::evidence::DumpPolicy;
@@ -147,17 +148,11 @@ pub async fn run(
     };
     match drive::drive(cell, env, update).await {
         Ok(o) => {
-            let decision = verdict::decide(&cell.scenario.model, &o.obs);
-            result.verdict = decision.verdict;
-            result.reasons = decision.reasons;
-            result.checks = decision.checks;
-            // A fingerprint identifies what ended the cell; a pass has none.
-            if matches!(
-                result.verdict,
-                Verdict::Crash | Verdict::Fail | Verdict::Hang
-            ) {
-                result.fingerprint = o.fingerprint;
-            }
+            // The state machine decided the verdict; this only records it.
+            result.verdict = o.decision.verdict;
+            result.reasons = o.decision.reasons;
+            result.checks = o.decision.checks;
+            result.fingerprint = o.fingerprint;
             result.boot_ms = o.boot_ms;
             result.first_signature_ms = o.first_signature_ms;
             result.guest_ready_ms = o.guest_ready_ms;

@@ -341,26 +341,7 @@ impl CellState {
                 self.channel_open = false;
                 self.end(&mut actions);
             }
-            Event::Console(line) => {
-                if let Stage::Collecting { last_line, .. } = &mut self.stage {
-                    if !self.watch.repeats_signature(&line) {
-                        *last_line = now;
-                    }
-                }
-                if line.contains(PANIC_START) {
-                    self.panicked = true;
-                }
-                if let Stage::Panicking { .. } = self.stage {
-                    let over = line.contains(PANIC_END);
-                    self.watch.console_unjudged(line);
-                    if over {
-                        actions.push(Action::DumpMemory);
-                        self.end(&mut actions);
-                    }
-                } else {
-                    hit = self.watch.console(line);
-                }
-            }
+            Event::Console(line) => hit = self.console(line, now, &mut actions),
             Event::ConsoleClosed => self.console_open = false,
             // The harness's own panic is not the kernel's finding.
             Event::Guest(GuestMessage::Kmsg(_))
@@ -394,39 +375,8 @@ impl CellState {
                 }
             }
             Event::Timer => self.timer(now, &mut actions),
-            Event::Liveness(answer) => {
-                if let Stage::Verifying { reason } = std::mem::replace(&mut self.stage, Stage::Live)
-                {
-                    match answer {
-                        Ok(()) => {
-                            // QEMU runs and its monitor answers: the guest itself hung.
-                            self.watch.obs.hang = Some(reason);
-                            self.send_sysrq(&mut actions);
-                        }
-                        Err(why) => {
-                            // A frozen QEMU is the host's fault, not the kernel's.
-                            self.watch.obs.infra.push(format!(
-                                "QEMU itself stopped responding ({why}) while the guest was silent: not a kernel hang; {reason}"
-                            ));
-                            self.kill(&mut actions);
-                        }
-                    }
-                }
-            }
-            Event::Stopped(status) => {
-                if let Stage::Verifying { .. } = self.stage {
-                    // Silent because a debugger (or the monitor) holds it: not a hang.
-                    if self.stopped_for.is_zero() {
-                        self.watch.notes.push(format!(
-                            "the guest was stopped (QEMU run state `{status}`, a debugger or the monitor): stopped time is not silence"
-                        ));
-                    }
-                    let silent = now.saturating_duration_since(self.last_seen);
-                    self.stopped_for = self.stopped_for.saturating_add(silent);
-                    self.last_seen = now;
-                    self.stage = Stage::Live;
-                }
-            }
+            Event::Liveness(answer) => self.liveness(answer, &mut actions),
+            Event::Stopped(status) => self.stopped(&status, now),
             Event::Resumed => {
                 self.boot_from.get_or_insert(now);
             }
@@ -473,6 +423,73 @@ impl CellState {
             self.signature(&hit, now, &mut actions);
         }
         actions
+    }
+
+    /// A console line; returns the new signature it carried, if any. During the NMI
+    /// panic before a dump the lines are kept but not judged: that panic is the
+    /// harness's, not a finding.
+    fn console(
+        &mut self,
+        line: String,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> Option<SignatureHit> {
+        if let Stage::Collecting { last_line, .. } = &mut self.stage {
+            if !self.watch.repeats_signature(&line) {
+                *last_line = now;
+            }
+        }
+        if line.contains(PANIC_START) {
+            self.panicked = true;
+        }
+        if let Stage::Panicking { .. } = self.stage {
+            let over = line.contains(PANIC_END);
+            self.watch.console_unjudged(line);
+            if over {
+                actions.push(Action::DumpMemory);
+                self.end(actions);
+            }
+            None
+        } else {
+            self.watch.console(line)
+        }
+    }
+
+    /// QEMU's monitor answered (or not) while a silent guest is verified: a guest hang
+    /// when QEMU answers, the host's fault when QEMU itself is frozen.
+    fn liveness(&mut self, answer: Result<(), String>, actions: &mut Vec<Action>) {
+        if let Stage::Verifying { reason } = std::mem::replace(&mut self.stage, Stage::Live) {
+            match answer {
+                Ok(()) => {
+                    // QEMU runs and its monitor answers: the guest itself hung.
+                    self.watch.obs.hang = Some(reason);
+                    self.send_sysrq(actions);
+                }
+                Err(why) => {
+                    // A frozen QEMU is the host's fault, not the kernel's.
+                    self.watch.obs.infra.push(format!(
+                        "QEMU itself stopped responding ({why}) while the guest was silent: not a kernel hang; {reason}"
+                    ));
+                    self.kill(actions);
+                }
+            }
+        }
+    }
+
+    /// The silent guest is stopped (a debugger or the monitor holds it): not a hang,
+    /// and the stopped time is added to the run's budget.
+    fn stopped(&mut self, status: &str, now: Instant) {
+        if let Stage::Verifying { .. } = self.stage {
+            if self.stopped_for.is_zero() {
+                self.watch.notes.push(format!(
+                    "the guest was stopped (QEMU run state `{status}`, a debugger or the monitor): stopped time is not silence"
+                ));
+            }
+            let silent = now.saturating_duration_since(self.last_seen);
+            self.stopped_for = self.stopped_for.saturating_add(silent);
+            self.last_seen = now;
+            self.stage = Stage::Live;
+        }
     }
 
     /// A message from the runner; returns the new signature it carried, if any.

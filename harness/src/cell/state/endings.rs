@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use kchaos_model::protocol::HostMessage;
 use kchaos_model::signature::{Severity, SignatureHit};
-use kchaos_model::verdict;
 
 use super::{after, sysrq, Action, CellState, KeepPolicy, Mark, Stage};
 use crate::analysis::trials::Target;
@@ -42,9 +41,8 @@ impl CellState {
         if self.exited() || self.interrupted || self.endings.keep == KeepPolicy::Never {
             return false;
         }
-        self.endings
-            .keep
-            .keeps(verdict::decide(&self.scenario, &self.observations(None)).verdict)
+        let verdict = self.decide(&self.observations(None)).verdict;
+        self.endings.keep.keeps(verdict)
     }
 
     /// The cell is decided: keep its VM if asked to, else kill it.

@@ -170,7 +170,9 @@ fn run_with(endings: Endings, steps: Vec<Step>, stderr: &str) -> Ran {
         "the cell must be over after QEMU exited"
     );
     let outcome = state.finish(stderr);
-    let decision = verdict::decide(&s, &outcome.obs);
+    // The verdict the state machine decided, as the result records it.
+    let decision = outcome.decision.clone();
+    assert_eq!(decision, verdict::decide(&s, &outcome.obs));
     Ran {
         actions,
         verdict: decision.verdict,
