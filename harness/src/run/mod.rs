@@ -5,6 +5,7 @@
 //! recorded cell by cell ([`recorder`]).
 
 pub mod bisect;
+pub mod kill_matrix;
 pub mod lock;
 pub mod matrix;
 pub mod progress;
