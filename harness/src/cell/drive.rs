@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::keep::{self, Access};
+use super::observe::Observer;
 use super::state::{kmsg_line, Action, CellState, Endings, Event, Outcome};
-use super::watch::Watch;
 use super::{evidence, monitor};
 use super::{CellEnv, CellSpec, CellUpdate, KeepPolicy, Timeouts};
 use crate::vm::channel::{self, ChannelError, ChannelEvent};
@@ -75,7 +75,7 @@ pub(super) async fn drive(
         .into_iter()
         .map(|(k, v)| (k, v.unit))
         .collect();
-    let watch = Watch::new(SignatureSet::new(&scenario.signatures)?, units);
+    let observer = Observer::new(SignatureSet::new(&scenario.signatures)?, units);
     let endings = Endings {
         until: env.until.clone(),
         dump: env.dump.is_some(),
@@ -88,7 +88,7 @@ pub(super) async fn drive(
         &cell.id,
         cell.seed,
         timeouts,
-        watch,
+        observer,
         endings,
         vm.spawned_at,
     );

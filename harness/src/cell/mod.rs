@@ -8,10 +8,10 @@ mod drive;
 mod evidence;
 pub mod keep;
 mod monitor;
+mod observe;
 pub mod preboot;
 pub mod requirements;
 pub mod state;
-mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use kchaos_model::protocol::Phase;
 use kchaos_model::scenario::Scenario;
 use kchaos_model::timeline::phase_stats;
 use kchaos_model::verdict::Verdict;
-use tokio::sync::watch as tokio_watch;
+use tokio::sync::watch;
 
 pub use self::evidence::DumpPolicy;
 pub use self::keep::{Gdb, Keeper};
@@ -53,7 +53,7 @@ pub struct CellEnv {
     pub qemu: Qemu,
     pub accel: Accel,
     /// Flips to `true` when the user interrupts the run.
-    pub cancel: tokio_watch::Receiver<bool>,
+    pub cancel: watch::Receiver<bool>,
     /// The runner's log level (`kchaos.log=` on the guest command line), if set.
     pub guest_log: Option<String>,
     /// Overrides the accelerator-scaled boot timeout (slow or nested hosts).
@@ -61,7 +61,7 @@ pub struct CellEnv {
     /// Dump guest memory when the guest crashes or hangs (`--dump-memory`).
     pub dump: Option<DumpPolicy>,
     /// The outcome the run stops at: a signature that decides it ends the cell at once.
-    pub until: Option<crate::analysis::trials::Target>,
+    pub until: Option<crate::analysis::reproduction::Target>,
     /// Which decided cells keep their VM up for the engineer (`--keep-on-failure`).
     pub keep: KeepPolicy,
     /// Run to the end past a signature that decides the cell (`--full-duration`).

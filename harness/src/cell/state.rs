@@ -26,7 +26,7 @@ use kchaos_model::protocol::{
 use kchaos_model::scenario::Scenario;
 use kchaos_model::signature::SignatureHit;
 
-use super::watch::Watch;
+use super::observe::Observer;
 use super::{CellUpdate, Timeouts};
 
 /// The line a panicking kernel ends its report with.
@@ -158,7 +158,7 @@ pub struct CellState {
     timeouts: Timeouts,
     stage: Stage,
     spawned_at: Instant,
-    watch: Watch,
+    observer: Observer,
     connected: bool,
     console_open: bool,
     channel_open: bool,
@@ -199,7 +199,7 @@ impl CellState {
         cell: &str,
         seed: u64,
         timeouts: Timeouts,
-        watch: Watch,
+        observer: Observer,
         endings: Endings,
         spawned_at: Instant,
     ) -> CellState {
@@ -210,7 +210,7 @@ impl CellState {
             timeouts,
             stage: Stage::Live,
             spawned_at,
-            watch,
+            observer,
             connected: false,
             console_open: true,
             channel_open: true,
@@ -302,12 +302,12 @@ impl CellState {
 
     /// A note for the result (evidence collection reports through these).
     pub fn note(&mut self, text: String) {
-        self.watch.notes.push(text);
+        self.observer.notes.push(text);
     }
 
     /// The console lines seen so far (for sysrq evidence).
     pub fn console_lines(&self) -> &[String] {
-        &self.watch.console_lines
+        &self.observer.console_lines
     }
 
     /// Whether the VM is kept (the cell is over, QEMU runs on).
@@ -337,7 +337,7 @@ impl CellState {
         match event {
             Event::Connected => self.connected = true,
             Event::ConnectFailed(why) => {
-                self.watch.obs.infra.push(why);
+                self.observer.obs.infra.push(why);
                 self.channel_open = false;
                 self.end(&mut actions);
             }
@@ -350,7 +350,7 @@ impl CellState {
                 self.last_seen = now;
                 hit = self.guest(msg, now, &mut actions);
             }
-            Event::Corrupt { bytes, what } => self.watch.corrupt(bytes, what),
+            Event::Corrupt { bytes, what } => self.observer.corrupt(bytes, what),
             Event::ChannelClosed => self.channel_open = false,
             Event::QemuExited { status } => {
                 self.exit_status = Some(status);
@@ -365,7 +365,7 @@ impl CellState {
             Event::Interrupted => {
                 if self.interruptible() {
                     self.interrupted = true;
-                    self.watch.obs.infra.push("interrupted".to_owned());
+                    self.observer.obs.infra.push("interrupted".to_owned());
                     if self.connected {
                         actions.push(Action::Send(HostMessage::Abort {
                             reason: "interrupted".to_owned(),
@@ -397,7 +397,7 @@ impl CellState {
             }
             Event::NmiInjected(answer) => {
                 if let (Stage::Panicking { .. }, Err(why)) = (&self.stage, answer) {
-                    self.watch
+                    self.observer
                         .notes
                         .push(format!("no NMI ({why}): guest memory dumped as it was"));
                     actions.push(Action::DumpMemory);
@@ -406,7 +406,7 @@ impl CellState {
             }
             Event::KeepRefused(why) => {
                 if self.stage == Stage::Kept {
-                    self.watch.notes.push(format!("VM not kept: {why}"));
+                    self.observer.notes.push(format!("VM not kept: {why}"));
                     self.stage = Stage::Live;
                     self.kill(&mut actions);
                 }
@@ -415,7 +415,7 @@ impl CellState {
                 // The guest powers off after its report either way; only a lost Run
                 // request leaves it waiting for nothing.
                 if message == "Run" {
-                    self.watch.obs.infra.push(error);
+                    self.observer.obs.infra.push(error);
                 }
             }
         }
@@ -435,7 +435,7 @@ impl CellState {
         actions: &mut Vec<Action>,
     ) -> Option<SignatureHit> {
         if let Stage::Collecting { last_line, .. } = &mut self.stage {
-            if !self.watch.repeats_signature(&line) {
+            if !self.observer.repeats_signature(&line) {
                 *last_line = now;
             }
         }
@@ -444,14 +444,14 @@ impl CellState {
         }
         if let Stage::Panicking { .. } = self.stage {
             let over = line.contains(PANIC_END);
-            self.watch.console_unjudged(line);
+            self.observer.console_unjudged(line);
             if over {
                 actions.push(Action::DumpMemory);
                 self.end(actions);
             }
             None
         } else {
-            self.watch.console(line)
+            self.observer.console(line)
         }
     }
 
@@ -462,12 +462,12 @@ impl CellState {
             match answer {
                 Ok(()) => {
                     // QEMU runs and its monitor answers: the guest itself hung.
-                    self.watch.obs.hang = Some(reason);
+                    self.observer.obs.hang = Some(reason);
                     self.send_sysrq(actions);
                 }
                 Err(why) => {
                     // A frozen QEMU is the host's fault, not the kernel's.
-                    self.watch.obs.infra.push(format!(
+                    self.observer.obs.infra.push(format!(
                         "QEMU itself stopped responding ({why}) while the guest was silent: not a kernel hang; {reason}"
                     ));
                     self.kill(actions);
@@ -481,7 +481,7 @@ impl CellState {
     fn stopped(&mut self, status: &str, now: Instant) {
         if let Stage::Verifying { .. } = self.stage {
             if self.stopped_for.is_zero() {
-                self.watch.notes.push(format!(
+                self.observer.notes.push(format!(
                     "the guest was stopped (QEMU run state `{status}`, a debugger or the monitor): stopped time is not silence"
                 ));
             }
@@ -503,11 +503,11 @@ impl CellState {
         match msg {
             GuestMessage::Hello(hello) => {
                 self.hello_at = Some(now);
-                self.watch.obs.reached_runner = true;
+                self.observer.obs.reached_runner = true;
                 self.release = Some(hello.kernel_release.clone());
                 self.guest_ready_ms = Some(hello.uptime_ms);
                 if hello.protocol != PROTOCOL_VERSION {
-                    self.watch.obs.infra.push(format!(
+                    self.observer.obs.infra.push(format!(
                         "the runner speaks protocol {} but this harness {}; rebuild the runner",
                         hello.protocol, PROTOCOL_VERSION
                     ));
@@ -526,12 +526,12 @@ impl CellState {
                 self.guest_phase = Some(phase);
                 actions.push(Action::Update(CellUpdate::Phase(phase)));
             }
-            GuestMessage::Kmsg(record) => hit = self.watch.kmsg(&record),
+            GuestMessage::Kmsg(record) => hit = self.observer.kmsg(&record),
             GuestMessage::Sample {
                 metric,
                 t_ms,
                 value,
-            } => self.watch.sample(metric, t_ms, value),
+            } => self.observer.sample(metric, t_ms, value),
             GuestMessage::Progress {
                 workload,
                 done,
@@ -541,16 +541,16 @@ impl CellState {
                 done,
                 total,
             })),
-            GuestMessage::Note { message } => self.watch.notes.push(message),
-            GuestMessage::Skip { reason } => self.watch.obs.skip = Some(reason),
-            GuestMessage::Fatal { message } => self.watch.obs.fatal = Some(message),
+            GuestMessage::Note { message } => self.observer.notes.push(message),
+            GuestMessage::Skip { reason } => self.observer.obs.skip = Some(reason),
+            GuestMessage::Fatal { message } => self.observer.obs.fatal = Some(message),
             GuestMessage::Finished(report) => {
                 self.finished_at = Some(now);
-                self.watch.obs.report = Some(report);
+                self.observer.obs.report = Some(report);
                 self.reported(actions);
             }
         }
-        let gave_up = self.watch.obs.skip.is_some() || self.watch.obs.fatal.is_some();
+        let gave_up = self.observer.obs.skip.is_some() || self.observer.obs.fatal.is_some();
         if gave_up && self.finished_at.is_none() {
             self.finished_at = Some(now);
             self.reported(actions);
@@ -588,7 +588,7 @@ impl CellState {
                 }
                 if !missing.is_empty() {
                     let keys: String = missing.iter().collect();
-                    self.watch.notes.push(format!(
+                    self.observer.notes.push(format!(
                         "no sysrq dump on the console for key(s) `{keys}` after {attempt} attempt(s): the guest did not handle them"
                     ));
                 }
@@ -598,7 +598,7 @@ impl CellState {
             }
             Stage::CrashGrace { .. } => self.dump_and_end(now, actions),
             Stage::Panicking { .. } => {
-                self.watch.notes.push(format!(
+                self.observer.notes.push(format!(
                     "the kernel did not finish panicking within {:?} of the NMI: guest memory dumped as it was",
                     self.timeouts.evidence_max
                 ));
@@ -607,17 +607,17 @@ impl CellState {
             }
             Stage::Live => match (self.hello_at, self.finished_at) {
                 (None, _) => {
-                    if !self.watch.has_crash() {
-                        self.watch.obs.infra.push(format!(
+                    if !self.observer.has_crash() {
+                        self.observer.obs.infra.push(format!(
                             "the guest did not reach the kchaos runner within {:?}; {}",
                             self.timeouts.boot,
-                            self.watch.tail()
+                            self.observer.tail()
                         ));
                     }
                     self.end(actions);
                 }
                 (Some(_), Some(_)) => {
-                    self.watch.notes.push(format!(
+                    self.observer.notes.push(format!(
                         "the guest did not power off within {:?} of reporting; killed",
                         self.timeouts.poweroff
                     ));
@@ -637,7 +637,7 @@ impl CellState {
                             "the guest sent nothing for {:?} (phase: {}); {}",
                             self.timeouts.hang,
                             phase_name(self.guest_phase),
-                            self.watch.tail()
+                            self.observer.tail()
                         )
                     };
                     self.stage = Stage::Verifying { reason };

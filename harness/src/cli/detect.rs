@@ -1,11 +1,11 @@
 //! `kchaos detect`: the kill matrix's flags. The defect list, the scenarios and the
 //! stock kernels are resolved here; the matrix runs in `run::kill_matrix`, its table
-//! and page come from `report::detection`.
+//! and page come from `report::detection_table`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use kchaos_harness::report::detection;
+use kchaos_harness::report::detection_table;
 use kchaos_harness::run::kill_matrix::{self, Ended, KillMatrixError, KillMatrixOptions};
 use kchaos_images::defects::DefectList;
 use kchaos_images::Cache;
@@ -102,12 +102,12 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
     let Ended::Finished(detection) = ended else {
         return Ok(Exit::Interrupted);
     };
-    print!("{}", detection::table(&detection));
+    print!("{}", detection_table::table(&detection));
     let json = serde_json::to_string_pretty(&detection).context("encoding the detection")?;
     let mut wrote = true;
     for (name, bytes) in [
         ("detection.json", json + "\n"),
-        ("detection.html", detection::html(&detection)),
+        ("detection.html", detection_table::html(&detection)),
     ] {
         if let Err(e) = Cache::write_atomic(&out.join(name), bytes.as_bytes()) {
             eprintln!("kchaos: error: {}", error_chain(&e));

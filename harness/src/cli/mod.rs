@@ -4,13 +4,14 @@
 
 pub mod args;
 pub mod bisect;
+pub mod cache;
 pub mod detect;
 pub mod exit;
 pub mod gate;
-pub mod host;
 pub mod repro;
 pub mod results;
 pub mod run;
+pub mod setup;
 pub mod sweep;
 
 use std::path::PathBuf;
@@ -88,7 +89,7 @@ pub enum Command {
     /// Show what the cache holds and how much space it takes; prune it.
     Cache {
         #[command(subcommand)]
-        action: Option<host::CacheAction>,
+        action: Option<cache::CacheAction>,
     },
     /// Write report.html (self-contained) and junit.xml for results directories or
     /// databases; `kchaos run` writes both at the end of every run. With --kcidb, also
@@ -148,12 +149,12 @@ pub fn dispatch(command: Command, cache: Cache) -> Result<Exit, CliError> {
     match command {
         Command::Validate { files } => Ok(run::validate(&files)),
         Command::Run(args) => run::run(*args, cache),
-        Command::Fetch { kernels, list } => host::fetch(&kernels, &list, &cache),
-        Command::Analyze { dir, vmlinux } => host::analyze(&dir, vmlinux.as_deref(), &cache),
-        Command::BuildRunner => host::build_runner(),
-        Command::Setup { dry_run, yes } => host::setup(dry_run, yes),
-        Command::Doctor => host::doctor(&cache),
-        Command::Cache { action } => host::cache(action, &cache),
+        Command::Fetch { kernels, list } => cache::fetch(&kernels, &list, &cache),
+        Command::Analyze { dir, vmlinux } => results::analyze(&dir, vmlinux.as_deref(), &cache),
+        Command::BuildRunner => cache::build_runner(),
+        Command::Setup { dry_run, yes } => setup::setup(dry_run, yes),
+        Command::Doctor => setup::doctor(&cache),
+        Command::Cache { action } => cache::cache(action, &cache),
         Command::Report(args) => results::report(*args),
         Command::Compare {
             sources,

@@ -1,11 +1,11 @@
 //! `kchaos repro` and `replay`: trials of one scenario on one kernel at a time, all
 //! through one session (each kernel resolved once, the runner located once, slots
-//! refilled as cells finish), with terminal output around `analysis::trials`. `bisect`
+//! refilled as cells finish), with terminal output around `analysis::reproduction`. `bisect`
 //! (`cli/bisect.rs`) runs its steps the same way.
 
 use std::path::PathBuf;
 
-use kchaos_harness::analysis::trials::{summary, Target, Trials};
+use kchaos_harness::analysis::reproduction::{summary, Target, Trials};
 use kchaos_harness::results::bundle;
 use kchaos_harness::run::matrix::{self, MatrixOptions};
 use kchaos_harness::run::trials::{run_trials, TrialOptions};

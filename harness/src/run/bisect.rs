@@ -16,7 +16,7 @@ use super::session::Session;
 use super::trials::{run_trials, TrialOptions};
 use super::RunError;
 use crate::analysis::bisect::{self, BisectRecord, Calibration, StepBuild, StepRecord};
-use crate::analysis::trials::{Target, Trials};
+use crate::analysis::reproduction::{Target, Trials};
 use crate::results::now_rfc3339;
 
 /// A point ready to run, or why it cannot be (a skip).

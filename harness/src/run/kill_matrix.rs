@@ -4,8 +4,8 @@
 //! it names the mechanism or the budget is spent; then every declared scenario runs on
 //! the same kernel without the defect (its stock twin), and every scenario on the stock
 //! kernels asked for: both must pass. One session serves every run, so each kernel is
-//! built or fetched once. The accounting is `analysis::detect`, the table and page
-//! `report::detection`.
+//! built or fetched once. The accounting is `analysis::detection`, the table and page
+//! `report::detection_table`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,8 +19,8 @@ use super::matrix::{self, MatrixOptions};
 use super::session::Session;
 use super::trials::{run_trials, TrialOptions};
 use super::RunError;
-use crate::analysis::detect::{self, default_expect, Attempt, DefectRow, Detection, StockCell};
-use crate::analysis::trials::{Pattern, Target};
+use crate::analysis::detection::{self, default_expect, Attempt, DefectRow, Detection, StockCell};
+use crate::analysis::reproduction::{Pattern, Target};
 use crate::results::now_rfc3339;
 use crate::scenario::LoadedScenario;
 
@@ -114,7 +114,7 @@ pub async fn run(
     Ok(Ended::Finished(Detection {
         kchaos_version: kchaos_model::VERSION.to_owned(),
         started_at,
-        false_alarms: detect::false_alarms(&stock),
+        false_alarms: detection::false_alarms(&stock),
         defects: rows,
         stock,
     }))

@@ -44,7 +44,7 @@ pub struct MatrixOptions {
     pub known: Option<Arc<KnownIssues>>,
     /// The outcome the run looks for (a replay: the bundle's failure): a signature that
     /// decides it ends the cell at once. `None` for `kchaos run`.
-    pub until: Option<crate::analysis::trials::Target>,
+    pub until: Option<crate::analysis::reproduction::Target>,
 }
 
 impl MatrixOptions {

@@ -16,7 +16,7 @@ use kchaos_model::verdict::Verdict;
 use tokio::sync::{watch, OnceCell};
 
 use super::progress::Progress;
-use crate::analysis::trials::Target;
+use crate::analysis::reproduction::Target;
 use crate::cell::preboot::Preboot;
 use crate::cell::{self, requirements, CellEnv, CellSpec, DumpPolicy, Gdb, KeepPolicy, Keeper};
 use crate::results::CellResult;

@@ -16,7 +16,7 @@ use super::recorder::Recorder;
 use super::scheduler::{self, Ended, Flow};
 use super::session::{random_seed, Job, Session};
 use super::RunError;
-use crate::analysis::trials::{Target, Trials};
+use crate::analysis::reproduction::{Target, Trials};
 use crate::plan::{self, CellKey};
 use crate::results::{PlanInfo, RunResults};
 use crate::scenario;

@@ -40,7 +40,7 @@ impl CellState {
     /// What the cell saw, as the verdict reads it. `qemu_stderr` is what QEMU printed
     /// once it is gone; `None` while the cell is still deciding (whether to keep its VM).
     pub(super) fn observations(&self, qemu_stderr: Option<&str>) -> Observations {
-        let w = &self.watch;
+        let w = &self.observer;
         let mut obs = w.obs.clone();
         if w.corrupt_bytes > 0 {
             obs.infra.push(format!(
@@ -95,7 +95,7 @@ impl CellState {
         let since_start =
             |t: Instant| crate::cell::millis(t.saturating_duration_since(self.spawned_at));
         let boot_from = self.boot_from.unwrap_or(self.spawned_at);
-        let w = &mut self.watch;
+        let w = &mut self.observer;
         if self.stage == Stage::Kept {
             w.notes.push(
                 "the VM was kept for debugging after the verdict (--keep-on-failure / --keep)"

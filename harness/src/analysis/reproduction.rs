@@ -62,7 +62,7 @@ impl Target {
                             .as_ref()
                             .is_some_and(|f| has(&f.title) || has(&f.id)))
             }
-            Target::Pattern(p) => crate::analysis::detect::names_mechanism(cell, &p.0).is_some(),
+            Target::Pattern(p) => crate::analysis::detection::names_mechanism(cell, &p.0).is_some(),
         }
     }
 

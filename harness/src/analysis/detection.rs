@@ -1,7 +1,7 @@
 //! The kill matrix: does each scenario catch the defects it is declared to catch, by
 //! naming their mechanism, and does it stay quiet on kernels without them? This module
 //! is the accounting (`detection.json`); `run/kill_matrix.rs` drives the VMs through a
-//! session, `report/detection.rs` renders the table and the page.
+//! session, `report/detection_table.rs` renders the table and the page.
 //!
 //! A detection counts only when a failing cell's reasons, signatures or fingerprint name
 //! the defect's mechanism (its `expect` pattern): a throughput check or an overrun that

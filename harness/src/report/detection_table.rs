@@ -1,12 +1,12 @@
 //! The kill matrix (`kchaos detect`) for people: the terminal's table and the
-//! self-contained page `detection.html`, from the accounting in `analysis::detect`.
+//! self-contained page `detection.html`, from the accounting in `analysis::detection`.
 
 use std::fmt::Write as _;
 
 use kchaos_model::verdict::Verdict;
 
 use super::escape;
-use crate::analysis::detect::Detection;
+use crate::analysis::detection::Detection;
 
 /// The matrix for the terminal.
 pub fn table(d: &Detection) -> String {
