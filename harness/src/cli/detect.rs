@@ -11,7 +11,7 @@ use kchaos_images::defects::DefectList;
 use kchaos_images::Cache;
 use kchaos_model::error_chain;
 
-use super::args::{default_out, KernelListArgs, VmArgs};
+use super::args::{default_out, KernelListArgs, RecordArgs};
 use super::exit::{CliError, Exit};
 use super::{run_error, with_session};
 
@@ -38,11 +38,8 @@ pub struct DetectArgs {
     pub stock_repeat: u32,
     #[command(flatten)]
     pub list: KernelListArgs,
-    /// Results directory [default: results/detect-<timestamp>].
-    #[arg(short, long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
     #[command(flatten)]
-    pub vm: VmArgs,
+    pub record: RecordArgs,
 }
 
 pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
@@ -81,6 +78,7 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
         args.list.expand(&args.stock_kernels)?
     };
     let out = args
+        .record
         .out
         .clone()
         .unwrap_or_else(|| default_out(Some("detect")));
@@ -95,7 +93,7 @@ pub fn detect(args: &DetectArgs, cache: &Cache) -> Result<Exit, CliError> {
         stock_repeat: args.stock_repeat,
         out: out.clone(),
     };
-    let ended = with_session(args.vm.session(cache), |rt, session| {
+    let ended = with_session(args.record.vm.session(cache), |rt, session| {
         rt.block_on(kill_matrix::run(session, &opts))
             .map_err(kill_matrix_error)
     })?;

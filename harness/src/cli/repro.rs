@@ -15,7 +15,7 @@ use kchaos_model::error_chain;
 use kchaos_model::stats;
 use kchaos_model::verdict::Verdict;
 
-use super::args::{default_out, AccelArg, KernelListArgs, VmArgs};
+use super::args::{default_out, AccelArg, KernelListArgs, RecordArgs, VmArgs};
 use super::exit::{CliError, Exit};
 use super::{run_error, sweep, with_session};
 
@@ -67,11 +67,8 @@ pub struct ReplayArgs {
     pub runs: u32,
     #[command(flatten)]
     pub list: KernelListArgs,
-    /// Results directory [default: results/replay-<timestamp>].
-    #[arg(short, long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
     #[command(flatten)]
-    pub vm: VmArgs,
+    pub record: RecordArgs,
 }
 
 /// Results that could not be written fail the command like they fail a run.
@@ -172,6 +169,7 @@ fn print_sweep(results: &[(String, Trials)]) {
 
 pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
     let out = args
+        .record
         .out
         .clone()
         .unwrap_or_else(|| default_out(Some("replay")));
@@ -179,7 +177,7 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
         .map_err(|e| CliError::usage(error_chain(&e)))?;
     let kernel = args.list.expand_one(manifest.kernel_spec())?;
     let runs = args.runs;
-    let mut vm = args.vm.clone();
+    let mut vm = args.record.vm.clone();
     // The same accelerator, unless the user says otherwise: timing bugs depend on it.
     if matches!(vm.accel, AccelArg::Auto) {
         vm.accel = match manifest.accel.as_deref() {
