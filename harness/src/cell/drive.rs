@@ -59,7 +59,7 @@ pub(super) async fn drive(
     update: &(dyn Fn(CellUpdate) + Sync),
 ) -> Result<Outcome, LaunchError> {
     let scenario = &cell.scenario.model;
-    let mut timeouts = Timeouts::new(env.accel, scenario);
+    let mut timeouts = Timeouts::new(env.accel.slowdown(), scenario);
     if let Some(boot) = env.boot_timeout {
         timeouts.boot = boot;
     }

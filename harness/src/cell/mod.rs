@@ -18,15 +18,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kchaos_images::Kernel;
-use kchaos_model::protocol::Phase;
-use kchaos_model::scenario::Scenario;
 use kchaos_model::timeline::phase_stats;
 use kchaos_model::verdict::Verdict;
 use tokio::sync::watch;
 
 pub use self::evidence::DumpPolicy;
 pub use self::keep::{Gdb, Keeper};
-pub use self::state::KeepPolicy;
+pub use self::state::{millis, CellUpdate, KeepPolicy, Timeouts};
 use crate::results::{write_json, Artifacts, CellResult, KernelInfo};
 use crate::scenario::LoadedScenario;
 use crate::vm::{Accel, Qemu};
@@ -70,60 +68,6 @@ pub struct CellEnv {
     pub keeper: Arc<Keeper>,
     /// QEMU's gdb stub and the kernel's symbols (`--gdb`).
     pub gdb: Option<Gdb>,
-}
-
-/// Bounds for one cell, scaled for the accelerator.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// QEMU start → control socket connection.
-    pub connect: Duration,
-    /// QEMU start → runner `Hello`.
-    pub boot: Duration,
-    /// Longest silence on the channel before the guest is declared hung.
-    pub hang: Duration,
-    /// `Hello` → results: the scenario's duration and settle plus this much.
-    pub overrun: Duration,
-    /// Results → QEMU exit.
-    pub poweroff: Duration,
-    /// First crash signature → evidence and kill (the rest of the report prints first).
-    pub crash_grace: Duration,
-    /// Evidence collection ends this long after the console went quiet …
-    pub evidence_quiet: Duration,
-    /// … or this long after it started, whichever comes first.
-    pub evidence_max: Duration,
-}
-
-impl Timeouts {
-    pub fn new(accel: Accel, scenario: &Scenario) -> Timeouts {
-        let s = accel.slowdown();
-        Timeouts {
-            connect: Duration::from_secs(10),
-            boot: Duration::from_secs(15) * s,
-            hang: scenario
-                .vm
-                .hang_timeout
-                .unwrap_or(Duration::from_secs(8) * s),
-            overrun: Duration::from_secs(15) * s,
-            poweroff: Duration::from_secs(3) * s,
-            crash_grace: Duration::from_secs(2) * s,
-            evidence_quiet: Duration::from_secs(1) * s,
-            evidence_max: Duration::from_secs(10) * s,
-        }
-    }
-}
-
-/// Progress reported while a cell runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CellUpdate {
-    Booting,
-    Phase(Phase),
-    Progress {
-        workload: String,
-        done: u64,
-        total: Option<u64>,
-    },
-    /// Something the user must read now (how to reach a kept VM, a debugger).
-    Info(String),
 }
 
 /// Runs the cell and writes `cell.json`. Never fails: problems become the verdict.
@@ -185,8 +129,4 @@ pub async fn run(
         tracing::error!("{}", error_chain(&e));
     }
     result
-}
-
-pub fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -27,7 +27,6 @@ use kchaos_model::scenario::Scenario;
 use kchaos_model::signature::SignatureHit;
 
 use super::observe::Observer;
-use super::{CellUpdate, Timeouts};
 
 /// The line a panicking kernel ends its report with.
 const PANIC_END: &str = "---[ end Kernel panic";
@@ -675,7 +674,9 @@ mod outcome;
 pub mod sysrq;
 #[cfg(test)]
 mod tests;
+mod timeouts;
 
 pub use self::endings::Endings;
 pub use self::keep_policy::KeepPolicy;
 pub use self::outcome::Outcome;
+pub use self::timeouts::{millis, CellUpdate, Timeouts};

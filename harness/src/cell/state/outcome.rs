@@ -92,8 +92,7 @@ impl CellState {
             Verdict::Crash | Verdict::Fail | Verdict::Hang
         );
         let hung = obs.hang.is_some();
-        let since_start =
-            |t: Instant| crate::cell::millis(t.saturating_duration_since(self.spawned_at));
+        let since_start = |t: Instant| super::millis(t.saturating_duration_since(self.spawned_at));
         let boot_from = self.boot_from.unwrap_or(self.spawned_at);
         let w = &mut self.observer;
         if self.stage == Stage::Kept {
@@ -107,7 +106,7 @@ impl CellState {
             obs,
             boot_ms: self
                 .hello_at
-                .map(|h| crate::cell::millis(h.saturating_duration_since(boot_from))),
+                .map(|h| super::millis(h.saturating_duration_since(boot_from))),
             guest_ready_ms: self.guest_ready_ms,
             release: self.release,
             // A kernel report's stack first; a hang without one is fingerprinted by
