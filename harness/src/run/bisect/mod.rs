@@ -399,5 +399,4 @@ fn set_aside(dir: &std::path::Path) -> Result<(), BisectRunError> {
 }
 
 #[cfg(test)]
-#[path = "bisect_tests.rs"]
 mod tests;
