@@ -115,7 +115,7 @@ pub fn gate(args: &GateArgs) -> Result<Exit, CliError> {
             &cand_refs,
         ),
     );
-    print!("{}", classify::table(&g));
+    print!("{}", kchaos_harness::report::table::gate_table(&g));
     if let Some(s) = &summary {
         print_triage(s);
     }

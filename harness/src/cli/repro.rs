@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 
-use kchaos_harness::analysis::reproduction::{summary, Target, Trials};
+use kchaos_harness::analysis::reproduction::{Target, Trials};
+use kchaos_harness::report::table::trials_summary;
 use kchaos_harness::results::bundle;
 use kchaos_harness::run::matrix::{self, MatrixOptions};
 use kchaos_harness::run::trials::{run_trials, TrialOptions};
@@ -117,7 +118,7 @@ pub fn repro(args: ReproArgs, cache: Cache) -> Result<Exit, CliError> {
             } else {
                 format!("{} [{label}]", args.scenario.display())
             };
-            print!("{}", summary(&name, &kernel, &target, &trials));
+            print!("{}", trials_summary(&name, &kernel, &target, &trials));
             let stop = trials.interrupted;
             results.push((label.clone(), trials));
             if stop {
