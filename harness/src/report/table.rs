@@ -227,36 +227,42 @@ mod tests {
         );
     }
 
+    /// The gate of `analysis::classify`'s test, where it passes: `c`'s failure is a
+    /// known issue's, the rest pass again.
     #[test]
     fn the_gate_names_each_scenarios_class() {
-        use crate::analysis::classify::gate;
-        use crate::analysis::known::KnownMatch;
-        use crate::results::test_cell;
-        use kchaos_model::verdict::Verdict;
-        let pass = test_cell("a/k", Verdict::Pass, 1e6);
-        let mut known_fail = test_cell("c/k", Verdict::Fail, 1e6);
-        known_fail.known = Some(KnownMatch {
-            id: "bug-1".into(),
-            link: "https://x".into(),
-        });
-        let base = [
-            &pass,
-            &test_cell("b/k", Verdict::Pass, 1e6),
-            &test_cell("c/k", Verdict::Pass, 1e6),
-            &test_cell("d/k", Verdict::Pass, 1e6),
-        ];
-        let g = gate(
-            Some(("old", &base)),
-            (
-                "new",
-                &[
-                    &pass,
-                    &known_fail,
-                    &test_cell("b/k", Verdict::Pass, 1e6),
-                    &test_cell("d/k", Verdict::Pass, 1e6),
-                ],
-            ),
-        );
+        use crate::analysis::classify::{Class, Counts, GateRow};
+        let passed = Counts {
+            pass: 1,
+            ..Counts::default()
+        };
+        let row = |scenario: &str, class, candidate, known: &[&str]| GateRow {
+            scenario: scenario.to_owned(),
+            topology: None,
+            class,
+            baseline: Some(passed),
+            candidate,
+            known: known.iter().map(ToString::to_string).collect(),
+        };
+        let g = Gate {
+            baseline: Some("old".to_owned()),
+            candidate: "new".to_owned(),
+            rows: vec![
+                row("a", Class::Pass, passed, &[]),
+                row("b", Class::Pass, passed, &[]),
+                row(
+                    "c",
+                    Class::Known,
+                    Counts {
+                        known: 1,
+                        ..Counts::default()
+                    },
+                    &["bug-1"],
+                ),
+                row("d", Class::Pass, passed, &[]),
+            ],
+            exit: GateExit::Ok,
+        };
         assert_eq!(g.exit, GateExit::Ok, "{}", gate_table(&g));
         assert!(
             gate_table(&g).contains("c         known"),
