@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kchaos_harness::analysis::trials::Target;
+use kchaos_harness::analysis::reproduction::Target;
 use kchaos_harness::cell::{self, CellEnv, CellSpec, Gdb, KeepPolicy, Keeper};
 use kchaos_harness::results::CellResult;
 use kchaos_harness::scenario::LoadedScenario;

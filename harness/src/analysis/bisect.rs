@@ -12,7 +12,7 @@ use kchaos_model::stats;
 use kchaos_model::verdict::Verdict;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::trials::{Target, Trials};
+use crate::analysis::reproduction::{Target, Trials};
 use crate::results::CellResult;
 
 /// The file name, in the bisection's directory.

@@ -210,6 +210,33 @@ pub enum Triage {
     Untriaged,
 }
 
+/// An entry's `verdict` list: each a failing verdict (others are errors, at the
+/// list's span); an empty list matches nothing, so it is an error too.
+fn failing_verdicts(
+    list: &Spanned<Vec<String>>,
+    err: &mut impl FnMut(std::ops::Range<usize>, String),
+) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for v in list.get_ref() {
+        match v.as_str() {
+            "fail" => out.push(Verdict::Fail),
+            "crash" => out.push(Verdict::Crash),
+            "hang" => out.push(Verdict::Hang),
+            other => err(
+                list.span(),
+                format!("`{other}` is not a failing verdict; allowed: fail, crash, hang"),
+            ),
+        }
+    }
+    if out.is_empty() && list.get_ref().is_empty() {
+        err(
+            list.span(),
+            "an empty `verdict` list matches nothing".to_owned(),
+        );
+    }
+    out
+}
+
 impl KnownIssues {
     /// Reads and validates `path`; every problem is reported, each located.
     pub fn load(path: &Path, kernels: &KernelList) -> Result<KnownIssues, KnownError> {
@@ -279,27 +306,7 @@ impl KnownIssues {
             };
             let verdicts = match &r.verdict {
                 None => vec![Verdict::Fail, Verdict::Crash, Verdict::Hang],
-                Some(list) => {
-                    let mut out = Vec::new();
-                    for v in list.get_ref() {
-                        match v.as_str() {
-                            "fail" => out.push(Verdict::Fail),
-                            "crash" => out.push(Verdict::Crash),
-                            "hang" => out.push(Verdict::Hang),
-                            other => err(
-                                list.span(),
-                                format!("`{other}` is not a failing verdict; allowed: fail, crash, hang"),
-                            ),
-                        }
-                    }
-                    if out.is_empty() && list.get_ref().is_empty() {
-                        err(
-                            list.span(),
-                            "an empty `verdict` list matches nothing".to_owned(),
-                        );
-                    }
-                    out
-                }
+                Some(list) => failing_verdicts(list, &mut err),
             };
             let pattern = match &r.pattern {
                 Some(p) => match Regex::new(p.get_ref()) {

@@ -1,30 +1,31 @@
-//! The I/O around one cell: start QEMU, turn its console, the control channel, its exit,
-//! the user's interrupt and the clock into events for [`CellState`], and carry out the
-//! actions it decides. Nothing here decides a verdict.
+//! The I/O around one cell: launch the VM that `vm::launch` builds, turn its console,
+//! the control channel, its exit, the user's interrupt and the clock into events for
+//! [`CellState`], carry out the actions it decides ([`perform`]), and hand a kept VM
+//! to the session's keeper. Nothing here decides a verdict.
 
-use std::collections::VecDeque;
 use std::fs::File;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use kchaos_model::protocol::{GuestMessage, HostMessage};
 use kchaos_model::signature::SignatureSet;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::keep::{self, Access, KeepPolicy};
+use super::keep::{self, Access};
+use super::observe::Observer;
 use super::state::{kmsg_line, Action, CellState, Endings, Event, Outcome};
-use super::watch::Watch;
 use super::{evidence, monitor};
-use super::{CellEnv, CellSpec, CellUpdate, Timeouts};
-use crate::vm::channel::{self, ChannelEvent};
-use crate::vm::command::SHELL_TTY;
+use super::{CellEnv, CellSpec, CellUpdate, KeepPolicy, Timeouts};
+use crate::vm::channel::{self, ChannelError, ChannelEvent};
 use crate::vm::console::{self, ConsoleEvent};
+use crate::vm::launch::{self, CellVm};
 use crate::vm::process::GroupGuard;
 use crate::vm::sockets::SocketDir;
-use crate::vm::{DebugAccess, QemuCommand};
+use crate::vm::DebugAccess;
 use kchaos_model::error_chain;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,7 @@ pub(super) enum LaunchError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Channel(#[from] channel::ChannelError),
+    Channel(#[from] ChannelError),
     #[error("Cannot start QEMU ({path})")]
     Spawn {
         path: String,
@@ -50,133 +51,31 @@ pub(super) enum LaunchError {
 /// How long QEMU's monitor may take to answer before QEMU itself is called frozen.
 const LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Runs the cell's VM to its end: launched, driven through its events until the state
+/// machine is done, then handed to the keeper if it is kept.
 pub(super) async fn drive(
     cell: &CellSpec,
     env: &CellEnv,
     update: &(dyn Fn(CellUpdate) + Sync),
 ) -> Result<Outcome, LaunchError> {
     let scenario = &cell.scenario.model;
-    let mut timeouts = Timeouts::new(env.accel, scenario);
+    let mut timeouts = Timeouts::new(env.accel.slowdown(), scenario);
     if let Some(boot) = env.boot_timeout {
         timeouts.boot = boot;
     }
-    let dir_err = |source| LaunchError::Dir {
-        path: cell.dir.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(&cell.dir).map_err(dir_err)?;
-    std::fs::write(cell.dir.join("scenario.toml"), &cell.scenario.source).map_err(dir_err)?;
-    let console_log = File::create(cell.dir.join("console.log")).map_err(dir_err)?;
-    let qemu_log = File::create(cell.dir.join("qemu.log")).map_err(dir_err)?;
-    let mut kmsg_log = File::create(cell.dir.join("kmsg.log")).map_err(dir_err)?;
-
+    let logs = Logs::create(cell)?;
     // Unix socket paths are limited to 108 bytes: keep the sockets in a short temp dir,
     // named after this process so a later run can sweep it if this one is killed.
-    let sockets = SocketDir::create().map_err(dir_err)?;
-    let sock = sockets.path().join("ctl.sock");
-    let qmp_sock = sockets.path().join("qmp.sock");
-    let listener = channel::listen(&sock)?;
-    let keeping = env.keep != KeepPolicy::Never;
-    let mut debug = DebugAccess::default();
-    if keeping {
-        debug.monitor = Some(sockets.path().join("monitor.sock"));
-        debug.shell = Some(sockets.path().join("shell.sock"));
-    }
-    // With a memory dump wanted, a panicked kernel must stay up to be dumped, and one
-    // that has not panicked is made to panic by an NMI before the dump (see `state`);
-    // a VM to keep must stay up in its panic too.
-    let mut cmdline = QemuCommand::base_cmdline(&cell.id, env.dump.is_none() && !keeping);
-    if env.dump.is_some() {
-        cmdline.push("unknown_nmi_panic".to_owned());
-    }
-    if keeping {
-        // The runner then waits for the Ack without a bound (no Ack: the VM is kept)
-        // and starts a shell on the second console.
-        cmdline.push("kchaos.keep=1".to_owned());
-        cmdline.push(format!("kchaos.shell={SHELL_TTY}"));
-    }
-    if let Some(gdb) = &env.gdb {
-        debug.gdb = Some(sockets.path().join("gdb.sock"));
-        debug.wait_for_debugger = gdb.wait;
-        // The symbols of the debug vmlinux are where they say only without KASLR.
-        cmdline.push("nokaslr".to_owned());
-    }
-    if let Some(level) = &env.guest_log {
-        cmdline.push(format!("kchaos.log={level}"));
-    }
-    cmdline.extend(cell.image.cmdline.iter().cloned());
-    cmdline.extend(scenario.vm.cmdline.iter().cloned());
-    let command = QemuCommand {
-        accel: env.accel,
-        memory_mib: scenario.vm.memory_mib,
-        topology: scenario.vm.topology,
-        kernel: cell.image.kernel.path.clone(),
-        boot: cell.image.media.clone(),
-        cmdline,
-        control_socket: Some(sock),
-        qmp_socket: Some(qmp_sock.clone()),
-        debug: debug.clone(),
-        firmware: env.qemu.firmware.clone(),
-    };
-    let args = command.args();
-    let printable: Vec<String> = std::iter::once(env.qemu.path.display().to_string())
-        .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
-        .collect();
-    std::fs::write(cell.dir.join("qemu.cmdline"), printable.join(" ") + "\n").map_err(dir_err)?;
-
-    update(CellUpdate::Booting);
-    let spawned_at = Instant::now();
-    let mut qemu = tokio::process::Command::new(&env.qemu.path);
-    qemu.args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // A harness killed outright (SIGKILL, OOM) cannot kill its VMs; the kernel does it
-    // for us, so a killed run leaves no QEMU behind and `--resume` starts clean. (The
-    // signal follows the spawning thread: a tokio worker, alive as long as the run.)
-    // SAFETY: runs in the forked child before exec and only calls prctl(2), which is
-    // async-signal-safe; it touches no memory of the parent.
-    unsafe {
-        qemu.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut child = qemu.spawn().map_err(|source| LaunchError::Spawn {
-        path: env.qemu.path.display().to_string(),
-        source,
-    })?;
-    let pid = child.id();
-    let mut group = GroupGuard::new(pid);
-    let (console_tx, mut console_rx) = mpsc::unbounded_channel();
-    if let Some(stdout) = child.stdout.take() {
-        console::spawn(stdout, console_log, console_tx);
-    }
-    let stderr = child.stderr.take().map(|s| console::collect(s, qemu_log));
-    if let (Some(gdb), Some(sock)) = (&env.gdb, &debug.gdb) {
-        let mut text = gdb.describe(sock);
-        if !keeping {
-            text.push_str(
-                "\n    the VM ends with its cell; --keep-on-failure keeps a failed one for the debugger",
-            );
-        }
-        update(CellUpdate::Info(text));
-    }
-    // With --gdb-wait the boot clock starts when the guest first runs.
-    let (resumed_tx, mut resumed_rx) = tokio::sync::oneshot::channel();
-    let mut awaiting_resume = debug.wait_for_debugger;
-    if awaiting_resume {
-        tokio::spawn(monitor::watch_resume(qmp_sock.clone(), resumed_tx));
-    }
-
+    let sockets = SocketDir::create().map_err(|e| dir_error(cell, e))?;
+    let listener = channel::listen(&launch::control_socket(sockets.path()))?;
+    let (chan_tx, chan_rx) = mpsc::unbounded_channel();
+    let mut vm = launch_vm(cell, env, logs, sockets, chan_rx, update)?;
     let units = scenario
         .metric_catalog()
         .into_iter()
         .map(|(k, v)| (k, v.unit))
         .collect();
-    let watch = Watch::new(SignatureSet::new(&scenario.signatures)?, units);
+    let observer = Observer::new(SignatureSet::new(&scenario.signatures)?, units);
     let endings = Endings {
         until: env.until.clone(),
         dump: env.dump.is_some(),
@@ -185,160 +84,33 @@ pub(super) async fn drive(
         full_duration: env.full_duration,
     };
     let mut state = CellState::new(
-        scenario, &cell.id, cell.seed, timeouts, watch, endings, spawned_at,
+        scenario,
+        &cell.id,
+        cell.seed,
+        timeouts,
+        observer,
+        endings,
+        vm.spawned_at,
     );
-    let (chan_tx, mut chan_rx) = mpsc::unbounded_channel();
-    let mut sender: Option<channel::Sender> = None;
     let accept = channel::accept(&listener, timeouts.connect, chan_tx);
     tokio::pin!(accept);
-    let mut cancel = env.cancel.clone();
-    // The caller checks for an earlier interruption before starting a cell; this one
-    // reacts to interruptions while it runs, for as long as someone can interrupt.
-    let mut cancel_armed = true;
     let mut evidence = Evidence::default();
-
-    loop {
-        if state.is_done(Instant::now()) {
-            break;
-        }
-        let deadline = state.deadline();
-        let event = tokio::select! {
-            accepted = &mut accept, if sender.is_none() && state.wants_connection() => match accepted {
-                Ok(s) => {
-                    tracing::debug!(cell = %cell.id, after_ms = super::millis(spawned_at.elapsed()), "QEMU connected the control channel");
-                    sender = Some(s);
-                    Event::Connected
-                }
-                Err(e) => Event::ConnectFailed(error_chain(&e)),
-            },
-            ev = console_rx.recv(), if state.console_open() => match ev {
-                Some(ConsoleEvent::Line(line)) => Event::Console(line),
-                Some(ConsoleEvent::Closed) | None => Event::ConsoleClosed,
-            },
-            ev = chan_rx.recv(), if state.channel_live() => match ev {
-                Some(ChannelEvent::Message(msg)) => {
-                    if let GuestMessage::Kmsg(record) = msg.as_ref() {
-                        // Logging is best effort: a full disk must not stop classification.
-                        let _ = writeln!(kmsg_log, "{}", kmsg_line(record));
-                    }
-                    Event::Guest(*msg)
-                }
-                Some(ChannelEvent::Corrupt { bytes, what }) => Event::Corrupt { bytes, what },
-                Some(ChannelEvent::Closed) | None => Event::ChannelClosed,
-            },
-            status = child.wait(), if !state.exited() => {
-                group.disarm();
-                Event::QemuExited { status: match status {
-                    Ok(st) => st.to_string(),
-                    Err(e) => e.to_string(),
-                }}
-            },
-            changed = cancel.changed(), if cancel_armed && state.interruptible() => match changed {
-                Ok(()) if *cancel.borrow() => Event::Interrupted,
-                Ok(()) => continue,
-                // The sender is gone: nobody can interrupt this cell any more.
-                Err(_) => {
-                    cancel_armed = false;
-                    continue;
-                }
-            },
-            resumed = &mut resumed_rx, if awaiting_resume => {
-                awaiting_resume = false;
-                match resumed {
-                    Ok(()) => Event::Resumed,
-                    Err(_) => continue,
-                }
-            },
-            () = sleep_until(deadline), if deadline.is_some() => Event::Timer,
-            else => break,
-        };
-        let mut pending: VecDeque<Action> = state.handle(event, Instant::now()).into();
+    while let Some(event) = next_event(&mut vm, &state, accept.as_mut(), &cell.id).await {
+        let mut pending: std::collections::VecDeque<Action> =
+            state.handle(event, Instant::now()).into();
         while let Some(action) = pending.pop_front() {
-            let reply = match action {
-                Action::Send(msg) => send(&mut sender, &msg).await,
-                Action::Kill => {
-                    group.kill();
-                    None
-                }
-                Action::Keep => env.keeper.admit().err().map(Event::KeepRefused),
-                Action::Update(u) => {
-                    update(u);
-                    None
-                }
-                Action::CheckLiveness => Some(
-                    match monitor::liveness(&qmp_sock, pid, LIVENESS_TIMEOUT).await {
-                        Ok(status) if monitor::STOPPED.contains(&status.as_str()) => {
-                            Event::Stopped(status)
-                        }
-                        Ok(_) => Event::Liveness(Ok(())),
-                        Err(why) => Event::Liveness(Err(why)),
-                    },
-                ),
-                Action::SendSysrq(keys) => {
-                    let mut notes = Vec::new();
-                    evidence::send_sysrq(&qmp_sock, &keys, &mut notes).await;
-                    notes.into_iter().for_each(|n| state.note(n));
-                    Some(Event::SysrqSent)
-                }
-                Action::InjectNmi => {
-                    Some(Event::NmiInjected(evidence::inject_nmi(&qmp_sock).await))
-                }
-                Action::WriteSysrq(lines) => {
-                    evidence.sysrq = evidence::write_sysrq(&cell.dir, &lines);
-                    None
-                }
-                Action::DumpMemory => {
-                    let mut notes = Vec::new();
-                    evidence.vmcore = dump(env, &qmp_sock, cell, &mut notes).await;
-                    notes.into_iter().for_each(|n| state.note(n));
-                    None
-                }
-            };
-            if let Some(event) = reply {
-                pending.extend(state.handle(event, Instant::now()));
+            let ctx = Ctx { cell, env, update };
+            if let Some(reply) = perform(action, &mut vm, &mut state, &mut evidence, ctx).await {
+                pending.extend(state.handle(reply, Instant::now()));
             }
         }
     }
-
     // A kept VM goes on writing its stderr: nothing to read from it yet.
     let stderr_text = if state.kept() {
-        let access = Access {
-            console_log: cell.dir.join("console.log"),
-            monitor: debug.monitor.clone(),
-            qmp: qmp_sock.clone(),
-            shell: match keep::shell_missing(
-                scenario.vm.image,
-                &scenario.vm.tools,
-                state.panicked(),
-            ) {
-                Some(why) => Err(why),
-                None => debug
-                    .shell
-                    .clone()
-                    .ok_or_else(|| "no second console".to_owned()),
-            },
-            gdb: env
-                .gdb
-                .as_ref()
-                .zip(debug.gdb.as_ref())
-                .map(|(g, sock)| g.command(sock)),
-        };
-        update(CellUpdate::Info(access.describe()));
-        let kept = KeptVm {
-            child,
-            group,
-            sockets,
-            console: console_rx,
-            channel: chan_rx,
-            sender,
-            kmsg_log,
-            stderr,
-            cancel: env.cancel.clone(),
-        };
-        env.keeper.hold(kept.hold());
+        hand_over(vm, &state, cell, env, update);
         String::new()
     } else {
-        match stderr {
+        match vm.stderr.take() {
             Some(handle) => handle.await.unwrap_or_default(),
             None => String::new(),
         }
@@ -349,22 +121,296 @@ pub(super) async fn drive(
     Ok(outcome)
 }
 
-/// A kept VM: everything that must live as long as its QEMU does (the sockets the
-/// engineer connects to, the streams that must be drained or QEMU blocks writing them).
-struct KeptVm {
-    child: tokio::process::Child,
-    group: GroupGuard,
+fn dir_error(cell: &CellSpec, source: std::io::Error) -> LaunchError {
+    LaunchError::Dir {
+        path: cell.dir.display().to_string(),
+        source,
+    }
+}
+
+/// The cell's directory with its scenario, and the logs the VM's streams go to.
+struct Logs {
+    console: File,
+    qemu: File,
+    kmsg: File,
+}
+
+impl Logs {
+    fn create(cell: &CellSpec) -> Result<Logs, LaunchError> {
+        let dir_err = |e| dir_error(cell, e);
+        std::fs::create_dir_all(&cell.dir).map_err(dir_err)?;
+        std::fs::write(cell.dir.join("scenario.toml"), &cell.scenario.source).map_err(dir_err)?;
+        Ok(Logs {
+            console: File::create(cell.dir.join("console.log")).map_err(dir_err)?,
+            qemu: File::create(cell.dir.join("qemu.log")).map_err(dir_err)?,
+            kmsg: File::create(cell.dir.join("kmsg.log")).map_err(dir_err)?,
+        })
+    }
+}
+
+/// Starts the cell's QEMU (the command `vm::launch` builds, recorded as
+/// `qemu.cmdline`) and the readers of its streams.
+fn launch_vm(
+    cell: &CellSpec,
+    env: &CellEnv,
+    logs: Logs,
     sockets: SocketDir,
+    channel: mpsc::UnboundedReceiver<ChannelEvent>,
+    update: &(dyn Fn(CellUpdate) + Sync),
+) -> Result<Vm, LaunchError> {
+    let scenario = &cell.scenario.model;
+    let keeping = env.keep != KeepPolicy::Never;
+    let options = CellVm {
+        cell: &cell.id,
+        dump: env.dump.is_some(),
+        keep: keeping,
+        gdb: env.gdb.as_ref().map(|g| g.wait),
+        guest_log: env.guest_log.as_deref(),
+    };
+    let command = options.command(
+        &env.qemu,
+        env.accel,
+        &cell.image,
+        &scenario.vm,
+        sockets.path(),
+    );
+    let args = command.args();
+    std::fs::write(
+        cell.dir.join("qemu.cmdline"),
+        launch::printable(&env.qemu, &args) + "\n",
+    )
+    .map_err(|e| dir_error(cell, e))?;
+    update(CellUpdate::Booting);
+    let spawned_at = Instant::now();
+    let mut child = launch::spawn(&env.qemu, &args).map_err(|source| LaunchError::Spawn {
+        path: env.qemu.path.display().to_string(),
+        source,
+    })?;
+    let pid = child.id();
+    let (console_tx, console_rx) = mpsc::unbounded_channel();
+    if let Some(stdout) = child.stdout.take() {
+        console::spawn(stdout, logs.console, console_tx);
+    }
+    let stderr = child.stderr.take().map(|s| console::collect(s, logs.qemu));
+    let debug = command.debug;
+    if let (Some(gdb), Some(sock)) = (&env.gdb, &debug.gdb) {
+        let mut text = gdb.describe(sock);
+        if !keeping {
+            text.push_str(
+                "\n    the VM ends with its cell; --keep-on-failure keeps a failed one for the debugger",
+            );
+        }
+        update(CellUpdate::Info(text));
+    }
+    // With --gdb-wait the boot clock starts when the guest first runs.
+    let qmp = launch::qmp_socket(sockets.path());
+    let (resumed_tx, resumed) = oneshot::channel();
+    if debug.wait_for_debugger {
+        tokio::spawn(monitor::watch_resume(qmp.clone(), resumed_tx));
+    }
+    Ok(Vm {
+        group: GroupGuard::new(pid),
+        child,
+        pid,
+        spawned_at,
+        awaiting_resume: debug.wait_for_debugger,
+        debug,
+        sockets,
+        qmp,
+        console: console_rx,
+        channel,
+        sender: None,
+        kmsg_log: logs.kmsg,
+        stderr,
+        cancel: env.cancel.clone(),
+        // The caller checks for an earlier interruption before starting a cell; this
+        // one reacts to interruptions while it runs, for as long as someone can.
+        cancel_armed: true,
+        resumed,
+    })
+}
+
+/// A running VM: its process, the streams the loop reads, the sockets an engineer
+/// connects to. A kept VM is handed over whole (the streams must still be drained or
+/// QEMU blocks writing them).
+struct Vm {
+    child: tokio::process::Child,
+    pid: Option<u32>,
+    group: GroupGuard,
+    spawned_at: Instant,
+    sockets: SocketDir,
+    qmp: PathBuf,
+    debug: DebugAccess,
     console: mpsc::UnboundedReceiver<ConsoleEvent>,
     channel: mpsc::UnboundedReceiver<ChannelEvent>,
-    /// The host's end of the control channel, held open: the runner waits on it.
+    /// The host's end of the control channel, once QEMU connected it (held open for a
+    /// kept VM: its runner waits on it).
     sender: Option<channel::Sender>,
     kmsg_log: File,
     stderr: Option<JoinHandle<String>>,
     cancel: watch::Receiver<bool>,
+    cancel_armed: bool,
+    resumed: oneshot::Receiver<()>,
+    awaiting_resume: bool,
 }
 
-impl KeptVm {
+/// The next event for the state machine, or `None` when the cell is over (or nothing
+/// can happen any more).
+async fn next_event<F>(
+    vm: &mut Vm,
+    state: &CellState,
+    mut accept: Pin<&mut F>,
+    cell: &str,
+) -> Option<Event>
+where
+    F: Future<Output = Result<channel::Sender, ChannelError>>,
+{
+    loop {
+        if state.is_done(Instant::now()) {
+            return None;
+        }
+        let deadline = state.deadline();
+        let event = tokio::select! {
+            accepted = &mut accept, if vm.sender.is_none() && state.wants_connection() => match accepted {
+                Ok(s) => {
+                    tracing::debug!(cell = %cell, after_ms = super::millis(vm.spawned_at.elapsed()), "QEMU connected the control channel");
+                    vm.sender = Some(s);
+                    Event::Connected
+                }
+                Err(e) => Event::ConnectFailed(error_chain(&e)),
+            },
+            ev = vm.console.recv(), if state.console_open() => match ev {
+                Some(ConsoleEvent::Line(line)) => Event::Console(line),
+                Some(ConsoleEvent::Closed) | None => Event::ConsoleClosed,
+            },
+            ev = vm.channel.recv(), if state.channel_live() => match ev {
+                Some(ChannelEvent::Message(msg)) => {
+                    if let GuestMessage::Kmsg(record) = msg.as_ref() {
+                        // Logging is best effort: a full disk must not stop classification.
+                        let _ = writeln!(vm.kmsg_log, "{}", kmsg_line(record));
+                    }
+                    Event::Guest(*msg)
+                }
+                Some(ChannelEvent::Corrupt { bytes, what }) => Event::Corrupt { bytes, what },
+                Some(ChannelEvent::Closed) | None => Event::ChannelClosed,
+            },
+            status = vm.child.wait(), if !state.exited() => {
+                vm.group.disarm();
+                Event::QemuExited { status: match status {
+                    Ok(st) => st.to_string(),
+                    Err(e) => e.to_string(),
+                }}
+            },
+            changed = vm.cancel.changed(), if vm.cancel_armed && state.interruptible() => match changed {
+                Ok(()) if *vm.cancel.borrow() => Event::Interrupted,
+                Ok(()) => continue,
+                // The sender is gone: nobody can interrupt this cell any more.
+                Err(_) => {
+                    vm.cancel_armed = false;
+                    continue;
+                }
+            },
+            resumed = &mut vm.resumed, if vm.awaiting_resume => {
+                vm.awaiting_resume = false;
+                match resumed {
+                    Ok(()) => Event::Resumed,
+                    Err(_) => continue,
+                }
+            },
+            () = sleep_until(deadline), if deadline.is_some() => Event::Timer,
+            else => return None,
+        };
+        return Some(event);
+    }
+}
+
+/// What [`perform`] needs of the cell besides its VM and state.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    cell: &'a CellSpec,
+    env: &'a CellEnv,
+    update: &'a (dyn Fn(CellUpdate) + Sync),
+}
+
+/// Carries out one action of the state machine; returns the event that answers it, if
+/// any (an action that fails is reported as an event for the state to judge).
+async fn perform(
+    action: Action,
+    vm: &mut Vm,
+    state: &mut CellState,
+    evidence: &mut Evidence,
+    ctx: Ctx<'_>,
+) -> Option<Event> {
+    match action {
+        Action::Send(msg) => send(&mut vm.sender, &msg).await,
+        Action::Kill => {
+            vm.group.kill();
+            None
+        }
+        Action::Keep => ctx.env.keeper.admit().err().map(Event::KeepRefused),
+        Action::Update(u) => {
+            (ctx.update)(u);
+            None
+        }
+        Action::CheckLiveness => Some(
+            match monitor::liveness(&vm.qmp, vm.pid, LIVENESS_TIMEOUT).await {
+                Ok(status) if monitor::STOPPED.contains(&status.as_str()) => Event::Stopped(status),
+                Ok(_) => Event::Liveness(Ok(())),
+                Err(why) => Event::Liveness(Err(why)),
+            },
+        ),
+        Action::SendSysrq(keys) => {
+            let mut notes = Vec::new();
+            evidence::send_sysrq(&vm.qmp, &keys, &mut notes).await;
+            notes.into_iter().for_each(|n| state.note(n));
+            Some(Event::SysrqSent)
+        }
+        Action::InjectNmi => Some(Event::NmiInjected(evidence::inject_nmi(&vm.qmp).await)),
+        Action::WriteSysrq(lines) => {
+            evidence.sysrq = evidence::write_sysrq(&ctx.cell.dir, &lines);
+            None
+        }
+        Action::DumpMemory => {
+            let mut notes = Vec::new();
+            evidence.vmcore = dump(ctx.env, &vm.qmp, ctx.cell, &mut notes).await;
+            notes.into_iter().for_each(|n| state.note(n));
+            None
+        }
+    }
+}
+
+/// Hands a kept VM to the session's keeper, after telling the engineer how to reach it.
+fn hand_over(
+    vm: Vm,
+    state: &CellState,
+    cell: &CellSpec,
+    env: &CellEnv,
+    update: &(dyn Fn(CellUpdate) + Sync),
+) {
+    let scenario = &cell.scenario.model;
+    let access = Access {
+        console_log: cell.dir.join("console.log"),
+        monitor: vm.debug.monitor.clone(),
+        qmp: vm.qmp.clone(),
+        shell: match keep::shell_missing(scenario.vm.image, &scenario.vm.tools, state.panicked()) {
+            Some(why) => Err(why),
+            None => vm
+                .debug
+                .shell
+                .clone()
+                .ok_or_else(|| "no second console".to_owned()),
+        },
+        gdb: env
+            .gdb
+            .as_ref()
+            .zip(vm.debug.gdb.as_ref())
+            .map(|(g, sock)| g.command(sock)),
+    };
+    update(CellUpdate::Info(access.describe()));
+    env.keeper.hold(vm.hold());
+}
+
+impl Vm {
     /// Keeps the VM until the user interrupts (Ctrl-C) or QEMU exits (`quit` in its
     /// monitor, a guest powered off from its shell); then kills it. Meanwhile the
     /// console still goes to `console.log` and the kernel log to `kmsg.log`.

@@ -3,25 +3,15 @@
 //! and the cgroup files at the moment of failure, attach gdb, or poke QEMU's monitor.
 //! The verdict is recorded first (results never wait for a debugging session); the VM
 //! stays up until the user interrupts (Ctrl-C), QEMU exits, or the harness is killed.
-//! With `--gdb` any cell, kept or not, has QEMU's gdb stub ([`Gdb`]).
+//! With `--gdb` any cell, kept or not, has QEMU's gdb stub ([`Gdb`]). Which cells keep
+//! their VM ([`KeepPolicy`](super::KeepPolicy)) the state machine decides; this module
+//! holds the VMs it keeps.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinSet;
-
-/// Which cells keep their VM at the end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KeepPolicy {
-    /// Every VM is killed at its verdict (the default).
-    #[default]
-    Never,
-    /// `--keep-on-failure`: cells that end `fail`, `crash` or `hang`.
-    Failures,
-    /// `--keep`: every cell whose VM is still up at its end, pass included.
-    Always,
-}
 
 /// Holds the kept VMs of a session until they are released. At most `capacity` at a
 /// time: a run over a broken kernel must not pile up a VM per failing cell.

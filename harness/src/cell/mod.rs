@@ -1,30 +1,30 @@
 //! One cell, from spec to verdict: boot a disposable VM, hand the scenario to the
 //! runner, watch the console and the channel, collect evidence if the guest crashes or
-//! hangs, decide. [`state`] decides, [`drive`](self) does the I/O around it. Every way
-//! out of here yields exactly one result, written to `cell.json`.
+//! hangs, decide. [`state`] decides (the verdict included), `drive` does the I/O
+//! around it, `vm::launch` builds the VM it drives. Every way out of here yields
+//! exactly one result, written to `cell.json`.
 
 mod drive;
 mod evidence;
 pub mod keep;
 mod monitor;
+mod observe;
 pub mod preboot;
 pub mod requirements;
 pub mod state;
-mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kchaos_images::Kernel;
-use kchaos_model::protocol::Phase;
-use kchaos_model::scenario::Scenario;
 use kchaos_model::timeline::phase_stats;
-use kchaos_model::verdict::{self, Verdict};
-use tokio::sync::watch as tokio_watch;
+use kchaos_model::verdict::Verdict;
+use tokio::sync::watch;
 
 pub use self::evidence::DumpPolicy;
-pub use self::keep::{Gdb, KeepPolicy, Keeper};
+pub use self::keep::{Gdb, Keeper};
+pub use self::state::{millis, CellUpdate, KeepPolicy, Timeouts};
 use crate::results::{write_json, Artifacts, CellResult, KernelInfo};
 use crate::scenario::LoadedScenario;
 use crate::vm::{Accel, Qemu};
@@ -51,7 +51,7 @@ pub struct CellEnv {
     pub qemu: Qemu,
     pub accel: Accel,
     /// Flips to `true` when the user interrupts the run.
-    pub cancel: tokio_watch::Receiver<bool>,
+    pub cancel: watch::Receiver<bool>,
     /// The runner's log level (`kchaos.log=` on the guest command line), if set.
     pub guest_log: Option<String>,
     /// Overrides the accelerator-scaled boot timeout (slow or nested hosts).
@@ -59,7 +59,7 @@ pub struct CellEnv {
     /// Dump guest memory when the guest crashes or hangs (`--dump-memory`).
     pub dump: Option<DumpPolicy>,
     /// The outcome the run stops at: a signature that decides it ends the cell at once.
-    pub until: Option<crate::analysis::trials::Target>,
+    pub until: Option<crate::analysis::reproduction::Target>,
     /// Which decided cells keep their VM up for the engineer (`--keep-on-failure`).
     pub keep: KeepPolicy,
     /// Run to the end past a signature that decides the cell (`--full-duration`).
@@ -68,60 +68,6 @@ pub struct CellEnv {
     pub keeper: Arc<Keeper>,
     /// QEMU's gdb stub and the kernel's symbols (`--gdb`).
     pub gdb: Option<Gdb>,
-}
-
-/// Bounds for one cell, scaled for the accelerator.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    /// QEMU start → control socket connection.
-    pub connect: Duration,
-    /// QEMU start → runner `Hello`.
-    pub boot: Duration,
-    /// Longest silence on the channel before the guest is declared hung.
-    pub hang: Duration,
-    /// `Hello` → results: the scenario's duration and settle plus this much.
-    pub overrun: Duration,
-    /// Results → QEMU exit.
-    pub poweroff: Duration,
-    /// First crash signature → evidence and kill (the rest of the report prints first).
-    pub crash_grace: Duration,
-    /// Evidence collection ends this long after the console went quiet …
-    pub evidence_quiet: Duration,
-    /// … or this long after it started, whichever comes first.
-    pub evidence_max: Duration,
-}
-
-impl Timeouts {
-    pub fn new(accel: Accel, scenario: &Scenario) -> Timeouts {
-        let s = accel.slowdown();
-        Timeouts {
-            connect: Duration::from_secs(10),
-            boot: Duration::from_secs(15) * s,
-            hang: scenario
-                .vm
-                .hang_timeout
-                .unwrap_or(Duration::from_secs(8) * s),
-            overrun: Duration::from_secs(15) * s,
-            poweroff: Duration::from_secs(3) * s,
-            crash_grace: Duration::from_secs(2) * s,
-            evidence_quiet: Duration::from_secs(1) * s,
-            evidence_max: Duration::from_secs(10) * s,
-        }
-    }
-}
-
-/// Progress reported while a cell runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CellUpdate {
-    Booting,
-    Phase(Phase),
-    Progress {
-        workload: String,
-        done: u64,
-        total: Option<u64>,
-    },
-    /// Something the user must read now (how to reach a kept VM, a debugger).
-    Info(String),
 }
 
 /// Runs the cell and writes `cell.json`. Never fails: problems become the verdict.
@@ -146,17 +92,11 @@ pub async fn run(
     };
     match drive::drive(cell, env, update).await {
         Ok(o) => {
-            let decision = verdict::decide(&cell.scenario.model, &o.obs);
-            result.verdict = decision.verdict;
-            result.reasons = decision.reasons;
-            result.checks = decision.checks;
-            // A fingerprint identifies what ended the cell; a pass has none.
-            if matches!(
-                result.verdict,
-                Verdict::Crash | Verdict::Fail | Verdict::Hang
-            ) {
-                result.fingerprint = o.fingerprint;
-            }
+            // The state machine decided the verdict; this only records it.
+            result.verdict = o.decision.verdict;
+            result.reasons = o.decision.reasons;
+            result.checks = o.decision.checks;
+            result.fingerprint = o.fingerprint;
             result.boot_ms = o.boot_ms;
             result.first_signature_ms = o.first_signature_ms;
             result.guest_ready_ms = o.guest_ready_ms;
@@ -189,8 +129,4 @@ pub async fn run(
         tracing::error!("{}", error_chain(&e));
     }
     result
-}
-
-pub fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -26,9 +26,7 @@ use kchaos_model::protocol::{
 use kchaos_model::scenario::Scenario;
 use kchaos_model::signature::SignatureHit;
 
-use super::evidence;
-use super::watch::Watch;
-use super::{CellUpdate, Timeouts};
+use super::observe::Observer;
 
 /// The line a panicking kernel ends its report with.
 const PANIC_END: &str = "---[ end Kernel panic";
@@ -159,7 +157,7 @@ pub struct CellState {
     timeouts: Timeouts,
     stage: Stage,
     spawned_at: Instant,
-    watch: Watch,
+    observer: Observer,
     connected: bool,
     console_open: bool,
     channel_open: bool,
@@ -200,7 +198,7 @@ impl CellState {
         cell: &str,
         seed: u64,
         timeouts: Timeouts,
-        watch: Watch,
+        observer: Observer,
         endings: Endings,
         spawned_at: Instant,
     ) -> CellState {
@@ -211,7 +209,7 @@ impl CellState {
             timeouts,
             stage: Stage::Live,
             spawned_at,
-            watch,
+            observer,
             connected: false,
             console_open: true,
             channel_open: true,
@@ -303,12 +301,12 @@ impl CellState {
 
     /// A note for the result (evidence collection reports through these).
     pub fn note(&mut self, text: String) {
-        self.watch.notes.push(text);
+        self.observer.notes.push(text);
     }
 
     /// The console lines seen so far (for sysrq evidence).
     pub fn console_lines(&self) -> &[String] {
-        &self.watch.console_lines
+        &self.observer.console_lines
     }
 
     /// Whether the VM is kept (the cell is over, QEMU runs on).
@@ -338,30 +336,11 @@ impl CellState {
         match event {
             Event::Connected => self.connected = true,
             Event::ConnectFailed(why) => {
-                self.watch.obs.infra.push(why);
+                self.observer.obs.infra.push(why);
                 self.channel_open = false;
                 self.end(&mut actions);
             }
-            Event::Console(line) => {
-                if let Stage::Collecting { last_line, .. } = &mut self.stage {
-                    if !self.watch.repeats_signature(&line) {
-                        *last_line = now;
-                    }
-                }
-                if line.contains(PANIC_START) {
-                    self.panicked = true;
-                }
-                if let Stage::Panicking { .. } = self.stage {
-                    let over = line.contains(PANIC_END);
-                    self.watch.console_unjudged(line);
-                    if over {
-                        actions.push(Action::DumpMemory);
-                        self.end(&mut actions);
-                    }
-                } else {
-                    hit = self.watch.console(line);
-                }
-            }
+            Event::Console(line) => hit = self.console(line, now, &mut actions),
             Event::ConsoleClosed => self.console_open = false,
             // The harness's own panic is not the kernel's finding.
             Event::Guest(GuestMessage::Kmsg(_))
@@ -370,7 +349,7 @@ impl CellState {
                 self.last_seen = now;
                 hit = self.guest(msg, now, &mut actions);
             }
-            Event::Corrupt { bytes, what } => self.watch.corrupt(bytes, what),
+            Event::Corrupt { bytes, what } => self.observer.corrupt(bytes, what),
             Event::ChannelClosed => self.channel_open = false,
             Event::QemuExited { status } => {
                 self.exit_status = Some(status);
@@ -385,7 +364,7 @@ impl CellState {
             Event::Interrupted => {
                 if self.interruptible() {
                     self.interrupted = true;
-                    self.watch.obs.infra.push("interrupted".to_owned());
+                    self.observer.obs.infra.push("interrupted".to_owned());
                     if self.connected {
                         actions.push(Action::Send(HostMessage::Abort {
                             reason: "interrupted".to_owned(),
@@ -395,39 +374,8 @@ impl CellState {
                 }
             }
             Event::Timer => self.timer(now, &mut actions),
-            Event::Liveness(answer) => {
-                if let Stage::Verifying { reason } = std::mem::replace(&mut self.stage, Stage::Live)
-                {
-                    match answer {
-                        Ok(()) => {
-                            // QEMU runs and its monitor answers: the guest itself hung.
-                            self.watch.obs.hang = Some(reason);
-                            self.send_sysrq(&mut actions);
-                        }
-                        Err(why) => {
-                            // A frozen QEMU is the host's fault, not the kernel's.
-                            self.watch.obs.infra.push(format!(
-                                "QEMU itself stopped responding ({why}) while the guest was silent: not a kernel hang; {reason}"
-                            ));
-                            self.kill(&mut actions);
-                        }
-                    }
-                }
-            }
-            Event::Stopped(status) => {
-                if let Stage::Verifying { .. } = self.stage {
-                    // Silent because a debugger (or the monitor) holds it: not a hang.
-                    if self.stopped_for.is_zero() {
-                        self.watch.notes.push(format!(
-                            "the guest was stopped (QEMU run state `{status}`, a debugger or the monitor): stopped time is not silence"
-                        ));
-                    }
-                    let silent = now.saturating_duration_since(self.last_seen);
-                    self.stopped_for = self.stopped_for.saturating_add(silent);
-                    self.last_seen = now;
-                    self.stage = Stage::Live;
-                }
-            }
+            Event::Liveness(answer) => self.liveness(answer, &mut actions),
+            Event::Stopped(status) => self.stopped(&status, now),
             Event::Resumed => {
                 self.boot_from.get_or_insert(now);
             }
@@ -448,7 +396,7 @@ impl CellState {
             }
             Event::NmiInjected(answer) => {
                 if let (Stage::Panicking { .. }, Err(why)) = (&self.stage, answer) {
-                    self.watch
+                    self.observer
                         .notes
                         .push(format!("no NMI ({why}): guest memory dumped as it was"));
                     actions.push(Action::DumpMemory);
@@ -457,7 +405,7 @@ impl CellState {
             }
             Event::KeepRefused(why) => {
                 if self.stage == Stage::Kept {
-                    self.watch.notes.push(format!("VM not kept: {why}"));
+                    self.observer.notes.push(format!("VM not kept: {why}"));
                     self.stage = Stage::Live;
                     self.kill(&mut actions);
                 }
@@ -466,7 +414,7 @@ impl CellState {
                 // The guest powers off after its report either way; only a lost Run
                 // request leaves it waiting for nothing.
                 if message == "Run" {
-                    self.watch.obs.infra.push(error);
+                    self.observer.obs.infra.push(error);
                 }
             }
         }
@@ -474,6 +422,73 @@ impl CellState {
             self.signature(&hit, now, &mut actions);
         }
         actions
+    }
+
+    /// A console line; returns the new signature it carried, if any. During the NMI
+    /// panic before a dump the lines are kept but not judged: that panic is the
+    /// harness's, not a finding.
+    fn console(
+        &mut self,
+        line: String,
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> Option<SignatureHit> {
+        if let Stage::Collecting { last_line, .. } = &mut self.stage {
+            if !self.observer.repeats_signature(&line) {
+                *last_line = now;
+            }
+        }
+        if line.contains(PANIC_START) {
+            self.panicked = true;
+        }
+        if let Stage::Panicking { .. } = self.stage {
+            let over = line.contains(PANIC_END);
+            self.observer.console_unjudged(line);
+            if over {
+                actions.push(Action::DumpMemory);
+                self.end(actions);
+            }
+            None
+        } else {
+            self.observer.console(line)
+        }
+    }
+
+    /// QEMU's monitor answered (or not) while a silent guest is verified: a guest hang
+    /// when QEMU answers, the host's fault when QEMU itself is frozen.
+    fn liveness(&mut self, answer: Result<(), String>, actions: &mut Vec<Action>) {
+        if let Stage::Verifying { reason } = std::mem::replace(&mut self.stage, Stage::Live) {
+            match answer {
+                Ok(()) => {
+                    // QEMU runs and its monitor answers: the guest itself hung.
+                    self.observer.obs.hang = Some(reason);
+                    self.send_sysrq(actions);
+                }
+                Err(why) => {
+                    // A frozen QEMU is the host's fault, not the kernel's.
+                    self.observer.obs.infra.push(format!(
+                        "QEMU itself stopped responding ({why}) while the guest was silent: not a kernel hang; {reason}"
+                    ));
+                    self.kill(actions);
+                }
+            }
+        }
+    }
+
+    /// The silent guest is stopped (a debugger or the monitor holds it): not a hang,
+    /// and the stopped time is added to the run's budget.
+    fn stopped(&mut self, status: &str, now: Instant) {
+        if let Stage::Verifying { .. } = self.stage {
+            if self.stopped_for.is_zero() {
+                self.observer.notes.push(format!(
+                    "the guest was stopped (QEMU run state `{status}`, a debugger or the monitor): stopped time is not silence"
+                ));
+            }
+            let silent = now.saturating_duration_since(self.last_seen);
+            self.stopped_for = self.stopped_for.saturating_add(silent);
+            self.last_seen = now;
+            self.stage = Stage::Live;
+        }
     }
 
     /// A message from the runner; returns the new signature it carried, if any.
@@ -487,11 +502,11 @@ impl CellState {
         match msg {
             GuestMessage::Hello(hello) => {
                 self.hello_at = Some(now);
-                self.watch.obs.reached_runner = true;
+                self.observer.obs.reached_runner = true;
                 self.release = Some(hello.kernel_release.clone());
                 self.guest_ready_ms = Some(hello.uptime_ms);
                 if hello.protocol != PROTOCOL_VERSION {
-                    self.watch.obs.infra.push(format!(
+                    self.observer.obs.infra.push(format!(
                         "the runner speaks protocol {} but this harness {}; rebuild the runner",
                         hello.protocol, PROTOCOL_VERSION
                     ));
@@ -510,12 +525,12 @@ impl CellState {
                 self.guest_phase = Some(phase);
                 actions.push(Action::Update(CellUpdate::Phase(phase)));
             }
-            GuestMessage::Kmsg(record) => hit = self.watch.kmsg(&record),
+            GuestMessage::Kmsg(record) => hit = self.observer.kmsg(&record),
             GuestMessage::Sample {
                 metric,
                 t_ms,
                 value,
-            } => self.watch.sample(metric, t_ms, value),
+            } => self.observer.sample(metric, t_ms, value),
             GuestMessage::Progress {
                 workload,
                 done,
@@ -525,16 +540,16 @@ impl CellState {
                 done,
                 total,
             })),
-            GuestMessage::Note { message } => self.watch.notes.push(message),
-            GuestMessage::Skip { reason } => self.watch.obs.skip = Some(reason),
-            GuestMessage::Fatal { message } => self.watch.obs.fatal = Some(message),
+            GuestMessage::Note { message } => self.observer.notes.push(message),
+            GuestMessage::Skip { reason } => self.observer.obs.skip = Some(reason),
+            GuestMessage::Fatal { message } => self.observer.obs.fatal = Some(message),
             GuestMessage::Finished(report) => {
                 self.finished_at = Some(now);
-                self.watch.obs.report = Some(report);
+                self.observer.obs.report = Some(report);
                 self.reported(actions);
             }
         }
-        let gave_up = self.watch.obs.skip.is_some() || self.watch.obs.fatal.is_some();
+        let gave_up = self.observer.obs.skip.is_some() || self.observer.obs.fatal.is_some();
         if gave_up && self.finished_at.is_none() {
             self.finished_at = Some(now);
             self.reported(actions);
@@ -559,9 +574,9 @@ impl CellState {
                 ..
             } => {
                 let (dumps, kmsg) = self.since(mark);
-                let missing = evidence::missing_dumps(&dumps);
+                let missing = sysrq::missing_dumps(&dumps);
                 let window_left = now < after(started, self.timeouts.evidence_max);
-                if !missing.is_empty() && attempt < evidence::SYSRQ_ATTEMPTS && window_left {
+                if !missing.is_empty() && attempt < sysrq::SYSRQ_ATTEMPTS && window_left {
                     self.stage = Stage::SendingSysrq {
                         mark,
                         attempt: attempt + 1,
@@ -572,17 +587,17 @@ impl CellState {
                 }
                 if !missing.is_empty() {
                     let keys: String = missing.iter().collect();
-                    self.watch.notes.push(format!(
+                    self.observer.notes.push(format!(
                         "no sysrq dump on the console for key(s) `{keys}` after {attempt} attempt(s): the guest did not handle them"
                     ));
                 }
                 self.name_where_stuck(&dumps, &kmsg);
-                actions.push(Action::WriteSysrq(evidence::sysrq_text(dumps, kmsg)));
+                actions.push(Action::WriteSysrq(sysrq::sysrq_text(dumps, kmsg)));
                 self.dump_and_end(now, actions);
             }
             Stage::CrashGrace { .. } => self.dump_and_end(now, actions),
             Stage::Panicking { .. } => {
-                self.watch.notes.push(format!(
+                self.observer.notes.push(format!(
                     "the kernel did not finish panicking within {:?} of the NMI: guest memory dumped as it was",
                     self.timeouts.evidence_max
                 ));
@@ -591,17 +606,17 @@ impl CellState {
             }
             Stage::Live => match (self.hello_at, self.finished_at) {
                 (None, _) => {
-                    if !self.watch.has_crash() {
-                        self.watch.obs.infra.push(format!(
+                    if !self.observer.has_crash() {
+                        self.observer.obs.infra.push(format!(
                             "the guest did not reach the kchaos runner within {:?}; {}",
                             self.timeouts.boot,
-                            self.watch.tail()
+                            self.observer.tail()
                         ));
                     }
                     self.end(actions);
                 }
                 (Some(_), Some(_)) => {
-                    self.watch.notes.push(format!(
+                    self.observer.notes.push(format!(
                         "the guest did not power off within {:?} of reporting; killed",
                         self.timeouts.poweroff
                     ));
@@ -621,7 +636,7 @@ impl CellState {
                             "the guest sent nothing for {:?} (phase: {}); {}",
                             self.timeouts.hang,
                             phase_name(self.guest_phase),
-                            self.watch.tail()
+                            self.observer.tail()
                         )
                     };
                     self.stage = Stage::Verifying { reason };
@@ -654,9 +669,14 @@ fn phase_name(phase: Option<Phase>) -> &'static str {
 }
 
 mod endings;
+mod keep_policy;
 mod outcome;
+pub mod sysrq;
 #[cfg(test)]
 mod tests;
+mod timeouts;
 
 pub use self::endings::Endings;
+pub use self::keep_policy::KeepPolicy;
 pub use self::outcome::Outcome;
+pub use self::timeouts::{millis, CellUpdate, Timeouts};

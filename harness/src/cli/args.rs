@@ -92,7 +92,17 @@ pub fn check_specs(specs: &[String]) -> Result<(), CliError> {
     Ok(())
 }
 
-/// How VMs are run: shared by `run`, `repro`, `replay` and `bisect`.
+/// Where a command's runs are recorded and how its VMs run (`replay`, `detect`).
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// Results directory [default: results/<command>-<timestamp>].
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub vm: VmArgs,
+}
+
+/// How VMs are run: shared by every command that boots.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VmArgs {
     /// VMs at once [default: the host's cores].

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use kchaos_harness::analysis::classify::{self, GateExit};
 use kchaos_harness::analysis::compare::{is_results_path, Side};
-use kchaos_harness::analysis::gate::{self, GateExit};
 use kchaos_harness::analysis::known::{retriage, Day, TriageSummary};
 use kchaos_harness::results::sources::{self, LoadedRun};
 use kchaos_harness::results::CellResult;
@@ -108,14 +108,14 @@ pub fn gate(args: &GateArgs) -> Result<Exit, CliError> {
     }
     let cand_refs: Vec<&CellResult> = candidate.iter().collect();
     let base_refs: Option<Vec<&CellResult>> = baseline.as_ref().map(|b| b.iter().collect());
-    let g = gate::gate(
+    let g = classify::gate(
         args.baseline.as_deref().zip(base_refs.as_deref()),
         (
             args.candidate.as_deref().unwrap_or("the results given"),
             &cand_refs,
         ),
     );
-    print!("{}", gate::table(&g));
+    print!("{}", kchaos_harness::report::table::gate_table(&g));
     if let Some(s) = &summary {
         print_triage(s);
     }

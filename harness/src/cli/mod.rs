@@ -4,18 +4,22 @@
 
 pub mod args;
 pub mod bisect;
+pub mod cache;
 pub mod detect;
 pub mod exit;
 pub mod gate;
-pub mod host;
 pub mod repro;
 pub mod results;
 pub mod run;
+pub mod setup;
 pub mod sweep;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use kchaos_harness::run::scope;
+use kchaos_harness::run::session::{Session, SessionOptions};
 use kchaos_harness::run::RunError;
 use kchaos_images::Cache;
 use kchaos_model::error_chain;
@@ -85,7 +89,7 @@ pub enum Command {
     /// Show what the cache holds and how much space it takes; prune it.
     Cache {
         #[command(subcommand)]
-        action: Option<host::CacheAction>,
+        action: Option<cache::CacheAction>,
     },
     /// Write report.html (self-contained) and junit.xml for results directories or
     /// databases; `kchaos run` writes both at the end of every run. With --kcidb, also
@@ -145,12 +149,12 @@ pub fn dispatch(command: Command, cache: Cache) -> Result<Exit, CliError> {
     match command {
         Command::Validate { files } => Ok(run::validate(&files)),
         Command::Run(args) => run::run(*args, cache),
-        Command::Fetch { kernels, list } => host::fetch(&kernels, &list, &cache),
-        Command::Analyze { dir, vmlinux } => host::analyze(&dir, vmlinux.as_deref(), &cache),
-        Command::BuildRunner => host::build_runner(),
-        Command::Setup { dry_run, yes } => host::setup(dry_run, yes),
-        Command::Doctor => host::doctor(&cache),
-        Command::Cache { action } => host::cache(action, &cache),
+        Command::Fetch { kernels, list } => cache::fetch(&kernels, &list, &cache),
+        Command::Analyze { dir, vmlinux } => results::analyze(&dir, vmlinux.as_deref(), &cache),
+        Command::BuildRunner => cache::build_runner(),
+        Command::Setup { dry_run, yes } => setup::setup(dry_run, yes),
+        Command::Doctor => setup::doctor(&cache),
+        Command::Cache { action } => cache::cache(action, &cache),
         Command::Report(args) => results::report(*args),
         Command::Compare {
             sources,
@@ -171,12 +175,21 @@ pub fn dispatch(command: Command, cache: Cache) -> Result<Exit, CliError> {
 
 /// The one async runtime a command needs (several threads: cells run in parallel).
 pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            CliError::Infrastructure(anyhow::Error::new(e).context("starting the async runtime"))
-        })
+    scope::runtime().map_err(runtime_error)
+}
+
+/// Runs `body` in a session opened with `opts` (described first), then waits for the
+/// VMs kept for debugging, whatever `body` returned: every command that boots runs
+/// through here ([`scope::with_session`]).
+pub fn with_session<T>(
+    opts: SessionOptions,
+    body: impl FnOnce(&tokio::runtime::Runtime, &Arc<Session>) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    scope::with_session(opts, body).map_err(runtime_error)?
+}
+
+fn runtime_error(e: scope::RuntimeError) -> CliError {
+    CliError::Infrastructure(anyhow::Error::new(e))
 }
 
 /// A run that could not start: usage errors are the user's, the rest the host's.
@@ -185,22 +198,5 @@ pub fn run_error(e: RunError) -> CliError {
         RunError::Scenarios(errors) => CliError::Scenarios(errors),
         e if e.is_usage() => CliError::Usage(error_chain(&e)),
         e => CliError::Infrastructure(anyhow::anyhow!(error_chain(&e))),
-    }
-}
-
-/// Prints what the session will run with (QEMU, accelerator, slots).
-pub fn describe_session(session: &kchaos_harness::run::session::Session) {
-    match session.infra() {
-        Ok(i) => {
-            let jobs = session.opts.jobs;
-            eprintln!(
-                "kchaos: QEMU {} with {} ({}), {jobs} VM{} at once",
-                i.qemu.version,
-                i.accel.accel.as_str(),
-                i.accel.reason,
-                if jobs == 1 { "" } else { "s" }
-            );
-        }
-        Err(e) => eprintln!("kchaos: no VM can boot: {}", error_chain(e)),
     }
 }

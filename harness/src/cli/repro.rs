@@ -1,25 +1,24 @@
 //! `kchaos repro` and `replay`: trials of one scenario on one kernel at a time, all
 //! through one session (each kernel resolved once, the runner located once, slots
-//! refilled as cells finish), with terminal output around `analysis::trials`. `bisect`
+//! refilled as cells finish), with terminal output around `analysis::reproduction`. `bisect`
 //! (`cli/bisect.rs`) runs its steps the same way.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use kchaos_harness::analysis::trials::{summary, Target, Trials};
+use kchaos_harness::analysis::reproduction::{Target, Trials};
+use kchaos_harness::report::table::trials_summary;
 use kchaos_harness::results::bundle;
 use kchaos_harness::run::matrix::{self, MatrixOptions};
-use kchaos_harness::run::session::Session;
 use kchaos_harness::run::trials::{run_trials, TrialOptions};
-use kchaos_harness::run::DEFAULT_KERNEL;
+use kchaos_harness::run::{RunOutcome, DEFAULT_KERNEL};
 use kchaos_images::Cache;
 use kchaos_model::error_chain;
 use kchaos_model::stats;
 use kchaos_model::verdict::Verdict;
 
-use super::args::{default_out, AccelArg, KernelListArgs, VmArgs};
+use super::args::{default_out, AccelArg, KernelListArgs, RecordArgs, VmArgs};
 use super::exit::{CliError, Exit};
-use super::{describe_session, run_error, runtime, sweep};
+use super::{run_error, sweep, with_session};
 
 #[derive(Debug, clap::Args)]
 pub struct ReproArgs {
@@ -69,11 +68,8 @@ pub struct ReplayArgs {
     pub runs: u32,
     #[command(flatten)]
     pub list: KernelListArgs,
-    /// Results directory [default: results/replay-<timestamp>].
-    #[arg(short, long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
     #[command(flatten)]
-    pub vm: VmArgs,
+    pub record: RecordArgs,
 }
 
 /// Results that could not be written fail the command like they fail a run.
@@ -95,59 +91,54 @@ pub fn repro(args: ReproArgs, cache: Cache) -> Result<Exit, CliError> {
         .clone()
         .unwrap_or_else(|| default_out(Some("repro")));
     let variants = sweep::variants(&args.scenario, &args.sets, &out).map_err(CliError::Usage)?;
-    let rt = runtime()?;
-    let session = rt.block_on(Session::open(args.trial.vm.session(&cache)));
-    let session = Arc::new(session);
-    describe_session(&session);
-    let mut results: Vec<(String, Trials)> = Vec::new();
-    let mut wrote = true;
-    for (label, file) in &variants {
-        // One results directory per variant, named like its scenario file.
-        let dir = match file.file_stem() {
-            Some(stem) if variants.len() > 1 => out.join(stem),
-            _ => out.clone(),
-        };
-        let opts = TrialOptions {
-            scenario: file.clone(),
-            kernel: kernel.clone(),
-            target: target.clone(),
-            max_runs: args.max_runs,
-            stop_at_first: !args.all,
-            out: dir,
-            seed: args.trial.seed,
-            db: None,
-            require_boot: false,
-        };
-        let trials = rt
-            .block_on(run_trials(&session, &opts))
-            .map_err(run_error)?;
-        wrote &= wrote_everything(&trials);
-        let name = if variants.len() == 1 {
-            args.scenario.display().to_string()
-        } else {
-            format!("{} [{label}]", args.scenario.display())
-        };
-        print!("{}", summary(&name, &kernel, &target, &trials));
-        let stop = trials.interrupted;
-        results.push((label.clone(), trials));
-        if stop {
-            return Ok(Exit::Interrupted);
+    with_session(args.trial.vm.session(&cache), |rt, session| {
+        let mut results: Vec<(String, Trials)> = Vec::new();
+        let mut wrote = true;
+        for (label, file) in &variants {
+            // One results directory per variant, named like its scenario file.
+            let dir = match file.file_stem() {
+                Some(stem) if variants.len() > 1 => out.join(stem),
+                _ => out.clone(),
+            };
+            let opts = TrialOptions {
+                stop_at_first: !args.all,
+                seed: args.trial.seed,
+                ..TrialOptions::new(
+                    file.clone(),
+                    kernel.clone(),
+                    target.clone(),
+                    args.max_runs,
+                    dir,
+                )
+            };
+            let trials = rt.block_on(run_trials(session, &opts)).map_err(run_error)?;
+            wrote &= wrote_everything(&trials);
+            let name = if variants.len() == 1 {
+                args.scenario.display().to_string()
+            } else {
+                format!("{} [{label}]", args.scenario.display())
+            };
+            print!("{}", trials_summary(&name, &kernel, &target, &trials));
+            let stop = trials.interrupted;
+            results.push((label.clone(), trials));
+            if stop {
+                return Ok(Exit::Interrupted);
+            }
         }
-    }
-    if results.len() > 1 {
-        print_sweep(&results);
-    }
-    rt.block_on(session.wait_kept());
-    let judged = results.iter().any(|(_, t)| t.runs > 0);
-    let hit = results.iter().any(|(_, t)| t.hits > 0);
-    Ok(if !wrote {
-        Exit::Infrastructure
-    } else if hit {
-        Exit::Failures
-    } else if judged {
-        Exit::Ok
-    } else {
-        Exit::CannotTest
+        if results.len() > 1 {
+            print_sweep(&results);
+        }
+        let judged = results.iter().any(|(_, t)| t.runs > 0);
+        let hit = results.iter().any(|(_, t)| t.hits > 0);
+        Ok(if !wrote {
+            Exit::Infrastructure
+        } else if hit {
+            Exit::Failures
+        } else if judged {
+            Exit::Ok
+        } else {
+            Exit::CannotTest
+        })
     })
 }
 
@@ -179,6 +170,7 @@ fn print_sweep(results: &[(String, Trials)]) {
 
 pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
     let out = args
+        .record
         .out
         .clone()
         .unwrap_or_else(|| default_out(Some("replay")));
@@ -186,7 +178,7 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
         .map_err(|e| CliError::usage(error_chain(&e)))?;
     let kernel = args.list.expand_one(manifest.kernel_spec())?;
     let runs = args.runs;
-    let mut vm = args.vm.clone();
+    let mut vm = args.record.vm.clone();
     // The same accelerator, unless the user says otherwise: timing bugs depend on it.
     if matches!(vm.accel, AccelArg::Auto) {
         vm.accel = match manifest.accel.as_deref() {
@@ -195,26 +187,20 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
             _ => AccelArg::Auto,
         };
     }
+    // The bundle's scenario is the one as run: its `[vm] cpus` is the cell's topology
+    // (no topology axis); a replay asks whether the failure recurs, known or not (no
+    // known issues).
     let opts = MatrixOptions {
-        scenarios: vec![scenario],
-        kernels: vec![kernel.clone()],
-        // The bundle's scenario is the one as run: its `[vm] cpus` is the cell's topology.
-        topologies: Vec::new(),
         repeat: runs,
-        shard: None,
-        resume: false,
-        out: out.clone(),
-        db: None,
         seed: Some(manifest.seed),
         same_seed: true,
-        // A replay asks whether the failure recurs, known or not.
-        known: None,
         // The bundle's failure, seen again, ends a run at once (a signature that makes
         // it `fail` needs no more of the scenario's duration).
         until: manifest
             .verdict
             .is_failure()
             .then_some(Target::Verdict(manifest.verdict)),
+        ..MatrixOptions::new(vec![scenario], vec![kernel.clone()], out.clone())
     };
     println!(
         "replaying {} ({}: {}) on {}, seed {}, {} run{}",
@@ -233,14 +219,15 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
             kchaos_model::VERSION
         );
     }
-    let rt = runtime()?;
-    let (session, outcome) = rt.block_on(async {
-        let session = Arc::new(Session::open(vm.session(&cache)).await);
-        describe_session(&session);
-        let outcome = matrix::run(&session, &opts).await;
-        (session, outcome)
-    });
-    let outcome = outcome?;
+    with_session(vm.session(&cache), |rt, session| {
+        let outcome = rt.block_on(matrix::run(session, &opts))?;
+        Ok(replayed(&manifest, &outcome))
+    })
+}
+
+/// Prints each replayed cell against the bundle and how often the failure recurred;
+/// the exit says whether it did.
+fn replayed(manifest: &bundle::Manifest, outcome: &RunOutcome) -> Exit {
     let mut recurred = 0u32;
     let mut judged = 0u32;
     for cell in &outcome.results.cells {
@@ -304,8 +291,7 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
     for f in &outcome.write_failures {
         eprintln!("kchaos: error: results not written: {f}");
     }
-    rt.block_on(session.wait_kept());
-    Ok(if outcome.interrupted {
+    if outcome.interrupted {
         Exit::Interrupted
     } else if !outcome.write_failures.is_empty() {
         Exit::Infrastructure
@@ -315,5 +301,5 @@ pub fn replay(args: ReplayArgs, cache: Cache) -> Result<Exit, CliError> {
         Exit::Ok
     } else {
         Exit::CannotTest
-    })
+    }
 }

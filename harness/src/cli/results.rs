@@ -1,5 +1,6 @@
-//! `kchaos report` (HTML, JUnit, KCIDB), `compare` and `merge`, and the report written
-//! after a run: argument handling and terminal output around the library's modules.
+//! `kchaos report` (HTML, JUnit, KCIDB), `compare`, `merge` and `analyze` (a cell's
+//! memory dump), and the report written after a run: argument handling and terminal
+//! output around the library's modules.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use kchaos_harness::results::merge as merging;
 use kchaos_harness::results::sources::{self, LoadedRun};
 use kchaos_harness::run::RunOutcome;
 use kchaos_images::kernel_list::KernelList;
+use kchaos_images::Cache;
 use kchaos_model::error_chain;
 
 use super::args::{CompareArgs, KcidbArgs, KernelListArgs, KnownArgs};
@@ -167,7 +169,7 @@ pub fn compare(
     let mut written_ok = true;
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&cmp).context("encoding the comparison")?;
-        if let Err(e) = kchaos_images::Cache::write_atomic(&path, (text + "\n").as_bytes()) {
+        if let Err(e) = Cache::write_atomic(&path, (text + "\n").as_bytes()) {
             eprintln!("kchaos: error: {}", error_chain(&e));
             written_ok = false;
         }
@@ -322,4 +324,16 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Exit, CliError> {
             Exit::Infrastructure
         },
     )
+}
+
+/// `kchaos analyze`: the `crash` utility on a cell's memory dump; prints where it
+/// kept its output (analysis.txt in the cell's directory).
+pub fn analyze(dir: &Path, vmlinux: Option<&Path>, cache: &Cache) -> Result<Exit, CliError> {
+    match kchaos_harness::analysis::crash::analyze(dir, vmlinux, cache) {
+        Ok(report) => {
+            println!("{}", report.display());
+            Ok(Exit::Ok)
+        }
+        Err(e) => Err(CliError::Infrastructure(anyhow::anyhow!(error_chain(&e)))),
+    }
 }

@@ -1,19 +1,17 @@
 //! `kchaos run` and `kchaos validate`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use kchaos_harness::plan::Shard;
 use kchaos_harness::report::table::summary_table;
 use kchaos_harness::run::matrix::{self, MatrixOptions};
-use kchaos_harness::run::session::Session;
 use kchaos_harness::scenario;
 use kchaos_images::Cache;
 use kchaos_model::topology::Topology;
 
 use super::args::{default_out, KernelListArgs, KnownArgs, VmArgs};
 use super::exit::{CliError, Exit};
-use super::{describe_session, results, run_error, runtime};
+use super::{results, run_error, with_session};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -74,35 +72,28 @@ pub fn run(args: RunArgs, cache: Cache) -> Result<Exit, CliError> {
         eprintln!("kchaos: {} cells", lines.len());
         return Ok(Exit::Ok);
     }
-    let rt = runtime()?;
-    let (session, outcome) = rt.block_on(async {
-        let session = Arc::new(Session::open(args.vm.session(&cache)).await);
-        describe_session(&session);
-        let outcome = matrix::run(&session, &opts).await;
-        (session, outcome)
-    });
-    let outcome = outcome?;
-    print!("{}", summary_table(&outcome.results));
-    if let Some(triage) = &outcome.results.triage {
-        super::gate::print_triage(triage);
-    }
-    println!(
-        "results: {}",
-        kchaos_harness::results::RunResults::path(&outcome.dir).display()
-    );
-    let mut write_failed = !outcome.write_failures.is_empty();
-    for failure in &outcome.write_failures {
-        eprintln!("kchaos: error: results not written: {failure}");
-    }
-    let exit_interrupted = outcome.interrupted;
-    write_failed |= !results::after_run(&outcome);
-    // Everything is written: only now wait for the engineer to release kept VMs.
-    rt.block_on(session.wait_kept());
-    Ok(Exit::of_run(
-        &outcome.results,
-        exit_interrupted,
-        write_failed,
-    ))
+    with_session(args.vm.session(&cache), |rt, session| {
+        let outcome = rt.block_on(matrix::run(session, &opts))?;
+        print!("{}", summary_table(&outcome.results));
+        if let Some(triage) = &outcome.results.triage {
+            super::gate::print_triage(triage);
+        }
+        println!(
+            "results: {}",
+            kchaos_harness::results::RunResults::path(&outcome.dir).display()
+        );
+        let mut write_failed = !outcome.write_failures.is_empty();
+        for failure in &outcome.write_failures {
+            eprintln!("kchaos: error: results not written: {failure}");
+        }
+        write_failed |= !results::after_run(&outcome);
+        // Everything is written: the session waits for kept VMs only after this.
+        Ok(Exit::of_run(
+            &outcome.results,
+            outcome.interrupted,
+            write_failed,
+        ))
+    })
 }
 
 /// The matrix the arguments ask for: resumed from its directory, or from the scenarios
@@ -120,18 +111,18 @@ fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliErr
                 CliError::usage(format!("{}: its plan's topology {why}", dir.display()))
             })?;
         return Ok(MatrixOptions {
-            scenarios: plan.scenarios.iter().map(PathBuf::from).collect(),
-            kernels: plan.kernels,
             topologies,
             repeat: plan.repeat,
             shard: plan.shard,
             resume: true,
-            out: dir.clone(),
             db: args.db.clone(),
             seed: args.seed.or(plan.seed),
-            same_seed: false,
             known: args.known.load(&args.list)?,
-            until: None,
+            ..MatrixOptions::new(
+                plan.scenarios.iter().map(PathBuf::from).collect(),
+                plan.kernels,
+                dir.clone(),
+            )
         });
     }
     let kernels = args.list.expand(&args.kernels)?;
@@ -163,18 +154,17 @@ fn matrix_options(args: &RunArgs, cache: &Cache) -> Result<MatrixOptions, CliErr
         None => Vec::new(),
     };
     Ok(MatrixOptions {
-        scenarios,
-        kernels,
         topologies,
         repeat: args.repeat,
         shard: args.shard,
-        resume: false,
-        out: args.out.clone().unwrap_or_else(|| default_out(None)),
         db: args.db.clone(),
         seed: args.seed,
-        same_seed: false,
         known: args.known.load(&args.list)?,
-        until: None,
+        ..MatrixOptions::new(
+            scenarios,
+            kernels,
+            args.out.clone().unwrap_or_else(|| default_out(None)),
+        )
     })
 }
 

@@ -1,5 +1,11 @@
-//! The summary table `kchaos run` prints at the end: one row per cell.
+//! What the terminal shows at the end of a command: `kchaos run`'s summary table (one
+//! row per cell), a trial series' report (`repro`), the gate's classes (`gate`, `run
+//! --known`). The numbers come from `analysis/`; this only lays them out.
 
+use std::fmt::Write as _;
+
+use crate::analysis::classify::{Gate, GateExit};
+use crate::analysis::reproduction::{Target, Trials};
 use crate::results::RunResults;
 
 /// Longest reason shown in a row; the rest is in the results.
@@ -64,6 +70,119 @@ pub fn summary_table(results: &RunResults) -> String {
     out
 }
 
+/// The gate as a terminal table.
+pub fn gate_table(gate: &Gate) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}candidate {}",
+        gate.baseline
+            .as_ref()
+            .map(|b| format!("baseline {b} vs "))
+            .unwrap_or_default(),
+        gate.candidate
+    );
+    let mut rows = vec![[
+        "SCENARIO".to_owned(),
+        "CLASS".to_owned(),
+        "BASELINE".to_owned(),
+        "CANDIDATE".to_owned(),
+        "KNOWN".to_owned(),
+    ]];
+    for r in &gate.rows {
+        rows.push([
+            crate::results::scenario_label(&r.scenario, r.topology.as_deref()),
+            r.class.as_str().to_owned(),
+            r.baseline.map_or_else(|| "-".to_owned(), |b| b.text()),
+            r.candidate.text(),
+            r.known.join(", "),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let _ = writeln!(
+        out,
+        "gate: {}",
+        match gate.exit {
+            GateExit::Ok => "ok: nothing new",
+            GateExit::Violation => "FAILED: a regression or an untriaged failure",
+            GateExit::Incomplete => "INCOMPLETE: cells missing or in error",
+        }
+    );
+    out
+}
+
+/// The report of a trial series, for the terminal.
+pub fn trials_summary(scenario: &str, kernel: &str, target: &Target, t: &Trials) -> String {
+    let mut out = String::new();
+    let (p, lo, hi) = t.probability();
+    let _ = writeln!(
+        out,
+        "{scenario} on {kernel}, until {}: {} hit{} in {} run{}{}",
+        target.describe(),
+        t.hits,
+        if t.hits == 1 { "" } else { "s" },
+        t.runs,
+        if t.runs == 1 { "" } else { "s" },
+        if t.errors > 0 {
+            format!(" ({} runs could not be judged: error)", t.errors)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(why) = &t.skipped {
+        let _ = writeln!(out, "  skipped on this kernel: {why}");
+    }
+    if t.runs > 0 {
+        let _ = writeln!(
+            out,
+            "  reproduction probability {p:.2} per run (95% Wilson interval {lo:.2}-{hi:.2})"
+        );
+    }
+    match &t.first_hit {
+        Some((cell, seed, after)) => {
+            let _ = writeln!(
+                out,
+                "  first hit: {cell} (seed {seed}) after {:.0}s",
+                after.as_secs_f64()
+            );
+        }
+        None if t.runs > 0 => {
+            let _ = writeln!(
+                out,
+                "  not reproduced; if it reproduces at all, p < {hi:.2} per run (95%)"
+            );
+        }
+        None => {}
+    }
+    if let Some(eta) = t.expected_time_to_hit() {
+        let _ = writeln!(
+            out,
+            "  one run takes {:.0}s; expected time to a hit {:.0}s",
+            t.mean_run.as_secs_f64(),
+            eta.as_secs_f64()
+        );
+    }
+    for (id, seen) in &t.fingerprints {
+        let _ = writeln!(
+            out,
+            "  fingerprint {id} x{}: {} (first in {})",
+            seen.count, seen.title, seen.first_cell
+        );
+    }
+    let _ = writeln!(out, "  results: {}", t.dir.display());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +224,50 @@ mod tests {
         assert!(
             lines[1].contains(" 2s1c ") && lines[1].contains("pass"),
             "{table}"
+        );
+    }
+
+    /// The gate of `analysis::classify`'s test, where it passes: `c`'s failure is a
+    /// known issue's, the rest pass again.
+    #[test]
+    fn the_gate_names_each_scenarios_class() {
+        use crate::analysis::classify::{Class, Counts, GateRow};
+        let passed = Counts {
+            pass: 1,
+            ..Counts::default()
+        };
+        let row = |scenario: &str, class, candidate, known: &[&str]| GateRow {
+            scenario: scenario.to_owned(),
+            topology: None,
+            class,
+            baseline: Some(passed),
+            candidate,
+            known: known.iter().map(ToString::to_string).collect(),
+        };
+        let g = Gate {
+            baseline: Some("old".to_owned()),
+            candidate: "new".to_owned(),
+            rows: vec![
+                row("a", Class::Pass, passed, &[]),
+                row("b", Class::Pass, passed, &[]),
+                row(
+                    "c",
+                    Class::Known,
+                    Counts {
+                        known: 1,
+                        ..Counts::default()
+                    },
+                    &["bug-1"],
+                ),
+                row("d", Class::Pass, passed, &[]),
+            ],
+            exit: GateExit::Ok,
+        };
+        assert_eq!(g.exit, GateExit::Ok, "{}", gate_table(&g));
+        assert!(
+            gate_table(&g).contains("c         known"),
+            "{}",
+            gate_table(&g)
         );
     }
 }

@@ -44,7 +44,30 @@ pub struct MatrixOptions {
     pub known: Option<Arc<KnownIssues>>,
     /// The outcome the run looks for (a replay: the bundle's failure): a signature that
     /// decides it ends the cell at once. `None` for `kchaos run`.
-    pub until: Option<crate::analysis::trials::Target>,
+    pub until: Option<crate::analysis::reproduction::Target>,
+}
+
+impl MatrixOptions {
+    /// Every scenario on every kernel once, recorded in `out`: each scenario's own
+    /// topologies, the whole matrix (no shard), a fresh directory and database, a
+    /// random seed per cell, no known issues, every cell run its course. Callers
+    /// change what their command asks for.
+    pub fn new(scenarios: Vec<PathBuf>, kernels: Vec<String>, out: PathBuf) -> MatrixOptions {
+        MatrixOptions {
+            scenarios,
+            kernels,
+            topologies: Vec::new(),
+            repeat: 1,
+            shard: None,
+            resume: false,
+            out,
+            db: None,
+            seed: None,
+            same_seed: false,
+            known: None,
+            until: None,
+        }
+    }
 }
 
 /// The matrix of `opts`, as lines for `kchaos run --plan` (scenario, kernel, topology

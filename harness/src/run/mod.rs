@@ -5,11 +5,13 @@
 //! recorded cell by cell ([`recorder`]).
 
 pub mod bisect;
+pub mod kill_matrix;
 pub mod lock;
 pub mod matrix;
 pub mod progress;
 pub mod recorder;
 pub mod scheduler;
+pub mod scope;
 pub mod session;
 pub mod timings;
 pub mod trials;

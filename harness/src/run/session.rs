@@ -16,7 +16,7 @@ use kchaos_model::verdict::Verdict;
 use tokio::sync::{watch, OnceCell};
 
 use super::progress::Progress;
-use crate::analysis::trials::Target;
+use crate::analysis::reproduction::Target;
 use crate::cell::preboot::Preboot;
 use crate::cell::{self, requirements, CellEnv, CellSpec, DumpPolicy, Gdb, KeepPolicy, Keeper};
 use crate::results::CellResult;
@@ -144,6 +144,15 @@ impl Session {
     /// records it.
     pub async fn open(opts: SessionOptions) -> Session {
         let infra = prepare_infra(&opts).await.map_err(Arc::new);
+        Session::with_infra(opts, infra)
+    }
+
+    /// A session on `infra` as found (or why there is none); needs a tokio runtime for
+    /// its interrupt listener.
+    pub(crate) fn with_infra(
+        opts: SessionOptions,
+        infra: Result<Infra, Arc<InfraError>>,
+    ) -> Session {
         Session {
             infra,
             kernels: Mutex::new(HashMap::new()),
@@ -172,6 +181,30 @@ impl Session {
             if kept == 1 { "it" } else { "them" },
         );
         self.keeper.wait().await;
+    }
+
+    /// What the session runs with (QEMU, accelerator, slots), or why no VM can boot:
+    /// the line every command that boots prints first.
+    pub fn describe(&self) -> String {
+        match self.infra() {
+            Ok(i) => {
+                let jobs = self.opts.jobs;
+                format!(
+                    "kchaos: QEMU {} with {} ({}), {jobs} VM{} at once",
+                    i.qemu.version,
+                    i.accel.accel.as_str(),
+                    i.accel.reason,
+                    if jobs == 1 { "" } else { "s" }
+                )
+            }
+            Err(e) => format!("kchaos: no VM can boot: {}", error_chain(e)),
+        }
+    }
+
+    /// The VMs kept for debugging (the scope's tests keep one).
+    #[cfg(test)]
+    pub(crate) fn keeper(&self) -> &Keeper {
+        &self.keeper
     }
 
     pub fn infra(&self) -> Result<&Infra, &InfraError> {

@@ -16,7 +16,7 @@ use super::recorder::Recorder;
 use super::scheduler::{self, Ended, Flow};
 use super::session::{random_seed, Job, Session};
 use super::RunError;
-use crate::analysis::trials::{Target, Trials};
+use crate::analysis::reproduction::{Target, Trials};
 use crate::plan::{self, CellKey};
 use crate::results::{PlanInfo, RunResults};
 use crate::scenario;
@@ -38,6 +38,31 @@ pub struct TrialOptions {
     pub db: Option<PathBuf>,
     /// A run whose kernel never reached the runner judges nothing (`bisect`).
     pub require_boot: bool,
+}
+
+impl TrialOptions {
+    /// Up to `max_runs` runs of `scenario` on `kernel` until `target` shows up, recorded
+    /// in `out`, stopping at the first hit: a new seed per run, the directory's own
+    /// database, a run whose kernel never booted judged like any other.
+    pub fn new(
+        scenario: PathBuf,
+        kernel: String,
+        target: Target,
+        max_runs: u32,
+        out: PathBuf,
+    ) -> TrialOptions {
+        TrialOptions {
+            scenario,
+            kernel,
+            target,
+            max_runs,
+            stop_at_first: true,
+            out,
+            seed: None,
+            db: None,
+            require_boot: false,
+        }
+    }
 }
 
 pub async fn run_trials(session: &Arc<Session>, opts: &TrialOptions) -> Result<Trials, RunError> {

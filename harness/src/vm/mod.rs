@@ -8,6 +8,7 @@ pub mod channel;
 pub mod command;
 pub mod console;
 pub mod image;
+pub mod launch;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

@@ -167,38 +167,55 @@ pub(super) fn verdict_row(
     }
     // Not significant. A higher rate on the candidate is unknown, not the same.
     if let Some(q) = [severe, any].into_iter().find(|q| q.candidate_higher(b, c)) {
-        let from = b.ran.max(c.ran) + 1;
-        let needed = stats::fisher_runs_needed(
-            Question::rate(q.base, b.ran),
-            Question::rate(q.cand, c.ran),
-            alpha,
-            from,
-            MAX_RUNS_NEEDED,
-        );
         row.outcome = Outcome::Inconclusive;
-        row.repeats_needed = needed;
-        let sample = if reachable {
-            format!("Fisher p = {:.3}", q.test.p_greater)
-        } else {
-            cannot_reach(as_usize(b.ran), as_usize(c.ran), "runs", alpha)
-        };
-        let more = match needed {
-            Some(n) => {
-                format!("at these rates {n} per side would show it: rerun with --repeat {n}")
-            }
-            None => {
-                format!("telling these rates apart takes more than {MAX_RUNS_NEEDED} runs per side")
-            }
-        };
-        row.why = format!(
-            "need more runs: {} {}; {sample}; {more}; first failure: {}",
-            q.what,
-            q.counts(b, c),
-            first_reason(cand, |v| v.is_failure())
-        );
+        (row.repeats_needed, row.why) = need_more_runs(q, b, c, reachable, alpha, cand);
         return row;
     }
-    row.why = if any.base == 0 && any.cand == 0 {
+    row.why = unchanged_why(any, b, c);
+    row
+}
+
+/// A higher rate on the candidate that the runs cannot tell from chance: how many runs
+/// per side would show it, and why the row is inconclusive.
+fn need_more_runs(
+    q: Question,
+    b: Rates,
+    c: Rates,
+    reachable: bool,
+    alpha: f64,
+    cand: Cells<'_, '_>,
+) -> (Option<u64>, String) {
+    let from = b.ran.max(c.ran) + 1;
+    let needed = stats::fisher_runs_needed(
+        Question::rate(q.base, b.ran),
+        Question::rate(q.cand, c.ran),
+        alpha,
+        from,
+        MAX_RUNS_NEEDED,
+    );
+    let sample = if reachable {
+        format!("Fisher p = {:.3}", q.test.p_greater)
+    } else {
+        cannot_reach(as_usize(b.ran), as_usize(c.ran), "runs", alpha)
+    };
+    let more = match needed {
+        Some(n) => format!("at these rates {n} per side would show it: rerun with --repeat {n}"),
+        None => {
+            format!("telling these rates apart takes more than {MAX_RUNS_NEEDED} runs per side")
+        }
+    };
+    let why = format!(
+        "need more runs: {} {}; {sample}; {more}; first failure: {}",
+        q.what,
+        q.counts(b, c),
+        first_reason(cand, |v| v.is_failure())
+    );
+    (needed, why)
+}
+
+/// Why an unchanged verdict row is unchanged (nothing when neither side failed).
+fn unchanged_why(any: Question, b: Rates, c: Rates) -> String {
+    if any.base == 0 && any.cand == 0 {
         String::new()
     } else if any.base == b.ran && any.cand == c.ran {
         "fails in every run on both sides (a persistent failure)".to_owned()
@@ -210,8 +227,7 @@ pub(super) fn verdict_row(
         )
     } else {
         format!("fails as often: {}", any.counts(b, c))
-    };
-    row
+    }
 }
 
 fn fisher(fails_b: u64, runs_b: u64, fails_c: u64, runs_c: u64) -> Option<Fisher> {

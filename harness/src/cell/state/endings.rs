@@ -7,11 +7,9 @@ use std::time::Instant;
 
 use kchaos_model::protocol::HostMessage;
 use kchaos_model::signature::{Severity, SignatureHit};
-use kchaos_model::verdict;
 
-use super::{after, evidence, Action, CellState, Mark, Stage};
-use crate::analysis::trials::Target;
-use crate::cell::keep::KeepPolicy;
+use super::{after, sysrq, Action, CellState, KeepPolicy, Mark, Stage};
+use crate::analysis::reproduction::Target;
 
 /// How a cell may end besides running its course; fixed when it starts.
 #[derive(Debug, Clone, Default)]
@@ -40,16 +38,11 @@ pub struct Endings {
 impl CellState {
     /// Whether a VM that ends now is kept, by the policy and the verdict it will get.
     pub(super) fn keeps(&self) -> bool {
-        if self.exited() || self.interrupted {
+        if self.exited() || self.interrupted || self.endings.keep == KeepPolicy::Never {
             return false;
         }
-        match self.endings.keep {
-            KeepPolicy::Never => false,
-            KeepPolicy::Always => true,
-            KeepPolicy::Failures => verdict::decide(&self.scenario, &self.observations(None))
-                .verdict
-                .is_failure(),
-        }
+        let verdict = self.decide(&self.observations(None)).verdict;
+        self.endings.keep.keeps(verdict)
     }
 
     /// The cell is decided: keep its VM if asked to, else kill it.
@@ -79,7 +72,7 @@ impl CellState {
         if hit.severity == Severity::Crash {
             if let Stage::SendingSysrq { mark, .. } | Stage::Collecting { mark, .. } = self.stage {
                 let (console, kmsg) = self.since(mark);
-                actions.push(Action::WriteSysrq(evidence::sysrq_text(console, kmsg)));
+                actions.push(Action::WriteSysrq(sysrq::sysrq_text(console, kmsg)));
                 self.stage = Stage::Live;
             }
         }
@@ -99,7 +92,7 @@ impl CellState {
         let after_s = now.saturating_duration_since(self.spawned_at).as_secs_f64();
         match &self.endings.until {
             Some(target) if target.decided_by(hit) => {
-                self.watch.notes.push(format!(
+                self.observer.notes.push(format!(
                     "ended at once: kernel log [{}] decides the target ({}) {after_s:.1}s after QEMU started; evidence collected, the rest of the run skipped",
                     hit.id,
                     target.describe(),
@@ -109,7 +102,7 @@ impl CellState {
             // Looking for something else: the cell runs on.
             Some(_) => {}
             None if hit.severity == Severity::Fail && !self.endings.full_duration => {
-                self.watch.notes.push(format!(
+                self.observer.notes.push(format!(
                     "ended at once: kernel log [{}] fails the cell {after_s:.1}s after QEMU started; evidence collected, the rest of the run skipped (--full-duration runs it out)",
                     hit.id,
                 ));
@@ -139,19 +132,19 @@ impl CellState {
     pub(super) fn send_sysrq(&mut self, actions: &mut Vec<Action>) {
         self.stage = Stage::SendingSysrq {
             mark: Mark {
-                console: self.watch.console_lines.len(),
-                kmsg: self.watch.kmsg_lines().len(),
+                console: self.observer.console_lines.len(),
+                kmsg: self.observer.kmsg_lines().len(),
             },
             attempt: 1,
             started: None,
         };
-        actions.push(Action::SendSysrq(evidence::sysrq_keys()));
+        actions.push(Action::SendSysrq(sysrq::sysrq_keys()));
     }
 
     /// The console lines and kmsg records since `mark`: the evidence window's.
     pub(super) fn since(&self, mark: Mark) -> (Vec<String>, Vec<String>) {
-        let console = self.watch.console_lines.get(mark.console..);
-        let kmsg = self.watch.kmsg_lines().get(mark.kmsg..);
+        let console = self.observer.console_lines.get(mark.console..);
+        let kmsg = self.observer.kmsg_lines().get(mark.kmsg..);
         (
             console.unwrap_or_default().to_vec(),
             kmsg.unwrap_or_default().to_vec(),
@@ -166,9 +159,9 @@ impl CellState {
         lines.extend(kmsg.iter().cloned());
         let stuck = kchaos_model::blocked::parse(&lines);
         if let Some(summary) = stuck.summary() {
-            match &mut self.watch.obs.hang {
+            match &mut self.observer.obs.hang {
                 Some(reason) => *reason = format!("stuck in the kernel: {summary}; {reason}"),
-                None => self.watch.obs.stuck = Some(summary),
+                None => self.observer.obs.stuck = Some(summary),
             }
         }
         self.stuck = Some(stuck);
@@ -187,7 +180,7 @@ impl CellState {
                 actions.push(Action::InjectNmi);
                 return;
             }
-            self.watch.notes.push(
+            self.observer.notes.push(
                 "guest memory dumped live, without the NMI panic, to keep the guest as it was: `crash`'s bt may not walk a CPU caught on an entry stack (the monitor's `nmi`, then `dump-guest-memory`, gives a walkable dump)".to_owned(),
             );
         }

@@ -7,18 +7,21 @@ use std::time::Instant;
 
 use kchaos_model::fingerprint::Fingerprint;
 use kchaos_model::metrics::Metric;
-use kchaos_model::verdict::Observations;
+use kchaos_model::verdict::{self, Decision, Observations, Verdict};
 
 use super::{CellState, Stage};
 
-/// What a finished cell saw, for the verdict and the result.
+/// What a finished cell saw and the verdict it gets, for the result.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The cell's verdict, decided here once ([`CellState::decide`]).
+    pub decision: Decision,
     pub obs: Observations,
     pub boot_ms: Option<u64>,
     pub guest_ready_ms: Option<u64>,
     pub release: Option<String>,
     pub notes: Vec<String>,
+    /// What ended a failed, crashed or hung cell; a pass has none.
     pub fingerprint: Option<Fingerprint>,
     /// The console lines, for evidence written after the end.
     pub sysrq: Option<PathBuf>,
@@ -28,10 +31,16 @@ pub struct Outcome {
 }
 
 impl CellState {
+    /// The verdict of what the cell saw: the one place a cell's verdict is decided,
+    /// while it still runs (whether its VM is kept) and at its end (its result).
+    pub(super) fn decide(&self, obs: &Observations) -> Decision {
+        verdict::decide(&self.scenario, obs)
+    }
+
     /// What the cell saw, as the verdict reads it. `qemu_stderr` is what QEMU printed
     /// once it is gone; `None` while the cell is still deciding (whether to keep its VM).
     pub(super) fn observations(&self, qemu_stderr: Option<&str>) -> Observations {
-        let w = &self.watch;
+        let w = &self.observer;
         let mut obs = w.obs.clone();
         if w.corrupt_bytes > 0 {
             obs.infra.push(format!(
@@ -77,11 +86,15 @@ impl CellState {
     /// for a kept VM).
     pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
         let obs = self.observations(Some(qemu_stderr));
+        let decision = self.decide(&obs);
+        let failed = matches!(
+            decision.verdict,
+            Verdict::Crash | Verdict::Fail | Verdict::Hang
+        );
         let hung = obs.hang.is_some();
-        let since_start =
-            |t: Instant| crate::cell::millis(t.saturating_duration_since(self.spawned_at));
+        let since_start = |t: Instant| super::millis(t.saturating_duration_since(self.spawned_at));
         let boot_from = self.boot_from.unwrap_or(self.spawned_at);
-        let w = &mut self.watch;
+        let w = &mut self.observer;
         if self.stage == Stage::Kept {
             w.notes.push(
                 "the VM was kept for debugging after the verdict (--keep-on-failure / --keep)"
@@ -89,20 +102,24 @@ impl CellState {
             );
         }
         Outcome {
+            decision,
             obs,
             boot_ms: self
                 .hello_at
-                .map(|h| crate::cell::millis(h.saturating_duration_since(boot_from))),
+                .map(|h| super::millis(h.saturating_duration_since(boot_from))),
             guest_ready_ms: self.guest_ready_ms,
             release: self.release,
             // A kernel report's stack first; a hang without one is fingerprinted by
             // where its dumps showed the kernel stuck.
-            fingerprint: w.fingerprint().or_else(|| {
-                self.stuck
-                    .as_ref()
-                    .filter(|_| hung)
-                    .and_then(kchaos_model::blocked::Stuck::fingerprint)
-            }),
+            fingerprint: w
+                .fingerprint()
+                .or_else(|| {
+                    self.stuck
+                        .as_ref()
+                        .filter(|_| hung)
+                        .and_then(kchaos_model::blocked::Stuck::fingerprint)
+                })
+                .filter(|_| failed),
             notes: std::mem::take(&mut w.notes),
             sysrq: None,
             vmcore: None,

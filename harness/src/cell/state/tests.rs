@@ -138,9 +138,9 @@ fn run_with(endings: Endings, steps: Vec<Step>, stderr: &str) -> Ran {
         .into_iter()
         .map(|(k, v)| (k, v.unit))
         .collect();
-    let watch = Watch::new(SignatureSet::new(&s.signatures).unwrap(), units);
+    let observer = Observer::new(SignatureSet::new(&s.signatures).unwrap(), units);
     let t0 = Instant::now();
-    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, endings, t0);
+    let mut state = CellState::new(&s, "s/k", 7, timeouts(), observer, endings, t0);
     let mut now = t0;
     let mut actions = Vec::new();
     for step in steps {
@@ -170,7 +170,9 @@ fn run_with(endings: Endings, steps: Vec<Step>, stderr: &str) -> Ran {
         "the cell must be over after QEMU exited"
     );
     let outcome = state.finish(stderr);
-    let decision = verdict::decide(&s, &outcome.obs);
+    // The verdict the state machine decided, as the result records it.
+    let decision = outcome.decision.clone();
+    assert_eq!(decision, verdict::decide(&s, &outcome.obs));
     Ran {
         actions,
         verdict: decision.verdict,
@@ -453,12 +455,12 @@ fn a_lingering_guest_is_noted_not_failed() {
 #[test]
 fn deadlines_follow_the_stage() {
     let s = scenario();
-    let watch = Watch::new(
+    let observer = Observer::new(
         SignatureSet::new(&s.signatures).unwrap(),
         Default::default(),
     );
     let t0 = Instant::now();
-    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, Endings::default(), t0);
+    let mut state = CellState::new(&s, "s/k", 7, timeouts(), observer, Endings::default(), t0);
     assert_eq!(state.deadline(), Some(t0 + Duration::from_secs(60)), "boot");
     state.handle(Event::Connected, t0);
     let h = t0 + Duration::from_secs(2);

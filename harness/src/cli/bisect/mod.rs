@@ -26,7 +26,7 @@ use self::setup::{fresh, resumed, Setup};
 use super::args::{default_out, KernelListArgs};
 use super::exit::{CliError, Exit};
 use super::repro::TrialArgs;
-use super::{describe_session, runtime};
+use super::with_session;
 
 #[derive(Debug, clap::Args)]
 pub struct BisectArgs {
@@ -102,30 +102,57 @@ pub fn bisect(args: BisectArgs, cache: Cache) -> Result<Exit, CliError> {
     };
     let created = !out.exists();
     let lock = ResultsLock::acquire(&out).map_err(|e| super::run_error(RunError::Lock(e)))?;
-    let rt = runtime()?;
-    let session = Arc::new(rt.block_on(Session::open(args.trial.vm.session(&cache))));
-    let setup = if args.resume {
-        resumed(&out, &cache, &session)
-    } else if out.join(record::FILE).exists() {
-        Err(CliError::usage(format!(
-            "{} already holds a bisection; continue it with --resume --out {0}, or choose another --out",
-            out.display()
-        )))
-    } else {
-        fresh(&args, &out, &cache, &session)
-    };
-    let setup = match setup {
-        Ok(s) => s,
+    // The inner error: the bisection never started (its setup failed).
+    let ran = with_session(args.trial.vm.session(&cache), |rt, session| {
+        Ok(match setup(&args, &out, &cache, session) {
+            Ok(setup) => Ok(run(setup, &out, rt, session)?),
+            Err(e) => Err(e),
+        })
+    })?;
+    match ran {
+        Ok(exit) => {
+            drop(lock);
+            Ok(exit)
+        }
         Err(e) => {
             // A bisection that never started leaves nothing behind.
             drop(lock);
             if created {
                 let _ = std::fs::remove_dir_all(&out);
             }
-            return Err(e);
+            Err(e)
         }
-    };
-    describe_session(&session);
+    }
+}
+
+/// The bisection to run: the one recorded in `out` (`--resume`), or a new one; never
+/// a new one over a recorded one.
+fn setup(
+    args: &BisectArgs,
+    out: &Path,
+    cache: &Cache,
+    session: &Arc<Session>,
+) -> Result<Setup, CliError> {
+    if args.resume {
+        resumed(out, cache, session)
+    } else if out.join(record::FILE).exists() {
+        Err(CliError::usage(format!(
+            "{} already holds a bisection; continue it with --resume --out {0}, or choose another --out",
+            out.display()
+        )))
+    } else {
+        fresh(args, out, cache, session)
+    }
+}
+
+/// Runs the bisection `setup` describes to its end, printing each step; the exit says
+/// how it ended.
+fn run(
+    setup: Setup,
+    out: &Path,
+    rt: &tokio::runtime::Runtime,
+    session: &Arc<Session>,
+) -> Result<Exit, CliError> {
     let Setup {
         mut record,
         mut planner,
@@ -135,17 +162,17 @@ pub fn bisect(args: BisectArgs, cache: Cache) -> Result<Exit, CliError> {
     } = setup;
     print_header(&record, &target);
     let mut runner = SessionRunner {
-        rt: &rt,
-        session: &session,
+        rt,
+        session,
         scenario,
         target,
         seed: record.options.seed,
-        out: out.clone(),
+        out: out.to_path_buf(),
         write_failures: Vec::new(),
     };
     let mut failures: Vec<String> = Vec::new();
     let mut journal = |r: &BisectRecord| {
-        failures.extend(save(r, &out));
+        failures.extend(save(r, out));
         Ok(())
     };
     let mut printer = Printer {
@@ -159,7 +186,6 @@ pub fn bisect(args: BisectArgs, cache: Cache) -> Result<Exit, CliError> {
         &mut journal,
         &mut |e| printer.event(&e),
     );
-    rt.block_on(session.wait_kept());
     failures.extend(runner.write_failures.iter().cloned());
     for f in &failures {
         eprintln!("kchaos: error: results not written: {f}");

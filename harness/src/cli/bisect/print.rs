@@ -1,7 +1,7 @@
 //! The terminal side of a bisection: the header, then each step as it goes.
 
 use kchaos_harness::analysis::bisect::{short, BisectRecord};
-use kchaos_harness::analysis::trials::Target;
+use kchaos_harness::analysis::reproduction::Target;
 use kchaos_harness::run::bisect::{Event, Prepared};
 use kchaos_model::bisect::plan::Phase;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use kchaos_harness::analysis::bisect::{
     self as record, short, BisectRecord, PlanOptionsRecord, Point, SourceRange, StepRecord, Totals,
 };
-use kchaos_harness::analysis::trials::Target;
+use kchaos_harness::analysis::reproduction::Target;
 use kchaos_harness::results::sources::{self, LoadedRun};
 use kchaos_harness::results::{now_rfc3339, CellResult, RunResults};
 use kchaos_harness::run::bisect::{ListBuilder, PointBuilder, TreeBuilder};

@@ -8,7 +8,7 @@ use kchaos_model::bisect::plan::Phase;
 use kchaos_model::bisect::StepVerdict;
 
 use super::escape;
-use crate::analysis::bisect::{short, BisectRecord};
+use crate::analysis::bisect::{short, BisectRecord, StepRecord};
 
 fn verdict_colour(v: StepVerdict) -> &'static str {
     match v {
@@ -38,6 +38,16 @@ pub(super) fn section(out: &mut String, r: &BisectRecord) {
         }
         None => out.push_str("<p class=\"answer\"><b>not finished</b> (interrupted, or still running: <code>kchaos bisect --resume --out DIR</code> continues it)</p>\n"),
     }
+    facts(out, r);
+    out.push_str("<table class=\"steps\"><tr><th>#</th><th>phase</th><th>point</th><th>verdict</th><th>hits / runs</th><th>p (95%)</th><th>confidence</th><th>build</th><th>boot</th><th>runs took</th><th>results</th></tr>\n");
+    for (n, step) in r.steps.iter().enumerate() {
+        step_row(out, n, step);
+    }
+    out.push_str("</table>\n");
+}
+
+/// The bisection's facts: scenario, target, source, range, calibration, cost.
+fn facts(out: &mut String, r: &BisectRecord) {
     let _ = write!(
         out,
         "<table class=\"bisect-facts\"><tr><th>scenario</th><td>{}</td></tr><tr><th>until</th><td>{}</td></tr>",
@@ -99,67 +109,67 @@ pub(super) fn section(out: &mut String, r: &BisectRecord) {
         secs(t.run_seconds),
         secs(t.wall_seconds)
     );
-    out.push_str("<table class=\"steps\"><tr><th>#</th><th>phase</th><th>point</th><th>verdict</th><th>hits / runs</th><th>p (95%)</th><th>confidence</th><th>build</th><th>boot</th><th>runs took</th><th>results</th></tr>\n");
-    for (n, s) in r.steps.iter().enumerate() {
-        let point = match &s.subject {
-            Some(subject) => format!(
-                "<code>{}</code> {}",
-                escape(short(&s.point)),
-                escape(subject)
-            ),
-            None => format!("<code>{}</code>", escape(&s.point)),
-        };
-        let verdict = format!(
-            "<span class=\"badge\" style=\"background:{}\">{}</span>{}",
-            verdict_colour(s.verdict),
-            s.verdict,
-            s.why
-                .as_ref()
-                .map(|w| format!("<div class=\"why\">{}</div>", escape(w)))
-                .unwrap_or_default()
-        );
-        let p = match (s.probability, s.interval95) {
-            (Some(p), Some((lo, hi))) => format!("{p:.2} ({lo:.2}-{hi:.2})"),
-            _ => String::new(),
-        };
-        let build = s.build.as_ref().map_or_else(String::new, |b| {
-            if b.cached {
-                "built earlier".to_owned()
-            } else {
-                let cc = match (b.ccache_hits, b.ccache_misses) {
-                    (Some(h), Some(m)) => format!(
-                        ", ccache {h} hit{} / {m} miss{}",
-                        if h == 1 { "" } else { "s" },
-                        if m == 1 { "" } else { "es" }
-                    ),
-                    _ => String::new(),
-                };
-                format!(
-                    "{} ({} files compiled{cc})",
-                    secs(b.seconds + b.checkout_seconds),
-                    b.compiled
-                )
-            }
-        });
-        let results = s.results.as_ref().map_or_else(String::new, |d| {
-            format!("<a href=\"{0}/results.json\">{0}</a>", escape(d))
-        });
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td>{}</td><td>{point}</td><td>{verdict}</td><td>{} / {} (planned {}){}</td><td>{p}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{results}</td></tr>",
-            n + 1,
-            phase(s.phase),
-            s.hits,
-            s.runs,
-            s.planned_runs,
-            if s.errors > 0 { format!(", {} not judged", s.errors) } else { String::new() },
-            s.confidence.map(|c| format!("{c:.3}")).unwrap_or_default(),
-            escape(&build),
-            s.boot_ms.map(|b| format!("{:.1}s", b as f64 / 1000.0)).unwrap_or_default(),
-            secs(s.run_seconds),
-        );
-    }
-    out.push_str("</table>\n");
+}
+
+/// One step of the bisection as a row of the steps table.
+fn step_row(out: &mut String, n: usize, s: &StepRecord) {
+    let point = match &s.subject {
+        Some(subject) => format!(
+            "<code>{}</code> {}",
+            escape(short(&s.point)),
+            escape(subject)
+        ),
+        None => format!("<code>{}</code>", escape(&s.point)),
+    };
+    let verdict = format!(
+        "<span class=\"badge\" style=\"background:{}\">{}</span>{}",
+        verdict_colour(s.verdict),
+        s.verdict,
+        s.why
+            .as_ref()
+            .map(|w| format!("<div class=\"why\">{}</div>", escape(w)))
+            .unwrap_or_default()
+    );
+    let p = match (s.probability, s.interval95) {
+        (Some(p), Some((lo, hi))) => format!("{p:.2} ({lo:.2}-{hi:.2})"),
+        _ => String::new(),
+    };
+    let build = s.build.as_ref().map_or_else(String::new, |b| {
+        if b.cached {
+            "built earlier".to_owned()
+        } else {
+            let cc = match (b.ccache_hits, b.ccache_misses) {
+                (Some(h), Some(m)) => format!(
+                    ", ccache {h} hit{} / {m} miss{}",
+                    if h == 1 { "" } else { "s" },
+                    if m == 1 { "" } else { "es" }
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "{} ({} files compiled{cc})",
+                secs(b.seconds + b.checkout_seconds),
+                b.compiled
+            )
+        }
+    });
+    let results = s.results.as_ref().map_or_else(String::new, |d| {
+        format!("<a href=\"{0}/results.json\">{0}</a>", escape(d))
+    });
+    let _ = writeln!(
+        out,
+        "<tr><td>{}</td><td>{}</td><td>{point}</td><td>{verdict}</td><td>{} / {} (planned {}){}</td><td>{p}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{results}</td></tr>",
+        n + 1,
+        phase(s.phase),
+        s.hits,
+        s.runs,
+        s.planned_runs,
+        if s.errors > 0 { format!(", {} not judged", s.errors) } else { String::new() },
+        s.confidence.map(|c| format!("{c:.3}")).unwrap_or_default(),
+        escape(&build),
+        s.boot_ms.map(|b| format!("{:.1}s", b as f64 / 1000.0)).unwrap_or_default(),
+        secs(s.run_seconds),
+    );
 }
 
 #[cfg(test)]

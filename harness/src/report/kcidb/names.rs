@@ -165,26 +165,9 @@ pub fn check_names(checks: &[CheckResult]) -> Vec<String> {
     names
 }
 
-/// Characters a URL cannot carry as they are: controls, space, and what RFC 3986
-/// reserves or forbids in a path (`%` too, so a file name is never read as an escape).
-const PATH_SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'[')
-    .add(b']')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'`')
-    .add(b'{')
-    .add(b'|')
-    .add(b'}');
-
-/// The same, keeping `%` (a link as the user wrote it may hold escapes already).
+/// What no URL may carry as it is, whoever wrote it: controls, space, quotes, angle
+/// brackets and the other characters RFC 3986 forbids. `%` stays: a link as the user
+/// wrote it may hold escapes already.
 const LINK: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
@@ -198,6 +181,10 @@ const LINK: &AsciiSet = &CONTROLS
     .add(b'{')
     .add(b'|')
     .add(b'}');
+
+/// Characters a URL cannot carry as they are in a path segment: [`LINK`]'s, and what
+/// RFC 3986 reserves there (`%` too, so a file name is never read as an escape).
+const PATH_SEGMENT: &AsciiSet = &LINK.add(b'#').add(b'%').add(b'?');
 
 /// A link as written, with what no URL may carry (spaces, quotes) escaped.
 pub fn link(text: &str) -> String {

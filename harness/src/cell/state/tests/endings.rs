@@ -2,8 +2,8 @@
 //! before a dump, kept VMs, a guest held by a debugger.
 
 use super::*;
-use crate::analysis::trials::Target;
-use crate::cell::keep::KeepPolicy;
+use crate::analysis::reproduction::Target;
+use crate::cell::KeepPolicy;
 
 /// Issue #14, time to a hit: a run looking for an outcome ends a cell as soon as a
 /// signature decides it (evidence first), instead of at the scenario's duration; a
@@ -625,7 +625,7 @@ fn a_guest_stopped_in_the_debugger_is_not_hung() {
 #[test]
 fn waiting_for_the_debugger_stops_the_boot_clock_and_stopped_time_extends_the_budget() {
     let s = scenario();
-    let watch = Watch::new(
+    let observer = Observer::new(
         SignatureSet::new(&s.signatures).unwrap(),
         Default::default(),
     );
@@ -635,7 +635,7 @@ fn waiting_for_the_debugger_stops_the_boot_clock_and_stopped_time_extends_the_bu
         wait_for_debugger: true,
         ..Endings::default()
     };
-    let mut state = CellState::new(&s, "s/k", 7, timeouts(), watch, endings, t0);
+    let mut state = CellState::new(&s, "s/k", 7, timeouts(), observer, endings, t0);
     state.handle(Event::Connected, at(100));
     assert_eq!(
         state.deadline(),

@@ -16,7 +16,7 @@ use super::session::Session;
 use super::trials::{run_trials, TrialOptions};
 use super::RunError;
 use crate::analysis::bisect::{self, BisectRecord, Calibration, StepBuild, StepRecord};
-use crate::analysis::trials::{Target, Trials};
+use crate::analysis::reproduction::{Target, Trials};
 use crate::results::now_rfc3339;
 
 /// A point ready to run, or why it cannot be (a skip).
@@ -348,15 +348,17 @@ impl PointRunner for SessionRunner<'_> {
         let trials = self.rt.block_on(run_trials(
             self.session,
             &TrialOptions {
-                scenario: self.scenario.clone(),
-                kernel: req.kernel.to_owned(),
-                target: self.target.clone(),
-                max_runs: req.runs,
                 stop_at_first: req.stop_at_first,
-                out: dir.clone(),
                 seed: self.seed,
                 db: Some(crate::results::store::Store::path_in(&self.out)),
                 require_boot: true,
+                ..TrialOptions::new(
+                    self.scenario.clone(),
+                    req.kernel.to_owned(),
+                    self.target.clone(),
+                    req.runs,
+                    dir.clone(),
+                )
             },
         ))?;
         self.write_failures
@@ -397,5 +399,4 @@ fn set_aside(dir: &std::path::Path) -> Result<(), BisectRunError> {
 }
 
 #[cfg(test)]
-#[path = "bisect_tests.rs"]
 mod tests;

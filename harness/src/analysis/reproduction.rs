@@ -62,7 +62,7 @@ impl Target {
                             .as_ref()
                             .is_some_and(|f| has(&f.title) || has(&f.id)))
             }
-            Target::Pattern(p) => crate::analysis::detect::names_mechanism(cell, &p.0).is_some(),
+            Target::Pattern(p) => crate::analysis::detection::names_mechanism(cell, &p.0).is_some(),
         }
     }
 
@@ -233,69 +233,6 @@ impl Trials {
         }
         self.runs == 0 && (self.skipped.is_some() || self.errors >= slots.max(1))
     }
-}
-
-/// The report of a trial series, for the terminal.
-pub fn summary(scenario: &str, kernel: &str, target: &Target, t: &Trials) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let (p, lo, hi) = t.probability();
-    let _ = writeln!(
-        out,
-        "{scenario} on {kernel}, until {}: {} hit{} in {} run{}{}",
-        target.describe(),
-        t.hits,
-        if t.hits == 1 { "" } else { "s" },
-        t.runs,
-        if t.runs == 1 { "" } else { "s" },
-        if t.errors > 0 {
-            format!(" ({} runs could not be judged: error)", t.errors)
-        } else {
-            String::new()
-        }
-    );
-    if let Some(why) = &t.skipped {
-        let _ = writeln!(out, "  skipped on this kernel: {why}");
-    }
-    if t.runs > 0 {
-        let _ = writeln!(
-            out,
-            "  reproduction probability {p:.2} per run (95% Wilson interval {lo:.2}-{hi:.2})"
-        );
-    }
-    match &t.first_hit {
-        Some((cell, seed, after)) => {
-            let _ = writeln!(
-                out,
-                "  first hit: {cell} (seed {seed}) after {:.0}s",
-                after.as_secs_f64()
-            );
-        }
-        None if t.runs > 0 => {
-            let _ = writeln!(
-                out,
-                "  not reproduced; if it reproduces at all, p < {hi:.2} per run (95%)"
-            );
-        }
-        None => {}
-    }
-    if let Some(eta) = t.expected_time_to_hit() {
-        let _ = writeln!(
-            out,
-            "  one run takes {:.0}s; expected time to a hit {:.0}s",
-            t.mean_run.as_secs_f64(),
-            eta.as_secs_f64()
-        );
-    }
-    for (id, seen) in &t.fingerprints {
-        let _ = writeln!(
-            out,
-            "  fingerprint {id} x{}: {} (first in {})",
-            seen.count, seen.title, seen.first_cell
-        );
-    }
-    let _ = writeln!(out, "  results: {}", t.dir.display());
-    out
 }
 
 #[cfg(test)]

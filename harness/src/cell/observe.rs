@@ -22,8 +22,10 @@ struct HitAt {
     severity: Severity,
 }
 
+/// Classifies what the cell's VM says and keeps it for the verdict (named apart from
+/// tokio's `watch`, which the cell's I/O also uses).
 #[derive(Debug)]
-pub(crate) struct Watch {
+pub(crate) struct Observer {
     signatures: SignatureSet,
     seen_hits: HashSet<(String, String)>,
     pub obs: Observations,
@@ -39,9 +41,9 @@ pub(crate) struct Watch {
     pub corrupt_first: Option<String>,
 }
 
-impl Watch {
-    pub fn new(signatures: SignatureSet, units: BTreeMap<String, Unit>) -> Watch {
-        Watch {
+impl Observer {
+    pub fn new(signatures: SignatureSet, units: BTreeMap<String, Unit>) -> Observer {
+        Observer {
             signatures,
             seen_hits: HashSet::new(),
             obs: Observations::default(),
