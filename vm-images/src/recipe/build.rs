@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::script::{self, minutes, Produced, Script, ScriptError};
-use super::source::{debs_dir, tarball_from_deb};
-use super::{io, BuildRecord, KernelRecipe, RecipeError, SourceHost, SourcePlan, CACHE_SUB};
+use super::error::{io, RecipeError};
+use super::record::{BuildRecord, CACHE_SUB};
+use super::source::{debs_dir, tarball_from_deb, SourceHost, SourcePlan};
 use crate::cache::Cache;
 use crate::command::{self, CommandError};
-use crate::tree::{Ccache, CcacheCounts};
+use crate::kbuild::ccache::{Ccache, CcacheCounts};
+use crate::kbuild::script::{self, minutes, Produced, Script, ScriptError};
+use crate::kernel::recipes::KernelRecipe;
 
 /// Takes the build lock for one cache key, waiting for another kchaos that holds it.
 pub(super) fn lock(path: &Path) -> Result<Flock<File>, RecipeError> {
@@ -142,7 +144,7 @@ fn scratch_for(cache: &Cache, final_dir: &Path) -> Result<tempfile::TempDir, Rec
 /// Unpacks the source tarball into `work` and returns its top directory, `work/tree`:
 /// every kernel kchaos builds has its source in `tree/` beside its objects in `out/`, so
 /// ccache finds a file compiled here when a bisection builds the same source, and the
-/// other way round ([`crate::tree::Ccache::env`]).
+/// other way round ([`Ccache::env`]).
 fn unpack(tarball: &Path, work: &Path) -> Result<PathBuf, RecipeError> {
     let dest = work.join("src");
     std::fs::create_dir_all(&dest).map_err(io("create", &dest))?;

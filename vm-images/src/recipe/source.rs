@@ -6,11 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{KernelRecipe, RecipeError, CACHE_SUB};
+use super::error::{io, RecipeError};
+use super::record::{BuildRecord, CACHE_SUB};
 use crate::cache::Cache;
 use crate::command::{self, CommandError};
+use crate::debian::abi::compare_abi;
 use crate::debian::{Candidate, DebianError, PackageSource, Release};
-use crate::spec::compare_abi;
+use crate::kernel::recipes::KernelRecipe;
 
 /// The host's view of Debian source packages: apt and dpkg on a real machine, a fake in
 /// tests.
@@ -238,7 +240,7 @@ fn built_versions(root: &Path, recipe: &str) -> Vec<String> {
         })
         .filter_map(|p| {
             let text = std::fs::read(p.join("build.json")).ok()?;
-            let record: super::BuildRecord = serde_json::from_slice(&text).ok()?;
+            let record: BuildRecord = serde_json::from_slice(&text).ok()?;
             Some(record.source_version)
         })
         .collect()
@@ -292,7 +294,7 @@ pub(super) fn tarball_from_deb(
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RecipeError {
-    super::io("read", path)
+    io("read", path)
 }
 
 #[cfg(test)]

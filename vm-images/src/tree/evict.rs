@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::space::SpaceInfo;
+use super::record::SpaceInfo;
 
 /// Build spaces kept (each a worktree and a build directory: gigabytes).
 pub(super) const KEEP_SPACES: usize = 2;

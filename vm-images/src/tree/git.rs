@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::TreeError;
+use super::error::TreeError;
 use crate::command::{self, CommandError};
 
 /// A commit of the range, oldest first.

@@ -19,27 +19,19 @@ use std::time::{Instant, SystemTime};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 
-use super::ccache::{Ccache, CcacheCounts};
+use super::error::{io, TreeError};
 use super::evict::{evict_commits, evict_spaces};
 use super::git::{Commit, Repo};
-use super::{io, CommitBuild, TreeBuild, TreeError};
+use super::record::{CommitBuild, SpaceInfo, TreeBuild};
 use crate::cache::{Cache, KeyHasher};
-use crate::recipe::script::{self, Script, ScriptError};
+use crate::kbuild::ccache::{Ccache, CcacheCounts};
+use crate::kbuild::script::{self, Script, ScriptError};
+use crate::kernel::recipes;
 
 /// Bump when what a space holds or how it builds changes.
 const FORMAT: &str = "kchaos-tree-build-v1";
 const CACHE_SUB: &str = "kernels/bisect";
-
-/// What a space was made for, written as `space.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(super) struct SpaceInfo {
-    pub(super) repo: String,
-    fragments: Vec<String>,
-    ccache: bool,
-    key: String,
-}
 
 #[derive(Debug)]
 pub struct BuildSpace {
@@ -52,7 +44,7 @@ pub struct BuildSpace {
 
 /// A fragment as the user named it: a compiled-in fragment or a file.
 fn fragment_bytes(name: &str) -> Result<(String, Vec<u8>), TreeError> {
-    if let Some(bytes) = crate::recipe::file(name).filter(|_| name.ends_with(".config")) {
+    if let Some(bytes) = recipes::file(name).filter(|_| name.ends_with(".config")) {
         return Ok((name.to_owned(), bytes.to_vec()));
     }
     let path = Path::new(name);
@@ -66,7 +58,7 @@ fn fragment_bytes(name: &str) -> Result<(String, Vec<u8>), TreeError> {
         }
         Err(_) => Err(TreeError::UnknownFragment {
             name: name.to_owned(),
-            known: crate::recipe::fragment_names().join(", "),
+            known: recipes::fragment_names().join(", "),
         }),
     }
 }
@@ -82,7 +74,7 @@ impl BuildSpace {
     ) -> Result<BuildSpace, TreeError> {
         let mut files: Vec<(String, Vec<u8>)> = ["build.sh", "kchaos.config"]
             .iter()
-            .filter_map(|n| crate::recipe::file(n).map(|b| ((*n).to_owned(), b.to_vec())))
+            .filter_map(|n| recipes::file(n).map(|b| ((*n).to_owned(), b.to_vec())))
             .collect();
         let mut names = Vec::new();
         for f in fragments {
@@ -431,8 +423,8 @@ mod tests {
         let modules = dir.path().join("lib/modules/6.1.192-kchaos+");
         std::fs::create_dir_all(&modules).unwrap();
         let spec = spec_of(dir.path(), "6.1.192-kchaos+", "abc123");
-        match crate::spec::KernelSpec::parse(&spec).unwrap() {
-            crate::spec::KernelSpec::Path {
+        match crate::kernel::spec::KernelSpec::parse(&spec).unwrap() {
+            crate::kernel::spec::KernelSpec::Path {
                 bzimage,
                 modules: m,
                 config,

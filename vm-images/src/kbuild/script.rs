@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::bzimage::BzImageError;
+use super::ccache::CcacheCounts;
 use crate::command::CommandError;
+use crate::kernel::bzimage::BzImageError;
+use crate::kernel::spec::KernelSpec;
 use crate::resolved::SourceCommit;
-use crate::spec::KernelSpec;
 
 /// How often a progress line is printed while the compiler runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -87,7 +88,7 @@ pub(crate) struct Produced {
     /// Compiler and assembler steps: the files that were (re)built.
     pub compiled: u64,
     /// What ccache did, filled in by the caller that set it up.
-    pub ccache: Option<crate::tree::CcacheCounts>,
+    pub ccache: Option<CcacheCounts>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +167,7 @@ pub(crate) fn run(s: &Script<'_>) -> Result<Produced, ScriptError> {
             config: Some(config),
             ..
         }) => {
-            let release = crate::bzimage::release_of(&bzimage)?;
+            let release = crate::kernel::bzimage::release_of(&bzimage)?;
             Ok(Produced {
                 bzimage,
                 modules,

@@ -35,15 +35,15 @@ const TAIL: usize = 25;
 const RECIPE: &[(&str, &str)] = &[
     (
         "build.sh",
-        include_str!("../../recipes/systemd-defects/build.sh"),
+        include_str!("../../../recipes/systemd-defects/build.sh"),
     ),
     (
         "patches/0001-sd-bus-cookie-overrun.patch",
-        include_str!("../../recipes/systemd-defects/patches/0001-sd-bus-cookie-overrun.patch"),
+        include_str!("../../../recipes/systemd-defects/patches/0001-sd-bus-cookie-overrun.patch"),
     ),
     (
         "patches/0002-transient-slice-leak.patch",
-        include_str!("../../recipes/systemd-defects/patches/0002-transient-slice-leak.patch"),
+        include_str!("../../../recipes/systemd-defects/patches/0002-transient-slice-leak.patch"),
     ),
 ];
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::cache::{Cache, CacheError, KeyHasher};
 use crate::command::{self, CommandError};
-use crate::payload::{FileOrigin, Payload};
+use crate::image::payload::{FileOrigin, Payload};
 
 /// Bump when the build steps change (the recipe's own bytes are hashed separately).
 const ROOTFS_FORMAT: &str = "kchaos-systemd-rootfs-v1";
@@ -32,21 +32,24 @@ const HEADROOM_MIB: u64 = 512;
 const RECIPE: &[(&str, &str)] = &[
     (
         "recipe.toml",
-        include_str!("../../recipes/systemd/recipe.toml"),
+        include_str!("../../../recipes/systemd/recipe.toml"),
     ),
     (
         "kchaos.target",
-        include_str!("../../recipes/systemd/kchaos.target"),
+        include_str!("../../../recipes/systemd/kchaos.target"),
     ),
     (
         "kchaos-runner.service",
-        include_str!("../../recipes/systemd/kchaos-runner.service"),
+        include_str!("../../../recipes/systemd/kchaos-runner.service"),
     ),
-    ("fstab", include_str!("../../recipes/systemd/fstab")),
-    ("hostname", include_str!("../../recipes/systemd/hostname")),
+    ("fstab", include_str!("../../../recipes/systemd/fstab")),
+    (
+        "hostname",
+        include_str!("../../../recipes/systemd/hostname"),
+    ),
     (
         "machine-id",
-        include_str!("../../recipes/systemd/machine-id"),
+        include_str!("../../../recipes/systemd/machine-id"),
     ),
 ];
 
@@ -437,7 +440,7 @@ fn require_root_and_tools<const N: usize>(
         return Err(SystemdImageError::NotRoot);
     }
     let found =
-        tools.map(|(tool, package)| crate::tools::find_program(tool).ok_or((tool, package)));
+        tools.map(|(tool, package)| crate::image::tools::find_program(tool).ok_or((tool, package)));
     if let Some(Err((tool, package))) = found.iter().find(|r| r.is_err()) {
         return Err(SystemdImageError::MissingTool {
             tool: (*tool).to_owned(),
