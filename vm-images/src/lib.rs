@@ -11,12 +11,13 @@
 //!   (a git tree's commits), the last two running [`kbuild`]; [`resolve`](mod@resolve) picks one
 //!   for a spec and returns a [`Kernel`] ([`resolved`]);
 //! - [`image`]: what boots with it;
-//! - [`cache`] and [`command`] (host programs) under everything; [`defects`] on top.
+//! - [`cache`] and [`host_tool`] (running host programs) under everything; [`defects`]
+//!   on top.
 
 pub mod cache;
-pub mod command;
 pub mod debian;
 pub mod defects;
+pub mod host_tool;
 pub mod image;
 pub mod kbuild;
 pub mod kernel;
@@ -26,6 +27,8 @@ pub mod resolved;
 pub mod tree;
 
 pub use cache::Cache;
+// Running host programs was `command`, a name the harness uses for QEMU's command line.
+pub use host_tool as command;
 // The paths these modules had before they were grouped into folders, so that callers
 // (the harness, the benches) need no change.
 pub use image::{initramfs, payload, systemd, tools};

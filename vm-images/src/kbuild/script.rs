@@ -16,7 +16,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use super::ccache::CcacheCounts;
-use crate::command::CommandError;
+use crate::host_tool::CommandError;
 use crate::kernel::bzimage::BzImageError;
 use crate::kernel::spec::KernelSpec;
 use crate::resolved::SourceCommit;

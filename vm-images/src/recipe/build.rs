@@ -12,7 +12,7 @@ use super::error::{io, RecipeError};
 use super::record::{BuildRecord, CACHE_SUB};
 use super::source::{debs_dir, tarball_from_deb, SourceHost, SourcePlan};
 use crate::cache::Cache;
-use crate::command::{self, CommandError};
+use crate::host_tool::{self, CommandError};
 use crate::kbuild::ccache::{Ccache, CcacheCounts};
 use crate::kbuild::script::{self, minutes, Produced, Script, ScriptError};
 use crate::kernel::recipes::KernelRecipe;
@@ -148,7 +148,7 @@ fn scratch_for(cache: &Cache, final_dir: &Path) -> Result<tempfile::TempDir, Rec
 fn unpack(tarball: &Path, work: &Path) -> Result<PathBuf, RecipeError> {
     let dest = work.join("src");
     std::fs::create_dir_all(&dest).map_err(io("create", &dest))?;
-    command::run(
+    host_tool::run(
         Command::new("tar")
             .arg("-xf")
             .arg(tarball)
@@ -181,7 +181,7 @@ fn apply_patch(
     package: &str,
     version: &str,
 ) -> Result<(), RecipeError> {
-    let result = command::run(
+    let result = host_tool::run(
         Command::new("patch")
             .args(["-p1", "--batch", "--forward", "--silent", "-d"])
             .arg(src)

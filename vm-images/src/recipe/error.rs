@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::cache::CacheError;
-use crate::command::CommandError;
+use crate::host_tool::CommandError;
 use crate::kernel::bzimage::BzImageError;
 
 #[derive(Debug, thiserror::Error)]

@@ -9,9 +9,9 @@ use std::process::Command;
 use super::error::{io, RecipeError};
 use super::record::{BuildRecord, CACHE_SUB};
 use crate::cache::Cache;
-use crate::command::{self, CommandError};
 use crate::debian::abi::compare_abi;
 use crate::debian::{Candidate, DebianError, PackageSource, Release};
+use crate::host_tool::{self, CommandError};
 use crate::kernel::recipes::KernelRecipe;
 
 /// The host's view of Debian source packages: apt and dpkg on a real machine, a fake in
@@ -56,7 +56,7 @@ impl<P: PackageSource + ?Sized> SourceHost for AptHost<'_, P> {
     }
 
     fn installed(&self, package: &str) -> Option<(String, PathBuf)> {
-        let out = command::run(Command::new("dpkg-query").args([
+        let out = host_tool::run(Command::new("dpkg-query").args([
             "-W",
             "-f",
             "${Version} ${db:Status-Abbrev}",
@@ -272,7 +272,7 @@ pub(super) fn tarball_from_deb(
         status: "no pipe".to_owned(),
         stderr: String::new(),
     })?;
-    let tar = command::run(
+    let tar = host_tool::run(
         Command::new("tar")
             .arg("-x")
             .arg("-C")
@@ -413,7 +413,7 @@ mod tests {
     /// The real tools on a tiny package: only the tarball member comes out.
     #[test]
     fn the_tarball_is_the_only_member_unpacked_from_the_deb() {
-        if command::run(Command::new("dpkg-deb").arg("--version")).is_err() {
+        if host_tool::run(Command::new("dpkg-deb").arg("--version")).is_err() {
             eprintln!("skipped: dpkg-deb is not installed");
             return;
         }
@@ -434,7 +434,7 @@ mod tests {
         .unwrap();
         std::fs::write(pkg.join("usr/share/doc/README"), b"left in the deb").unwrap();
         let deb = dir.path().join("p.deb");
-        command::run(
+        host_tool::run(
             Command::new("dpkg-deb")
                 .args(["--root-owner-group", "-Zgzip", "--build"])
                 .arg(&pkg)

@@ -3,7 +3,7 @@
 //! that declares them.
 
 use crate::cache::CacheError;
-use crate::command::CommandError;
+use crate::host_tool::CommandError;
 use crate::kernel::bzimage::BzImageError;
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::error::TreeError;
-use crate::command::{self, CommandError};
+use crate::host_tool::{self, CommandError};
 
 /// A commit of the range, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ fn git(dir: &Path) -> Command {
 }
 
 fn run(dir: &Path, args: &[&str]) -> Result<String, TreeError> {
-    command::run(git(dir).args(args)).map_err(|e| match e {
+    host_tool::run(git(dir).args(args)).map_err(|e| match e {
         CommandError::Spawn { .. } => TreeError::NoGit,
         e => TreeError::Git(e),
     })

@@ -20,7 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use super::{io, require_root_and_tools, resolve_in_root, Rootfs, SystemdImageError};
 use crate::cache::{Cache, KeyHasher};
-use crate::command;
+use crate::host_tool;
 
 /// Bump when the build steps here change (the recipe's bytes are hashed separately).
 const FORMAT: &str = "kchaos-systemd-defects-v1";
@@ -142,7 +142,7 @@ pub fn rootfs(cache: &Cache, stock: &Rootfs) -> Result<Rootfs, SystemdImageError
     let started = Instant::now();
     let scratch = cache.scratch("images/systemd")?;
     let buildroot = scratch.path().join("buildroot");
-    command::run(Command::new(&cp).arg("-a").arg(&stock.dir).arg(&buildroot))?;
+    host_tool::run(Command::new(&cp).arg("-a").arg(&stock.dir).arg(&buildroot))?;
     prepare(&buildroot)?;
     let log_path = scratch.path().join("build.log");
     tracing::info!(
@@ -168,7 +168,7 @@ pub fn rootfs(cache: &Cache, stock: &Rootfs) -> Result<Rootfs, SystemdImageError
     let root = stage.join("rootfs");
     // Hard links: the tree costs no copy; replaced files are unlinked first, never
     // written through into the stock tree.
-    command::run(
+    host_tool::run(
         Command::new(&cp)
             .arg("-a")
             .arg("-l")
@@ -236,7 +236,7 @@ fn run_logged(
     let started = Instant::now();
     let mut last = Instant::now();
     let mut step = String::new();
-    let result = command::run_streaming(cmd, DEADLINE, &mut |line| {
+    let result = host_tool::run_streaming(cmd, DEADLINE, &mut |line| {
         let _ = writeln!(log, "{line}");
         if let Some(s) = line.strip_prefix("kchaos-systemd-build: ") {
             step = s.to_owned();

@@ -16,7 +16,7 @@ use kchaos_model::image::SERVICE_RUNNER_PATH;
 use serde::Deserialize;
 
 use crate::cache::{Cache, CacheError, KeyHasher};
-use crate::command::{self, CommandError};
+use crate::host_tool::{self, CommandError};
 use crate::image::payload::{FileOrigin, Payload};
 
 /// Bump when the build steps change (the recipe's own bytes are hashed separately).
@@ -208,7 +208,7 @@ pub fn build(
     let staging = scratch.path().join("root");
     // Hard links: the staging tree costs no copy. Payload files replace links (unlink,
     // then write) and never write through them into the cached root filesystem.
-    command::run(
+    host_tool::run(
         Command::new(cp)
             .arg("-a")
             .arg("-l")
@@ -242,7 +242,7 @@ pub fn build(
         .sum();
     let size_mib = content / (1 << 20) * 5 / 4 + HEADROOM_MIB;
     let image = scratch.path().join("disk.img");
-    command::run(
+    host_tool::run(
         Command::new(mkfs)
             .args(["-q", "-F", "-L", "kchaos-root", "-m", "0", "-d"])
             .arg(&staging)
@@ -287,7 +287,7 @@ pub fn rootfs(cache: &Cache, recipe: &Recipe) -> Result<Rootfs, SystemdImageErro
     let started = std::time::Instant::now();
     let scratch = cache.scratch("images/systemd")?;
     let root = scratch.path().join("rootfs");
-    let debootstrap = command::run(
+    let debootstrap = host_tool::run(
         Command::new(debootstrap)
             .arg(format!("--variant={}", recipe.variant))
             .arg(format!("--include={}", recipe.packages.join(",")))
