@@ -170,11 +170,15 @@ impl Leaf {
     }
 }
 
-/// Usage over one interval against what was allowed in it.
-#[derive(Default)]
+/// Each leaf's usage against what was allowed, added up interval by interval: a
+/// checkpoint (each retune, and the end) closes the interval since the last one. It
+/// keeps its own checkpoint so the loop and the end settle the same way.
 struct Ledger {
     used_us: Vec<f64>,
     allowed_us: Vec<f64>,
+    /// Each leaf's usage at the last checkpoint; `None` until it could be read.
+    last_usage: Vec<Option<f64>>,
+    last_at: Instant,
 }
 
 pub fn run(
@@ -249,12 +253,7 @@ pub fn run(
     }
     let stat0: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
 
-    let mut ledger = Ledger {
-        used_us: vec![0.0; leaves.len()],
-        allowed_us: vec![0.0; leaves.len()],
-    };
-    let mut last_usage: Vec<Option<f64>> = leaves.iter().map(|l| l.usage_us(mode).ok()).collect();
-    let mut last_at = Instant::now();
+    let mut ledger = Ledger::open(&leaves, mode);
     let mut retunes = 0u64;
     let mut churned = 0u64;
     let mut churn_rmdir = Latency::new();
@@ -270,16 +269,13 @@ pub fn run(
         }
         let now = Instant::now();
         if next_retune.is_some_and(|t| now >= t) {
-            settle_interval(
+            ledger.settle(
                 &leaves,
                 &bandwidth,
                 spec,
                 thread_demand,
                 cpus,
                 mode,
-                &mut last_usage,
-                &mut last_at,
-                &mut ledger,
                 &mut errors,
             );
             bandwidth = leaves
@@ -310,16 +306,13 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    settle_interval(
+    ledger.settle(
         &leaves,
         &bandwidth,
         spec,
         thread_demand,
         cpus,
         mode,
-        &mut last_usage,
-        &mut last_at,
-        &mut ledger,
         &mut errors,
     );
     let stat1: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
@@ -404,45 +397,55 @@ fn apply(leaves: &[Leaf], bandwidth: &[Bandwidth], mode: CgroupMode, errors: &mu
     }
 }
 
-/// Closes the interval since the last checkpoint: usage against allowance.
-#[allow(clippy::too_many_arguments)]
-fn settle_interval(
-    leaves: &[Leaf],
-    bandwidth: &[Bandwidth],
-    spec: &CfsQuota,
-    thread_demand: f64,
-    cpus: f64,
-    mode: CgroupMode,
-    last_usage: &mut [Option<f64>],
-    last_at: &mut Instant,
-    ledger: &mut Ledger,
-    errors: &mut Errors,
-) {
-    let now = Instant::now();
-    let dt_us = now.duration_since(*last_at).as_secs_f64() * 1e6;
-    let demand: Vec<f64> = bandwidth
-        .iter()
-        .map(|bw| bw.share().min(thread_demand))
-        .collect();
-    let allowed = allowance(
-        &demand,
-        spec.width as usize,
-        spec.depth,
-        spec.inner_share,
-        cpus,
-    );
-    for (i, leaf) in leaves.iter().enumerate() {
-        match (leaf.usage_us(mode), last_usage[i]) {
-            (Ok(now_us), Some(before)) => {
-                ledger.used_us[i] += (now_us - before).max(0.0);
-                ledger.allowed_us[i] += allowed[i] * dt_us;
-                last_usage[i] = Some(now_us);
-            }
-            (Ok(now_us), None) => last_usage[i] = Some(now_us),
-            (Err(e), _) => errors.push(kchaos_model::error_chain(&e)),
+impl Ledger {
+    /// The first checkpoint: nothing used, nothing allowed, each leaf's usage now.
+    fn open(leaves: &[Leaf], mode: CgroupMode) -> Ledger {
+        Ledger {
+            used_us: vec![0.0; leaves.len()],
+            allowed_us: vec![0.0; leaves.len()],
+            last_usage: leaves.iter().map(|l| l.usage_us(mode).ok()).collect(),
+            last_at: Instant::now(),
         }
     }
-    *last_at = now;
+
+    /// Closes the interval since the last checkpoint: usage against allowance.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        leaves: &[Leaf],
+        bandwidth: &[Bandwidth],
+        spec: &CfsQuota,
+        thread_demand: f64,
+        cpus: f64,
+        mode: CgroupMode,
+        errors: &mut Errors,
+    ) {
+        let now = Instant::now();
+        let dt_us = now.duration_since(self.last_at).as_secs_f64() * 1e6;
+        let demand: Vec<f64> = bandwidth
+            .iter()
+            .map(|bw| bw.share().min(thread_demand))
+            .collect();
+        let allowed = allowance(
+            &demand,
+            spec.width as usize,
+            spec.depth,
+            spec.inner_share,
+            cpus,
+        );
+        for (i, leaf) in leaves.iter().enumerate() {
+            match (leaf.usage_us(mode), self.last_usage[i]) {
+                (Ok(now_us), Some(before)) => {
+                    self.used_us[i] += (now_us - before).max(0.0);
+                    self.allowed_us[i] += allowed[i] * dt_us;
+                    self.last_usage[i] = Some(now_us);
+                }
+                (Ok(now_us), None) => self.last_usage[i] = Some(now_us),
+                (Err(e), _) => errors.push(kchaos_model::error_chain(&e)),
+            }
+        }
+        self.last_at = now;
+    }
 }
 
 /// `percpu_share_min` / `_max` over the leaves' pinned threads, and a note with each
