@@ -17,6 +17,7 @@
 pub mod cache;
 pub mod debian;
 pub mod defects;
+pub mod file_io;
 pub mod host_tool;
 pub mod image;
 pub mod kbuild;

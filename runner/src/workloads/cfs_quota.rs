@@ -173,12 +173,17 @@ impl Leaf {
 /// Each leaf's usage against what was allowed, added up interval by interval: a
 /// checkpoint (each retune, and the end) closes the interval since the last one. It
 /// keeps its own checkpoint so the loop and the end settle the same way.
-struct Ledger {
+struct Ledger<'a> {
     used_us: Vec<f64>,
     allowed_us: Vec<f64>,
     /// Each leaf's usage at the last checkpoint; `None` until it could be read.
     last_usage: Vec<Option<f64>>,
     last_at: Instant,
+    /// What the allowance depends on besides the bandwidth, fixed for the run.
+    spec: &'a CfsQuota,
+    thread_demand: f64,
+    cpus: f64,
+    mode: CgroupMode,
 }
 
 pub fn run(
@@ -253,7 +258,7 @@ pub fn run(
     }
     let stat0: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
 
-    let mut ledger = Ledger::open(&leaves, mode);
+    let mut ledger = Ledger::open(&leaves, spec, thread_demand, cpus, mode);
     let mut retunes = 0u64;
     let mut churned = 0u64;
     let mut churn_rmdir = Latency::new();
@@ -269,15 +274,7 @@ pub fn run(
         }
         let now = Instant::now();
         if next_retune.is_some_and(|t| now >= t) {
-            ledger.settle(
-                &leaves,
-                &bandwidth,
-                spec,
-                thread_demand,
-                cpus,
-                mode,
-                &mut errors,
-            );
+            ledger.settle(&leaves, &bandwidth, &mut errors);
             bandwidth = leaves
                 .iter()
                 .map(|_| Bandwidth::pick(spec, &mut rng))
@@ -306,15 +303,7 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    ledger.settle(
-        &leaves,
-        &bandwidth,
-        spec,
-        thread_demand,
-        cpus,
-        mode,
-        &mut errors,
-    );
+    ledger.settle(&leaves, &bandwidth, &mut errors);
     let stat1: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
     // Per CPU, read while the workers still run (their threads vanish when stopped).
     let per_cpu = spec
@@ -397,29 +386,31 @@ fn apply(leaves: &[Leaf], bandwidth: &[Bandwidth], mode: CgroupMode, errors: &mu
     }
 }
 
-impl Ledger {
+impl<'a> Ledger<'a> {
     /// The first checkpoint: nothing used, nothing allowed, each leaf's usage now.
-    fn open(leaves: &[Leaf], mode: CgroupMode) -> Ledger {
+    fn open(
+        leaves: &[Leaf],
+        spec: &'a CfsQuota,
+        thread_demand: f64,
+        cpus: f64,
+        mode: CgroupMode,
+    ) -> Ledger<'a> {
         Ledger {
             used_us: vec![0.0; leaves.len()],
             allowed_us: vec![0.0; leaves.len()],
             last_usage: leaves.iter().map(|l| l.usage_us(mode).ok()).collect(),
             last_at: Instant::now(),
+            spec,
+            thread_demand,
+            cpus,
+            mode,
         }
     }
 
     /// Closes the interval since the last checkpoint: usage against allowance.
-    #[allow(clippy::too_many_arguments)]
-    fn settle(
-        &mut self,
-        leaves: &[Leaf],
-        bandwidth: &[Bandwidth],
-        spec: &CfsQuota,
-        thread_demand: f64,
-        cpus: f64,
-        mode: CgroupMode,
-        errors: &mut Errors,
-    ) {
+    fn settle(&mut self, leaves: &[Leaf], bandwidth: &[Bandwidth], errors: &mut Errors) {
+        let (spec, thread_demand, cpus, mode) =
+            (self.spec, self.thread_demand, self.cpus, self.mode);
         let now = Instant::now();
         let dt_us = now.duration_since(self.last_at).as_secs_f64() * 1e6;
         let demand: Vec<f64> = bandwidth

@@ -16,6 +16,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use super::ccache::CcacheCounts;
+use crate::file_io::{io, IoError};
 use crate::host_tool::CommandError;
 use crate::kernel::bzimage::BzImageError;
 use crate::kernel::spec::KernelSpec;
@@ -95,13 +96,8 @@ pub(crate) struct Produced {
 pub(crate) enum ScriptError {
     #[error(transparent)]
     Spawn(#[from] CommandError),
-    #[error("Cannot {what} {path}")]
-    Io {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("build.sh failed ({status})")]
     Failed { status: String, tail: String },
     #[error("the build was interrupted")]
@@ -110,11 +106,6 @@ pub(crate) enum ScriptError {
     BadOutput(String),
     #[error(transparent)]
     BzImage(#[from] BzImageError),
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ScriptError {
-    let path = path.display().to_string();
-    move |source| ScriptError::Io { what, path, source }
 }
 
 /// Runs the script to its end (or until cancelled) and reads back what it built.

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
-use super::error::{io, RecipeError};
+use super::error::RecipeError;
 use super::record::{BuildRecord, CACHE_SUB};
 use super::source::{debs_dir, tarball_from_deb, SourceHost, SourcePlan};
 use crate::cache::Cache;
+use crate::file_io::{self, io};
 use crate::host_tool::{self, CommandError};
 use crate::kbuild::ccache::{Ccache, CcacheCounts};
 use crate::kbuild::script::{self, minutes, Produced, Script, ScriptError};
@@ -20,11 +21,7 @@ use crate::kernel::recipes::KernelRecipe;
 /// Takes the build lock for one cache key, waiting for another kchaos that holds it.
 pub(super) fn lock(path: &Path) -> Result<Flock<File>, RecipeError> {
     let file = File::create(path).map_err(io("create", path))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| RecipeError::Io {
-        what: "lock",
-        path: path.display().to_string(),
-        source: std::io::Error::from(errno),
-    })
+    Ok(file_io::lock(file, path)?)
 }
 
 /// Builds `recipe` from the source `plan` names and installs it as `final_dir`.
@@ -135,10 +132,10 @@ fn scratch_for(cache: &Cache, final_dir: &Path) -> Result<tempfile::TempDir, Rec
             let _ = std::fs::remove_dir_all(stale.path());
         }
     }
-    tempfile::Builder::new()
+    Ok(tempfile::Builder::new()
         .prefix(&prefix)
         .tempdir_in(&root)
-        .map_err(io("create a scratch directory in", &root))
+        .map_err(io("create a scratch directory in", &root))?)
 }
 
 /// Unpacks the source tarball into `work` and returns its top directory, `work/tree`:
@@ -238,7 +235,7 @@ fn run_build(
         ScriptError::Spawn(e) => e.into(),
         ScriptError::BzImage(e) => e.into(),
         ScriptError::BadOutput(p) => RecipeError::BadOutput(p),
-        ScriptError::Io { what, path, source } => RecipeError::Io { what, path, source },
+        ScriptError::Io(e) => RecipeError::Io(e),
         ScriptError::Interrupted => RecipeError::Build {
             spec: spec.to_owned(),
             status: "interrupted".to_owned(),

@@ -2,9 +2,8 @@
 //! (`source`, `build`, `record`) and the module that runs them share it without
 //! importing each other.
 
-use std::path::Path;
-
 use crate::cache::CacheError;
+use crate::file_io::IoError;
 use crate::host_tool::CommandError;
 use crate::kernel::bzimage::BzImageError;
 
@@ -22,13 +21,8 @@ pub enum RecipeError {
     BzImage(#[from] BzImageError),
     #[error("No source for `{spec}`: {detail}")]
     NoSource { spec: String, detail: String },
-    #[error("Cannot {what} {path}")]
-    Io {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("Patch {patch} does not apply to {package} {version}: {output}")]
     Patch {
         patch: String,
@@ -55,9 +49,4 @@ pub enum RecipeError {
         #[source]
         source: serde_json::Error,
     },
-}
-
-pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RecipeError {
-    let path = path.display().to_string();
-    move |source| RecipeError::Io { what, path, source }
 }

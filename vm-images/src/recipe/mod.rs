@@ -15,12 +15,12 @@ mod source;
 
 use std::path::Path;
 
-use self::error::io;
 pub use self::error::RecipeError;
 pub use self::record::BuildRecord;
 use self::record::CACHE_SUB;
 pub use self::source::{plan, AptHost, SourceFacts, SourceHost, SourcePlan};
 use crate::cache::Cache;
+use crate::file_io::io;
 // The catalog lives with the kernel specs that name its recipes; these are its old paths.
 use crate::kernel::bzimage;
 pub use crate::kernel::recipes::{file, find, fragment_names, names, KernelRecipe, RECIPES};

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::RecipeError;
-use crate::cache::KeyHasher;
+use crate::cache::{self, KeyHasher};
 use crate::kbuild::ccache::CcacheCounts;
 use crate::kernel::recipes::{self, KernelRecipe};
 
@@ -74,16 +74,7 @@ fn patch_body(patch: &[u8]) -> &[u8] {
 
 /// Debian versions may hold `:` (epochs) and `~`; keep directory names plain.
 fn sanitize(version: &str) -> String {
-    version
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    cache::dir_safe(version, &['.', '-', '+'])
 }
 
 /// What a finished build left in its cache directory, written as `build.json`.

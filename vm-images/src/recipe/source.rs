@@ -6,11 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::error::{io, RecipeError};
+use super::error::RecipeError;
 use super::record::{BuildRecord, CACHE_SUB};
 use crate::cache::Cache;
 use crate::debian::abi::compare_abi;
 use crate::debian::{Candidate, DebianError, PackageSource, Release};
+use crate::file_io::{io, IoError};
 use crate::host_tool::{self, CommandError};
 use crate::kernel::recipes::KernelRecipe;
 
@@ -293,7 +294,7 @@ pub(super) fn tarball_from_deb(
     Ok(dir.join(member.trim_start_matches("./")))
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RecipeError {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IoError {
     io("read", path)
 }
 

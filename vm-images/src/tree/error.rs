@@ -3,6 +3,7 @@
 //! that declares them.
 
 use crate::cache::CacheError;
+use crate::file_io::IoError;
 use crate::host_tool::CommandError;
 use crate::kernel::bzimage::BzImageError;
 
@@ -22,13 +23,8 @@ pub enum TreeError {
         "unknown config fragment `{name}`: neither a fragment kchaos carries ({known}) nor a file"
     )]
     UnknownFragment { name: String, known: String },
-    #[error("Cannot {what} {path}")]
-    Io {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
@@ -64,12 +60,4 @@ impl TreeError {
             TreeError::Build { .. } | TreeError::BadOutput { .. } | TreeError::BzImage(_)
         )
     }
-}
-
-pub(crate) fn io(
-    what: &'static str,
-    path: &std::path::Path,
-) -> impl FnOnce(std::io::Error) -> TreeError {
-    let path = path.display().to_string();
-    move |source| TreeError::Io { what, path, source }
 }

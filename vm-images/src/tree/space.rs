@@ -16,15 +16,16 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use super::error::{io, TreeError};
+use super::error::TreeError;
 use super::evict::{evict_commits, evict_spaces};
 use super::git::{Commit, Repo};
 use super::record::{CommitBuild, SpaceInfo, TreeBuild};
 use crate::cache::{Cache, KeyHasher};
+use crate::file_io::{self, io, IoError};
 use crate::kbuild::ccache::{Ccache, CcacheCounts};
 use crate::kbuild::script::{self, Script, ScriptError};
 use crate::kernel::recipes;
@@ -269,7 +270,7 @@ impl BuildSpace {
             },
             ScriptError::BzImage(e) => TreeError::BzImage(e),
             ScriptError::Spawn(e) => TreeError::Spawn(e),
-            ScriptError::Io { what, path, source } => TreeError::Io { what, path, source },
+            ScriptError::Io(e) => TreeError::Io(e),
         }
     }
 
@@ -337,11 +338,7 @@ fn lock(path: &Path) -> Result<Flock<File>, TreeError> {
         .append(true)
         .open(path)
         .map_err(io("create", path))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| TreeError::Io {
-        what: "lock",
-        path: path.display().to_string(),
-        source: std::io::Error::from(errno),
-    })
+    Ok(file_io::lock(file, path)?)
 }
 
 /// A build left running by a kchaos that was killed would write into the build
@@ -363,7 +360,7 @@ fn kill_leftover_build(pgid_file: &Path) {
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), TreeError> {
     for entry in walkdir::WalkDir::new(from).follow_links(false) {
-        let entry = entry.map_err(|e| TreeError::Io {
+        let entry = entry.map_err(|e| IoError {
             what: "read",
             path: from.display().to_string(),
             source: std::io::Error::other(e.to_string()),
@@ -380,15 +377,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), TreeError> {
 }
 
 fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    crate::cache::dir_safe(text, &['.', '-', '_'])
 }
 
 #[cfg(test)]

@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
-use super::{io, require_root_and_tools, resolve_in_root, Rootfs, SystemdImageError};
+use super::{require_root_and_tools, resolve_in_root, Rootfs, SystemdImageError};
 use crate::cache::{Cache, KeyHasher};
+use crate::file_io::{self, io};
 use crate::host_tool;
 
 /// Bump when the build steps here change (the recipe's bytes are hashed separately).
@@ -269,11 +270,7 @@ fn run_logged(
 /// The build lock of one key: a second kchaos waits instead of building it twice.
 fn lock(path: &Path) -> Result<Flock<File>, SystemdImageError> {
     let file = File::create(path).map_err(io("create", path))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| SystemdImageError::Io {
-        what: "lock",
-        path: path.display().to_string(),
-        source: std::io::Error::from(errno),
-    })
+    Ok(file_io::lock(file, path)?)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use kchaos_model::image::SERVICE_RUNNER_PATH;
 use serde::Deserialize;
 
 use crate::cache::{Cache, CacheError, KeyHasher};
+use crate::file_io::{io, IoError};
 use crate::host_tool::{self, CommandError};
 use crate::image::payload::{FileOrigin, Payload};
 
@@ -71,13 +72,8 @@ pub enum SystemdImageError {
     },
     #[error(transparent)]
     Command(#[from] CommandError),
-    #[error("Cannot {what} {path}")]
-    Io {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("Refusing to write {path} in the image: {why}")]
     UnsafePath { path: String, why: String },
     #[error("Building the systemd-defects image failed (log: {log}); it ends with:\n{tail}")]
@@ -97,11 +93,6 @@ pub enum Variant {
     /// PID 1 rebuilt with the defect patches, each off until its boot parameter
     /// ([`defects`]).
     Defects,
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SystemdImageError {
-    let path = path.display().to_string();
-    move |source| SystemdImageError::Io { what, path, source }
 }
 
 /// `recipe.toml`.
