@@ -44,6 +44,22 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     escape_controls(&text).into_owned()
 }
 
+/// Writes each item on a line of its own, without a newline after the last: how every
+/// list of problems prints (a scenario file's errors, the files a run could not load),
+/// one per line like a compiler's, whichever crate collected them.
+pub fn write_lines<T: std::fmt::Display>(
+    f: &mut std::fmt::Formatter<'_>,
+    items: &[T],
+) -> std::fmt::Result {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            writeln!(f)?;
+        }
+        write!(f, "{item}")?;
+    }
+    Ok(())
+}
+
 /// `text` with control characters written as escapes (`\n`, `\t`, `\u{1b}`), so a name
 /// from a file or the guest can never break a one-line message or a terminal.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
@@ -71,6 +87,19 @@ mod tests {
     fn control_characters_are_escaped_and_the_rest_kept() {
         assert_eq!(escape_controls("plain µs"), "plain µs");
         assert_eq!(escape_controls("a\nb\tc\u{1b}[0m"), "a\\nb\\tc\\u{1b}[0m");
+    }
+
+    #[test]
+    fn lines_are_joined_without_a_trailing_newline() {
+        struct Lines<'a>(&'a [&'a str]);
+        impl std::fmt::Display for Lines<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write_lines(f, self.0)
+            }
+        }
+        assert_eq!(Lines(&["a:1: x", "b:2: y"]).to_string(), "a:1: x\nb:2: y");
+        assert_eq!(Lines(&["alone"]).to_string(), "alone");
+        assert_eq!(Lines(&[]).to_string(), "");
     }
 
     #[derive(Debug, thiserror::Error)]

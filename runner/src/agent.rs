@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::{
-    GuestMessage, HostMessage, Phase, RunReport, RunRequest, PROTOCOL_VERSION,
+    GuestMessage, HostMessage, Phase, RunReport, RunRequest, WorkloadReport, PROTOCOL_VERSION,
 };
 use kchaos_model::scenario::{ProbeSpec, Scenario, Workload, WorkloadSpec};
 use kchaos_model::timeline::Span;
@@ -16,8 +17,9 @@ use tokio::sync::watch;
 use crate::boot::mounts::{self, CgroupSetupError};
 use crate::boot::setup::{self, Applied};
 use crate::link::channel::Reporter;
+use crate::probes::{self, RunningProbe};
 use crate::workloads::{self, Env};
-use crate::{probes, VERSION};
+use crate::VERSION;
 
 /// How long the host may take to answer `Hello` with a scenario.
 const RUN_WAIT: Duration = Duration::from_secs(60);
@@ -76,17 +78,7 @@ async fn run(
     reporter.send(GuestMessage::Phase {
         phase: Phase::Setup,
     });
-    for (key, value) in &scenario.vm.sysctl {
-        if setup::apply_sysctl(key, value)? == Applied::Missing {
-            reporter.note(format!(
-                "sysctl {key} does not exist on this kernel; not set"
-            ));
-        }
-    }
-    if scenario.vm.image.runs_systemd() {
-        let version = crate::systemd::wait_ready(SYSTEMD_WAIT).await?;
-        tracing::info!(%version, "systemd answers");
-    }
+    apply_vm(reporter, scenario).await?;
     let controllers = controllers_needed(scenario);
     let layout = match mounts::mount_cgroups(scenario.vm.cgroup, &controllers, cgroups_mounted) {
         Ok(layout) => layout,
@@ -97,34 +89,15 @@ async fn run(
         Err(CgroupSetupError::Mount(e)) => return Err(e.into()),
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
     let mut env = Env {
         reporter: reporter.clone(),
         layout,
         deadline: Instant::now(),
-        stop: Arc::clone(&stop),
+        stop: Arc::new(AtomicBool::new(false)),
         seed: request.seed,
     };
     // Workloads set up what probes read (their parent cgroups) before anything is measured.
-    let mut results = Vec::new();
-    let mut ready = Vec::new();
-    for (index, workload) in scenario.workloads.iter().cloned().enumerate() {
-        let prepare_env = env.clone();
-        let w = workload.clone();
-        match tokio::task::spawn_blocking(move || workloads::prepare(&w, &prepare_env)).await {
-            Ok(Ok(())) => ready.push((index, workload)),
-            Ok(Err(e)) => {
-                results.push((
-                    index,
-                    workloads::failed(&workload, kchaos_model::error_chain(&e)),
-                ));
-            }
-            Err(e) => results.push((
-                index,
-                workloads::failed(&workload, format!("prepare panicked: {e}")),
-            )),
-        }
-    }
+    let (mut results, ready) = prepare_workloads(scenario, &env).await;
 
     reporter.send(GuestMessage::Phase {
         phase: Phase::Workload,
@@ -132,23 +105,45 @@ async fn run(
     let epoch = Instant::now();
     env.deadline = epoch + scenario.duration;
     let (stop_probes, probe_stop) = watch::channel(false);
-    // Counters take their first sample here, before any workload starts: `.first` is
-    // the baseline and `.delta` what the workloads left behind.
-    let mut running = Vec::with_capacity(scenario.probes.len());
-    for p in &scenario.probes {
-        running.push(
-            probes::start(
-                p.clone(),
-                reporter.clone(),
-                epoch,
-                probe_stop.clone(),
-                &env.layout,
-            )
-            .await,
-        );
+    let running = start_probes(scenario, reporter, epoch, &probe_stop, &env).await;
+    let (spans, aborted) =
+        run_workloads(scenario, &env, epoch, ready, &mut results, reporter, inbox).await;
+    let workload_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if let Some(reason) = aborted {
+        return Err(SessionError::Aborted(reason));
     }
-    // Workloads start together, except those that run `after` another: they start when
-    // it has finished (or failed to start).
+
+    reporter.send(GuestMessage::Phase {
+        phase: Phase::Settle,
+    });
+    tokio::time::sleep(scenario.settle).await;
+    let _ = stop_probes.send(true);
+    reporter.send(GuestMessage::Phase {
+        phase: Phase::Collect,
+    });
+
+    let report = collect(reporter, workload_ms, spans, results, running).await;
+    reporter.send(GuestMessage::Finished(report));
+    finish(reporter, inbox).await
+}
+
+/// A workload's outcome, by its place in the scenario.
+type Outcome = (usize, (WorkloadReport, Vec<(String, Metric)>));
+
+/// Runs the ready workloads, each on a blocking thread: together, except those that run
+/// `after` another, which start when it has finished (or failed to start). An `Abort`
+/// from the host, or the channel closing, sets `env.stop` for the workloads to see.
+/// Every outcome goes into `results`, a failure for each workload whose `after` never
+/// finished; returns when each workload ran, and why the host aborted, if it did.
+async fn run_workloads(
+    scenario: &Scenario,
+    env: &Env,
+    epoch: Instant,
+    ready: Vec<(usize, Workload)>,
+    results: &mut Vec<Outcome>,
+    reporter: &Reporter,
+    inbox: &mut UnboundedReceiver<HostMessage>,
+) -> (Vec<Span>, Option<String>) {
     let mut finished: HashSet<String> = results
         .iter()
         .map(|(i, _)| scenario.workloads[*i].name.clone())
@@ -196,11 +191,11 @@ async fn run(
             },
             msg = inbox.recv(), if aborted.is_none() => match msg {
                 Some(HostMessage::Abort { reason }) => {
-                    stop.store(true, Ordering::Relaxed);
+                    env.stop.store(true, Ordering::Relaxed);
                     aborted = Some(reason);
                 }
                 None => {
-                    stop.store(true, Ordering::Relaxed);
+                    env.stop.store(true, Ordering::Relaxed);
                     aborted = Some("the host closed the control channel".to_owned());
                 }
                 Some(_) => {}
@@ -214,20 +209,90 @@ async fn run(
         );
         results.push((index, workloads::failed(&workload, why)));
     }
-    let workload_ms = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-    if let Some(reason) = aborted {
-        return Err(SessionError::Aborted(reason));
+    (spans, aborted)
+}
+
+/// Applies what `[vm]` asks of a running kernel: its sysctls (a key this kernel lacks
+/// is a note, not an error) and, on a systemd image, waits for systemd to answer on the
+/// bus.
+async fn apply_vm(reporter: &Reporter, scenario: &Scenario) -> Result<(), SessionError> {
+    for (key, value) in &scenario.vm.sysctl {
+        if setup::apply_sysctl(key, value)? == Applied::Missing {
+            reporter.note(format!(
+                "sysctl {key} does not exist on this kernel; not set"
+            ));
+        }
     }
+    if scenario.vm.image.runs_systemd() {
+        let version = crate::systemd::wait_ready(SYSTEMD_WAIT).await?;
+        tracing::info!(%version, "systemd answers");
+    }
+    Ok(())
+}
 
-    reporter.send(GuestMessage::Phase {
-        phase: Phase::Settle,
-    });
-    tokio::time::sleep(scenario.settle).await;
-    let _ = stop_probes.send(true);
-    reporter.send(GuestMessage::Phase {
-        phase: Phase::Collect,
-    });
+/// Prepares each workload on a blocking thread, in order: the ready ones, and the
+/// outcome (a failure) of each that could not be prepared.
+async fn prepare_workloads(
+    scenario: &Scenario,
+    env: &Env,
+) -> (Vec<Outcome>, Vec<(usize, Workload)>) {
+    let mut results = Vec::new();
+    let mut ready = Vec::new();
+    for (index, workload) in scenario.workloads.iter().cloned().enumerate() {
+        let prepare_env = env.clone();
+        let w = workload.clone();
+        match tokio::task::spawn_blocking(move || workloads::prepare(&w, &prepare_env)).await {
+            Ok(Ok(())) => ready.push((index, workload)),
+            Ok(Err(e)) => {
+                results.push((
+                    index,
+                    workloads::failed(&workload, kchaos_model::error_chain(&e)),
+                ));
+            }
+            Err(e) => results.push((
+                index,
+                workloads::failed(&workload, format!("prepare panicked: {e}")),
+            )),
+        }
+    }
+    (results, ready)
+}
 
+/// Starts every probe, in order. Counters take their first sample here, before any
+/// workload starts: `.first` is the baseline and `.delta` what the workloads left
+/// behind.
+async fn start_probes(
+    scenario: &Scenario,
+    reporter: &Reporter,
+    epoch: Instant,
+    stop: &watch::Receiver<bool>,
+    env: &Env,
+) -> Vec<RunningProbe> {
+    let mut running = Vec::with_capacity(scenario.probes.len());
+    for p in &scenario.probes {
+        running.push(
+            probes::start(
+                p.clone(),
+                reporter.clone(),
+                epoch,
+                stop.clone(),
+                &env.layout,
+            )
+            .await,
+        );
+    }
+    running
+}
+
+/// The run's report: the workloads' outcomes in the scenario's order, then each
+/// probe's, once it has stopped (a probe's note goes to the host as it is read).
+async fn collect(
+    reporter: &Reporter,
+    workload_ms: u64,
+    spans: Vec<Span>,
+    mut results: Vec<Outcome>,
+    running: Vec<RunningProbe>,
+) -> RunReport {
     let mut report = RunReport {
         workload_ms,
         spans,
@@ -249,8 +314,7 @@ async fn run(
         report.probes.push(done.report);
         report.metrics.extend(done.metrics);
     }
-    reporter.send(GuestMessage::Finished(report));
-    finish(reporter, inbox).await
+    report
 }
 
 /// Waits (bounded) for the host to confirm it has everything.

@@ -170,6 +170,21 @@ pub fn disk_usage(path: &Path) -> (u64, u64) {
     (bytes, files)
 }
 
+/// `text` as part of a directory name: ASCII letters, digits and the characters in
+/// `keep` stay, anything else (`/`, `:`, `~`, spaces) becomes `_`. Each caller keeps
+/// what its names need (`+` of Debian versions, `_` of labels).
+pub fn dir_safe(text: &str, keep: &[char]) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || keep.contains(&c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
@@ -204,6 +219,19 @@ impl KeyHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dir_name_keeps_letters_digits_and_what_the_caller_keeps() {
+        assert_eq!(
+            dir_safe("1:6.1.192~rc1+b1", &['.', '-', '+']),
+            "1_6.1.192_rc1+b1"
+        );
+        assert_eq!(
+            dir_safe("git@host/linux.git", &['.', '-', '_']),
+            "git_host_linux.git"
+        );
+        assert_eq!(dir_safe("a b", &[]), "a_b");
+    }
 
     #[test]
     fn only_the_most_recently_used_are_kept() {

@@ -14,7 +14,7 @@ use kchaos_model::topology::Topology;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::kernel_list::KernelList;
+use crate::kernel::list::KernelList;
 
 /// Where `kchaos` looks for the list when none is named.
 pub const DEFAULT_PATH: &str = "vm-images/defects.toml";
@@ -272,7 +272,7 @@ impl DefectList {
                 Err(e) => return Err(at(raw.kernel.span(), key("kernel"), e.to_string())),
             };
             if kernel_spec.contains(':') {
-                if let Err(e) = crate::spec::KernelSpec::parse(&kernel_spec) {
+                if let Err(e) = crate::kernel::spec::KernelSpec::parse(&kernel_spec) {
                     return Err(at(raw.kernel.span(), key("kernel"), e.to_string()));
                 }
             }

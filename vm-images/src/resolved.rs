@@ -1,7 +1,7 @@
 //! What a kernel spec resolves to: the files QEMU boots and what the results record.
-//! A leaf module (it depends on nothing in the crate) so that every way of producing a
-//! kernel (Debian packages, local builds) can build one without depending on
-//! `kernel`, the module that dispatches to them.
+//! It depends on nothing in the crate but the cache's naming, so that every way of
+//! producing a kernel (Debian packages, recipe builds, local builds) can build one
+//! without depending on `resolve`, the module that dispatches to them.
 
 use std::path::PathBuf;
 
@@ -104,15 +104,7 @@ impl Kernel {
             Some(_) => format!("local-{}", self.release),
             None => text,
         };
-        text.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
+        crate::cache::dir_safe(&text, &['.', '-', '_', '+'])
     }
 }
 

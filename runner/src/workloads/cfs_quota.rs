@@ -18,6 +18,7 @@ use kchaos_model::units::Unit;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use self::ledger::Ledger;
 use super::{Env, Errors};
 use crate::boot::mounts;
 use crate::histogram::Latency;
@@ -170,13 +171,6 @@ impl Leaf {
     }
 }
 
-/// Usage over one interval against what was allowed in it.
-#[derive(Default)]
-struct Ledger {
-    used_us: Vec<f64>,
-    allowed_us: Vec<f64>,
-}
-
 pub fn run(
     workload: &Workload,
     spec: &CfsQuota,
@@ -186,6 +180,102 @@ pub fn run(
     let mut errors = Errors::default();
     let mut rng = ChaCha8Rng::seed_from_u64(kchaos_model::derive_seed(env.seed, &workload.name));
     let t = tree(spec);
+    let cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
+    let thread_demand = thread_demand(spec, cpus);
+    let mut leaves = leaves(&t, env);
+
+    // Bandwidth first, then the workers, so nothing runs unthrottled.
+    let mut bandwidth: Vec<Bandwidth> = leaves
+        .iter()
+        .map(|_| Bandwidth::pick(spec, &mut rng))
+        .collect();
+    apply(&leaves, &bandwidth, mode, &mut errors);
+    start_workers(&mut leaves, spec, env, &mut errors);
+    let stat0: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
+
+    let mut ledger = Ledger::open(&leaves, spec, thread_demand, cpus, mode);
+    let mut tally = Tally {
+        retunes: 0,
+        churned: 0,
+        churn_rmdir: Latency::new(),
+    };
+    let start = Instant::now();
+    let mut next_retune = spec.retune_every.map(|d| start + d);
+    let mut next_churn = spec.churn_every.map(|d| start + d);
+    loop {
+        let done = env.stop.load(std::sync::atomic::Ordering::Relaxed)
+            || Instant::now() >= env.deadline
+            || workload.iterations.is_some_and(|n| tally.retunes >= n);
+        if done {
+            break;
+        }
+        let now = Instant::now();
+        if next_retune.is_some_and(|t| now >= t) {
+            ledger.settle(&leaves, &bandwidth, &mut errors);
+            bandwidth = leaves
+                .iter()
+                .map(|_| Bandwidth::pick(spec, &mut rng))
+                .collect();
+            apply(&leaves, &bandwidth, mode, &mut errors);
+            tally.retunes += 1;
+            next_retune = spec.retune_every.map(|d| now + d);
+            env.reporter.send(GuestMessage::Progress {
+                workload: workload.name.clone(),
+                done: tally.retunes,
+                total: workload.iterations,
+            });
+        }
+        if next_churn.is_some_and(|t| now >= t) {
+            churn::churn_once(
+                spec,
+                env,
+                &t,
+                &mut rng,
+                tally.churned,
+                &mut tally.churn_rmdir,
+                &mut errors,
+            );
+            tally.churned += 1;
+            next_churn = spec.churn_every.map(|d| now + d);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ledger.settle(&leaves, &bandwidth, &mut errors);
+    let stat1: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
+    // Per CPU, read while the workers still run (their threads vanish when stopped).
+    let per_cpu = spec
+        .per_cpu
+        .then(|| per_cpu_metrics(&workload.name, &leaves, env, &mut errors));
+    stop_workers(&mut leaves, &mut errors);
+    let metrics = metrics(
+        &workload.name,
+        &tally,
+        &ledger,
+        &stat0,
+        &stat1,
+        &errors,
+        per_cpu,
+    );
+    let report = WorkloadReport {
+        name: workload.name.clone(),
+        iterations: tally.retunes,
+        errors: errors.count,
+        error_samples: errors.samples,
+        findings: Vec::new(),
+    };
+    (report, metrics)
+}
+
+/// What the loop counted.
+struct Tally {
+    retunes: u64,
+    churned: u64,
+    churn_rmdir: Latency,
+}
+
+/// Threads that want a CPU in each leaf: every burner, and each sleeper for the part of
+/// its cycle it runs; with `per_cpu`, that on every CPU.
+fn thread_demand(spec: &CfsQuota, cpus: f64) -> f64 {
     let duty = {
         let (r, s) = (spec.burst_run.as_secs_f64(), spec.burst_sleep.as_secs_f64());
         if r + s > 0.0 {
@@ -194,12 +284,15 @@ pub fn run(
             0.0
         }
     };
-    let cpus = std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64);
     // With `per_cpu` every CPU runs the leaf's threads.
     let threads_per = if spec.per_cpu { cpus } else { 1.0 };
-    let thread_demand = (f64::from(spec.burners) + f64::from(spec.sleepers) * duty) * threads_per;
-    let mut leaves: Vec<Leaf> = t
-        .leaves
+    (f64::from(spec.burners) + f64::from(spec.sleepers) * duty) * threads_per
+}
+
+/// The tree's leaves with the directories their counters are read from (`cpuacct`
+/// holds usage on v1), no worker yet.
+fn leaves(t: &Tree, env: &Env) -> Vec<Leaf> {
+    t.leaves
         .iter()
         .map(|rel| {
             let dir_of = |c: &str| {
@@ -209,7 +302,7 @@ pub fn run(
                     .next()
                     .unwrap_or_default()
             };
-            let usage_dir = if mode == CgroupMode::V2 {
+            let usage_dir = if env.layout.mode == CgroupMode::V2 {
                 dir_of("cpu")
             } else {
                 dir_of("cpuacct")
@@ -221,16 +314,17 @@ pub fn run(
                 worker: None,
             }
         })
-        .collect();
+        .collect()
+}
 
-    // Bandwidth first, then the workers, so nothing runs unthrottled.
-    let mut bandwidth: Vec<Bandwidth> = leaves
-        .iter()
-        .map(|_| Bandwidth::pick(spec, &mut rng))
-        .collect();
-    apply(&leaves, &bandwidth, mode, &mut errors);
-    for leaf in &mut leaves {
-        let target = Target::new(mode, env.layout.dirs(&spec.controllers, &leaf.rel));
+/// Starts a CFS worker in every leaf; a leaf whose worker does not start is an error
+/// and runs empty.
+fn start_workers(leaves: &mut [Leaf], spec: &CfsQuota, env: &Env, errors: &mut Errors) {
+    for leaf in leaves {
+        let target = Target::new(
+            env.layout.mode,
+            env.layout.dirs(&spec.controllers, &leaf.rel),
+        );
         let job = Job::CfsWorker {
             burners: spec.burners,
             sleepers: spec.sleepers,
@@ -247,87 +341,10 @@ pub fn run(
             )),
         }
     }
-    let stat0: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
+}
 
-    let mut ledger = Ledger {
-        used_us: vec![0.0; leaves.len()],
-        allowed_us: vec![0.0; leaves.len()],
-    };
-    let mut last_usage: Vec<Option<f64>> = leaves.iter().map(|l| l.usage_us(mode).ok()).collect();
-    let mut last_at = Instant::now();
-    let mut retunes = 0u64;
-    let mut churned = 0u64;
-    let mut churn_rmdir = Latency::new();
-    let start = Instant::now();
-    let mut next_retune = spec.retune_every.map(|d| start + d);
-    let mut next_churn = spec.churn_every.map(|d| start + d);
-    loop {
-        let done = env.stop.load(std::sync::atomic::Ordering::Relaxed)
-            || Instant::now() >= env.deadline
-            || workload.iterations.is_some_and(|n| retunes >= n);
-        if done {
-            break;
-        }
-        let now = Instant::now();
-        if next_retune.is_some_and(|t| now >= t) {
-            settle_interval(
-                &leaves,
-                &bandwidth,
-                spec,
-                thread_demand,
-                cpus,
-                mode,
-                &mut last_usage,
-                &mut last_at,
-                &mut ledger,
-                &mut errors,
-            );
-            bandwidth = leaves
-                .iter()
-                .map(|_| Bandwidth::pick(spec, &mut rng))
-                .collect();
-            apply(&leaves, &bandwidth, mode, &mut errors);
-            retunes += 1;
-            next_retune = spec.retune_every.map(|d| now + d);
-            env.reporter.send(GuestMessage::Progress {
-                workload: workload.name.clone(),
-                done: retunes,
-                total: workload.iterations,
-            });
-        }
-        if next_churn.is_some_and(|t| now >= t) {
-            churn::churn_once(
-                spec,
-                env,
-                &t,
-                &mut rng,
-                churned,
-                &mut churn_rmdir,
-                &mut errors,
-            );
-            churned += 1;
-            next_churn = spec.churn_every.map(|d| now + d);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    settle_interval(
-        &leaves,
-        &bandwidth,
-        spec,
-        thread_demand,
-        cpus,
-        mode,
-        &mut last_usage,
-        &mut last_at,
-        &mut ledger,
-        &mut errors,
-    );
-    let stat1: Vec<(f64, f64)> = leaves.iter().map(|l| throttle_counts(&l.cpu_dir)).collect();
-    // Per CPU, read while the workers still run (their threads vanish when stopped).
-    let per_cpu = spec
-        .per_cpu
-        .then(|| per_cpu_metrics(&workload.name, &leaves, env, &mut errors));
-    for leaf in &mut leaves {
+fn stop_workers(leaves: &mut [Leaf], errors: &mut Errors) {
+    for leaf in leaves {
         if let Some(c) = leaf.worker.take() {
             if let Err(e) = c.stop(true) {
                 errors.push(format!(
@@ -338,7 +355,20 @@ pub fn run(
             }
         }
     }
+}
 
+/// The workload's metrics: the loop's counts, each leaf's share of its allowance, the
+/// throttled ratio between the two `cpu.stat` readings, and the per-CPU ones if taken.
+/// Only what was measured is reported.
+fn metrics(
+    name: &str,
+    tally: &Tally,
+    ledger: &Ledger<'_>,
+    stat0: &[(f64, f64)],
+    stat1: &[(f64, f64)],
+    errors: &Errors,
+    per_cpu: Option<Vec<(String, Metric)>>,
+) -> Vec<(String, Metric)> {
     let shares: Vec<f64> = ledger
         .used_us
         .iter()
@@ -346,23 +376,22 @@ pub fn run(
         .filter(|(_, &a)| a > 0.0)
         .map(|(&u, &a)| u / a)
         .collect();
-    let (periods, throttled) = stat0.iter().zip(&stat1).fold((0.0, 0.0), |(p, t), (a, b)| {
+    let (periods, throttled) = stat0.iter().zip(stat1).fold((0.0, 0.0), |(p, t), (a, b)| {
         (p + (b.0 - a.0), t + (b.1 - a.1))
     });
-    let name = &workload.name;
     let value = |unit, value| Metric::Value(Gauge { unit, value });
     let mut metrics = vec![
         (
             format!("{name}.retunes"),
-            value(Unit::Count, retunes as f64),
+            value(Unit::Count, tally.retunes as f64),
         ),
         (
             format!("{name}.churned"),
-            value(Unit::Count, churned as f64),
+            value(Unit::Count, tally.churned as f64),
         ),
         (
             format!("{name}.churn_rmdir"),
-            Metric::Histogram(churn_rmdir.summary()),
+            Metric::Histogram(tally.churn_rmdir.summary()),
         ),
         (
             format!("{name}.errors"),
@@ -384,14 +413,7 @@ pub fn run(
         ));
     }
     metrics.extend(per_cpu.into_iter().flatten());
-    let report = WorkloadReport {
-        name: name.clone(),
-        iterations: retunes,
-        errors: errors.count,
-        error_samples: errors.samples,
-        findings: Vec::new(),
-    };
-    (report, metrics)
+    metrics
 }
 
 fn apply(leaves: &[Leaf], bandwidth: &[Bandwidth], mode: CgroupMode, errors: &mut Errors) {
@@ -402,47 +424,6 @@ fn apply(leaves: &[Leaf], bandwidth: &[Bandwidth], mode: CgroupMode, errors: &mu
             errors.push(kchaos_model::error_chain(&e));
         }
     }
-}
-
-/// Closes the interval since the last checkpoint: usage against allowance.
-#[allow(clippy::too_many_arguments)]
-fn settle_interval(
-    leaves: &[Leaf],
-    bandwidth: &[Bandwidth],
-    spec: &CfsQuota,
-    thread_demand: f64,
-    cpus: f64,
-    mode: CgroupMode,
-    last_usage: &mut [Option<f64>],
-    last_at: &mut Instant,
-    ledger: &mut Ledger,
-    errors: &mut Errors,
-) {
-    let now = Instant::now();
-    let dt_us = now.duration_since(*last_at).as_secs_f64() * 1e6;
-    let demand: Vec<f64> = bandwidth
-        .iter()
-        .map(|bw| bw.share().min(thread_demand))
-        .collect();
-    let allowed = allowance(
-        &demand,
-        spec.width as usize,
-        spec.depth,
-        spec.inner_share,
-        cpus,
-    );
-    for (i, leaf) in leaves.iter().enumerate() {
-        match (leaf.usage_us(mode), last_usage[i]) {
-            (Ok(now_us), Some(before)) => {
-                ledger.used_us[i] += (now_us - before).max(0.0);
-                ledger.allowed_us[i] += allowed[i] * dt_us;
-                last_usage[i] = Some(now_us);
-            }
-            (Ok(now_us), None) => last_usage[i] = Some(now_us),
-            (Err(e), _) => errors.push(kchaos_model::error_chain(&e)),
-        }
-    }
-    *last_at = now;
 }
 
 /// `percpu_share_min` / `_max` over the leaves' pinned threads, and a note with each
@@ -507,6 +488,7 @@ fn throttle_counts(cpu_dir: &std::path::Path) -> (f64, f64) {
 }
 
 mod churn;
+mod ledger;
 mod percpu;
 #[cfg(test)]
 mod tests;

@@ -22,7 +22,7 @@ use super::apt_config::{apt_conf, sources_list, AptConfig};
 use super::apt_output::{self, Candidate, Throttle};
 use super::release::Release;
 use crate::cache::{Cache, CacheError};
-use crate::command::{self, CommandError};
+use crate::host_tool::{self, CommandError};
 
 /// Backstops; apt's own per-connection timeout (below) catches a stalled transfer first.
 const UPDATE_DEADLINE: Duration = Duration::from_secs(10 * 60);
@@ -323,7 +323,7 @@ impl AptState {
         );
         let started = Instant::now();
         let label = format!("apt: {} lists", self.release);
-        let result = command::run_streaming(
+        let result = host_tool::run_streaming(
             self.command("apt-get")
                 .args(["-q", "-o", "APT::Status-Fd=1", "update"]),
             UPDATE_DEADLINE,
@@ -353,7 +353,7 @@ impl AptState {
     pub fn pkgnames(&self, prefix: &str) -> Result<Vec<String>, AptError> {
         let _lock = self.lock(FlockArg::LockShared)?;
         Ok(
-            command::run(self.command("apt-cache").args(["pkgnames", prefix]))?
+            host_tool::run(self.command("apt-cache").args(["pkgnames", prefix]))?
                 .lines()
                 .map(str::to_owned)
                 .collect(),
@@ -363,7 +363,7 @@ impl AptState {
     /// apt's candidate of `package` and its suite; `None` if the lists do not have it.
     pub fn candidate(&self, package: &str) -> Result<Option<Candidate>, AptError> {
         let _lock = self.lock(FlockArg::LockShared)?;
-        let text = command::run(self.command("apt-cache").args(["policy", package]))?;
+        let text = host_tool::run(self.command("apt-cache").args(["policy", package]))?;
         Ok(apt_output::parse_policy(&text))
     }
 
@@ -379,7 +379,7 @@ impl AptState {
         let _lock = self.lock(FlockArg::LockShared)?;
         let wanted = format!("{package}={version}");
         let size =
-            command::run(
+            host_tool::run(
                 self.command("apt-cache")
                     .args(["show", "--no-all-versions", &wanted]),
             )
@@ -390,7 +390,7 @@ impl AptState {
         });
         tracing::info!("downloading {package} {version} from {suite}{size}");
         let started = Instant::now();
-        command::run_streaming(
+        host_tool::run_streaming(
             self.command("apt-get")
                 .args(["-q", "-o", "APT::Status-Fd=1", "download", &wanted])
                 .current_dir(dir),

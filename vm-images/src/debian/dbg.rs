@@ -9,7 +9,7 @@ use super::error::DebianError;
 use super::release::{self, Release};
 use super::source::PackageSource;
 use crate::cache::Cache;
-use crate::command;
+use crate::host_tool;
 use crate::resolved::{DebianPackage, Kernel};
 
 /// The release a Debian kernel came from: its recorded suite, else where its ABI points.
@@ -72,7 +72,7 @@ pub fn debug_vmlinux(
         deb.display(),
         scratch.path().display()
     );
-    command::run(Command::new("sh").arg("-c").arg(&script))?;
+    host_tool::run(Command::new("sh").arg("-c").arg(&script))?;
     let extracted = scratch.path().join(member.trim_start_matches("./"));
     std::fs::create_dir_all(&dir).map_err(|source| DebianError::Io {
         path: dir.display().to_string(),

@@ -3,7 +3,7 @@
 use super::apt::AptError;
 use super::apt_config::ConfigError;
 use crate::cache::CacheError;
-use crate::command::CommandError;
+use crate::host_tool::CommandError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DebianError {

@@ -46,6 +46,14 @@ impl AptSource {
     fn state(cache: &Cache, release: Release) -> Result<AptState, DebianError> {
         Ok(AptState::open(cache, release, &AptConfig::from_env()?)?)
     }
+
+    /// The state with its lists refreshed when stale: what a look-up needs. A download
+    /// asks for a version a look-up just found, so it takes the lists as they are.
+    fn fresh_state(cache: &Cache, release: Release) -> Result<AptState, DebianError> {
+        let state = AptSource::state(cache, release)?;
+        state.refresh_if_stale()?;
+        Ok(state)
+    }
 }
 
 impl PackageSource for AptSource {
@@ -55,9 +63,7 @@ impl PackageSource for AptSource {
         release: Release,
         prefix: &str,
     ) -> Result<Vec<String>, DebianError> {
-        let state = AptSource::state(cache, release)?;
-        state.refresh_if_stale()?;
-        Ok(state.pkgnames(prefix)?)
+        Ok(AptSource::fresh_state(cache, release)?.pkgnames(prefix)?)
     }
 
     fn candidate(
@@ -66,9 +72,7 @@ impl PackageSource for AptSource {
         release: Release,
         package: &str,
     ) -> Result<Option<Candidate>, DebianError> {
-        let state = AptSource::state(cache, release)?;
-        state.refresh_if_stale()?;
-        Ok(state.candidate(package)?)
+        Ok(AptSource::fresh_state(cache, release)?.candidate(package)?)
     }
 
     fn download(

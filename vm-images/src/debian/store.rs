@@ -12,7 +12,7 @@ use super::error::DebianError;
 use super::release::{self, Release};
 use super::source::PackageSource;
 use crate::cache::Cache;
-use crate::command;
+use crate::host_tool;
 use crate::resolved::{DebianPackage, Kernel};
 
 /// A kernel unpacked in the cache (`kernels/debian/<package>_<version>`).
@@ -96,7 +96,7 @@ pub(super) fn unpack(
     let scratch = cache.scratch("kernels/debian")?;
     let deb = source.download(cache, rel, package, candidate, scratch.path())?;
     let root = scratch.path().join("root");
-    command::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    host_tool::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     let _ = std::fs::remove_file(&deb);
     let boot = root.join("boot");
     let find = |prefix: &str| -> Option<PathBuf> {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use super::release::Release::*;
 use super::*;
-use crate::command;
+use crate::host_tool;
 use crate::resolved::DebianPackage;
 
 /// One package a fake release offers: name, version, suite.
@@ -108,7 +108,7 @@ fn fake_deb(package: &str, version: &str, dir: &Path) -> PathBuf {
     )
     .unwrap();
     let deb = dir.join(format!("{package}_{version}_amd64.deb"));
-    command::run(
+    host_tool::run(
         Command::new("dpkg-deb")
             .args(["--root-owner-group", "-Zgzip", "--build"])
             .arg(&root)

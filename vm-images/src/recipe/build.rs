@@ -6,23 +6,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
-use super::script::{self, minutes, Produced, Script, ScriptError};
-use super::source::{debs_dir, tarball_from_deb};
-use super::{io, BuildRecord, KernelRecipe, RecipeError, SourceHost, SourcePlan, CACHE_SUB};
+use super::error::RecipeError;
+use super::record::{BuildRecord, CACHE_SUB};
+use super::source::{debs_dir, tarball_from_deb, SourceHost, SourcePlan};
 use crate::cache::Cache;
-use crate::command::{self, CommandError};
-use crate::tree::{Ccache, CcacheCounts};
+use crate::file_io::{self, io};
+use crate::host_tool::{self, CommandError};
+use crate::kbuild::ccache::{Ccache, CcacheCounts};
+use crate::kbuild::script::{self, minutes, Produced, Script, ScriptError};
+use crate::kernel::recipes::KernelRecipe;
 
 /// Takes the build lock for one cache key, waiting for another kchaos that holds it.
 pub(super) fn lock(path: &Path) -> Result<Flock<File>, RecipeError> {
     let file = File::create(path).map_err(io("create", path))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| RecipeError::Io {
-        what: "lock",
-        path: path.display().to_string(),
-        source: std::io::Error::from(errno),
-    })
+    Ok(file_io::lock(file, path)?)
 }
 
 /// Builds `recipe` from the source `plan` names and installs it as `final_dir`.
@@ -133,20 +132,20 @@ fn scratch_for(cache: &Cache, final_dir: &Path) -> Result<tempfile::TempDir, Rec
             let _ = std::fs::remove_dir_all(stale.path());
         }
     }
-    tempfile::Builder::new()
+    Ok(tempfile::Builder::new()
         .prefix(&prefix)
         .tempdir_in(&root)
-        .map_err(io("create a scratch directory in", &root))
+        .map_err(io("create a scratch directory in", &root))?)
 }
 
 /// Unpacks the source tarball into `work` and returns its top directory, `work/tree`:
 /// every kernel kchaos builds has its source in `tree/` beside its objects in `out/`, so
 /// ccache finds a file compiled here when a bisection builds the same source, and the
-/// other way round ([`crate::tree::Ccache::env`]).
+/// other way round ([`Ccache::env`]).
 fn unpack(tarball: &Path, work: &Path) -> Result<PathBuf, RecipeError> {
     let dest = work.join("src");
     std::fs::create_dir_all(&dest).map_err(io("create", &dest))?;
-    command::run(
+    host_tool::run(
         Command::new("tar")
             .arg("-xf")
             .arg(tarball)
@@ -179,7 +178,7 @@ fn apply_patch(
     package: &str,
     version: &str,
 ) -> Result<(), RecipeError> {
-    let result = command::run(
+    let result = host_tool::run(
         Command::new("patch")
             .args(["-p1", "--batch", "--forward", "--silent", "-d"])
             .arg(src)
@@ -236,7 +235,7 @@ fn run_build(
         ScriptError::Spawn(e) => e.into(),
         ScriptError::BzImage(e) => e.into(),
         ScriptError::BadOutput(p) => RecipeError::BadOutput(p),
-        ScriptError::Io { what, path, source } => RecipeError::Io { what, path, source },
+        ScriptError::Io(e) => RecipeError::Io(e),
         ScriptError::Interrupted => RecipeError::Build {
             spec: spec.to_owned(),
             status: "interrupted".to_owned(),

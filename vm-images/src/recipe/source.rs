@@ -6,11 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{KernelRecipe, RecipeError, CACHE_SUB};
+use super::error::RecipeError;
+use super::record::{BuildRecord, CACHE_SUB};
 use crate::cache::Cache;
-use crate::command::{self, CommandError};
+use crate::debian::abi::compare_abi;
 use crate::debian::{Candidate, DebianError, PackageSource, Release};
-use crate::spec::compare_abi;
+use crate::file_io::{io, IoError};
+use crate::host_tool::{self, CommandError};
+use crate::kernel::recipes::KernelRecipe;
 
 /// The host's view of Debian source packages: apt and dpkg on a real machine, a fake in
 /// tests.
@@ -54,7 +57,7 @@ impl<P: PackageSource + ?Sized> SourceHost for AptHost<'_, P> {
     }
 
     fn installed(&self, package: &str) -> Option<(String, PathBuf)> {
-        let out = command::run(Command::new("dpkg-query").args([
+        let out = host_tool::run(Command::new("dpkg-query").args([
             "-W",
             "-f",
             "${Version} ${db:Status-Abbrev}",
@@ -238,7 +241,7 @@ fn built_versions(root: &Path, recipe: &str) -> Vec<String> {
         })
         .filter_map(|p| {
             let text = std::fs::read(p.join("build.json")).ok()?;
-            let record: super::BuildRecord = serde_json::from_slice(&text).ok()?;
+            let record: BuildRecord = serde_json::from_slice(&text).ok()?;
             Some(record.source_version)
         })
         .collect()
@@ -270,7 +273,7 @@ pub(super) fn tarball_from_deb(
         status: "no pipe".to_owned(),
         stderr: String::new(),
     })?;
-    let tar = command::run(
+    let tar = host_tool::run(
         Command::new("tar")
             .arg("-x")
             .arg("-C")
@@ -291,8 +294,8 @@ pub(super) fn tarball_from_deb(
     Ok(dir.join(member.trim_start_matches("./")))
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RecipeError {
-    super::io("read", path)
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IoError {
+    io("read", path)
 }
 
 #[cfg(test)]
@@ -411,7 +414,7 @@ mod tests {
     /// The real tools on a tiny package: only the tarball member comes out.
     #[test]
     fn the_tarball_is_the_only_member_unpacked_from_the_deb() {
-        if command::run(Command::new("dpkg-deb").arg("--version")).is_err() {
+        if host_tool::run(Command::new("dpkg-deb").arg("--version")).is_err() {
             eprintln!("skipped: dpkg-deb is not installed");
             return;
         }
@@ -432,7 +435,7 @@ mod tests {
         .unwrap();
         std::fs::write(pkg.join("usr/share/doc/README"), b"left in the deb").unwrap();
         let deb = dir.path().join("p.deb");
-        command::run(
+        host_tool::run(
             Command::new("dpkg-deb")
                 .args(["--root-owner-group", "-Zgzip", "--build"])
                 .arg(&pkg)

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::space::SpaceInfo;
+use super::record::SpaceInfo;
 
 /// Build spaces kept (each a worktree and a build directory: gigabytes).
 pub(super) const KEEP_SPACES: usize = 2;
@@ -57,7 +57,7 @@ pub(super) fn evict_spaces(parent: &Path, current: &Path) {
         let _ = std::fs::remove_dir_all(&old);
         // The repository forgets the worktree that went with it.
         if let Some(repo) = repo.filter(|r| r.is_dir()) {
-            let _ = crate::command::run(
+            let _ = crate::host_tool::run(
                 std::process::Command::new("git")
                     .arg("-C")
                     .arg(repo)

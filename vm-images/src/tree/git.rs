@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::TreeError;
-use crate::command::{self, CommandError};
+use super::error::TreeError;
+use crate::file_io::io;
+use crate::host_tool::{self, CommandError};
 
 /// A commit of the range, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +34,7 @@ fn git(dir: &Path) -> Command {
 }
 
 fn run(dir: &Path, args: &[&str]) -> Result<String, TreeError> {
-    command::run(git(dir).args(args)).map_err(|e| match e {
+    host_tool::run(git(dir).args(args)).map_err(|e| match e {
         CommandError::Spawn { .. } => TreeError::NoGit,
         e => TreeError::Git(e),
     })
@@ -146,11 +147,7 @@ impl Repo {
         }
         // A directory git no longer knows (pruned, or half made): start again.
         if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|source| TreeError::Io {
-                what: "remove",
-                path: dir.display().to_string(),
-                source,
-            })?;
+            std::fs::remove_dir_all(dir).map_err(io("remove", dir))?;
         }
         run(&self.dir, &["worktree", "prune"])?;
         let target = dir.display().to_string();

@@ -16,30 +16,23 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 
-use super::ccache::{Ccache, CcacheCounts};
+use super::error::TreeError;
 use super::evict::{evict_commits, evict_spaces};
 use super::git::{Commit, Repo};
-use super::{io, CommitBuild, TreeBuild, TreeError};
+use super::record::{CommitBuild, SpaceInfo, TreeBuild};
 use crate::cache::{Cache, KeyHasher};
-use crate::recipe::script::{self, Script, ScriptError};
+use crate::file_io::{self, io, IoError};
+use crate::kbuild::ccache::{Ccache, CcacheCounts};
+use crate::kbuild::script::{self, Script, ScriptError};
+use crate::kernel::recipes;
 
 /// Bump when what a space holds or how it builds changes.
 const FORMAT: &str = "kchaos-tree-build-v1";
 const CACHE_SUB: &str = "kernels/bisect";
-
-/// What a space was made for, written as `space.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub(super) struct SpaceInfo {
-    pub(super) repo: String,
-    fragments: Vec<String>,
-    ccache: bool,
-    key: String,
-}
 
 #[derive(Debug)]
 pub struct BuildSpace {
@@ -52,7 +45,7 @@ pub struct BuildSpace {
 
 /// A fragment as the user named it: a compiled-in fragment or a file.
 fn fragment_bytes(name: &str) -> Result<(String, Vec<u8>), TreeError> {
-    if let Some(bytes) = crate::recipe::file(name).filter(|_| name.ends_with(".config")) {
+    if let Some(bytes) = recipes::file(name).filter(|_| name.ends_with(".config")) {
         return Ok((name.to_owned(), bytes.to_vec()));
     }
     let path = Path::new(name);
@@ -66,7 +59,7 @@ fn fragment_bytes(name: &str) -> Result<(String, Vec<u8>), TreeError> {
         }
         Err(_) => Err(TreeError::UnknownFragment {
             name: name.to_owned(),
-            known: crate::recipe::fragment_names().join(", "),
+            known: recipes::fragment_names().join(", "),
         }),
     }
 }
@@ -82,7 +75,7 @@ impl BuildSpace {
     ) -> Result<BuildSpace, TreeError> {
         let mut files: Vec<(String, Vec<u8>)> = ["build.sh", "kchaos.config"]
             .iter()
-            .filter_map(|n| crate::recipe::file(n).map(|b| ((*n).to_owned(), b.to_vec())))
+            .filter_map(|n| recipes::file(n).map(|b| ((*n).to_owned(), b.to_vec())))
             .collect();
         let mut names = Vec::new();
         for f in fragments {
@@ -277,7 +270,7 @@ impl BuildSpace {
             },
             ScriptError::BzImage(e) => TreeError::BzImage(e),
             ScriptError::Spawn(e) => TreeError::Spawn(e),
-            ScriptError::Io { what, path, source } => TreeError::Io { what, path, source },
+            ScriptError::Io(e) => TreeError::Io(e),
         }
     }
 
@@ -345,11 +338,7 @@ fn lock(path: &Path) -> Result<Flock<File>, TreeError> {
         .append(true)
         .open(path)
         .map_err(io("create", path))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| TreeError::Io {
-        what: "lock",
-        path: path.display().to_string(),
-        source: std::io::Error::from(errno),
-    })
+    Ok(file_io::lock(file, path)?)
 }
 
 /// A build left running by a kchaos that was killed would write into the build
@@ -371,7 +360,7 @@ fn kill_leftover_build(pgid_file: &Path) {
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), TreeError> {
     for entry in walkdir::WalkDir::new(from).follow_links(false) {
-        let entry = entry.map_err(|e| TreeError::Io {
+        let entry = entry.map_err(|e| IoError {
             what: "read",
             path: from.display().to_string(),
             source: std::io::Error::other(e.to_string()),
@@ -388,15 +377,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), TreeError> {
 }
 
 fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    crate::cache::dir_safe(text, &['.', '-', '_'])
 }
 
 #[cfg(test)]
@@ -431,8 +412,8 @@ mod tests {
         let modules = dir.path().join("lib/modules/6.1.192-kchaos+");
         std::fs::create_dir_all(&modules).unwrap();
         let spec = spec_of(dir.path(), "6.1.192-kchaos+", "abc123");
-        match crate::spec::KernelSpec::parse(&spec).unwrap() {
-            crate::spec::KernelSpec::Path {
+        match crate::kernel::spec::KernelSpec::parse(&spec).unwrap() {
+            crate::kernel::spec::KernelSpec::Path {
                 bzimage,
                 modules: m,
                 config,

@@ -6,13 +6,12 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, WorkloadSpec};
+use super::{Entry, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
-use crate::scenario::{CgroupMode, VmSpec};
+use crate::scenario::CgroupMode;
 use crate::units::{duration_ms, opt_duration_ms, Unit};
 
 pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
@@ -101,14 +100,8 @@ raw_workload! {
 const MIN_QUOTA: Duration = Duration::from_millis(1);
 const PERIOD_LIMITS: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(1));
 
-pub(super) fn parse(
-    ctx: &mut Ctx<'_>,
-    index: usize,
-    value: &Spanned<DeValue<'_>>,
-    vm: &VmSpec,
-) -> Option<super::Workload> {
-    let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(ctx, index, "cfs-quota", raw.common());
+pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::Workload> {
+    let (raw, common) = entry.read::<Raw>(ctx)?;
     let parent = super::cgroup_path(ctx, &raw.parent, "kchaos-cfs");
     let quota = ctx
         .duration_range(&raw.quota)
@@ -138,7 +131,7 @@ pub(super) fn parse(
             None
         }
     });
-    let controllers = match vm.cgroup {
+    let controllers = match entry.vm.cgroup {
         CgroupMode::V2 => vec!["cpu".to_owned()],
         CgroupMode::V1 | CgroupMode::Hybrid => vec!["cpu".to_owned(), "cpuacct".to_owned()],
     };
@@ -169,7 +162,7 @@ pub(super) fn parse(
     };
     if spec.width.pow(spec.depth) > 64 {
         ctx.error(
-            value.span(),
+            entry.value.span(),
             format!(
                 "{}^{} = {} leaves is too many for one VM; at most 64",
                 spec.width,

@@ -3,13 +3,12 @@
 //! (incident 1: dying memory cgroups, kmem accounting).
 
 use serde::{Deserialize, Serialize};
-use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, WorkloadSpec};
+use super::{Entry, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
-use crate::scenario::{CgroupMode, VmSpec};
+use crate::scenario::CgroupMode;
 use crate::units::Unit;
 
 pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
@@ -69,21 +68,15 @@ raw_workload! {
     kmem_limit: Option<Spanned<String>>,
 }
 
-pub(super) fn parse(
-    ctx: &mut Ctx<'_>,
-    index: usize,
-    value: &Spanned<DeValue<'_>>,
-    vm: &VmSpec,
-) -> Option<super::Workload> {
-    let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(ctx, index, "cgroup-churn", raw.common());
+pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::Workload> {
+    let (raw, common) = entry.read::<Raw>(ctx)?;
     let mut controllers = ctx.controllers(raw.controllers.as_deref().unwrap_or_default());
     if raw.controllers.is_none() {
         controllers.push("memory".to_owned());
     }
-    if controllers.is_empty() && vm.cgroup == CgroupMode::V1 {
+    if controllers.is_empty() && entry.vm.cgroup == CgroupMode::V1 {
         ctx.error(
-            value.span(),
+            entry.value.span(),
             "cgroup v1 needs at least one controller hierarchy in `controllers`",
         );
     }
@@ -107,7 +100,7 @@ pub(super) fn parse(
     }
     let kmem_limit = ctx.size(&raw.kmem_limit);
     if let (Some(_), Some(span)) = (kmem_limit, raw.kmem_limit.as_ref().map(Spanned::span)) {
-        if vm.cgroup == CgroupMode::V2 {
+        if entry.vm.cgroup == CgroupMode::V2 {
             ctx.error(span, "`kmem_limit` exists only in cgroup v1 (`memory.kmem.limit_in_bytes`); set `[vm] cgroup = \"v1\"`");
         }
     }

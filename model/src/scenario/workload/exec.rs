@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, WorkloadSpec};
+use super::{Entry, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
 use crate::units::Unit;
@@ -28,13 +27,8 @@ raw_workload! {
     env: Option<Spanned<BTreeMap<String, String>>>,
 }
 
-pub(super) fn parse(
-    ctx: &mut Ctx<'_>,
-    index: usize,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<super::Workload> {
-    let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(ctx, index, "exec", raw.common());
+pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::Workload> {
+    let (raw, common) = entry.read::<Raw>(ctx)?;
     if raw
         .argv
         .get_ref()

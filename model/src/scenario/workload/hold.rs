@@ -3,10 +3,8 @@
 //! measured, and is its own phase for the checks (`memory_stat_read[hold].p50`).
 
 use serde::{Deserialize, Serialize};
-use toml::de::DeValue;
-use toml::Spanned;
 
-use super::{Common, WorkloadSpec};
+use super::{Entry, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
 use crate::units::Unit;
@@ -19,16 +17,11 @@ pub struct Hold {}
 
 raw_workload! {}
 
-pub(super) fn parse(
-    ctx: &mut Ctx<'_>,
-    index: usize,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<super::Workload> {
-    let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(ctx, index, "hold", raw.common());
+pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::Workload> {
+    let (raw, common) = entry.read::<Raw>(ctx)?;
     if raw.duration.is_none() {
         ctx.error(
-            value.span(),
+            entry.value.span(),
             "a `hold` needs `duration`: how long to hold the state, e.g. duration = \"15s\"",
         );
         return None;

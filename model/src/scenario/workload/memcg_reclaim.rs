@@ -8,10 +8,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, Workload, WorkloadSpec};
+use super::{Entry, Workload, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
 use crate::units::{duration_ms, Unit};
@@ -58,13 +57,8 @@ raw_workload! {
     timeout: Option<Spanned<String>>,
 }
 
-pub(super) fn parse(
-    ctx: &mut Ctx<'_>,
-    index: usize,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<Workload> {
-    let raw: Raw = ctx.deserialize(value)?;
-    let mut common = Common::parse(ctx, index, "memcg-reclaim", raw.common());
+pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<Workload> {
+    let (raw, mut common) = entry.read::<Raw>(ctx)?;
     let churn = raw.churn.get_ref().clone();
     // It reclaims what the churn left: it runs after it unless told otherwise.
     if common.after.is_none() {

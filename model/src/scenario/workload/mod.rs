@@ -3,7 +3,8 @@
 
 /// Declares a kind's raw table, `Raw`: the keys every workload has (`kind`, `name`,
 /// `iterations`, `duration`, `max_errors`, `after`) and then the kind's own, unknown keys
-/// rejected; `Raw::common()` hands the shared ones to [`Common::parse`]. (serde cannot
+/// rejected; `Raw::common()` hands the shared ones to [`Common::parse`] (through
+/// [`Entry::read`]). (serde cannot
 /// `flatten` into a struct that denies unknown fields, hence a macro.)
 macro_rules! raw_workload {
     ($($(#[$attr:meta])* $field:ident: $ty:ty,)*) => {
@@ -20,7 +21,7 @@ macro_rules! raw_workload {
             $($(#[$attr])* $field: $ty,)*
         }
 
-        impl Raw {
+        impl super::RawWorkload for Raw {
             fn common(&self) -> super::RawCommon<'_> {
                 super::RawCommon {
                     name: &self.name,
@@ -183,15 +184,21 @@ impl Workload {
         value: &Spanned<DeValue<'_>>,
         vm: &VmSpec,
     ) -> Option<Workload> {
+        let entry = Entry {
+            index,
+            kind,
+            value,
+            vm,
+        };
         match kind.get_ref().as_str() {
-            "cgroup-churn" => cgroup_churn::parse(ctx, index, value, vm),
-            "memcg-reclaim" => memcg_reclaim::parse(ctx, index, value),
-            "cfs-quota" => cfs_quota::parse(ctx, index, value, vm),
-            "veth-storm" => veth_storm::parse(ctx, index, value),
-            "systemd-units" => systemd_units::parse(ctx, index, kind, value, vm),
-            "exec" => exec::parse(ctx, index, value),
-            "hold" => hold::parse(ctx, index, value),
-            "selftest" => selftest::parse(ctx, index, value, vm),
+            "cgroup-churn" => cgroup_churn::parse(ctx, &entry),
+            "memcg-reclaim" => memcg_reclaim::parse(ctx, &entry),
+            "cfs-quota" => cfs_quota::parse(ctx, &entry),
+            "veth-storm" => veth_storm::parse(ctx, &entry),
+            "systemd-units" => systemd_units::parse(ctx, &entry),
+            "exec" => exec::parse(ctx, &entry),
+            "hold" => hold::parse(ctx, &entry),
+            "selftest" => selftest::parse(ctx, &entry),
             other => {
                 ctx.error(
                     kind.span(),
@@ -233,6 +240,31 @@ pub(crate) fn cgroup_path(
         );
     }
     text.clone()
+}
+
+/// One `[[workload]]` table as its kind's parser gets it: its place in the file, its
+/// kind, and the `[vm]` it will run in.
+pub(crate) struct Entry<'a, 'de> {
+    pub index: usize,
+    pub kind: &'a Spanned<String>,
+    pub value: &'a Spanned<DeValue<'de>>,
+    pub vm: &'a VmSpec,
+}
+
+impl Entry<'_, '_> {
+    /// The first step of every kind's parser, in one place so the kinds cannot drift:
+    /// the table as the kind's `Raw` (unknown keys rejected), and the keys every kind
+    /// shares, validated.
+    fn read<R: RawWorkload>(&self, ctx: &mut Ctx<'_>) -> Option<(R, Common)> {
+        let raw: R = ctx.deserialize(self.value)?;
+        let common = Common::parse(ctx, self.index, self.kind.get_ref(), raw.common());
+        Some((raw, common))
+    }
+}
+
+/// A kind's raw table, as `raw_workload!` declares it.
+trait RawWorkload: serde::de::DeserializeOwned {
+    fn common(&self) -> RawCommon<'_>;
 }
 
 /// The keys every workload kind accepts, validated the same way for each.

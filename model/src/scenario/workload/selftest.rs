@@ -5,13 +5,11 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, WorkloadSpec};
+use super::{Entry, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
-use crate::scenario::VmSpec;
 use crate::units::{duration_ms, Unit};
 
 pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[];
@@ -68,14 +66,8 @@ raw_workload! {
     line: Option<Spanned<String>>,
 }
 
-pub(super) fn parse(
-    ctx: &mut Ctx<'_>,
-    index: usize,
-    value: &Spanned<DeValue<'_>>,
-    vm: &VmSpec,
-) -> Option<super::Workload> {
-    let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(ctx, index, "selftest", raw.common());
+pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::Workload> {
+    let (raw, common) = entry.read::<Raw>(ctx)?;
     let action = match (raw.action.get_ref().as_str(), &raw.line) {
         ("kmsg", Some(line)) if !line.get_ref().trim().is_empty() => SelftestAction::Kmsg {
             line: line.get_ref().clone(),
@@ -95,7 +87,7 @@ pub(super) fn parse(
         ("wedge", None) => SelftestAction::Wedge,
         ("silence", None) => SelftestAction::Silence,
         ("freeze-systemd", None) => {
-            if !vm.image.runs_systemd() {
+            if !entry.vm.image.runs_systemd() {
                 ctx.error(
                     raw.action.span(),
                     "`freeze-systemd` needs systemd: set `[vm] image = \"systemd\"`",

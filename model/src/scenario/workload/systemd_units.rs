@@ -6,13 +6,11 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, WorkloadSpec};
+use super::{Common, Entry, RawWorkload, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
-use crate::scenario::VmSpec;
 use crate::units::{duration_ms, Unit};
 
 pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
@@ -134,25 +132,21 @@ raw_workload! {
     cookie_start: Option<Spanned<CookieRaw>>,
 }
 
-pub(super) fn parse(
-    ctx: &mut Ctx<'_>,
-    index: usize,
-    kind: &Spanned<String>,
-    value: &Spanned<DeValue<'_>>,
-    vm: &VmSpec,
-) -> Option<super::Workload> {
-    let raw: Raw = ctx.deserialize(value)?;
-    if !vm.image.runs_systemd() {
+pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::Workload> {
+    // Not `entry.read`: the image check stands between reading the table and the common
+    // keys, so an author sees it first.
+    let raw: Raw = ctx.deserialize(entry.value)?;
+    if !entry.vm.image.runs_systemd() {
         ctx.error(
-            kind.span(),
+            entry.kind.span(),
             "`systemd-units` needs systemd: set `[vm] image = \"systemd\"` (or \"systemd-defects\")",
         );
     }
-    let common = Common::parse(ctx, index, "systemd-units", raw.common());
+    let common = Common::parse(ctx, entry.index, "systemd-units", raw.common());
     let kinds = raw.kinds.unwrap_or_else(|| UnitKind::ALL.to_vec());
     if kinds.is_empty() {
         ctx.error(
-            value.span(),
+            entry.value.span(),
             "`kinds` needs at least one of: slice, scope, service, runc-check",
         );
     }

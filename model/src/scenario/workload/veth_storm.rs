@@ -8,10 +8,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use toml::de::DeValue;
 use toml::Spanned;
 
-use super::{Common, WorkloadSpec};
+use super::{Entry, WorkloadSpec};
 use crate::metrics::MetricKind;
 use crate::scenario::ctx::Ctx;
 use crate::units::{duration_ms, Unit};
@@ -72,13 +71,8 @@ raw_workload! {
     teardown_timeout: Option<Spanned<String>>,
 }
 
-pub(super) fn parse(
-    ctx: &mut Ctx<'_>,
-    index: usize,
-    value: &Spanned<DeValue<'_>>,
-) -> Option<super::Workload> {
-    let raw: Raw = ctx.deserialize(value)?;
-    let common = Common::parse(ctx, index, "veth-storm", raw.common());
+pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::Workload> {
+    let (raw, common) = entry.read::<Raw>(ctx)?;
     let rate = raw.rate.as_ref().and_then(|r| {
         let v = *r.get_ref();
         if v > 0.0 && v <= 100_000.0 {

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use kchaos_model::image::INIT_PATH;
 
+use super::payload::{self, Payload};
 use crate::cache::{Cache, CacheError};
-use crate::payload::{self, Payload};
 
 /// Bump when the image layout changes so old cache entries are not reused.
 const FORMAT: &str = "kchaos-initramfs-v1";
@@ -139,7 +139,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::LoadableModule;
+    use crate::kernel::modules::LoadableModule;
 
     fn names(archive: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
         let mut out = Vec::new();

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::bzimage::BzImageError;
-use crate::command::CommandError;
+use super::ccache::CcacheCounts;
+use crate::file_io::{io, IoError};
+use crate::host_tool::CommandError;
+use crate::kernel::bzimage::BzImageError;
+use crate::kernel::spec::KernelSpec;
 use crate::resolved::SourceCommit;
-use crate::spec::KernelSpec;
 
 /// How often a progress line is printed while the compiler runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
@@ -87,20 +89,15 @@ pub(crate) struct Produced {
     /// Compiler and assembler steps: the files that were (re)built.
     pub compiled: u64,
     /// What ccache did, filled in by the caller that set it up.
-    pub ccache: Option<crate::tree::CcacheCounts>,
+    pub ccache: Option<CcacheCounts>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ScriptError {
     #[error(transparent)]
     Spawn(#[from] CommandError),
-    #[error("Cannot {what} {path}")]
-    Io {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("build.sh failed ({status})")]
     Failed { status: String, tail: String },
     #[error("the build was interrupted")]
@@ -109,11 +106,6 @@ pub(crate) enum ScriptError {
     BadOutput(String),
     #[error(transparent)]
     BzImage(#[from] BzImageError),
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ScriptError {
-    let path = path.display().to_string();
-    move |source| ScriptError::Io { what, path, source }
 }
 
 /// Runs the script to its end (or until cancelled) and reads back what it built.
@@ -166,7 +158,7 @@ pub(crate) fn run(s: &Script<'_>) -> Result<Produced, ScriptError> {
             config: Some(config),
             ..
         }) => {
-            let release = crate::bzimage::release_of(&bzimage)?;
+            let release = crate::kernel::bzimage::release_of(&bzimage)?;
             Ok(Produced {
                 bzimage,
                 modules,

@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use crate::bzimage::{self, BzImageError};
 use crate::cache::Cache;
 use crate::debian::{self, AptSource, DebianError, PackageSource};
+use crate::kernel::bzimage::{self, BzImageError};
+use crate::kernel::spec::{KernelSpec, SpecError};
 use crate::recipe::{self, RecipeError};
-pub use crate::resolved::{DebianPackage, Kernel, SourceCommit};
-use crate::spec::{KernelSpec, SpecError};
+use crate::resolved::{Kernel, SourceCommit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {

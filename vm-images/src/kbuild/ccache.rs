@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::Cache;
+
 /// Where ccache keeps its files and how big they may grow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ccache {
@@ -22,7 +24,7 @@ pub const DEFAULT_MAX_SIZE: &str = "5G";
 
 impl Ccache {
     /// The cache's ccache when ccache is installed (`$KCHAOS_CCACHE_SIZE` bounds it).
-    pub fn find(cache: &crate::cache::Cache) -> Option<Ccache> {
+    pub fn find(cache: &Cache) -> Option<Ccache> {
         let installed = std::env::var_os("PATH")
             .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("ccache").is_file()));
         installed.then(|| Ccache {

@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
-use super::{io, require_root_and_tools, resolve_in_root, Rootfs, SystemdImageError};
+use super::{require_root_and_tools, resolve_in_root, Rootfs, SystemdImageError};
 use crate::cache::{Cache, KeyHasher};
-use crate::command;
+use crate::file_io::{self, io};
+use crate::host_tool;
 
 /// Bump when the build steps here change (the recipe's bytes are hashed separately).
 const FORMAT: &str = "kchaos-systemd-defects-v1";
@@ -35,15 +36,15 @@ const TAIL: usize = 25;
 const RECIPE: &[(&str, &str)] = &[
     (
         "build.sh",
-        include_str!("../../recipes/systemd-defects/build.sh"),
+        include_str!("../../../recipes/systemd-defects/build.sh"),
     ),
     (
         "patches/0001-sd-bus-cookie-overrun.patch",
-        include_str!("../../recipes/systemd-defects/patches/0001-sd-bus-cookie-overrun.patch"),
+        include_str!("../../../recipes/systemd-defects/patches/0001-sd-bus-cookie-overrun.patch"),
     ),
     (
         "patches/0002-transient-slice-leak.patch",
-        include_str!("../../recipes/systemd-defects/patches/0002-transient-slice-leak.patch"),
+        include_str!("../../../recipes/systemd-defects/patches/0002-transient-slice-leak.patch"),
     ),
 ];
 
@@ -142,7 +143,7 @@ pub fn rootfs(cache: &Cache, stock: &Rootfs) -> Result<Rootfs, SystemdImageError
     let started = Instant::now();
     let scratch = cache.scratch("images/systemd")?;
     let buildroot = scratch.path().join("buildroot");
-    command::run(Command::new(&cp).arg("-a").arg(&stock.dir).arg(&buildroot))?;
+    host_tool::run(Command::new(&cp).arg("-a").arg(&stock.dir).arg(&buildroot))?;
     prepare(&buildroot)?;
     let log_path = scratch.path().join("build.log");
     tracing::info!(
@@ -168,7 +169,7 @@ pub fn rootfs(cache: &Cache, stock: &Rootfs) -> Result<Rootfs, SystemdImageError
     let root = stage.join("rootfs");
     // Hard links: the tree costs no copy; replaced files are unlinked first, never
     // written through into the stock tree.
-    command::run(
+    host_tool::run(
         Command::new(&cp)
             .arg("-a")
             .arg("-l")
@@ -236,7 +237,7 @@ fn run_logged(
     let started = Instant::now();
     let mut last = Instant::now();
     let mut step = String::new();
-    let result = command::run_streaming(cmd, DEADLINE, &mut |line| {
+    let result = host_tool::run_streaming(cmd, DEADLINE, &mut |line| {
         let _ = writeln!(log, "{line}");
         if let Some(s) = line.strip_prefix("kchaos-systemd-build: ") {
             step = s.to_owned();
@@ -269,11 +270,7 @@ fn run_logged(
 /// The build lock of one key: a second kchaos waits instead of building it twice.
 fn lock(path: &Path) -> Result<Flock<File>, SystemdImageError> {
     let file = File::create(path).map_err(io("create", path))?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| SystemdImageError::Io {
-        what: "lock",
-        path: path.display().to_string(),
-        source: std::io::Error::from(errno),
-    })
+    Ok(file_io::lock(file, path)?)
 }
 
 #[cfg(test)]

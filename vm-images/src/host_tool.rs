@@ -1,5 +1,5 @@
-//! Running the host tools images are built with (apt, dpkg-deb, debootstrap, mkfs.ext4),
-//! with errors that name the command and say what it printed.
+//! Running the host tools kernels and images are built with (apt, dpkg-deb, debootstrap,
+//! mkfs.ext4, git, patch), with errors that name the command and say what it printed.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;

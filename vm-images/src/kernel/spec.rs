@@ -22,6 +22,7 @@ use std::path::PathBuf;
 
 pub use crate::debian::abi::compare_abi;
 pub use crate::debian::{DebianVersion, Flavour, Release};
+use crate::kernel::recipes;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSpec {
@@ -39,7 +40,7 @@ pub enum KernelSpec {
         source: GitSource,
     },
     Build {
-        /// A recipe name from [`crate::recipe::RECIPES`].
+        /// A recipe name from [`recipes::RECIPES`].
         recipe: String,
         /// The Debian source package version, when pinned.
         source_version: Option<String>,
@@ -199,8 +200,8 @@ fn parse_build(rest: &str) -> Result<KernelSpec, String> {
         Some((r, v)) => (r, Some(v)),
         None => (rest, None),
     };
-    let known = crate::recipe::names().join(", ");
-    if crate::recipe::find(recipe).is_none() {
+    let known = recipes::names().join(", ");
+    if recipes::find(recipe).is_none() {
         return Err(format!(
             "unknown kernel recipe `{recipe}`; known recipes: {known}"
         ));

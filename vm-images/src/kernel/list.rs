@@ -10,7 +10,7 @@ use serde::Deserialize;
 pub const DEFAULT_PATH: &str = "vm-images/kernels.toml";
 
 /// The list shipped with this build, used outside a checkout.
-pub const BUILTIN: &str = include_str!("../kernels.toml");
+pub const BUILTIN: &str = include_str!("../../kernels.toml");
 const BUILTIN_NAME: &str = "(built-in) vm-images/kernels.toml";
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +170,8 @@ mod tests {
         );
         // Every named spec parses.
         for (name, kernel) in &list.kernels {
-            crate::spec::KernelSpec::parse(&kernel.spec).unwrap_or_else(|e| panic!("{name}: {e}"));
+            crate::kernel::spec::KernelSpec::parse(&kernel.spec)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 

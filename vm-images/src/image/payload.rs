@@ -4,9 +4,9 @@
 
 use kchaos_model::image::{IMAGE_INFO_PATH, MODULE_ORDER_PATH};
 
+use super::tools::ToolFile;
 use crate::cache::{sha256_hex, KeyHasher};
-use crate::modules::LoadableModule;
-use crate::tools::ToolFile;
+use crate::kernel::modules::LoadableModule;
 
 /// The inputs of an image.
 #[derive(Debug, Clone, Copy)]

@@ -16,8 +16,9 @@ use kchaos_model::image::SERVICE_RUNNER_PATH;
 use serde::Deserialize;
 
 use crate::cache::{Cache, CacheError, KeyHasher};
-use crate::command::{self, CommandError};
-use crate::payload::{FileOrigin, Payload};
+use crate::file_io::{io, IoError};
+use crate::host_tool::{self, CommandError};
+use crate::image::payload::{FileOrigin, Payload};
 
 /// Bump when the build steps change (the recipe's own bytes are hashed separately).
 const ROOTFS_FORMAT: &str = "kchaos-systemd-rootfs-v1";
@@ -32,21 +33,24 @@ const HEADROOM_MIB: u64 = 512;
 const RECIPE: &[(&str, &str)] = &[
     (
         "recipe.toml",
-        include_str!("../../recipes/systemd/recipe.toml"),
+        include_str!("../../../recipes/systemd/recipe.toml"),
     ),
     (
         "kchaos.target",
-        include_str!("../../recipes/systemd/kchaos.target"),
+        include_str!("../../../recipes/systemd/kchaos.target"),
     ),
     (
         "kchaos-runner.service",
-        include_str!("../../recipes/systemd/kchaos-runner.service"),
+        include_str!("../../../recipes/systemd/kchaos-runner.service"),
     ),
-    ("fstab", include_str!("../../recipes/systemd/fstab")),
-    ("hostname", include_str!("../../recipes/systemd/hostname")),
+    ("fstab", include_str!("../../../recipes/systemd/fstab")),
+    (
+        "hostname",
+        include_str!("../../../recipes/systemd/hostname"),
+    ),
     (
         "machine-id",
-        include_str!("../../recipes/systemd/machine-id"),
+        include_str!("../../../recipes/systemd/machine-id"),
     ),
 ];
 
@@ -68,13 +72,8 @@ pub enum SystemdImageError {
     },
     #[error(transparent)]
     Command(#[from] CommandError),
-    #[error("Cannot {what} {path}")]
-    Io {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("Refusing to write {path} in the image: {why}")]
     UnsafePath { path: String, why: String },
     #[error("Building the systemd-defects image failed (log: {log}); it ends with:\n{tail}")]
@@ -94,11 +93,6 @@ pub enum Variant {
     /// PID 1 rebuilt with the defect patches, each off until its boot parameter
     /// ([`defects`]).
     Defects,
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SystemdImageError {
-    let path = path.display().to_string();
-    move |source| SystemdImageError::Io { what, path, source }
 }
 
 /// `recipe.toml`.
@@ -205,7 +199,7 @@ pub fn build(
     let staging = scratch.path().join("root");
     // Hard links: the staging tree costs no copy. Payload files replace links (unlink,
     // then write) and never write through them into the cached root filesystem.
-    command::run(
+    host_tool::run(
         Command::new(cp)
             .arg("-a")
             .arg("-l")
@@ -239,7 +233,7 @@ pub fn build(
         .sum();
     let size_mib = content / (1 << 20) * 5 / 4 + HEADROOM_MIB;
     let image = scratch.path().join("disk.img");
-    command::run(
+    host_tool::run(
         Command::new(mkfs)
             .args(["-q", "-F", "-L", "kchaos-root", "-m", "0", "-d"])
             .arg(&staging)
@@ -284,7 +278,7 @@ pub fn rootfs(cache: &Cache, recipe: &Recipe) -> Result<Rootfs, SystemdImageErro
     let started = std::time::Instant::now();
     let scratch = cache.scratch("images/systemd")?;
     let root = scratch.path().join("rootfs");
-    let debootstrap = command::run(
+    let debootstrap = host_tool::run(
         Command::new(debootstrap)
             .arg(format!("--variant={}", recipe.variant))
             .arg(format!("--include={}", recipe.packages.join(",")))
@@ -437,7 +431,7 @@ fn require_root_and_tools<const N: usize>(
         return Err(SystemdImageError::NotRoot);
     }
     let found =
-        tools.map(|(tool, package)| crate::tools::find_program(tool).ok_or((tool, package)));
+        tools.map(|(tool, package)| crate::image::tools::find_program(tool).ok_or((tool, package)));
     if let Some(Err((tool, package))) = found.iter().find(|r| r.is_err()) {
         return Err(SystemdImageError::MissingTool {
             tool: (*tool).to_owned(),
