@@ -182,6 +182,8 @@ pub struct CellState {
     panicked: bool,
     /// Where the task dumps showed the kernel stuck (the end of a hang's evidence).
     stuck: Option<kchaos_model::blocked::Stuck>,
+    /// `stuck` came from the kernel's own hung-task report, not a hang's dumps.
+    stuck_reported: bool,
 }
 
 /// `t + d`, or far in the future when that does not fit a clock (it cannot with
@@ -227,6 +229,7 @@ impl CellState {
             stopped_for: Duration::ZERO,
             panicked: false,
             stuck: None,
+            stuck_reported: false,
             endings,
         }
     }

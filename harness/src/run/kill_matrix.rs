@@ -228,20 +228,31 @@ fn find(opts: &KillMatrixOptions<'_>, name: &str) -> Result<PathBuf, KillMatrixE
 /// then every scenario on the stock kernels.
 fn stock_matrices(twins: &[(String, PathBuf)], opts: &KillMatrixOptions<'_>) -> Vec<StockMatrix> {
     let mut matrices = Vec::new();
-    let mut twin_kernels: Vec<String> = twins.iter().map(|(k, _)| k.clone()).collect();
-    twin_kernels.dedup();
-    for k in &twin_kernels {
+    // One matrix per kernel and folder: a twin made for an image or a topology is a
+    // copy of a shipped scenario under the same name (detection.json pairs twins with
+    // attempts by name), and one run cannot hold two scenarios of one name.
+    let mut groups: Vec<(&String, Option<&Path>)> = Vec::new();
+    for (k, f) in twins {
+        let key = (k, f.parent());
+        if !groups.contains(&key) {
+            groups.push(key);
+        }
+    }
+    for (k, folder) in groups {
         let files: Vec<PathBuf> = twins
             .iter()
-            .filter(|(t, _)| t == k)
+            .filter(|(t, f)| t == k && f.parent() == folder)
             .map(|(_, f)| f.clone())
             .collect();
-        matrices.push((
-            vec![k.clone()],
-            files,
-            1,
-            format!("stock-twin-{}", crate::cell::preboot::sanitize(k)),
-        ));
+        let mut dir = format!("stock-twin-{}", crate::cell::preboot::sanitize(k));
+        if let Some(name) = folder
+            .and_then(|f| f.file_name())
+            .map(|n| n.to_string_lossy())
+            .filter(|n| n.ends_with("-twin"))
+        {
+            dir = format!("{dir}-{name}");
+        }
+        matrices.push((vec![k.clone()], files, 1, dir));
     }
     if !opts.stock_kernels.is_empty() {
         // The false-alarm sample: every scenario in the directory, declared for a
@@ -325,6 +336,57 @@ fn variant(file: &Path, shape: Shape, params: &[String], dir: &Path) -> Result<P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A twin made for a topology keeps its scenario's name, so it runs apart from the
+    /// shipped scenario of that name on the same kernel (one run refuses two of a
+    /// name); twins of one kernel and folder share a run, wherever they come in the
+    /// list.
+    #[test]
+    fn twins_of_one_name_on_one_kernel_run_apart() {
+        let p = PathBuf::from;
+        let twins = vec![
+            ("deb61-defects".to_owned(), p("scenarios/cfs.toml")),
+            ("deb61".to_owned(), p("out/variants/image-twin/flood.toml")),
+            ("deb61-defects".to_owned(), p("scenarios/memcg.toml")),
+            (
+                "deb61-defects".to_owned(),
+                p("out/variants/topo-2s1c-twin/cfs.toml"),
+            ),
+        ];
+        let opts = KillMatrixOptions {
+            defects: Vec::new(),
+            scenarios: &[],
+            scenario_dir: Path::new("scenarios"),
+            max_runs: 1,
+            stock_kernels: Vec::new(),
+            stock_repeat: 1,
+            out: p("out"),
+        };
+        let got: Vec<(Vec<String>, Vec<PathBuf>, String)> = stock_matrices(&twins, &opts)
+            .into_iter()
+            .map(|(k, f, _, d)| (k, f, d))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    vec!["deb61-defects".to_owned()],
+                    vec![p("scenarios/cfs.toml"), p("scenarios/memcg.toml")],
+                    "stock-twin-deb61-defects".to_owned()
+                ),
+                (
+                    vec!["deb61".to_owned()],
+                    vec![p("out/variants/image-twin/flood.toml")],
+                    "stock-twin-deb61-image-twin".to_owned()
+                ),
+                (
+                    vec!["deb61-defects".to_owned()],
+                    vec![p("out/variants/topo-2s1c-twin/cfs.toml")],
+                    "stock-twin-deb61-defects-topo-2s1c-twin".to_owned()
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn a_defect_variant_carries_its_parameters_image_and_topology() {

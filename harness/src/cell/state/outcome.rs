@@ -85,7 +85,8 @@ impl CellState {
     /// The cell is over: what it saw. `qemu_stderr` is what QEMU printed (nothing yet
     /// for a kept VM).
     pub fn finish(mut self, qemu_stderr: &str) -> Outcome {
-        let obs = self.observations(Some(qemu_stderr));
+        let mut obs = self.observations(Some(qemu_stderr));
+        self.name_where_reported(&mut obs);
         let decision = self.decide(&obs);
         let failed = matches!(
             decision.verdict,
@@ -116,7 +117,7 @@ impl CellState {
                 .or_else(|| {
                     self.stuck
                         .as_ref()
-                        .filter(|_| hung)
+                        .filter(|_| hung || self.stuck_reported)
                         .and_then(kchaos_model::blocked::Stuck::fingerprint)
                 })
                 .filter(|_| failed),
@@ -124,6 +125,25 @@ impl CellState {
             sysrq: None,
             vmcore: None,
             first_signature_ms: self.first_signature_at.map(since_start),
+        }
+    }
+
+    /// A kernel that reported blocked tasks itself (the hung-task detector prints each
+    /// one's stack) said where it is stuck even when no dump was taken: a cell that
+    /// fails on such a report names the code path after it, as a hang does, and is
+    /// fingerprinted by it when the report's own stack gave none.
+    fn name_where_reported(&mut self, obs: &mut Observations) {
+        let reported = obs.hits.iter().any(|h| h.id == "hung-task");
+        if obs.stuck.is_some() || obs.hang.is_some() || !reported {
+            return;
+        }
+        let mut lines = self.observer.console_lines.clone();
+        lines.extend(self.observer.kmsg_lines().iter().cloned());
+        let stuck = kchaos_model::blocked::parse(&lines);
+        if let Some(summary) = stuck.summary() {
+            obs.stuck = Some(summary);
+            self.stuck = Some(stuck);
+            self.stuck_reported = true;
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Reading and writing another process's memory: its private writable mappings from
 //! `/proc/PID/maps`, `process_vm_readv`/`process_vm_writev` (no ptrace stop needed to
-//! read), and the cgroup freezer that holds PID 1 still while a word is written (the
+//! read; on a kernel built without them, `CONFIG_CROSS_MEMORY_ATTACH=n` as a minimal
+//! config is, `/proc/PID/mem`), and the cgroup freezer that holds PID 1 still while a word is written (the
 //! kernel ignores SIGSTOP for init; the freezer does not).
 
 use std::io::{IoSlice, IoSliceMut};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -99,6 +101,53 @@ pub fn regions(pid: Pid) -> Result<Vec<Region>, MemoryError> {
 /// Reads `len` bytes at `addr` of `pid`; a short read returns what was read (a mapping
 /// can shrink while we read it).
 pub fn read(pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, MemoryError> {
+    match read_vm(pid, addr, len) {
+        Err(MemoryError::Read {
+            source: nix::Error::ENOSYS,
+            ..
+        }) => read_proc_mem(pid, addr, len),
+        other => other,
+    }
+}
+
+/// The errno of an I/O error on `/proc/PID/mem`, for [`MemoryError`].
+fn errno(e: &std::io::Error) -> nix::Error {
+    nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn proc_mem(pid: Pid, write: bool) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(format!("/proc/{pid}/mem"))
+}
+
+/// [`read`] through `/proc/PID/mem`, for kernels without `process_vm_readv`.
+fn read_proc_mem(pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, MemoryError> {
+    let failed = |offset: usize, e: &std::io::Error| MemoryError::Read {
+        pid: pid.as_raw(),
+        addr: addr + offset as u64,
+        len: len - offset,
+        source: errno(e),
+    };
+    let mem = proc_mem(pid, false).map_err(|e| failed(0, &e))?;
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let want = (len - done).min(CHUNK);
+        match mem.read_at(&mut buf[done..done + want], addr + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            // The end of a mapping that shrank while we read it: what was read stands.
+            Err(e) if done > 0 && e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => return Err(failed(done, &e)),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+fn read_vm(pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, MemoryError> {
     let mut buf = vec![0u8; len];
     let mut done = 0;
     while done < len {
@@ -141,6 +190,24 @@ pub fn read_word(pid: Pid, addr: u64) -> Result<u64, MemoryError> {
 
 /// Writes the 64-bit word at `addr` of `pid`.
 pub fn write_word(pid: Pid, addr: u64, value: u64) -> Result<(), MemoryError> {
+    match write_word_vm(pid, addr, value) {
+        Err(MemoryError::Write {
+            source: nix::Error::ENOSYS,
+            ..
+        }) => {
+            let failed = |e: std::io::Error| MemoryError::Write {
+                pid: pid.as_raw(),
+                addr,
+                source: errno(&e),
+            };
+            let mem = proc_mem(pid, true).map_err(failed)?;
+            mem.write_all_at(&value.to_le_bytes(), addr).map_err(failed)
+        }
+        other => other,
+    }
+}
+
+fn write_word_vm(pid: Pid, addr: u64, value: u64) -> Result<(), MemoryError> {
     let bytes = value.to_le_bytes();
     let remote = [RemoteIoVec {
         base: usize::try_from(addr).unwrap_or(usize::MAX),
@@ -241,6 +308,19 @@ garbage line
                 },
             ]
         );
+    }
+
+    #[test]
+    fn proc_mem_reads_what_process_vm_readv_reads() {
+        // The fallback for kernels without process_vm_readv (ENOSYS), on our own memory.
+        let pid = nix::unistd::getpid();
+        let data: Vec<u8> = (0..=255u8).cycle().take(3 * 4096 + 17).collect();
+        let addr = data.as_ptr() as u64;
+        assert_eq!(read_proc_mem(pid, addr, data.len()).unwrap(), data);
+        assert_eq!(read_vm(pid, addr, data.len()).unwrap(), data);
+        // Nothing mapped at 0: an error naming where, not a short success.
+        let err = read_proc_mem(pid, 0, 8).unwrap_err();
+        assert!(err.to_string().contains("0x0"), "{err}");
     }
 
     #[test]

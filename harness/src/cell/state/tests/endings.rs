@@ -856,3 +856,47 @@ fn a_hang_names_the_blocked_tasks_and_is_fingerprinted_by_them() {
         "sysrq.txt has the kmsg dump: {written:#?}"
     );
 }
+
+/// Issue 21: a cell failed by the kernel's own hung-task report, with no hang and no
+/// dump, still names where the kernel is stuck: the report prints each blocked task's
+/// stack, which names the code path right after the report's line and fingerprints it.
+#[test]
+fn a_hung_task_report_names_where_the_task_sleeps() {
+    let steps = vec![
+        At(100, Event::Connected),
+        At(2000, hello(PROTOCOL_VERSION)),
+        At(3000, phase(Phase::Workload)),
+        At(
+            14_000,
+            kmsg("INFO: task tokio-rt-worker:45 blocked for more than 10 seconds."),
+        ),
+        At(
+            14_000,
+            kmsg("task:tokio-rt-worker state:D stack:0     pid:45    ppid:1      flags:0x00004002"),
+        ),
+        At(14_000, kmsg("Call Trace:")),
+        At(14_000, kmsg(" __schedule+0x34d/0x9e0")),
+        At(14_000, kmsg(" schedule+0x5a/0xd0")),
+        At(14_000, kmsg(" msleep+0x2d/0x40")),
+        At(14_000, kmsg(" cgroup_rmdir+0x5a/0x140")),
+        At(14_000, kmsg(" kernfs_iop_rmdir+0x76/0xc0")),
+        At(14_000, kmsg(" vfs_rmdir+0x9a/0x1e0")),
+        At(20_000, finished(2)),
+        At(20_500, exited("exit status: 0")),
+    ];
+    let endings = Endings {
+        full_duration: true,
+        ..Endings::default()
+    };
+    let ran = run_with(endings, steps, "");
+    assert_eq!(ran.verdict, Verdict::Fail, "{}", ran.reasons);
+    assert!(ran.reasons.contains("[hung-task]"), "{}", ran.reasons);
+    assert!(
+        ran.reasons.contains(
+            "stuck in the kernel: 1 task blocked in D state: `tokio-rt-worker` (pid 45) in msleep <- cgroup_rmdir"
+        ),
+        "{}",
+        ran.reasons
+    );
+    assert!(ran.fingerprint, "fingerprinted by the reported stack");
+}
