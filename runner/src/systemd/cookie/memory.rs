@@ -124,48 +124,52 @@ fn proc_mem(pid: Pid, write: bool) -> std::io::Result<std::fs::File> {
 
 /// [`read`] through `/proc/PID/mem`, for kernels without `process_vm_readv`.
 fn read_proc_mem(pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, MemoryError> {
-    let failed = |offset: usize, e: &std::io::Error| MemoryError::Read {
+    let mem = proc_mem(pid, false).map_err(|e| MemoryError::Read {
         pid: pid.as_raw(),
-        addr: addr + offset as u64,
-        len: len - offset,
-        source: errno(e),
-    };
-    let mem = proc_mem(pid, false).map_err(|e| failed(0, &e))?;
-    let mut buf = vec![0u8; len];
-    let mut done = 0;
-    while done < len {
-        let want = (len - done).min(CHUNK);
-        match mem.read_at(&mut buf[done..done + want], addr + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
+        addr,
+        len,
+        source: errno(&e),
+    })?;
+    read_chunked(pid, addr, len, |buf, at, partial| {
+        match mem.read_at(buf, at) {
+            Ok(n) => Ok(n),
             // The end of a mapping that shrank while we read it: what was read stands.
-            Err(e) if done > 0 && e.raw_os_error() == Some(libc::EIO) => break,
-            Err(e) => return Err(failed(done, &e)),
+            Err(e) if partial && e.raw_os_error() == Some(libc::EIO) => Ok(0),
+            Err(e) => Err(errno(&e)),
         }
-    }
-    buf.truncate(done);
-    Ok(buf)
+    })
 }
 
 fn read_vm(pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>, MemoryError> {
+    read_chunked(pid, addr, len, |buf, at, _| {
+        let remote = [RemoteIoVec {
+            base: usize::try_from(at).unwrap_or(usize::MAX),
+            len: buf.len(),
+        }];
+        process_vm_readv(pid, &mut [IoSliceMut::new(buf)], &remote)
+    })
+}
+
+/// Reads `len` bytes at `addr` in chunks of at most [`CHUNK`] with `chunk(buf, at,
+/// partial)` (`partial`: something was read already), until `len` or a chunk of 0.
+fn read_chunked(
+    pid: Pid,
+    addr: u64,
+    len: usize,
+    mut chunk: impl FnMut(&mut [u8], u64, bool) -> nix::Result<usize>,
+) -> Result<Vec<u8>, MemoryError> {
     let mut buf = vec![0u8; len];
     let mut done = 0;
     while done < len {
         let want = (len - done).min(CHUNK);
-        let remote = [RemoteIoVec {
-            base: usize::try_from(addr + done as u64).unwrap_or(usize::MAX),
-            len: want,
-        }];
-        let n = process_vm_readv(
-            pid,
-            &mut [IoSliceMut::new(&mut buf[done..done + want])],
-            &remote,
-        )
-        .map_err(|source| MemoryError::Read {
-            pid: pid.as_raw(),
-            addr: addr + done as u64,
-            len: want,
-            source,
+        let at = addr + done as u64;
+        let n = chunk(&mut buf[done..done + want], at, done > 0).map_err(|source| {
+            MemoryError::Read {
+                pid: pid.as_raw(),
+                addr: at,
+                len: want,
+                source,
+            }
         })?;
         if n == 0 {
             break;
