@@ -18,7 +18,6 @@ use kchaos_benches::{bench_main, env_count, median, BenchResult};
 use kchaos_harness::run::matrix::{self, MatrixOptions};
 use kchaos_harness::run::session::{Session, SessionOptions};
 use kchaos_harness::vm::process::rss_kib;
-use kchaos_harness::vm::AccelChoice;
 use kchaos_images::Cache;
 use kchaos_model::verdict::Verdict;
 
@@ -69,31 +68,14 @@ async fn bench(cells: u32, spec: &str) -> BenchResult<()> {
     // Warm-up: kernel, runner and image are built once, outside the measurement.
     let opts = |jobs: usize, out: &str| {
         (
-            SessionOptions {
-                accel: AccelChoice::Auto,
-                runner: None,
-                guest_log: None,
-                boot_timeout: None,
-                dump: None,
-                gdb: None,
-                keep: kchaos_harness::cell::KeepPolicy::Never,
-                jobs,
-                cache: cache.clone(),
-                full_duration: false,
-            },
+            SessionOptions::new(cache.clone(), jobs),
             MatrixOptions {
-                scenarios: vec![scenario.clone()],
-                kernels: vec![spec.to_owned()],
-                topologies: Vec::new(),
                 repeat: cells,
-                shard: None,
-                resume: false,
-                out: work.path().join(out),
-                db: None,
-                seed: None,
-                same_seed: false,
-                known: None,
-                until: None,
+                ..MatrixOptions::new(
+                    vec![scenario.clone()],
+                    vec![spec.to_owned()],
+                    work.path().join(out),
+                )
             },
         )
     };

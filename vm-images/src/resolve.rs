@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::cache::Cache;
 use crate::debian::{self, AptSource, DebianError, PackageSource};
+use crate::file_io::IoError;
 use crate::kernel::bzimage::{self, BzImageError};
 use crate::kernel::spec::{KernelSpec, SpecError};
 use crate::recipe::{self, RecipeError};
@@ -21,12 +22,8 @@ pub enum KernelError {
     MissingImage { path: String },
     #[error("Modules directory {path} does not exist or has no modules for {release}")]
     MissingModules { path: String, release: String },
-    #[error("Cannot read {path}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error(transparent)]
     Recipe(#[from] RecipeError),
 }
@@ -104,10 +101,11 @@ fn local(
     let config_path = match config {
         Some(c) if c.is_file() => Some(c.to_path_buf()),
         Some(c) => {
-            return Err(KernelError::Io {
+            return Err(KernelError::Io(IoError {
+                what: "read",
                 path: c.display().to_string(),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            })
+            }))
         }
         // A tree built in place has .config three levels above arch/x86/boot/bzImage.
         None => bzimage

@@ -179,9 +179,8 @@ impl VmArgs {
                 KeepPolicy::Never
             },
             gdb: (self.gdb || self.gdb_wait).then_some(GdbWait(self.gdb_wait)),
-            jobs: self.jobs(),
-            cache: cache.clone(),
             full_duration: self.full_duration,
+            ..SessionOptions::new(cache.clone(), self.jobs())
         }
     }
 }

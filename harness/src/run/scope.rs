@@ -58,21 +58,13 @@ mod tests {
     use super::*;
     use crate::cell::KeepPolicy;
     use crate::run::session::InfraError;
-    use crate::vm::{AccelChoice, QemuError};
+    use crate::vm::QemuError;
 
     /// A session that boots nothing: no QEMU (the scope's wait does not need one).
     fn session(rt: &Runtime, cache: &std::path::Path) -> Arc<Session> {
         let opts = SessionOptions {
-            accel: AccelChoice::Auto,
-            runner: None,
-            guest_log: None,
-            boot_timeout: None,
-            dump: None,
             keep: KeepPolicy::Failures,
-            gdb: None,
-            jobs: 1,
-            cache: Cache::new(cache.to_path_buf()),
-            full_duration: false,
+            ..SessionOptions::new(Cache::new(cache.to_path_buf()), 1)
         };
         let infra = Err(Arc::new(InfraError::Qemu(QemuError::NotFound {
             name: "qemu-system-x86_64".to_owned(),

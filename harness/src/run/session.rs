@@ -49,6 +49,27 @@ pub struct SessionOptions {
     pub full_duration: bool,
 }
 
+impl SessionOptions {
+    /// `jobs` VMs at once, with kchaos's defaults for the rest: the best accelerator
+    /// QEMU offers, the runner located or built, no dumps, no debugger, no VM kept, a
+    /// cell ended once a signature decides it. Callers change what their command asks
+    /// for.
+    pub fn new(cache: Cache, jobs: usize) -> SessionOptions {
+        SessionOptions {
+            accel: AccelChoice::Auto,
+            runner: None,
+            guest_log: None,
+            boot_timeout: None,
+            dump: None,
+            keep: KeepPolicy::Never,
+            gdb: None,
+            jobs,
+            cache,
+            full_duration: false,
+        }
+    }
+}
+
 /// `--gdb`: whether the guest waits for the debugger before booting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GdbWait(pub bool);

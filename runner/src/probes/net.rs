@@ -107,7 +107,11 @@ pub async fn start(
     state: Arc<Mutex<ProbeState>>,
 ) -> Running {
     let mut running = Running::default();
-    if let Err(e) = setup(spec, interval, epoch, &state, &mut running).await {
+    let started = match prepare(spec).await {
+        Ok(()) => start_threads(spec, interval, epoch, &state, &mut running),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = started {
         lock(&state).error(kchaos_model::error_chain(&e));
         running.stop();
         return Running::default();
@@ -115,19 +119,15 @@ pub async fn start(
     running
 }
 
-async fn setup(
-    spec: &NetLatency,
-    interval: Duration,
-    epoch: Instant,
-    state: &Arc<Mutex<ProbeState>>,
-    running: &mut Running,
-) -> Result<(), NetProbeError> {
+/// Brings the loopback up and, with a `cpu`, steers its receive processing there
+/// (RPS), so the round trips are handled on the CPU the probe watches.
+async fn prepare(spec: &NetLatency) -> Result<(), NetProbeError> {
     loopback_up().await?;
     if let Some(cpu) = spec.cpu {
         kfile::write(std::path::Path::new(RPS_CPUS), &rps_mask(cpu))
             .map_err(|source| NetProbeError::Steer { cpu, source })?;
     }
-    start_threads(spec, interval, epoch, state, running)
+    Ok(())
 }
 
 /// The server and the client, over a loopback that is up.

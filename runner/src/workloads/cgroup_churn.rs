@@ -35,26 +35,16 @@ pub trait ChurnOps: Sync {
     /// Writes `memory.kmem.limit_in_bytes`; the errno lets the caller tell a kernel that
     /// refuses the knob from a real failure.
     fn set_kmem_limit(&self, dir: &Path, bytes: u64) -> Result<(), KernelFileError>;
-    /// Runs the populate process in `target` to completion.
-    fn populate(
-        &self,
-        target: &Target,
-        dir: &Path,
-        files: u32,
-        size: u64,
-    ) -> Result<(), SpawnError>;
+    /// Runs the populate process in `target` to completion: it writes the spec's
+    /// `files_per_cgroup` files of `file_size` bytes into `dir`.
+    fn populate(&self, target: &Target, dir: &Path, spec: &CgroupChurn) -> Result<(), SpawnError>;
     /// Page cache charged to the memory cgroup `dir` (`memory.stat`: `file` on v2,
     /// `cache` on v1), in bytes.
     fn file_charged(&self, dir: &Path) -> Result<f64, KernelFileError>;
     fn remove_files(&self, dir: &Path) -> std::io::Result<()>;
-    /// Creates the parent cgroup in every hierarchy and, in v2, enables the controllers
-    /// at each level down to it (not measured).
-    fn prepare_parent(
-        &self,
-        layout: &CgroupLayout,
-        parent: &str,
-        controllers: &[String],
-    ) -> Result<(), CgroupError>;
+    /// Creates the spec's parent cgroup in every hierarchy and, in v2, enables its
+    /// controllers at each level down to it (not measured).
+    fn prepare_parent(&self, layout: &CgroupLayout, spec: &CgroupChurn) -> Result<(), CgroupError>;
 }
 
 /// The real thing: syscalls on cgroupfs, cgroups-rs for limits, populate processes
@@ -91,13 +81,7 @@ impl ChurnOps for RealOps {
         kfile::write(&dir.join("memory.kmem.limit_in_bytes"), &bytes.to_string())
     }
 
-    fn populate(
-        &self,
-        target: &Target,
-        dir: &Path,
-        files: u32,
-        size: u64,
-    ) -> Result<(), SpawnError> {
+    fn populate(&self, target: &Target, dir: &Path, spec: &CgroupChurn) -> Result<(), SpawnError> {
         let pooled = self
             .spawners
             .lock()
@@ -109,8 +93,8 @@ impl ChurnOps for RealOps {
         };
         let job = Job::Populate {
             dir: dir.to_path_buf(),
-            files,
-            size,
+            files: spec.files_per_cgroup,
+            size: spec.file_size,
         };
         let result = spawner.run(target, job);
         // A helper whose socket failed is not reused.
@@ -143,13 +127,8 @@ impl ChurnOps for RealOps {
         std::fs::remove_dir_all(dir)
     }
 
-    fn prepare_parent(
-        &self,
-        layout: &CgroupLayout,
-        parent: &str,
-        controllers: &[String],
-    ) -> Result<(), CgroupError> {
-        mounts::create_cgroup(layout, parent, controllers, true)
+    fn prepare_parent(&self, layout: &CgroupLayout, spec: &CgroupChurn) -> Result<(), CgroupError> {
+        mounts::create_cgroup(layout, &spec.parent, &spec.controllers, true)
     }
 }
 
@@ -197,7 +176,7 @@ struct Shared<'a> {
 
 /// Creates the parent cgroup (not measured; done before probes start).
 pub fn prepare(spec: &CgroupChurn, env: &Env, ops: &dyn ChurnOps) -> Result<(), CgroupError> {
-    ops.prepare_parent(&env.layout, &spec.parent, &spec.controllers)
+    ops.prepare_parent(&env.layout, spec)
 }
 
 pub fn run(
@@ -371,10 +350,7 @@ fn create_one(sh: &Shared<'_>, n: u64, stats: &mut Stats) -> Option<Live> {
         let dir = Path::new(&spec.file_dir).join(format!("kchaos-{}-{n}", sh.workload.name));
         let target = Target::new(sh.env.layout.mode, made.clone());
         let start = Instant::now();
-        match sh
-            .ops
-            .populate(&target, &dir, spec.files_per_cgroup, spec.file_size)
-        {
+        match sh.ops.populate(&target, &dir, spec) {
             Ok(()) => stats.populate.record(start.elapsed()),
             Err(e) => stats.errors.push(error_chain(&e)),
         }

@@ -9,6 +9,7 @@ use super::error::DebianError;
 use super::release::{self, Release};
 use super::source::PackageSource;
 use crate::cache::Cache;
+use crate::file_io::io;
 use crate::host_tool;
 use crate::resolved::{DebianPackage, Kernel};
 
@@ -74,13 +75,7 @@ pub fn debug_vmlinux(
     );
     host_tool::run(Command::new("sh").arg("-c").arg(&script))?;
     let extracted = scratch.path().join(member.trim_start_matches("./"));
-    std::fs::create_dir_all(&dir).map_err(|source| DebianError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    std::fs::rename(&extracted, &vmlinux).map_err(|source| DebianError::Io {
-        path: vmlinux.display().to_string(),
-        source,
-    })?;
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    std::fs::rename(&extracted, &vmlinux).map_err(io("move into place", &vmlinux))?;
     Ok(vmlinux)
 }

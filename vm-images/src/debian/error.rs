@@ -3,6 +3,7 @@
 use super::apt::AptError;
 use super::apt_config::ConfigError;
 use crate::cache::CacheError;
+use crate::file_io::IoError;
 use crate::host_tool::CommandError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,12 +20,8 @@ pub enum DebianError {
     Command(#[from] CommandError),
     #[error(transparent)]
     Cache(#[from] CacheError),
-    #[error("Cannot read {path}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("Corrupt cache entry {path}; delete it and retry")]
     CorruptCache {
         path: String,

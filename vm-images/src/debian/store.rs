@@ -12,6 +12,7 @@ use super::error::DebianError;
 use super::release::{self, Release};
 use super::source::PackageSource;
 use crate::cache::Cache;
+use crate::file_io::io;
 use crate::host_tool;
 use crate::resolved::{DebianPackage, Kernel};
 
@@ -167,10 +168,7 @@ fn record_suite(dir: &Path, debian: &DebianPackage) -> Result<(), DebianError> {
 }
 
 fn read_meta(path: &Path) -> Result<Kernel, DebianError> {
-    let text = std::fs::read(path).map_err(|source| DebianError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read(path).map_err(io("read", path))?;
     serde_json::from_slice(&text).map_err(|source| DebianError::CorruptCache {
         path: path.display().to_string(),
         source,

@@ -199,36 +199,18 @@ mod tests {
     fn cache_key_follows_the_inputs() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        let a = build(
-            &cache,
-            &Payload {
-                runner: b"A",
+        let with_runner = |runner: &'static [u8]| {
+            let payload = Payload {
+                runner,
                 release: "r",
                 modules: &[],
                 tools: &[],
-            },
-        )
-        .unwrap();
-        let again = build(
-            &cache,
-            &Payload {
-                runner: b"A",
-                release: "r",
-                modules: &[],
-                tools: &[],
-            },
-        )
-        .unwrap();
-        let b = build(
-            &cache,
-            &Payload {
-                runner: b"B",
-                release: "r",
-                modules: &[],
-                tools: &[],
-            },
-        )
-        .unwrap();
+            };
+            build(&cache, &payload).unwrap()
+        };
+        let a = with_runner(b"A");
+        let again = with_runner(b"A");
+        let b = with_runner(b"B");
         assert_eq!(a.path, again.path);
         assert_ne!(a.key, b.key);
         assert!(b.path.exists());

@@ -56,13 +56,7 @@ impl ChurnOps for FakeOps {
             },
         })
     }
-    fn populate(
-        &self,
-        target: &Target,
-        dir: &Path,
-        _files: u32,
-        _size: u64,
-    ) -> Result<(), SpawnError> {
+    fn populate(&self, target: &Target, dir: &Path, _: &CgroupChurn) -> Result<(), SpawnError> {
         self.populated
             .lock()
             .unwrap()
@@ -78,13 +72,8 @@ impl ChurnOps for FakeOps {
     fn remove_files(&self, _dir: &Path) -> std::io::Result<()> {
         Ok(())
     }
-    fn prepare_parent(
-        &self,
-        layout: &CgroupLayout,
-        parent: &str,
-        controllers: &[String],
-    ) -> Result<(), CgroupError> {
-        for d in layout.dirs(controllers, parent) {
+    fn prepare_parent(&self, layout: &CgroupLayout, spec: &CgroupChurn) -> Result<(), CgroupError> {
+        for d in layout.dirs(&spec.controllers, &spec.parent) {
             std::fs::create_dir_all(&d).map_err(|source| CgroupError::Mkdir { path: d, source })?;
         }
         Ok(())
