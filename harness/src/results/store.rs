@@ -7,13 +7,14 @@
 //! lossless; the other tables are the same facts laid out for queries. `results.json`
 //! stays the documented export.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kchaos_model::metrics::{Metric, Stat};
 use kchaos_model::scenario::CheckResult;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use crate::results::{CellResult, HostInfo, RunResults};
+use crate::results::{Artifacts, CellResult, HostInfo, RunResults};
 
 /// The schema as version 1 created it. A new database gets this, then every migration.
 const SCHEMA_V1: &str = "
@@ -300,48 +301,7 @@ impl Store {
         )
         .map_err(err)?;
         let cell_id = tx.last_insert_rowid();
-        for (name, metric) in &cell.metrics {
-            let s = |stat| metric.stat(stat);
-            tx.execute(
-                "INSERT INTO metrics (cell_id, name, kind, unit, count, min, mean, p50, p90,
-                     p99, max, value, first, last)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![
-                    cell_id,
-                    name,
-                    format!("{:?}", metric.kind()).to_lowercase(),
-                    metric.unit().as_str(),
-                    s(Stat::Count),
-                    s(Stat::Min),
-                    s(Stat::Mean),
-                    s(Stat::P50),
-                    s(Stat::P90),
-                    s(Stat::P99),
-                    s(Stat::Max),
-                    s(Stat::Value),
-                    s(Stat::First),
-                    s(Stat::Last),
-                ],
-            )
-            .map_err(err)?;
-            if let Metric::Series(series) = metric {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO samples (cell_id, metric, t_ms, value) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .map_err(err)?;
-                for (t, v) in &series.samples {
-                    insert
-                        .execute(params![
-                            cell_id,
-                            name,
-                            i64::try_from(*t).unwrap_or(i64::MAX),
-                            v
-                        ])
-                        .map_err(err)?;
-                }
-            }
-        }
+        insert_metrics(&tx, cell_id, &cell.metrics).map_err(err)?;
         for hit in &cell.signatures {
             tx.execute(
                 "INSERT INTO signatures (cell_id, signature, severity, line) VALUES (?1, ?2, ?3, ?4)",
@@ -350,23 +310,7 @@ impl Store {
             .map_err(err)?;
         }
         insert_checks(&tx, cell_id, &cell.checks).map_err(err)?;
-        let a = &cell.artifacts;
-        for (kind, path) in [
-            ("dir", &a.dir),
-            ("console", &a.console),
-            ("kmsg", &a.kmsg),
-            ("qemu_log", &a.qemu_log),
-            ("sysrq", &a.sysrq),
-            ("vmcore", &a.vmcore),
-        ] {
-            if let Some(p) = path {
-                tx.execute(
-                    "INSERT INTO artifacts (cell_id, kind, path) VALUES (?1, ?2, ?3)",
-                    params![cell_id, kind, p],
-                )
-                .map_err(err)?;
-            }
-        }
+        insert_artifacts(&tx, cell_id, &cell.artifacts).map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -460,6 +404,76 @@ fn migrate(tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
         params![SCHEMA_VERSION.to_string()],
     )
     .map_err(err)?;
+    Ok(())
+}
+
+/// Each metric's summary row and, for a series, its samples.
+fn insert_metrics(
+    tx: &Transaction<'_>,
+    cell_id: i64,
+    metrics: &BTreeMap<String, Metric>,
+) -> Result<(), rusqlite::Error> {
+    for (name, metric) in metrics {
+        let s = |stat| metric.stat(stat);
+        tx.execute(
+            "INSERT INTO metrics (cell_id, name, kind, unit, count, min, mean, p50, p90,
+                 p99, max, value, first, last)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                cell_id,
+                name,
+                format!("{:?}", metric.kind()).to_lowercase(),
+                metric.unit().as_str(),
+                s(Stat::Count),
+                s(Stat::Min),
+                s(Stat::Mean),
+                s(Stat::P50),
+                s(Stat::P90),
+                s(Stat::P99),
+                s(Stat::Max),
+                s(Stat::Value),
+                s(Stat::First),
+                s(Stat::Last),
+            ],
+        )?;
+        if let Metric::Series(series) = metric {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO samples (cell_id, metric, t_ms, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (t, v) in &series.samples {
+                insert.execute(params![
+                    cell_id,
+                    name,
+                    i64::try_from(*t).unwrap_or(i64::MAX),
+                    v
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cell's files, one row per kind that exists.
+fn insert_artifacts(
+    tx: &Transaction<'_>,
+    cell_id: i64,
+    a: &Artifacts,
+) -> Result<(), rusqlite::Error> {
+    for (kind, path) in [
+        ("dir", &a.dir),
+        ("console", &a.console),
+        ("kmsg", &a.kmsg),
+        ("qemu_log", &a.qemu_log),
+        ("sysrq", &a.sysrq),
+        ("vmcore", &a.vmcore),
+    ] {
+        if let Some(p) = path {
+            tx.execute(
+                "INSERT INTO artifacts (cell_id, kind, path) VALUES (?1, ?2, ?3)",
+                params![cell_id, kind, p],
+            )?;
+        }
+    }
     Ok(())
 }
 
