@@ -29,30 +29,8 @@ use kchaos_model::protocol::{
 use kchaos_model::units::Unit;
 use kchaos_model::verdict::Verdict;
 
-const SCENARIO: &str = r#"
-[scenario]
-name = "fake"
-duration = "5s"
-
-[vm]
-hang_timeout = "2s"
-
-[[probe]]
-kind = "read-latency"
-name = "stat_read"
-path = "/x"
-
-[[probe]]
-kind = "counter"
-name = "dying"
-path = "/y"
-
-[[check]]
-assert = "stat_read.p99 <= 10ms"
-
-[[check]]
-assert = "dying.last <= 5"
-"#;
+/// The scenario every fake cell runs.
+const SCENARIO: &str = include_str!("data/robustness-fake.toml");
 
 /// Checks a fake run's result and how long it took.
 type Expectation = fn(CellResult, Duration);

@@ -89,42 +89,8 @@ impl Run {
 /// while their files keep them charged.
 fn dying_cgroups(extra_check: &str) -> String {
     format!(
-        r#"
-[scenario]
-name = "memcg-dying-small"
-duration = "60s"
-settle = "1s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "cgroup-churn"
-name = "churn"
-iterations = 40
-batch = 40
-
-[[probe]]
-kind = "read-latency"
-name = "memory_stat_read"
-path = "/sys/fs/cgroup/kchaos/memory.stat"
-interval = "50ms"
-
-[[probe]]
-kind = "counter"
-name = "nr_dying_descendants"
-path = "/sys/fs/cgroup/cgroup.stat"
-key = "nr_dying_descendants"
-interval = "200ms"
-
-[[check]]
-assert = "churn.cgroups.value == 40"
-
-[[check]]
-assert = "nr_dying_descendants.last >= 30"
-because = "removed cgroups whose files remain stay dying: the incident's mechanism"
-{extra_check}
-"#
+        "{}{extra_check}",
+        include_str!("data/memcg-dying-small.toml")
     )
 }
 
@@ -215,59 +181,7 @@ fn a_held_phase_is_judged_on_its_own_and_a_thin_window_is_not_tested() {
     if !vm_available() {
         return;
     }
-    let scenario = r#"
-[scenario]
-name = "memcg-hold-small"
-duration = "60s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "cgroup-churn"
-name = "churn"
-iterations = 40
-batch = 40
-
-[[workload]]
-kind = "hold"
-name = "hold"
-after = "churn"
-duration = "3s"
-
-[[probe]]
-kind = "read-latency"
-name = "memory_stat_read"
-path = "/sys/fs/cgroup/kchaos/memory.stat"
-interval = "50ms"
-cpu = 0
-
-[[probe]]
-kind = "net-latency"
-name = "net_rtt"
-cpu = 0
-interval = "50ms"
-
-[[probe]]
-kind = "counter"
-name = "nr_dying_descendants"
-path = "/sys/fs/cgroup/cgroup.stat"
-key = "nr_dying_descendants"
-interval = "200ms"
-
-[[check]]
-assert = "nr_dying_descendants[hold].min >= 30"
-min_samples = 5
-
-[[check]]
-assert = "memory_stat_read[while nr_dying_descendants >= 30].count >= 20"
-
-[[check]]
-assert = "net_rtt[hold].p50 <= 10s"
-
-[[check]]
-assert = "memory_stat_read[hold].p99 <= 10s"
-"#;
+    let scenario = include_str!("data/memcg-hold-small.toml");
     let r = run("hold", scenario);
     let cell = r.cell_with_verdict("fail");
     let checks = cell["checks"].as_array().unwrap();
@@ -311,53 +225,7 @@ fn shipped(path: &str) -> PathBuf {
 
 /// Incident 4 in miniature: two throttled leaves, live retuning, a wake-up probe inside
 /// one of them and one outside.
-const CFS_SMALL: &str = r#"
-[scenario]
-name = "cfs-small"
-duration = "8s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "cfs-quota"
-name = "cfs"
-depth = 1
-width = 2
-quota = ["2ms", "4ms"]
-period = "10ms"
-burners = 1
-sleepers = 2
-retune_every = "500ms"
-churn_every = "3s"
-
-[[probe]]
-kind = "wakeup-latency"
-name = "wakeup_outside"
-interval = "2ms"
-
-[[probe]]
-kind = "wakeup-latency"
-name = "wakeup_throttled"
-interval = "2ms"
-cgroup = "kchaos-cfs/g0"
-
-[[probe]]
-kind = "counter"
-name = "nr_throttled"
-path = "/sys/fs/cgroup/kchaos-cfs/g0/cpu.stat"
-key = "nr_throttled"
-interval = "1s"
-
-[[check]]
-assert = "cfs.share_min.value >= 0.5"
-
-[[check]]
-assert = "cfs.share_max.value <= 1.5"
-
-[[check]]
-assert = "cfs.throttled_ratio.value >= 0.5"
-"#;
+const CFS_SMALL: &str = include_str!("data/cfs-small.toml");
 
 #[test]
 fn cfs_quota_passes_on_debian_6_1_with_wakeup_and_throttling_metrics() {
@@ -486,40 +354,7 @@ fn tool_available(tool: &str) -> bool {
 }
 
 /// Incident 2 in miniature: pods with traffic, namespaces dropped, devices must go.
-const VETH_SMALL: &str = r#"
-[scenario]
-name = "veth-small"
-duration = "60s"
-settle = "1s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "veth-storm"
-name = "pods"
-iterations = 40
-concurrency = 4
-traffic = true
-packets = 2
-ipv6 = true
-
-[[probe]]
-kind = "counter"
-name = "net_devices"
-path = "/proc/net/dev"
-count_lines_after = 2
-interval = "500ms"
-
-[[check]]
-assert = "pods.leaked.value == 0"
-
-[[check]]
-assert = "pods.pairs.value == 40"
-
-[[check]]
-assert = "net_devices.delta <= 0"
-"#;
+const VETH_SMALL: &str = include_str!("data/veth-small.toml");
 
 #[test]
 fn veth_storm_passes_on_debian_6_1_with_per_pod_latencies() {
@@ -580,29 +415,7 @@ fn systemd_image_available() -> bool {
 
 /// Incident 3 in miniature: 40 transient units of every kind through D-Bus, with
 /// systemd's cookie moved 256 messages below the overflow first.
-const SYSTEMD_SMALL: &str = r#"
-[scenario]
-name = "systemd-small"
-duration = "60s"
-
-[vm]
-image = "systemd"
-
-[[workload]]
-kind = "systemd-units"
-name = "units"
-iterations = 40
-concurrency = 4
-cookie_start = "0xffffff00"
-
-[[probe]]
-kind = "systemd-call"
-name = "systemd_call"
-interval = "100ms"
-
-[[check]]
-assert = "units.leaked.value == 0"
-"#;
+const SYSTEMD_SMALL: &str = include_str!("data/systemd-small.toml");
 
 #[test]
 fn transient_units_flood_passes_in_the_systemd_image_with_job_latencies() {
@@ -865,37 +678,7 @@ fn memcg_populate_pages_are_charged_to_their_cgroup_and_reclaim_frees_it() {
     if !vm_available() {
         return;
     }
-    let scenario = r#"
-[scenario]
-name = "memcg-charge-small"
-duration = "90s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "cgroup-churn"
-name = "churn"
-iterations = 40
-batch = 40
-files_per_cgroup = 2
-file_size = "64KiB"
-
-[[workload]]
-kind = "memcg-reclaim"
-name = "reclaim"
-churn = "churn"
-timeout = "30s"
-
-[[check]]
-assert = "churn.file_charged_min.value > 0"
-
-[[check]]
-assert = "reclaim.dying_before.value >= 30"
-
-[[check]]
-assert = "reclaim.dying.value <= 5"
-"#;
+    let scenario = include_str!("data/memcg-charge-small.toml");
     let r = run("charge", scenario);
     let cell = r.cell_with_verdict("pass");
     let m = &cell["metrics"];
