@@ -6,58 +6,60 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use serde_json::Value;
+mod common;
 
-fn kchaos(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kchaos"))
-        .args(args)
-        .current_dir(cwd)
-        .env("KCHAOS_CACHE", cwd.join("cache"))
-        .output()
-        .expect("run kchaos")
-}
+use self::common::{read_json, Ran};
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+/// `kchaos ARGS` in `cwd`, with a cache of its own there (bisections keep worktrees and
+/// builds in the cache).
+fn kchaos(args: &[&str], cwd: &Path) -> Ran {
+    common::ran(
+        common::kchaos_command()
+            .args(args)
+            .current_dir(cwd)
+            .env("KCHAOS_CACHE", cwd.join("cache")),
     )
 }
 
 const SCENARIO: &str = "[scenario]\nname = \"s\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
 
-fn git(dir: &Path, script: &str) {
-    let ok = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "{script}");
-}
-
 /// A scratch directory with the scenario and a small git repository (`repo`, commits
 /// c1..c4 on main, tag `v1` at c1, a side branch `side` off c2).
 fn setup() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("s.toml"), SCENARIO).unwrap();
+    let dir = common::scratch(&[("s.toml", SCENARIO)]);
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    git(
-        &repo,
-        "git init -q -b main . && for i in 1 2 3 4; do echo $i > f; git add f; git commit -qm c$i; done
+    let script = "git init -q -b main . && for i in 1 2 3 4; do echo $i > f; git add f; git commit -qm c$i; done
          git tag -a -m v1 v1 HEAD~3
-         git branch side HEAD~2 && git checkout -q side && echo s > s && git add s && git commit -qm side && git checkout -q main",
-    );
+         git branch side HEAD~2 && git checkout -q side && echo s > s && git add s && git commit -qm side && git checkout -q main";
+    let made = common::fixed_git_identity(Command::new("sh").arg("-ec").arg(script))
+        .current_dir(&repo)
+        .status()
+        .unwrap()
+        .success();
+    assert!(made, "{script}");
     dir
+}
+
+/// `git ARGS` on the repository in `dir`: what it printed.
+fn git(dir: &Path, args: &[&str]) -> String {
+    common::ran(
+        Command::new("git")
+            .args(["-C", "repo"])
+            .args(args)
+            .current_dir(dir),
+    )
+    .stdout
+    .trim()
+    .to_owned()
+}
+
+/// The user's checkout is as it was: still on main.
+fn assert_still_on_main(dir: &Path) {
+    let head = std::fs::read_to_string(dir.join("repo/.git/HEAD")).unwrap();
+    assert_eq!(head.trim(), "ref: refs/heads/main");
 }
 
 #[test]
@@ -65,109 +67,51 @@ fn bad_ranges_and_trees_are_usage_errors_before_anything_is_built() {
     let dir = setup();
     recorded_run(dir.path(), "red", "fail", "null");
     // (arguments after `bisect s.toml`, words of the error)
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let cases = [
         (
-            vec!["--source", "s.toml", "--good", "v1", "--bad", "main"],
+            "--source s.toml --good v1 --bad main",
             "is not a git repository",
         ),
+        ("--source repo --good v9 --bad main", "`v9` is not a commit"),
+        ("--source repo --good side --bad main", "is not an ancestor"),
+        ("--source repo --good main --bad main", "the same commit"),
         (
-            vec!["--source", "repo", "--good", "v9", "--bad", "main"],
-            "`v9` is not a commit",
-        ),
-        (
-            vec!["--source", "repo", "--good", "side", "--bad", "main"],
-            "is not an ancestor",
-        ),
-        (
-            vec!["--source", "repo", "--good", "main", "--bad", "main"],
-            "the same commit",
-        ),
-        (
-            vec![
-                "--source",
-                "repo",
-                "--good",
-                "v1",
-                "--bad",
-                "main",
-                "--fragment",
-                "nope.config",
-            ],
+            "--source repo --good v1 --bad main --fragment nope.config",
             "unknown config fragment `nope.config`",
         ),
         (
-            vec!["--source", "repo", "--good", "v1", "--bad", "red"],
+            "--source repo --good v1 --bad red",
             "both be revisions or both be recorded runs",
         ),
         (
-            vec![
-                "--source",
-                "repo",
-                "--good",
-                "v1",
-                "--bad",
-                "main",
-                "--set",
-                "vm.cpus=1,2",
-            ],
+            "--source repo --good v1 --bad main --set vm.cpus=1,2",
             "one value per --set",
         ),
         (
-            vec![
-                "--source",
-                "repo",
-                "--good",
-                "v1",
-                "--bad",
-                "main",
-                "--confidence",
-                "1",
-            ],
+            "--source repo --good v1 --bad main --confidence 1",
             "between 0 and 1",
         ),
+        ("--good a --bad b", "give the kernels to bisect"),
         (
-            vec!["--good", "a", "--bad", "b"],
-            "give the kernels to bisect",
-        ),
-        (
-            vec![
-                "--kernel",
-                "path:/k/a",
-                "--good",
-                "path:/k/b",
-                "--bad",
-                "path:/k/a",
-            ],
+            "--kernel path:/k/a --good path:/k/b --bad path:/k/a",
             "is not in the kernel list",
         ),
         (
-            vec![
-                "--kernel",
-                "path:/k/a",
-                "--kernel",
-                "path:/k/b",
-                "--good",
-                "path:/k/b",
-                "--bad",
-                "path:/k/a",
-            ],
+            "--kernel path:/k/a --kernel path:/k/b --good path:/k/b --bad path:/k/a",
             "must come before",
         ),
     ];
     for (extra, words) in cases {
         let mut args = vec!["bisect", "s.toml", "--out", "b"];
-        args.extend(&extra);
-        let out = kchaos(&args, dir.path());
-        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out));
-        assert!(text(&out).contains(words), "{extra:?}: {}", text(&out));
+        args.extend(extra.split_whitespace());
+        kchaos(&args, dir.path()).exits(2).says(words);
         assert!(
             !dir.path().join("b").exists(),
-            "{extra:?}: a bisection that never started leaves nothing"
+            "{extra}: a bisection that never started leaves nothing"
         );
     }
     // The user's checkout was never touched: still on main, no worktree of ours.
-    let head = std::fs::read_to_string(dir.path().join("repo/.git/HEAD")).unwrap();
-    assert_eq!(head.trim(), "ref: refs/heads/main");
+    assert_still_on_main(dir.path());
 }
 
 /// A results directory holding one cell of scenario `s` with `verdict`, on a kernel
@@ -192,14 +136,7 @@ fn recorded_run(dir: &Path, name: &str, verdict: &str, source: &str) {
 #[test]
 fn two_recorded_runs_name_the_range_or_say_why_they_cannot() {
     let dir = setup();
-    let hash = |rev: &str| {
-        let out = Command::new("git")
-            .args(["-C", "repo", "rev-parse", rev])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let hash = |rev: &str| git(dir.path(), &["rev-parse", rev]);
     let src = |rev: &str| format!(r#"{{"commit":"{}","describe":"x"}}"#, hash(rev));
     recorded_run(dir.path(), "green", "pass", &src("v1"));
     recorded_run(dir.path(), "red", "fail", &src("main"));
@@ -210,6 +147,12 @@ fn two_recorded_runs_name_the_range_or_say_why_they_cannot() {
         "fail",
         &format!(r#"{{"commit":"{}","dirty":true}}"#, hash("main")),
     );
+    let bisect = |good: &str, bad: &str| {
+        let args = [
+            "bisect", "s.toml", "--source", "repo", "--good", good, "--bad", bad, "--out", "b",
+        ];
+        kchaos(&args, dir.path())
+    };
     // (good, bad, words of the error)
     for (good, bad, words) in [
         ("green", "unknown", "records no source commit"),
@@ -217,31 +160,19 @@ fn two_recorded_runs_name_the_range_or_say_why_they_cannot() {
         ("red", "red", "cannot be the good end"),
         ("green", "green", "no cell of `s` that is a hit"),
     ] {
-        let args = [
-            "bisect", "s.toml", "--source", "repo", "--good", good, "--bad", bad, "--out", "b",
-        ];
-        let out = kchaos(&args, dir.path());
-        assert_eq!(out.status.code(), Some(2), "{good} {bad}: {}", text(&out));
-        assert!(text(&out).contains(words), "{good} {bad}: {}", text(&out));
+        bisect(good, bad).exits(2).says(words);
     }
     // A good pair names its commits; building then needs a kernel tree, which this is
     // not: the bad end does not build, and the bisection ends without an answer (125),
     // recorded.
-    let out = kchaos(
-        &[
-            "bisect", "s.toml", "--source", "repo", "--good", "green", "--bad", "red", "--out",
-            "b", "--jobs", "1",
-        ],
-        dir.path(),
-    );
-    let t = text(&out);
-    assert!(
-        t.contains(&format!("from the recorded runs: good {}", hash("v1"))),
-        "{t}"
-    );
-    assert_eq!(out.status.code(), Some(125), "{t}");
-    let record: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("b/bisect.json")).unwrap()).unwrap();
+    let args = [
+        "bisect", "s.toml", "--source", "repo", "--good", "green", "--bad", "red", "--out", "b",
+        "--jobs", "1",
+    ];
+    kchaos(&args, dir.path())
+        .says(&format!("from the recorded runs: good {}", hash("v1")))
+        .exits(125);
+    let record = read_json(&dir.path().join("b/bisect.json"));
     assert_eq!(record["outcome"]["kind"], "end-untestable", "{record}");
     assert_eq!(record["points"].as_array().unwrap().len(), 4);
     assert_eq!(record["steps"][0]["verdict"], "skip");
@@ -257,40 +188,22 @@ fn two_recorded_runs_name_the_range_or_say_why_they_cannot() {
         .is_some_and(|l| l.ends_with(".failed.log")));
     assert!(dir.path().join("b/report.html").exists());
     // The user's checkout is as it was; the worktree is kchaos's own, in the cache.
-    let head = std::fs::read_to_string(dir.path().join("repo/.git/HEAD")).unwrap();
-    assert_eq!(head.trim(), "ref: refs/heads/main");
-    let status = Command::new("git")
-        .args(["-C", "repo", "status", "--porcelain"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        status.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&status.stdout)
-    );
+    assert_still_on_main(dir.path());
+    let status = git(dir.path(), &["status", "--porcelain"]);
+    assert!(status.is_empty(), "{status}");
     // Finished: --resume refuses to run it again; a new bisection into it is refused.
-    let out = kchaos(&["bisect", "--resume", "--out", "b"], dir.path());
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("is finished"), "{}", text(&out));
-    let out = kchaos(
-        &[
-            "bisect", "s.toml", "--source", "repo", "--good", "v1", "--bad", "main", "--out", "b",
-        ],
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("already holds a bisection"),
-        "{}",
-        text(&out)
-    );
+    kchaos(&["bisect", "--resume", "--out", "b"], dir.path())
+        .exits(2)
+        .says("is finished");
+    bisect("v1", "main")
+        .exits(2)
+        .says("already holds a bisection");
 }
 
 #[test]
 fn kernels_that_cannot_be_judged_end_the_bisection_with_125_and_a_record() {
     let dir = setup();
-    let out = kchaos(
+    kchaos(
         &[
             "bisect",
             "s.toml",
@@ -312,12 +225,10 @@ fn kernels_that_cannot_be_judged_end_the_bisection_with_125_and_a_record() {
             "b",
         ],
         dir.path(),
-    );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(125), "{t}");
-    assert!(t.contains("could not be judged"), "{t}");
-    let record: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("b/bisect.json")).unwrap()).unwrap();
+    )
+    .exits(125)
+    .says("could not be judged");
+    let record = read_json(&dir.path().join("b/bisect.json"));
     assert_eq!(record["outcome"]["kind"], "end-untestable");
     assert_eq!(record["steps"][0]["phase"], "calibrate");
     assert!(record["steps"][0]["errors"].as_u64() >= Some(1), "{record}");

@@ -13,15 +13,15 @@
 // Test code: a broken expectation should panic at the line that broke.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 #[path = "bisect_source/fixture.rs"]
 mod fixture;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use serde_json::Value;
-
+use self::common::{read_json, vm_required, workspace};
 use self::fixture::{Defect, Fixture, Series};
 
 /// The series of the measured bisection (docs/repro.md) and of this test: 8 ordinary
@@ -42,24 +42,16 @@ pub const FLAKY: Series = Series {
     defect: Defect::OneIn(400),
 };
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// The fixture repository, made once in the kchaos cache; `None` (a skip) when the
 /// source package is not there and VMs are not required.
 fn fixture_repo() -> Option<PathBuf> {
     let have_qemu = kchaos_harness::vm::Qemu::find().is_ok();
-    let required = std::env::var_os("KCHAOS_REQUIRE_VM").is_some();
     let cache = kchaos_images::Cache::default_root();
     let scratch = tempfile::tempdir().unwrap();
     let tarball = fixture::source_tarball(&cache, scratch.path());
     if !have_qemu || tarball.is_none() {
         assert!(
-            !required,
+            !vm_required(),
             "KCHAOS_REQUIRE_VM is set but QEMU ({have_qemu}) or linux-source-6.1 (`kchaos fetch build:defects`) is missing"
         );
         eprintln!(
@@ -90,20 +82,6 @@ fn fixture_repo() -> Option<PathBuf> {
     Some(repo)
 }
 
-fn kchaos(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kchaos"))
-        .current_dir(workspace())
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
-
 /// The bisection CI runs: five commits of the fixture around the defect (two steps
 /// between the ends), built with build:defects' fragments, one run per step.
 #[test]
@@ -117,39 +95,42 @@ fn bisect_source_names_the_commit_that_turned_the_defect_on() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("b");
     let started = Instant::now();
-    let (code, text) = kchaos(&[
-        "bisect",
-        "scenarios/veth-netns-storm.toml",
-        "--source",
-        &repo.display().to_string(),
-        "--good",
-        good,
-        "--bad",
-        bad,
-        "--fragment",
-        "defects.config",
-        "--fragment",
-        "debuginfo.config",
-        "--until",
-        "unregister_netdevice",
-        "--calibrate",
-        "2",
-        "--runs",
-        "1",
-        "--set",
-        "workload.0.iterations=60",
-        "--jobs",
-        "1",
-        "--out",
-        &out.display().to_string(),
-    ]);
+    let run = common::kchaos(
+        &[
+            "bisect",
+            "scenarios/veth-netns-storm.toml",
+            "--source",
+            &repo.display().to_string(),
+            "--good",
+            good,
+            "--bad",
+            bad,
+            "--fragment",
+            "defects.config",
+            "--fragment",
+            "debuginfo.config",
+            "--until",
+            "unregister_netdevice",
+            "--calibrate",
+            "2",
+            "--runs",
+            "1",
+            "--set",
+            "workload.0.iterations=60",
+            "--jobs",
+            "1",
+            "--out",
+            &out.display().to_string(),
+        ],
+        &workspace(),
+    );
+    let text = &run.text;
     eprintln!(
         "{text}\nbisection took {:.0}s",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(code, Some(0), "{text}");
-    let record: Value =
-        serde_json::from_slice(&std::fs::read(out.join("bisect.json")).unwrap()).unwrap();
+    run.exits(0);
+    let record = read_json(&out.join("bisect.json"));
     assert_eq!(record["outcome"]["kind"], "found", "{record}");
     assert_eq!(
         record["outcome"]["first_bad"]["id"],

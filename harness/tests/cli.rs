@@ -4,144 +4,97 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 mod common;
 
-fn kchaos(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kchaos"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run kchaos")
-}
+use self::common::{kchaos, read_json, scratch, workspace, Ran};
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+const GOOD: &str = "[scenario]\nname = \"s\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
+
+/// `kchaos run` of [`GOOD`] in `dir` on a kernel that is not there: an error cell,
+/// recorded in `dir/res`.
+fn run_on_a_missing_kernel(dir: &Path) -> Ran {
+    let kernel = "path:/nonexistent/bzImage";
+    kchaos(&["run", "s.toml", "--kernel", kernel, "--out", "res"], dir)
 }
 
 #[test]
 fn validate_accepts_the_shipped_scenarios() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = kchaos(&["validate", "scenarios"], root);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("ok: scenarios/memcg-dying-cgroups.toml"),
-        "{}",
-        text(&out)
-    );
+    kchaos(&["validate", "scenarios"], &workspace())
+        .exits(0)
+        .says("ok: scenarios/memcg-dying-cgroups.toml");
 }
 
 #[test]
 fn validate_reports_file_line_column_and_exits_2() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("good.toml"),
-        "[scenario]\nname = \"good\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("bad.toml"), "[scenario]\nname = \"bad\"\n\n[[workload]]\nkind = \"cgroup-churn\"\nbatch = 0\nfiles = 2\n").unwrap();
-    let out = kchaos(&["validate", "good.toml", "bad.toml"], dir.path());
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{t}");
-    assert!(t.contains("ok: good.toml"), "{t}");
-    assert!(
-        t.contains("bad.toml:7:1: workload[0].files: unknown key `files`"),
-        "{t}"
-    );
+    let dir = scratch(&[
+        (
+            "good.toml",
+            "[scenario]\nname = \"good\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n",
+        ),
+        ("bad.toml", "[scenario]\nname = \"bad\"\n\n[[workload]]\nkind = \"cgroup-churn\"\nbatch = 0\nfiles = 2\n"),
+    ]);
+    kchaos(&["validate", "good.toml", "bad.toml"], dir.path())
+        .exits(2)
+        .says("ok: good.toml")
+        .says("bad.toml:7:1: workload[0].files: unknown key `files`");
 }
 
 #[test]
 fn run_refuses_invalid_scenarios_before_booting_anything() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("s.toml"),
+    let dir = scratch(&[(
+        "s.toml",
         "[scenario]\nname = \"s\"\nduration = \"forever\"\n",
-    )
-    .unwrap();
-    let out = kchaos(&["run", "s.toml", "--out", "res"], dir.path());
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{t}");
-    assert!(
-        t.contains("s.toml:3:12: scenario.duration: `forever` is not a duration"),
-        "{t}"
-    );
+    )]);
+    kchaos(&["run", "s.toml", "--out", "res"], dir.path())
+        .exits(2)
+        .says("s.toml:3:12: scenario.duration: `forever` is not a duration");
     assert!(!dir.path().join("res").exists(), "nothing should have run");
 }
 
 #[test]
 fn missing_scenario_path_is_a_usage_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = kchaos(&["run", "nosuch.toml", "--out", "res"], dir.path());
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("nosuch.toml: no such file or directory"),
-        "{}",
-        text(&out)
-    );
+    let dir = scratch(&[]);
+    kchaos(&["run", "nosuch.toml", "--out", "res"], dir.path())
+        .exits(2)
+        .says("nosuch.toml: no such file or directory");
 }
 
 /// Issue #15: outside a checkout, `kchaos run` runs the scenarios shipped with it.
 #[test]
 fn outside_a_checkout_the_shipped_scenarios_and_kernel_list_are_used() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(&[]);
     let cache = dir.path().join("cache");
-    let out = kchaos(
-        &[
-            "--cache",
-            cache.to_str().unwrap(),
-            "run",
-            "--plan",
-            "--kernel",
-            "deb61",
-        ],
-        dir.path(),
-    );
-    let t = text(&out);
-    assert_eq!(out.status.code(), Some(0), "{t}");
-    assert!(t.contains("shipped with kchaos"), "{t}");
+    let args = [
+        "--cache",
+        cache.to_str().unwrap(),
+        "run",
+        "--plan",
+        "--kernel",
+        "deb61",
+    ];
+    let out = kchaos(&args, dir.path());
+    out.exits(0)
+        .says("shipped with kchaos")
+        .says("memcg-dying-cgroups\tdebian:6.1-cloud\t-\t0");
     assert!(
-        t.contains("memcg-dying-cgroups\tdebian:6.1-cloud\t-\t0"),
-        "{t}"
-    );
-    assert!(
-        !t.contains("selftest"),
-        "self-tests run only when named: {t}"
+        !out.text.contains("selftest"),
+        "self-tests run only when named: {}",
+        out.text
     );
 }
 
 #[test]
 fn a_missing_local_kernel_is_a_recorded_error_verdict() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("s.toml"),
-        "[scenario]\nname = \"s\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n",
-    )
-    .unwrap();
-    let out = kchaos(
-        &[
-            "run",
-            "s.toml",
-            "--kernel",
-            "path:/nonexistent/bzImage",
-            "--out",
-            "res",
-        ],
-        dir.path(),
-    );
-    let t = text(&out);
+    let dir = scratch(&[("s.toml", GOOD)]);
+    let out = run_on_a_missing_kernel(dir.path());
     assert_eq!(
-        out.status.code(),
+        out.code,
         Some(3),
-        "infrastructure errors only: {t}"
+        "infrastructure errors only: {}",
+        out.text
     );
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("res/results.json")).unwrap())
-            .unwrap();
+    let results = read_json(&dir.path().join("res/results.json"));
     common::keep_results(&dir.path().join("res"));
     let cell = &results["cells"][0];
     assert_eq!(cell["verdict"], "error");
@@ -162,51 +115,34 @@ fn a_missing_local_kernel_is_a_recorded_error_verdict() {
 
 #[test]
 fn bad_kernel_spec_says_what_is_allowed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(&[]);
     let out = kchaos(&["fetch", "ubuntu:6.8"], dir.path());
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "a malformed spec is a usage error"
-    );
-    assert!(
-        text(&out).contains("expected debian:<version>[-<flavour>]"),
-        "{}",
-        text(&out)
-    );
+    assert_eq!(out.code, Some(2), "a malformed spec is a usage error");
+    out.says("expected debian:<version>[-<flavour>]");
 }
-
-const GOOD: &str = "[scenario]\nname = \"s\"\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
 
 /// Issue #11: what the user got wrong is a usage error (2), never infrastructure (3),
 /// and is found before anything runs, `--plan` included.
 #[test]
 fn usage_errors_exit_2_before_anything_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
+    let tools = "[scenario]\nname = \"t\"\n[vm]\ntools = [\"kchaos-no-such-tool\"]\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
+    let dir = scratch(&[("s.toml", GOOD), ("t.toml", tools)]);
     for args in [
         vec!["run", "s.toml", "--kernel", "ubuntu:6.8", "--out", "res"],
         vec!["run", "s.toml", "--kernel", "ubuntu:6.8", "--plan"],
         vec!["run", "--resume", "no-such-dir"],
         vec!["repro", "s.toml", "--kernel", "path:", "--out", "res"],
     ] {
-        let out = kchaos(&args, dir.path());
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        kchaos(&args, dir.path()).exits(2);
     }
     assert!(!dir.path().join("res").exists(), "nothing ran");
-    let tools = "[scenario]\nname = \"t\"\n[vm]\ntools = [\"kchaos-no-such-tool\"]\n[[probe]]\nkind = \"d-state\"\nname = \"d\"\n";
-    std::fs::write(dir.path().join("t.toml"), tools).unwrap();
     for args in [
         vec!["validate", "t.toml"],
         vec!["run", "t.toml", "--out", "res"],
     ] {
-        let out = kchaos(&args, dir.path());
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
-        assert!(
-            text(&out).contains("t.toml:4:10: vm.tools[0]: `kchaos-no-such-tool`: Host program"),
-            "{}",
-            text(&out)
-        );
+        kchaos(&args, dir.path())
+            .exits(2)
+            .says("t.toml:4:10: vm.tools[0]: `kchaos-no-such-tool`: Host program");
     }
 }
 
@@ -214,20 +150,16 @@ fn usage_errors_exit_2_before_anything_runs() {
 /// scenario's own `cpus` list otherwise; bad lists are refused before anything runs.
 #[test]
 fn topologies_are_planned_like_kernels() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
     let listed = GOOD.replace(
         "[scenario]\nname = \"s\"",
         "[scenario]\nname = \"listed\"\n[vm]\ncpus = [1, \"2s1c\"]",
     );
     assert_ne!(listed, GOOD);
-    std::fs::write(dir.path().join("l.toml"), &listed).unwrap();
+    let dir = scratch(&[("s.toml", GOOD), ("l.toml", &listed)]);
     let plan = |args: &[&str]| {
         let mut all = vec!["run", "--kernel", "debian:6.1-cloud", "--plan"];
         all.extend_from_slice(args);
-        let out = kchaos(&all, dir.path());
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        kchaos(&all, dir.path()).exits(0).stdout.clone()
     };
     // Off any axis: the scenario's own `[vm] cpus`, no topology.
     assert_eq!(
@@ -254,120 +186,74 @@ fn topologies_are_planned_like_kernels() {
         ("9s1c", "`9s1c`: at most 8 sockets"),
         ("1,2,3,4,5,6,7,8,9", "9 topologies; at most 8 in one run"),
     ] {
-        let out = kchaos(&["run", "s.toml", "--topology", bad, "--plan"], dir.path());
-        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
-        assert!(
-            text(&out).contains(&format!("--topology: {why}")),
-            "{bad}: {}",
-            text(&out)
-        );
+        kchaos(&["run", "s.toml", "--topology", bad, "--plan"], dir.path())
+            .exits(2)
+            .says(&format!("--topology: {why}"));
     }
-    let out = kchaos(&["run", "--resume", "r", "--topology", "2"], dir.path());
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    kchaos(&["run", "--resume", "r", "--topology", "2"], dir.path()).exits(2);
 }
 
 /// Issue #11: `validate` never blocks on a FIFO or reads a device.
 #[test]
 fn validate_refuses_fifos_and_devices_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(&[]);
     nix::unistd::mkfifo(&dir.path().join("fifo.toml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
     std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.toml")).unwrap();
     let started = std::time::Instant::now();
     let out = kchaos(&["validate", "fifo.toml", "zero.toml"], dir.path());
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    out.exits(2);
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
-    let t = text(&out);
-    assert!(t.contains("fifo.toml: not a regular file"), "{t}");
-    assert!(t.contains("zero.toml: not a regular file"), "{t}");
+    out.says("fifo.toml: not a regular file")
+        .says("zero.toml: not a regular file");
 }
 
 /// Issue #11: a results directory belongs to one run; earlier results are never
 /// replaced without --resume.
 #[test]
 fn results_are_never_silently_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
-    let run = |dir: &Path| {
-        kchaos(
-            &[
-                "run",
-                "s.toml",
-                "--kernel",
-                "path:/nonexistent/bzImage",
-                "--out",
-                "res",
-            ],
-            dir,
-        )
-    };
+    let dir = scratch(&[("s.toml", GOOD)]);
+    let run = || run_on_a_missing_kernel(dir.path());
     // Another run holds the directory.
     let res = dir.path().join("res");
     std::fs::create_dir(&res).unwrap();
     let lock = std::fs::File::create(res.join(".kchaos.lock")).unwrap();
     let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
-    let out = run(dir.path());
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("is in use by another kchaos run"),
-        "{}",
-        text(&out)
-    );
+    run().exits(2).says("is in use by another kchaos run");
     assert!(!res.join("results.json").exists());
     drop(held);
     // The first run records its (error) cell ...
-    let out = run(dir.path());
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    run().exits(3);
     let first = std::fs::read(res.join("results.json")).unwrap();
     // ... and a second one into the same directory is refused, the results untouched.
-    let out = run(dir.path());
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("already holds the results of an earlier run"),
-        "{}",
-        text(&out)
-    );
+    run()
+        .exits(2)
+        .says("already holds the results of an earlier run");
     assert_eq!(std::fs::read(res.join("results.json")).unwrap(), first);
 }
 
 /// Issue #11: a report that cannot be written fails the command.
 #[test]
 fn a_report_that_cannot_be_written_fails_the_command() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
-    kchaos(
-        &[
-            "run",
-            "s.toml",
-            "--kernel",
-            "path:/nonexistent/bzImage",
-            "--out",
-            "res",
-        ],
-        dir.path(),
-    );
+    let dir = scratch(&[("s.toml", GOOD)]);
+    run_on_a_missing_kernel(dir.path());
     // report.html cannot be replaced by a file: it is a non-empty directory.
     std::fs::remove_file(dir.path().join("res/report.html")).unwrap();
     std::fs::create_dir_all(dir.path().join("res/report.html/x")).unwrap();
     let out = kchaos(&["report", "res"], dir.path());
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("report.html"), "{}", text(&out));
+    out.exits(3).says("report.html");
     assert!(
-        text(&out).contains("junit: "),
+        out.text.contains("junit: "),
         "JUnit is still written: {}",
-        text(&out)
+        out.text
     );
 }
 
 #[test]
 fn analyze_says_what_is_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = kchaos(&["analyze", "."], dir.path());
-    assert_eq!(out.status.code(), Some(3));
-    assert!(
-        text(&out).contains("is not a cell directory (no cell.json)"),
-        "{}",
-        text(&out)
-    );
+    let dir = scratch(&[]);
+    kchaos(&["analyze", "."], dir.path())
+        .exits(3)
+        .says("is not a cell directory (no cell.json)");
     // A cell without a dump: the fix is named.
     let cell = serde_json::json!({
         "id": "s/k", "scenario": "s", "scenario_file": "s.toml",
@@ -378,20 +264,16 @@ fn analyze_says_what_is_missing() {
         "started_at": "2026-11-23T00:00:00Z"
     });
     std::fs::write(dir.path().join("cell.json"), cell.to_string()).unwrap();
-    let out = kchaos(&["analyze", "."], dir.path());
-    assert_eq!(out.status.code(), Some(3));
-    assert!(
-        text(&out).contains("rerun the cell with `kchaos run --dump-memory`"),
-        "{}",
-        text(&out)
-    );
+    kchaos(&["analyze", "."], dir.path())
+        .exits(3)
+        .says("rerun the cell with `kchaos run --dump-memory`");
 }
 
 /// The `kchaos run` lines of the shipped CI examples plan a real matrix from this
 /// checkout (shard 1 of 4, as the first job or completion index 0 would).
 #[test]
 fn ci_examples_run_lines_plan_the_matrix() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let root = workspace();
     for file in [
         "examples/ci/github-actions.yml",
         "examples/ci/k8s-indexed-job.yaml",
@@ -411,20 +293,15 @@ fn ci_examples_run_lines_plan_the_matrix() {
         let at = words.iter().position(|w| *w == "run").unwrap();
         let mut args = words[at..].to_vec();
         args.push("--plan");
-        let out = kchaos(&args, root);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{file}: {args:?}\n{}",
-            text(&out)
-        );
-        let plan = String::from_utf8_lossy(&out.stdout);
+        let out = kchaos(&args, &root);
+        assert_eq!(out.code, Some(0), "{file}: {args:?}\n{}", out.text);
+        let plan = &out.stdout;
         // @nightly is four kernels, shard 1/4 a quarter of the matrix.
         assert!(
             plan.starts_with("SCENARIO\tKERNEL\tTOPOLOGY\tREPEAT\n"),
             "{plan}"
         );
-        assert!(text(&out).contains(" cells"), "{}", text(&out));
+        out.says(" cells");
         // Merge and compare follow, on the shards' output.
         assert!(example.contains("kchaos merge ") && example.contains("kchaos compare "));
     }
@@ -433,39 +310,31 @@ fn ci_examples_run_lines_plan_the_matrix() {
 /// `compare` says what is wrong instead of comparing nothing.
 #[test]
 fn compare_without_results_is_a_usage_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = kchaos(
+    let dir = scratch(&[]);
+    kchaos(
         &["compare", "--baseline", "deb61", "--candidate", "deb612"],
         dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out).contains("not a results directory or database"),
-        "{}",
-        text(&out)
-    );
-    let out = kchaos(&["report", "/nonexistent/results"], dir.path());
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out).contains("neither a results directory"),
-        "{}",
-        text(&out)
-    );
+    )
+    .exits(2)
+    .says("not a results directory or database");
+    kchaos(&["report", "/nonexistent/results"], dir.path())
+        .exits(2)
+        .says("neither a results directory");
 }
 
 /// Issue #12: `--kernel-list` means the same in every command that names kernels.
 #[test]
 fn every_command_uses_the_kernel_list_it_is_given() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("s.toml"), GOOD).unwrap();
-    std::fs::write(
-        dir.path().join("list.toml"),
-        "[kernels.mine]\nspec = \"path:/nonexistent/mine/bzImage\"\n[kernels.other]\nspec = \"path:/nonexistent/other/bzImage\"\n[sets]\nboth = [\"mine\", \"other\"]\n",
-    )
-    .unwrap();
+    let dir = scratch(&[
+        ("s.toml", GOOD),
+        (
+            "list.toml",
+            "[kernels.mine]\nspec = \"path:/nonexistent/mine/bzImage\"\n[kernels.other]\nspec = \"path:/nonexistent/other/bzImage\"\n[sets]\nboth = [\"mine\", \"other\"]\n",
+        ),
+    ]);
     // repro resolves `mine` through the list (the kernel itself is missing: nothing can
     // be judged, 125) ...
-    let out = kchaos(
+    kchaos(
         &[
             "repro",
             "s.toml",
@@ -481,15 +350,15 @@ fn every_command_uses_the_kernel_list_it_is_given() {
             "repro",
         ],
         dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    )
+    .exits(125);
     let results = std::fs::read_to_string(dir.path().join("repro/results.json")).unwrap();
     assert!(
         results.contains("path:/nonexistent/mine/bzImage"),
         "{results}"
     );
     // ... run and compare too.
-    let out = kchaos(
+    kchaos(
         &[
             "run",
             "s.toml",
@@ -501,45 +370,19 @@ fn every_command_uses_the_kernel_list_it_is_given() {
             "run",
         ],
         dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let out = kchaos(
-        &[
-            "compare",
-            "run",
-            "--kernel-list",
-            "list.toml",
-            "--baseline",
-            "mine",
-            "--candidate",
-            "other",
-        ],
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("baseline mine (1 cells) vs candidate other (1 cells)"),
-        "{}",
-        text(&out)
-    );
+    )
+    .exits(3);
+    let compare = |list: &[&str]| {
+        let mut args = vec!["compare", "run"];
+        args.extend_from_slice(list);
+        args.extend(["--baseline", "mine", "--candidate", "other"]);
+        kchaos(&args, dir.path())
+    };
+    compare(&["--kernel-list", "list.toml"])
+        .exits(0)
+        .says("baseline mine (1 cells) vs candidate other (1 cells)");
     // Without the list, `mine` means nothing.
-    let out = kchaos(
-        &[
-            "compare",
-            "run",
-            "--baseline",
-            "mine",
-            "--candidate",
-            "other",
-        ],
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains("no cells for kernel `mine`"),
-        "{}",
-        text(&out)
-    );
+    compare(&[]).exits(2).says("no cells for kernel `mine`");
     // A broken list is named.
     std::fs::write(dir.path().join("bad.toml"), "[kernels.x]\nspec = 1\n").unwrap();
     for args in [
@@ -574,13 +417,7 @@ fn every_command_uses_the_kernel_list_it_is_given() {
             "bad.toml",
         ],
     ] {
-        let out = kchaos(&args, dir.path());
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
-        assert!(
-            text(&out).contains("bad.toml:2:"),
-            "{args:?}: {}",
-            text(&out)
-        );
+        kchaos(&args, dir.path()).exits(2).says("bad.toml:2:");
     }
 }
 
@@ -616,7 +453,7 @@ fn results_dir(dir: &Path, name: &str, cells: &[(&str, &str, &str, &str)]) -> St
 /// are never excused.
 #[test]
 fn the_gate_classifies_and_known_issues_excuse_only_what_they_describe() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(&[]);
     let lockup = "kernel log: [soft-lockup] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!";
     results_dir(
         dir.path(),
@@ -652,26 +489,18 @@ fn the_gate_classifies_and_known_issues_excuse_only_what_they_describe() {
         )
     };
     // No entry: b regressed, c fails persistently.
-    let out = gate("");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("regression") && text(&out).contains("persistent-failure"),
-        "{}",
-        text(&out)
-    );
+    gate("")
+        .exits(1)
+        .says("regression")
+        .says("persistent-failure");
     // An entry for the soft lockup on b and c: both known, the gate passes.
     let entry = |expires: &str| {
         format!("[[issue]]\nid = \"lockup-1\"\nlink = \"https://bugs.example/1\"\nscenario = \"[bc]\"\nmatch = \"soft lockup\"\nexpires = \"{expires}\"\n")
     };
-    let out = gate(&entry("2099-01-01"));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("known issues matched: lockup-1 (3)"),
-        "{}",
-        text(&out)
-    );
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("gate.json")).unwrap()).unwrap();
+    gate(&entry("2099-01-01"))
+        .exits(0)
+        .says("known issues matched: lockup-1 (3)");
+    let json = read_json(&dir.path().join("gate.json"));
     let class = |s: &str| {
         json["gate"]["rows"]
             .as_array()
@@ -684,28 +513,19 @@ fn the_gate_classifies_and_known_issues_excuse_only_what_they_describe() {
     assert_eq!(class("b"), "known");
     assert_eq!(class("a"), "pass");
     // Expired: the same failures fail the gate again, and it says why.
-    let out = gate(&entry("2020-01-01"));
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("expired (no longer excuse their failures): lockup-1"),
-        "{}",
-        text(&out)
-    );
+    gate(&entry("2020-01-01"))
+        .exits(1)
+        .says("expired (no longer excuse their failures): lockup-1");
     // An entry that matches nothing is reported as possibly fixed.
-    let out =
-        gate("[[issue]]\nid = \"gone\"\nlink = \"https://bugs.example/2\"\nscenario = \"zzz\"\n");
-    assert!(
-        text(&out).contains("possibly fixed (matched nothing): gone"),
-        "{}",
-        text(&out)
-    );
+    gate("[[issue]]\nid = \"gone\"\nlink = \"https://bugs.example/2\"\nscenario = \"zzz\"\n")
+        .says("possibly fixed (matched nothing): gone");
     // Missing cells are incomplete (3).
     results_dir(
         dir.path(),
         "partial",
         &[("a", "deb", "pass", ""), ("b", "deb", "pass", "")],
     );
-    let out = kchaos(
+    kchaos(
         &[
             "gate",
             "--baseline",
@@ -715,9 +535,9 @@ fn the_gate_classifies_and_known_issues_excuse_only_what_they_describe() {
             "--no-known-issues",
         ],
         dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("missing"), "{}", text(&out));
+    )
+    .exits(3)
+    .says("missing");
     // A broken known-issues file is located, for gate and validate alike.
     std::fs::write(
         dir.path().join("known-issues.toml"),
@@ -725,13 +545,9 @@ fn the_gate_classifies_and_known_issues_excuse_only_what_they_describe() {
     )
     .unwrap();
     for args in [vec!["gate", "cand"], vec!["validate", "known-issues.toml"]] {
-        let out = kchaos(&args, dir.path());
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
-        assert!(
-            text(&out).contains("known-issues.toml:3:8: issue[0].link: `nope` is not a link"),
-            "{}",
-            text(&out)
-        );
+        kchaos(&args, dir.path())
+            .exits(2)
+            .says("known-issues.toml:3:8: issue[0].link: `nope` is not a link");
     }
 }
 
@@ -740,7 +556,10 @@ fn the_gate_classifies_and_known_issues_excuse_only_what_they_describe() {
 /// cannot take is refused before anything is written.
 #[test]
 fn report_exports_kcidb_and_refuses_what_kcidb_cannot_take() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch(&[(
+        "known-issues.toml",
+        "[[issue]]\nid = \"lockup-1\"\nlink = \"https://bugs.example/1\"\nmatch = \"soft lockup\"\nnote = \"seen since 6.1.0-50\"\n",
+    )]);
     let lockup = "kernel log: [soft-lockup] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!";
     results_dir(
         dir.path(),
@@ -751,26 +570,16 @@ fn report_exports_kcidb_and_refuses_what_kcidb_cannot_take() {
             ("c", "debian:6.1.0-56-cloud", "error", "QEMU died"),
         ],
     );
-    std::fs::write(
-        dir.path().join("known-issues.toml"),
-        "[[issue]]\nid = \"lockup-1\"\nlink = \"https://bugs.example/1\"\nmatch = \"soft lockup\"\nnote = \"seen since 6.1.0-50\"\n",
-    )
-    .unwrap();
     let export = |file: &str, extra: &[&str]| {
         let mut args = vec!["report", "run", "--kcidb", file];
         args.extend_from_slice(extra);
         kchaos(&args, dir.path())
     };
-    let out = export("k1.json", &["--kcidb-origin", "lab_1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("kcidb: k1.json (3 tests, 0 of them checks; 1 incidents)"),
-        "{}",
-        text(&out)
-    );
+    export("k1.json", &["--kcidb-origin", "lab_1"])
+        .exits(0)
+        .says("kcidb: k1.json (3 tests, 0 of them checks; 1 incidents)");
     assert!(dir.path().join("run/report.html").is_file());
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("k1.json")).unwrap()).unwrap();
+    let json = read_json(&dir.path().join("k1.json"));
     let statuses: Vec<(&str, &str)> = json["tests"]
         .as_array()
         .unwrap()
@@ -792,16 +601,15 @@ fn report_exports_kcidb_and_refuses_what_kcidb_cannot_take() {
         "lab_1:20261123T000000Z:b/k/r1"
     );
     // Exported again: the same bytes.
-    let out = export("k2.json", &["--kcidb-origin", "lab_1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    export("k2.json", &["--kcidb-origin", "lab_1"]).exits(0);
     assert_eq!(
         std::fs::read(dir.path().join("k1.json")).unwrap(),
         std::fs::read(dir.path().join("k2.json")).unwrap()
     );
     // Without the file, nothing is known: no issue, no incident.
-    let out = export("k3.json", &["--no-known-issues"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("0 incidents"), "{}", text(&out));
+    export("k3.json", &["--no-known-issues"])
+        .exits(0)
+        .says("0 incidents");
     // Usage errors, each before anything is written.
     results_dir(dir.path(), "other", &[("a", "deb", "pass", "")]);
     for (args, why) in [
@@ -815,14 +623,10 @@ fn report_exports_kcidb_and_refuses_what_kcidb_cannot_take() {
             "put {dir} where each run's directory name goes",
         ),
     ] {
-        let out = export("bad.json", &args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
-        assert!(text(&out).contains(why), "{args:?}: {}", text(&out));
+        export("bad.json", &args).exits(2).says(why);
         assert!(!dir.path().join("bad.json").exists());
     }
     // A file that cannot be written fails the command (3).
     std::fs::create_dir_all(dir.path().join("taken.json/x")).unwrap();
-    let out = export("taken.json", &[]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("taken.json"), "{}", text(&out));
+    export("taken.json", &[]).exits(3).says("taken.json");
 }

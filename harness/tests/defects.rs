@@ -11,76 +11,52 @@
 // Test code: a broken expectation should panic at the line that broke.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
 
+mod common;
+
+use self::common::{kchaos_command, ran, vm_available, vm_required, workspace};
+
 /// Whether the defect kernel can be used here without a surprise build.
 fn defect_kernel_available() -> bool {
-    let have_qemu = kchaos_harness::vm::Qemu::find().is_ok();
-    let required = std::env::var_os("KCHAOS_REQUIRE_VM").is_some();
-    if !have_qemu {
-        assert!(
-            !required,
-            "KCHAOS_REQUIRE_VM is set but QEMU is not installed"
-        );
-        eprintln!("SKIP: qemu-system-x86_64 is not installed (run `kchaos setup`)");
-        return false;
-    }
-    let built = kchaos_images::Cache::default_root()
-        .join("kernels/build")
-        .read_dir()
-        .map(|entries| {
-            entries.flatten().any(|e| {
-                e.file_name().to_string_lossy().starts_with("defects_")
-                    && e.path().join(".complete").exists()
-            })
-        })
-        .unwrap_or(false);
-    if !built && !required {
-        eprintln!("SKIP: the defect kernel is not built (`kchaos fetch build:defects`)");
-    }
-    built || required
+    vm_available()
+        && built_or_required(
+            "kernels/build",
+            "defects_",
+            "the defect kernel is not built (`kchaos fetch build:defects`)",
+        )
 }
 
 /// Whether the systemd-defects image (PID 1 rebuilt with the systemd defect patches)
 /// can be used here without a surprise build.
 fn defect_image_available() -> bool {
-    let have_qemu = kchaos_harness::vm::Qemu::find().is_ok();
-    let required = std::env::var_os("KCHAOS_REQUIRE_VM").is_some();
-    if !have_qemu {
-        assert!(
-            !required,
-            "KCHAOS_REQUIRE_VM is set but QEMU is not installed"
-        );
-        eprintln!("SKIP: qemu-system-x86_64 is not installed (run `kchaos setup`)");
-        return false;
-    }
+    vm_available()
+        && built_or_required(
+            "images/systemd",
+            "defects-",
+            "the systemd-defects image is not built (`kchaos fetch image:systemd-defects`)",
+        )
+}
+
+/// Whether the kchaos cache holds a complete build named `prefix...` in `dir`; if not,
+/// whether VMs are required (then the test builds it), else a skip that says `missing`.
+fn built_or_required(dir: &str, prefix: &str, missing: &str) -> bool {
     let built = kchaos_images::Cache::default_root()
-        .join("images/systemd")
+        .join(dir)
         .read_dir()
         .map(|entries| {
             entries.flatten().any(|e| {
-                e.file_name().to_string_lossy().starts_with("defects-")
+                e.file_name().to_string_lossy().starts_with(prefix)
                     && e.path().join(".complete").exists()
             })
         })
         .unwrap_or(false);
-    if !built && !required {
-        eprintln!(
-            "SKIP: the systemd-defects image is not built (`kchaos fetch image:systemd-defects`)"
-        );
+    if !built && !vm_required() {
+        eprintln!("SKIP: {missing}");
     }
-    built || required
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    built || vm_required()
 }
 
 /// One `kchaos detect` run over several defects: (exit code, output, detection.json).
@@ -96,25 +72,17 @@ struct Run {
 fn detect(defects: &[&str]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("det");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kchaos"));
+    let mut cmd = kchaos_command();
     cmd.current_dir(workspace())
         .args(["detect", "--max-runs", "2", "--jobs", "2"]);
     for d in defects {
         cmd.args(["--defect", d]);
     }
-    let run = cmd.arg("--out").arg(&out).output().unwrap();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let json = std::fs::read(out.join("detection.json"))
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .unwrap_or(Value::Null);
+    let run = ran(cmd.arg("--out").arg(&out));
     Run {
-        code: run.status.code(),
-        output,
-        json,
+        code: run.code,
+        output: run.text,
+        json: common::read_json_if_any(&out.join("detection.json")),
     }
 }
 
@@ -145,6 +113,20 @@ fn kernel_run() -> &'static Run {
 fn image_run() -> &'static Run {
     static RUN: OnceLock<Run> = OnceLock::new();
     RUN.get_or_init(|| detect(IMAGE_DEFECTS))
+}
+
+/// Where the defect kernel can run: [`assert_caught`] on the kernel run.
+fn assert_kernel_catches(defect: &str, named: &[&str]) {
+    if defect_kernel_available() {
+        assert_caught(kernel_run(), defect, named);
+    }
+}
+
+/// Where the systemd-defects image can run: [`assert_caught`] on the image run.
+fn assert_image_catches(defect: &str, named: &[&str]) {
+    if defect_image_available() {
+        assert_caught(image_run(), defect, named);
+    }
 }
 
 /// Every scenario declared for `defect` caught it with evidence matching one of
@@ -198,73 +180,49 @@ fn assert_caught(run: &Run, defect: &str, named: &[&str]) {
 
 #[test]
 fn a_netdev_reference_leak_fails_the_veth_storms_naming_unregister_netdevice() {
-    if defect_kernel_available() {
-        assert_caught(
-            kernel_run(),
-            "netdev-ref-leak",
-            &["unregister_netdevice: waiting for", "leaked"],
-        );
-    }
+    assert_kernel_catches(
+        "netdev-ref-leak",
+        &["unregister_netdevice: waiting for", "leaked"],
+    );
 }
 
 #[test]
 fn a_memcg_reference_leak_fails_the_memcg_scenarios_naming_the_dying_cgroups() {
-    if defect_kernel_available() {
-        assert_caught(kernel_run(), "memcg-ref-leak", &["dying"]);
-    }
+    assert_kernel_catches("memcg-ref-leak", &["dying"]);
 }
 
 #[test]
 fn a_memory_stat_read_that_stalls_per_dying_cgroup_fails_the_hold_naming_its_latency() {
-    if defect_kernel_available() {
-        assert_caught(
-            kernel_run(),
-            "memcg-stat-stall",
-            &["memory_stat_read[", "net_rtt["],
-        );
-    }
+    assert_kernel_catches("memcg-stat-stall", &["memory_stat_read[", "net_rtt["]);
 }
 
 #[test]
 fn kmem_allocation_failures_fail_the_churn_naming_the_kernels_own_report() {
-    if defect_kernel_available() {
-        assert_caught(
-            kernel_run(),
-            "kmem-alloc-failures",
-            &[
-                "SLUB: Unable to allocate",
-                "page allocation failure",
-                "Cannot allocate memory",
-            ],
-        );
-    }
+    assert_kernel_catches(
+        "kmem-alloc-failures",
+        &[
+            "SLUB: Unable to allocate",
+            "page allocation failure",
+            "Cannot allocate memory",
+        ],
+    );
 }
 
 #[test]
 fn cfs_over_throttling_fails_the_quota_scenario_naming_the_starving_group() {
-    if defect_kernel_available() {
-        assert_caught(kernel_run(), "cfs-over-throttle", &["share_min"]);
-    }
+    assert_kernel_catches("cfs-over-throttle", &["share_min"]);
 }
 
 /// Per-CPU defects leave the group's totals plausible: only the per-CPU share names
 /// them (on the topology the defect needs: one CPU, or a second socket).
 #[test]
 fn a_run_queue_starved_on_one_cpu_fails_the_quota_scenario_naming_the_per_cpu_share() {
-    if defect_kernel_available() {
-        assert_caught(
-            kernel_run(),
-            "cfs-cpu-unthrottle-skip",
-            &["percpu_share_min"],
-        );
-    }
+    assert_kernel_catches("cfs-cpu-unthrottle-skip", &["percpu_share_min"]);
 }
 
 #[test]
 fn a_systemd_without_the_cookie_overflow_fix_is_caught_naming_the_overflow() {
-    if defect_image_available() {
-        assert_caught(image_run(), "sd-bus-cookie-overrun", &["cookie overflowed"]);
-    }
+    assert_image_catches("sd-bus-cookie-overrun", &["cookie overflowed"]);
 }
 
 /// The reversal: the same broken systemd without the fast-forward passes the flood, so
@@ -299,54 +257,33 @@ fn the_broken_systemd_passes_the_flood_when_its_cookie_is_not_moved() {
     let file = dir.path().join("flood-unmoved.toml");
     std::fs::write(&file, toml::to_string(&doc).unwrap()).unwrap();
     let out = dir.path().join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+    let run = ran(kchaos_command()
         .current_dir(workspace())
         .arg("run")
         .arg(&file)
         .args(["--kernel", "deb61", "--jobs", "1", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let results: Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+        .arg(&out));
+    let output = &run.text;
+    let results = common::read_json(&out.join("results.json"));
     let cell = &results["cells"][0];
     assert_eq!(cell["image"]["kind"], "systemd-defects", "{output}");
     assert_eq!(cell["verdict"], "pass", "{cell:#}\n{output}");
-    assert_eq!(run.status.code(), Some(0), "{output}");
+    run.exits(0);
 }
 
 #[test]
 fn a_cgroup_rmdir_stall_under_cgroup_mutex_is_named_where_it_sleeps() {
-    if defect_kernel_available() {
-        assert_caught(kernel_run(), "cgroup-rmdir-stall", &["cgroup_rmdir"]);
-    }
+    assert_kernel_catches("cgroup-rmdir-stall", &["cgroup_rmdir"]);
 }
 
 #[test]
 fn dying_cgroups_holding_their_ids_fail_cgroup_creation_with_enospc() {
-    if defect_kernel_available() {
-        assert_caught(
-            kernel_run(),
-            "memcg-id-hold",
-            &["No space left on device", "ENOSPC"],
-        );
-    }
+    assert_kernel_catches("memcg-id-hold", &["No space left on device", "ENOSPC"]);
 }
 
 #[test]
 fn a_systemd_that_never_collects_transient_slices_is_caught_as_a_leak() {
-    if defect_image_available() {
-        assert_caught(
-            image_run(),
-            "transient-slice-leak",
-            &["leaked", "still loaded"],
-        );
-    }
+    assert_image_catches("transient-slice-leak", &["leaked", "still loaded"]);
 }
 
 /// Nothing in the kernel run escaped or alarmed falsely (the exit code says both).

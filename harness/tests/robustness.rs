@@ -29,30 +29,8 @@ use kchaos_model::protocol::{
 use kchaos_model::units::Unit;
 use kchaos_model::verdict::Verdict;
 
-const SCENARIO: &str = r#"
-[scenario]
-name = "fake"
-duration = "5s"
-
-[vm]
-hang_timeout = "2s"
-
-[[probe]]
-kind = "read-latency"
-name = "stat_read"
-path = "/x"
-
-[[probe]]
-kind = "counter"
-name = "dying"
-path = "/y"
-
-[[check]]
-assert = "stat_read.p99 <= 10ms"
-
-[[check]]
-assert = "dying.last <= 5"
-"#;
+/// The scenario every fake cell runs.
+const SCENARIO: &str = include_str!("data/robustness-fake.toml");
 
 /// Checks a fake run's result and how long it took.
 type Expectation = fn(CellResult, Duration);
@@ -95,33 +73,31 @@ fn main() {
         let start = Instant::now();
         let result = runtime.block_on(run_fake(name));
         let took = start.elapsed();
-        match std::panic::catch_unwind(|| check(result, took)) {
-            Ok(()) => println!("test {name} ... ok ({:.1}s)", took.as_secs_f64()),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed += 1;
-            }
-        }
+        let outcome = std::panic::catch_unwind(|| check(result, took));
+        failed += report(name, took, outcome);
     }
     if filter
         .as_deref()
         .is_none_or(|f| "keep-on-failure".contains(f))
     {
         let start = Instant::now();
-        match std::panic::catch_unwind(|| runtime.block_on(case_keep_on_failure())) {
-            Ok(()) => println!(
-                "test keep-on-failure ... ok ({:.1}s)",
-                start.elapsed().as_secs_f64()
-            ),
-            Err(_) => {
-                println!("test keep-on-failure ... FAILED");
-                failed += 1;
-            }
-        }
+        let outcome = std::panic::catch_unwind(|| runtime.block_on(case_keep_on_failure()));
+        failed += report("keep-on-failure", start.elapsed(), outcome);
     }
     if failed > 0 {
         println!("{failed} robustness case(s) failed");
         std::process::exit(1);
+    }
+}
+
+/// Prints a case's outcome as libtest does; 1 if it failed.
+fn report(name: &str, took: Duration, outcome: std::thread::Result<()>) -> usize {
+    if outcome.is_ok() {
+        println!("test {name} ... ok ({:.1}s)", took.as_secs_f64());
+        0
+    } else {
+        println!("test {name} ... FAILED");
+        1
     }
 }
 
@@ -230,8 +206,18 @@ fn reasons(r: &CellResult) -> String {
     r.reasons.join(" | ")
 }
 
+/// Asserts the cell's verdict and that its reasons name each of `words`; a failure
+/// shows the reasons.
+#[track_caller]
+fn assert_ended(r: &CellResult, verdict: Verdict, words: &[&str]) {
+    assert_eq!(r.verdict, verdict, "{}", reasons(r));
+    for w in words {
+        assert!(reasons(r).contains(w), "{}", reasons(r));
+    }
+}
+
 fn case_pass(r: CellResult, _: Duration) {
-    assert_eq!(r.verdict, Verdict::Pass, "{}", reasons(&r));
+    assert_ended(&r, Verdict::Pass, &[]);
     assert_eq!(r.kernel.release.as_deref(), Some("6.1.0-fake-guest"));
     assert!(matches!(r.metrics.get("dying"), Some(Metric::Series(s)) if s.samples.len() == 3));
     assert!(r.boot_ms.is_some());
@@ -244,30 +230,23 @@ fn case_garbage(r: CellResult, _: Duration) {
         "a corrupted channel never passes: {}",
         reasons(&r)
     );
-    assert!(reasons(&r).contains("corrupt bytes"), "{}", reasons(&r));
+    assert_ended(&r, Verdict::Error, &["corrupt bytes"]);
 }
 
 fn case_truncated(r: CellResult, _: Duration) {
-    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
-    assert!(reasons(&r).contains("truncated frame"), "{}", reasons(&r));
+    assert_ended(&r, Verdict::Error, &["truncated frame"]);
 }
 
 fn case_wrong_protocol(r: CellResult, took: Duration) {
-    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
-    assert!(
-        reasons(&r).contains("protocol 999") && reasons(&r).contains("rebuild the runner"),
-        "{}",
-        reasons(&r)
-    );
+    assert_ended(&r, Verdict::Error, &["protocol 999", "rebuild the runner"]);
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
 fn case_hang(r: CellResult, took: Duration) {
-    assert_eq!(r.verdict, Verdict::Hang, "{}", reasons(&r));
-    assert!(
-        reasons(&r).contains("sent nothing for 2s (phase: workload)"),
-        "{}",
-        reasons(&r)
+    assert_ended(
+        &r,
+        Verdict::Hang,
+        &["sent nothing for 2s (phase: workload)"],
     );
     assert!(
         took < Duration::from_secs(10),
@@ -284,22 +263,16 @@ fn case_hang(r: CellResult, took: Duration) {
 
 /// Issue #11: a SIGSTOPped QEMU is the host's problem, not a kernel hang.
 fn case_frozen_qemu(r: CellResult, took: Duration) {
-    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
-    assert!(
-        reasons(&r).contains("QEMU itself stopped responding (its process is stopped)"),
-        "{}",
-        reasons(&r)
+    assert_ended(
+        &r,
+        Verdict::Error,
+        &["QEMU itself stopped responding (its process is stopped)"],
     );
     assert!(took < Duration::from_secs(15), "{took:?}");
 }
 
 fn case_panic(r: CellResult, _: Duration) {
-    assert_eq!(r.verdict, Verdict::Crash, "{}", reasons(&r));
-    assert!(
-        reasons(&r).contains("[panic]") && reasons(&r).contains("Fatal exception"),
-        "{}",
-        reasons(&r)
-    );
+    assert_ended(&r, Verdict::Crash, &["[panic]", "Fatal exception"]);
     assert_eq!(
         r.signatures.len(),
         2,
@@ -309,21 +282,19 @@ fn case_panic(r: CellResult, _: Duration) {
 }
 
 fn case_die(r: CellResult, took: Duration) {
-    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
-    assert!(
-        reasons(&r).contains("QEMU said: qemu-system-x86_64: fake: cannot load kernel"),
-        "{}",
-        reasons(&r)
+    assert_ended(
+        &r,
+        Verdict::Error,
+        &["QEMU said: qemu-system-x86_64: fake: cannot load kernel"],
     );
     assert!(took < Duration::from_secs(8), "{took:?}");
 }
 
 fn case_no_hello(r: CellResult, took: Duration) {
-    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
-    assert!(
-        reasons(&r).contains("did not reach the kchaos runner within 2s"),
-        "{}",
-        reasons(&r)
+    assert_ended(
+        &r,
+        Verdict::Error,
+        &["did not reach the kchaos runner within 2s"],
     );
     assert!(
         reasons(&r).contains("EFI stub: loaded"),
@@ -334,44 +305,33 @@ fn case_no_hello(r: CellResult, took: Duration) {
 }
 
 fn case_fatal(r: CellResult, _: Duration) {
-    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
-    assert!(
-        reasons(&r).contains("runner: cannot mount cgroup2"),
-        "{}",
-        reasons(&r)
-    );
+    assert_ended(&r, Verdict::Error, &["runner: cannot mount cgroup2"]);
 }
 
 fn case_skip(r: CellResult, _: Duration) {
-    assert_eq!(r.verdict, Verdict::Skip, "{}", reasons(&r));
+    assert_ended(&r, Verdict::Skip, &[]);
     assert_eq!(r.reasons, vec!["no cgroup v1 memory".to_owned()]);
 }
 
 fn case_kmsg_lockup(r: CellResult, _: Duration) {
-    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
-    assert!(reasons(&r).contains("[soft-lockup]"), "{}", reasons(&r));
+    assert_ended(&r, Verdict::Fail, &["[soft-lockup]"]);
 }
 
 fn case_interrupt(r: CellResult, took: Duration) {
-    assert_eq!(r.verdict, Verdict::Error, "{}", reasons(&r));
+    assert_ended(&r, Verdict::Error, &[]);
     assert_eq!(r.reasons, vec!["interrupted".to_owned()]);
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
 fn case_cancel_dropped(r: CellResult, _: Duration) {
-    assert_eq!(r.verdict, Verdict::Pass, "{}", reasons(&r));
+    assert_ended(&r, Verdict::Pass, &[]);
 }
 
 /// Issue #14: the guest prints a signature that decides the repro's target and keeps
 /// working (a stalled teardown keeps a workload alive for minutes): the cell ends within
 /// seconds, evidence first, not at its duration (5s + 15s of margin) or as a hang.
 fn case_until_signature(r: CellResult, took: Duration) {
-    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
-    assert!(
-        reasons(&r).contains("kernel log [unregister-netdevice]"),
-        "{}",
-        reasons(&r)
-    );
+    assert_ended(&r, Verdict::Fail, &["kernel log [unregister-netdevice]"]);
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(
         r.notes.iter().any(|n| n.starts_with("ended at once")),
@@ -406,8 +366,7 @@ async fn keep_on_failure(mode: &str, reason: &str) {
     }
     let start = Instant::now();
     let r = run_fake_cell(mode, &dir, &env).await;
-    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
-    assert!(reasons(&r).contains(reason), "{}", reasons(&r));
+    assert_ended(&r, Verdict::Fail, &[reason]);
     if mode == "until-signature" {
         let sysrq = r
             .artifacts
@@ -450,15 +409,14 @@ async fn keep_on_failure(mode: &str, reason: &str) {
 /// debugger lets it (here after 3s, beyond the 2s boot bound): the boot clock runs
 /// from then, so the cell passes and its boot time does not include the wait.
 fn case_gdb_wait(r: CellResult, took: Duration) {
-    assert_eq!(r.verdict, Verdict::Pass, "{}", reasons(&r));
+    assert_ended(&r, Verdict::Pass, &[]);
     assert!(took > FAKE_DEBUGGER, "{took:?}");
     let boot = r.boot_ms.unwrap();
     assert!(boot < 2500, "boot time counts from the resume: {boot} ms");
 }
 
 fn case_check_fails(r: CellResult, _: Duration) {
-    assert_eq!(r.verdict, Verdict::Fail, "{}", reasons(&r));
-    assert!(reasons(&r).contains("dying.last = 9"), "{}", reasons(&r));
+    assert_ended(&r, Verdict::Fail, &["dying.last = 9"]);
 }
 
 // ---------------------------------------------------------------------------------
@@ -500,8 +458,7 @@ fn fake_qemu(args: &[String], mode_file: &str) {
     console("EFI stub: loaded initrd");
     match mode.as_str() {
         "keep-fail" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
+            guest.start();
             guest.workload(9.0, "cgroup: all fine");
             // As the runner with `kchaos.keep=1`: wait for the Ack as long as it takes.
             guest.send_finished();
@@ -512,14 +469,12 @@ fn fake_qemu(args: &[String], mode_file: &str) {
             assert!(args.iter().any(|a| a == "chardev:kchaos-gdb"), "{args:?}");
             // The guest boots once resumed, which takes it a second.
             std::thread::sleep(FAKE_DEBUGGER + Duration::from_secs(1));
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
+            guest.start();
             guest.workload(2.0, "cgroup: all fine");
             guest.finish();
         }
         "pass" | "kmsg-lockup" | "check-fails" => {
-            guest.hello(PROTOCOL_VERSION);
-            let run = guest.expect_run();
+            let run = guest.start();
             assert_eq!(run.scenario.name, "fake");
             assert_eq!(run.seed, 7);
             let last = if mode == "check-fails" { 9.0 } else { 2.0 };
@@ -536,15 +491,13 @@ fn fake_qemu(args: &[String], mode_file: &str) {
         "garbage" => {
             // A healthy run in every respect but the garbage around its frames.
             guest.raw(b"\x00\xffnot a frame");
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
+            guest.start();
             guest.raw(b"KCH\x01\x05\x00\x00\x00\x00\x00\x00\x00hello");
             guest.workload(2.0, "cgroup: all fine");
             guest.finish();
         }
         "truncated" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
+            guest.start();
             let frame = protocol::encode(&GuestMessage::Note {
                 message: "x".repeat(100),
             })
@@ -556,56 +509,29 @@ fn fake_qemu(args: &[String], mode_file: &str) {
             std::thread::sleep(Duration::from_secs(60));
         }
         "cancel-dropped" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
+            guest.start();
             std::thread::sleep(Duration::from_millis(300));
             guest.workload(2.0, "cgroup: all fine");
             guest.finish();
         }
         "until-signature" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
-            guest.send(&GuestMessage::Phase {
-                phase: Phase::Workload,
-            });
+            guest.start();
+            guest.enter_workload();
             let leak = "unregister_netdevice: waiting for veth7 to become free. Usage count = 1";
-            guest.send(&GuestMessage::Kmsg(KmsgRecord {
-                seq: 1,
-                level: 0,
-                ts_us: 5,
-                text: leak.into(),
-            }));
+            guest.kmsg(leak);
             console(&format!("[    5.300000] {leak}"));
             // The teardown is stuck, the runner alive: beats until killed.
-            for seq in 0.. {
-                guest.send(&GuestMessage::Heartbeat {
-                    seq,
-                    uptime_ms: seq * 100,
-                });
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            guest.beat_until_killed();
         }
         "interrupt" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
-            guest.send(&GuestMessage::Phase {
-                phase: Phase::Workload,
-            });
+            guest.start();
+            guest.enter_workload();
             // Keep beating until killed, like a busy runner.
-            for seq in 0.. {
-                guest.send(&GuestMessage::Heartbeat {
-                    seq,
-                    uptime_ms: seq * 100,
-                });
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            guest.beat_until_killed();
         }
         "hang" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
-            guest.send(&GuestMessage::Phase {
-                phase: Phase::Workload,
-            });
+            guest.start();
+            guest.enter_workload();
             guest.send(&GuestMessage::Heartbeat {
                 seq: 0,
                 uptime_ms: 1,
@@ -613,39 +539,28 @@ fn fake_qemu(args: &[String], mode_file: &str) {
             std::thread::sleep(Duration::from_secs(60));
         }
         "panic" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
-            guest.send(&GuestMessage::Kmsg(KmsgRecord {
-                seq: 1,
-                level: 0,
-                ts_us: 5,
-                text: "watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [x:1]".into(),
-            }));
+            guest.start();
+            guest.kmsg("watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [x:1]");
             console("[   30.100000] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [x:1]");
             console("[   30.200000] Kernel panic - not syncing: Fatal exception");
         }
         "frozen-qemu" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
-            guest.send(&GuestMessage::Phase {
-                phase: Phase::Workload,
-            });
+            guest.start();
+            guest.enter_workload();
             // Someone stops QEMU (a debugger, a job control slip, the OOM killer's cousin).
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
             std::thread::sleep(Duration::from_secs(60));
         }
         "no-hello" => std::thread::sleep(Duration::from_secs(60)),
         "fatal" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
+            guest.start();
             guest.send(&GuestMessage::Fatal {
                 message: "cannot mount cgroup2".into(),
             });
             guest.expect_ack();
         }
         "skip" => {
-            guest.hello(PROTOCOL_VERSION);
-            guest.expect_run();
+            guest.start();
             guest.send(&GuestMessage::Skip {
                 reason: "no cgroup v1 memory".into(),
             });
@@ -764,6 +679,39 @@ impl Guest {
         }
     }
 
+    /// The runner's start: its Hello, then the host's Run.
+    fn start(&mut self) -> protocol::RunRequest {
+        self.hello(PROTOCOL_VERSION);
+        self.expect_run()
+    }
+
+    fn enter_workload(&mut self) {
+        self.send(&GuestMessage::Phase {
+            phase: Phase::Workload,
+        });
+    }
+
+    /// A runner alive and busy: heartbeats every 100 ms until QEMU is killed.
+    fn beat_until_killed(&mut self) {
+        for seq in 0.. {
+            self.send(&GuestMessage::Heartbeat {
+                seq,
+                uptime_ms: seq * 100,
+            });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A kernel-log line, as the runner forwards it from /dev/kmsg.
+    fn kmsg(&mut self, text: &str) {
+        self.send(&GuestMessage::Kmsg(KmsgRecord {
+            seq: 1,
+            level: 0,
+            ts_us: 5,
+            text: text.into(),
+        }));
+    }
+
     fn expect_run(&mut self) -> protocol::RunRequest {
         match self.recv() {
             HostMessage::Run(run) => *run,
@@ -777,9 +725,7 @@ impl Guest {
 
     /// The workload phase of a healthy run: counter samples and one kernel-log line.
     fn workload(&mut self, last: f64, kmsg: &str) {
-        self.send(&GuestMessage::Phase {
-            phase: Phase::Workload,
-        });
+        self.enter_workload();
         for (t, v) in [(0, 1.0), (500, 4.0), (1000, last)] {
             self.send(&GuestMessage::Sample {
                 metric: "dying".into(),
@@ -787,12 +733,7 @@ impl Guest {
                 value: v,
             });
         }
-        self.send(&GuestMessage::Kmsg(KmsgRecord {
-            seq: 1,
-            level: 0,
-            ts_us: 5,
-            text: kmsg.into(),
-        }));
+        self.kmsg(kmsg);
     }
 
     /// Reports results and waits for the Ack, as the runner does.

@@ -11,20 +11,9 @@ use serde_json::Value;
 
 mod common;
 
-const KERNEL: &str = "debian:6.1-cloud";
+use self::common::{kchaos_command, ran, read_json, vm_available, vm_required};
 
-/// `false` (with a message) when this machine cannot boot VMs. Where a VM is required
-/// (CI sets KCHAOS_REQUIRE_VM=1) a missing QEMU is a failure, never a skip.
-fn vm_available() -> bool {
-    let have_qemu = kchaos_harness::vm::Qemu::find().is_ok();
-    if !have_qemu && std::env::var_os("KCHAOS_REQUIRE_VM").is_some() {
-        panic!("KCHAOS_REQUIRE_VM is set but QEMU is not installed");
-    }
-    if !have_qemu {
-        eprintln!("SKIP: qemu-system-x86_64 is not installed (run `kchaos setup`)");
-    }
-    have_qemu
-}
+const KERNEL: &str = "debian:6.1-cloud";
 
 struct Run {
     code: Option<i32>,
@@ -42,33 +31,38 @@ fn run(name: &str, scenario: &str) -> Run {
 
 /// Runs a scenario file (shipped ones included) with extra `kchaos run` arguments.
 fn run_file(file: &Path, extra: &[&str], dir: tempfile::TempDir) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+    let out = ran(kchaos_command()
         .args(["run", "--kernel", KERNEL, "--out"])
         .arg(dir.path().join("res"))
         .args(extra)
-        .arg(file)
-        .output()
-        .unwrap();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results = std::fs::read(dir.path().join("res/results.json"))
-        .map(|b| serde_json::from_slice(&b).unwrap())
-        .unwrap_or(Value::Null);
+        .arg(file));
+    let results = common::read_json_if_any(&dir.path().join("res/results.json"));
     common::keep_results(&dir.path().join("res"));
     Run {
-        code: out.status.code(),
-        output,
+        code: out.code,
+        output: out.text,
         results,
         dir,
     }
 }
 
+/// Runs a scenario shipped in the checkout (`path` from its root), in a directory of
+/// its own.
+fn run_shipped(path: &str, extra: &[&str]) -> Run {
+    run_file(&shipped(path), extra, tempfile::tempdir().unwrap())
+}
+
 impl Run {
     fn cell(&self) -> &Value {
         &self.results["cells"][0]
+    }
+
+    /// The cell, once it is known to have ended with `verdict`.
+    #[track_caller]
+    fn cell_with_verdict(&self, verdict: &str) -> &Value {
+        let cell = self.cell();
+        assert_eq!(cell["verdict"], verdict, "{}\n{cell:#}", self.output);
+        cell
     }
 
     fn reasons(&self) -> String {
@@ -95,42 +89,8 @@ impl Run {
 /// while their files keep them charged.
 fn dying_cgroups(extra_check: &str) -> String {
     format!(
-        r#"
-[scenario]
-name = "memcg-dying-small"
-duration = "60s"
-settle = "1s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "cgroup-churn"
-name = "churn"
-iterations = 40
-batch = 40
-
-[[probe]]
-kind = "read-latency"
-name = "memory_stat_read"
-path = "/sys/fs/cgroup/kchaos/memory.stat"
-interval = "50ms"
-
-[[probe]]
-kind = "counter"
-name = "nr_dying_descendants"
-path = "/sys/fs/cgroup/cgroup.stat"
-key = "nr_dying_descendants"
-interval = "200ms"
-
-[[check]]
-assert = "churn.cgroups.value == 40"
-
-[[check]]
-assert = "nr_dying_descendants.last >= 30"
-because = "removed cgroups whose files remain stay dying: the incident's mechanism"
-{extra_check}
-"#
+        "{}{extra_check}",
+        include_str!("data/memcg-dying-small.toml")
     )
 }
 
@@ -140,8 +100,7 @@ fn memcg_dying_cgroups_passes_on_debian_6_1_with_latency_metrics() {
         return;
     }
     let r = run("dying", &dying_cgroups(""));
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "pass", "{}\n{:#}", r.output, cell);
+    let cell = r.cell_with_verdict("pass");
     assert_eq!(r.code, Some(0), "{}", r.output);
     assert!(
         cell["kernel"]["release"]
@@ -197,8 +156,7 @@ fn a_violated_check_fails_the_cell_with_its_reason() {
         "dying-strict",
         &dying_cgroups("[[check]]\nassert = \"memory_stat_read.p99 <= 1ns\"\n"),
     );
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "fail", "{}\n{:#}", r.output, cell);
+    let cell = r.cell_with_verdict("fail");
     assert_eq!(r.code, Some(1), "{}", r.output);
     let reasons: Vec<&str> = cell["reasons"]
         .as_array()
@@ -223,62 +181,9 @@ fn a_held_phase_is_judged_on_its_own_and_a_thin_window_is_not_tested() {
     if !vm_available() {
         return;
     }
-    let scenario = r#"
-[scenario]
-name = "memcg-hold-small"
-duration = "60s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "cgroup-churn"
-name = "churn"
-iterations = 40
-batch = 40
-
-[[workload]]
-kind = "hold"
-name = "hold"
-after = "churn"
-duration = "3s"
-
-[[probe]]
-kind = "read-latency"
-name = "memory_stat_read"
-path = "/sys/fs/cgroup/kchaos/memory.stat"
-interval = "50ms"
-cpu = 0
-
-[[probe]]
-kind = "net-latency"
-name = "net_rtt"
-cpu = 0
-interval = "50ms"
-
-[[probe]]
-kind = "counter"
-name = "nr_dying_descendants"
-path = "/sys/fs/cgroup/cgroup.stat"
-key = "nr_dying_descendants"
-interval = "200ms"
-
-[[check]]
-assert = "nr_dying_descendants[hold].min >= 30"
-min_samples = 5
-
-[[check]]
-assert = "memory_stat_read[while nr_dying_descendants >= 30].count >= 20"
-
-[[check]]
-assert = "net_rtt[hold].p50 <= 10s"
-
-[[check]]
-assert = "memory_stat_read[hold].p99 <= 10s"
-"#;
+    let scenario = include_str!("data/memcg-hold-small.toml");
     let r = run("hold", scenario);
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "fail", "{}\n{:#}", r.output, cell);
+    let cell = r.cell_with_verdict("fail");
     let checks = cell["checks"].as_array().unwrap();
     let status: Vec<&str> = checks
         .iter()
@@ -315,61 +220,12 @@ assert = "memory_stat_read[hold].p99 <= 10s"
 }
 
 fn shipped(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .join(path)
+    common::workspace().join(path)
 }
 
 /// Incident 4 in miniature: two throttled leaves, live retuning, a wake-up probe inside
 /// one of them and one outside.
-const CFS_SMALL: &str = r#"
-[scenario]
-name = "cfs-small"
-duration = "8s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "cfs-quota"
-name = "cfs"
-depth = 1
-width = 2
-quota = ["2ms", "4ms"]
-period = "10ms"
-burners = 1
-sleepers = 2
-retune_every = "500ms"
-churn_every = "3s"
-
-[[probe]]
-kind = "wakeup-latency"
-name = "wakeup_outside"
-interval = "2ms"
-
-[[probe]]
-kind = "wakeup-latency"
-name = "wakeup_throttled"
-interval = "2ms"
-cgroup = "kchaos-cfs/g0"
-
-[[probe]]
-kind = "counter"
-name = "nr_throttled"
-path = "/sys/fs/cgroup/kchaos-cfs/g0/cpu.stat"
-key = "nr_throttled"
-interval = "1s"
-
-[[check]]
-assert = "cfs.share_min.value >= 0.5"
-
-[[check]]
-assert = "cfs.share_max.value <= 1.5"
-
-[[check]]
-assert = "cfs.throttled_ratio.value >= 0.5"
-"#;
+const CFS_SMALL: &str = include_str!("data/cfs-small.toml");
 
 #[test]
 fn cfs_quota_passes_on_debian_6_1_with_wakeup_and_throttling_metrics() {
@@ -377,8 +233,7 @@ fn cfs_quota_passes_on_debian_6_1_with_wakeup_and_throttling_metrics() {
         return;
     }
     let r = run("cfs", CFS_SMALL);
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "pass", "{}\n{:#}", r.output, cell);
+    let cell = r.cell_with_verdict("pass");
     let m = &cell["metrics"];
     for probe in ["wakeup_outside", "wakeup_throttled"] {
         assert!(
@@ -408,11 +263,10 @@ fn a_panicking_guest_is_a_crash_with_a_fingerprint_stable_across_runs() {
     if !vm_available() {
         return;
     }
-    let panic = shipped("scenarios/selftest/panic.toml");
-    let first = run_file(&panic, &[], tempfile::tempdir().unwrap());
-    let second = run_file(&panic, &[], tempfile::tempdir().unwrap());
+    let first = run_shipped("scenarios/selftest/panic.toml", &[]);
+    let second = run_shipped("scenarios/selftest/panic.toml", &[]);
     for r in [&first, &second] {
-        assert_eq!(r.cell()["verdict"], "crash", "{}", r.output);
+        r.cell_with_verdict("crash");
         assert!(
             r.reasons()
                 .contains("Kernel panic - not syncing: sysrq triggered crash"),
@@ -431,13 +285,8 @@ fn a_wedged_guest_is_a_hang_within_its_bound_with_evidence() {
     if !vm_available() {
         return;
     }
-    let r = run_file(
-        &shipped("scenarios/selftest/wedge.toml"),
-        &["--dump-memory"],
-        tempfile::tempdir().unwrap(),
-    );
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "hang", "{}\n{cell:#}", r.output);
+    let r = run_shipped("scenarios/selftest/wedge.toml", &["--dump-memory"]);
+    let cell = r.cell_with_verdict("hang");
     assert!(
         r.reasons()
             .contains("the guest sent nothing for 8s (phase: workload)"),
@@ -473,16 +322,7 @@ fn a_wedged_guest_is_a_hang_within_its_bound_with_evidence() {
     if !tool_available("crash") {
         return;
     }
-    let analyze = Command::new(env!("CARGO_BIN_EXE_kchaos"))
-        .arg("analyze")
-        .arg(r.artifact("dir"))
-        .output()
-        .unwrap();
-    assert!(
-        analyze.status.success(),
-        "{}",
-        String::from_utf8_lossy(&analyze.stderr)
-    );
+    ran(kchaos_command().arg("analyze").arg(r.artifact("dir"))).exits(0);
     let analysis = std::fs::read_to_string(r.artifact("dir").join("analysis.txt")).unwrap();
     // `bt -a` prints after `set scroll off`, `runq -g` from its first `CPU N` line.
     let bt = analysis
@@ -505,48 +345,16 @@ fn tool_available(tool: &str) -> bool {
     if kchaos_harness::vm::find_in_path(tool).is_some() {
         return true;
     }
-    if std::env::var_os("KCHAOS_REQUIRE_VM").is_some() {
-        panic!("KCHAOS_REQUIRE_VM is set but `{tool}` is not installed");
-    }
+    assert!(
+        !vm_required(),
+        "KCHAOS_REQUIRE_VM is set but `{tool}` is not installed"
+    );
     eprintln!("SKIP: `{tool}` is not installed");
     false
 }
 
 /// Incident 2 in miniature: pods with traffic, namespaces dropped, devices must go.
-const VETH_SMALL: &str = r#"
-[scenario]
-name = "veth-small"
-duration = "60s"
-settle = "1s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "veth-storm"
-name = "pods"
-iterations = 40
-concurrency = 4
-traffic = true
-packets = 2
-ipv6 = true
-
-[[probe]]
-kind = "counter"
-name = "net_devices"
-path = "/proc/net/dev"
-count_lines_after = 2
-interval = "500ms"
-
-[[check]]
-assert = "pods.leaked.value == 0"
-
-[[check]]
-assert = "pods.pairs.value == 40"
-
-[[check]]
-assert = "net_devices.delta <= 0"
-"#;
+const VETH_SMALL: &str = include_str!("data/veth-small.toml");
 
 #[test]
 fn veth_storm_passes_on_debian_6_1_with_per_pod_latencies() {
@@ -554,8 +362,7 @@ fn veth_storm_passes_on_debian_6_1_with_per_pod_latencies() {
         return;
     }
     let r = run("veth", VETH_SMALL);
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "pass", "{}\n{cell:#}", r.output);
+    let cell = r.cell_with_verdict("pass");
     let m = &cell["metrics"];
     for stage in ["create", "configure", "traffic", "delete", "teardown"] {
         assert_eq!(
@@ -579,13 +386,8 @@ fn the_netdev_leak_signature_fails_the_cell_naming_it() {
     if !vm_available() {
         return;
     }
-    let r = run_file(
-        &shipped("scenarios/selftest/kmsg-signature.toml"),
-        &[],
-        tempfile::tempdir().unwrap(),
-    );
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "fail", "{}\n{cell:#}", r.output);
+    let r = run_shipped("scenarios/selftest/kmsg-signature.toml", &[]);
+    r.cell_with_verdict("fail");
     assert_eq!(
         r.reasons(),
         "kernel log [unregister-netdevice]: unregister_netdevice: waiting for veth-selftest to become free. Usage count = 1",
@@ -604,10 +406,8 @@ fn systemd_image_available() -> bool {
     let debootstrap = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"]
         .iter()
         .any(|p| Path::new(p).exists());
-    if (!root || !debootstrap) && std::env::var_os("KCHAOS_REQUIRE_VM").is_some() {
-        panic!("KCHAOS_REQUIRE_VM is set but the systemd image cannot be built (root: {root}, debootstrap: {debootstrap})");
-    }
     if !root || !debootstrap {
+        assert!(!vm_required(), "KCHAOS_REQUIRE_VM is set but the systemd image cannot be built (root: {root}, debootstrap: {debootstrap})");
         eprintln!("SKIP: building the systemd image needs root and debootstrap");
     }
     root && debootstrap
@@ -615,29 +415,7 @@ fn systemd_image_available() -> bool {
 
 /// Incident 3 in miniature: 40 transient units of every kind through D-Bus, with
 /// systemd's cookie moved 256 messages below the overflow first.
-const SYSTEMD_SMALL: &str = r#"
-[scenario]
-name = "systemd-small"
-duration = "60s"
-
-[vm]
-image = "systemd"
-
-[[workload]]
-kind = "systemd-units"
-name = "units"
-iterations = 40
-concurrency = 4
-cookie_start = "0xffffff00"
-
-[[probe]]
-kind = "systemd-call"
-name = "systemd_call"
-interval = "100ms"
-
-[[check]]
-assert = "units.leaked.value == 0"
-"#;
+const SYSTEMD_SMALL: &str = include_str!("data/systemd-small.toml");
 
 #[test]
 fn transient_units_flood_passes_in_the_systemd_image_with_job_latencies() {
@@ -645,8 +423,7 @@ fn transient_units_flood_passes_in_the_systemd_image_with_job_latencies() {
         return;
     }
     let r = run("systemd", SYSTEMD_SMALL);
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "pass", "{}\n{cell:#}", r.output);
+    let cell = r.cell_with_verdict("pass");
     assert_eq!(cell["image"]["kind"], "systemd");
     let m = &cell["metrics"];
     assert_eq!(m["units.units"]["value"], 40.0, "{m:#}");
@@ -681,13 +458,8 @@ fn a_frozen_systemd_fails_the_cell_as_unresponsive() {
     if !systemd_image_available() {
         return;
     }
-    let r = run_file(
-        &shipped("scenarios/selftest/freeze-systemd.toml"),
-        &[],
-        tempfile::tempdir().unwrap(),
-    );
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "fail", "{}\n{cell:#}", r.output);
+    let r = run_shipped("scenarios/selftest/freeze-systemd.toml", &[]);
+    let cell = r.cell_with_verdict("fail");
     assert!(
         r.reasons()
             .contains("systemd unresponsive: Version not answered within 2s"),
@@ -720,7 +492,7 @@ fn a_killed_run_resumes_without_rerunning_finished_cells() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+    let mut child = kchaos_command()
         .args([
             "run", "--kernel", KERNEL, "--jobs", "1", "--repeat", "3", "--out",
         ])
@@ -758,12 +530,8 @@ fn a_killed_run_resumes_without_rerunning_finished_cells() {
         "QEMU outlived the killed harness: {}",
         String::from_utf8_lossy(&survivors.stdout)
     );
-    let resumed = Command::new(env!("CARGO_BIN_EXE_kchaos"))
-        .args(["run", "--resume"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&resumed.stderr);
+    let resumed = ran(kchaos_command().args(["run", "--resume"]).arg(&out));
+    let text = &resumed.stderr;
     assert!(
         text.contains(&format!(
             "{} cells finished, {} to run",
@@ -800,7 +568,7 @@ fn repro_finds_a_crash_and_its_bundle_replays_it_exactly() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("repro");
-    let repro = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+    let repro = ran(kchaos_command()
         .args([
             "repro",
             "--kernel",
@@ -812,43 +580,27 @@ fn repro_finds_a_crash_and_its_bundle_replays_it_exactly() {
         ])
         .args(["--jobs", "1", "--out"])
         .arg(&out)
-        .arg(shipped("scenarios/selftest/panic.toml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&repro.stdout).into_owned();
-    assert_eq!(
-        repro.status.code(),
-        Some(1),
-        "{text}{}",
-        String::from_utf8_lossy(&repro.stderr)
-    );
+        .arg(shipped("scenarios/selftest/panic.toml")));
+    repro.exits(1);
+    let text = &repro.stdout;
     assert!(text.contains("until crash: 1 hit in 1 run"), "{text}");
     assert!(text.contains("reproduction probability 1.00"), "{text}");
     assert!(text.contains("fingerprint "), "{text}");
-    let results: Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let results = read_json(&out.join("results.json"));
     let cell = &results["cells"][0];
     let bundle = out.join(cell["artifacts"]["bundle"].as_str().unwrap());
     assert!(bundle.exists());
 
     let replay_out = dir.path().join("replay");
-    let replay = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+    let replay = ran(kchaos_command()
         .args(["replay", "--out"])
         .arg(&replay_out)
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&replay.stdout).into_owned();
-    assert_eq!(
-        replay.status.code(),
-        Some(1),
-        "{text}{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+        .arg(&bundle));
+    replay.exits(1);
+    let text = &replay.stdout;
     assert!(text.contains("recurred 1/1"), "{text}");
     assert!(text.contains("same kernel command line"), "{text}");
-    let again: Value =
-        serde_json::from_slice(&std::fs::read(replay_out.join("results.json")).unwrap()).unwrap();
+    let again = read_json(&replay_out.join("results.json"));
     let again = &again["cells"][0];
     assert_eq!(again["seed"], cell["seed"]);
     assert_eq!(again["kernel"]["release"], cell["kernel"]["release"]);
@@ -897,32 +649,22 @@ fn an_installed_kchaos_runs_outside_a_checkout() {
         "[scenario]\nname = \"tiny\"\nduration = \"1s\"\n[[probe]]\nkind = \"counter\"\nname = \"mem\"\npath = \"/proc/meminfo\"\nkey = \"MemFree\"\ninterval = \"200ms\"\n[[check]]\nassert = \"mem.last > 1MiB\"\n",
     )
     .unwrap();
-    let validate = Command::new(&kchaos)
+    ran(Command::new(&kchaos)
         .args(["validate", "tiny.toml"])
-        .current_dir(elsewhere.path())
-        .output()
-        .unwrap();
-    assert_eq!(validate.status.code(), Some(0), "{validate:?}");
+        .current_dir(elsewhere.path()))
+    .exits(0);
     // A kernel-list name: the list is the one built in.
-    let run = Command::new(&kchaos)
+    let run = ran(Command::new(&kchaos)
         .args(["run", "tiny.toml", "--kernel", "deb61", "--out", "res"])
         .current_dir(elsewhere.path())
-        .env_remove("KCHAOS_RUNNER")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert_eq!(run.status.code(), Some(0), "{text}");
+        .env_remove("KCHAOS_RUNNER"));
+    let text = &run.text;
+    run.exits(0);
     assert!(
         !text.contains("building the static guest runner"),
         "the runner is built in: {text}"
     );
-    let results: Value =
-        serde_json::from_slice(&std::fs::read(elsewhere.path().join("res/results.json")).unwrap())
-            .unwrap();
+    let results = read_json(&elsewhere.path().join("res/results.json"));
     assert_eq!(results["cells"][0]["verdict"], "pass", "{text}");
 }
 
@@ -936,40 +678,9 @@ fn memcg_populate_pages_are_charged_to_their_cgroup_and_reclaim_frees_it() {
     if !vm_available() {
         return;
     }
-    let scenario = r#"
-[scenario]
-name = "memcg-charge-small"
-duration = "90s"
-
-[vm]
-memory = "512MiB"
-
-[[workload]]
-kind = "cgroup-churn"
-name = "churn"
-iterations = 40
-batch = 40
-files_per_cgroup = 2
-file_size = "64KiB"
-
-[[workload]]
-kind = "memcg-reclaim"
-name = "reclaim"
-churn = "churn"
-timeout = "30s"
-
-[[check]]
-assert = "churn.file_charged_min.value > 0"
-
-[[check]]
-assert = "reclaim.dying_before.value >= 30"
-
-[[check]]
-assert = "reclaim.dying.value <= 5"
-"#;
+    let scenario = include_str!("data/memcg-charge-small.toml");
     let r = run("charge", scenario);
-    let cell = r.cell();
-    assert_eq!(cell["verdict"], "pass", "{}\n{:#}", r.output, cell);
+    let cell = r.cell_with_verdict("pass");
     let m = &cell["metrics"];
     // Every sampled cgroup (0, 10, 20, 30) had both of its files charged to it.
     assert!(
@@ -996,7 +707,7 @@ fn a_kept_crashed_guest_answers_gdb_until_interrupted() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("res");
-    let mut harness = Command::new(env!("CARGO_BIN_EXE_kchaos"))
+    let mut harness = kchaos_command()
         .args([
             "run",
             "--kernel",
@@ -1038,8 +749,7 @@ fn a_kept_crashed_guest_answers_gdb_until_interrupted() {
         }
     }
     // The verdict did not wait for the release.
-    let results: Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let results = read_json(&out.join("results.json"));
     let cell = &results["cells"][0];
     assert_eq!(cell["verdict"], "crash", "{output}\n{cell:#}");
     let release = cell["kernel"]["release"].as_str().unwrap().to_owned();

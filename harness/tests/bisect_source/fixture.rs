@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::fixed_git_identity;
+
 /// Bump when what the fixture holds changes.
 const VERSION: &str = "kchaos-bisect-fixture-v1";
 
@@ -68,15 +70,7 @@ pub struct Fixture {
 }
 
 fn run(dir: &Path, program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "kchaos fixture")
-        .env("GIT_AUTHOR_EMAIL", "fixture@kchaos.invalid")
-        .env("GIT_COMMITTER_NAME", "kchaos fixture")
-        .env("GIT_COMMITTER_EMAIL", "fixture@kchaos.invalid")
-        .env("GIT_AUTHOR_DATE", "2026-12-01T00:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2026-12-01T00:00:00Z")
+    let out = fixed_git_identity(Command::new(program).args(args).current_dir(dir))
         .output()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(
@@ -228,15 +222,10 @@ fn make_branch(repo: &Path, base: &str, series: Series) {
     let index_env = index.display().to_string();
     let with_index = |args: &[&str], stdin: Option<&str>| -> String {
         let mut cmd = Command::new("git");
-        cmd.args(args)
+        fixed_git_identity(&mut cmd)
+            .args(args)
             .current_dir(repo)
             .env("GIT_INDEX_FILE", &index_env)
-            .env("GIT_AUTHOR_NAME", "kchaos fixture")
-            .env("GIT_AUTHOR_EMAIL", "fixture@kchaos.invalid")
-            .env("GIT_COMMITTER_NAME", "kchaos fixture")
-            .env("GIT_COMMITTER_EMAIL", "fixture@kchaos.invalid")
-            .env("GIT_AUTHOR_DATE", "2026-12-01T00:00:00Z")
-            .env("GIT_COMMITTER_DATE", "2026-12-01T00:00:00Z")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
