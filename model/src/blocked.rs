@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{frame_name, lazy_regex as regex, rip_regex, Fingerprint};
 use crate::signature::strip_log_prefix;
 
 /// Frames that only say a task sleeps: the code that made it sleep comes after them.
@@ -96,16 +96,6 @@ pub struct Stuck {
     pub busy: Vec<BusyCpu>,
 }
 
-fn regex(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
-    cell.get_or_init(|| Regex::new(pattern).unwrap_or_else(|_| unreachable_regex()))
-}
-
-/// The patterns are literals exercised by the tests; this cannot run.
-#[allow(clippy::panic)]
-fn unreachable_regex() -> Regex {
-    panic!("blocked-task regexes are valid")
-}
-
 /// `task:comm state:D stack:0 pid:45 …` (5.8+) or `comm D 0 45 2 0x…` (older).
 fn task_header(line: &str) -> Option<(String, char, u32)> {
     static NEW: OnceLock<Regex> = OnceLock::new();
@@ -135,11 +125,7 @@ fn frame(line: &str) -> Option<String> {
     if c.get(1).is_some() {
         return Some(String::new());
     }
-    let base = c[2].split('.').next().unwrap_or(&c[2]).to_owned();
-    Some(match c.get(3) {
-        Some(m) => format!("{base} [{}]", m.as_str()),
-        None => base,
-    })
+    Some(frame_name(&c[2], c.get(3).map(|m| m.as_str())))
 }
 
 /// Lines a stack may have besides frames without ending.
@@ -169,104 +155,140 @@ fn base_of(frame: &str) -> &str {
 /// Reads every blocked task and busy CPU in `lines` (console or kmsg, prefixes and all);
 /// a task shown twice (`w` and `t`) counts once.
 pub fn parse(lines: &[String]) -> Stuck {
-    static NMI: OnceLock<Regex> = OnceLock::new();
-    static RIP: OnceLock<Regex> = OnceLock::new();
-    let nmi = regex(&NMI, r"NMI backtrace for cpu (\d+)");
-    let rip = regex(&RIP, r"^RIP: 0010:([A-Za-z0-9_.$]+)\+0x");
-    let mut stuck = Stuck::default();
-    #[derive(Clone, Copy)]
-    enum Reading {
-        Nothing,
-        Task(usize),
-        Cpu(usize),
-    }
-    let mut reading = Reading::Nothing;
-    let mut raw_cpu: Vec<Vec<String>> = Vec::new();
+    let mut reader = DumpReader::default();
     for raw in lines {
-        let line = strip_log_prefix(raw).trim();
+        reader.line(strip_log_prefix(raw).trim());
+    }
+    reader.finish()
+}
+
+/// What the line being read belongs to.
+#[derive(Debug, Clone, Copy, Default)]
+enum Reading {
+    #[default]
+    Nothing,
+    /// The stack of `blocked[i]`.
+    Task(usize),
+    /// The backtrace of `busy[i]`.
+    Cpu(usize),
+}
+
+/// A dump read line by line: the tasks and CPUs so far, and the stack being read.
+#[derive(Debug, Default)]
+struct DumpReader {
+    stuck: Stuck,
+    reading: Reading,
+    /// Each busy CPU's frames as read, before idle and machinery are told apart.
+    raw_cpu: Vec<Vec<String>>,
+}
+
+impl DumpReader {
+    fn line(&mut self, line: &str) {
+        static NMI: OnceLock<Regex> = OnceLock::new();
         if let Some((comm, state, pid)) = task_header(line) {
-            reading = Reading::Nothing;
-            if state == 'D' && !stuck.blocked.iter().any(|t| t.pid == pid) {
-                stuck.blocked.push(BlockedTask {
-                    comm,
-                    pid,
-                    frames: Vec::new(),
-                    in_syscall: false,
-                });
-                reading = Reading::Task(stuck.blocked.len() - 1);
-            }
-            continue;
-        }
-        if let Some(c) = nmi.captures(line) {
-            let cpu = c[1].parse().unwrap_or(0);
-            stuck.busy.push(BusyCpu {
-                cpu,
-                frames: Vec::new(),
-            });
-            raw_cpu.push(Vec::new());
-            reading = Reading::Cpu(stuck.busy.len() - 1);
-            continue;
-        }
-        match reading {
-            Reading::Nothing => {}
-            Reading::Task(i) => match frame(line) {
-                Some(f) if f.is_empty() => {}
-                Some(f) => {
-                    let t = &mut stuck.blocked[i];
-                    if f.starts_with("do_syscall_64") || f.starts_with("entry_SYSCALL") {
-                        t.in_syscall = true;
-                    }
-                    let sleeping = t.frames.is_empty() && SLEEPING.contains(&base_of(&f));
-                    if !sleeping && !t.frames.contains(&f) {
-                        t.frames.push(f);
-                    }
-                }
-                None if stack_noise(line) => {}
-                None => reading = Reading::Nothing,
-            },
-            Reading::Cpu(i) => {
-                if let Some(c) = rip.captures(line) {
-                    let f = c[1].split('.').next().unwrap_or(&c[1]).to_owned();
-                    raw_cpu[i].push(f);
-                    continue;
-                }
-                match frame(line) {
-                    Some(f) if f.is_empty() => {}
-                    Some(f) => {
-                        if !raw_cpu[i].contains(&f) {
-                            raw_cpu[i].push(f);
-                        }
-                    }
-                    None if stack_noise(line) || line.starts_with("Sending NMI") => {}
-                    None => reading = Reading::Nothing,
-                }
-            }
-        }
-    }
-    // A CPU is busy unless its stack is an idle loop, the dump's own key or a task
-    // switch; the dump's own frames go.
-    for (cpu, frames) in stuck.busy.iter_mut().zip(raw_cpu) {
-        let idle = frames
-            .iter()
-            .any(|f| IDLE.contains(&base_of(f)) || NOT_STUCK.contains(&base_of(f)));
-        cpu.frames = if idle {
-            Vec::new()
+            self.task(comm, state, pid);
+        } else if let Some(c) = regex(&NMI, r"NMI backtrace for cpu (\d+)").captures(line) {
+            self.cpu(c[1].parse().unwrap_or(0));
         } else {
-            frames
-                .into_iter()
-                .filter(|f| !MACHINERY.contains(&base_of(f)))
-                .collect()
-        };
+            self.reading = match self.reading {
+                Reading::Nothing => Reading::Nothing,
+                Reading::Task(i) => self.task_line(i, line),
+                Reading::Cpu(i) => self.cpu_line(i, line),
+            };
+        }
     }
-    stuck.busy.retain(|c| !c.frames.is_empty());
-    // A CPU shown twice (the key pressed again) counts once.
-    let mut seen = Vec::new();
-    stuck.busy.retain(|c| {
-        let new = !seen.contains(&c.cpu);
-        seen.push(c.cpu);
-        new
-    });
-    stuck
+
+    /// A task header: its stack is read when it is blocked and not seen before.
+    fn task(&mut self, comm: String, state: char, pid: u32) {
+        self.reading = Reading::Nothing;
+        if state == 'D' && !self.stuck.blocked.iter().any(|t| t.pid == pid) {
+            self.stuck.blocked.push(BlockedTask {
+                comm,
+                pid,
+                frames: Vec::new(),
+                in_syscall: false,
+            });
+            self.reading = Reading::Task(self.stuck.blocked.len() - 1);
+        }
+    }
+
+    /// `NMI backtrace for cpu N`: its backtrace follows.
+    fn cpu(&mut self, cpu: u32) {
+        self.stuck.busy.push(BusyCpu {
+            cpu,
+            frames: Vec::new(),
+        });
+        self.raw_cpu.push(Vec::new());
+        self.reading = Reading::Cpu(self.stuck.busy.len() - 1);
+    }
+
+    /// A line of blocked task `i`'s stack; what to read next.
+    fn task_line(&mut self, i: usize, line: &str) -> Reading {
+        match frame(line) {
+            Some(f) if f.is_empty() => {}
+            Some(f) => {
+                let t = &mut self.stuck.blocked[i];
+                if f.starts_with("do_syscall_64") || f.starts_with("entry_SYSCALL") {
+                    t.in_syscall = true;
+                }
+                let sleeping = t.frames.is_empty() && SLEEPING.contains(&base_of(&f));
+                if !sleeping && !t.frames.contains(&f) {
+                    t.frames.push(f);
+                }
+            }
+            None if stack_noise(line) => {}
+            None => return Reading::Nothing,
+        }
+        Reading::Task(i)
+    }
+
+    /// A line of busy CPU `i`'s backtrace; what to read next.
+    fn cpu_line(&mut self, i: usize, line: &str) -> Reading {
+        let frames = &mut self.raw_cpu[i];
+        if let Some(c) = rip_regex().captures(line) {
+            frames.push(frame_name(&c[1], None));
+            return Reading::Cpu(i);
+        }
+        match frame(line) {
+            Some(f) if f.is_empty() => {}
+            Some(f) => {
+                if !frames.contains(&f) {
+                    frames.push(f);
+                }
+            }
+            None if stack_noise(line) || line.starts_with("Sending NMI") => {}
+            None => return Reading::Nothing,
+        }
+        Reading::Cpu(i)
+    }
+
+    /// A CPU is busy unless its stack is an idle loop, the dump's own key or a task
+    /// switch; the dump's own frames go, and a CPU shown twice (the key pressed again)
+    /// counts once.
+    fn finish(self) -> Stuck {
+        let mut stuck = self.stuck;
+        for (cpu, frames) in stuck.busy.iter_mut().zip(self.raw_cpu) {
+            let idle = frames
+                .iter()
+                .any(|f| IDLE.contains(&base_of(f)) || NOT_STUCK.contains(&base_of(f)));
+            cpu.frames = if idle {
+                Vec::new()
+            } else {
+                frames
+                    .into_iter()
+                    .filter(|f| !MACHINERY.contains(&base_of(f)))
+                    .collect()
+            };
+        }
+        stuck.busy.retain(|c| !c.frames.is_empty());
+        let mut seen = Vec::new();
+        stuck.busy.retain(|c| {
+            let new = !seen.contains(&c.cpu);
+            seen.push(c.cpu);
+            new
+        });
+        stuck
+    }
 }
 
 impl Stuck {
@@ -357,16 +379,7 @@ impl Stuck {
                 cpu.frames[..cpu.frames.len().min(SHOWN_FRAMES)].to_vec(),
             )
         };
-        let mut key = title.to_owned();
-        for f in &frames {
-            key.push('|');
-            key.push_str(f);
-        }
-        Some(Fingerprint {
-            id: format!("{:08x}", crc32fast::hash(key.as_bytes())),
-            title: title.to_owned(),
-            frames,
-        })
+        Some(Fingerprint::new(title.to_owned(), frames))
     }
 }
 

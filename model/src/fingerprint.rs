@@ -72,36 +72,46 @@ const REPORTING: &[&str] = &[
     "tick_sched_timer",
 ];
 
-fn frame_regex() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        // ` func+0x16/0x20 [module]`, optionally preceded by `? ` (an unreliable guess).
-        Regex::new(
-            r"^\s*(\? )?([A-Za-z0-9_.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[([A-Za-z0-9_]+)\])?\s*$",
-        )
-        .unwrap_or_else(|_| unreachable_regex())
-    })
+/// A regex compiled once into `cell`: the crate's patterns are literals, so compiling
+/// cannot fail at run time.
+pub(crate) fn lazy_regex(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+    cell.get_or_init(|| Regex::new(pattern).unwrap_or_else(|_| unreachable_regex()))
 }
 
-fn rip_regex() -> &'static Regex {
+/// The patterns are literals exercised by the tests; this cannot run.
+#[allow(clippy::panic)]
+fn unreachable_regex() -> Regex {
+    panic!("the crate's regexes are valid")
+}
+
+fn frame_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^RIP: 0010:([A-Za-z0-9_.$]+)\+0x").unwrap_or_else(|_| unreachable_regex())
-    })
+    // ` func+0x16/0x20 [module]`, optionally preceded by `? ` (an unreliable guess).
+    lazy_regex(
+        &RE,
+        r"^\s*(\? )?([A-Za-z0-9_.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[([A-Za-z0-9_]+)\])?\s*$",
+    )
+}
+
+/// The kernel-mode instruction pointer of a register dump: the innermost frame.
+pub(crate) fn rip_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    lazy_regex(&RE, r"^RIP: 0010:([A-Za-z0-9_.$]+)\+0x")
 }
 
 fn number_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+")
-            .unwrap_or_else(|_| unreachable_regex())
-    })
+    lazy_regex(&RE, r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+")
 }
 
-/// The patterns above are literals checked by the tests; this cannot run.
-#[allow(clippy::panic)]
-fn unreachable_regex() -> Regex {
-    panic!("fingerprint regexes are valid")
+/// A frame as fingerprints and summaries name it: compiler-split parts (`foo.cold`,
+/// `foo.isra.0`) are the same function, and a module's function says its module.
+pub(crate) fn frame_name(function: &str, module: Option<&str>) -> String {
+    let base = function.split('.').next().unwrap_or(function);
+    match module {
+        Some(m) => format!("{base} [{m}]"),
+        None => base.to_owned(),
+    }
 }
 
 /// Numbers and addresses become `N`: they differ between runs, the words do not.
@@ -154,28 +164,32 @@ pub fn fingerprint(lines: &[String], at: usize) -> Fingerprint {
         }
     }
     frames.truncate(TOP_FRAMES);
-    let mut key = title.clone();
-    for f in &frames {
-        key.push('|');
-        key.push_str(f);
-    }
-    Fingerprint {
-        id: format!("{:08x}", crc32fast::hash(key.as_bytes())),
-        title,
-        frames,
+    Fingerprint::new(title, frames)
+}
+
+impl Fingerprint {
+    /// A fingerprint of `title` and `frames`, its id their CRC32: the same names make
+    /// the same id in every run.
+    pub fn new(title: String, frames: Vec<String>) -> Fingerprint {
+        let mut key = title.clone();
+        for f in &frames {
+            key.push('|');
+            key.push_str(f);
+        }
+        Fingerprint {
+            id: format!("{:08x}", crc32fast::hash(key.as_bytes())),
+            title,
+            frames,
+        }
     }
 }
 
 fn push_frame(frames: &mut Vec<String>, function: &str, module: Option<&str>) {
-    // Compiler-split parts (`foo.cold`, `foo.isra.0`) are the same function.
     let base = function.split('.').next().unwrap_or(function);
     if REPORTING.contains(&base) {
         return;
     }
-    let frame = match module {
-        Some(m) => format!("{base} [{m}]"),
-        None => base.to_owned(),
-    };
+    let frame = frame_name(function, module);
     if frames.last() != Some(&frame) && !frames.contains(&frame) {
         frames.push(frame);
     }

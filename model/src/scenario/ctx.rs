@@ -34,6 +34,18 @@ impl<'a> Ctx<'a> {
         self.errors.push(e);
     }
 
+    /// The value of `result`, or its message recorded at `span`: for the parsers that
+    /// return `Result<T, String>` (units, versions, names).
+    pub fn or_error<T>(&mut self, span: Range<usize>, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                self.error(span, msg);
+                None
+            }
+        }
+    }
+
     /// Deserialises one spanned TOML value into a raw struct, keeping serde's precise
     /// span for any error.
     pub fn deserialize<T: DeserializeOwned>(&mut self, value: &Spanned<DeValue<'_>>) -> Option<T> {
