@@ -158,16 +158,7 @@ impl Probe {
             "d-state" => d_state(ctx, value),
             "wakeup-latency" => wakeup_latency(ctx, value, vm),
             "net-latency" => net_latency(ctx, value, vm),
-            other => {
-                ctx.error(
-                    kind.span(),
-                    format!(
-                        "unknown probe kind `{other}`; this version knows: {}",
-                        KINDS.join(", ")
-                    ),
-                );
-                None
-            }
+            _ => ctx.unknown_kind("probe", kind, KINDS),
         }
     }
 }
