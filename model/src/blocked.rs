@@ -386,49 +386,12 @@ impl Stuck {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(str::to_owned).collect()
-    }
+    use crate::test_support::lines;
 
     /// The issue's case: a cgroup removal sleeping 25 s under cgroup_mutex, as sysrq `w`
     /// prints it on Debian's 6.1 (console prefixes), and a kworker waiting for the
     /// mutex.
-    const RMDIR_STALL: &str = "\
-[   40.100000] sysrq: Show Blocked State
-[   40.100100] task:exe             state:D stack:0     pid:45    ppid:1      flags:0x00004002
-[   40.100200] Call Trace:
-[   40.100300]  <TASK>
-[   40.100400]  __schedule+0x34d/0x9e0
-[   40.100500]  schedule+0x5a/0xd0
-[   40.100600]  schedule_timeout+0x95/0x150
-[   40.100700]  ? __bpf_trace_tick_stop+0x10/0x10
-[   40.100800]  msleep+0x2d/0x40
-[   40.100900]  cgroup_rmdir+0x5a/0x140
-[   40.101000]  kernfs_iop_rmdir+0x76/0xc0
-[   40.101100]  vfs_rmdir+0x9a/0x1e0
-[   40.101200]  do_rmdir+0x176/0x190
-[   40.101300]  __x64_sys_rmdir+0x3d/0x70
-[   40.101400]  do_syscall_64+0x58/0xc0
-[   40.101500]  entry_SYSCALL_64_after_hwframe+0x64/0xce
-[   40.101600] RIP: 0033:0x7f3a1c2b3f57
-[   40.101700] RSP: 002b:00007ffd8c6b1e68 EFLAGS: 00000246 ORIG_RAX: 0000000000000054
-[   40.101800]  </TASK>
-[   40.101900] task:kworker/0:2     state:D stack:0     pid:12    ppid:2      flags:0x00004000
-[   40.102000] Workqueue: cgroup_destroy css_killed_work_fn
-[   40.102100] Call Trace:
-[   40.102200]  <TASK>
-[   40.102300]  __schedule+0x34d/0x9e0
-[   40.102400]  schedule+0x5a/0xd0
-[   40.102500]  schedule_preempt_disabled+0x11/0x20
-[   40.102600]  __mutex_lock.constprop.0+0x3b4/0x700
-[   40.102700]  css_killed_work_fn+0x2b/0xf0
-[   40.102800]  process_one_work+0x1c4/0x380
-[   40.102900]  worker_thread+0x4d/0x380
-[   40.103000]  kthread+0xd7/0x100
-[   40.103100]  ret_from_fork+0x1f/0x30
-[   40.103200]  </TASK>
-[   40.103300] task:kworker/1:1     state:I stack:0     pid:20    ppid:2      flags:0x00004000";
+    const RMDIR_STALL: &str = include_str!("../testdata/rmdir-stall.log");
 
     #[test]
     fn a_cgroup_rmdir_stall_is_named_where_it_sleeps() {
@@ -475,12 +438,7 @@ mod tests {
 
     #[test]
     fn the_pre_5_8_format_is_read_too() {
-        let old = "\
-[  120.0] kworker/u2:1    D    0    35      2 0x80000000
-[  120.0] Call Trace:
-[  120.0]  [<ffffffff8109a3b5>] schedule+0x35/0x80
-[  120.0]  [<ffffffff810a12c3>] rtnl_lock+0x15/0x20
-[  120.0]  [<ffffffff81634567>] cleanup_net+0x45/0x2b0";
+        let old = include_str!("../testdata/blocked-pre-5.8.log");
         let stuck = parse(&lines(old));
         assert_eq!(stuck.blocked[0].comm, "kworker/u2:1");
         assert_eq!(stuck.blocked[0].frames, ["rtnl_lock", "cleanup_net"]);
@@ -488,25 +446,7 @@ mod tests {
 
     #[test]
     fn a_busy_cpu_is_named_and_idle_ones_are_not() {
-        let l = "\
-[   50.0] sysrq: Show backtrace of all active CPUs
-[   50.0] NMI backtrace for cpu 0
-[   50.0] CPU: 0 PID: 0 Comm: swapper/0 Not tainted 6.1.0 #1
-[   50.0] RIP: 0010:native_safe_halt+0xb/0x10
-[   50.0] Call Trace:
-[   50.0]  <TASK>
-[   50.0]  default_idle+0x9/0x20
-[   50.0]  do_idle+0x1f4/0x270
-[   50.0]  </TASK>
-[   50.0] NMI backtrace for cpu 1
-[   50.0] CPU: 1 PID: 55 Comm: exe Not tainted 6.1.0 #1
-[   50.0] RIP: 0010:sched_cfs_period_timer+0xa9/0x1f0
-[   50.0] Call Trace:
-[   50.0]  <IRQ>
-[   50.0]  __hrtimer_run_queues+0x112/0x2b0
-[   50.0]  hrtimer_interrupt+0xfe/0x220
-[   50.0]  __sysvec_apic_timer_interrupt+0x5f/0x110
-[   50.0]  </IRQ>";
+        let l = include_str!("../testdata/busy-cpu.log");
         let stuck = parse(&lines(l));
         assert!(stuck.blocked.is_empty());
         assert_eq!(
@@ -524,27 +464,7 @@ mod tests {
     /// task switch; neither is where the kernel is stuck.
     #[test]
     fn the_cpu_handling_the_key_and_a_task_switch_are_not_stuck() {
-        let l = "\
-[  250.0] task:tokio-rt-worker state:D stack:0     pid:48    ppid:1      flags:0x00004002
-[  250.0] Call Trace:
-[  250.0]  __schedule+0x34d/0x9e0
-[  250.0]  schedule+0x5a/0xd0
-[  250.0]  schedule_timeout+0x95/0x150
-[  250.0]  msleep+0x2d/0x40
-[  250.0]  netdev_run_todo+0x187/0x590
-[  250.0]  rtnetlink_rcv_msg+0x14a/0x3c0
-[  250.0]  netlink_rcv_skb+0x51/0x100
-[  250.0] NMI backtrace for cpu 1
-[  250.0] RIP: 0010:sysrq_filter+0x30/0x3e0
-[  250.0] Call Trace:
-[  250.0]  input_to_handler+0x8e/0x110
-[  250.0] NMI backtrace for cpu 0
-[  250.0] RIP: 0010:put_prev_task_fair+0x1b/0x30
-[  250.0] Call Trace:
-[  250.0]  __schedule+0x1a1/0x9e0
-[  250.0]  schedule+0x5a/0xd0
-[  250.0] NMI backtrace for cpu 1
-[  250.0] RIP: 0010:sysrq_filter+0x30/0x3e0";
+        let l = include_str!("../testdata/sysrq-key-and-task-switch.log");
         let stuck = parse(&lines(l));
         assert!(stuck.busy.is_empty(), "{stuck:?}");
         assert_eq!(

@@ -79,6 +79,15 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// What the unit tests of several modules share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// A captured log (`testdata/*.log`) as the lines a reader is given.
+    pub fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
