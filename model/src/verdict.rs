@@ -2,7 +2,6 @@
 //! observed; the guest only reports facts, so a broken guest cannot report a pass.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,11 +58,7 @@ impl Verdict {
     }
 }
 
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(Verdict);
 
 /// Everything the host saw while a cell ran.
 #[derive(Debug, Clone, Default)]

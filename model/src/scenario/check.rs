@@ -2,7 +2,6 @@
 //! of the run: `memory_stat_read[hold].p50 <= 20ms` (see [`super::window`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -77,11 +76,7 @@ impl CmpOp {
     }
 }
 
-impl fmt::Display for CmpOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(CmpOp);
 
 /// A validated check: `metric[window].stat op threshold`, the threshold in the metric's
 /// base unit.
@@ -144,11 +139,7 @@ impl CheckStatus {
     }
 }
 
-impl fmt::Display for CheckStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(CheckStatus);
 
 /// One check's full outcome, kept for every check of every cell that reported, passing
 /// or not: qualification is about how much room was left, not only whether a bound held.
