@@ -25,6 +25,11 @@ assert = "stat_read.p99 <= 10ms"
     parse("v.toml", src).unwrap()
 }
 
+/// What the runner reported in `obs`, to change it.
+fn report(obs: &mut Observations) -> &mut RunReport {
+    obs.report.as_mut().unwrap()
+}
+
 /// The first reason `obs` is decided with on [`scenario`], its verdict `verdict`.
 fn first_reason(obs: &Observations, verdict: Verdict) -> String {
     let d = decide(&scenario(), obs);
@@ -148,10 +153,9 @@ fn a_missing_metric_never_passes_a_check() {
 #[test]
 fn workload_errors_beyond_the_tolerance_fail() {
     let mut obs = finished(5);
-    if let Some(r) = obs.report.as_mut() {
-        r.workloads[0].errors = 2;
-        r.workloads[0].error_samples = vec!["mkdir /sys/fs/cgroup/kchaos/cg-3: ENOSPC".into()];
-    }
+    let churn = &mut report(&mut obs).workloads[0];
+    churn.errors = 2;
+    churn.error_samples = vec!["mkdir /sys/fs/cgroup/kchaos/cg-3: ENOSPC".into()];
     let d = decide(&scenario(), &obs);
     assert_eq!(d.verdict, Verdict::Fail);
     assert!(
@@ -159,18 +163,14 @@ fn workload_errors_beyond_the_tolerance_fail() {
         "{:?}",
         d.reasons
     );
-    if let Some(r) = obs.report.as_mut() {
-        r.workloads[0].errors = 1;
-    }
+    report(&mut obs).workloads[0].errors = 1;
     assert_eq!(decide(&scenario(), &obs).verdict, Verdict::Pass);
 }
 
 #[test]
 fn probe_errors_fail() {
     let mut obs = finished(5);
-    if let Some(r) = obs.report.as_mut() {
-        r.probes[0].errors = 3;
-    }
+    report(&mut obs).probes[0].errors = 3;
     assert_eq!(decide(&scenario(), &obs).verdict, Verdict::Fail);
 }
 
@@ -414,20 +414,19 @@ assert = "c.mkdir.max <= 1s"
         ("r".to_owned(), latency(50)),
         ("c.mkdir".to_owned(), histogram(Unit::Ns, 2_000_000_000)),
     ]));
-    if let Some(r) = obs.report.as_mut() {
-        r.workloads = vec![WorkloadReport {
-            name: "c".into(),
-            errors: 3,
-            error_samples: vec!["mkdir: ENOSPC".into()],
-            findings: vec!["the mechanism, named".into()],
-            ..Default::default()
-        }];
-        r.probes = vec![ProbeReport {
-            name: "r".into(),
-            errors: 1,
-            ..Default::default()
-        }];
-    }
+    let r = report(&mut obs);
+    r.workloads = vec![WorkloadReport {
+        name: "c".into(),
+        errors: 3,
+        error_samples: vec!["mkdir: ENOSPC".into()],
+        findings: vec!["the mechanism, named".into()],
+        ..Default::default()
+    }];
+    r.probes = vec![ProbeReport {
+        name: "r".into(),
+        errors: 1,
+        ..Default::default()
+    }];
     obs.hits.push(hit("hung-task", Severity::Fail));
     let d = decide(&s, &obs);
     let first_words: Vec<String> = d
