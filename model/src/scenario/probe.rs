@@ -145,6 +145,7 @@ impl Probe {
         }
     }
 
+    /// Validates one `[[probe]]` table: each kind has a parser of its own.
     pub(crate) fn parse(
         ctx: &mut Ctx<'_>,
         kind: &Spanned<String>,
@@ -166,11 +167,7 @@ impl Probe {
 /// A probe's interval or timeout as written (at least [`MIN_INTERVAL`]), or the kind's
 /// own default, also where the written one was refused: its error is recorded and
 /// parsing goes on.
-pub(super) fn duration_or(
-    ctx: &mut Ctx<'_>,
-    raw: &Option<Spanned<String>>,
-    default: Duration,
-) -> Duration {
+fn duration_or(ctx: &mut Ctx<'_>, raw: &Option<Spanned<String>>, default: Duration) -> Duration {
     ctx.duration_in(raw, MIN_INTERVAL).unwrap_or(default)
 }
 
