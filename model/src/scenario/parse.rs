@@ -12,7 +12,7 @@ use super::check::Check;
 use super::ctx::{check_name, Ctx};
 use super::error::{Locator, ScenarioErrors};
 use super::probe::Probe;
-use super::raw::{RawFile, RawKind, RawRequires, RawSignatures, RawVm};
+use super::raw::{RawCheck, RawFile, RawKind, RawRequires, RawSignatures, RawVm};
 use super::workload::Workload;
 use super::{
     CgroupMode, ImageKind, Requirements, Scenario, SignaturePolicy, VmSpec, DEFAULT_STALL_BOUND,
@@ -104,22 +104,9 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         .duration_in(&raw.scenario.duration, MIN_DURATION)
         .unwrap_or(DEFAULT_DURATION);
     let settle = ctx.duration(&raw.scenario.settle).unwrap_or(Duration::ZERO);
-    let stall_bound = match &raw.scenario.stall_bound {
-        Some(s) if s.get_ref().trim() == "off" => None,
-        Some(_) => ctx
-            .duration_in(&raw.scenario.stall_bound, MIN_STALL_BOUND)
-            .or(Some(DEFAULT_STALL_BOUND)),
-        None => Some(DEFAULT_STALL_BOUND),
-    };
+    let stall_bound = stall_bound(&mut ctx, &raw.scenario.stall_bound);
     let vm = validate_vm(&mut ctx, &raw.vm, host);
-    if let Some(image) = &raw.vm.image {
-        if image.get_ref().runs_systemd() && vm.cgroup != CgroupMode::V2 {
-            ctx.error(
-                image.span(),
-                "the systemd image runs systemd's unified hierarchy: set `cgroup = \"v2\"`",
-            );
-        }
-    }
+    check_image_cgroup(&mut ctx, &raw.vm, &vm);
     let requires = validate_requires(&mut ctx, &raw.requires);
     let signatures = validate_signatures(&mut ctx, &raw.signatures);
 
@@ -154,6 +141,42 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         checks: Vec::new(),
         signatures,
     };
+    scenario.checks = validate_checks(&mut ctx, &raw.check, &scenario);
+    super::testable::check(&mut ctx, root.get_ref(), &scenario);
+
+    if ctx.errors.is_empty() {
+        Ok(scenario)
+    } else {
+        Err(ScenarioErrors(ctx.errors))
+    }
+}
+
+/// `[scenario] stall_bound`: a duration, or `"off"` (`None`); the default where absent
+/// or refused.
+fn stall_bound(ctx: &mut Ctx<'_>, raw: &Option<Spanned<String>>) -> Option<Duration> {
+    match raw {
+        Some(s) if s.get_ref().trim() == "off" => None,
+        Some(_) => ctx
+            .duration_in(raw, MIN_STALL_BOUND)
+            .or(Some(DEFAULT_STALL_BOUND)),
+        None => Some(DEFAULT_STALL_BOUND),
+    }
+}
+
+/// The systemd images run systemd's unified hierarchy: they need cgroup v2.
+fn check_image_cgroup(ctx: &mut Ctx<'_>, raw: &RawVm, vm: &VmSpec) {
+    if let Some(image) = &raw.image {
+        if image.get_ref().runs_systemd() && vm.cgroup != CgroupMode::V2 {
+            ctx.error(
+                image.span(),
+                "the systemd image runs systemd's unified hierarchy: set `cgroup = \"v2\"`",
+            );
+        }
+    }
+}
+
+/// The `[[check]]`s, against the metrics, phases and timed probes of `scenario`.
+fn validate_checks(ctx: &mut Ctx<'_>, raw: &[RawCheck], scenario: &Scenario) -> Vec<Check> {
     let catalog = scenario.metric_catalog();
     let phases: Vec<String> = scenario.workloads.iter().map(|w| w.name.clone()).collect();
     let timed: BTreeSet<String> = scenario.probes.iter().map(|p| p.name.clone()).collect();
@@ -162,18 +185,9 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         phases: &phases,
         timed: &timed,
     };
-    scenario.checks = raw
-        .check
-        .iter()
-        .filter_map(|c| Check::parse(&mut ctx, c, &names))
-        .collect();
-    super::testable::check(&mut ctx, root.get_ref(), &scenario);
-
-    if ctx.errors.is_empty() {
-        Ok(scenario)
-    } else {
-        Err(ScenarioErrors(ctx.errors))
-    }
+    raw.iter()
+        .filter_map(|c| Check::parse(ctx, c, &names))
+        .collect()
 }
 
 /// The entries of `[[workload]]` / `[[probe]]` with their `kind`.
