@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{frame_name, lazy_regex as regex, rip_regex, Fingerprint};
 use crate::signature::strip_log_prefix;
 
 /// Frames that only say a task sleeps: the code that made it sleep comes after them.
@@ -96,16 +96,6 @@ pub struct Stuck {
     pub busy: Vec<BusyCpu>,
 }
 
-fn regex(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
-    cell.get_or_init(|| Regex::new(pattern).unwrap_or_else(|_| unreachable_regex()))
-}
-
-/// The patterns are literals exercised by the tests; this cannot run.
-#[allow(clippy::panic)]
-fn unreachable_regex() -> Regex {
-    panic!("blocked-task regexes are valid")
-}
-
 /// `task:comm state:D stack:0 pid:45 …` (5.8+) or `comm D 0 45 2 0x…` (older).
 fn task_header(line: &str) -> Option<(String, char, u32)> {
     static NEW: OnceLock<Regex> = OnceLock::new();
@@ -135,11 +125,7 @@ fn frame(line: &str) -> Option<String> {
     if c.get(1).is_some() {
         return Some(String::new());
     }
-    let base = c[2].split('.').next().unwrap_or(&c[2]).to_owned();
-    Some(match c.get(3) {
-        Some(m) => format!("{base} [{}]", m.as_str()),
-        None => base,
-    })
+    Some(frame_name(&c[2], c.get(3).map(|m| m.as_str())))
 }
 
 /// Lines a stack may have besides frames without ending.
@@ -169,104 +155,140 @@ fn base_of(frame: &str) -> &str {
 /// Reads every blocked task and busy CPU in `lines` (console or kmsg, prefixes and all);
 /// a task shown twice (`w` and `t`) counts once.
 pub fn parse(lines: &[String]) -> Stuck {
-    static NMI: OnceLock<Regex> = OnceLock::new();
-    static RIP: OnceLock<Regex> = OnceLock::new();
-    let nmi = regex(&NMI, r"NMI backtrace for cpu (\d+)");
-    let rip = regex(&RIP, r"^RIP: 0010:([A-Za-z0-9_.$]+)\+0x");
-    let mut stuck = Stuck::default();
-    #[derive(Clone, Copy)]
-    enum Reading {
-        Nothing,
-        Task(usize),
-        Cpu(usize),
-    }
-    let mut reading = Reading::Nothing;
-    let mut raw_cpu: Vec<Vec<String>> = Vec::new();
+    let mut reader = DumpReader::default();
     for raw in lines {
-        let line = strip_log_prefix(raw).trim();
+        reader.line(strip_log_prefix(raw).trim());
+    }
+    reader.finish()
+}
+
+/// What the line being read belongs to.
+#[derive(Debug, Clone, Copy, Default)]
+enum Reading {
+    #[default]
+    Nothing,
+    /// The stack of `blocked[i]`.
+    Task(usize),
+    /// The backtrace of `busy[i]`.
+    Cpu(usize),
+}
+
+/// A dump read line by line: the tasks and CPUs so far, and the stack being read.
+#[derive(Debug, Default)]
+struct DumpReader {
+    stuck: Stuck,
+    reading: Reading,
+    /// Each busy CPU's frames as read, before idle and machinery are told apart.
+    raw_cpu: Vec<Vec<String>>,
+}
+
+impl DumpReader {
+    fn line(&mut self, line: &str) {
+        static NMI: OnceLock<Regex> = OnceLock::new();
         if let Some((comm, state, pid)) = task_header(line) {
-            reading = Reading::Nothing;
-            if state == 'D' && !stuck.blocked.iter().any(|t| t.pid == pid) {
-                stuck.blocked.push(BlockedTask {
-                    comm,
-                    pid,
-                    frames: Vec::new(),
-                    in_syscall: false,
-                });
-                reading = Reading::Task(stuck.blocked.len() - 1);
-            }
-            continue;
-        }
-        if let Some(c) = nmi.captures(line) {
-            let cpu = c[1].parse().unwrap_or(0);
-            stuck.busy.push(BusyCpu {
-                cpu,
-                frames: Vec::new(),
-            });
-            raw_cpu.push(Vec::new());
-            reading = Reading::Cpu(stuck.busy.len() - 1);
-            continue;
-        }
-        match reading {
-            Reading::Nothing => {}
-            Reading::Task(i) => match frame(line) {
-                Some(f) if f.is_empty() => {}
-                Some(f) => {
-                    let t = &mut stuck.blocked[i];
-                    if f.starts_with("do_syscall_64") || f.starts_with("entry_SYSCALL") {
-                        t.in_syscall = true;
-                    }
-                    let sleeping = t.frames.is_empty() && SLEEPING.contains(&base_of(&f));
-                    if !sleeping && !t.frames.contains(&f) {
-                        t.frames.push(f);
-                    }
-                }
-                None if stack_noise(line) => {}
-                None => reading = Reading::Nothing,
-            },
-            Reading::Cpu(i) => {
-                if let Some(c) = rip.captures(line) {
-                    let f = c[1].split('.').next().unwrap_or(&c[1]).to_owned();
-                    raw_cpu[i].push(f);
-                    continue;
-                }
-                match frame(line) {
-                    Some(f) if f.is_empty() => {}
-                    Some(f) => {
-                        if !raw_cpu[i].contains(&f) {
-                            raw_cpu[i].push(f);
-                        }
-                    }
-                    None if stack_noise(line) || line.starts_with("Sending NMI") => {}
-                    None => reading = Reading::Nothing,
-                }
-            }
-        }
-    }
-    // A CPU is busy unless its stack is an idle loop, the dump's own key or a task
-    // switch; the dump's own frames go.
-    for (cpu, frames) in stuck.busy.iter_mut().zip(raw_cpu) {
-        let idle = frames
-            .iter()
-            .any(|f| IDLE.contains(&base_of(f)) || NOT_STUCK.contains(&base_of(f)));
-        cpu.frames = if idle {
-            Vec::new()
+            self.task(comm, state, pid);
+        } else if let Some(c) = regex(&NMI, r"NMI backtrace for cpu (\d+)").captures(line) {
+            self.cpu(c[1].parse().unwrap_or(0));
         } else {
-            frames
-                .into_iter()
-                .filter(|f| !MACHINERY.contains(&base_of(f)))
-                .collect()
-        };
+            self.reading = match self.reading {
+                Reading::Nothing => Reading::Nothing,
+                Reading::Task(i) => self.task_line(i, line),
+                Reading::Cpu(i) => self.cpu_line(i, line),
+            };
+        }
     }
-    stuck.busy.retain(|c| !c.frames.is_empty());
-    // A CPU shown twice (the key pressed again) counts once.
-    let mut seen = Vec::new();
-    stuck.busy.retain(|c| {
-        let new = !seen.contains(&c.cpu);
-        seen.push(c.cpu);
-        new
-    });
-    stuck
+
+    /// A task header: its stack is read when it is blocked and not seen before.
+    fn task(&mut self, comm: String, state: char, pid: u32) {
+        self.reading = Reading::Nothing;
+        if state == 'D' && !self.stuck.blocked.iter().any(|t| t.pid == pid) {
+            self.stuck.blocked.push(BlockedTask {
+                comm,
+                pid,
+                frames: Vec::new(),
+                in_syscall: false,
+            });
+            self.reading = Reading::Task(self.stuck.blocked.len() - 1);
+        }
+    }
+
+    /// `NMI backtrace for cpu N`: its backtrace follows.
+    fn cpu(&mut self, cpu: u32) {
+        self.stuck.busy.push(BusyCpu {
+            cpu,
+            frames: Vec::new(),
+        });
+        self.raw_cpu.push(Vec::new());
+        self.reading = Reading::Cpu(self.stuck.busy.len() - 1);
+    }
+
+    /// A line of blocked task `i`'s stack; what to read next.
+    fn task_line(&mut self, i: usize, line: &str) -> Reading {
+        match frame(line) {
+            Some(f) if f.is_empty() => {}
+            Some(f) => {
+                let t = &mut self.stuck.blocked[i];
+                if f.starts_with("do_syscall_64") || f.starts_with("entry_SYSCALL") {
+                    t.in_syscall = true;
+                }
+                let sleeping = t.frames.is_empty() && SLEEPING.contains(&base_of(&f));
+                if !sleeping && !t.frames.contains(&f) {
+                    t.frames.push(f);
+                }
+            }
+            None if stack_noise(line) => {}
+            None => return Reading::Nothing,
+        }
+        Reading::Task(i)
+    }
+
+    /// A line of busy CPU `i`'s backtrace; what to read next.
+    fn cpu_line(&mut self, i: usize, line: &str) -> Reading {
+        let frames = &mut self.raw_cpu[i];
+        if let Some(c) = rip_regex().captures(line) {
+            frames.push(frame_name(&c[1], None));
+            return Reading::Cpu(i);
+        }
+        match frame(line) {
+            Some(f) if f.is_empty() => {}
+            Some(f) => {
+                if !frames.contains(&f) {
+                    frames.push(f);
+                }
+            }
+            None if stack_noise(line) || line.starts_with("Sending NMI") => {}
+            None => return Reading::Nothing,
+        }
+        Reading::Cpu(i)
+    }
+
+    /// A CPU is busy unless its stack is an idle loop, the dump's own key or a task
+    /// switch; the dump's own frames go, and a CPU shown twice (the key pressed again)
+    /// counts once.
+    fn finish(self) -> Stuck {
+        let mut stuck = self.stuck;
+        for (cpu, frames) in stuck.busy.iter_mut().zip(self.raw_cpu) {
+            let idle = frames
+                .iter()
+                .any(|f| IDLE.contains(&base_of(f)) || NOT_STUCK.contains(&base_of(f)));
+            cpu.frames = if idle {
+                Vec::new()
+            } else {
+                frames
+                    .into_iter()
+                    .filter(|f| !MACHINERY.contains(&base_of(f)))
+                    .collect()
+            };
+        }
+        stuck.busy.retain(|c| !c.frames.is_empty());
+        let mut seen = Vec::new();
+        stuck.busy.retain(|c| {
+            let new = !seen.contains(&c.cpu);
+            seen.push(c.cpu);
+            new
+        });
+        stuck
+    }
 }
 
 impl Stuck {
@@ -357,65 +379,19 @@ impl Stuck {
                 cpu.frames[..cpu.frames.len().min(SHOWN_FRAMES)].to_vec(),
             )
         };
-        let mut key = title.to_owned();
-        for f in &frames {
-            key.push('|');
-            key.push_str(f);
-        }
-        Some(Fingerprint {
-            id: format!("{:08x}", crc32fast::hash(key.as_bytes())),
-            title: title.to_owned(),
-            frames,
-        })
+        Some(Fingerprint::new(title.to_owned(), frames))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(str::to_owned).collect()
-    }
+    use crate::test_support::lines;
 
     /// The issue's case: a cgroup removal sleeping 25 s under cgroup_mutex, as sysrq `w`
     /// prints it on Debian's 6.1 (console prefixes), and a kworker waiting for the
     /// mutex.
-    const RMDIR_STALL: &str = "\
-[   40.100000] sysrq: Show Blocked State
-[   40.100100] task:exe             state:D stack:0     pid:45    ppid:1      flags:0x00004002
-[   40.100200] Call Trace:
-[   40.100300]  <TASK>
-[   40.100400]  __schedule+0x34d/0x9e0
-[   40.100500]  schedule+0x5a/0xd0
-[   40.100600]  schedule_timeout+0x95/0x150
-[   40.100700]  ? __bpf_trace_tick_stop+0x10/0x10
-[   40.100800]  msleep+0x2d/0x40
-[   40.100900]  cgroup_rmdir+0x5a/0x140
-[   40.101000]  kernfs_iop_rmdir+0x76/0xc0
-[   40.101100]  vfs_rmdir+0x9a/0x1e0
-[   40.101200]  do_rmdir+0x176/0x190
-[   40.101300]  __x64_sys_rmdir+0x3d/0x70
-[   40.101400]  do_syscall_64+0x58/0xc0
-[   40.101500]  entry_SYSCALL_64_after_hwframe+0x64/0xce
-[   40.101600] RIP: 0033:0x7f3a1c2b3f57
-[   40.101700] RSP: 002b:00007ffd8c6b1e68 EFLAGS: 00000246 ORIG_RAX: 0000000000000054
-[   40.101800]  </TASK>
-[   40.101900] task:kworker/0:2     state:D stack:0     pid:12    ppid:2      flags:0x00004000
-[   40.102000] Workqueue: cgroup_destroy css_killed_work_fn
-[   40.102100] Call Trace:
-[   40.102200]  <TASK>
-[   40.102300]  __schedule+0x34d/0x9e0
-[   40.102400]  schedule+0x5a/0xd0
-[   40.102500]  schedule_preempt_disabled+0x11/0x20
-[   40.102600]  __mutex_lock.constprop.0+0x3b4/0x700
-[   40.102700]  css_killed_work_fn+0x2b/0xf0
-[   40.102800]  process_one_work+0x1c4/0x380
-[   40.102900]  worker_thread+0x4d/0x380
-[   40.103000]  kthread+0xd7/0x100
-[   40.103100]  ret_from_fork+0x1f/0x30
-[   40.103200]  </TASK>
-[   40.103300] task:kworker/1:1     state:I stack:0     pid:20    ppid:2      flags:0x00004000";
+    const RMDIR_STALL: &str = include_str!("../testdata/rmdir-stall.log");
 
     #[test]
     fn a_cgroup_rmdir_stall_is_named_where_it_sleeps() {
@@ -462,12 +438,7 @@ mod tests {
 
     #[test]
     fn the_pre_5_8_format_is_read_too() {
-        let old = "\
-[  120.0] kworker/u2:1    D    0    35      2 0x80000000
-[  120.0] Call Trace:
-[  120.0]  [<ffffffff8109a3b5>] schedule+0x35/0x80
-[  120.0]  [<ffffffff810a12c3>] rtnl_lock+0x15/0x20
-[  120.0]  [<ffffffff81634567>] cleanup_net+0x45/0x2b0";
+        let old = include_str!("../testdata/blocked-pre-5.8.log");
         let stuck = parse(&lines(old));
         assert_eq!(stuck.blocked[0].comm, "kworker/u2:1");
         assert_eq!(stuck.blocked[0].frames, ["rtnl_lock", "cleanup_net"]);
@@ -475,25 +446,7 @@ mod tests {
 
     #[test]
     fn a_busy_cpu_is_named_and_idle_ones_are_not() {
-        let l = "\
-[   50.0] sysrq: Show backtrace of all active CPUs
-[   50.0] NMI backtrace for cpu 0
-[   50.0] CPU: 0 PID: 0 Comm: swapper/0 Not tainted 6.1.0 #1
-[   50.0] RIP: 0010:native_safe_halt+0xb/0x10
-[   50.0] Call Trace:
-[   50.0]  <TASK>
-[   50.0]  default_idle+0x9/0x20
-[   50.0]  do_idle+0x1f4/0x270
-[   50.0]  </TASK>
-[   50.0] NMI backtrace for cpu 1
-[   50.0] CPU: 1 PID: 55 Comm: exe Not tainted 6.1.0 #1
-[   50.0] RIP: 0010:sched_cfs_period_timer+0xa9/0x1f0
-[   50.0] Call Trace:
-[   50.0]  <IRQ>
-[   50.0]  __hrtimer_run_queues+0x112/0x2b0
-[   50.0]  hrtimer_interrupt+0xfe/0x220
-[   50.0]  __sysvec_apic_timer_interrupt+0x5f/0x110
-[   50.0]  </IRQ>";
+        let l = include_str!("../testdata/busy-cpu.log");
         let stuck = parse(&lines(l));
         assert!(stuck.blocked.is_empty());
         assert_eq!(
@@ -511,27 +464,7 @@ mod tests {
     /// task switch; neither is where the kernel is stuck.
     #[test]
     fn the_cpu_handling_the_key_and_a_task_switch_are_not_stuck() {
-        let l = "\
-[  250.0] task:tokio-rt-worker state:D stack:0     pid:48    ppid:1      flags:0x00004002
-[  250.0] Call Trace:
-[  250.0]  __schedule+0x34d/0x9e0
-[  250.0]  schedule+0x5a/0xd0
-[  250.0]  schedule_timeout+0x95/0x150
-[  250.0]  msleep+0x2d/0x40
-[  250.0]  netdev_run_todo+0x187/0x590
-[  250.0]  rtnetlink_rcv_msg+0x14a/0x3c0
-[  250.0]  netlink_rcv_skb+0x51/0x100
-[  250.0] NMI backtrace for cpu 1
-[  250.0] RIP: 0010:sysrq_filter+0x30/0x3e0
-[  250.0] Call Trace:
-[  250.0]  input_to_handler+0x8e/0x110
-[  250.0] NMI backtrace for cpu 0
-[  250.0] RIP: 0010:put_prev_task_fair+0x1b/0x30
-[  250.0] Call Trace:
-[  250.0]  __schedule+0x1a1/0x9e0
-[  250.0]  schedule+0x5a/0xd0
-[  250.0] NMI backtrace for cpu 1
-[  250.0] RIP: 0010:sysrq_filter+0x30/0x3e0";
+        let l = include_str!("../testdata/sysrq-key-and-task-switch.log");
         let stuck = parse(&lines(l));
         assert!(stuck.busy.is_empty(), "{stuck:?}");
         assert_eq!(

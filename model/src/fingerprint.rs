@@ -72,36 +72,46 @@ const REPORTING: &[&str] = &[
     "tick_sched_timer",
 ];
 
-fn frame_regex() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        // ` func+0x16/0x20 [module]`, optionally preceded by `? ` (an unreliable guess).
-        Regex::new(
-            r"^\s*(\? )?([A-Za-z0-9_.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[([A-Za-z0-9_]+)\])?\s*$",
-        )
-        .unwrap_or_else(|_| unreachable_regex())
-    })
+/// A regex compiled once into `cell`: the crate's patterns are literals, so compiling
+/// cannot fail at run time.
+pub(crate) fn lazy_regex(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+    cell.get_or_init(|| Regex::new(pattern).unwrap_or_else(|_| unreachable_regex()))
 }
 
-fn rip_regex() -> &'static Regex {
+/// The patterns are literals exercised by the tests; this cannot run.
+#[allow(clippy::panic)]
+fn unreachable_regex() -> Regex {
+    panic!("the crate's regexes are valid")
+}
+
+fn frame_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^RIP: 0010:([A-Za-z0-9_.$]+)\+0x").unwrap_or_else(|_| unreachable_regex())
-    })
+    // ` func+0x16/0x20 [module]`, optionally preceded by `? ` (an unreliable guess).
+    lazy_regex(
+        &RE,
+        r"^\s*(\? )?([A-Za-z0-9_.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[([A-Za-z0-9_]+)\])?\s*$",
+    )
+}
+
+/// The kernel-mode instruction pointer of a register dump: the innermost frame.
+pub(crate) fn rip_regex() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    lazy_regex(&RE, r"^RIP: 0010:([A-Za-z0-9_.$]+)\+0x")
 }
 
 fn number_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+")
-            .unwrap_or_else(|_| unreachable_regex())
-    })
+    lazy_regex(&RE, r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\d+")
 }
 
-/// The patterns above are literals checked by the tests; this cannot run.
-#[allow(clippy::panic)]
-fn unreachable_regex() -> Regex {
-    panic!("fingerprint regexes are valid")
+/// A frame as fingerprints and summaries name it: compiler-split parts (`foo.cold`,
+/// `foo.isra.0`) are the same function, and a module's function says its module.
+pub(crate) fn frame_name(function: &str, module: Option<&str>) -> String {
+    let base = function.split('.').next().unwrap_or(function);
+    match module {
+        Some(m) => format!("{base} [{m}]"),
+        None => base.to_owned(),
+    }
 }
 
 /// Numbers and addresses become `N`: they differ between runs, the words do not.
@@ -154,28 +164,32 @@ pub fn fingerprint(lines: &[String], at: usize) -> Fingerprint {
         }
     }
     frames.truncate(TOP_FRAMES);
-    let mut key = title.clone();
-    for f in &frames {
-        key.push('|');
-        key.push_str(f);
-    }
-    Fingerprint {
-        id: format!("{:08x}", crc32fast::hash(key.as_bytes())),
-        title,
-        frames,
+    Fingerprint::new(title, frames)
+}
+
+impl Fingerprint {
+    /// A fingerprint of `title` and `frames`, its id their CRC32: the same names make
+    /// the same id in every run.
+    pub fn new(title: String, frames: Vec<String>) -> Fingerprint {
+        let mut key = title.clone();
+        for f in &frames {
+            key.push('|');
+            key.push_str(f);
+        }
+        Fingerprint {
+            id: format!("{:08x}", crc32fast::hash(key.as_bytes())),
+            title,
+            frames,
+        }
     }
 }
 
 fn push_frame(frames: &mut Vec<String>, function: &str, module: Option<&str>) {
-    // Compiler-split parts (`foo.cold`, `foo.isra.0`) are the same function.
     let base = function.split('.').next().unwrap_or(function);
     if REPORTING.contains(&base) {
         return;
     }
-    let frame = match module {
-        Some(m) => format!("{base} [{m}]"),
-        None => base.to_owned(),
-    };
+    let frame = frame_name(function, module);
     if frames.last() != Some(&frame) && !frames.contains(&frame) {
         frames.push(frame);
     }
@@ -184,53 +198,11 @@ fn push_frame(frames: &mut Vec<String>, function: &str, module: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(text: &str) -> Vec<String> {
-        text.lines().map(str::to_owned).collect()
-    }
+    use crate::test_support::lines;
 
     /// Captured from a real run: Debian 6.1.0-56 cloud under QEMU/TCG, the runner writing
     /// `c` to /proc/sysrq-trigger (scenarios/selftest/panic.toml).
-    const SYSRQ_RUN_1: &str = "\
-[    2.557247] sysrq: Trigger a crash
-[    2.558174] Kernel panic - not syncing: sysrq triggered crash
-[    2.558464] CPU: 0 PID: 86 Comm: tokio-rt-worker Not tainted 6.1.0-56-cloud-amd64 #1  Debian 6.1.192-2
-[    2.558754] Hardware name: QEMU Standard PC (Q35 + ICH9, 2009), BIOS 1.16.2-debian-1.16.2-1 04/01/2014
-[    2.559018] Call Trace:
-[    2.559666]  <TASK>
-[    2.559883]  dump_stack_lvl+0x44/0x5c
-[    2.560341]  panic+0x118/0x2f4
-[    2.560817]  ? _printk+0x68/0x83
-[    2.561735]  sysrq_handle_crash+0x16/0x20
-[    2.562715]  __handle_sysrq.cold+0x44/0x11c
-[    2.563692]  write_sysrq_trigger+0x24/0x40
-[    2.564283]  proc_reg_write+0x56/0xa0
-[    2.564386]  vfs_write+0xc7/0x3f0
-[    2.564529]  ? do_truncate+0x94/0xe0
-[    2.564616]  ? do_truncate+0xa6/0xe0
-[    2.564716]  ? mntput_no_expire+0x4a/0x250
-[    2.564815]  ? __fget_light+0x9d/0x100
-[    2.564907]  ksys_write+0x6b/0xf0
-[    2.564988]  do_syscall_64+0x5d/0x90
-[    2.565100]  ? do_filp_open+0xaf/0x160
-[    2.565267]  ? kmem_cache_free+0x15/0x310
-[    2.565372]  ? do_sys_openat2+0x9b/0x170
-[    2.565462]  ? exit_to_user_mode_prepare+0x44/0x240
-[    2.565570]  ? syscall_exit_to_user_mode+0x1e/0x40
-[    2.565664]  ? do_syscall_64+0x69/0x90
-[    2.565747]  ? __sysvec_apic_timer_interrupt+0x5d/0x110
-[    2.565853]  ? exit_to_user_mode_prepare+0x44/0x240
-[    2.565954]  entry_SYSCALL_64_after_hwframe+0x6e/0xd8
-[    2.566264] RIP: 0033:0x7fa37da4009f
-[    2.566696] Code: 89 54 24 18 48 89 74 24 10 89 7c 24 08 e8 89 b2 fb ff 48 8b 54 24 18 48 8b 74 24 10 41 89 c0 8b 7c 24 08 b8 01 00 00 00 0f 05 <48> 3d 00 f0 ff ff 77 31 44 89 c7 48 89 44 24 08 e8 dc b2 fb ff 48
-[    2.569093] RSP: 002b:00007fa37cb36df0 EFLAGS: 00000293 ORIG_RAX: 0000000000000001
-[    2.570554] RAX: ffffffffffffffda RBX: 0000000000000001 RCX: 00007fa37da4009f
-[    2.571872] RDX: 0000000000000001 RSI: 00007fa37d7d6763 RDI: 000000000000000c
-[    2.572957] RBP: 00007fa37cb37010 R08: 0000000000000000 R09: 00007fa37cb36e38
-[    2.573222] R10: 00000000000001b6 R11: 0000000000000293 R12: 00007fa37da40050
-[    2.573317] R13: 00000000055c6f9a R14: 00007fa37d7d6763 R15: 000000000000000c
-[    2.573491]  </TASK>
-[    2.573978] Kernel Offset: 0x27400000 from 0xffffffff81000000 (relocation range: 0xffffffff80000000-0xffffffffbfffffff)";
+    const SYSRQ_RUN_1: &str = include_str!("../testdata/sysrq-crash-6.1.log");
 
     #[test]
     fn sysrq_crash_fingerprint_is_the_sysrq_path() {
@@ -268,19 +240,7 @@ mod tests {
 
     #[test]
     fn different_bugs_differ() {
-        let oops = "\
-[   10.000000] BUG: kernel NULL pointer dereference, address: 0000000000000008
-[   10.000100] #PF: supervisor write access in kernel mode
-[   10.000200] Oops: 0002 [#1] PREEMPT SMP NOPTI
-[   10.000300] RIP: 0010:unthrottle_cfs_rq+0x1f4/0x3a0
-[   10.000400] Call Trace:
-[   10.000500]  <IRQ>
-[   10.000600]  distribute_cfs_runtime+0x1a6/0x260
-[   10.000700]  sched_cfs_period_timer+0xed/0x1f0
-[   10.000800]  ? sched_cfs_slack_timer+0x30/0x30
-[   10.000900]  __hrtimer_run_queues+0x112/0x2b0
-[   10.001000]  hrtimer_interrupt+0xfe/0x220
-[   10.001100]  </IRQ>";
+        let oops = include_str!("../testdata/cfs-null-deref-oops.log");
         let fp = fingerprint(&lines(oops), 0);
         assert_eq!(fp.title, "BUG: kernel NULL pointer dereference, address: N");
         assert_eq!(

@@ -46,6 +46,31 @@ impl fmt::Display for KernelVersion {
     }
 }
 
+/// A requirement kept as written (`text`) beside its parsed form: it travels and prints
+/// as that text (serde's `try_from`/`into` String), and reading it back parses it again.
+macro_rules! written_form {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                $name::parse(&value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.text
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.text)
+            }
+        }
+    };
+}
+
 /// A version range such as `">=6.1, <6.12"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -71,24 +96,7 @@ impl VersionRange {
     }
 }
 
-impl TryFrom<String> for VersionRange {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        VersionRange::parse(&value)
-    }
-}
-
-impl From<VersionRange> for String {
-    fn from(value: VersionRange) -> String {
-        value.text
-    }
-}
-
-impl fmt::Display for VersionRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
+written_form!(VersionRange);
 
 /// A kernel `.config`: option name → value (`y`, `m`, a number or a quoted string).
 /// Options that are "not set" are absent.
@@ -200,24 +208,7 @@ impl ConfigRequirement {
     }
 }
 
-impl TryFrom<String> for ConfigRequirement {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        ConfigRequirement::parse(&value)
-    }
-}
-
-impl From<ConfigRequirement> for String {
-    fn from(value: ConfigRequirement) -> String {
-        value.text
-    }
-}
-
-impl fmt::Display for ConfigRequirement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
+written_form!(ConfigRequirement);
 
 #[cfg(test)]
 mod tests {

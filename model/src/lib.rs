@@ -3,6 +3,18 @@
 //! This crate does no I/O (no files, no sockets, no processes): the harness and the
 //! runner both depend on it, and everything here is unit-testable in isolation.
 
+/// `Display` for a type with an `as_str()`: it prints as it is spelled in scenario files
+/// and reports, from the one table of spellings.
+macro_rules! display_as_str {
+    ($t:ty) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod bisect;
 pub mod blocked;
 pub mod fingerprint;
@@ -77,6 +89,15 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
             })
             .collect(),
     )
+}
+
+/// What the unit tests of several modules share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// A captured log (`testdata/*.log`) as the lines a reader is given.
+    pub fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! Metric values as the runner reports them and `results.json` records them: latency
 //! histograms summarised into percentiles, counters sampled over time, and single values.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::units::Unit;
@@ -116,11 +114,7 @@ impl Stat {
     }
 }
 
-impl fmt::Display for Stat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(Stat);
 
 /// A recorded metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

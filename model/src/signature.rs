@@ -208,64 +208,29 @@ mod tests {
 
     #[test]
     fn incident_signatures_are_named() {
-        // Lines as the kernel prints them (6.1 / 6.12 formats).
-        assert_eq!(
-            id("[   42.000000] Kernel panic - not syncing: sysrq triggered crash").as_deref(),
-            Some("panic")
-        );
-        assert_eq!(
-            id("[   10.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [kworker/0:1:12]")
-                .as_deref(),
-            Some("soft-lockup")
-        );
-        assert_eq!(
-            id("[  5.0] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1").as_deref(),
-            Some("hard-lockup")
-        );
-        assert_eq!(
-            id("[ 60.0] rcu: INFO: rcu_preempt self-detected stall on CPU").as_deref(),
-            Some("rcu-stall")
-        );
-        assert_eq!(
-            id("[ 60.0] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:").as_deref(),
-            Some("rcu-stall")
-        );
-        assert_eq!(
-            id("[120.0] INFO: task kworker/u2:1:35 blocked for more than 120 seconds.").as_deref(),
-            Some("hung-task")
-        );
-        assert_eq!(
-            id("[  1.0] Oops: 0002 [#1] PREEMPT SMP NOPTI").as_deref(),
-            Some("oops")
-        );
-        assert_eq!(
-            id("[  1.0] BUG: kernel NULL pointer dereference, address: 0000000000000000")
-                .as_deref(),
-            Some("bug-crash")
-        );
-        assert_eq!(
-            id("[  1.0] WARNING: CPU: 0 PID: 1 at mm/slub.c:1234 foo+0x1/0x2").as_deref(),
-            Some("warning")
-        );
-        assert_eq!(
-            id("SLUB: Unable to allocate memory on node -1, gfp=0x8020(GFP_ATOMIC)").as_deref(),
-            Some("slub-alloc-failure")
-        );
-        assert_eq!(
-            id("kworker/0:1: page allocation failure: order:0, mode:0x20").as_deref(),
-            Some("page-alloc-failure")
-        );
-        assert_eq!(
-            id("unregister_netdevice: waiting for eth0 to become free. Usage count = 1").as_deref(),
-            Some("unregister-netdevice")
-        );
-        assert_eq!(
-            id("[ 3.0] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100")
-                .as_deref(),
-            Some("init-exited")
-        );
-        assert_eq!(id("[  0.5] Run /init as init process"), None);
-        assert_eq!(id("random WARNING: text in the middle"), None);
+        // Lines as the kernel prints them (6.1 / 6.12 formats), each with the signature
+        // that must name it (`None`: no signature).
+        #[rustfmt::skip]
+        let cases: &[(Option<&str>, &str)] = &[
+            (Some("panic"),                "[   42.000000] Kernel panic - not syncing: sysrq triggered crash"),
+            (Some("soft-lockup"),          "[   10.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [kworker/0:1:12]"),
+            (Some("hard-lockup"),          "[  5.0] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1"),
+            (Some("rcu-stall"),            "[ 60.0] rcu: INFO: rcu_preempt self-detected stall on CPU"),
+            (Some("rcu-stall"),            "[ 60.0] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:"),
+            (Some("hung-task"),            "[120.0] INFO: task kworker/u2:1:35 blocked for more than 120 seconds."),
+            (Some("oops"),                 "[  1.0] Oops: 0002 [#1] PREEMPT SMP NOPTI"),
+            (Some("bug-crash"),            "[  1.0] BUG: kernel NULL pointer dereference, address: 0000000000000000"),
+            (Some("warning"),              "[  1.0] WARNING: CPU: 0 PID: 1 at mm/slub.c:1234 foo+0x1/0x2"),
+            (Some("slub-alloc-failure"),   "SLUB: Unable to allocate memory on node -1, gfp=0x8020(GFP_ATOMIC)"),
+            (Some("page-alloc-failure"),   "kworker/0:1: page allocation failure: order:0, mode:0x20"),
+            (Some("unregister-netdevice"), "unregister_netdevice: waiting for eth0 to become free. Usage count = 1"),
+            (Some("init-exited"),          "[ 3.0] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"),
+            (None,                         "[  0.5] Run /init as init process"),
+            (None,                         "random WARNING: text in the middle"),
+        ];
+        for (want, line) in cases {
+            assert_eq!(id(line).as_deref(), *want, "{line}");
+        }
     }
 
     #[test]

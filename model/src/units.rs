@@ -2,7 +2,6 @@
 //! carry either. Values are normalised to nanoseconds and bytes so checks compare numbers
 //! in one base unit whatever the author wrote.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -47,11 +46,7 @@ impl Unit {
     }
 }
 
-impl fmt::Display for Unit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(Unit);
 
 /// Parses `"50ms"`, `"2s"`, `"1m 30s"`. Bare numbers are rejected: a scenario that says
 /// `settle = 5` is ambiguous and we would rather ask than guess.

@@ -2,7 +2,6 @@
 //! observed; the guest only reports facts, so a broken guest cannot report a pass.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,11 +58,7 @@ impl Verdict {
     }
 }
 
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(Verdict);
 
 /// Everything the host saw while a cell ran.
 #[derive(Debug, Clone, Default)]
@@ -107,52 +102,113 @@ pub struct Decision {
 /// fails the kernel (signatures, checks, workload errors); then infrastructure errors;
 /// then a skip; otherwise pass — but only if the runner reported results.
 pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
-    let by = |sev: Severity| {
-        obs.hits
-            .iter()
-            .filter(move |h| h.severity == sev)
-            .map(ToString::to_string)
-    };
-    let checks: Vec<CheckResult> = match &obs.report {
-        Some(report) => {
-            let measured = Measured::of(&obs.metrics, Some(report));
-            scenario
-                .checks
-                .iter()
-                .map(|c| c.result_in(&measured))
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let decision = |verdict: Verdict, reasons: Vec<String>| Decision {
+    let checks = check_results(scenario, obs);
+    let (verdict, reasons) = judge(scenario, obs, &checks);
+    Decision {
         verdict,
         reasons,
-        checks: checks.clone(),
-    };
-    let crash: Vec<String> = by(Severity::Crash).collect();
-    let kernel_fail: Vec<String> = by(Severity::Fail).collect();
-    let init_exit: Vec<String> = by(Severity::Infra).collect();
+        checks,
+    }
+}
 
+/// Every check against what the runner reported; none when it never did.
+fn check_results(scenario: &Scenario, obs: &Observations) -> Vec<CheckResult> {
+    let Some(report) = &obs.report else {
+        return Vec::new();
+    };
+    let measured = Measured::of(&obs.metrics, Some(report));
+    scenario
+        .checks
+        .iter()
+        .map(|c| c.result_in(&measured))
+        .collect()
+}
+
+/// The verdict and its reasons, in the precedence [`decide`] describes.
+fn judge(
+    scenario: &Scenario,
+    obs: &Observations,
+    checks: &[CheckResult],
+) -> (Verdict, Vec<String>) {
+    let by = |sev: Severity| -> Vec<String> {
+        obs.hits
+            .iter()
+            .filter(|h| h.severity == sev)
+            .map(ToString::to_string)
+            .collect()
+    };
+    let kernel_fail = by(Severity::Fail);
+    if let Some(ended) = ended_early(obs, by(Severity::Crash), &kernel_fail, by(Severity::Infra)) {
+        return ended;
+    }
+    let mut failures = failures(scenario, obs, checks, kernel_fail);
+    if !failures.is_empty() {
+        failures.extend(obs.infra.iter().cloned());
+        return (Verdict::Fail, failures);
+    }
+    if !obs.infra.is_empty() || obs.fatal.is_some() {
+        let reasons = obs
+            .fatal
+            .iter()
+            .map(|f| format!("runner: {f}"))
+            .chain(obs.infra.iter().cloned())
+            .collect();
+        return (Verdict::Error, reasons);
+    }
+    if let Some(skip) = &obs.skip {
+        return (Verdict::Skip, vec![skip.clone()]);
+    }
+    if obs.report.is_none() {
+        let reason = if obs.reached_runner {
+            "the runner never reported results"
+        } else {
+            "the guest never reached the kchaos runner"
+        };
+        return (Verdict::Error, vec![reason.to_owned()]);
+    }
+    (Verdict::Pass, Vec::new())
+}
+
+/// What ended the cell before anything could be judged: a crash, a hang, or the runner
+/// (PID 1) exiting; `None` when the cell ran its course.
+fn ended_early(
+    obs: &Observations,
+    crash: Vec<String>,
+    kernel_fail: &[String],
+    init_exit: Vec<String>,
+) -> Option<(Verdict, Vec<String>)> {
     if !crash.is_empty() {
         let reasons = crash
             .into_iter()
-            .chain(kernel_fail)
+            .chain(kernel_fail.iter().cloned())
             .chain(obs.hang.clone())
             .collect();
-        return decision(Verdict::Crash, reasons);
+        return Some((Verdict::Crash, reasons));
     }
     if let Some(hang) = &obs.hang {
-        let reasons = std::iter::once(hang.clone()).chain(kernel_fail).collect();
-        return decision(Verdict::Hang, reasons);
+        let reasons = std::iter::once(hang.clone())
+            .chain(kernel_fail.iter().cloned())
+            .collect();
+        return Some((Verdict::Hang, reasons));
     }
     if !init_exit.is_empty() {
         let reasons = std::iter::once("the kchaos runner (PID 1) exited unexpectedly".to_owned())
             .chain(obs.fatal.clone())
             .chain(init_exit)
             .collect();
-        return decision(Verdict::Error, reasons);
+        return Some((Verdict::Error, reasons));
     }
+    None
+}
 
+/// Everything that fails the kernel (signatures, findings, stalls, errors, checks),
+/// most telling first; within a class, in the order they were found.
+fn failures(
+    scenario: &Scenario,
+    obs: &Observations,
+    checks: &[CheckResult],
+    kernel_fail: Vec<String>,
+) -> Vec<String> {
     let mut told: Vec<(Tell, String)> = kernel_fail
         .into_iter()
         .map(|f| (Tell::Signature, f))
@@ -169,46 +225,27 @@ pub fn decide(scenario: &Scenario, obs: &Observations) -> Decision {
                 .into_iter()
                 .map(|s| (Tell::Stall, s)),
         );
-        for (check, result) in scenario.checks.iter().zip(&checks) {
-            match result.outcome() {
-                CheckOutcome::Pass => {}
-                CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => {
-                    told.push((Tell::of_check(check.kind), msg));
-                }
-                // Too few samples in the window: nothing was judged, which fails the
-                // cell but tells the least of all.
-                CheckOutcome::NotTested(msg) => told.push((Tell::Coverage, msg)),
+        told.extend(check_failures(scenario, checks));
+    }
+    told.sort_by_key(|(tell, _)| *tell);
+    told.into_iter().map(|(_, msg)| msg).collect()
+}
+
+/// The checks that did not pass, each with what it tells.
+fn check_failures(scenario: &Scenario, checks: &[CheckResult]) -> Vec<(Tell, String)> {
+    let mut told = Vec::new();
+    for (check, result) in scenario.checks.iter().zip(checks) {
+        match result.outcome() {
+            CheckOutcome::Pass => {}
+            CheckOutcome::Violated(msg) | CheckOutcome::NoData(msg) => {
+                told.push((Tell::of_check(check.kind), msg));
             }
+            // Too few samples in the window: nothing was judged, which fails the
+            // cell but tells the least of all.
+            CheckOutcome::NotTested(msg) => told.push((Tell::Coverage, msg)),
         }
     }
-    // Most telling first; within a class, in the order they were found.
-    told.sort_by_key(|(tell, _)| *tell);
-    let mut failures: Vec<String> = told.into_iter().map(|(_, msg)| msg).collect();
-    if !failures.is_empty() {
-        failures.extend(obs.infra.iter().cloned());
-        return decision(Verdict::Fail, failures);
-    }
-    if !obs.infra.is_empty() || obs.fatal.is_some() {
-        let reasons = obs
-            .fatal
-            .iter()
-            .map(|f| format!("runner: {f}"))
-            .chain(obs.infra.iter().cloned())
-            .collect();
-        return decision(Verdict::Error, reasons);
-    }
-    if let Some(skip) = &obs.skip {
-        return decision(Verdict::Skip, vec![skip.clone()]);
-    }
-    if obs.report.is_none() {
-        let reason = if obs.reached_runner {
-            "the runner never reported results"
-        } else {
-            "the guest never reached the kchaos runner"
-        };
-        return decision(Verdict::Error, vec![reason.to_owned()]);
-    }
-    decision(Verdict::Pass, Vec::new())
+    told
 }
 
 /// What a failure reason tells, most telling first: a failed cell's reasons are
@@ -284,11 +321,7 @@ fn report_failures(scenario: &Scenario, report: &RunReport) -> Vec<(Tell, String
             .find(|s| s.name == w.name)
             .map_or(0, |s| s.max_errors);
         if w.errors > allowed {
-            let first = w
-                .error_samples
-                .first()
-                .map(|e| format!(", first: {e}"))
-                .unwrap_or_default();
+            let first = first_error(&w.error_samples);
             out.push((
                 Tell::WorkloadError,
                 format!(
@@ -300,11 +333,7 @@ fn report_failures(scenario: &Scenario, report: &RunReport) -> Vec<(Tell, String
     }
     for p in &report.probes {
         if p.errors > 0 {
-            let first = p
-                .error_samples
-                .first()
-                .map(|e| format!(", first: {e}"))
-                .unwrap_or_default();
+            let first = first_error(&p.error_samples);
             out.push((
                 Tell::ProbeError,
                 format!(
@@ -317,6 +346,14 @@ fn report_failures(scenario: &Scenario, report: &RunReport) -> Vec<(Tell, String
         }
     }
     out
+}
+
+/// `, first: <error>` to end a count of errors with an example; empty without one.
+fn first_error(samples: &[String]) -> String {
+    samples
+        .first()
+        .map(|e| format!(", first: {e}"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

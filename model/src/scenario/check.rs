@@ -2,7 +2,6 @@
 //! of the run: `memory_stat_read[hold].p50 <= 20ms` (see [`super::window`]).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -77,11 +76,7 @@ impl CmpOp {
     }
 }
 
-impl fmt::Display for CmpOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(CmpOp);
 
 /// A validated check: `metric[window].stat op threshold`, the threshold in the metric's
 /// base unit.
@@ -144,11 +139,7 @@ impl CheckStatus {
     }
 }
 
-impl fmt::Display for CheckStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(CheckStatus);
 
 /// One check's full outcome, kept for every check of every cell that reported, passing
 /// or not: qualification is about how much room was left, not only whether a bound held.
@@ -286,119 +277,26 @@ impl Check {
         raw: &RawCheck,
         names: &window::Names<'_>,
     ) -> Option<Check> {
-        let written = raw.expr.get_ref();
-        let text = written.trim();
+        let written = Written::of(ctx, raw);
+        let text = written.text;
         let span = raw.expr.span();
-        // Where byte `at` of `text` is in the file: inside the string when it is written
-        // verbatim, so an error in a window points at it.
-        let lead = written.len() - written.trim_start().len();
-        let source = ctx.loc.source();
-        let verbatim = span.len() == written.len() + 2
-            && source
-                .get(span.start + 1..span.end - 1)
-                .is_some_and(|inner| inner == written);
-        let at = |r: Range<usize>| {
-            if verbatim {
-                span.start + 1 + lead + r.start..span.start + 1 + lead + r.end
-            } else {
-                span.clone()
-            }
-        };
         let (plain, window_text) = match window::split(text) {
             Ok(Some((plain, w, from))) => (plain, Some((w, from))),
             Ok(None) => (text.to_owned(), None),
             Err((r, msg)) => {
-                ctx.error(at(r), msg);
+                ctx.error(written.at(r), msg);
                 return None;
             }
         };
-        let Some((op_text, op, op_at)) = CmpOp::find(&plain) else {
-            ctx.error(
-                span,
-                format!(
-                    "`{text}` has no comparison; write it like \"memory_stat_read.p99 <= 50ms\""
-                ),
-            );
-            return None;
-        };
-        let left = plain[..op_at].trim();
-        let right = plain[op_at + op_text.len()..].trim();
-        let Some((metric, stat_text)) = left.rsplit_once('.') else {
-            ctx.error(
-                span,
-                format!("`{left}` needs a statistic, like `{left}.p99` or `{left}.last`"),
-            );
-            return None;
-        };
-        let Some(info) = names.catalog.get(metric) else {
-            let known: Vec<&str> = names.catalog.keys().map(String::as_str).collect();
-            ctx.error(
-                span,
-                format!(
-                    "unknown metric `{metric}`; this scenario has: {}",
-                    known.join(", ")
-                ),
-            );
-            return None;
-        };
-        let allowed = Stat::allowed(info.kind);
-        let Some(stat) = Stat::parse(stat_text).filter(|s| allowed.contains(s)) else {
-            let stats: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
-            ctx.error(
-                span,
-                format!(
-                    "`{stat_text}` is not a statistic of `{metric}`; allowed: {}",
-                    stats.join(", ")
-                ),
-            );
-            return None;
-        };
-        let unit = stat.unit_for(info.unit);
-        let threshold = match units::parse_threshold(right, unit) {
-            Ok(t) => t,
-            Err(msg) => {
-                ctx.error(span, msg);
-                return None;
-            }
-        };
-        let kind = match &raw.kind {
-            Some(k) => match CheckKind::parse(k.get_ref()) {
-                Some(kind) => kind,
-                None => {
-                    let allowed: Vec<&str> = CheckKind::ALL.iter().map(|k| k.as_str()).collect();
-                    ctx.error(
-                        k.span(),
-                        format!(
-                            "`{}` is not a kind of check; allowed: {}",
-                            k.get_ref(),
-                            allowed.join(", ")
-                        ),
-                    );
-                    return None;
-                }
-            },
-            None => CheckKind::infer(stat, op, unit),
-        };
+        let (left, op, right) = comparison(ctx, &plain, text, &span)?;
+        let (metric, stat, unit) = statistic(ctx, left, names, &span)?;
+        let threshold = ctx.or_error(span, units::parse_threshold(right, unit))?;
+        let kind = check_kind(ctx, raw, stat, op, unit)?;
         let window = match window_text {
-            Some((w, from)) => match window::parse(w, metric, names) {
-                Ok(window) => Some(window),
-                Err((r, msg)) => {
-                    ctx.error(at(from + r.start..from + r.end), msg);
-                    return None;
-                }
-            },
+            Some((w, from)) => Some(window_of(ctx, &written, (w, from), metric, names)?),
             None => None,
         };
-        let min_samples = raw.min_samples.as_ref().and_then(|n| {
-            if window.is_none() {
-                ctx.error(
-                    n.span(),
-                    "`min_samples` is for a check over a window (`metric[hold].p50`); the whole run is judged on whatever it recorded",
-                );
-                return None;
-            }
-            ctx.count(&Some(n.clone()), 1, MAX_MIN_SAMPLES)
-        });
+        let min_samples = min_samples(ctx, raw, window.is_some());
         Some(Check {
             text: text.to_owned(),
             because: raw.because.clone(),
@@ -501,6 +399,159 @@ impl Check {
     pub fn evaluate(&self, metrics: &BTreeMap<String, Metric>) -> CheckOutcome {
         self.result(metrics).outcome()
     }
+}
+
+/// A check's text as written in the file, trimmed, and where its bytes are: an error in
+/// a window points inside the string when it is written verbatim (no escapes), else at
+/// the whole string.
+struct Written<'s> {
+    text: &'s str,
+    span: Range<usize>,
+    /// Where `text` starts in the file, when it is there verbatim.
+    start: Option<usize>,
+}
+
+impl<'s> Written<'s> {
+    fn of(ctx: &Ctx<'_>, raw: &'s RawCheck) -> Written<'s> {
+        let written = raw.expr.get_ref();
+        let span = raw.expr.span();
+        let lead = written.len() - written.trim_start().len();
+        let verbatim = span.len() == written.len() + 2
+            && ctx
+                .loc
+                .source()
+                .get(span.start + 1..span.end - 1)
+                .is_some_and(|inner| inner == written);
+        Written {
+            text: written.trim(),
+            start: verbatim.then_some(span.start + 1 + lead),
+            span,
+        }
+    }
+
+    /// Where bytes `r` of the text are in the file.
+    fn at(&self, r: Range<usize>) -> Range<usize> {
+        match self.start {
+            Some(start) => start + r.start..start + r.end,
+            None => self.span.clone(),
+        }
+    }
+}
+
+/// `left op right` of a check without its window.
+fn comparison<'p>(
+    ctx: &mut Ctx<'_>,
+    plain: &'p str,
+    text: &str,
+    span: &Range<usize>,
+) -> Option<(&'p str, CmpOp, &'p str)> {
+    let Some((op_text, op, op_at)) = CmpOp::find(plain) else {
+        ctx.error(
+            span.clone(),
+            format!("`{text}` has no comparison; write it like \"memory_stat_read.p99 <= 50ms\""),
+        );
+        return None;
+    };
+    let left = plain[..op_at].trim();
+    let right = plain[op_at + op_text.len()..].trim();
+    Some((left, op, right))
+}
+
+/// `metric.stat`: a metric of this scenario, a statistic it has, and the unit of that
+/// statistic.
+fn statistic<'l>(
+    ctx: &mut Ctx<'_>,
+    left: &'l str,
+    names: &window::Names<'_>,
+    span: &Range<usize>,
+) -> Option<(&'l str, Stat, Unit)> {
+    let Some((metric, stat_text)) = left.rsplit_once('.') else {
+        ctx.error(
+            span.clone(),
+            format!("`{left}` needs a statistic, like `{left}.p99` or `{left}.last`"),
+        );
+        return None;
+    };
+    let Some(info) = names.catalog.get(metric) else {
+        let known: Vec<&str> = names.catalog.keys().map(String::as_str).collect();
+        ctx.error(
+            span.clone(),
+            format!(
+                "unknown metric `{metric}`; this scenario has: {}",
+                known.join(", ")
+            ),
+        );
+        return None;
+    };
+    let allowed = Stat::allowed(info.kind);
+    let Some(stat) = Stat::parse(stat_text).filter(|s| allowed.contains(s)) else {
+        let stats: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+        ctx.error(
+            span.clone(),
+            format!(
+                "`{stat_text}` is not a statistic of `{metric}`; allowed: {}",
+                stats.join(", ")
+            ),
+        );
+        return None;
+    };
+    Some((metric, stat, stat.unit_for(info.unit)))
+}
+
+/// `kind = "..."` as written, else inferred from the check.
+fn check_kind(
+    ctx: &mut Ctx<'_>,
+    raw: &RawCheck,
+    stat: Stat,
+    op: CmpOp,
+    unit: Unit,
+) -> Option<CheckKind> {
+    let Some(k) = &raw.kind else {
+        return Some(CheckKind::infer(stat, op, unit));
+    };
+    let kind = CheckKind::parse(k.get_ref());
+    if kind.is_none() {
+        let allowed: Vec<&str> = CheckKind::ALL.iter().map(|k| k.as_str()).collect();
+        ctx.error(
+            k.span(),
+            format!(
+                "`{}` is not a kind of check; allowed: {}",
+                k.get_ref(),
+                allowed.join(", ")
+            ),
+        );
+    }
+    kind
+}
+
+/// The window `w`, which starts at byte `from` of the check's text.
+fn window_of(
+    ctx: &mut Ctx<'_>,
+    written: &Written<'_>,
+    (w, from): (&str, usize),
+    metric: &str,
+    names: &window::Names<'_>,
+) -> Option<Window> {
+    match window::parse(w, metric, names) {
+        Ok(window) => Some(window),
+        Err((r, msg)) => {
+            ctx.error(written.at(from + r.start..from + r.end), msg);
+            None
+        }
+    }
+}
+
+/// `min_samples`, which only a windowed check has.
+fn min_samples(ctx: &mut Ctx<'_>, raw: &RawCheck, windowed: bool) -> Option<u64> {
+    let n = raw.min_samples.as_ref()?;
+    if !windowed {
+        ctx.error(
+            n.span(),
+            "`min_samples` is for a check over a window (`metric[hold].p50`); the whole run is judged on whatever it recorded",
+        );
+        return None;
+    }
+    ctx.count(&Some(n.clone()), 1, MAX_MIN_SAMPLES)
 }
 
 #[cfg(test)]

@@ -67,11 +67,7 @@ impl CheckKind {
     }
 }
 
-impl std::fmt::Display for CheckKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+display_as_str!(CheckKind);
 
 #[cfg(test)]
 mod tests {

@@ -34,6 +34,37 @@ impl<'a> Ctx<'a> {
         self.errors.push(e);
     }
 
+    /// Records that `kind` is no kind of `what` (`probe`, `workload`) this version
+    /// knows, naming those it does; there is nothing to parse.
+    pub fn unknown_kind<T>(
+        &mut self,
+        what: &str,
+        kind: &Spanned<String>,
+        known: &[&str],
+    ) -> Option<T> {
+        self.error(
+            kind.span(),
+            format!(
+                "unknown {what} kind `{}`; this version knows: {}",
+                kind.get_ref(),
+                known.join(", ")
+            ),
+        );
+        None
+    }
+
+    /// The value of `result`, or its message recorded at `span`: for the parsers that
+    /// return `Result<T, String>` (units, versions, names).
+    pub fn or_error<T>(&mut self, span: Range<usize>, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                self.error(span, msg);
+                None
+            }
+        }
+    }
+
     /// Deserialises one spanned TOML value into a raw struct, keeping serde's precise
     /// span for any error.
     pub fn deserialize<T: DeserializeOwned>(&mut self, value: &Spanned<DeValue<'_>>) -> Option<T> {
@@ -196,6 +227,51 @@ impl<'a> Ctx<'a> {
         }
         Some(v)
     }
+
+    /// [`Ctx::count`] for a field held in 32 bits (threads, slots, levels); `default`
+    /// when absent or refused.
+    pub fn count_u32(
+        &mut self,
+        value: &Option<Spanned<u64>>,
+        min: u64,
+        max: u64,
+        default: u32,
+    ) -> u32 {
+        self.count(value, min, max)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(default)
+    }
+
+    /// A number above 0 and at most `max` (a rate, a share of a CPU); `message` says
+    /// what it is when it is not.
+    pub fn positive(
+        &mut self,
+        value: &Option<Spanned<f64>>,
+        max: f64,
+        message: &str,
+    ) -> Option<f64> {
+        let value = value.as_ref()?;
+        let v = *value.get_ref();
+        if v > 0.0 && v <= max {
+            Some(v)
+        } else {
+            self.error(value.span(), message);
+            None
+        }
+    }
+
+    /// Records `message` at the key `raw` when `refused`: a bound checked on a value
+    /// already parsed (or defaulted: then there is no key to blame and nothing is said).
+    pub fn refuse_if<T>(
+        &mut self,
+        refused: bool,
+        raw: &Option<Spanned<T>>,
+        message: impl Into<String>,
+    ) {
+        if let (true, Some(key)) = (refused, raw) {
+            self.error(key.span(), message);
+        }
+    }
 }
 
 /// Controllers the kernel knows under these names (v1 and v2 spellings).
@@ -235,5 +311,15 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
         Err(format!(
             "`{name}` is not a valid name; use 1-64 letters, digits, `-` or `_`, starting with a letter or digit"
         ))
+    }
+}
+
+/// `names` joined for an error message that lists what is allowed, or `none` when there
+/// is nothing to list (each message says "none" in its own words).
+pub(crate) fn list_or(names: &[&str], none: &str) -> String {
+    if names.is_empty() {
+        none.to_owned()
+    } else {
+        names.join(", ")
     }
 }

@@ -12,7 +12,7 @@ use super::check::Check;
 use super::ctx::{check_name, Ctx};
 use super::error::{Locator, ScenarioErrors};
 use super::probe::Probe;
-use super::raw::{RawFile, RawKind, RawRequires, RawSignatures, RawVm};
+use super::raw::{RawCheck, RawFile, RawKind, RawRequires, RawSignatures, RawVm};
 use super::workload::Workload;
 use super::{
     CgroupMode, ImageKind, Requirements, Scenario, SignaturePolicy, VmSpec, DEFAULT_STALL_BOUND,
@@ -104,22 +104,9 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         .duration_in(&raw.scenario.duration, MIN_DURATION)
         .unwrap_or(DEFAULT_DURATION);
     let settle = ctx.duration(&raw.scenario.settle).unwrap_or(Duration::ZERO);
-    let stall_bound = match &raw.scenario.stall_bound {
-        Some(s) if s.get_ref().trim() == "off" => None,
-        Some(_) => ctx
-            .duration_in(&raw.scenario.stall_bound, MIN_STALL_BOUND)
-            .or(Some(DEFAULT_STALL_BOUND)),
-        None => Some(DEFAULT_STALL_BOUND),
-    };
+    let stall_bound = stall_bound(&mut ctx, &raw.scenario.stall_bound);
     let vm = validate_vm(&mut ctx, &raw.vm, host);
-    if let Some(image) = &raw.vm.image {
-        if image.get_ref().runs_systemd() && vm.cgroup != CgroupMode::V2 {
-            ctx.error(
-                image.span(),
-                "the systemd image runs systemd's unified hierarchy: set `cgroup = \"v2\"`",
-            );
-        }
-    }
+    check_image_cgroup(&mut ctx, &raw.vm, &vm);
     let requires = validate_requires(&mut ctx, &raw.requires);
     let signatures = validate_signatures(&mut ctx, &raw.signatures);
 
@@ -154,6 +141,42 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         checks: Vec::new(),
         signatures,
     };
+    scenario.checks = validate_checks(&mut ctx, &raw.check, &scenario);
+    super::testable::check(&mut ctx, root.get_ref(), &scenario);
+
+    if ctx.errors.is_empty() {
+        Ok(scenario)
+    } else {
+        Err(ScenarioErrors(ctx.errors))
+    }
+}
+
+/// `[scenario] stall_bound`: a duration, or `"off"` (`None`); the default where absent
+/// or refused.
+fn stall_bound(ctx: &mut Ctx<'_>, raw: &Option<Spanned<String>>) -> Option<Duration> {
+    match raw {
+        Some(s) if s.get_ref().trim() == "off" => None,
+        Some(_) => ctx
+            .duration_in(raw, MIN_STALL_BOUND)
+            .or(Some(DEFAULT_STALL_BOUND)),
+        None => Some(DEFAULT_STALL_BOUND),
+    }
+}
+
+/// The systemd images run systemd's unified hierarchy: they need cgroup v2.
+fn check_image_cgroup(ctx: &mut Ctx<'_>, raw: &RawVm, vm: &VmSpec) {
+    if let Some(image) = &raw.image {
+        if image.get_ref().runs_systemd() && vm.cgroup != CgroupMode::V2 {
+            ctx.error(
+                image.span(),
+                "the systemd image runs systemd's unified hierarchy: set `cgroup = \"v2\"`",
+            );
+        }
+    }
+}
+
+/// The `[[check]]`s, against the metrics, phases and timed probes of `scenario`.
+fn validate_checks(ctx: &mut Ctx<'_>, raw: &[RawCheck], scenario: &Scenario) -> Vec<Check> {
     let catalog = scenario.metric_catalog();
     let phases: Vec<String> = scenario.workloads.iter().map(|w| w.name.clone()).collect();
     let timed: BTreeSet<String> = scenario.probes.iter().map(|p| p.name.clone()).collect();
@@ -162,18 +185,9 @@ pub fn parse_for(file: &str, source: &str, host: &dyn Host) -> Result<Scenario, 
         phases: &phases,
         timed: &timed,
     };
-    scenario.checks = raw
-        .check
-        .iter()
-        .filter_map(|c| Check::parse(&mut ctx, c, &names))
-        .collect();
-    super::testable::check(&mut ctx, root.get_ref(), &scenario);
-
-    if ctx.errors.is_empty() {
-        Ok(scenario)
-    } else {
-        Err(ScenarioErrors(ctx.errors))
-    }
+    raw.iter()
+        .filter_map(|c| Check::parse(ctx, c, &names))
+        .collect()
 }
 
 /// The entries of `[[workload]]` / `[[probe]]` with their `kind`.
@@ -213,10 +227,32 @@ fn tagged_entries<'i>(
 }
 
 fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm, host: &dyn Host) -> VmSpec {
+    let memory_mib = vm_memory(ctx, &raw.memory, host);
+    let (topology, topologies) = validate_cpus(ctx, &raw.cpus);
+    VmSpec {
+        memory_mib,
+        cpus: topology.cpus(),
+        topology,
+        topologies,
+        cgroup: raw.cgroup.unwrap_or(CgroupMode::V2),
+        cmdline: vm_cmdline(ctx, &raw.cmdline),
+        sysctl: vm_sysctl(ctx, &raw.sysctl),
+        modules: vm_modules(ctx, &raw.modules),
+        tools: vm_tools(ctx, &raw.tools, host),
+        hang_timeout: ctx.duration_in(&raw.hang_timeout, MIN_HANG_TIMEOUT),
+        image: raw
+            .image
+            .as_ref()
+            .map_or(ImageKind::Initramfs, |i| *i.get_ref()),
+    }
+}
+
+/// `[vm] memory` in MiB: within the bounds, and no more than the host has.
+fn vm_memory(ctx: &mut Ctx<'_>, raw: &Option<Spanned<String>>, host: &dyn Host) -> u64 {
     let memory_mib = ctx
-        .size_in(&raw.memory, MIN_MEMORY, MAX_MEMORY)
+        .size_in(raw, MIN_MEMORY, MAX_MEMORY)
         .map_or(DEFAULT_MEMORY_MIB, |bytes| bytes >> 20);
-    if let (Some(m), Some(have)) = (&raw.memory, host.memory_bytes()) {
+    if let (Some(m), Some(have)) = (raw, host.memory_bytes()) {
         if memory_mib << 20 > have {
             ctx.error(
                 m.span(),
@@ -228,9 +264,13 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm, host: &dyn Host) -> VmSpec {
             );
         }
     }
-    let (topology, topologies) = validate_cpus(ctx, &raw.cpus);
+    memory_mib
+}
+
+/// `[vm] cmdline`: one parameter each, none of those the harness owns.
+fn vm_cmdline(ctx: &mut Ctx<'_>, raw: &[Spanned<String>]) -> Vec<String> {
     let mut cmdline = Vec::new();
-    for param in &raw.cmdline {
+    for param in raw {
         let p = param.get_ref();
         if p.is_empty() || p.chars().any(char::is_whitespace) {
             ctx.error(
@@ -249,51 +289,69 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm, host: &dyn Host) -> VmSpec {
             cmdline.push(p.clone());
         }
     }
+    cmdline
+}
+
+/// `[vm] sysctl` as the text written to `/proc/sys`, over the defaults.
+fn vm_sysctl(
+    ctx: &mut Ctx<'_>,
+    raw: &BTreeMap<String, Spanned<toml::Value>>,
+) -> BTreeMap<String, String> {
     let mut sysctl = BTreeMap::new();
-    for (key, value) in &raw.sysctl {
-        let valid_key = !key.is_empty()
-            && key.split('.').all(|part| {
-                !part.is_empty()
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            });
-        if !valid_key {
-            ctx.error(
-                value.span(),
-                format!("`{key}` is not a sysctl name like `kernel.hung_task_timeout_secs`"),
-            );
-            continue;
+    for (key, value) in raw {
+        if let Some(text) = sysctl_entry(ctx, key, value) {
+            sysctl.insert(key.clone(), text);
         }
-        let text = match value.get_ref() {
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Boolean(b) => u8::from(*b).to_string(),
-            _ => {
-                ctx.error(
-                    value.span(),
-                    "a sysctl value must be an integer, a string or a boolean",
-                );
-                continue;
-            }
-        };
-        sysctl.insert(key.clone(), text);
     }
     for (key, value) in DEFAULT_SYSCTL {
         sysctl
             .entry((*key).to_owned())
             .or_insert_with(|| (*value).to_owned());
     }
-    let mut modules = Vec::new();
-    for m in &raw.modules {
-        if let Err(msg) = check_module_name(m.get_ref()) {
-            ctx.error(m.span(), msg);
-        } else {
-            modules.push(m.get_ref().replace('-', "_"));
+    sysctl
+}
+
+/// One sysctl's value as text, when its name and value are valid.
+fn sysctl_entry(ctx: &mut Ctx<'_>, key: &str, value: &Spanned<toml::Value>) -> Option<String> {
+    let valid_key = !key.is_empty()
+        && key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if !valid_key {
+        ctx.error(
+            value.span(),
+            format!("`{key}` is not a sysctl name like `kernel.hung_task_timeout_secs`"),
+        );
+        return None;
+    }
+    match value.get_ref() {
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Boolean(b) => Some(u8::from(*b).to_string()),
+        _ => {
+            ctx.error(
+                value.span(),
+                "a sysctl value must be an integer, a string or a boolean",
+            );
+            None
         }
     }
+}
+
+/// `[vm] modules`, spelled as the kernel lists them (`-` as `_`).
+fn vm_modules(ctx: &mut Ctx<'_>, raw: &[Spanned<String>]) -> Vec<String> {
+    raw.iter()
+        .filter_map(|m| ctx.or_error(m.span(), check_module_name(m.get_ref())))
+        .collect()
+}
+
+/// `[vm] tools`: program names or absolute paths the host can copy into the guest.
+fn vm_tools(ctx: &mut Ctx<'_>, raw: &[Spanned<String>], host: &dyn Host) -> Vec<String> {
     let mut tools = Vec::new();
-    for t in &raw.tools {
+    for t in raw {
         let name = t.get_ref();
         let ok = !name.is_empty()
             && (name.starts_with('/')
@@ -311,22 +369,7 @@ fn validate_vm(ctx: &mut Ctx<'_>, raw: &RawVm, host: &dyn Host) -> VmSpec {
             tools.push(name.clone());
         }
     }
-    VmSpec {
-        memory_mib,
-        cpus: topology.cpus(),
-        topology,
-        topologies,
-        cgroup: raw.cgroup.unwrap_or(CgroupMode::V2),
-        cmdline,
-        sysctl,
-        modules,
-        tools,
-        hang_timeout: ctx.duration_in(&raw.hang_timeout, MIN_HANG_TIMEOUT),
-        image: raw
-            .image
-            .as_ref()
-            .map_or(ImageKind::Initramfs, |i| *i.get_ref()),
-    }
+    tools
 }
 
 /// `[vm] cpus`: `2`, `"2s2c"`, or a list of them (`[1, 2, "2s2c"]`): the VM's topology
@@ -368,13 +411,14 @@ fn validate_cpus(
     }
 }
 
-fn check_module_name(name: &str) -> Result<(), String> {
+/// A module name as the kernel lists it (`-` written as `_`), or why it is none.
+fn check_module_name(name: &str) -> Result<String, String> {
     if !name.is_empty()
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        Ok(())
+        Ok(name.replace('-', "_"))
     } else {
         Err(format!(
             "`{name}` is not a kernel module name (like `veth` or `virtio_console`)"
@@ -386,23 +430,11 @@ fn validate_requires(ctx: &mut Ctx<'_>, raw: &RawRequires) -> Requirements {
     let kernel = raw
         .kernel
         .as_ref()
-        .and_then(|k| match VersionRange::parse(k.get_ref()) {
-            Ok(r) => Some(r),
-            Err(msg) => {
-                ctx.error(k.span(), msg);
-                None
-            }
-        });
+        .and_then(|k| ctx.or_error(k.span(), VersionRange::parse(k.get_ref())));
     let config = raw
         .config
         .iter()
-        .filter_map(|c| match ConfigRequirement::parse(c.get_ref()) {
-            Ok(r) => Some(r),
-            Err(msg) => {
-                ctx.error(c.span(), msg);
-                None
-            }
-        })
+        .filter_map(|c| ctx.or_error(c.span(), ConfigRequirement::parse(c.get_ref())))
         .collect();
     let cgroup_controllers = ctx.controllers(&raw.cgroup_controllers);
     Requirements {
@@ -531,18 +563,7 @@ fn key_span(root: &DeTable<'_>, section: &str, index: usize, key: &str) -> std::
 
 /// `after` must name another workload, and the chain must end.
 fn check_ordering(ctx: &mut Ctx<'_>, root: &DeTable<'_>, workloads: &[Workload]) {
-    let span_of = |index: usize| {
-        root.get("workload")
-            .and_then(|v| v.get_ref().as_array())
-            .and_then(|items| items.get(index))
-            .and_then(|item| {
-                item.get_ref()
-                    .as_table()
-                    .and_then(|t| t.get("after"))
-                    .map(Spanned::span)
-            })
-            .unwrap_or(0..0)
-    };
+    let span_of = |index: usize| key_span(root, "workload", index, "after");
     for (i, w) in workloads.iter().enumerate() {
         let Some(after) = &w.after else { continue };
         if !workloads

@@ -145,6 +145,7 @@ impl Probe {
         }
     }
 
+    /// Validates one `[[probe]]` table: each kind has a parser of its own.
     pub(crate) fn parse(
         ctx: &mut Ctx<'_>,
         kind: &Spanned<String>,
@@ -152,150 +153,178 @@ impl Probe {
         vm: &VmSpec,
     ) -> Option<Probe> {
         match kind.get_ref().as_str() {
-            "read-latency" => {
-                let raw: RawReadLatency = ctx.deserialize(value)?;
-                let name = probe_name(ctx, &raw.name)?;
-                let path = guest_path(ctx, &raw.path)?;
-                let interval = ctx
-                    .duration_in(&raw.interval, MIN_INTERVAL)
-                    .unwrap_or(Duration::from_millis(100));
-                let cpu = cpu(ctx, raw.cpu.as_ref(), vm);
-                Some(Probe {
-                    name,
-                    interval,
-                    spec: ProbeSpec::ReadLatency { path, cpu },
-                })
-            }
-            "counter" => {
-                let raw: RawCounter = ctx.deserialize(value)?;
-                let name = probe_name(ctx, &raw.name)?;
-                let path = guest_path(ctx, &raw.path)?;
-                let interval = ctx
-                    .duration_in(&raw.interval, MIN_INTERVAL)
-                    .unwrap_or(Duration::from_secs(1));
-                let select = match (raw.key, raw.row, raw.column, raw.count_lines_after) {
-                    (None, None, None, None) => CounterSelect::Whole,
-                    (Some(key), None, None, None) => CounterSelect::Key { key },
-                    (None, Some(row), Some(column), None) => CounterSelect::Cell { row, column },
-                    (None, None, None, Some(skip)) => CounterSelect::Lines { skip },
-                    _ => {
-                        ctx.error(value.span(), "a counter reads either the whole file, a `key`, a `row` and `column` of a table, or counts lines (`count_lines_after`); not a mix");
-                        return None;
-                    }
-                };
-                let unit = match raw.unit.as_deref() {
-                    None if path == "/proc/meminfo" => Unit::Bytes,
-                    None | Some("count") => Unit::Count,
-                    Some("bytes") => Unit::Bytes,
-                    Some(other) => {
-                        ctx.error(
-                            value.span(),
-                            format!("unknown counter unit `{other}`; allowed: count, bytes"),
-                        );
-                        return None;
-                    }
-                };
-                Some(Probe {
-                    name,
-                    interval,
-                    spec: ProbeSpec::Counter { path, select, unit },
-                })
-            }
-            "systemd-call" => {
-                let raw: RawSystemdCall = ctx.deserialize(value)?;
-                let name = probe_name(ctx, &raw.name)?;
-                if !vm.image.runs_systemd() {
-                    ctx.error(
-                        kind.span(),
-                        "a `systemd-call` probe needs systemd: set `[vm] image = \"systemd\"`",
-                    );
-                }
-                let interval = ctx
-                    .duration_in(&raw.interval, MIN_INTERVAL)
-                    .unwrap_or(Duration::from_millis(200));
-                let timeout = ctx
-                    .duration_in(&raw.timeout, MIN_INTERVAL)
-                    .unwrap_or(Duration::from_secs(5));
-                Some(Probe {
-                    name,
-                    interval,
-                    spec: ProbeSpec::SystemdCall { timeout },
-                })
-            }
-            "d-state" => {
-                let raw: RawDState = ctx.deserialize(value)?;
-                let name = probe_name(ctx, &raw.name)?;
-                let interval = ctx
-                    .duration_in(&raw.interval, MIN_INTERVAL)
-                    .unwrap_or(Duration::from_secs(1));
-                Some(Probe {
-                    name,
-                    interval,
-                    spec: ProbeSpec::DState,
-                })
-            }
-            "wakeup-latency" => {
-                let raw: RawWakeup = ctx.deserialize(value)?;
-                let name = probe_name(ctx, &raw.name)?;
-                let interval = ctx
-                    .duration_in(&raw.interval, MIN_INTERVAL)
-                    .unwrap_or(Duration::from_millis(1));
-                let cgroup = raw
-                    .cgroup
-                    .as_ref()
-                    .map(|c| super::workload::cgroup_path(ctx, &Some(c.clone()), ""));
-                let controllers = match &raw.controllers {
-                    Some(list) => ctx.controllers(list),
-                    None => vec!["cpu".to_owned()],
-                };
-                let cpu = cpu(ctx, raw.cpu.as_ref(), vm);
-                let per_cpu = match (&raw.per_cpu, &raw.cpu) {
-                    (Some(p), Some(_)) if *p.get_ref() => {
-                        ctx.error(
-                            p.span(),
-                            "`per_cpu` measures on every CPU and `cpu` pins the probe to one: give one of them",
-                        );
-                        false
-                    }
-                    (Some(p), _) => *p.get_ref(),
-                    (None, _) => false,
-                };
-                Some(Probe {
-                    name,
-                    interval,
-                    spec: ProbeSpec::WakeupLatency {
-                        cgroup,
-                        controllers,
-                        cpu,
-                        per_cpu,
-                    },
-                })
-            }
-            "net-latency" => {
-                let raw: net::RawNetLatency = ctx.deserialize(value)?;
-                let name = probe_name(ctx, &raw.name)?;
-                let interval = ctx
-                    .duration_in(&raw.interval, MIN_INTERVAL)
-                    .unwrap_or(Duration::from_millis(20));
-                let spec = net::parse(ctx, &raw, vm)?;
-                Some(Probe {
-                    name,
-                    interval,
-                    spec: ProbeSpec::NetLatency(spec),
-                })
-            }
-            other => {
-                ctx.error(
-                    kind.span(),
-                    format!(
-                        "unknown probe kind `{other}`; this version knows: {}",
-                        KINDS.join(", ")
-                    ),
-                );
-                None
-            }
+            "read-latency" => read_latency(ctx, value, vm),
+            "counter" => counter(ctx, value),
+            "systemd-call" => systemd_call(ctx, value, kind, vm),
+            "d-state" => d_state(ctx, value),
+            "wakeup-latency" => wakeup_latency(ctx, value, vm),
+            "net-latency" => net_latency(ctx, value, vm),
+            _ => ctx.unknown_kind("probe", kind, KINDS),
         }
     }
+}
+
+/// A probe's interval or timeout as written (at least [`MIN_INTERVAL`]), or the kind's
+/// own default, also where the written one was refused: its error is recorded and
+/// parsing goes on.
+fn duration_or(ctx: &mut Ctx<'_>, raw: &Option<Spanned<String>>, default: Duration) -> Duration {
+    ctx.duration_in(raw, MIN_INTERVAL).unwrap_or(default)
+}
+
+fn read_latency(ctx: &mut Ctx<'_>, value: &Spanned<DeValue<'_>>, vm: &VmSpec) -> Option<Probe> {
+    let raw: RawReadLatency = ctx.deserialize(value)?;
+    let name = probe_name(ctx, &raw.name)?;
+    let path = guest_path(ctx, &raw.path)?;
+    let interval = duration_or(ctx, &raw.interval, Duration::from_millis(100));
+    let cpu = cpu(ctx, raw.cpu.as_ref(), vm);
+    Some(Probe {
+        name,
+        interval,
+        spec: ProbeSpec::ReadLatency { path, cpu },
+    })
+}
+
+/// A mix of selectors or an unknown unit is an error of the whole `[[probe]]` table
+/// (`value`), not of one key.
+fn counter(ctx: &mut Ctx<'_>, value: &Spanned<DeValue<'_>>) -> Option<Probe> {
+    let raw: RawCounter = ctx.deserialize(value)?;
+    let name = probe_name(ctx, &raw.name)?;
+    let path = guest_path(ctx, &raw.path)?;
+    let interval = duration_or(ctx, &raw.interval, Duration::from_secs(1));
+    let unit = raw.unit.clone();
+    let select = counter_select(ctx, raw, value)?;
+    let unit = counter_unit(ctx, unit.as_deref(), &path, value)?;
+    Some(Probe {
+        name,
+        interval,
+        spec: ProbeSpec::Counter { path, select, unit },
+    })
+}
+
+/// Which number of the file a counter reads: at most one way of choosing it.
+fn counter_select(
+    ctx: &mut Ctx<'_>,
+    raw: RawCounter,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<CounterSelect> {
+    match (raw.key, raw.row, raw.column, raw.count_lines_after) {
+        (None, None, None, None) => Some(CounterSelect::Whole),
+        (Some(key), None, None, None) => Some(CounterSelect::Key { key }),
+        (None, Some(row), Some(column), None) => Some(CounterSelect::Cell { row, column }),
+        (None, None, None, Some(skip)) => Some(CounterSelect::Lines { skip }),
+        _ => {
+            ctx.error(value.span(), "a counter reads either the whole file, a `key`, a `row` and `column` of a table, or counts lines (`count_lines_after`); not a mix");
+            None
+        }
+    }
+}
+
+/// A counter's unit; `/proc/meminfo` is read in bytes unless told otherwise.
+fn counter_unit(
+    ctx: &mut Ctx<'_>,
+    unit: Option<&str>,
+    path: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Option<Unit> {
+    match unit {
+        None if path == "/proc/meminfo" => Some(Unit::Bytes),
+        None | Some("count") => Some(Unit::Count),
+        Some("bytes") => Some(Unit::Bytes),
+        Some(other) => {
+            ctx.error(
+                value.span(),
+                format!("unknown counter unit `{other}`; allowed: count, bytes"),
+            );
+            None
+        }
+    }
+}
+
+fn systemd_call(
+    ctx: &mut Ctx<'_>,
+    value: &Spanned<DeValue<'_>>,
+    kind: &Spanned<String>,
+    vm: &VmSpec,
+) -> Option<Probe> {
+    let raw: RawSystemdCall = ctx.deserialize(value)?;
+    let name = probe_name(ctx, &raw.name)?;
+    if !vm.image.runs_systemd() {
+        ctx.error(
+            kind.span(),
+            "a `systemd-call` probe needs systemd: set `[vm] image = \"systemd\"`",
+        );
+    }
+    let interval = duration_or(ctx, &raw.interval, Duration::from_millis(200));
+    let timeout = duration_or(ctx, &raw.timeout, Duration::from_secs(5));
+    Some(Probe {
+        name,
+        interval,
+        spec: ProbeSpec::SystemdCall { timeout },
+    })
+}
+
+fn d_state(ctx: &mut Ctx<'_>, value: &Spanned<DeValue<'_>>) -> Option<Probe> {
+    let raw: RawDState = ctx.deserialize(value)?;
+    let name = probe_name(ctx, &raw.name)?;
+    let interval = duration_or(ctx, &raw.interval, Duration::from_secs(1));
+    Some(Probe {
+        name,
+        interval,
+        spec: ProbeSpec::DState,
+    })
+}
+
+fn wakeup_latency(ctx: &mut Ctx<'_>, value: &Spanned<DeValue<'_>>, vm: &VmSpec) -> Option<Probe> {
+    let raw: RawWakeup = ctx.deserialize(value)?;
+    let name = probe_name(ctx, &raw.name)?;
+    let interval = duration_or(ctx, &raw.interval, Duration::from_millis(1));
+    let cgroup = raw
+        .cgroup
+        .as_ref()
+        .map(|c| super::workload::cgroup_path(ctx, &Some(c.clone()), ""));
+    let controllers = match &raw.controllers {
+        Some(list) => ctx.controllers(list),
+        None => vec!["cpu".to_owned()],
+    };
+    let cpu = cpu(ctx, raw.cpu.as_ref(), vm);
+    let per_cpu = per_cpu(ctx, &raw);
+    Some(Probe {
+        name,
+        interval,
+        spec: ProbeSpec::WakeupLatency {
+            cgroup,
+            controllers,
+            cpu,
+            per_cpu,
+        },
+    })
+}
+
+/// `per_cpu`, refused beside `cpu`: one thread per CPU cannot also be pinned to one.
+fn per_cpu(ctx: &mut Ctx<'_>, raw: &RawWakeup) -> bool {
+    match (&raw.per_cpu, &raw.cpu) {
+        (Some(p), Some(_)) if *p.get_ref() => {
+            ctx.error(
+                p.span(),
+                "`per_cpu` measures on every CPU and `cpu` pins the probe to one: give one of them",
+            );
+            false
+        }
+        (Some(p), _) => *p.get_ref(),
+        (None, _) => false,
+    }
+}
+
+fn net_latency(ctx: &mut Ctx<'_>, value: &Spanned<DeValue<'_>>, vm: &VmSpec) -> Option<Probe> {
+    let raw: net::RawNetLatency = ctx.deserialize(value)?;
+    let name = probe_name(ctx, &raw.name)?;
+    let interval = duration_or(ctx, &raw.interval, Duration::from_millis(20));
+    let spec = net::parse(ctx, &raw, vm)?;
+    Some(Probe {
+        name,
+        interval,
+        spec: ProbeSpec::NetLatency(spec),
+    })
 }
 
 /// A CPU of the VM: below `[vm] cpus`.

@@ -154,13 +154,7 @@ fn check_span(root: &DeTable<'_>, text: &str) -> Range<usize> {
 #[cfg(test)]
 mod tests {
     use crate::scenario::parse;
-
-    fn errors(src: &str) -> Vec<String> {
-        match parse("t.toml", src) {
-            Ok(_) => Vec::new(),
-            Err(e) => e.0.iter().map(ToString::to_string).collect(),
-        }
-    }
+    use crate::scenario::tests::errors;
 
     const MEMCG: &str = r#"
 [scenario]

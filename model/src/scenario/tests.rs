@@ -10,11 +10,18 @@ fn parse_ok(src: &str) -> Scenario {
     }
 }
 
-fn parse_err(src: &str) -> Vec<String> {
+/// The errors of `src` as `t.toml`, one a line; none when it is valid.
+pub(super) fn errors(src: &str) -> Vec<String> {
     match parse("t.toml", src) {
-        Ok(_) => panic!("expected errors"),
+        Ok(_) => Vec::new(),
         Err(e) => e.0.iter().map(ToString::to_string).collect(),
     }
+}
+
+fn parse_err(src: &str) -> Vec<String> {
+    let errors = errors(src);
+    assert!(!errors.is_empty(), "expected errors");
+    errors
 }
 
 const MINIMAL: &str = r#"
@@ -378,65 +385,67 @@ fn systemd_workloads_and_probes_need_the_systemd_image() {
 fn values_that_cannot_run_are_refused_at_validation() {
     let probe = "[[probe]]\nkind = \"counter\"\nname = \"c\"\npath = \"/proc/meminfo\"\n";
     let cases: &[(&str, &str, &str)] = &[
-        ("[scenario]\nname = \"x\"\nduration = \"0s\"\n", "scenario.duration", "allowed: 1s to 1day"),
+        ("duration = \"0s\"\n", "scenario.duration", "allowed: 1s to 1day"),
         (
-            "[scenario]\nname = \"x\"\nduration = \"18446744073709551615s\"\n",
+            "duration = \"18446744073709551615s\"\n",
             "scenario.duration",
             "",
         ),
-        ("[scenario]\nname = \"x\"\nduration = \"25h\"\n", "scenario.duration", "out of range"),
-        ("[scenario]\nname = \"x\"\nsettle = \"2days\"\n", "scenario.settle", "out of range"),
-        ("[scenario]\nname = \"x\"\n[vm]\nhang_timeout = \"0s\"\n", "vm.hang_timeout", "allowed: 2s"),
-        ("[scenario]\nname = \"x\"\n[vm]\nhang_timeout = \"1ns\"\n", "vm.hang_timeout", "allowed: 2s"),
-        ("[scenario]\nname = \"x\"\n[vm]\nmemory = \"1TiB\"\n", "vm.memory", "allowed: 128.0MiB to 64.00GiB"),
+        ("duration = \"25h\"\n", "scenario.duration", "out of range"),
+        ("settle = \"2days\"\n", "scenario.settle", "out of range"),
+        ("[vm]\nhang_timeout = \"0s\"\n", "vm.hang_timeout", "allowed: 2s"),
+        ("[vm]\nhang_timeout = \"1ns\"\n", "vm.hang_timeout", "allowed: 2s"),
+        ("[vm]\nmemory = \"1TiB\"\n", "vm.memory", "allowed: 128.0MiB to 64.00GiB"),
         (
-            "[scenario]\nname = \"x\"\n[vm]\nmemory = \"99999999999999999999EiB\"\n",
+            "[vm]\nmemory = \"99999999999999999999EiB\"\n",
             "vm.memory",
             "too large",
         ),
-        ("[scenario]\nname = \"x\"\n[vm]\ncpus = 0\n", "vm.cpus", "start at 1"),
-        ("[scenario]\nname = \"x\"\n[vm]\ncpus = 65\n", "vm.cpus", "at most 64"),
-        ("[scenario]\nname = \"x\"\n[vm]\ncpus = 100000\n", "vm.cpus", "at most 64"),
-        ("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"rdinit=/bin/sh\"]\n", "vm.cmdline[0]", "set by the harness"),
-        ("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"init=/bin/sh\"]\n", "vm.cmdline[0]", "set by the harness"),
-        ("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"panic=10\"]\n", "vm.cmdline[0]", "set by the harness"),
-        ("[scenario]\nname = \"x\"\n[vm]\ncmdline = [\"kchaos.vm=0\"]\n", "vm.cmdline[0]", "set by the harness"),
+        ("[vm]\ncpus = 0\n", "vm.cpus", "start at 1"),
+        ("[vm]\ncpus = 65\n", "vm.cpus", "at most 64"),
+        ("[vm]\ncpus = 100000\n", "vm.cpus", "at most 64"),
+        ("[vm]\ncmdline = [\"rdinit=/bin/sh\"]\n", "vm.cmdline[0]", "set by the harness"),
+        ("[vm]\ncmdline = [\"init=/bin/sh\"]\n", "vm.cmdline[0]", "set by the harness"),
+        ("[vm]\ncmdline = [\"panic=10\"]\n", "vm.cmdline[0]", "set by the harness"),
+        ("[vm]\ncmdline = [\"kchaos.vm=0\"]\n", "vm.cmdline[0]", "set by the harness"),
         (
-            "[scenario]\nname = \"x\"\n[[probe]]\nkind = \"counter\"\nname = \"c\"\npath = \"/proc/meminfo\"\ninterval = \"0s\"\n",
+            "[[probe]]\nkind = \"counter\"\nname = \"c\"\npath = \"/proc/meminfo\"\ninterval = \"0s\"\n",
             "probe[0].interval",
             "allowed: 1ms",
         ),
         (
-            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"cfs-quota\"\nretune_every = \"0s\"\n",
+            "[[workload]]\nkind = \"cfs-quota\"\nretune_every = \"0s\"\n",
             "workload[0].retune_every",
             "allowed: 1ms",
         ),
         (
-            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"cgroup-churn\"\nduration = \"0s\"\n",
+            "[[workload]]\nkind = \"cgroup-churn\"\nduration = \"0s\"\n",
             "workload[0].duration",
             "allowed: 1ms",
         ),
         (
-            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"exec\"\nargv = [\"/bin/true\"]\nenv = { \"=x\" = \"1\" }\n",
+            "[[workload]]\nkind = \"exec\"\nargv = [\"/bin/true\"]\nenv = { \"=x\" = \"1\" }\n",
             "workload[0].env",
             "name `=x` is not valid",
         ),
         (
-            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"exec\"\nargv = [\"/bin/true\"]\nenv = { \"A\\u0000B\" = \"1\" }\n",
+            "[[workload]]\nkind = \"exec\"\nargv = [\"/bin/true\"]\nenv = { \"A\\u0000B\" = \"1\" }\n",
             "workload[0].env",
             "not valid",
         ),
         (
-            "[scenario]\nname = \"x\"\n[[workload]]\nkind = \"exec\"\nargv = [\"/bin/true\", \"a\\u0000b\"]\n",
+            "[[workload]]\nkind = \"exec\"\nargv = [\"/bin/true\", \"a\\u0000b\"]\n",
             "workload[0].argv",
             "NUL",
         ),
-        ("[scenario]\nname = \"x\"\n", "scenario.name", "nothing to run"),
+        ("", "scenario.name", "nothing to run"),
     ];
-    for (src, key, why) in cases {
-        // Scenarios without a workload get a probe, so only the value under test is wrong.
+    for (rest, key, why) in cases {
+        // Every case is a scenario named `x`; those without a workload get a probe, so
+        // only the value under test is wrong.
+        let src = format!("[scenario]\nname = \"x\"\n{rest}");
         let src = if src.contains("[[") || why.contains("nothing to run") {
-            (*src).to_owned()
+            src
         } else {
             format!("{src}{probe}")
         };

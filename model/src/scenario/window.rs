@@ -10,6 +10,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 
 use super::check::CmpOp;
+use super::ctx::list_or;
 use crate::metrics::{MetricInfo, MetricKind, Stat};
 use crate::timeline::{self, Measured};
 use crate::units::{self, Unit};
@@ -103,11 +104,7 @@ pub(crate) fn parse(text: &str, metric: &str, names: &Names<'_>) -> Result<Windo
             whole,
             format!(
                 "`{metric}` has no timed samples to cut into windows; windows apply to probes: {}",
-                if probes.is_empty() {
-                    "(none here)".to_owned()
-                } else {
-                    probes.join(", ")
-                }
+                list_or(&probes, "(none here)")
             ),
         ));
     }
@@ -165,11 +162,7 @@ fn condition(cond: &str, at: usize, names: &Names<'_>) -> Result<Over, WindowErr
             metric_at,
             format!(
                 "unknown counter `{metric}`; this scenario's counters: {}",
-                if series.is_empty() {
-                    "(none)".to_owned()
-                } else {
-                    series.join(", ")
-                }
+                list_or(&series, "(none)")
             ),
         ));
     };

@@ -25,6 +25,18 @@ assert = "stat_read.p99 <= 10ms"
     parse("v.toml", src).unwrap()
 }
 
+/// What the runner reported in `obs`, to change it.
+fn report(obs: &mut Observations) -> &mut RunReport {
+    obs.report.as_mut().unwrap()
+}
+
+/// The first reason `obs` is decided with on [`scenario`], its verdict `verdict`.
+fn first_reason(obs: &Observations, verdict: Verdict) -> String {
+    let d = decide(&scenario(), obs);
+    assert_eq!(d.verdict, verdict, "{:?}", d.reasons);
+    d.reasons[0].clone()
+}
+
 fn hit(id: &str, severity: Severity) -> SignatureHit {
     SignatureHit {
         id: id.to_owned(),
@@ -141,10 +153,9 @@ fn a_missing_metric_never_passes_a_check() {
 #[test]
 fn workload_errors_beyond_the_tolerance_fail() {
     let mut obs = finished(5);
-    if let Some(r) = obs.report.as_mut() {
-        r.workloads[0].errors = 2;
-        r.workloads[0].error_samples = vec!["mkdir /sys/fs/cgroup/kchaos/cg-3: ENOSPC".into()];
-    }
+    let churn = &mut report(&mut obs).workloads[0];
+    churn.errors = 2;
+    churn.error_samples = vec!["mkdir /sys/fs/cgroup/kchaos/cg-3: ENOSPC".into()];
     let d = decide(&scenario(), &obs);
     assert_eq!(d.verdict, Verdict::Fail);
     assert!(
@@ -152,18 +163,14 @@ fn workload_errors_beyond_the_tolerance_fail() {
         "{:?}",
         d.reasons
     );
-    if let Some(r) = obs.report.as_mut() {
-        r.workloads[0].errors = 1;
-    }
+    report(&mut obs).workloads[0].errors = 1;
     assert_eq!(decide(&scenario(), &obs).verdict, Verdict::Pass);
 }
 
 #[test]
 fn probe_errors_fail() {
     let mut obs = finished(5);
-    if let Some(r) = obs.report.as_mut() {
-        r.probes[0].errors = 3;
-    }
+    report(&mut obs).probes[0].errors = 3;
     assert_eq!(decide(&scenario(), &obs).verdict, Verdict::Fail);
 }
 
@@ -173,22 +180,16 @@ fn crash_beats_hang_beats_fail() {
     obs.hits.push(hit("warning", Severity::Fail));
     assert_eq!(decide(&scenario(), &obs).verdict, Verdict::Fail);
     obs.hang = Some("no heartbeat for 30s".into());
-    let d = decide(&scenario(), &obs);
-    assert_eq!(d.verdict, Verdict::Hang);
-    assert_eq!(d.reasons[0], "no heartbeat for 30s");
+    assert_eq!(first_reason(&obs, Verdict::Hang), "no heartbeat for 30s");
     obs.hits.push(hit("panic", Severity::Crash));
-    let d = decide(&scenario(), &obs);
-    assert_eq!(d.verdict, Verdict::Crash);
-    assert!(d.reasons[0].contains("[panic]"));
+    assert!(first_reason(&obs, Verdict::Crash).contains("[panic]"));
 }
 
 #[test]
 fn kernel_signature_fails_even_when_checks_pass() {
     let mut obs = finished(5);
     obs.hits.push(hit("unregister-netdevice", Severity::Fail));
-    let d = decide(&scenario(), &obs);
-    assert_eq!(d.verdict, Verdict::Fail);
-    assert!(d.reasons[0].contains("unregister-netdevice"));
+    assert!(first_reason(&obs, Verdict::Fail).contains("unregister-netdevice"));
 }
 
 #[test]
@@ -205,9 +206,7 @@ fn infrastructure_problems_are_errors_and_never_pass() {
         .push("control channel: 12 bytes of garbage".into());
     assert_eq!(decide(&scenario(), &obs).verdict, Verdict::Error);
     let never_booted = Observations::default();
-    let d = decide(&scenario(), &never_booted);
-    assert_eq!(d.verdict, Verdict::Error);
-    assert!(d.reasons[0].contains("never reached"));
+    assert!(first_reason(&never_booted, Verdict::Error).contains("never reached"));
     let no_report = Observations {
         reached_runner: true,
         ..Observations::default()
@@ -222,9 +221,7 @@ fn skip_is_reported_with_its_reason_unless_the_kernel_misbehaved() {
         skip: Some("cgroup v1 memory controller cannot be mounted (EINVAL)".into()),
         ..Observations::default()
     };
-    let d = decide(&scenario(), &obs);
-    assert_eq!(d.verdict, Verdict::Skip);
-    assert!(d.reasons[0].contains("EINVAL"));
+    assert!(first_reason(&obs, Verdict::Skip).contains("EINVAL"));
     obs.hits.push(hit("warning", Severity::Fail));
     assert_eq!(decide(&scenario(), &obs).verdict, Verdict::Fail);
 }
@@ -417,20 +414,19 @@ assert = "c.mkdir.max <= 1s"
         ("r".to_owned(), latency(50)),
         ("c.mkdir".to_owned(), histogram(Unit::Ns, 2_000_000_000)),
     ]));
-    if let Some(r) = obs.report.as_mut() {
-        r.workloads = vec![WorkloadReport {
-            name: "c".into(),
-            errors: 3,
-            error_samples: vec!["mkdir: ENOSPC".into()],
-            findings: vec!["the mechanism, named".into()],
-            ..Default::default()
-        }];
-        r.probes = vec![ProbeReport {
-            name: "r".into(),
-            errors: 1,
-            ..Default::default()
-        }];
-    }
+    let r = report(&mut obs);
+    r.workloads = vec![WorkloadReport {
+        name: "c".into(),
+        errors: 3,
+        error_samples: vec!["mkdir: ENOSPC".into()],
+        findings: vec!["the mechanism, named".into()],
+        ..Default::default()
+    }];
+    r.probes = vec![ProbeReport {
+        name: "r".into(),
+        errors: 1,
+        ..Default::default()
+    }];
     obs.hits.push(hit("hung-task", Severity::Fail));
     let d = decide(&s, &obs);
     let first_words: Vec<String> = d

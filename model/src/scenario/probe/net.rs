@@ -9,7 +9,6 @@ use toml::Spanned;
 
 use super::super::ctx::Ctx;
 use super::super::VmSpec;
-use super::MIN_INTERVAL;
 use crate::units::duration_ms;
 
 /// What one round trip is.
@@ -60,9 +59,7 @@ pub(super) fn parse(ctx: &mut Ctx<'_>, raw: &RawNetLatency, vm: &VmSpec) -> Opti
             );
         }
     }
-    let timeout = ctx
-        .duration_in(&raw.timeout, MIN_INTERVAL)
-        .unwrap_or(Duration::from_secs(5));
+    let timeout = super::duration_or(ctx, &raw.timeout, Duration::from_secs(5));
     Some(NetLatency {
         mode: raw.mode.unwrap_or(NetMode::Connect),
         cpu,

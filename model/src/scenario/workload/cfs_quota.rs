@@ -109,46 +109,34 @@ pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::W
     let period = ctx
         .duration_range(&raw.period)
         .unwrap_or((Duration::from_millis(10), Duration::from_millis(20)));
-    if quota.0 < MIN_QUOTA {
-        if let Some(q) = &raw.quota {
-            ctx.error(q.span(), "the kernel refuses quotas below 1ms");
-        }
-    }
-    if period.0 < PERIOD_LIMITS.0 || period.1 > PERIOD_LIMITS.1 {
-        if let Some(p) = &raw.period {
-            ctx.error(p.span(), "the kernel accepts periods from 1ms to 1s");
-        }
-    }
-    let inner_share = raw.inner_share.as_ref().and_then(|s| {
-        let v = *s.get_ref();
-        if v > 0.0 && v <= 64.0 {
-            Some(v)
-        } else {
-            ctx.error(
-                s.span(),
-                "`inner_share` is a share of one CPU, above 0 (e.g. 0.5)",
-            );
-            None
-        }
-    });
+    ctx.refuse_if(
+        quota.0 < MIN_QUOTA,
+        &raw.quota,
+        "the kernel refuses quotas below 1ms",
+    );
+    ctx.refuse_if(
+        period.0 < PERIOD_LIMITS.0 || period.1 > PERIOD_LIMITS.1,
+        &raw.period,
+        "the kernel accepts periods from 1ms to 1s",
+    );
+    let inner_share = ctx.positive(
+        &raw.inner_share,
+        64.0,
+        "`inner_share` is a share of one CPU, above 0 (e.g. 0.5)",
+    );
     let controllers = match entry.vm.cgroup {
         CgroupMode::V2 => vec!["cpu".to_owned()],
         CgroupMode::V1 | CgroupMode::Hybrid => vec!["cpu".to_owned(), "cpuacct".to_owned()],
     };
-    let count32 = |ctx: &mut Ctx<'_>, v: &Option<Spanned<u64>>, min, max, default: u32| {
-        ctx.count(v, min, max)
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(default)
-    };
     let spec = CfsQuota {
         parent,
-        depth: count32(ctx, &raw.depth, 1, 4, 2),
-        width: count32(ctx, &raw.width, 1, 8, 2),
+        depth: ctx.count_u32(&raw.depth, 1, 4, 2),
+        width: ctx.count_u32(&raw.width, 1, 8, 2),
         quota,
         period,
         inner_share,
-        burners: count32(ctx, &raw.burners, 0, 64, 2),
-        sleepers: count32(ctx, &raw.sleepers, 0, 256, 4),
+        burners: ctx.count_u32(&raw.burners, 0, 64, 2),
+        sleepers: ctx.count_u32(&raw.sleepers, 0, 256, 4),
         burst_run: ctx
             .duration(&raw.burst_run)
             .unwrap_or(Duration::from_millis(1)),

@@ -93,29 +93,23 @@ pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::W
         None => "/tmp".to_owned(),
     };
     let file_size = ctx.size(&raw.file_size).unwrap_or(4096);
-    if file_size > 64 << 20 {
-        if let Some(s) = &raw.file_size {
-            ctx.error(s.span(), "`file_size` is limited to 64MiB per file");
-        }
-    }
+    ctx.refuse_if(
+        file_size > 64 << 20,
+        &raw.file_size,
+        "`file_size` is limited to 64MiB per file",
+    );
     let kmem_limit = ctx.size(&raw.kmem_limit);
-    if let (Some(_), Some(span)) = (kmem_limit, raw.kmem_limit.as_ref().map(Spanned::span)) {
-        if entry.vm.cgroup == CgroupMode::V2 {
-            ctx.error(span, "`kmem_limit` exists only in cgroup v1 (`memory.kmem.limit_in_bytes`); set `[vm] cgroup = \"v1\"`");
-        }
-    }
+    ctx.refuse_if(
+        kmem_limit.is_some() && entry.vm.cgroup == CgroupMode::V2,
+        &raw.kmem_limit,
+        "`kmem_limit` exists only in cgroup v1 (`memory.kmem.limit_in_bytes`); set `[vm] cgroup = \"v1\"`",
+    );
     let churn = CgroupChurn {
         controllers,
         parent,
         batch: ctx.count(&raw.batch, 1, 1_000_000).unwrap_or(1),
-        concurrency: ctx
-            .count(&raw.concurrency, 1, 256)
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(1),
-        files_per_cgroup: ctx
-            .count(&raw.files_per_cgroup, 0, 10_000)
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(1),
+        concurrency: ctx.count_u32(&raw.concurrency, 1, 256, 1),
+        files_per_cgroup: ctx.count_u32(&raw.files_per_cgroup, 0, 10_000, 1),
         file_size,
         file_dir,
         keep_files: raw.keep_files.unwrap_or(true),

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::{Entry, Workload, WorkloadSpec};
 use crate::metrics::MetricKind;
-use crate::scenario::ctx::Ctx;
+use crate::scenario::ctx::{list_or, Ctx};
 use crate::units::{duration_ms, Unit};
 
 pub(crate) const METRICS: &[(&str, MetricKind, Unit)] = &[
@@ -67,11 +67,11 @@ pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<Workload
     let timeout = ctx
         .duration(&raw.timeout)
         .unwrap_or(Duration::from_secs(30));
-    if timeout > MAX_TIMEOUT {
-        if let Some(t) = &raw.timeout {
-            ctx.error(t.span(), format!("`timeout` is at most {MAX_TIMEOUT:?}"));
-        }
-    }
+    ctx.refuse_if(
+        timeout > MAX_TIMEOUT,
+        &raw.timeout,
+        format!("`timeout` is at most {MAX_TIMEOUT:?}"),
+    );
     let spec = MemcgReclaim {
         churn,
         // Filled in from the churn workload by `resolve` once all workloads are parsed.
@@ -115,11 +115,7 @@ pub(crate) fn resolve(
                     span_of(i),
                     format!(
                         "`churn` must name a `cgroup-churn` workload; this scenario has: {}",
-                        if names.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            names.join(", ")
-                        }
+                        list_or(&names, "none")
                     ),
                 );
             }

@@ -199,16 +199,7 @@ impl Workload {
             "exec" => exec::parse(ctx, &entry),
             "hold" => hold::parse(ctx, &entry),
             "selftest" => selftest::parse(ctx, &entry),
-            other => {
-                ctx.error(
-                    kind.span(),
-                    format!(
-                        "unknown workload kind `{other}`; this version knows: {}",
-                        KINDS.join(", ")
-                    ),
-                );
-                None
-            }
+            _ => ctx.unknown_kind("workload", kind, KINDS),
         }
     }
 }

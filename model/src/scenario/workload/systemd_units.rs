@@ -150,21 +150,14 @@ pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::W
             "`kinds` needs at least one of: slice, scope, service, runc-check",
         );
     }
-    let rate = raw.rate.as_ref().and_then(|r| {
-        let v = *r.get_ref();
-        (v > 0.0).then_some(v).or_else(|| {
-            ctx.error(r.span(), "`rate` is units per second, above 0");
-            None
-        })
-    });
-    let count32 = |ctx: &mut Ctx<'_>, v: &Option<Spanned<u64>>, max, default: u32| {
-        ctx.count(v, 1, max)
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(default)
-    };
+    let rate = ctx.positive(
+        &raw.rate,
+        f64::INFINITY,
+        "`rate` is units per second, above 0",
+    );
     let spec = SystemdUnits {
-        concurrency: count32(ctx, &raw.concurrency, 1024, 4),
-        connections: count32(ctx, &raw.connections, 64, 1),
+        concurrency: ctx.count_u32(&raw.concurrency, 1, 1024, 4),
+        connections: ctx.count_u32(&raw.connections, 1, 64, 1),
         kinds,
         rate,
         lifetime: ctx.duration(&raw.lifetime).unwrap_or(Duration::ZERO),
@@ -174,13 +167,7 @@ pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::W
         cookie_start: raw
             .cookie_start
             .as_ref()
-            .and_then(|c| match cookie_value(c.get_ref()) {
-                Ok(v) => Some(v),
-                Err(msg) => {
-                    ctx.error(c.span(), msg);
-                    None
-                }
-            }),
+            .and_then(|c| ctx.or_error(c.span(), cookie_value(c.get_ref()))),
     };
     Some(common.with(WorkloadSpec::SystemdUnits(spec)))
 }

@@ -73,27 +73,14 @@ raw_workload! {
 
 pub(super) fn parse(ctx: &mut Ctx<'_>, entry: &Entry<'_, '_>) -> Option<super::Workload> {
     let (raw, common) = entry.read::<Raw>(ctx)?;
-    let rate = raw.rate.as_ref().and_then(|r| {
-        let v = *r.get_ref();
-        if v > 0.0 && v <= 100_000.0 {
-            Some(v)
-        } else {
-            ctx.error(r.span(), "`rate` is pods per second, above 0");
-            None
-        }
-    });
-    let count32 = |ctx: &mut Ctx<'_>, v: &Option<Spanned<u64>>, min, max, default: u32| {
-        ctx.count(v, min, max)
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(default)
-    };
+    let rate = ctx.positive(&raw.rate, 100_000.0, "`rate` is pods per second, above 0");
     let spec = VethStorm {
         // Slots index the address plan: 10.200.0.0/16 in /30s.
-        concurrency: count32(ctx, &raw.concurrency, 1, 16_384, 4),
+        concurrency: ctx.count_u32(&raw.concurrency, 1, 16_384, 4),
         rate,
         lifetime: ctx.duration(&raw.lifetime).unwrap_or(Duration::ZERO),
         traffic: raw.traffic.unwrap_or(true),
-        packets: count32(ctx, &raw.packets, 1, 10_000, 8),
+        packets: ctx.count_u32(&raw.packets, 1, 10_000, 8),
         ipv6: raw.ipv6.unwrap_or(false),
         destroy: raw.destroy.unwrap_or(DestroyOrder::Netns),
         teardown_timeout: ctx
