@@ -82,3 +82,12 @@ pub fn step_record(
         why: None,
     }
 }
+
+/// Checks `text` (a rendered report) holds each of `wanted`; a failure names the piece
+/// missing and shows the whole text.
+#[track_caller]
+pub fn assert_contains(text: &str, wanted: &[&str]) {
+    for piece in wanted {
+        assert!(text.contains(piece), "no `{piece}` in:\n{text}");
+    }
+}

@@ -178,7 +178,7 @@ mod tests {
 
     use super::*;
     use crate::analysis::bisect::{Point, SourceRange, StepBuild, StepRecord};
-    use crate::fixtures::{bisect_record, point, step_record};
+    use crate::fixtures::{assert_contains, bisect_record, point, step_record};
 
     /// Three commits with subjects to escape, from 0 (good) to 2 (bad), built from
     /// source; the bad end calibrated (built here), then the good end checked (built
@@ -254,27 +254,25 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("<change>"), "{out}");
-        assert!(
-            out.contains("10/10 runs, p 1.00 (95% interval 0.72-1.00)"),
-            "{out}"
+        assert_contains(
+            &out,
+            &[
+                "10/10 runs, p 1.00 (95% interval 0.72-1.00)",
+                "3 (for 95% confidence in each good verdict)",
+                "2 steps, 1 builds: building 10m15s",
+            ],
         );
-        assert!(
-            out.contains("3 (for 95% confidence in each good verdict)"),
-            "{out}"
-        );
-        assert!(out.contains("2 steps, 1 builds: building 10m15s"), "{out}");
         // A step built here shows its time and what ccache did; one built earlier says so.
-        assert!(
-            out.contains("10m15s (1348 files compiled, ccache 0 hits / 1348 misses)"),
-            "{out}"
+        assert_contains(
+            &out,
+            &[
+                "10m15s (1348 files compiled, ccache 0 hits / 1348 misses)",
+                "built earlier",
+                "1 / 3 (planned 3), 1 not judged",
+                "<a href=\"step-2/results.json\">step-2</a>",
+                "2.1s",
+            ],
         );
-        assert!(out.contains("built earlier"), "{out}");
-        assert!(out.contains("1 / 3 (planned 3), 1 not judged"), "{out}");
-        assert!(
-            out.contains("<a href=\"step-2/results.json\">step-2</a>"),
-            "{out}"
-        );
-        assert!(out.contains("2.1s"), "{out}");
         assert_eq!(out.matches("<tr><td>").count(), 2, "{out}");
     }
 }
