@@ -9,6 +9,8 @@
 
 pub mod analysis;
 pub mod cell;
+#[cfg(test)]
+mod fixtures;
 pub mod plan;
 pub mod report;
 pub mod results;

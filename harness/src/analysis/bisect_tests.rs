@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use kchaos_images::SourceCommit;
 
 use super::*;
+use crate::fixtures::{bisect_record, point, step_record};
 use crate::results::test_cell;
 
 fn on_commit(id: &str, verdict: Verdict, commit: Option<&str>, dirty: bool) -> CellResult {
@@ -143,39 +144,10 @@ fn a_step_that_judged_nothing_is_a_skip_saying_why() {
     }
 }
 
+/// Five commits, 0 good and 4 bad.
 fn record() -> BisectRecord {
-    let commit = |n: usize| Point {
-        id: format!("{n:040x}"),
-        subject: Some(format!("commit {n}")),
-    };
-    BisectRecord {
-        kchaos_version: "0.1.0".into(),
-        started_at: "2026-12-07T00:00:00Z".into(),
-        finished_at: None,
-        scenario: "s.toml".into(),
-        until: "any".into(),
-        sets: Vec::new(),
-        options: PlanOptionsRecord {
-            calibrate: 10,
-            runs: None,
-            confidence: 0.95,
-            seed: None,
-        },
-        source: None,
-        points: (0..5).map(commit).collect(),
-        good: 0,
-        bad: 4,
-        calibration: Some(Calibration {
-            hits: 10,
-            runs: 10,
-            probability: 1.0,
-            interval95: (0.72, 1.0),
-        }),
-        runs_per_step: Some(3),
-        steps: Vec::new(),
-        outcome: None,
-        totals: Totals::default(),
-    }
+    let points = (0..5).map(|n| point(n, format!("commit {n}"))).collect();
+    bisect_record("s.toml", "any", points)
 }
 
 #[test]
@@ -243,22 +215,8 @@ fn the_outcome_is_recorded_in_words_with_the_points() {
 #[test]
 fn steps_add_up_and_the_record_reads_back() {
     let mut r = record();
-    let step = |cached: bool, seconds: f64| StepRecord {
-        phase: Phase::Bisect,
-        index: 2,
-        point: r.points[2].id.clone(),
-        subject: None,
-        kernel: Some("path:/b".into()),
-        verdict: StepVerdict::Good,
-        observed: Observed::Judged { runs: 3, hits: 0 },
-        runs: 3,
-        hits: 0,
-        errors: 0,
-        planned_runs: 3,
-        probability: Some(0.0),
-        interval95: Some((0.0, 0.56)),
-        confidence: Some(0.978),
-        build: Some(StepBuild {
+    let step = |cached: bool, seconds: f64| {
+        let build = StepBuild {
             seconds,
             checkout_seconds: 1.0,
             cached,
@@ -266,11 +224,8 @@ fn steps_add_up_and_the_record_reads_back() {
             ccache_hits: Some(1),
             ccache_misses: Some(3),
             log: None,
-        }),
-        boot_ms: Some(2100),
-        run_seconds: 30.0,
-        results: Some("step-2".into()),
-        why: None,
+        };
+        step_record(Phase::Bisect, 2, &r.points[2], StepVerdict::Good, build)
     };
     let (built, found) = (step(false, 60.0), step(true, 0.0));
     r.push(built);

@@ -353,19 +353,10 @@ mod tests {
     #[test]
     fn probability_and_expected_time() {
         let t = Trials {
-            dir: PathBuf::new(),
             runs: 20,
             hits: 5,
-            errors: 0,
-            unbooted: 0,
-            require_boot: false,
-            skipped: None,
-            first_hit: None,
-            fingerprints: BTreeMap::new(),
             mean_run: Duration::from_secs(10),
-            interrupted: false,
-            seeds: Vec::new(),
-            write_failures: Vec::new(),
+            ..Trials::new(PathBuf::new())
         };
         let (p, lo, hi) = t.probability();
         assert_eq!(p, 0.25);

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use kchaos_model::verdict::Verdict;
 
 use super::escape;
-use crate::analysis::detection::Detection;
+use crate::analysis::detection::{Detection, FalseAlarms};
 
 /// The matrix for the terminal.
 pub fn table(d: &Detection) -> String {
@@ -60,15 +60,10 @@ pub fn table(d: &Detection) -> String {
     }
     out.push('\n');
     out.push_str(&render_rows(&stock));
-    let f = &d.false_alarms;
     let _ = writeln!(
         out,
-        "\nfalse alarms: {} of {} stock cells ({:.1}%, 95% interval {:.1}%-{:.1}%)",
-        f.failed,
-        f.judged,
-        f.rate * 100.0,
-        f.interval95.0 * 100.0,
-        f.interval95.1 * 100.0
+        "\nfalse alarms: {}",
+        false_alarms(&d.false_alarms, "interval", "-")
     );
     let escaped = d.escaped().count();
     let total: usize = d.defects.iter().map(|x| x.attempts.len()).sum();
@@ -83,6 +78,19 @@ pub fn table(d: &Detection) -> String {
         }
     );
     out
+}
+
+/// The false-alarm rate with its 95% interval, in the table's words or the page's
+/// (`interval` names the interval, `dash` joins its ends).
+fn false_alarms(f: &FalseAlarms, interval: &str, dash: &str) -> String {
+    format!(
+        "{} of {} stock cells ({:.1}%, 95% {interval} {:.1}%{dash}{:.1}%)",
+        f.failed,
+        f.judged,
+        f.rate * 100.0,
+        f.interval95.0 * 100.0,
+        f.interval95.1 * 100.0
+    )
 }
 
 fn render_rows(rows: &[[String; 6]]) -> String {
@@ -150,15 +158,10 @@ pub fn html(d: &Detection) -> String {
             escape(c.reasons.first().map_or("", String::as_str))
         );
     }
-    let f = &d.false_alarms;
     let _ = writeln!(
         out,
-        "</table>\n<p>False alarms: {} of {} stock cells ({:.1}%, 95% Wilson interval {:.1}%–{:.1}%).</p></body></html>",
-        f.failed,
-        f.judged,
-        f.rate * 100.0,
-        f.interval95.0 * 100.0,
-        f.interval95.1 * 100.0
+        "</table>\n<p>False alarms: {}.</p></body></html>",
+        false_alarms(&d.false_alarms, "Wilson interval", "–")
     );
     out
 }

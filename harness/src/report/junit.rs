@@ -174,6 +174,7 @@ fn metrics_text(cell: &CellResult) -> String {
 #[cfg(test)]
 mod known_tests {
     use super::*;
+    use crate::fixtures::assert_contains;
     use crate::results::{test_cell, KnownMatch};
 
     #[test]
@@ -184,10 +185,12 @@ mod known_tests {
             link: "https://bugs.example/7".into(),
         });
         let xml = render(std::iter::once(&cell)).unwrap();
-        assert!(xml.contains("<skipped"), "{xml}");
-        assert!(
-            xml.contains("known issue bug-7 (https://bugs.example/7): crash"),
-            "{xml}"
+        assert_contains(
+            &xml,
+            &[
+                "<skipped",
+                "known issue bug-7 (https://bugs.example/7): crash",
+            ],
         );
         assert!(!xml.contains("<failure"), "{xml}");
     }
@@ -196,6 +199,7 @@ mod known_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::assert_contains;
     use crate::results::store::empty_results;
     use crate::results::{test_cell, RunResults};
 
@@ -228,36 +232,19 @@ mod tests {
             cell.checks.clear();
         }
         let xml = render(&results.cells).unwrap();
-        assert!(
-            xml.contains(
-                r#"<testsuites name="kchaos" tests="5" skipped="1" failures="2" errors="1""#
-            ),
-            "{xml}"
+        assert_contains(
+            &xml,
+            &[
+                r#"<testsuites name="kchaos" tests="5" skipped="1" failures="2" errors="1""#,
+                r#"<testsuite name="memcg" tests="2""#,
+                r#"<testcase name="k1" classname="kchaos.memcg""#,
+                r#"<failure message="fail: why memcg/k2 &amp; &lt;fail&gt;" type="fail">"#,
+                r#"<skipped message="skip: why veth/k1"#,
+                r#"<error message="error: why veth/k2"#,
+                r#"type="crash""#,
+                "lat: n=100",
+            ],
         );
-        assert!(
-            xml.contains(r#"<testsuite name="memcg" tests="2""#),
-            "{xml}"
-        );
-        assert!(
-            xml.contains(r#"<testcase name="k1" classname="kchaos.memcg""#),
-            "{xml}"
-        );
-        assert!(
-            xml.contains(
-                r#"<failure message="fail: why memcg/k2 &amp; &lt;fail&gt;" type="fail">"#
-            ),
-            "{xml}"
-        );
-        assert!(
-            xml.contains(r#"<skipped message="skip: why veth/k1"#),
-            "{xml}"
-        );
-        assert!(
-            xml.contains(r#"<error message="error: why veth/k2"#),
-            "{xml}"
-        );
-        assert!(xml.contains(r#"type="crash""#), "{xml}");
-        assert!(xml.contains("lat: n=100"), "{xml}");
     }
 
     #[test]
@@ -268,28 +255,17 @@ mod tests {
             .cells
             .push(test_cell("memcg/k2", Verdict::Fail, 6e6));
         let xml = render(&results.cells).unwrap();
-        assert!(
-            xml.contains(
-                r#"<testsuite name="memcg" tests="4" skipped="0" errors="0" failures="2""#
-            ),
-            "{xml}"
+        assert_contains(
+            &xml,
+            &[
+                r#"<testsuite name="memcg" tests="4" skipped="0" errors="0" failures="2""#,
+                r#"<testcase name="k1 check lat.p99 &lt;= 4ms" classname="kchaos.memcg""#,
+                "observed 1.00ms, bound &lt;= 4.00ms, margin +75.0% of the bound",
+                r#"<failure message="check `lat.p99 &lt;= 4ms` failed: lat.p99 = 6.00ms (bound &lt;= 4.00ms): the incident&apos;s tail" type="check-fail">"#,
+                "margin -50.0% of the bound",
+                "because: the incident",
+            ],
         );
-        assert!(
-            xml.contains(r#"<testcase name="k1 check lat.p99 &lt;= 4ms" classname="kchaos.memcg""#),
-            "{xml}"
-        );
-        assert!(
-            xml.contains("observed 1.00ms, bound &lt;= 4.00ms, margin +75.0% of the bound"),
-            "{xml}"
-        );
-        assert!(
-            xml.contains(
-                r#"<failure message="check `lat.p99 &lt;= 4ms` failed: lat.p99 = 6.00ms (bound &lt;= 4.00ms): the incident&apos;s tail" type="check-fail">"#
-            ),
-            "{xml}"
-        );
-        assert!(xml.contains("margin -50.0% of the bound"), "{xml}");
-        assert!(xml.contains("because: the incident"), "{xml}");
     }
 
     #[test]

@@ -72,28 +72,21 @@ pub fn percentiles(title: &str, unit: Unit, lines: &[Line]) -> String {
     let y_ticks = log_ticks(lo, hi);
     let (y0, y1) = ends(&y_ticks);
     draw(title, &lines, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(70)
-            .build_cartesian_2d(
-                Ticked::new(
-                    RangedCoordf64::from(-0.2f64..4.2f64),
-                    vec![0.0, 1.0, 2.0, 3.0, 4.0],
-                ),
-                // A little room beyond the end ticks, in log space.
-                Ticked::new(LogCoord::from((y0 / 1.15..y1 * 1.15).log_scale()), y_ticks),
-            )?;
+        let mut chart = frame(root, title, 28).build_cartesian_2d(
+            Ticked::new(
+                RangedCoordf64::from(-0.2f64..4.2f64),
+                vec![0.0, 1.0, 2.0, 3.0, 4.0],
+            ),
+            // A little room beyond the end ticks, in log space.
+            Ticked::new(LogCoord::from((y0 / 1.15..y1 * 1.15).log_scale()), y_ticks),
+        )?;
         chart
             .configure_mesh()
             .x_label_formatter(&fmt_x)
             .y_label_formatter(&fmt_y)
             .y_desc("latency")
             .draw()?;
-        let area = area_of(chart.plotting_area());
-        series_lines(&mut chart, &lines)?;
-        Ok(area)
+        draw_lines(&mut chart, &lines)
     })
 }
 
@@ -108,24 +101,17 @@ pub fn series(title: &str, unit: Unit, lines: &[Line]) -> String {
     let (x0, x1) = padded(&x_ticks);
     let (y0, y1) = padded(&y_ticks);
     draw(title, lines, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(
-                Ticked::new(RangedCoordf64::from(x0..x1), x_ticks),
-                Ticked::new(RangedCoordf64::from(y0..y1), y_ticks),
-            )?;
+        let mut chart = frame(root, title, 40).build_cartesian_2d(
+            Ticked::new(RangedCoordf64::from(x0..x1), x_ticks),
+            Ticked::new(RangedCoordf64::from(y0..y1), y_ticks),
+        )?;
         chart
             .configure_mesh()
             .x_label_formatter(&fmt_x)
             .y_label_formatter(&fmt_y)
             .x_desc("seconds into the workload")
             .draw()?;
-        let area = area_of(chart.plotting_area());
-        series_lines(&mut chart, lines)?;
-        Ok(area)
+        draw_lines(&mut chart, lines)
     })
 }
 
@@ -172,10 +158,28 @@ fn draw(
     }
 }
 
-fn series_lines<'a, 'b: 'a, X, Y>(
+/// The frame every plot shares: `title` above, `x_labels` pixels below for the x
+/// axis's labels, and room on the left for unit-formatted latencies and counts.
+fn frame<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    x_labels: u32,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(x_labels)
+        .y_label_area_size(70);
+    builder
+}
+
+/// Draws each line and its points in its kernel's colour; the plotting area they were
+/// drawn in is what [`draw`] reports.
+fn draw_lines<'a, 'b: 'a, X, Y>(
     chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
     lines: &[Line],
-) -> Result<(), Box<dyn std::error::Error>>
+) -> PlotResult
 where
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
@@ -188,7 +192,7 @@ where
         ))?;
         chart.draw_series(line.points.iter().map(|&p| Circle::new(p, 2, c.filled())))?;
     }
-    Ok(())
+    Ok(area_of(chart.plotting_area()))
 }
 
 /// An axis with the ticks we chose, on any f64 axis. (plotters' own `with_key_points`

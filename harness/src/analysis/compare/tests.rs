@@ -21,29 +21,35 @@ fn run_with(kernel: &str, p99s: &[f64], verdict: Verdict) -> LoadedRun {
     }
 }
 
+/// Passing runs on kernels `a` (the baseline's p99s) and `b` (the candidate's).
+fn a_and_b(baseline: &[f64], candidate: &[f64]) -> Vec<LoadedRun> {
+    vec![
+        run_with("a", baseline, Verdict::Pass),
+        run_with("b", candidate, Verdict::Pass),
+    ]
+}
+
+/// `runs` compared from kernel `baseline` to kernel `candidate` (Debian's, by their
+/// short names), with the default options.
+fn compare_kernels(runs: &[LoadedRun], baseline: &str, candidate: &str) -> Comparison {
+    compare(
+        &Side::kernel(&format!("debian:{baseline}"), runs),
+        &Side::kernel(&format!("debian:{candidate}"), runs),
+        CompareOptions::default(),
+    )
+}
+
 fn row<'a>(cmp: &'a Comparison, what: &str) -> &'a Row {
     cmp.rows.iter().find(|r| r.what == what).unwrap()
 }
 
 #[test]
 fn a_synthetic_latency_regression_is_flagged() {
-    let runs = vec![
-        run_with(
-            "a",
-            &[1.00e6, 1.05e6, 0.98e6, 1.02e6, 1.01e6],
-            Verdict::Pass,
-        ),
-        run_with(
-            "b",
-            &[1.50e6, 1.48e6, 1.55e6, 1.52e6, 1.49e6],
-            Verdict::Pass,
-        ),
-    ];
-    let cmp = compare(
-        &Side::kernel("debian:a", &runs),
-        &Side::kernel("debian:b", &runs),
-        CompareOptions::default(),
+    let runs = a_and_b(
+        &[1.00e6, 1.05e6, 0.98e6, 1.02e6, 1.01e6],
+        &[1.50e6, 1.48e6, 1.55e6, 1.52e6, 1.49e6],
     );
+    let cmp = compare_kernels(&runs, "a", "b");
     let lat = row(&cmp, "lat.p99");
     assert_eq!(lat.outcome, Outcome::Regression, "{lat:?}");
     assert!((lat.change.unwrap() - 0.5).abs() < 0.03);
@@ -51,11 +57,7 @@ fn a_synthetic_latency_regression_is_flagged() {
     assert!(lo > 0.3 && hi < 0.7, "{lo} {hi}");
     assert_eq!(cmp.regressions(), 1);
     // The other way round it is an improvement, not a regression.
-    let back = compare(
-        &Side::kernel("debian:b", &runs),
-        &Side::kernel("debian:a", &runs),
-        CompareOptions::default(),
-    );
+    let back = compare_kernels(&runs, "b", "a");
     assert_eq!(row(&back, "lat.p99").outcome, Outcome::Improvement);
     assert_eq!(back.regressions(), 0);
 }
@@ -63,50 +65,27 @@ fn a_synthetic_latency_regression_is_flagged() {
 #[test]
 fn identical_and_noisy_data_are_not_regressions() {
     let same = [1.0e6, 1.1e6, 0.9e6, 1.05e6, 0.95e6];
-    let runs = vec![
-        run_with("a", &same, Verdict::Pass),
-        run_with("b", &same, Verdict::Pass),
-    ];
-    let cmp = compare(
-        &Side::kernel("debian:a", &runs),
-        &Side::kernel("debian:b", &runs),
-        CompareOptions::default(),
-    );
+    let runs = a_and_b(&same, &same);
+    let cmp = compare_kernels(&runs, "a", "b");
     assert_eq!(cmp.regressions(), 0, "{}", table(&cmp, true));
     assert_eq!(row(&cmp, "lat.p99").outcome, Outcome::Unchanged);
     assert_eq!(row(&cmp, "lat.p99").change, Some(0.0));
     // Big but noisy: overlapping repeats are not enough evidence.
-    let runs = vec![
-        run_with("a", &[1.0e6, 3.0e6, 1.2e6, 2.9e6, 1.1e6], Verdict::Pass),
-        run_with("b", &[1.3e6, 3.1e6, 2.8e6, 1.15e6, 3.2e6], Verdict::Pass),
-    ];
-    let cmp = compare(
-        &Side::kernel("debian:a", &runs),
-        &Side::kernel("debian:b", &runs),
-        CompareOptions::default(),
+    let runs = a_and_b(
+        &[1.0e6, 3.0e6, 1.2e6, 2.9e6, 1.1e6],
+        &[1.3e6, 3.1e6, 2.8e6, 1.15e6, 3.2e6],
     );
+    let cmp = compare_kernels(&runs, "a", "b");
     let lat = row(&cmp, "lat.p99");
     assert!(lat.change.unwrap() > 0.10, "{lat:?}");
     assert_eq!(lat.outcome, Outcome::Unchanged, "{lat:?}");
     assert!(lat.why.contains("within the noise"), "{lat:?}");
     // Significant but below the threshold.
-    let runs = vec![
-        run_with(
-            "a",
-            &[1.00e6, 1.01e6, 1.02e6, 1.00e6, 1.01e6],
-            Verdict::Pass,
-        ),
-        run_with(
-            "b",
-            &[1.05e6, 1.06e6, 1.05e6, 1.07e6, 1.06e6],
-            Verdict::Pass,
-        ),
-    ];
-    let cmp = compare(
-        &Side::kernel("debian:a", &runs),
-        &Side::kernel("debian:b", &runs),
-        CompareOptions::default(),
+    let runs = a_and_b(
+        &[1.00e6, 1.01e6, 1.02e6, 1.00e6, 1.01e6],
+        &[1.05e6, 1.06e6, 1.05e6, 1.07e6, 1.06e6],
     );
+    let cmp = compare_kernels(&runs, "a", "b");
     assert_eq!(row(&cmp, "lat.p99").outcome, Outcome::Unchanged);
     // Counters without a check are shown, never judged.
     assert_eq!(row(&cmp, "dying.last").outcome, Outcome::Informational);
@@ -196,11 +175,7 @@ fn verdict_rates_are_judged_by_fishers_exact_test() {
     ];
     for (case, base, cand, outcome, needed, why) in table {
         let runs = vec![run_of("a", &base), run_of("b", &cand)];
-        let cmp = compare(
-            &Side::kernel("debian:a", &runs),
-            &Side::kernel("debian:b", &runs),
-            CompareOptions::default(),
-        );
+        let cmp = compare_kernels(&runs, "a", "b");
         let v = row(&cmp, "verdict");
         assert_eq!(v.kind, RowKind::Verdict, "{case}");
         assert_eq!(v.outcome, outcome, "{case}: {v:?}");
@@ -224,11 +199,7 @@ fn verdict_counts_are_shown_per_side() {
         run_of("a", &verdicts(3, Verdict::Fail, 0)),
         run_of("b", &[Verdict::Pass, Verdict::Crash, Verdict::Pass]),
     ];
-    let cmp = compare(
-        &Side::kernel("debian:a", &runs),
-        &Side::kernel("debian:b", &runs),
-        CompareOptions::default(),
-    );
+    let cmp = compare_kernels(&runs, "a", "b");
     let v = row(&cmp, "verdict");
     assert_eq!(v.baseline_text, "pass 3");
     assert_eq!(v.candidate_text, "pass 2, crash 1");
@@ -262,15 +233,8 @@ fn too_few_repeats_are_inconclusive_not_within_the_noise() {
         ),
     ];
     for &(b, c, outcome) in cases {
-        let runs = vec![
-            run_with("a", b, Verdict::Pass),
-            run_with("b", c, Verdict::Pass),
-        ];
-        let cmp = compare(
-            &Side::kernel("debian:a", &runs),
-            &Side::kernel("debian:b", &runs),
-            CompareOptions::default(),
-        );
+        let runs = a_and_b(b, c);
+        let cmp = compare_kernels(&runs, "a", "b");
         let lat = row(&cmp, "lat.p99");
         assert_eq!(lat.outcome, outcome, "{b:?} {c:?}: {lat:?}");
         if outcome == Outcome::Inconclusive {
@@ -297,15 +261,8 @@ fn too_few_repeats_are_inconclusive_not_within_the_noise() {
     }
     // Unequal sides: 10 against 2 can reach 1/66, so a clear shift is judged.
     let ten: Vec<f64> = (0..10).map(|i| 1.0e6 + f64::from(i) * 1e4).collect();
-    let runs = vec![
-        run_with("a", &ten, Verdict::Pass),
-        run_with("b", &[3.0e6, 3.1e6], Verdict::Pass),
-    ];
-    let cmp = compare(
-        &Side::kernel("debian:a", &runs),
-        &Side::kernel("debian:b", &runs),
-        CompareOptions::default(),
-    );
+    let runs = a_and_b(&ten, &[3.0e6, 3.1e6]);
+    let cmp = compare_kernels(&runs, "a", "b");
     let lat = row(&cmp, "lat.p99");
     assert_eq!(lat.outcome, Outcome::Regression, "{lat:?}");
     assert!((lat.p.unwrap() - 1.0 / 66.0).abs() < 1e-12, "{lat:?}");
@@ -316,24 +273,13 @@ fn too_few_repeats_are_inconclusive_not_within_the_noise() {
 #[test]
 fn eroded_margins_are_reported_even_when_the_check_passes() {
     let base = [1.00e6, 1.02e6, 0.98e6, 1.01e6, 0.99e6];
-    let runs = vec![
-        run_with("a", &base, Verdict::Pass),
-        run_with(
-            "b",
-            &[2.60e6, 2.62e6, 2.58e6, 2.61e6, 2.59e6],
-            Verdict::Pass,
-        ),
-        run_with(
-            "c",
-            &[1.20e6, 1.22e6, 1.18e6, 1.21e6, 1.19e6],
-            Verdict::Pass,
-        ),
-    ];
-    let cmp = compare(
-        &Side::kernel("debian:a", &runs),
-        &Side::kernel("debian:b", &runs),
-        CompareOptions::default(),
-    );
+    let mut runs = a_and_b(&base, &[2.60e6, 2.62e6, 2.58e6, 2.61e6, 2.59e6]);
+    runs.push(run_with(
+        "c",
+        &[1.20e6, 1.22e6, 1.18e6, 1.21e6, 1.19e6],
+        Verdict::Pass,
+    ));
+    let cmp = compare_kernels(&runs, "a", "b");
     let m = row(&cmp, "check lat.p99 <= 4ms");
     assert_eq!(m.kind, RowKind::Margin);
     assert_eq!(m.outcome, Outcome::MarginEroded, "{m:?}");
@@ -351,21 +297,13 @@ fn eroded_margins_are_reported_even_when_the_check_passes() {
     assert!(table(&cmp, false).contains("1 check margin eroded"));
     // Erosion alone does not gate: the metric row is what regressed here.
     assert_eq!(cmp.regressions(), 1);
-    let cmp = compare(
-        &Side::kernel("debian:a", &runs),
-        &Side::kernel("debian:c", &runs),
-        CompareOptions::default(),
-    );
+    let cmp = compare_kernels(&runs, "a", "c");
     assert_eq!(
         row(&cmp, "check lat.p99 <= 4ms").outcome,
         Outcome::Unchanged
     );
     // The other way round the room grew.
-    let cmp = compare(
-        &Side::kernel("debian:b", &runs),
-        &Side::kernel("debian:a", &runs),
-        CompareOptions::default(),
-    );
+    let cmp = compare_kernels(&runs, "b", "a");
     assert_eq!(
         row(&cmp, "check lat.p99 <= 4ms").outcome,
         Outcome::Improvement

@@ -133,33 +133,19 @@ fn entries_match_by_scenario_kernel_verdict_and_text() {
     }
     // An expired entry no longer matches, and says so.
     let leak = ["unregister_netdevice: waiting for veth3 to become free. Usage count = 1"];
+    let leaked = cell(
+        "veth-netns-storm",
+        Verdict::Fail,
+        "debian:6.1-cloud",
+        "6.1.0-56-cloud-amd64",
+        &leak,
+    );
     assert_eq!(
-        known.triage(
-            &cell(
-                "veth-netns-storm",
-                Verdict::Fail,
-                "debian:6.1-cloud",
-                "6.1.0-56-cloud-amd64",
-                &leak
-            ),
-            today
-        ),
+        known.triage(&leaked, today),
         Triage::Expired(vec!["old-veth-leak".into()])
     );
     let before = Day::parse("2025-12-31").unwrap();
-    assert_eq!(
-        id(known.triage(
-            &cell(
-                "veth-netns-storm",
-                Verdict::Fail,
-                "debian:6.1-cloud",
-                "6.1.0-56-cloud-amd64",
-                &leak
-            ),
-            before
-        )),
-        "old-veth-leak"
-    );
+    assert_eq!(id(known.triage(&leaked, before)), "old-veth-leak");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Every way a cell ends, as a sequence of events and the verdict it must give. No VM,
 //! no QEMU, no clock: time is what the test says it is.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kchaos_model::metrics::{Metric, Summary};
@@ -116,6 +117,80 @@ fn exited(status: &str) -> Event {
     }
 }
 
+/// QEMU killed at `ms`, as the harness does at a cell's end.
+fn killed(ms: u64) -> Step {
+    At(ms, exited("signal: 9 (SIGKILL)"))
+}
+
+/// The guest powered off at `ms`, as the runner does after its Ack.
+fn powered_off(ms: u64) -> Step {
+    At(ms, exited("exit status: 0"))
+}
+
+/// A report the kernel prints on the console from `ms` on, a line a millisecond.
+fn console_report(ms: u64, lines: &[&str]) -> Vec<Step> {
+    (ms..)
+        .zip(lines)
+        .map(|(at, line)| At(at, console(line)))
+        .collect()
+}
+
+/// QEMU connected the channel at 100 ms and the runner said Hello at 2 s: the boot
+/// most cases start from.
+fn booted() -> Vec<Step> {
+    vec![At(100, Event::Connected), At(2000, hello(PROTOCOL_VERSION))]
+}
+
+/// Booted, with the workload under way from 3 s.
+fn working() -> Vec<Step> {
+    [booted(), vec![At(3000, phase(Phase::Workload))]].concat()
+}
+
+/// The console shows the headers of all four sysrq dumps (loglevel, `w`, `t`, `l`) at
+/// `ms`: every key was handled, so the evidence window only waits for quiet.
+fn sysrq_dumps(ms: u64) -> Vec<Step> {
+    [
+        "sysrq: Changing Loglevel",
+        "sysrq: Show Blocked State",
+        "sysrq: Show State",
+        "sysrq: Show backtrace of all active CPUs",
+    ]
+    .into_iter()
+    .map(|line| At(ms, console(line)))
+    .collect()
+}
+
+/// A silent guest at its silence bound: QEMU still answers (36 s) and the sysrq keys
+/// go out (37 s).
+fn silent_then_sysrq() -> Vec<Step> {
+    vec![
+        Deadline,
+        At(36_000, Event::Liveness(Ok(()))),
+        At(37_000, Event::SysrqSent),
+    ]
+}
+
+/// [`silent_then_sysrq`], and every dump shows (37.1 s).
+fn silent_then_dumped() -> Vec<Step> {
+    [silent_then_sysrq(), sysrq_dumps(37_100)].concat()
+}
+
+/// A fresh cell for `s` at `t0`, for the tests that drive it step by step.
+fn cell_state(
+    s: &Scenario,
+    units: BTreeMap<String, Unit>,
+    endings: Endings,
+    t0: Instant,
+) -> CellState {
+    let observer = Observer::new(SignatureSet::new(&s.signatures).unwrap(), units);
+    CellState::new(s, "s/k", 7, timeouts(), observer, endings, t0)
+}
+
+/// Checks when `state` next wants the timer; a failure names the stage (`what`).
+fn assert_deadline(state: &CellState, want: Option<Instant>, what: &str) {
+    assert_eq!(state.deadline(), want, "{what}");
+}
+
 /// What a case did and decided.
 struct Ran {
     actions: Vec<Action>,
@@ -125,6 +200,67 @@ struct Ran {
     outcome_boot_ms: Option<u64>,
     fingerprint: bool,
     first_signature_ms: Option<u64>,
+}
+
+/// The actions that end a hang: the liveness check, the sysrq keys and their dumps
+/// written, the memory dump, the kill.
+const HANG_ACTIONS: &[&str] = &[
+    "send-run",
+    "check-liveness",
+    "sysrq",
+    "write-sysrq",
+    "dump",
+    "kill",
+];
+
+/// What a case wants of a cell's end: its verdict, words its reasons hold, and its
+/// actions by kind.
+#[derive(Clone, Copy)]
+struct Ends {
+    verdict: Verdict,
+    reason: &'static str,
+    actions: &'static [&'static str],
+}
+
+fn ends(verdict: Verdict, reason: &'static str, actions: &'static [&'static str]) -> Ends {
+    Ends {
+        verdict,
+        reason,
+        actions,
+    }
+}
+
+impl Ran {
+    /// Checks the verdict, the reasons and the actions against `want`; a failure names
+    /// the case.
+    fn assert_ends(&self, name: &str, want: Ends) {
+        assert_eq!(self.verdict, want.verdict, "{name}: {}", self.reasons);
+        assert!(
+            self.reasons.contains(want.reason),
+            "{name}: wanted `{}` in `{}`",
+            want.reason,
+            self.reasons
+        );
+        assert_eq!(kinds(&self.actions), want.actions, "{name}");
+    }
+
+    /// The lines written to `sysrq.txt`, if the cell wrote it.
+    fn sysrq_written(&self) -> Option<&[String]> {
+        self.actions.iter().find_map(|a| match a {
+            Action::WriteSysrq(lines) => Some(lines.as_slice()),
+            _ => None,
+        })
+    }
+
+    /// Checks the reasons never mention `text`, a trace of the harness's own doing
+    /// (`why` says which) rather than of the kernel's.
+    fn assert_reasons_lack(&self, name: &str, text: &str, why: &str) {
+        assert!(
+            !self.reasons.contains(text),
+            "{name}: {why}: {}",
+            self.reasons
+        );
+    }
 }
 
 fn run(steps: Vec<Step>, stderr: &str) -> Ran {
@@ -138,9 +274,8 @@ fn run_with(endings: Endings, steps: Vec<Step>, stderr: &str) -> Ran {
         .into_iter()
         .map(|(k, v)| (k, v.unit))
         .collect();
-    let observer = Observer::new(SignatureSet::new(&s.signatures).unwrap(), units);
     let t0 = Instant::now();
-    let mut state = CellState::new(&s, "s/k", 7, timeouts(), observer, endings, t0);
+    let mut state = cell_state(&s, units, endings, t0);
     let mut now = t0;
     let mut actions = Vec::new();
     for step in steps {
@@ -207,223 +342,194 @@ fn kinds(actions: &[Action]) -> Vec<&'static str> {
 
 #[test]
 fn every_ending_gives_its_verdict() {
-    let ok = || vec![At(100, Event::Connected), At(2000, hello(PROTOCOL_VERSION))];
-    // (what happened, the events, QEMU's stderr, verdict, a reason, the actions)
-    type Case = (
-        &'static str,
-        Vec<Step>,
-        &'static str,
-        Verdict,
-        &'static str,
-        Vec<&'static str>,
-    );
-    let cases: Vec<Case> = vec![
+    // The runner's last word at 3 s, then it powers off.
+    let runner_says = |message| {
+        [
+            booted(),
+            vec![At(3000, Event::Guest(message)), powered_off(3500)],
+        ]
+        .concat()
+    };
+    // (what happened, the events, QEMU's stderr, how it must end)
+    let cases: Vec<(&str, Vec<Step>, &str, Ends)> = vec![
         (
             "a healthy run",
-            [ok(), vec![At(3000, phase(Phase::Workload)), At(9000, finished(2)), At(9500, exited("exit status: 0"))]].concat(),
+            [booted(), vec![At(3000, phase(Phase::Workload)), At(9000, finished(2)), powered_off(9500)]].concat(),
             "",
-            Verdict::Pass,
-            "",
-            vec!["send-run", "send-ack"],
+            ends(Verdict::Pass, "", &["send-run", "send-ack"]),
         ),
         (
             "the runner's Hello never came",
-            vec![At(100, Event::Connected), At(500, console("EFI stub: loaded initrd")), Deadline, At(61_000, exited("signal: 9 (SIGKILL)"))],
+            vec![At(100, Event::Connected), At(500, console("EFI stub: loaded initrd")), Deadline, killed(61_000)],
             "",
-            Verdict::Error,
-            "did not reach the kchaos runner within 60s; last console lines: EFI stub: loaded initrd",
-            vec!["kill"],
+            ends(
+                Verdict::Error,
+                "did not reach the kchaos runner within 60s; last console lines: EFI stub: loaded initrd",
+                &["kill"],
+            ),
         ),
         (
             "a panic on the console while the channel is alive",
-            [ok(), vec![
-                At(3000, console("[ 3.0] BUG: kernel NULL pointer dereference, address: 0000000000000000")),
-                At(3001, console("[ 3.0] RIP: 0010:distribute_cfs_runtime+0x4d/0x120")),
-                At(3002, console("[ 3.1] Kernel panic - not syncing: Fatal exception")),
-                Deadline,
-                At(12_000, exited("signal: 9 (SIGKILL)")),
-            ]].concat(),
+            [
+                booted(),
+                console_report(3000, &[
+                    "[ 3.0] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+                    "[ 3.0] RIP: 0010:distribute_cfs_runtime+0x4d/0x120",
+                    "[ 3.1] Kernel panic - not syncing: Fatal exception",
+                ]),
+                vec![Deadline, killed(12_000)],
+            ].concat(),
             "",
-            Verdict::Crash,
-            "Kernel panic",
-            vec!["send-run", "dump", "kill"],
+            ends(Verdict::Crash, "Kernel panic", &["send-run", "dump", "kill"]),
         ),
         (
             "finished, but QEMU lingered",
-            [ok(), vec![At(9000, finished(2)), Deadline, At(21_500, exited("signal: 9 (SIGKILL)"))]].concat(),
+            [booted(), vec![At(9000, finished(2)), Deadline, killed(21_500)]].concat(),
             "",
-            Verdict::Pass,
-            "",
-            vec!["send-run", "send-ack", "kill"],
+            ends(Verdict::Pass, "", &["send-run", "send-ack", "kill"]),
         ),
         (
             "the heartbeat was lost: a hang, with sysrq dumps",
-            [ok(), vec![
-                At(3000, phase(Phase::Workload)),
-                At(4000, heartbeat()),
-                Deadline,
-                At(36_000, Event::Liveness(Ok(()))),
-                At(37_000, Event::SysrqSent),
-                At(37_100, console("sysrq: Changing Loglevel")), At(37_100, console("sysrq: Show Blocked State")),
-                At(37_100, console("sysrq: Show State")),
-                At(37_100, console("sysrq: Show backtrace of all active CPUs")),
-                At(37_200, console("task:kworker/0:1 state:D stack:0 pid:12")),
-                Deadline,
-                At(42_000, exited("signal: 9 (SIGKILL)")),
-            ]].concat(),
+            [
+                working(),
+                vec![At(4000, heartbeat())],
+                silent_then_dumped(),
+                vec![At(37_200, console("task:kworker/0:1 state:D stack:0 pid:12")), Deadline, killed(42_000)],
+            ].concat(),
             "",
-            Verdict::Hang,
-            "the guest sent nothing for 32s (phase: workload)",
-            vec!["send-run", "check-liveness", "sysrq", "write-sysrq", "dump", "kill"],
+            ends(Verdict::Hang, "the guest sent nothing for 32s (phase: workload)", HANG_ACTIONS),
         ),
         (
             "a workload overran although the guest kept answering",
-            [ok(), {
-                let mut beats = vec![At(3000, phase(Phase::Workload))];
+            [working(), {
                 // A beat every 20 s, never silent for the 32 s hang bound, past the budget.
-                beats.extend((1..=3).map(|i| At(2000 + i * 20_000, heartbeat())));
-                beats.extend([Deadline, At(84_000, Event::Liveness(Ok(()))), At(84_500, Event::SysrqSent), At(84_600, console("sysrq: Changing Loglevel")), At(84_600, console("sysrq: Show Blocked State")), At(84_600, console("sysrq: Show State")), At(84_600, console("sysrq: Show backtrace of all active CPUs")), Deadline, At(90_000, exited("signal: 9 (SIGKILL)"))]);
+                let mut beats: Vec<Step> = (1..=3).map(|i| At(2000 + i * 20_000, heartbeat())).collect();
+                beats.extend([Deadline, At(84_000, Event::Liveness(Ok(()))), At(84_500, Event::SysrqSent)]);
+                beats.extend(sysrq_dumps(84_600));
+                beats.extend([Deadline, killed(90_000)]);
                 beats
             }].concat(),
             "",
-            Verdict::Hang,
-            "did not finish within 71s (duration 10s + settle 1s + margin)",
-            vec!["send-run", "check-liveness", "sysrq", "write-sysrq", "dump", "kill"],
+            ends(Verdict::Hang, "did not finish within 71s (duration 10s + settle 1s + margin)", HANG_ACTIONS),
         ),
         (
             "QEMU itself froze: its monitor does not answer",
-            [ok(), vec![
-                At(3000, phase(Phase::Workload)),
+            [working(), vec![
                 Deadline,
                 At(40_000, Event::Liveness(Err("its process is stopped".into()))),
-                At(40_100, exited("signal: 9 (SIGKILL)")),
+                killed(40_100),
             ]].concat(),
             "",
-            Verdict::Error,
-            "QEMU itself stopped responding (its process is stopped) while the guest was silent: not a kernel hang",
-            vec!["send-run", "check-liveness", "kill"],
+            ends(
+                Verdict::Error,
+                "QEMU itself stopped responding (its process is stopped) while the guest was silent: not a kernel hang",
+                &["send-run", "check-liveness", "kill"],
+            ),
         ),
         (
             "QEMU died before the report",
-            [ok(), vec![At(5000, exited("exit status: 1"))]].concat(),
+            [booted(), vec![At(5000, exited("exit status: 1"))]].concat(),
             "qemu-system-x86_64: terminating on signal 15\n",
-            Verdict::Error,
-            "QEMU exited (exit status: 1) before the runner reported results; QEMU said: qemu-system-x86_64: terminating on signal 15",
-            vec!["send-run"],
+            ends(
+                Verdict::Error,
+                "QEMU exited (exit status: 1) before the runner reported results; QEMU said: qemu-system-x86_64: terminating on signal 15",
+                &["send-run"],
+            ),
         ),
         (
             "QEMU died before the guest reached the runner",
             vec![At(300, exited("exit status: 1"))],
             "qemu: cannot load kernel\n",
-            Verdict::Error,
-            "QEMU exited (exit status: 1) before the guest reached the runner; QEMU said: qemu: cannot load kernel",
-            vec![],
+            ends(
+                Verdict::Error,
+                "QEMU exited (exit status: 1) before the guest reached the runner; QEMU said: qemu: cannot load kernel",
+                &[],
+            ),
         ),
         (
             "the user interrupted",
-            [ok(), vec![At(3000, Event::Interrupted), At(3100, Event::Interrupted), At(3200, exited("signal: 9 (SIGKILL)"))]].concat(),
+            [booted(), vec![At(3000, Event::Interrupted), At(3100, Event::Interrupted), killed(3200)]].concat(),
             "",
-            Verdict::Error,
-            "interrupted",
-            vec!["send-run", "send-abort", "kill"],
+            ends(Verdict::Error, "interrupted", &["send-run", "send-abort", "kill"]),
         ),
         (
             "a kernel-log signature after the report",
-            [ok(), vec![
+            [booted(), vec![
                 At(9000, finished(2)),
                 At(9100, kmsg("unregister_netdevice: waiting for veth12 to become free. Usage count = 1")),
-                At(9500, exited("exit status: 0")),
+                powered_off(9500),
             ]].concat(),
             "",
-            Verdict::Fail,
-            "unregister_netdevice: waiting for veth12",
-            vec!["send-run", "send-ack"],
+            ends(Verdict::Fail, "unregister_netdevice: waiting for veth12", &["send-run", "send-ack"]),
         ),
         (
             "a check fails",
-            [ok(), vec![At(9000, finished(25)), At(9500, exited("exit status: 0"))]].concat(),
+            [booted(), vec![At(9000, finished(25)), powered_off(9500)]].concat(),
             "",
-            Verdict::Fail,
-            "stat_read.p99",
-            vec!["send-run", "send-ack"],
+            ends(Verdict::Fail, "stat_read.p99", &["send-run", "send-ack"]),
         ),
         (
             "the runner speaks another protocol",
-            vec![At(100, Event::Connected), At(2000, hello(999)), At(2100, exited("signal: 9 (SIGKILL)"))],
+            vec![At(100, Event::Connected), At(2000, hello(999)), killed(2100)],
             "",
-            Verdict::Error,
-            "the runner speaks protocol 999",
-            vec!["kill"],
+            ends(Verdict::Error, "the runner speaks protocol 999", &["kill"]),
         ),
         (
             "QEMU never connected the channel",
-            vec![At(10_000, Event::ConnectFailed("QEMU did not connect to the control socket within 10s".into())), At(10_100, exited("signal: 9 (SIGKILL)"))],
+            vec![At(10_000, Event::ConnectFailed("QEMU did not connect to the control socket within 10s".into())), killed(10_100)],
             "",
-            Verdict::Error,
-            "did not connect to the control socket",
-            vec!["kill"],
+            ends(Verdict::Error, "did not connect to the control socket", &["kill"]),
         ),
         (
             "garbage on the channel never passes",
-            [ok(), vec![
+            [booted(), vec![
                 At(2500, Event::Corrupt { bytes: 12, what: "bytes outside any frame".into() }),
                 At(9000, finished(2)),
-                At(9500, exited("exit status: 0")),
+                powered_off(9500),
             ]].concat(),
             "",
-            Verdict::Error,
-            "the control channel carried 12 corrupt bytes (first: bytes outside any frame)",
-            vec!["send-run", "send-ack"],
+            ends(
+                Verdict::Error,
+                "the control channel carried 12 corrupt bytes (first: bytes outside any frame)",
+                &["send-run", "send-ack"],
+            ),
         ),
         (
             "the runner gives up",
-            [ok(), vec![At(3000, Event::Guest(GuestMessage::Fatal { message: "cannot mount cgroup2".into() })), At(3500, exited("exit status: 0"))]].concat(),
+            runner_says(GuestMessage::Fatal { message: "cannot mount cgroup2".into() }),
             "",
-            Verdict::Error,
-            "cannot mount cgroup2",
-            vec!["send-run", "send-ack"],
+            ends(Verdict::Error, "cannot mount cgroup2", &["send-run", "send-ack"]),
         ),
         (
             "the kernel cannot run the scenario",
-            [ok(), vec![At(3000, Event::Guest(GuestMessage::Skip { reason: "no cgroup v1 memory".into() })), At(3500, exited("exit status: 0"))]].concat(),
+            runner_says(GuestMessage::Skip { reason: "no cgroup v1 memory".into() }),
             "",
-            Verdict::Skip,
-            "no cgroup v1 memory",
-            vec!["send-run", "send-ack"],
+            ends(Verdict::Skip, "no cgroup v1 memory", &["send-run", "send-ack"]),
         ),
     ];
-    for (name, steps, stderr, want, reason, want_actions) in cases {
-        let ran = run(steps, stderr);
-        assert_eq!(ran.verdict, want, "{name}: {}", ran.reasons);
-        assert!(
-            ran.reasons.contains(reason),
-            "{name}: wanted `{reason}` in `{}`",
-            ran.reasons
-        );
-        assert_eq!(kinds(&ran.actions), want_actions, "{name}");
+    for (name, steps, stderr, want) in cases {
+        run(steps, stderr).assert_ends(name, want);
     }
 }
 
 #[test]
 fn a_crash_is_fingerprinted_and_boot_time_measured() {
     let ran = run(
-        vec![
-            At(100, Event::Connected),
-            At(2500, hello(PROTOCOL_VERSION)),
-            At(
+        [
+            vec![At(100, Event::Connected), At(2500, hello(PROTOCOL_VERSION))],
+            console_report(
                 3000,
-                console("[ 3.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [kworker:1]"),
+                &[
+                    "[ 3.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [kworker:1]",
+                    "[ 3.0] Call Trace:",
+                    "[ 3.0]  distribute_cfs_runtime+0x4d/0x120",
+                    "[ 3.0]  sched_cfs_period_timer+0x10a/0x250",
+                    "[ 3.1] Kernel panic - not syncing: softlockup: hung tasks",
+                ],
             ),
-            At(3001, console("[ 3.0] Call Trace:")),
-            At(3002, console("[ 3.0]  distribute_cfs_runtime+0x4d/0x120")),
-            At(3003, console("[ 3.0]  sched_cfs_period_timer+0x10a/0x250")),
-            At(
-                3004,
-                console("[ 3.1] Kernel panic - not syncing: softlockup: hung tasks"),
-            ),
-            Deadline,
-            At(12_000, exited("signal: 9 (SIGKILL)")),
-        ],
+            vec![Deadline, killed(12_000)],
+        ]
+        .concat(),
         "",
     );
     assert_eq!(ran.verdict, Verdict::Crash, "{}", ran.reasons);
@@ -434,13 +540,11 @@ fn a_crash_is_fingerprinted_and_boot_time_measured() {
 #[test]
 fn a_lingering_guest_is_noted_not_failed() {
     let ran = run(
-        vec![
-            At(100, Event::Connected),
-            At(2000, hello(PROTOCOL_VERSION)),
-            At(9000, finished(2)),
-            Deadline,
-            At(22_000, exited("signal: 9 (SIGKILL)")),
-        ],
+        [
+            booted(),
+            vec![At(9000, finished(2)), Deadline, killed(22_000)],
+        ]
+        .concat(),
         "",
     );
     assert!(
@@ -454,38 +558,21 @@ fn a_lingering_guest_is_noted_not_failed() {
 
 #[test]
 fn deadlines_follow_the_stage() {
-    let s = scenario();
-    let observer = Observer::new(
-        SignatureSet::new(&s.signatures).unwrap(),
-        Default::default(),
-    );
     let t0 = Instant::now();
-    let mut state = CellState::new(&s, "s/k", 7, timeouts(), observer, Endings::default(), t0);
-    assert_eq!(state.deadline(), Some(t0 + Duration::from_secs(60)), "boot");
+    let mut state = cell_state(&scenario(), BTreeMap::new(), Endings::default(), t0);
+    assert_deadline(&state, Some(t0 + Duration::from_secs(60)), "boot");
     state.handle(Event::Connected, t0);
     let h = t0 + Duration::from_secs(2);
     state.handle(hello(PROTOCOL_VERSION), h);
-    assert_eq!(
-        state.deadline(),
-        Some(h + Duration::from_secs(32)),
-        "silence"
-    );
+    assert_deadline(&state, Some(h + Duration::from_secs(32)), "silence");
     let crash = h + Duration::from_secs(1);
     state.handle(console("Kernel panic - not syncing: x"), crash);
-    assert_eq!(
-        state.deadline(),
-        Some(crash + Duration::from_secs(8)),
-        "crash grace"
-    );
+    assert_deadline(&state, Some(crash + Duration::from_secs(8)), "crash grace");
     state.handle(Event::Timer, crash + Duration::from_secs(8));
-    assert_eq!(state.deadline(), None, "killed: wait for the exit");
+    assert_deadline(&state, None, "killed: wait for the exit");
     let gone = crash + Duration::from_secs(9);
     state.handle(exited("signal: 9"), gone);
-    assert_eq!(
-        state.deadline(),
-        Some(gone + Duration::from_secs(3)),
-        "drain"
-    );
+    assert_deadline(&state, Some(gone + Duration::from_secs(3)), "drain");
     assert!(!state.is_done(gone));
     assert!(state.is_done(gone + Duration::from_secs(3)));
 }

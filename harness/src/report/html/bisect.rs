@@ -174,40 +174,26 @@ fn step_row(out: &mut String, n: usize, s: &StepRecord) {
 
 #[cfg(test)]
 mod tests {
-    use kchaos_model::bisect::plan::{Observed, Outcome};
+    use kchaos_model::bisect::plan::Outcome;
 
     use super::*;
-    use crate::analysis::bisect::{
-        Calibration, PlanOptionsRecord, Point, SourceRange, StepBuild, StepRecord, Totals,
-    };
+    use crate::analysis::bisect::{Point, SourceRange, StepBuild, StepRecord};
+    use crate::fixtures::{assert_contains, bisect_record, point, step_record};
 
+    /// Three commits with subjects to escape, from 0 (good) to 2 (bad), built from
+    /// source; the bad end calibrated (built here), then the good end checked (built
+    /// earlier).
     fn record() -> BisectRecord {
         let points: Vec<Point> = (0..3)
-            .map(|i| Point {
-                id: format!("{i:040x}"),
-                subject: Some(format!("net: <change> {i}")),
-            })
+            .map(|i| point(i, format!("net: <change> {i}")))
             .collect();
-        let step = |index: usize, verdict, cached| StepRecord {
-            phase: if index == 2 {
+        let step = |index: usize, verdict, cached| {
+            let phase = if index == 2 {
                 Phase::Calibrate
             } else {
                 Phase::CheckGood
-            },
-            index,
-            point: points[index].id.clone(),
-            subject: points[index].subject.clone(),
-            kernel: Some("path:/b".into()),
-            verdict,
-            observed: Observed::Judged { runs: 3, hits: 0 },
-            runs: 3,
-            hits: u32::from(verdict == StepVerdict::Bad),
-            errors: 1,
-            planned_runs: 3,
-            probability: Some(0.0),
-            interval95: Some((0.0, 0.56)),
-            confidence: Some(0.978),
-            build: Some(StepBuild {
+            };
+            let build = StepBuild {
                 seconds: if cached { 0.0 } else { 612.0 },
                 checkout_seconds: if cached { 0.0 } else { 3.0 },
                 cached,
@@ -215,25 +201,19 @@ mod tests {
                 ccache_hits: Some(0),
                 ccache_misses: Some(1348),
                 log: None,
-            }),
-            boot_ms: Some(2150),
-            run_seconds: 95.0,
-            results: Some(format!("step-{index}")),
-            why: None,
+            };
+            StepRecord {
+                subject: points[index].subject.clone(),
+                hits: u32::from(verdict == StepVerdict::Bad),
+                errors: 1,
+                boot_ms: Some(2150),
+                run_seconds: 95.0,
+                ..step_record(phase, index, &points[index], verdict, build)
+            }
         };
         let mut r = BisectRecord {
-            kchaos_version: "0.1.0".into(),
             started_at: "t".into(),
-            finished_at: None,
-            scenario: "scenarios/veth-netns-storm.toml".into(),
-            until: "unregister_netdevice".into(),
             sets: vec!["workload.0.iterations=60".into()],
-            options: PlanOptionsRecord {
-                calibrate: 10,
-                runs: None,
-                confidence: 0.95,
-                seed: None,
-            },
             source: Some(SourceRange {
                 repo: "/src/linux".into(),
                 good_rev: "v6.1".into(),
@@ -242,19 +222,11 @@ mod tests {
                 build_space: "/cache/kernels/bisect/x".into(),
                 ccache: true,
             }),
-            points: points.clone(),
-            good: 0,
-            bad: 2,
-            calibration: Some(Calibration {
-                hits: 10,
-                runs: 10,
-                probability: 1.0,
-                interval95: (0.72, 1.0),
-            }),
-            runs_per_step: Some(3),
-            steps: Vec::new(),
-            outcome: None,
-            totals: Totals::default(),
+            ..bisect_record(
+                "scenarios/veth-netns-storm.toml",
+                "unregister_netdevice",
+                points.clone(),
+            )
         };
         r.push(step(2, StepVerdict::Bad, false));
         r.push(step(0, StepVerdict::Good, true));
@@ -282,27 +254,25 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("<change>"), "{out}");
-        assert!(
-            out.contains("10/10 runs, p 1.00 (95% interval 0.72-1.00)"),
-            "{out}"
+        assert_contains(
+            &out,
+            &[
+                "10/10 runs, p 1.00 (95% interval 0.72-1.00)",
+                "3 (for 95% confidence in each good verdict)",
+                "2 steps, 1 builds: building 10m15s",
+            ],
         );
-        assert!(
-            out.contains("3 (for 95% confidence in each good verdict)"),
-            "{out}"
-        );
-        assert!(out.contains("2 steps, 1 builds: building 10m15s"), "{out}");
         // A step built here shows its time and what ccache did; one built earlier says so.
-        assert!(
-            out.contains("10m15s (1348 files compiled, ccache 0 hits / 1348 misses)"),
-            "{out}"
+        assert_contains(
+            &out,
+            &[
+                "10m15s (1348 files compiled, ccache 0 hits / 1348 misses)",
+                "built earlier",
+                "1 / 3 (planned 3), 1 not judged",
+                "<a href=\"step-2/results.json\">step-2</a>",
+                "2.1s",
+            ],
         );
-        assert!(out.contains("built earlier"), "{out}");
-        assert!(out.contains("1 / 3 (planned 3), 1 not judged"), "{out}");
-        assert!(
-            out.contains("<a href=\"step-2/results.json\">step-2</a>"),
-            "{out}"
-        );
-        assert!(out.contains("2.1s"), "{out}");
         assert_eq!(out.matches("<tr><td>").count(), 2, "{out}");
     }
 }

@@ -8,7 +8,7 @@ use kchaos_model::metrics::Summary;
 
 use super::super::labels::KernelColumn;
 use super::escape;
-use super::scenario::kernel_headers;
+use super::scenario::{kernel_cells, kernel_headers};
 use crate::results::CellResult;
 
 pub(super) fn table(
@@ -43,21 +43,19 @@ pub(super) fn table(
             escape(probe),
             escape(phase)
         );
-        for &i in present {
-            let mut these: Vec<(u32, &Summary)> = mine
-                .iter()
-                .filter(|c| column_of(c) == i)
-                .flat_map(|c| {
-                    c.phases
-                        .iter()
-                        .filter(|p| p.name == phase)
-                        .filter_map(|p| p.latency.get(probe))
-                        .map(|s| (c.repeat, s))
-                })
-                .collect();
-            these.sort_by_key(|(r, _)| *r);
-            let _ = write!(out, "<td>{}</td>", cell(&these));
-        }
+        kernel_cells(
+            out,
+            mine,
+            present,
+            column_of,
+            |c| {
+                c.phases
+                    .iter()
+                    .filter(move |p| p.name == phase)
+                    .filter_map(move |p| p.latency.get(probe))
+            },
+            cell,
+        );
         out.push_str("</tr>\n");
     }
     out.push_str("</table>\n");

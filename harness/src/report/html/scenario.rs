@@ -117,6 +117,27 @@ pub(super) fn kernel_headers(out: &mut String, present: &[usize], kernels: &[Ker
     }
 }
 
+/// One `<td>` per kernel in `present`, beneath [`kernel_headers`]: `render` of what
+/// `pick` finds in each of that kernel's cells, with the cell's repeat, in repeat order.
+pub(super) fn kernel_cells<'a, T: 'a, I: Iterator<Item = &'a T>>(
+    out: &mut String,
+    mine: &[&'a CellResult],
+    present: &[usize],
+    column_of: &dyn Fn(&CellResult) -> usize,
+    pick: impl Fn(&'a CellResult) -> I,
+    render: impl Fn(&[(u32, &'a T)]) -> String,
+) {
+    for &i in present {
+        let mut these: Vec<(u32, &T)> = mine
+            .iter()
+            .filter(|c| column_of(c) == i)
+            .flat_map(|c| pick(c).map(|x| (c.repeat, x)))
+            .collect();
+        these.sort_by_key(|(r, _)| *r);
+        let _ = write!(out, "<td>{}</td>", render(&these));
+    }
+}
+
 /// Every check across kernels: for each kernel the repeat with the least room (its
 /// observed value and margin), how many repeats passed, and every repeat in the tooltip.
 fn checks_table(
@@ -153,20 +174,14 @@ fn checks_table(
             escape(&first.assert),
             escape(&first.bound_text())
         );
-        for &i in present {
-            let mut these: Vec<(u32, &CheckResult)> = mine
-                .iter()
-                .filter(|c| column_of(c) == i)
-                .flat_map(|c| {
-                    c.checks
-                        .iter()
-                        .filter(|k| k.assert == first.assert)
-                        .map(|k| (c.repeat, k))
-                })
-                .collect();
-            these.sort_by_key(|(r, _)| *r);
-            let _ = write!(out, "<td>{}</td>", check_cell(&these));
-        }
+        kernel_cells(
+            out,
+            mine,
+            present,
+            column_of,
+            |c| c.checks.iter().filter(|k| k.assert == first.assert),
+            check_cell,
+        );
         out.push_str("</tr>\n");
     }
     out.push_str("</table>\n");
@@ -226,32 +241,37 @@ fn values_table(
     out.push_str("</tr>\n");
     for (name, unit) in values {
         let _ = write!(out, "<tr><td>{}</td>", escape(name));
-        for &i in present {
-            let v: Vec<f64> = mine
-                .iter()
-                .filter(|c| column_of(c) == i)
-                .filter_map(|c| match c.metrics.get(*name) {
-                    Some(Metric::Value(g)) => Some(g.value),
-                    _ => None,
-                })
-                .collect();
-            let text = match kchaos_model::stats::median(&v) {
-                Some(m) => {
-                    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-                    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    format!(
-                        "{} <span class=\"note\">[{} – {}], n={}</span>",
-                        escape(&unit.format(m)),
-                        escape(&unit.format(lo)),
-                        escape(&unit.format(hi)),
-                        v.len()
-                    )
-                }
-                None => String::new(),
-            };
-            let _ = write!(out, "<td>{text}</td>");
-        }
+        kernel_cells(
+            out,
+            mine,
+            present,
+            column_of,
+            |c| match c.metrics.get(*name) {
+                Some(Metric::Value(g)) => Some(&g.value).into_iter(),
+                _ => None.into_iter(),
+            },
+            |these| value_cell(*unit, these),
+        );
         out.push_str("</tr>\n");
     }
     out.push_str("</table>\n");
+}
+
+/// `1.20 [1.00 – 1.50], n=3`: the median of the repeats' values, their range and count.
+fn value_cell(unit: Unit, these: &[(u32, &f64)]) -> String {
+    let v: Vec<f64> = these.iter().map(|(_, x)| **x).collect();
+    match kchaos_model::stats::median(&v) {
+        Some(m) => {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!(
+                "{} <span class=\"note\">[{} – {}], n={}</span>",
+                escape(&unit.format(m)),
+                escape(&unit.format(lo)),
+                escape(&unit.format(hi)),
+                v.len()
+            )
+        }
+        None => String::new(),
+    }
 }

@@ -1,9 +1,43 @@
 //! The report on synthetic runs, and as headless Chromium draws it.
 
 use super::*;
+use crate::fixtures::assert_contains;
 use crate::report::KernelNames;
 use crate::results::store::empty_results;
 use crate::results::test_cell;
+use crate::results::RunResults;
+
+/// `results` as a run loaded from `dir`.
+fn run_in(dir: &Path, results: RunResults) -> LoadedRun {
+    LoadedRun {
+        dir: dir.to_path_buf(),
+        results,
+    }
+}
+
+/// The report on `results` alone, as a run that was loaded from a directory that does
+/// not exist, rendered for another.
+fn render_alone(results: RunResults) -> String {
+    render(
+        std::slice::from_ref(&run_in(Path::new("/nonexistent/run"), results)),
+        None,
+        Path::new("/elsewhere"),
+        &KernelNames::default(),
+    )
+}
+
+/// Headless Chromium on `args`, with the flags every test here needs and a bound of
+/// two minutes.
+fn headless(chromium: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec![
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+    ];
+    all.extend(args);
+    crate::test_support::run_bounded(chromium, &all, std::time::Duration::from_secs(120))
+}
 
 #[test]
 fn the_report_has_the_grid_plots_and_links_and_escapes_text() {
@@ -14,28 +48,21 @@ fn the_report_has_the_grid_plots_and_links_and_escapes_text() {
     let mut failed = test_cell("memcg/k2", Verdict::Fail, 5e6);
     failed.reasons = vec!["<script>alert(1)</script>".into()];
     results.cells.push(failed);
-    let run = LoadedRun {
-        dir: "/nonexistent/run".into(),
-        results,
-    };
-    let html = render(
-        std::slice::from_ref(&run),
-        None,
-        Path::new("/elsewhere"),
-        &KernelNames::default(),
-    );
+    let html = render_alone(results);
     assert!(html.contains("<table class=\"grid\">"));
     assert!(html.contains(verdict_colour(Verdict::Fail)));
     assert!(html.contains("&lt;script&gt;"));
     assert!(!html.contains("<script>"));
     // Why k2 failed, in the grid; every check across kernels, with its margin.
-    assert!(
-        html.contains("<div class=\"why\"><b>fail</b> &lt;script&gt;"),
-        "{html}"
+    assert_contains(
+        &html,
+        &[
+            "<div class=\"why\"><b>fail</b> &lt;script&gt;",
+            "<table class=\"checks\">",
+            "1.00ms · +75.0%",
+            "5.00ms · -25.0%",
+        ],
     );
-    assert!(html.contains("<table class=\"checks\">"), "{html}");
-    assert!(html.contains("1.00ms · +75.0%"), "{html}");
-    assert!(html.contains("5.00ms · -25.0%"), "{html}");
     // One percentile plot (lat), two series plots (dying, slab), one value table.
     assert_eq!(html.matches("<svg").count(), 3, "{html}");
     assert!(html.contains("churn.cgroups"));
@@ -83,27 +110,22 @@ fn latency_per_phase_shows_each_probe_in_each_workloads_phase() {
     let mut empty = test_cell("memcg/k2", Verdict::Pass, 1e6);
     empty.phases = phases(Summary::default());
     results.cells.push(empty);
-    let run = LoadedRun {
-        dir: "/nonexistent/run".into(),
-        results,
-    };
-    let html = render(
-        std::slice::from_ref(&run),
-        None,
-        Path::new("/elsewhere"),
-        &KernelNames::default(),
-    );
-    assert!(html.contains("<table class=\"phases\">"), "{html}");
-    assert!(
-        html.contains("<td>stat</td><td>hold</td><td><span title=\"r0: n=150 p50=60.00ms"),
-        "{html}"
+    let html = render_alone(results);
+    assert_contains(
+        &html,
+        &[
+            "<table class=\"phases\">",
+            "<td>stat</td><td>hold</td><td><span title=\"r0: n=150 p50=60.00ms",
+        ],
     );
     // Median p50 of 60 and 50 ms, the worst p99, every sample counted.
-    assert!(
-        html.contains("p50 55.00ms · p99 120.00ms <span class=\"note\">(n=290)</span>"),
-        "{html}"
+    assert_contains(
+        &html,
+        &[
+            "p50 55.00ms · p99 120.00ms <span class=\"note\">(n=290)</span>",
+            ">no samples</span>",
+        ],
     );
-    assert!(html.contains(">no samples</span>"), "{html}");
 }
 
 /// The report as a real browser draws it: Debian's chromium, headless, takes a
@@ -124,25 +146,13 @@ fn renders_in_headless_chromium() {
         results.cells.push(test_cell(id, verdict, 2e6));
     }
     let dir = tempfile::tempdir().unwrap();
-    let run = LoadedRun {
-        dir: dir.path().to_path_buf(),
-        results,
-    };
+    let run = run_in(dir.path(), results);
     let written = super::super::write(std::slice::from_ref(&run), None, dir.path());
     let html_path = written.html.unwrap();
     let url = format!("file://{}", html_path.display());
     let shot = dir.path().join("shot.png");
-    let common = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-    ];
-    let limit = std::time::Duration::from_secs(120);
     let screenshot = format!("--screenshot={}", shot.display());
-    let mut args = common.to_vec();
-    args.extend(["--window-size=1000,600", &screenshot, &url]);
-    let out = crate::test_support::run_bounded(&chromium, &args, limit);
+    let out = headless(&chromium, &["--window-size=1000,600", &screenshot, &url]);
     assert!(
         out.status.success(),
         "{}",
@@ -170,9 +180,7 @@ fn renders_in_headless_chromium() {
     }
     // A colour the report never uses is absent: the count measures something.
     assert_eq!(count("#123456"), 0);
-    let mut args = common.to_vec();
-    args.extend(["--dump-dom", &url]);
-    let dom = crate::test_support::run_bounded(&chromium, &args, limit);
+    let dom = headless(&chromium, &["--dump-dom", &url]);
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.contains("<table class=\"grid\">"), "{dom}");
     assert!(dom.matches("<svg").count() >= 3);
@@ -305,10 +313,7 @@ fn a_failing_run_reads_in_headless_chromium() {
         results.cells.push(c);
     }
     let dir = tempfile::tempdir().unwrap();
-    let run = LoadedRun {
-        dir: dir.path().to_path_buf(),
-        results,
-    };
+    let run = run_in(dir.path(), results);
     let written = super::super::write_named(
         std::slice::from_ref(&run),
         None,
@@ -324,19 +329,7 @@ fn a_failing_run_reads_in_headless_chromium() {
     )
     .unwrap();
     let url = format!("file://{}", measured.display());
-    let out = crate::test_support::run_bounded(
-        &chromium,
-        &[
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--window-size=1000,800",
-            "--dump-dom",
-            &url,
-        ],
-        std::time::Duration::from_secs(120),
-    );
+    let out = headless(&chromium, &["--window-size=1000,800", "--dump-dom", &url]);
     let dom = String::from_utf8_lossy(&out.stdout);
     let json = dom
         .split("<pre id=\"layout\">")

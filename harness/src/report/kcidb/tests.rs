@@ -281,56 +281,48 @@ fn a_cell_field_by_field() {
     assert_eq!(actual, expected, "{}", render(&report).unwrap());
 }
 
+/// A kernel known only by its spec and what it resolved and reported: no package,
+/// no Debian source, no commit.
+fn bare_kernel(spec: &str, resolved: Option<&str>, release: Option<&str>) -> KernelInfo {
+    KernelInfo {
+        spec: spec.into(),
+        resolved: resolved.map(Into::into),
+        release: release.map(Into::into),
+        package: None,
+        debian: None,
+        source: None,
+    }
+}
+
+/// The one of `items` whose id ends with `label`.
+fn ending_in<'a, T>(items: &'a [T], id: fn(&T) -> &String, label: &str) -> &'a T {
+    items
+        .iter()
+        .find(|x| id(x).ends_with(label))
+        .unwrap_or_else(|| panic!("no id ending in {label}"))
+}
+
 #[test]
 fn kernels_say_where_their_source_came_from() {
+    const LOCAL: &str = "path:/k/bzImage,tree=net-next,repo=https://git.example/net-next.git,branch=main,commit=0123456789abcdef0123456789abcdef01234567";
     let mut local = test_cell("s/local-6.13.0", Verdict::Pass, 1e6);
-    local.kernel = KernelInfo {
-        spec: "path:/k/bzImage,tree=net-next,repo=https://git.example/net-next.git,branch=main,commit=0123456789abcdef0123456789abcdef01234567".into(),
-        resolved: None,
-        release: Some("6.13.0".into()),
-        package: None,
-        debian: None,
-        source: None,
-    };
-    local.kernel.resolved = Some(local.kernel.spec.clone());
+    local.kernel = bare_kernel(LOCAL, Some(LOCAL), Some("6.13.0"));
     let mut built = test_cell("s/build-defects_6.1.192-2", Verdict::Pass, 1e6);
-    built.kernel = KernelInfo {
-        spec: "build:defects".into(),
-        resolved: Some("build:defects@6.1.192-2".into()),
-        release: Some("6.1.192-kchaos".into()),
-        package: None,
-        debian: None,
-        source: None,
-    };
+    built.kernel = bare_kernel(
+        "build:defects",
+        Some("build:defects@6.1.192-2"),
+        Some("6.1.192-kchaos"),
+    );
     let mut missing = test_cell("s/nowhere", Verdict::Error, 1e6);
-    missing.kernel = KernelInfo {
-        spec: "debian:9.9-cloud".into(),
-        resolved: None,
-        release: None,
-        package: None,
-        debian: None,
-        source: None,
-    };
+    missing.kernel = bare_kernel("debian:9.9-cloud", None, None);
     let report = export(
         &[run_of("r", vec![local, built, missing])],
         &[],
         &Options::default(),
     )
     .unwrap();
-    let checkout = |label: &str| {
-        report
-            .checkouts
-            .iter()
-            .find(|c| c.id.ends_with(label))
-            .unwrap()
-    };
-    let build = |label: &str| {
-        report
-            .builds
-            .iter()
-            .find(|b| b.id.ends_with(label))
-            .unwrap()
-    };
+    let checkout = |label| ending_in(&report.checkouts, |c| &c.id, label);
+    let build = |label| ending_in(&report.builds, |b| &b.id, label);
     let c = checkout(":local-6.13.0");
     assert_eq!(c.tree_name.as_deref(), Some("net-next"));
     assert_eq!(
