@@ -165,7 +165,10 @@ pub fn compare(
     };
     let runs = load(sources)?;
     let (cmp, side_runs) = comparison(sources, &runs, baseline, candidate, args, list)?;
-    print!("{}", compare::table(&cmp, all));
+    print!(
+        "{}",
+        kchaos_harness::report::compare_table::table(&cmp, all)
+    );
     let mut written_ok = true;
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&cmp).context("encoding the comparison")?;

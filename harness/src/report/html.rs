@@ -307,7 +307,7 @@ fn comparison_section(out: &mut String, cmp: &Comparison) {
         cmp.baseline_cells,
         escape(&cmp.candidate),
         cmp.candidate_cells,
-        escape(&crate::analysis::compare::summary(cmp)),
+        escape(&crate::report::compare_table::summary(cmp)),
         threshold = cmp.threshold * 100.0,
         alpha = cmp.alpha,
     );

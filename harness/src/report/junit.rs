@@ -149,14 +149,10 @@ fn details(cell: &CellResult) -> String {
     }
     let kernel = cell.kernel.resolved.as_deref().unwrap_or(&cell.kernel.spec);
     let _ = writeln!(out, "kernel: {kernel}, seed: {}", cell.seed);
-    let a = &cell.artifacts;
-    for (what, path) in [
-        ("console", &a.console),
-        ("kmsg", &a.kmsg),
-        ("sysrq", &a.sysrq),
-        ("vmcore", &a.vmcore),
-    ] {
-        if let Some(path) = path {
+    // The files a reader of a failure opens first: what the guest said, and the
+    // hang's dumps (the directory, QEMU's log and the bundle are in the report).
+    for (what, path) in cell.artifacts.present() {
+        if matches!(what, "console" | "kmsg" | "sysrq" | "vmcore") {
             let _ = writeln!(out, "{what}: {path}");
         }
     }

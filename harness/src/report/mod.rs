@@ -2,6 +2,7 @@
 //! plots, JUnit XML, KCIDB I/O JSON for KernelCI, and the terminal's summary table.
 //! Reports are derived from `results.json`; rendering them never changes a result.
 
+pub mod compare_table;
 pub mod detection_table;
 pub mod html;
 pub mod junit;

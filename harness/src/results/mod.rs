@@ -68,6 +68,25 @@ pub struct Artifacts {
     pub bundle: Option<String>,
 }
 
+impl Artifacts {
+    /// Each file the cell has, by kind (`dir`, `console`, `kmsg`, `qemu_log`, `sysrq`,
+    /// `vmcore`, `bundle`), in that order: one list for the database, JUnit and KCIDB,
+    /// so a new kind of file reaches all of them.
+    pub fn present(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("dir", &self.dir),
+            ("console", &self.console),
+            ("kmsg", &self.kmsg),
+            ("qemu_log", &self.qemu_log),
+            ("sysrq", &self.sysrq),
+            ("vmcore", &self.vmcore),
+            ("bundle", &self.bundle),
+        ]
+        .into_iter()
+        .filter_map(|(kind, path)| Some((kind, path.as_deref()?)))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CellResult {
     pub id: String,

@@ -459,20 +459,11 @@ fn insert_artifacts(
     cell_id: i64,
     a: &Artifacts,
 ) -> Result<(), rusqlite::Error> {
-    for (kind, path) in [
-        ("dir", &a.dir),
-        ("console", &a.console),
-        ("kmsg", &a.kmsg),
-        ("qemu_log", &a.qemu_log),
-        ("sysrq", &a.sysrq),
-        ("vmcore", &a.vmcore),
-    ] {
-        if let Some(p) = path {
-            tx.execute(
-                "INSERT INTO artifacts (cell_id, kind, path) VALUES (?1, ?2, ?3)",
-                params![cell_id, kind, p],
-            )?;
-        }
+    for (kind, path) in a.present() {
+        tx.execute(
+            "INSERT INTO artifacts (cell_id, kind, path) VALUES (?1, ?2, ?3)",
+            params![cell_id, kind, path],
+        )?;
     }
     Ok(())
 }

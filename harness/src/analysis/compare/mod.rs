@@ -36,14 +36,12 @@ use crate::results::CellResult;
 mod judge;
 mod margins;
 mod rates;
-mod table;
 #[cfg(test)]
 mod tests;
 
 use self::judge::{by_scenario, check_directions, metric_rows};
 use self::margins::margin_rows;
 use self::rates::verdict_row;
-pub use self::table::{summary, table};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CompareOptions {

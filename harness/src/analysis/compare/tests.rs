@@ -3,6 +3,7 @@
 use kchaos_model::verdict::Verdict;
 
 use super::*;
+use crate::report::compare_table::table;
 use crate::results::store::empty_results;
 use crate::results::test_cell;
 

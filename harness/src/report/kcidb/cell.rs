@@ -157,18 +157,12 @@ fn cell_excerpt(cell: &CellResult) -> Option<String> {
 fn files(cell: &CellResult, base: &BaseUrl, dir: &Path) -> (Option<String>, Vec<Resource>) {
     let a = &cell.artifacts;
     let cell_json = a.dir.as_ref().map(|d| format!("{d}/cell.json"));
+    let files = a.present().filter(|(kind, _)| *kind != "dir");
     let mut out = Vec::new();
-    for path in [
-        &cell_json,
-        &a.console,
-        &a.kmsg,
-        &a.qemu_log,
-        &a.sysrq,
-        &a.vmcore,
-        &a.bundle,
-    ]
-    .into_iter()
-    .flatten()
+    for path in cell_json
+        .as_deref()
+        .into_iter()
+        .chain(files.map(|(_, p)| p))
     {
         let name = path.rsplit('/').next().unwrap_or(path).replace('\0', "?");
         if !name.is_empty() {

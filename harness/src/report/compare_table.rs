@@ -1,8 +1,8 @@
-//! The comparison as a terminal table.
+//! The comparison (`analysis::compare`) as a terminal table and its one-line summary.
 
 use std::fmt::Write as _;
 
-use super::{Comparison, Outcome, Row, RowKind};
+use crate::analysis::compare::{Comparison, Outcome, Row, RowKind};
 
 fn percent(x: f64) -> String {
     if x.is_infinite() {
