@@ -290,32 +290,39 @@ fn erf(x: f64) -> f64 {
     sign * (1.0 - poly * (-x * x).exp())
 }
 
-/// A bootstrap percentile interval (`level`, e.g. 0.95) for the relative change of the
-/// median, `median(b) / median(a) - 1`. `None` when either side is empty or `a`'s
-/// resampled medians can be zero.
-pub fn bootstrap_relative_change(
-    a: &[f64],
-    b: &[f64],
-    iterations: usize,
-    level: f64,
-    seed: u64,
-) -> Option<(f64, f64)> {
-    bootstrap(a, b, iterations, level, seed, |ma, mb| {
-        (ma != 0.0).then(|| mb / ma - 1.0)
-    })
+/// Bootstrap percentile intervals for the change between two samples' medians: how many
+/// resamples, at which level, from which seed (the same seed gives the same interval,
+/// so a report rendered twice does not move).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bootstrap {
+    pub iterations: usize,
+    /// The interval's coverage, e.g. 0.95.
+    pub level: f64,
+    pub seed: u64,
 }
 
-/// A bootstrap percentile interval for the difference of the medians,
-/// `median(b) - median(a)`: for quantities that are already fractions, like a check's
-/// margin, where a change is read in points, not relative to itself.
-pub fn bootstrap_difference(
-    a: &[f64],
-    b: &[f64],
-    iterations: usize,
-    level: f64,
-    seed: u64,
-) -> Option<(f64, f64)> {
-    bootstrap(a, b, iterations, level, seed, |ma, mb| Some(mb - ma))
+impl Bootstrap {
+    /// 2000 resamples at 95%: what a comparison of recorded runs uses.
+    pub fn new(seed: u64) -> Bootstrap {
+        Bootstrap {
+            iterations: 2000,
+            level: 0.95,
+            seed,
+        }
+    }
+
+    /// The interval of the relative change of the median, `median(b) / median(a) - 1`.
+    /// `None` when either side is empty or `a`'s resampled medians can be zero.
+    pub fn relative_change(&self, a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
+        bootstrap(a, b, self, |ma, mb| (ma != 0.0).then(|| mb / ma - 1.0))
+    }
+
+    /// The interval of the difference of the medians, `median(b) - median(a)`: for
+    /// quantities that are already fractions, like a check's margin, where a change is
+    /// read in points, not relative to itself.
+    pub fn difference(&self, a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
+        bootstrap(a, b, self, |ma, mb| Some(mb - ma))
+    }
 }
 
 /// Percentile interval of `change(median(a*), median(b*))` over resamples; `None` when
@@ -323,11 +330,14 @@ pub fn bootstrap_difference(
 fn bootstrap(
     a: &[f64],
     b: &[f64],
-    iterations: usize,
-    level: f64,
-    seed: u64,
+    how: &Bootstrap,
     change: impl Fn(f64, f64) -> Option<f64>,
 ) -> Option<(f64, f64)> {
+    let Bootstrap {
+        iterations,
+        level,
+        seed,
+    } = *how;
     if a.is_empty() || b.is_empty() || iterations == 0 {
         return None;
     }
@@ -434,16 +444,20 @@ mod tests {
     fn bootstrap_interval_brackets_the_change_and_is_reproducible() {
         let a = [100.0, 102.0, 98.0, 101.0, 99.0];
         let b = [150.0, 153.0, 147.0, 151.0, 149.0];
-        let (lo, hi) = bootstrap_relative_change(&a, &b, 2000, 0.95, 7).unwrap();
+        let (lo, hi) = Bootstrap::new(7).relative_change(&a, &b).unwrap();
         assert!(
             lo > 0.4 && hi < 0.6 && lo <= 0.5 && 0.5 <= hi,
             "({lo}, {hi})"
         );
+        assert_eq!(Bootstrap::new(7).relative_change(&a, &b), Some((lo, hi)));
         assert_eq!(
-            bootstrap_relative_change(&a, &b, 2000, 0.95, 7),
-            Some((lo, hi))
+            Bootstrap {
+                iterations: 10,
+                ..Bootstrap::new(1)
+            }
+            .relative_change(&[0.0], &b),
+            None
         );
-        assert_eq!(bootstrap_relative_change(&[0.0], &b, 10, 0.95, 1), None);
     }
 
     #[test]
@@ -535,7 +549,7 @@ mod tests {
     fn bootstrap_difference_brackets_a_shift_in_points() {
         let a = [0.90, 0.92, 0.91, 0.89, 0.90];
         let b = [0.60, 0.62, 0.58, 0.61, 0.59];
-        let (lo, hi) = bootstrap_difference(&a, &b, 2000, 0.95, 3).unwrap();
+        let (lo, hi) = Bootstrap::new(3).difference(&a, &b).unwrap();
         assert!(lo >= -0.34 && hi <= -0.27 && lo <= hi, "({lo}, {hi})");
     }
 

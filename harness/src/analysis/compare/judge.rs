@@ -223,7 +223,7 @@ fn judge(
         (Some(_), Some(cm)) => (cm == 0.0).then_some(0.0),
         _ => None,
     };
-    let interval = stats::bootstrap_relative_change(&b, &c, 2000, 0.95, opts.seed);
+    let interval = stats::Bootstrap::new(opts.seed).relative_change(&b, &c);
     let test = stats::mann_whitney(&b, &c);
     let p = test.as_ref().map(|t| match direction {
         Direction::HigherIsWorse => t.p_greater,

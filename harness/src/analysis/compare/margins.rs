@@ -75,7 +75,7 @@ fn judge_margin(
         baseline_text: text(&b, bm),
         candidate_text: text(&c, cm),
         change: bm.zip(cm).map(|(bm, cm)| cm - bm),
-        interval: stats::bootstrap_difference(&b, &c, 2000, 0.95, opts.seed),
+        interval: stats::Bootstrap::new(opts.seed).difference(&b, &c),
         p: test.map(|t| t.p_less),
         baseline: b,
         candidate: c,
