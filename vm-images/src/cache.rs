@@ -4,7 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::file_io::{io, IoError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -67,6 +71,21 @@ impl Cache {
         Ok(path)
     }
 
+    /// The file `sub/<key>.<ext>` holding one built artefact (the key shortened to 24
+    /// hex digits), and its size when it is already built. A hit is touched, so
+    /// least-recently-used eviction ([`evict_lru`]) keeps it.
+    pub fn keyed_file(&self, sub: &str, key: &str, ext: &str) -> Result<KeyedFile, CacheError> {
+        let dir = self.dir(sub)?;
+        let short = key.get(..24).unwrap_or(key);
+        let path = dir.join(format!("{short}.{ext}"));
+        let built = std::fs::metadata(&path).ok().map(|meta| meta.len());
+        if built.is_some() {
+            tracing::debug!(path = %path.display(), "cache hit");
+            touch(&path);
+        }
+        Ok(KeyedFile { dir, path, built })
+    }
+
     /// A fresh scratch directory next to where its result will be installed (same
     /// filesystem, so the final rename is atomic).
     pub fn scratch(&self, sub: &str) -> Result<tempfile::TempDir, CacheError> {
@@ -116,6 +135,51 @@ impl Cache {
             }),
         }
     }
+}
+
+/// Where one keyed artefact lives in the cache ([`Cache::keyed_file`]).
+#[derive(Debug, Clone)]
+pub struct KeyedFile {
+    /// The directory of its kind, for eviction after a build.
+    pub dir: PathBuf,
+    pub path: PathBuf,
+    /// Its size, when it is already built.
+    pub built: Option<u64>,
+}
+
+/// A JSON record kept beside a cached artefact (`kernel.json`, `build.json`,
+/// `space.json`): what it was built from, read back on every cache hit.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Read(#[from] IoError),
+    #[error(transparent)]
+    Write(#[from] CacheError),
+    #[error("Corrupt cache entry {path}; delete it and retry")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl RecordError {
+    fn corrupt(path: &Path) -> impl FnOnce(serde_json::Error) -> RecordError {
+        let path = path.display().to_string();
+        move |source| RecordError::Corrupt { path, source }
+    }
+}
+
+/// Reads the record at `path`; one that does not parse is a corrupt cache entry.
+pub fn read_record<T: DeserializeOwned>(path: &Path) -> Result<T, RecordError> {
+    let text = std::fs::read(path).map_err(io("read", path))?;
+    serde_json::from_slice(&text).map_err(RecordError::corrupt(path))
+}
+
+/// Writes `record` to `path` atomically, pretty-printed for the person reading the cache.
+pub fn write_record<T: Serialize>(path: &Path, record: &T) -> Result<(), RecordError> {
+    let json = serde_json::to_vec_pretty(record).map_err(RecordError::corrupt(path))?;
+    Ok(Cache::write_atomic(path, &json)?)
 }
 
 /// Marks a cached file as just used, so least-recently-used eviction keeps it.
@@ -256,5 +320,49 @@ mod tests {
         left.sort();
         assert_eq!(left, ["0.cpio", "1.cpio", "4.cpio", "other.txt"]);
         assert_eq!(disk_usage(dir.path()), (4, 4));
+    }
+
+    #[test]
+    fn a_keyed_file_is_built_once_it_exists_and_a_hit_is_touched() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = Cache::new(root.path());
+        let key = "0123456789abcdef0123456789abcdef";
+        let miss = cache.keyed_file("initramfs", key, "cpio").unwrap();
+        assert_eq!(
+            miss.path,
+            root.path().join("initramfs/0123456789abcdef01234567.cpio")
+        );
+        assert_eq!(miss.built, None);
+        std::fs::write(&miss.path, b"12345").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(1000);
+        let f = std::fs::File::options()
+            .append(true)
+            .open(&miss.path)
+            .unwrap();
+        f.set_modified(old).unwrap();
+        let hit = cache.keyed_file("initramfs", key, "cpio").unwrap();
+        assert_eq!(hit.built, Some(5));
+        let touched = std::fs::metadata(&hit.path).unwrap().modified().unwrap();
+        assert!(touched > old + std::time::Duration::from_secs(500));
+    }
+
+    #[test]
+    fn a_record_reads_back_and_a_damaged_one_is_a_corrupt_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("build.json");
+        write_record(&path, &vec![1u32, 2]).unwrap();
+        assert_eq!(read_record::<Vec<u32>>(&path).unwrap(), [1, 2]);
+        std::fs::write(&path, b"{\"trunc").unwrap();
+        let err = read_record::<Vec<u32>>(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "Corrupt cache entry {}; delete it and retry",
+                path.display()
+            )
+        );
+        let gone = dir.path().join("gone.json");
+        let err = read_record::<Vec<u32>>(&gone).unwrap_err();
+        assert_eq!(err.to_string(), format!("Cannot read {}", gone.display()));
     }
 }

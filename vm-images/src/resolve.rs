@@ -30,7 +30,7 @@ pub enum KernelError {
 
 /// Resolves a spec, downloading and unpacking Debian packages into the cache as needed.
 pub fn resolve(cache: &Cache, spec: &str) -> Result<Kernel, KernelError> {
-    resolve_with(cache, spec, &AptSource)
+    resolve_with(cache, spec, &AptSource::new(cache))
 }
 
 pub fn resolve_with(
@@ -66,7 +66,7 @@ pub fn resolve_with(
             spec,
             &recipe,
             source_version.as_deref(),
-            &recipe::AptHost::new(cache, source),
+            &recipe::AptHost::new(source),
         )?),
     }
 }

@@ -145,7 +145,8 @@ pub fn debug_vmlinux(kernel: &Kernel, cache: &Cache) -> Result<PathBuf, NoVmlinu
         detail,
     };
     if kernel.package.is_some() {
-        return debian::debug_vmlinux(cache, kernel, &AptSource).map_err(|e| no(error_chain(&e)));
+        return debian::debug_vmlinux(cache, kernel, &AptSource::new(cache))
+            .map_err(|e| no(error_chain(&e)));
     }
     // A local build keeps vmlinux at the top of its tree, three levels above the bzImage.
     kernel

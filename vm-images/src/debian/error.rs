@@ -2,7 +2,7 @@
 
 use super::apt::AptError;
 use super::apt_config::ConfigError;
-use crate::cache::CacheError;
+use crate::cache::{CacheError, RecordError};
 use crate::file_io::IoError;
 use crate::host_tool::CommandError;
 
@@ -22,10 +22,6 @@ pub enum DebianError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Io(#[from] IoError),
-    #[error("Corrupt cache entry {path}; delete it and retry")]
-    CorruptCache {
-        path: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }

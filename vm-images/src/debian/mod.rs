@@ -53,15 +53,9 @@ pub(crate) fn fetch(
     for &rel in &releases {
         let abi = match version {
             DebianVersion::Abi(abi) => Some(abi.clone()),
-            DebianVersion::Series(series) => newest_abi(
-                cache,
-                rel,
-                series,
-                flavour,
-                &cached,
-                source,
-                &mut apt_problems,
-            ),
+            DebianVersion::Series(series) => {
+                newest_abi(rel, series, flavour, &cached, source, &mut apt_problems)
+            }
         };
         let Some(abi) = abi else { continue };
         if let Some(kernel) = package_in(
@@ -103,7 +97,6 @@ pub(crate) fn fetch(
 /// The newest ABI of `series` in `rel`: what apt offers there plus what the cache holds
 /// from there.
 fn newest_abi(
-    cache: &Cache,
     rel: Release,
     series: &str,
     flavour: Flavour,
@@ -111,7 +104,7 @@ fn newest_abi(
     source: &dyn PackageSource,
     apt_problems: &mut Vec<String>,
 ) -> Option<String> {
-    let mut abis: Vec<String> = match source.names(cache, rel, &format!("linux-image-{series}.")) {
+    let mut abis: Vec<String> = match source.names(rel, &format!("linux-image-{series}.")) {
         Ok(names) => names
             .iter()
             .filter_map(|n| abi_of(n, flavour))
@@ -149,7 +142,7 @@ fn package_in(
     let resolved = release::resolved_spec(abi, flavour, rel);
     let mut offered = Vec::new();
     for package in &packages {
-        match source.candidate(cache, rel, package) {
+        match source.candidate(rel, package) {
             Ok(Some(candidate)) => offered.push((package, candidate)),
             Ok(None) => {}
             Err(e) => {

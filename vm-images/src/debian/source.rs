@@ -13,23 +13,12 @@ use crate::cache::Cache;
 /// Where packages come from: kchaos's apt state on a real machine, a fake in tests.
 pub trait PackageSource {
     /// Package names starting with `prefix` that `release` offers.
-    fn names(
-        &self,
-        cache: &Cache,
-        release: Release,
-        prefix: &str,
-    ) -> Result<Vec<String>, DebianError>;
+    fn names(&self, release: Release, prefix: &str) -> Result<Vec<String>, DebianError>;
     /// apt's candidate of `package` in `release`, if it offers one.
-    fn candidate(
-        &self,
-        cache: &Cache,
-        release: Release,
-        package: &str,
-    ) -> Result<Option<Candidate>, DebianError>;
+    fn candidate(&self, release: Release, package: &str) -> Result<Option<Candidate>, DebianError>;
     /// Downloads `package` at the candidate's version into `dir`; returns the `.deb`.
     fn download(
         &self,
-        cache: &Cache,
         release: Release,
         package: &str,
         candidate: &Candidate,
@@ -39,51 +28,50 @@ pub trait PackageSource {
 
 /// kchaos's own apt state under the cache (`$KCHAOS_CACHE/apt/<release>`), configured
 /// from the environment ([`AptConfig::from_env`]); lists are refreshed when stale.
-#[derive(Debug)]
-pub struct AptSource;
+#[derive(Debug, Clone, Copy)]
+pub struct AptSource<'a> {
+    cache: &'a Cache,
+}
 
-impl AptSource {
-    fn state(cache: &Cache, release: Release) -> Result<AptState, DebianError> {
-        Ok(AptState::open(cache, release, &AptConfig::from_env()?)?)
+impl<'a> AptSource<'a> {
+    pub fn new(cache: &'a Cache) -> AptSource<'a> {
+        AptSource { cache }
+    }
+
+    fn state(&self, release: Release) -> Result<AptState, DebianError> {
+        Ok(AptState::open(
+            self.cache,
+            release,
+            &AptConfig::from_env()?,
+        )?)
     }
 
     /// The state with its lists refreshed when stale: what a look-up needs. A download
     /// asks for a version a look-up just found, so it takes the lists as they are.
-    fn fresh_state(cache: &Cache, release: Release) -> Result<AptState, DebianError> {
-        let state = AptSource::state(cache, release)?;
+    fn fresh_state(&self, release: Release) -> Result<AptState, DebianError> {
+        let state = self.state(release)?;
         state.refresh_if_stale()?;
         Ok(state)
     }
 }
 
-impl PackageSource for AptSource {
-    fn names(
-        &self,
-        cache: &Cache,
-        release: Release,
-        prefix: &str,
-    ) -> Result<Vec<String>, DebianError> {
-        Ok(AptSource::fresh_state(cache, release)?.pkgnames(prefix)?)
+impl PackageSource for AptSource<'_> {
+    fn names(&self, release: Release, prefix: &str) -> Result<Vec<String>, DebianError> {
+        Ok(self.fresh_state(release)?.pkgnames(prefix)?)
     }
 
-    fn candidate(
-        &self,
-        cache: &Cache,
-        release: Release,
-        package: &str,
-    ) -> Result<Option<Candidate>, DebianError> {
-        Ok(AptSource::fresh_state(cache, release)?.candidate(package)?)
+    fn candidate(&self, release: Release, package: &str) -> Result<Option<Candidate>, DebianError> {
+        Ok(self.fresh_state(release)?.candidate(package)?)
     }
 
     fn download(
         &self,
-        cache: &Cache,
         release: Release,
         package: &str,
         candidate: &Candidate,
         dir: &Path,
     ) -> Result<PathBuf, DebianError> {
-        let state = AptSource::state(cache, release)?;
+        let state = self.state(release)?;
         Ok(state.download(package, &candidate.version, &candidate.suite, dir)?)
     }
 }

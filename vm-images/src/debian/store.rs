@@ -12,7 +12,6 @@ use super::error::DebianError;
 use super::release::{self, Release};
 use super::source::PackageSource;
 use crate::cache::Cache;
-use crate::file_io::io;
 use crate::host_tool;
 use crate::resolved::{DebianPackage, Kernel};
 
@@ -95,7 +94,7 @@ pub(super) fn unpack(
         return Ok(kernel);
     }
     let scratch = cache.scratch("kernels/debian")?;
-    let deb = source.download(cache, rel, package, candidate, scratch.path())?;
+    let deb = source.download(rel, package, candidate, scratch.path())?;
     let root = scratch.path().join("root");
     host_tool::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     let _ = std::fs::remove_file(&deb);
@@ -152,11 +151,7 @@ pub(super) fn unpack(
 }
 
 fn write_meta(path: &Path, kernel: &Kernel) -> Result<(), DebianError> {
-    let meta = serde_json::to_vec_pretty(kernel).map_err(|source| DebianError::CorruptCache {
-        path: path.display().to_string(),
-        source,
-    })?;
-    Ok(Cache::write_atomic(path, &meta)?)
+    Ok(crate::cache::write_record(path, kernel)?)
 }
 
 /// Adds `debian` to a cached `kernel.json` (paths in it stay relative).
@@ -168,11 +163,7 @@ fn record_suite(dir: &Path, debian: &DebianPackage) -> Result<(), DebianError> {
 }
 
 fn read_meta(path: &Path) -> Result<Kernel, DebianError> {
-    let text = std::fs::read(path).map_err(io("read", path))?;
-    serde_json::from_slice(&text).map_err(|source| DebianError::CorruptCache {
-        path: path.display().to_string(),
-        source,
-    })
+    Ok(crate::cache::read_record(path)?)
 }
 
 /// Reads a cached kernel; paths in `kernel.json` are relative to its directory.

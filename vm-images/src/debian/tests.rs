@@ -43,7 +43,7 @@ impl Fake {
 }
 
 impl PackageSource for Fake {
-    fn names(&self, _: &Cache, release: Release, prefix: &str) -> Result<Vec<String>, DebianError> {
+    fn names(&self, release: Release, prefix: &str) -> Result<Vec<String>, DebianError> {
         self.apt()?;
         Ok(self
             .offers(release)
@@ -53,12 +53,7 @@ impl PackageSource for Fake {
             .collect())
     }
 
-    fn candidate(
-        &self,
-        _: &Cache,
-        release: Release,
-        package: &str,
-    ) -> Result<Option<Candidate>, DebianError> {
+    fn candidate(&self, release: Release, package: &str) -> Result<Option<Candidate>, DebianError> {
         self.apt()?;
         Ok(self
             .offers(release)
@@ -72,7 +67,6 @@ impl PackageSource for Fake {
 
     fn download(
         &self,
-        _: &Cache,
         _: Release,
         package: &str,
         candidate: &Candidate,

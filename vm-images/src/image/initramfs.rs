@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use kchaos_model::image::INIT_PATH;
 
 use super::payload::{self, Payload};
-use crate::cache::{Cache, CacheError};
+use crate::cache::{Cache, CacheError, KeyedFile};
 
 /// Bump when the image layout changes so old cache entries are not reused.
 const FORMAT: &str = "kchaos-initramfs-v1";
@@ -39,16 +39,9 @@ pub const KEEP_INITRAMFS: usize = 16;
 /// Builds (or finds in the cache) the initramfs for this payload.
 pub fn build(cache: &Cache, payload: &Payload<'_>) -> Result<Initramfs, InitramfsError> {
     let key = payload.key(FORMAT);
-    let dir = cache.dir("initramfs")?;
-    let path = dir.join(format!("{}.cpio", &key[..24]));
-    if let Ok(meta) = std::fs::metadata(&path) {
-        tracing::debug!(path = %path.display(), "initramfs cache hit");
-        crate::cache::touch(&path);
-        return Ok(Initramfs {
-            path,
-            key,
-            size: meta.len(),
-        });
+    let KeyedFile { dir, path, built } = cache.keyed_file("initramfs", &key, "cpio")?;
+    if let Some(size) = built {
+        return Ok(Initramfs { path, key, size });
     }
     let bytes = archive(payload)?;
     Cache::write_atomic(&path, &bytes)?;

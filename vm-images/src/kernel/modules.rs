@@ -207,27 +207,22 @@ fn read_module(path: &Path) -> Result<Vec<u8>, ModuleError> {
     };
     let raw = std::fs::read(path).map_err(err)?;
     let name = path.to_string_lossy();
-    if name.ends_with(".ko") {
-        Ok(raw)
+    let mut decoder: Box<dyn Read> = if name.ends_with(".ko") {
+        return Ok(raw);
     } else if name.ends_with(".ko.xz") {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        xz2::read::XzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(err)?;
-        Ok(out)
+        Box::new(xz2::read::XzDecoder::new(raw.as_slice()))
     } else if name.ends_with(".ko.gz") {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(err)?;
-        Ok(out)
+        Box::new(flate2::read::GzDecoder::new(raw.as_slice()))
     } else {
         let format = name.rsplit('.').next().unwrap_or("unknown").to_owned();
-        Err(ModuleError::UnsupportedCompression {
+        return Err(ModuleError::UnsupportedCompression {
             path: path.display().to_string(),
             format,
-        })
-    }
+        });
+    };
+    let mut out = Vec::with_capacity(raw.len() * 4);
+    decoder.read_to_end(&mut out).map_err(err)?;
+    Ok(out)
 }
 
 /// The `key=value` strings of a module's `.modinfo` section.

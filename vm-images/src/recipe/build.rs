@@ -291,11 +291,7 @@ fn install(
             c.hits() + c.misses
         );
     }
-    let json = serde_json::to_vec_pretty(&record).map_err(|source| RecipeError::Corrupt {
-        path: final_dir.display().to_string(),
-        source,
-    })?;
-    Cache::write_atomic(&stage.join("build.json"), &json)?;
+    crate::cache::write_record(&stage.join("build.json"), &record)?;
     Cache::write_atomic(&stage.join(".complete"), b"")?;
     Cache::install_dir(&stage, final_dir)?;
     Ok(())

@@ -2,7 +2,7 @@
 //! (`source`, `build`, `record`) and the module that runs them share it without
 //! importing each other.
 
-use crate::cache::CacheError;
+use crate::cache::{CacheError, RecordError};
 use crate::file_io::IoError;
 use crate::host_tool::CommandError;
 use crate::kernel::bzimage::BzImageError;
@@ -43,10 +43,6 @@ pub enum RecipeError {
     Apt(String),
     #[error("Source tarball {path}: {detail}")]
     BadTarball { path: String, detail: String },
-    #[error("Corrupt cache entry {path}; delete it and retry")]
-    Corrupt {
-        path: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }

@@ -20,7 +20,6 @@ pub use self::record::BuildRecord;
 use self::record::CACHE_SUB;
 pub use self::source::{plan, AptHost, SourceFacts, SourceHost, SourcePlan};
 use crate::cache::Cache;
-use crate::file_io::io;
 // The catalog lives with the kernel specs that name its recipes; these are its old paths.
 use crate::kernel::bzimage;
 pub use crate::kernel::recipes::{file, find, fragment_names, names, KernelRecipe, RECIPES};
@@ -63,13 +62,7 @@ pub fn resolve(
 /// `resolved`, and `kchaos analyze` looks for `vmlinux` next to the bzImage of a kernel
 /// that is not a Debian binary package, which is where the build keeps it.
 fn load(dir: &Path, spec: &str) -> Result<Kernel, RecipeError> {
-    let path = dir.join("build.json");
-    let text = std::fs::read(&path).map_err(io("read", &path))?;
-    let record: BuildRecord =
-        serde_json::from_slice(&text).map_err(|source| RecipeError::Corrupt {
-            path: path.display().to_string(),
-            source,
-        })?;
+    let record: BuildRecord = crate::cache::read_record(&dir.join("build.json"))?;
     let bzimage = dir.join("bzImage");
     let release = bzimage::release_of(&bzimage)?;
     let modules = dir.join("lib/modules").join(&release);

@@ -30,7 +30,6 @@ pub trait SourceHost {
 /// for bookworm, whose source line the recipes build), dpkg-query for what is installed.
 #[derive(Debug)]
 pub struct AptHost<'a, P: PackageSource + ?Sized> {
-    cache: &'a Cache,
     packages: &'a P,
 }
 
@@ -38,8 +37,8 @@ pub struct AptHost<'a, P: PackageSource + ?Sized> {
 const RELEASE: Release = Release::Bookworm;
 
 impl<'a, P: PackageSource + ?Sized> AptHost<'a, P> {
-    pub fn new(cache: &'a Cache, packages: &'a P) -> Self {
-        AptHost { cache, packages }
+    pub fn new(packages: &'a P) -> Self {
+        AptHost { packages }
     }
 }
 
@@ -51,7 +50,7 @@ impl<P: PackageSource + ?Sized> SourceHost for AptHost<'_, P> {
     fn candidate(&self, package: &str) -> Result<Option<String>, RecipeError> {
         Ok(self
             .packages
-            .candidate(self.cache, RELEASE, package)
+            .candidate(RELEASE, package)
             .map_err(from_debian)?
             .map(|c| c.version))
     }
@@ -72,7 +71,7 @@ impl<P: PackageSource + ?Sized> SourceHost for AptHost<'_, P> {
     fn download(&self, package: &str, version: &str, dir: &Path) -> Result<PathBuf, RecipeError> {
         let candidate = self
             .packages
-            .candidate(self.cache, RELEASE, package)
+            .candidate(RELEASE, package)
             .map_err(from_debian)?;
         // A pinned version apt still lists in another suite downloads as well: apt
         // resolves `package=version` across the release's suites.
@@ -81,7 +80,7 @@ impl<P: PackageSource + ?Sized> SourceHost for AptHost<'_, P> {
             suite: candidate.map_or_else(|| RELEASE.to_string(), |c| c.suite),
         };
         self.packages
-            .download(self.cache, RELEASE, package, &wanted, dir)
+            .download(RELEASE, package, &wanted, dir)
             .map_err(from_debian)
     }
 }

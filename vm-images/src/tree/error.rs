@@ -2,7 +2,7 @@
 //! module so that the steps (`git`, `space`) share it without importing the module
 //! that declares them.
 
-use crate::cache::CacheError;
+use crate::cache::{CacheError, RecordError};
 use crate::file_io::IoError;
 use crate::host_tool::CommandError;
 use crate::kernel::bzimage::BzImageError;
@@ -43,12 +43,8 @@ pub enum TreeError {
     BzImage(#[from] BzImageError),
     #[error("the build was interrupted")]
     Interrupted,
-    #[error("Corrupt cache entry {path}; delete it and retry")]
-    Corrupt {
-        path: String,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    Record(#[from] RecordError),
 }
 
 impl TreeError {

@@ -24,7 +24,7 @@ use super::error::TreeError;
 use super::evict::{evict_commits, evict_spaces};
 use super::git::{Commit, Repo};
 use super::record::{CommitBuild, SpaceInfo, TreeBuild};
-use crate::cache::{Cache, KeyHasher};
+use crate::cache::{read_record, write_record, Cache, KeyHasher};
 use crate::file_io::{self, io, IoError};
 use crate::kbuild::ccache::{Ccache, CcacheCounts};
 use crate::kbuild::script::{self, Script, ScriptError};
@@ -119,11 +119,7 @@ impl BuildSpace {
             ccache: ccache.is_some(),
             key,
         };
-        let json = serde_json::to_vec_pretty(&info).map_err(|source| TreeError::Corrupt {
-            path: root.display().to_string(),
-            source,
-        })?;
-        Cache::write_atomic(&root.join("space.json"), &json)?;
+        write_record(&root.join("space.json"), &info)?;
         let lock = root.join("lock");
         File::create(&lock).map_err(io("create", &lock))?;
         evict_spaces(&parent, &root);
@@ -154,13 +150,7 @@ impl BuildSpace {
         if !dir.join(".complete").exists() {
             return Ok(None);
         }
-        let path = dir.join("build.json");
-        let text = std::fs::read(&path).map_err(io("read", &path))?;
-        let record: CommitBuild =
-            serde_json::from_slice(&text).map_err(|source| TreeError::Corrupt {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let record: CommitBuild = read_record(&dir.join("build.json"))?;
         crate::cache::touch(&dir.join(".complete"));
         Ok(Some(TreeBuild {
             spec: spec_of(&dir, &record.release, hash),
@@ -305,11 +295,7 @@ impl BuildSpace {
         if let Some(modules) = &produced.modules {
             copy_tree(modules, &stage.join("lib/modules").join(&record.release))?;
         }
-        let json = serde_json::to_vec_pretty(record).map_err(|source| TreeError::Corrupt {
-            path: stage.display().to_string(),
-            source,
-        })?;
-        Cache::write_atomic(&stage.join("build.json"), &json)?;
+        write_record(&stage.join("build.json"), record)?;
         Cache::write_atomic(&stage.join(".complete"), b"")?;
         let dir = self.commit_dir(&record.commit);
         let _ = std::fs::remove_dir_all(&dir);

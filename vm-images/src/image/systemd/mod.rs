@@ -15,7 +15,7 @@ use std::process::Command;
 use kchaos_model::image::SERVICE_RUNNER_PATH;
 use serde::Deserialize;
 
-use crate::cache::{Cache, CacheError, KeyHasher};
+use crate::cache::{Cache, CacheError, KeyHasher, KeyedFile};
 use crate::file_io::{io, IoError};
 use crate::host_tool::{self, CommandError};
 use crate::image::payload::{FileOrigin, Payload};
@@ -181,15 +181,12 @@ pub fn build(
     h.field(rootfs.key.as_bytes())
         .field(payload.key(DISK_FORMAT).as_bytes());
     let key = h.finish();
-    let dir = cache.dir("images/systemd-disks")?;
-    let path = dir.join(format!("{}.img", &key[..24]));
-    if let Ok(meta) = std::fs::metadata(&path) {
-        tracing::debug!(path = %path.display(), "systemd disk cache hit");
-        crate::cache::touch(&path);
+    let KeyedFile { dir, path, built } = cache.keyed_file("images/systemd-disks", &key, "img")?;
+    if let Some(size) = built {
         return Ok(Disk {
             path,
             key,
-            size: meta.len(),
+            size,
             cmdline: recipe.cmdline,
         });
     }
