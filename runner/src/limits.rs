@@ -40,23 +40,48 @@ fn load(mode: CgroupMode, rel: &str) -> Cgroup {
     Cgroup::load(hier, rel)
 }
 
+/// The controller `C` of `cg`, which the mode's hierarchy must have.
+fn controller<'a, C>(cg: &'a Cgroup, name: &'static str, rel: &str) -> Result<&'a C, LimitError>
+where
+    &'a C: From<&'a cgroups_rs::fs::Subsystem>,
+    C: cgroups_rs::fs::Controller + cgroups_rs::fs::ControllIdentifier,
+{
+    cg.controller_of().ok_or_else(|| LimitError::NoController {
+        controller: name,
+        cgroup: rel.to_owned(),
+    })
+}
+
+/// `value` as the signed number cgroups-rs takes.
+fn signed(what: &'static str, value: u64, rel: &str) -> Result<i64, LimitError> {
+    i64::try_from(value).map_err(|_| LimitError::TooLarge {
+        what,
+        value,
+        cgroup: rel.to_owned(),
+    })
+}
+
+/// The error of a write cgroups-rs refused.
+fn refused(
+    what: &'static str,
+    value: String,
+    rel: &str,
+) -> impl FnOnce(cgroups_rs::fs::error::Error) -> LimitError {
+    let cgroup = rel.to_owned();
+    move |source| LimitError::Write {
+        what,
+        value,
+        cgroup,
+        source: Box::new(source),
+    }
+}
+
 pub fn set_memory_limit(mode: CgroupMode, rel: &str, bytes: u64) -> Result<(), LimitError> {
     let cg = load(mode, rel);
-    let mem: &MemController = cg.controller_of().ok_or_else(|| LimitError::NoController {
-        controller: "memory",
-        cgroup: rel.to_owned(),
-    })?;
-    let limit = i64::try_from(bytes).map_err(|_| LimitError::TooLarge {
-        what: "memory limit",
-        value: bytes,
-        cgroup: rel.to_owned(),
-    })?;
-    mem.set_limit(limit).map_err(|source| LimitError::Write {
-        what: "memory limit",
-        value: bytes.to_string(),
-        cgroup: rel.to_owned(),
-        source: Box::new(source),
-    })
+    let mem: &MemController = controller(&cg, "memory", rel)?;
+    let limit = signed("memory limit", bytes, rel)?;
+    mem.set_limit(limit)
+        .map_err(refused("memory limit", bytes.to_string(), rel))
 }
 
 /// CFS bandwidth: `quota_us` of CPU time per `period_us`.
@@ -67,20 +92,12 @@ pub fn set_cpu_bandwidth(
     period_us: u64,
 ) -> Result<(), LimitError> {
     let cg = load(mode, rel);
-    let cpu: &CpuController = cg.controller_of().ok_or_else(|| LimitError::NoController {
-        controller: "cpu",
-        cgroup: rel.to_owned(),
-    })?;
-    let quota = i64::try_from(quota_us).map_err(|_| LimitError::TooLarge {
-        what: "cpu quota",
-        value: quota_us,
-        cgroup: rel.to_owned(),
-    })?;
+    let cpu: &CpuController = controller(&cg, "cpu", rel)?;
+    let quota = signed("cpu quota", quota_us, rel)?;
     cpu.set_cfs_quota_and_period(Some(quota), Some(period_us))
-        .map_err(|source| LimitError::Write {
-            what: "cpu bandwidth",
-            value: format!("{quota_us}us/{period_us}us"),
-            cgroup: rel.to_owned(),
-            source: Box::new(source),
-        })
+        .map_err(refused(
+            "cpu bandwidth",
+            format!("{quota_us}us/{period_us}us"),
+            rel,
+        ))
 }

@@ -10,6 +10,7 @@ mod keep;
 mod kfile;
 mod limits;
 mod link;
+mod metrics;
 mod netns;
 mod pin;
 mod probes;

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use kchaos_model::metrics::{Gauge, Metric, Series};
+use kchaos_model::metrics::{Metric, Series};
 use kchaos_model::units::Unit;
 
 use crate::boot::mounts::CgroupLayout;
+use crate::metrics::Named;
 use crate::spawn::wakeup::{self, CpuWakeups, WakeupReport};
 use crate::spawn::{Job, Running as Child, SpawnError, Spawner, Target};
 
@@ -139,18 +140,15 @@ pub fn finish(name: &str, running: Running, epoch: Instant) -> Result<Finished, 
             .map(|&(at, ns)| (at.saturating_sub(zero), ns))
             .collect(),
     };
-    let value = |unit, value| Metric::Value(Gauge { unit, value });
-    let mut metrics = vec![
-        (name.to_owned(), Metric::Histogram(report.summary)),
-        (format!("{name}.cpu_share"), value(Unit::Ratio, share)),
-    ];
+    let mut named = Named::new(name);
+    named.value("cpu_share", Unit::Ratio, share);
     let mut note = None;
     if let Some(worst) = skew(&report.cpus) {
-        metrics.push((format!("{name}.cpu_skew"), value(Unit::Ratio, worst.skew)));
-        metrics.push((
-            format!("{name}.worst_cpu_p50"),
-            value(Unit::Ns, worst.p50 as f64),
-        ));
+        named.value("cpu_skew", Unit::Ratio, worst.skew).value(
+            "worst_cpu_p50",
+            Unit::Ns,
+            worst.p50 as f64,
+        );
         let each: Vec<String> = report
             .cpus
             .iter()
@@ -163,6 +161,8 @@ pub fn finish(name: &str, running: Running, epoch: Instant) -> Result<Finished, 
             worst.skew
         ));
     }
+    let mut metrics = vec![(name.to_owned(), Metric::Histogram(report.summary))];
+    metrics.extend(named.into_list());
     Ok(Finished {
         metrics,
         timeline,

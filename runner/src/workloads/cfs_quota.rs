@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kchaos_model::metrics::{Gauge, Metric};
+use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::{GuestMessage, WorkloadReport};
 use kchaos_model::scenario::workload::CfsQuota;
 use kchaos_model::scenario::{CgroupMode, CounterSelect, Workload};
@@ -24,6 +24,7 @@ use crate::boot::mounts;
 use crate::histogram::Latency;
 use crate::kfile::{self, read_key, KernelFileError};
 use crate::limits;
+use crate::metrics::Named;
 use crate::spawn::{Job, Running, Spawner, Target};
 
 /// The tree: inner nodes (below the parent) and leaves, as paths relative to the roots.
@@ -379,39 +380,25 @@ fn metrics(
     let (periods, throttled) = stat0.iter().zip(stat1).fold((0.0, 0.0), |(p, t), (a, b)| {
         (p + (b.0 - a.0), t + (b.1 - a.1))
     });
-    let value = |unit, value| Metric::Value(Gauge { unit, value });
-    let mut metrics = vec![
-        (
-            format!("{name}.retunes"),
-            value(Unit::Count, tally.retunes as f64),
-        ),
-        (
-            format!("{name}.churned"),
-            value(Unit::Count, tally.churned as f64),
-        ),
-        (
-            format!("{name}.churn_rmdir"),
-            Metric::Histogram(tally.churn_rmdir.summary()),
-        ),
-        (
-            format!("{name}.errors"),
-            value(Unit::Count, errors.count as f64),
-        ),
-    ];
+    let mut metrics = Named::new(name);
+    metrics
+        .count("retunes", tally.retunes)
+        .count("churned", tally.churned)
+        .latency("churn_rmdir", &tally.churn_rmdir)
+        .count("errors", errors.count);
     // Only report what was measured: no shares without usage, no ratio without periods.
     if let (Some(min), Some(max)) = (
         shares.iter().copied().reduce(f64::min),
         shares.iter().copied().reduce(f64::max),
     ) {
-        metrics.push((format!("{name}.share_min"), value(Unit::Ratio, min)));
-        metrics.push((format!("{name}.share_max"), value(Unit::Ratio, max)));
+        metrics
+            .value("share_min", Unit::Ratio, min)
+            .value("share_max", Unit::Ratio, max);
     }
     if periods > 0.0 {
-        metrics.push((
-            format!("{name}.throttled_ratio"),
-            value(Unit::Ratio, throttled / periods),
-        ));
+        metrics.value("throttled_ratio", Unit::Ratio, throttled / periods);
     }
+    let mut metrics = metrics.into_list();
     metrics.extend(per_cpu.into_iter().flatten());
     metrics
 }
@@ -466,16 +453,11 @@ fn per_cpu_metrics(
         max.cpu,
         max.ratio
     ));
-    let value = |v| {
-        Metric::Value(Gauge {
-            unit: Unit::Ratio,
-            value: v,
-        })
-    };
-    vec![
-        (format!("{name}.percpu_share_min"), value(min.ratio)),
-        (format!("{name}.percpu_share_max"), value(max.ratio)),
-    ]
+    let mut metrics = Named::new(name);
+    metrics
+        .value("percpu_share_min", Unit::Ratio, min.ratio)
+        .value("percpu_share_max", Unit::Ratio, max.ratio);
+    metrics.into_list()
 }
 
 /// `(nr_periods, nr_throttled)`; zeros if unreadable (the usage read reports errors).

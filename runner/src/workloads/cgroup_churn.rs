@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use kchaos_model::metrics::{Gauge, Metric};
+use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::{GuestMessage, WorkloadReport};
 use kchaos_model::scenario::workload::CgroupChurn;
 use kchaos_model::scenario::{CgroupMode, CounterSelect, Workload};
@@ -18,6 +18,7 @@ use crate::boot::mounts::{self, CgroupError, CgroupLayout};
 use crate::histogram::Latency;
 use crate::kfile::{self, KernelFileError};
 use crate::limits::LimitError;
+use crate::metrics::Named;
 use crate::spawn::{Job, SpawnError, Spawner, Target};
 use kchaos_model::error_chain;
 
@@ -215,44 +216,17 @@ pub fn run(
         error_samples: total.errors.samples,
         findings: Vec::new(),
     };
-    let mut metrics = vec![
-        (
-            format!("{name}.mkdir"),
-            Metric::Histogram(total.mkdir.summary()),
-        ),
-        (
-            format!("{name}.rmdir"),
-            Metric::Histogram(total.rmdir.summary()),
-        ),
-        (
-            format!("{name}.populate"),
-            Metric::Histogram(total.populate.summary()),
-        ),
-        (
-            format!("{name}.cgroups"),
-            Metric::Value(Gauge {
-                unit: Unit::Count,
-                value: total.created as f64,
-            }),
-        ),
-        (
-            format!("{name}.errors"),
-            Metric::Value(Gauge {
-                unit: Unit::Count,
-                value: report.errors as f64,
-            }),
-        ),
-    ];
+    let mut metrics = Named::new(name);
+    metrics
+        .latency("mkdir", &total.mkdir)
+        .latency("rmdir", &total.rmdir)
+        .latency("populate", &total.populate)
+        .count("cgroups", total.created)
+        .count("errors", report.errors);
     if let Some(bytes) = charged {
-        metrics.push((
-            format!("{name}.file_charged_min"),
-            Metric::Value(Gauge {
-                unit: Unit::Bytes,
-                value: bytes,
-            }),
-        ));
+        metrics.value("file_charged_min", Unit::Bytes, bytes);
     }
-    (report, metrics)
+    (report, metrics.into_list())
 }
 
 fn out_of_time(sh: &Shared<'_>) -> bool {

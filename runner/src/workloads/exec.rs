@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use kchaos_model::metrics::{Gauge, Metric};
+use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::WorkloadReport;
 use kchaos_model::scenario::workload::Exec;
 use kchaos_model::scenario::Workload;
-use kchaos_model::units::Unit;
 
 use super::{Env, Errors};
 use crate::histogram::Latency;
+use crate::metrics::Named;
 
 /// The PATH programs run with: where `[vm] tools` puts them.
 const PATH: &str = "/bin:/usr/bin:/sbin:/usr/sbin";
@@ -32,19 +32,10 @@ pub fn run(workload: &Workload, spec: &Exec, env: &Env) -> (WorkloadReport, Vec<
         runs += 1;
     }
     let name = &workload.name;
-    let metrics = vec![
-        (
-            format!("{name}.elapsed"),
-            Metric::Histogram(elapsed.summary()),
-        ),
-        (
-            format!("{name}.errors"),
-            Metric::Value(Gauge {
-                unit: Unit::Count,
-                value: errors.count as f64,
-            }),
-        ),
-    ];
+    let mut metrics = Named::new(name);
+    metrics
+        .latency("elapsed", &elapsed)
+        .count("errors", errors.count);
     (
         WorkloadReport {
             name: name.clone(),
@@ -53,7 +44,7 @@ pub fn run(workload: &Workload, spec: &Exec, env: &Env) -> (WorkloadReport, Vec<
             error_samples: errors.samples,
             findings: Vec::new(),
         },
-        metrics,
+        metrics.into_list(),
     )
 }
 

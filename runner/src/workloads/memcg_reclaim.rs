@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use kchaos_model::metrics::{Gauge, Metric};
+use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::WorkloadReport;
 use kchaos_model::scenario::workload::MemcgReclaim;
 use kchaos_model::scenario::{CgroupMode, CounterSelect, Workload};
@@ -15,6 +15,7 @@ use kchaos_model::units::Unit;
 use super::{Env, Errors};
 use crate::boot::mounts::CgroupLayout;
 use crate::kfile::{self, KernelFileError};
+use crate::metrics::Named;
 use kchaos_model::error_chain;
 
 /// How often the dying count is read while waiting.
@@ -262,27 +263,17 @@ pub fn run(
         }
     }
     let name = &workload.name;
-    let value = |unit, value| Metric::Value(Gauge { unit, value });
-    let mut metrics = vec![
-        (
-            format!("{name}.deleted"),
-            value(Unit::Count, deleted as f64),
-        ),
-        (
-            format!("{name}.wait"),
-            value(Unit::Ns, waited.as_nanos() as f64),
-        ),
-        (
-            format!("{name}.errors"),
-            value(Unit::Count, errors.count as f64),
-        ),
-    ];
+    let mut metrics = Named::new(name);
+    metrics
+        .count("deleted", deleted)
+        .value("wait", Unit::Ns, waited.as_nanos() as f64)
+        .count("errors", errors.count);
     // Counts that could not be read are missing, never zero.
     if let Some(b) = before {
-        metrics.push((format!("{name}.dying_before"), value(Unit::Count, b as f64)));
+        metrics.count("dying_before", b);
     }
     if let Some(a) = after {
-        metrics.push((format!("{name}.dying"), value(Unit::Count, a as f64)));
+        metrics.count("dying", a);
     }
     let report = WorkloadReport {
         name: name.clone(),
@@ -291,7 +282,7 @@ pub fn run(
         error_samples: errors.samples,
         findings: Vec::new(),
     };
-    (report, metrics)
+    (report, metrics.into_list())
 }
 
 #[cfg(test)]

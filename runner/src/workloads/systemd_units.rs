@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kchaos_model::metrics::{Gauge, Metric};
+use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::WorkloadReport;
 use kchaos_model::scenario::workload::{SystemdUnits, UnitKind};
 use kchaos_model::scenario::Workload;
@@ -26,6 +26,7 @@ use zbus_systemd::systemd1::ManagerProxy;
 use self::clock::{CookieClock, Overflow, Silence, UnloadPoll, Unloading};
 use super::{Env, Errors, Iterations};
 use crate::histogram::Latency;
+use crate::metrics::Named;
 use crate::systemd::cookie::{self, CookieError, FastForward};
 use crate::systemd::SystemdError;
 
@@ -226,67 +227,39 @@ pub fn run(
 }
 
 fn metrics(name: &str, outcome: &Outcome) -> Vec<(String, Metric)> {
-    let value = |unit, v: f64| Metric::Value(Gauge { unit, value: v });
     let stats = &outcome.stats;
     let heard = &outcome.heard;
-    let mut metrics = vec![
-        (
-            format!("{name}.start"),
-            Metric::Histogram(stats.start.summary()),
-        ),
-        (
-            format!("{name}.stop"),
-            Metric::Histogram(stats.stop.summary()),
-        ),
-        (
-            format!("{name}.units"),
-            value(Unit::Count, stats.units as f64),
-        ),
-        (
-            format!("{name}.leaked"),
-            value(Unit::Count, outcome.leaked.len() as f64),
-        ),
-        (
-            format!("{name}.silence"),
-            value(Unit::Ns, heard.silence.longest().as_nanos() as f64),
-        ),
-    ];
+    let mut metrics = Named::new(name);
+    metrics
+        .latency("start", &stats.start)
+        .latency("stop", &stats.stop)
+        .count("units", stats.units)
+        .count("leaked", outcome.leaked.len() as u64)
+        .value(
+            "silence",
+            Unit::Ns,
+            heard.silence.longest().as_nanos() as f64,
+        );
     // Without a signal there is no cookie to report; a check on them then fails as
     // "no data" instead of passing on a zero.
     if let Some(cookie) = heard.cookie.newest() {
-        metrics.push((
-            format!("{name}.cookie"),
-            value(Unit::Count, f64::from(cookie)),
-        ));
-        metrics.push((
-            format!("{name}.messages"),
-            value(Unit::Count, heard.cookie.messages() as f64),
-        ));
+        metrics
+            .count("cookie", u64::from(cookie))
+            .count("messages", heard.cookie.messages());
     }
     if let Some(rate) = heard.cookie.rate() {
-        metrics.push((format!("{name}.message_rate"), value(Unit::Count, rate)));
+        metrics.value("message_rate", Unit::Count, rate);
     }
     // Only a flood that moved the cookie reports where it started and whether it
     // cycled: elsewhere a check on them fails as "no data", never passes on a zero.
     if let Some(f) = &outcome.forward {
-        metrics.push((
-            format!("{name}.cookie_before"),
-            value(Unit::Count, f.before as f64),
-        ));
-        metrics.push((
-            format!("{name}.cookie_start"),
-            value(Unit::Count, f64::from(f.start)),
-        ));
-        metrics.push((
-            format!("{name}.cookie_cycles"),
-            value(Unit::Count, f64::from(heard.cookie.cycles())),
-        ));
-        metrics.push((
-            format!("{name}.messages_after_cycle"),
-            value(Unit::Count, heard.cookie.after_cycle() as f64),
-        ));
+        metrics
+            .count("cookie_before", f.before)
+            .count("cookie_start", u64::from(f.start))
+            .count("cookie_cycles", u64::from(heard.cookie.cycles()))
+            .count("messages_after_cycle", heard.cookie.after_cycle());
     }
-    metrics
+    metrics.into_list()
 }
 
 /// What systemd's messages told the flood, shared by every connection's listener and

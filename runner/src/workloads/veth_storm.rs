@@ -10,17 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use kchaos_model::metrics::{Gauge, Metric};
+use kchaos_model::metrics::Metric;
 use kchaos_model::protocol::{GuestMessage, WorkloadReport};
 use kchaos_model::scenario::workload::{DestroyOrder, VethStorm};
 use kchaos_model::scenario::Workload;
-use kchaos_model::units::Unit;
 use rtnetlink::packet_route::address::AddressHeaderFlags;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{Env, Errors, Iterations};
 use crate::histogram::Latency;
+use crate::metrics::Named;
 use crate::netns::NetnsFactory;
 
 /// The inside end's name, as in a pod.
@@ -87,41 +87,17 @@ pub fn run(
         }
     };
     let name = &workload.name;
-    let value = |v: f64| {
-        Metric::Value(Gauge {
-            unit: Unit::Count,
-            value: v,
-        })
-    };
-    let metrics = vec![
-        (
-            format!("{name}.create"),
-            Metric::Histogram(stats.create.summary()),
-        ),
-        (
-            format!("{name}.configure"),
-            Metric::Histogram(stats.configure.summary()),
-        ),
-        (
-            format!("{name}.traffic"),
-            Metric::Histogram(stats.traffic.summary()),
-        ),
-        (
-            format!("{name}.delete"),
-            Metric::Histogram(stats.delete.summary()),
-        ),
-        (
-            format!("{name}.teardown"),
-            Metric::Histogram(stats.teardown.summary()),
-        ),
-        (format!("{name}.pairs"), value(stats.pairs as f64)),
-        (
-            format!("{name}.send_retries"),
-            value(stats.send_retries as f64),
-        ),
-        (format!("{name}.leaked"), value(stats.leaked.len() as f64)),
-        (format!("{name}.errors"), value(stats.errors.count as f64)),
-    ];
+    let mut metrics = Named::new(name);
+    metrics
+        .latency("create", &stats.create)
+        .latency("configure", &stats.configure)
+        .latency("traffic", &stats.traffic)
+        .latency("delete", &stats.delete)
+        .latency("teardown", &stats.teardown)
+        .count("pairs", stats.pairs)
+        .count("send_retries", stats.send_retries)
+        .count("leaked", stats.leaked.len() as u64)
+        .count("errors", stats.errors.count);
     let mut errors = stats.errors;
     if !stats.leaked.is_empty() {
         env.reporter.note(format!(
@@ -139,7 +115,7 @@ pub fn run(
             error_samples: errors.samples,
             findings: Vec::new(),
         },
-        metrics,
+        metrics.into_list(),
     )
 }
 
