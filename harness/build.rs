@@ -10,8 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-#[path = "src/vm/runner_cargo.rs"]
-mod runner_cargo;
+#[path = "src/vm/runner/cargo_build.rs"]
+mod cargo_build;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
@@ -89,7 +89,7 @@ fn embed_runner(root: &Path, out: &Path) {
     };
     println!("cargo::warning=building the static guest runner to embed (the first time takes a few minutes)");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = runner_cargo::command(&cargo, root, &target_dir);
+    let mut cmd = cargo_build::command(&cargo, root, &target_dir);
     match cmd.status() {
         Ok(s) if s.success() => {}
         Ok(s) => {
@@ -101,7 +101,7 @@ fn embed_runner(root: &Path, out: &Path) {
             return;
         }
     }
-    let built = runner_cargo::output(&target_dir);
+    let built = cargo_build::output(&target_dir);
     let copy = out.join("kchaos-runner");
     match std::fs::copy(&built, &copy) {
         Ok(_) => {

@@ -110,7 +110,7 @@ impl BenchVm {
         let accel = qemu::detect_accel(&q, AccelChoice::Auto, &cache.dir("accel")?)
             .await
             .accel;
-        let runner = kchaos_harness::vm::runner_bin::locate(None)?.bytes;
+        let runner = kchaos_harness::vm::runner::locate(None)?.bytes;
         let boot_scenario =
             kchaos_model::scenario::parse("boot", BOOT_SCENARIO).map_err(|e| e.to_string())?;
         let boot = kchaos_harness::vm::image::boot_kernel(&cache, &kernel)?;

@@ -5,9 +5,15 @@
 use kchaos_model::bisect::plan::{Observed, Phase};
 use kchaos_model::bisect::StepVerdict;
 
+use kchaos_model::verdict::Verdict;
+
 use crate::analysis::bisect::{
     BisectRecord, Calibration, PlanOptionsRecord, Point, StepBuild, StepRecord, Totals,
 };
+use crate::analysis::compare::{compare, CompareOptions, Comparison, Side};
+use crate::results::sources::LoadedRun;
+use crate::results::store::empty_results;
+use crate::results::{test_cell, KernelInfo};
 
 /// Point `n` of a bisection: a full commit hash made of `n`, with `subject`.
 pub fn point(n: usize, subject: String) -> Point {
@@ -80,6 +86,52 @@ pub fn step_record(
         run_seconds: 30.0,
         results: Some(format!("step-{index}")),
         why: None,
+    }
+}
+
+/// Five repeats of `scenario` on `kernel` with the given p99s (ns) and verdicts.
+pub fn run_with(kernel: &str, p99s: &[f64], verdict: Verdict) -> LoadedRun {
+    let mut results = empty_results();
+    for (i, p99) in p99s.iter().enumerate() {
+        let mut cell = test_cell(&format!("memcg/{kernel}"), verdict, *p99);
+        cell.repeat = u32::try_from(i).unwrap();
+        cell.id = format!("memcg/{kernel}/r{i}");
+        results.cells.push(cell);
+    }
+    LoadedRun {
+        dir: "/nonexistent".into(),
+        results,
+    }
+}
+
+/// Passing runs on kernels `a` (the baseline's p99s) and `b` (the candidate's).
+pub fn a_and_b(baseline: &[f64], candidate: &[f64]) -> Vec<LoadedRun> {
+    vec![
+        run_with("a", baseline, Verdict::Pass),
+        run_with("b", candidate, Verdict::Pass),
+    ]
+}
+
+/// `runs` compared from kernel `baseline` to kernel `candidate` (Debian's, by their
+/// short names), with the default options.
+pub fn compare_kernels(runs: &[LoadedRun], baseline: &str, candidate: &str) -> Comparison {
+    compare(
+        &Side::kernel(&format!("debian:{baseline}"), runs),
+        &Side::kernel(&format!("debian:{candidate}"), runs),
+        CompareOptions::default(),
+    )
+}
+
+/// A kernel known only by its spec and what it resolved and reported: no package,
+/// no Debian source, no commit.
+pub fn kernel_info(spec: &str, resolved: Option<&str>, release: Option<&str>) -> KernelInfo {
+    KernelInfo {
+        spec: spec.into(),
+        resolved: resolved.map(Into::into),
+        release: release.map(Into::into),
+        package: None,
+        debian: None,
+        source: None,
     }
 }
 

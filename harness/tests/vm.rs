@@ -22,6 +22,11 @@ struct Run {
     dir: tempfile::TempDir,
 }
 
+/// [`run`] where a VM can boot; `None` (the test skips) where QEMU is missing.
+fn run_on_vm(name: &str, scenario: &str) -> Option<Run> {
+    vm_available().then(|| run(name, scenario))
+}
+
 fn run(name: &str, scenario: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(format!("{name}.toml"));
@@ -96,10 +101,9 @@ fn dying_cgroups(extra_check: &str) -> String {
 
 #[test]
 fn memcg_dying_cgroups_passes_on_debian_6_1_with_latency_metrics() {
-    if !vm_available() {
+    let Some(r) = run_on_vm("dying", &dying_cgroups("")) else {
         return;
-    }
-    let r = run("dying", &dying_cgroups(""));
+    };
     let cell = r.cell_with_verdict("pass");
     assert_eq!(r.code, Some(0), "{}", r.output);
     assert!(
@@ -149,13 +153,12 @@ fn memcg_dying_cgroups_passes_on_debian_6_1_with_latency_metrics() {
 
 #[test]
 fn a_violated_check_fails_the_cell_with_its_reason() {
-    if !vm_available() {
-        return;
-    }
-    let r = run(
+    let Some(r) = run_on_vm(
         "dying-strict",
         &dying_cgroups("[[check]]\nassert = \"memory_stat_read.p99 <= 1ns\"\n"),
-    );
+    ) else {
+        return;
+    };
     let cell = r.cell_with_verdict("fail");
     assert_eq!(r.code, Some(1), "{}", r.output);
     let reasons: Vec<&str> = cell["reasons"]
@@ -229,10 +232,9 @@ const CFS_SMALL: &str = include_str!("data/cfs-small.toml");
 
 #[test]
 fn cfs_quota_passes_on_debian_6_1_with_wakeup_and_throttling_metrics() {
-    if !vm_available() {
+    let Some(r) = run_on_vm("cfs", CFS_SMALL) else {
         return;
-    }
-    let r = run("cfs", CFS_SMALL);
+    };
     let cell = r.cell_with_verdict("pass");
     let m = &cell["metrics"];
     for probe in ["wakeup_outside", "wakeup_throttled"] {
@@ -358,10 +360,9 @@ const VETH_SMALL: &str = include_str!("data/veth-small.toml");
 
 #[test]
 fn veth_storm_passes_on_debian_6_1_with_per_pod_latencies() {
-    if !vm_available() {
+    let Some(r) = run_on_vm("veth", VETH_SMALL) else {
         return;
-    }
-    let r = run("veth", VETH_SMALL);
+    };
     let cell = r.cell_with_verdict("pass");
     let m = &cell["metrics"];
     for stage in ["create", "configure", "traffic", "delete", "teardown"] {

@@ -2,7 +2,7 @@
 //! (kernels and guest images in the cache, the guest runner) and the cache itself.
 
 use anyhow::Context;
-use kchaos_harness::vm::{self, runner_bin};
+use kchaos_harness::vm::{self, runner};
 use kchaos_images::Cache;
 use kchaos_model::error_chain;
 
@@ -70,7 +70,7 @@ fn fetch_image(spec: &str, cache: &Cache) -> Result<std::path::PathBuf, String> 
 }
 
 pub fn build_runner() -> Result<Exit, CliError> {
-    let bin = runner_bin::locate(None)
+    let bin = runner::locate(None)
         .map_err(|e| CliError::Infrastructure(anyhow::anyhow!(error_chain(&e))))?;
     println!("{}", bin.path.display());
     Ok(Exit::Ok)

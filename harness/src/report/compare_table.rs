@@ -148,3 +148,43 @@ pub fn summary(cmp: &Comparison) -> String {
     }
     parts.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use kchaos_model::verdict::Verdict;
+
+    use super::*;
+    use crate::fixtures::{a_and_b, assert_contains, compare_kernels, run_with};
+
+    #[test]
+    fn an_inconclusive_row_is_listed_by_default_and_counted() {
+        let cases: &[(&[f64], &[f64])] = &[
+            (&[2.40e6, 2.41e6], &[12.65e6, 12.66e6]),
+            (&[2.40e6], &[12.65e6]),
+            (&[1.0e6, 1.1e6, 1.2e6], &[2.0e6, 2.1e6, 2.2e6]),
+        ];
+        for (baseline, candidate) in cases {
+            let cmp = compare_kernels(&a_and_b(baseline, candidate), "a", "b");
+            // The p99 row and the margin of the check on it.
+            assert_eq!(cmp.count(Outcome::Inconclusive), 2, "{baseline:?}");
+            assert_contains(
+                &table(&cmp, false),
+                &[
+                    "inconclusive: ",
+                    "cannot reach p < 0.05",
+                    "2 inconclusive (more repeats needed)",
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn an_eroded_margin_is_counted_in_the_summary() {
+        let base = [1.00e6, 1.02e6, 0.98e6, 1.01e6, 0.99e6];
+        let mut runs = a_and_b(&base, &[2.60e6, 2.62e6, 2.58e6, 2.61e6, 2.59e6]);
+        runs.push(run_with("c", &base, Verdict::Pass));
+        let cmp = compare_kernels(&runs, "a", "b");
+        assert_eq!(cmp.count(Outcome::MarginEroded), 1);
+        assert_contains(&table(&cmp, false), &["1 check margin eroded"]);
+    }
+}

@@ -164,17 +164,7 @@ fn cut(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn info(spec: &str, resolved: Option<&str>, release: Option<&str>) -> KernelInfo {
-        KernelInfo {
-            spec: spec.to_owned(),
-            resolved: resolved.map(str::to_owned),
-            release: release.map(str::to_owned),
-            package: None,
-            debian: None,
-            source: None,
-        }
-    }
+    use crate::fixtures::kernel_info;
 
     const LONG: &str = "path:/home/someone/src/linux/arch/x86/boot/bzImage,modules=/home/someone/src/linux/mods/lib/modules/6.13.0-rc1,config=/home/someone/src/linux/.config";
 
@@ -188,7 +178,7 @@ mod tests {
         let names = KernelNames::from_list(&list);
         let table: &[(KernelInfo, &str)] = &[
             (
-                info(
+                kernel_info(
                     "debian:6.12-cloud",
                     Some("debian:6.12.48-1-cloud"),
                     Some("6.12.48+deb13-cloud-amd64"),
@@ -196,9 +186,9 @@ mod tests {
                 "deb612",
             ),
             // Two names for one spec: the first in name order.
-            (info("debian:6.1-cloud", None, None), "a"),
+            (kernel_info("debian:6.1-cloud", None, None), "a"),
             (
-                info(
+                kernel_info(
                     "debian:6.1.0-56-cloud",
                     Some("debian:6.1.0-56-cloud"),
                     Some("6.1.0-56-cloud-amd64"),
@@ -206,11 +196,14 @@ mod tests {
                 "debian:6.1.0-56-cloud",
             ),
             (
-                info(LONG, Some("local-6.13.0-rc1"), Some("6.13.0-rc1")),
+                kernel_info(LONG, Some("local-6.13.0-rc1"), Some("6.13.0-rc1")),
                 "6.13.0-rc1",
             ),
             // A build that never booted has no release yet: its spec, cut short.
-            (info(LONG, None, None), "path:/home/some…c/linux/.config"),
+            (
+                kernel_info(LONG, None, None),
+                "path:/home/some…c/linux/.config",
+            ),
         ];
         for (i, want) in table {
             assert_eq!(short_label(i, &names), *want, "{i:?}");
@@ -218,7 +211,7 @@ mod tests {
         }
         assert_eq!(
             short_label(
-                &info("debian:6.1-cloud", None, None),
+                &kernel_info("debian:6.1-cloud", None, None),
                 &KernelNames::default()
             ),
             "debian:6.1-cloud"
@@ -235,7 +228,7 @@ mod tests {
             ("n/a", LONG.to_owned(), "6.13.0"),
         ] {
             let mut c = crate::results::test_cell(id, kchaos_model::verdict::Verdict::Pass, 1e6);
-            c.kernel = info(&spec, Some(&spec), Some(release));
+            c.kernel = kernel_info(&spec, Some(&spec), Some(release));
             cells.push(c);
         }
         let cols = columns(&cells, &KernelNames::default());

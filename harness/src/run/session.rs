@@ -21,7 +21,7 @@ use crate::cell::preboot::Preboot;
 use crate::cell::{self, requirements, CellEnv, CellSpec, DumpPolicy, Gdb, KeepPolicy, Keeper};
 use crate::results::CellResult;
 use crate::scenario::LoadedScenario;
-use crate::vm::runner_bin::{self, RunnerBinError, RunnerBinary};
+use crate::vm::runner::{self, RunnerBinError, RunnerBinary};
 use crate::vm::{self, image, AccelChoice, AccelDecision, Qemu, QemuError};
 use kchaos_model::error_chain;
 
@@ -324,8 +324,7 @@ impl Session {
             .get_or_init(|| async {
                 progress.info("preparing the guest runner");
                 let explicit = self.opts.runner.clone();
-                match tokio::task::spawn_blocking(move || runner_bin::locate(explicit.as_deref()))
-                    .await
+                match tokio::task::spawn_blocking(move || runner::locate(explicit.as_deref())).await
                 {
                     Ok(r) => r.map(Arc::new).map_err(|e| Arc::new(e.into())),
                     Err(e) => Err(Arc::new(PrepareError::Task {

@@ -12,8 +12,7 @@ pub mod launch;
 pub mod process;
 pub mod qemu;
 pub mod qmp;
-pub mod runner_bin;
-pub mod runner_cargo;
+pub mod runner;
 pub mod sockets;
 
 pub use self::accel::{detect as detect_accel, Accel, AccelChoice, AccelDecision};

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::schema::{Status, TestMisc};
 use super::*;
+use crate::fixtures::kernel_info;
 use crate::results::store::empty_results;
 use crate::results::{test_cell, KernelInfo, KnownMatch, RunResults};
 
@@ -281,19 +282,6 @@ fn a_cell_field_by_field() {
     assert_eq!(actual, expected, "{}", render(&report).unwrap());
 }
 
-/// A kernel known only by its spec and what it resolved and reported: no package,
-/// no Debian source, no commit.
-fn bare_kernel(spec: &str, resolved: Option<&str>, release: Option<&str>) -> KernelInfo {
-    KernelInfo {
-        spec: spec.into(),
-        resolved: resolved.map(Into::into),
-        release: release.map(Into::into),
-        package: None,
-        debian: None,
-        source: None,
-    }
-}
-
 /// The one of `items` whose id ends with `label`.
 fn ending_in<'a, T>(items: &'a [T], id: fn(&T) -> &String, label: &str) -> &'a T {
     items
@@ -306,15 +294,15 @@ fn ending_in<'a, T>(items: &'a [T], id: fn(&T) -> &String, label: &str) -> &'a T
 fn kernels_say_where_their_source_came_from() {
     const LOCAL: &str = "path:/k/bzImage,tree=net-next,repo=https://git.example/net-next.git,branch=main,commit=0123456789abcdef0123456789abcdef01234567";
     let mut local = test_cell("s/local-6.13.0", Verdict::Pass, 1e6);
-    local.kernel = bare_kernel(LOCAL, Some(LOCAL), Some("6.13.0"));
+    local.kernel = kernel_info(LOCAL, Some(LOCAL), Some("6.13.0"));
     let mut built = test_cell("s/build-defects_6.1.192-2", Verdict::Pass, 1e6);
-    built.kernel = bare_kernel(
+    built.kernel = kernel_info(
         "build:defects",
         Some("build:defects@6.1.192-2"),
         Some("6.1.192-kchaos"),
     );
     let mut missing = test_cell("s/nowhere", Verdict::Error, 1e6);
-    missing.kernel = bare_kernel("debian:9.9-cloud", None, None);
+    missing.kernel = kernel_info("debian:9.9-cloud", None, None);
     let report = export(
         &[run_of("r", vec![local, built, missing])],
         &[],

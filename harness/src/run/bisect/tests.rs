@@ -9,7 +9,7 @@ use kchaos_model::bisect::StepVerdict;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::analysis::bisect::{PlanOptionsRecord, Point, Totals};
+use crate::fixtures::{bisect_record, point};
 
 /// Commits `0..len`; the first bad is `first_bad`; `broken` do not build.
 struct FakeBuilder {
@@ -96,34 +96,14 @@ impl PointRunner for FakeRunner {
     }
 }
 
-fn record(len: usize, opts: &PlanOptions) -> BisectRecord {
+/// A bisection over `len` commits not yet calibrated: the shared fixture's, before
+/// its calibration (the fixture's options are [`OPTS`]).
+fn record(len: usize) -> BisectRecord {
+    let points = (0..len).map(|i| point(i, format!("commit {i}"))).collect();
     BisectRecord {
-        kchaos_version: "0.1.0".into(),
-        started_at: "t".into(),
-        finished_at: None,
-        scenario: "s.toml".into(),
-        until: "any".into(),
-        sets: Vec::new(),
-        options: PlanOptionsRecord {
-            calibrate: opts.calibrate,
-            runs: opts.runs,
-            confidence: opts.confidence,
-            seed: None,
-        },
-        source: None,
-        points: (0..len)
-            .map(|i| Point {
-                id: format!("{i:040x}"),
-                subject: Some(format!("commit {i}")),
-            })
-            .collect(),
-        good: 0,
-        bad: len - 1,
         calibration: None,
         runs_per_step: None,
-        steps: Vec::new(),
-        outcome: None,
-        totals: Totals::default(),
+        ..bisect_record("s.toml", "any", points)
     }
 }
 
@@ -150,7 +130,7 @@ fn bisect(
     seed: u64,
 ) -> Run {
     let mut planner = Planner::new(0, len - 1, OPTS).unwrap();
-    let mut record = record(len, &OPTS);
+    let mut record = record(len);
     let mut builder = FakeBuilder {
         broken: broken.iter().copied().collect(),
         built: Vec::new(),
@@ -320,7 +300,7 @@ fn an_interrupted_bisection_resumes_from_its_record() {
     for interrupt_at in 1..5 {
         // Interrupted in the runs of step `interrupt_at` (or, odd steps, in its build).
         let mut planner = Planner::new(0, 16, OPTS).unwrap();
-        let mut rec = record(17, &OPTS);
+        let mut rec = record(17);
         let in_build = interrupt_at % 2 == 1 || whole.record.steps[interrupt_at].results.is_none();
         let index_at = whole.record.steps[interrupt_at].index;
         let mut builder = FakeBuilder {
@@ -396,7 +376,7 @@ fn an_interrupted_bisection_resumes_from_its_record() {
 #[test]
 fn a_journal_that_cannot_be_written_stops_the_bisection() {
     let mut planner = Planner::new(0, 4, OPTS).unwrap();
-    let mut rec = record(5, &OPTS);
+    let mut rec = record(5);
     let mut builder = FakeBuilder {
         broken: BTreeSet::new(),
         built: Vec::new(),

@@ -1,5 +1,5 @@
 //! How the static guest runner is built with cargo: one definition for the harness's
-//! build script (which embeds it in release builds) and for `vm::runner_bin` (which
+//! build script (which embeds it in release builds) and for `vm::runner` (which
 //! builds it at run time in a checkout). Standard library only: the build script
 //! includes this file by path.
 

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use object::read::elf::ElfFile64;
 use object::{Endianness, Object};
 
-pub use super::runner_cargo::{PROFILE, TARGET};
+mod cargo_build;
+
+pub use self::cargo_build::{PROFILE, TARGET};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerBinError {
@@ -94,7 +96,7 @@ pub fn build(root: &Path) -> Result<PathBuf, RunnerBinError> {
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = super::runner_cargo::command(&cargo, root, &target_dir);
+    let mut cmd = cargo_build::command(&cargo, root, &target_dir);
     // cargo's own progress goes to the terminal: the first build takes minutes.
     eprintln!("kchaos: building the static guest runner (cargo build --profile {PROFILE} -p kchaos-runner --target {TARGET}); the first build takes a few minutes, later ones seconds");
     let status = cmd.status().map_err(RunnerBinError::Cargo)?;
@@ -104,7 +106,7 @@ pub fn build(root: &Path) -> Result<PathBuf, RunnerBinError> {
             status: status.to_string(),
         });
     }
-    Ok(super::runner_cargo::output(&target_dir))
+    Ok(cargo_build::output(&target_dir))
 }
 
 fn load(path: &Path) -> Result<RunnerBinary, RunnerBinError> {
