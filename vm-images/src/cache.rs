@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::file_io::{io, IoError};
+use crate::file_io::{entries, io, IoError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -193,12 +193,7 @@ pub fn touch(path: &Path) {
 /// (never `except`, the one just built or used); returns how many were removed. The
 /// caches that grow with every runner build or kernel (initramfs, disks) stay bounded.
 pub fn evict_lru(dir: &Path, ext: &str, keep: usize, except: Option<&Path>) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries(dir)
         .filter(|p| p.extension().is_some_and(|e| e == ext) && Some(p.as_path()) != except)
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .collect();

@@ -4,7 +4,7 @@
 //! passes to its caller unchanged (build.sh's script error into a recipe's or a tree's).
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -21,6 +21,16 @@ pub struct IoError {
 pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> IoError {
     let path = path.display().to_string();
     move |source| IoError { what, path, source }
+}
+
+/// The paths in `dir`, in no order; none when it cannot be read (a cache directory
+/// not made yet is simply empty).
+pub(crate) fn entries(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
 }
 
 /// Takes the exclusive lock on `file` (opened at `path`), waiting for the process that

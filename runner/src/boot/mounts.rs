@@ -79,11 +79,16 @@ const EARLY: &[Mount] = &[
     },
 ];
 
-fn do_mount(m: &Mount) -> Result<(), MountError> {
-    std::fs::create_dir_all(m.target).map_err(|source| MountError::Mkdir {
-        path: m.target.to_owned(),
+/// The mount point, created if missing.
+fn mkdir(target: &Path) -> Result<(), MountError> {
+    std::fs::create_dir_all(target).map_err(|source| MountError::Mkdir {
+        path: target.display().to_string(),
         source,
-    })?;
+    })
+}
+
+fn do_mount(m: &Mount) -> Result<(), MountError> {
+    mkdir(Path::new(m.target))?;
     match mount(Some(m.source), m.target, Some(m.fstype), m.flags, m.data) {
         // Already mounted (a kernel with devtmpfs automount, or a second call).
         Ok(()) | Err(Errno::EBUSY) => Ok(()),
@@ -182,10 +187,7 @@ pub fn mount_cgroups(
         }
         for c in controllers {
             let target = root.join(c);
-            std::fs::create_dir_all(&target).map_err(|source| MountError::Mkdir {
-                path: target.display().to_string(),
-                source,
-            })?;
+            mkdir(&target)?;
             match mount(
                 Some("cgroup"),
                 &target,
@@ -218,10 +220,7 @@ pub fn mount_cgroups(
             root.join("unified")
         };
         if !(already_mounted && mode == CgroupMode::V2) {
-            std::fs::create_dir_all(&target).map_err(|source| MountError::Mkdir {
-                path: target.display().to_string(),
-                source,
-            })?;
+            mkdir(&target)?;
             match mount(
                 Some("cgroup2"),
                 &target,

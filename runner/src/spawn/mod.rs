@@ -324,14 +324,7 @@ impl Spawner {
         wire::send(self.sock.as_fd(), &request, fds)?;
         match wire::recv::<Reply>(self.sock.as_fd())?.0 {
             Reply::Started { pid, .. } => Ok(Pid::from_raw(pid)),
-            Reply::Failed(reason) => Err(SpawnError::Start {
-                cgroup: target.describe(),
-                reason,
-            }),
-            other => Err(SpawnError::Protocol {
-                expected: "Started",
-                got: other.name(),
-            }),
+            other => Err(unexpected(other, "Started", target)),
         }
     }
 
@@ -353,15 +346,23 @@ impl Spawner {
                 signal,
                 message,
             }),
-            Reply::Failed(reason) => Err(SpawnError::Start {
-                cgroup: target.describe(),
-                reason,
-            }),
-            other => Err(SpawnError::Protocol {
-                expected: "Exited",
-                got: other.name(),
-            }),
+            other => Err(unexpected(other, "Exited", target)),
         }
+    }
+}
+
+/// A reply other than the `expected` one: the helper could not start the child in
+/// `target`'s cgroup, or it broke the protocol.
+fn unexpected(reply: Reply, expected: &'static str, target: &Target) -> SpawnError {
+    match reply {
+        Reply::Failed(reason) => SpawnError::Start {
+            cgroup: target.describe(),
+            reason,
+        },
+        other => SpawnError::Protocol {
+            expected,
+            got: other.name(),
+        },
     }
 }
 

@@ -32,12 +32,7 @@ pub(super) fn cached(cache: &Cache, flavour: Flavour) -> Vec<Cached> {
     let Ok(dir) = cache.dir("kernels/debian") else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
+    crate::file_io::entries(&dir)
         .filter(|p| p.join(".complete").exists())
         .filter_map(|dir| {
             let name = dir.file_name()?.to_string_lossy().into_owned();

@@ -8,10 +8,10 @@ use std::process::Command;
 
 use super::error::RecipeError;
 use super::record::{BuildRecord, CACHE_SUB};
-use crate::cache::Cache;
+use crate::cache::{read_record, Cache};
 use crate::debian::abi::compare_abi;
 use crate::debian::{Candidate, DebianError, PackageSource, Release};
-use crate::file_io::{io, IoError};
+use crate::file_io::{entries, io, IoError};
 use crate::host_tool::{self, CommandError};
 use crate::kernel::recipes::KernelRecipe;
 
@@ -210,12 +210,7 @@ impl SourceFacts {
 }
 
 fn list_debs(dir: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
+    entries(dir)
         .filter_map(|p| {
             let version = p.file_name()?.to_str()?.strip_suffix(".deb")?.to_owned();
             Some((version, p))
@@ -226,12 +221,7 @@ fn list_debs(dir: &Path) -> Vec<(String, PathBuf)> {
 /// Source versions of finished builds of `recipe` (any recipe bytes; the caller checks
 /// which match).
 fn built_versions(root: &Path, recipe: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
+    entries(root)
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
@@ -239,8 +229,7 @@ fn built_versions(root: &Path, recipe: &str) -> Vec<String> {
                 && p.join(".complete").exists()
         })
         .filter_map(|p| {
-            let text = std::fs::read(p.join("build.json")).ok()?;
-            let record: BuildRecord = serde_json::from_slice(&text).ok()?;
+            let record: BuildRecord = read_record(&p.join("build.json")).ok()?;
             Some(record.source_version)
         })
         .collect()

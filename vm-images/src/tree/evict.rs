@@ -16,12 +16,7 @@ pub(super) const KEEP_COMMITS: usize = 64;
 
 /// Least recently used first, by the mtime of `marker` in each directory of `parent`.
 fn by_age(parent: &Path, marker: &str) -> Vec<(SystemTime, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return Vec::new();
-    };
-    let mut dirs: Vec<(SystemTime, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
+    let mut dirs: Vec<(SystemTime, PathBuf)> = crate::file_io::entries(parent)
         .filter(|p| {
             p.is_dir()
                 && !p
