@@ -364,7 +364,7 @@ impl AptState {
     pub fn candidate(&self, package: &str) -> Result<Option<Candidate>, AptError> {
         let _lock = self.lock(FlockArg::LockShared)?;
         let text = host_tool::run(self.command("apt-cache").args(["policy", package]))?;
-        Ok(apt_output::parse_policy(&text))
+        Ok(apt_output::parse_policy(&text, self.release))
     }
 
     /// Downloads `package` at `version` into `dir`; apt checks it against the hash in

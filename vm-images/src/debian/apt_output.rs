@@ -4,12 +4,17 @@
 
 use std::time::{Duration, Instant};
 
-/// apt's candidate version of a package, and the archive suite that offers it.
+use super::release::Release;
+
+/// apt's candidate version of a package, the archive suite that offers it, and the
+/// release whose apt state found it: the state that downloads it, so a download never
+/// asks another release's lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub version: String,
     /// `bookworm-security`.
     pub suite: String,
+    pub release: Release,
 }
 
 /// The candidate of the first package in `apt-cache policy` output:
@@ -24,7 +29,8 @@ pub struct Candidate {
 /// ```
 ///
 /// `None` when apt knows no such package (it prints nothing) or has no candidate.
-pub fn parse_policy(text: &str) -> Option<Candidate> {
+/// `release` is the release of the apt state that printed it.
+pub fn parse_policy(text: &str, release: Release) -> Option<Candidate> {
     let mut lines = text.lines();
     let version = lines
         .by_ref()
@@ -49,6 +55,7 @@ pub fn parse_policy(text: &str) -> Option<Candidate> {
             return Some(Candidate {
                 version,
                 suite: suite.to_owned(),
+                release,
             });
         }
     }
@@ -152,6 +159,7 @@ linux-image-cloud-amd64:
             Some(Candidate {
                 version: v.to_owned(),
                 suite: s.to_owned(),
+                release: Release::Bookworm,
             })
         };
         let table: &[(&str, Option<Candidate>)] = &[
@@ -168,7 +176,7 @@ linux-image-cloud-amd64:
             ),
         ];
         for (text, want) in table {
-            assert_eq!(&parse_policy(text), want, "{text}");
+            assert_eq!(&parse_policy(text, Release::Bookworm), want, "{text}");
         }
     }
 

@@ -65,7 +65,7 @@ pub fn debug_vmlinux(
         })?;
     tracing::info!("downloading {dbg} (large: about 300 MB) for its vmlinux");
     let scratch = cache.scratch("kernels/debian-dbg")?;
-    let deb = source.download(rel, &dbg, &candidate, scratch.path())?;
+    let deb = source.download(&dbg, &candidate, scratch.path())?;
     let member = format!("./usr/lib/debug/boot/vmlinux-{}", kernel.release);
     // dpkg-deb streams the data archive; tar extracts the one member we need.
     let script = format!(

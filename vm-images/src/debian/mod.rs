@@ -160,7 +160,7 @@ fn package_in(
     });
     let mut failed = None;
     for (i, (package, candidate)) in offered.iter().enumerate() {
-        match unpack(cache, spec, &resolved, package, candidate, rel, source) {
+        match unpack(cache, spec, &resolved, package, candidate, source) {
             Ok(kernel) => return Ok(Some(kernel)),
             // Some mirrors carry only the signed image: try it before failing.
             Err(e) => {

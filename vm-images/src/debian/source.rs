@@ -16,10 +16,10 @@ pub trait PackageSource {
     fn names(&self, release: Release, prefix: &str) -> Result<Vec<String>, DebianError>;
     /// apt's candidate of `package` in `release`, if it offers one.
     fn candidate(&self, release: Release, package: &str) -> Result<Option<Candidate>, DebianError>;
-    /// Downloads `package` at the candidate's version into `dir`; returns the `.deb`.
+    /// Downloads `package` at the candidate's version, from the candidate's release,
+    /// into `dir`; returns the `.deb`.
     fn download(
         &self,
-        release: Release,
         package: &str,
         candidate: &Candidate,
         dir: &Path,
@@ -66,12 +66,11 @@ impl PackageSource for AptSource<'_> {
 
     fn download(
         &self,
-        release: Release,
         package: &str,
         candidate: &Candidate,
         dir: &Path,
     ) -> Result<PathBuf, DebianError> {
-        let state = self.state(release)?;
+        let state = self.state(candidate.release)?;
         Ok(state.download(package, &candidate.version, &candidate.suite, dir)?)
     }
 }

@@ -65,7 +65,6 @@ pub(super) fn unpack(
     resolved: &str,
     package: &str,
     candidate: &Candidate,
-    rel: Release,
     source: &dyn PackageSource,
 ) -> Result<Kernel, DebianError> {
     let version = &candidate.version;
@@ -89,7 +88,7 @@ pub(super) fn unpack(
         return Ok(kernel);
     }
     let scratch = cache.scratch("kernels/debian")?;
-    let deb = source.download(rel, package, candidate, scratch.path())?;
+    let deb = source.download(package, candidate, scratch.path())?;
     let root = scratch.path().join("root");
     host_tool::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
     let _ = std::fs::remove_file(&deb);

@@ -62,12 +62,12 @@ impl PackageSource for Fake {
             .map(|(_, v, s)| Candidate {
                 version: (*v).to_owned(),
                 suite: (*s).to_owned(),
+                release,
             }))
     }
 
     fn download(
         &self,
-        _: Release,
         package: &str,
         candidate: &Candidate,
         dir: &Path,

@@ -78,9 +78,10 @@ impl<P: PackageSource + ?Sized> SourceHost for AptHost<'_, P> {
         let wanted = Candidate {
             version: version.to_owned(),
             suite: candidate.map_or_else(|| RELEASE.to_string(), |c| c.suite),
+            release: RELEASE,
         };
         self.packages
-            .download(RELEASE, package, &wanted, dir)
+            .download(package, &wanted, dir)
             .map_err(from_debian)
     }
 }
