@@ -20,6 +20,7 @@ use kchaos_model::scenario::{Workload, WorkloadSpec};
 
 use crate::boot::mounts::CgroupLayout;
 use crate::link::channel::Reporter;
+use crate::metrics::Named;
 
 /// Error samples kept per workload (the count is exact, the text is for people).
 pub const MAX_ERROR_SAMPLES: usize = 5;
@@ -66,14 +67,13 @@ pub fn prepare(workload: &Workload, env: &Env) -> Result<(), PrepareError> {
 pub fn run(workload: &Workload, env: &Env) -> (WorkloadReport, Vec<(String, Metric)>) {
     let start = Instant::now();
     let (report, mut metrics) = run_kind(workload, env);
-    let wall = start.elapsed().as_nanos() as f64;
-    metrics.push((
-        format!("{}.wall", workload.name),
-        Metric::Value(kchaos_model::metrics::Gauge {
-            unit: kchaos_model::units::Unit::Ns,
-            value: wall,
-        }),
-    ));
+    let mut wall = Named::new(&workload.name);
+    wall.value(
+        "wall",
+        kchaos_model::units::Unit::Ns,
+        start.elapsed().as_nanos() as f64,
+    );
+    metrics.extend(wall.into_list());
     (report, metrics)
 }
 

@@ -94,14 +94,10 @@ pub(super) fn unpack(
     let _ = std::fs::remove_file(&deb);
     let boot = root.join("boot");
     let find = |prefix: &str| -> Option<PathBuf> {
-        std::fs::read_dir(&boot)
-            .ok()?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-            })
+        crate::file_io::entries(&boot).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
     };
     let image = find("vmlinuz-").ok_or_else(|| DebianError::BadPackage {
         package: package.to_owned(),

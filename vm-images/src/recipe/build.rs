@@ -120,17 +120,12 @@ fn scratch_for(cache: &Cache, final_dir: &Path) -> Result<tempfile::TempDir, Rec
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let prefix = format!(".tmp-{name}-");
-    if let Ok(entries) = std::fs::read_dir(&root) {
-        for stale in entries
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        {
-            tracing::info!(
-                "removing {} left by an interrupted build",
-                stale.path().display()
-            );
-            let _ = std::fs::remove_dir_all(stale.path());
-        }
+    for stale in file_io::entries(&root).filter(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+    }) {
+        tracing::info!("removing {} left by an interrupted build", stale.display());
+        let _ = std::fs::remove_dir_all(&stale);
     }
     Ok(tempfile::Builder::new()
         .prefix(&prefix)

@@ -44,9 +44,8 @@ pub(super) fn evict_spaces(parent: &Path, current: &Path) {
         let Ok(_held) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
             continue;
         };
-        let repo = std::fs::read(old.join("space.json"))
+        let repo = crate::cache::read_record::<SpaceInfo>(&old.join("space.json"))
             .ok()
-            .and_then(|b| serde_json::from_slice::<SpaceInfo>(&b).ok())
             .map(|i| PathBuf::from(i.repo));
         tracing::info!("evicting build space {}", old.display());
         let _ = std::fs::remove_dir_all(&old);
